@@ -1,0 +1,103 @@
+//! Parses `--in` / `--to` into an endpoint and picks its format: the first stage of every run.
+//!
+//! A path's format comes from its extension chain (`export.ndjson`, `legacy.CSV`), or from
+//! `--from-format` / `--to-format`, which always win. `-` is standard input or output and needs an explicit
+//! format.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::format::{self, Format};
+
+/// Where records come from or go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Standard input (for `--in -`) or standard output (for `--to -`).
+    Stdio,
+    /// A file path.
+    File(PathBuf),
+}
+
+impl Endpoint {
+    /// Parses the text of `--in` or `--to`.
+    ///
+    /// ```
+    /// use ferry::Endpoint;
+    /// assert_eq!(Endpoint::parse("-").unwrap(), Endpoint::Stdio);
+    /// assert!(matches!(Endpoint::parse("out.csv").unwrap(), Endpoint::File(_)));
+    /// assert!(Endpoint::parse("").is_err());
+    /// ```
+    pub fn parse(text: &str) -> Result<Endpoint> {
+        if text.is_empty() {
+            return Err(Error::usage("an empty path was given for --in or --to"));
+        }
+        if let Some((scheme, _)) = text.split_once("://") {
+            return Err(Error::usage(format!(
+                "{scheme}:// endpoints are not supported by this build of ferry; give a file path or -"
+            )));
+        }
+        Ok(if text == "-" {
+            Endpoint::Stdio
+        } else {
+            Endpoint::File(PathBuf::from(text))
+        })
+    }
+
+    /// The name used in errors and reports.
+    pub fn display_name(&self) -> String {
+        match self {
+            Endpoint::Stdio => "-".to_owned(),
+            Endpoint::File(p) => p.display().to_string(),
+        }
+    }
+
+    /// The format: the explicit name if given, else the one the file's extension names.
+    pub fn format(&self, explicit: Option<&str>, flag: &str) -> Result<&'static Format> {
+        if let Some(name) = explicit {
+            return format::by_name(name);
+        }
+        match self {
+            Endpoint::Stdio => Err(Error::usage(format!(
+                "standard input/output has no file extension; pass {flag}"
+            ))),
+            Endpoint::File(path) => format_from_path(path).ok_or_else(|| {
+                Error::usage(format!(
+                    "cannot tell the format of {} from its extension; pass {flag} (one of: {})",
+                    path.display(),
+                    format::names().join(", ")
+                ))
+            }),
+        }
+    }
+}
+
+/// The format named by the last extension of `path` that names one.
+pub fn format_from_path(path: &Path) -> Option<&'static Format> {
+    let name = path.file_name()?.to_str()?;
+    let extensions: Vec<&str> = name.split('.').skip(1).collect();
+    extensions.into_iter().rev().find_map(format::by_extension)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_come_from_the_extension_chain() {
+        let fmt = |p: &str| format_from_path(Path::new(p)).map(|f| f.name);
+        assert_eq!(fmt("a/b/export.ndjson"), Some("ndjson"));
+        assert_eq!(fmt("legacy.CSV"), Some("csv"));
+        assert_eq!(fmt("data.jsonl"), Some("ndjson"));
+        assert_eq!(fmt("table.md"), Some("markdown"));
+        assert_eq!(fmt("noext"), None);
+    }
+
+    #[test]
+    fn database_urls_are_refused_clearly() {
+        let err = Endpoint::parse("postgres://u@h/db").unwrap_err();
+        assert!(
+            err.is_usage() && err.to_string().contains("postgres://"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,371 @@
+//! Errors for every stage of the pipeline: one boxed kind, a stage, and the position of the record at fault.
+//!
+//! Shaped like the `csv` crate's error: [`Error`] wraps a `Box<ErrorKind>` so `Result<T>` stays one word wide,
+//! [`ErrorKind`] is `#[non_exhaustive]`, and `Display` reads as one sentence that names the stage, the file,
+//! the record number and, where the format has them, the line, column and field.
+
+use std::fmt;
+use std::io;
+
+/// A `Result` whose error is ferry's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where in the pipeline something went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Stage {
+    /// Opening or reading the input.
+    Source,
+    /// Turning input bytes into records.
+    Decode,
+    /// Template field mapping and transforms.
+    Map,
+    /// JSON Schema validation.
+    Validate,
+    /// Turning records into output bytes.
+    Encode,
+    /// Writing, finishing or renaming the output.
+    Sink,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Source => "source",
+            Stage::Decode => "decode",
+            Stage::Map => "map",
+            Stage::Validate => "validate",
+            Stage::Encode => "encode",
+            Stage::Sink => "sink",
+        })
+    }
+}
+
+/// Where a record sits in its input. Every part is optional because not every format has lines or columns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Position {
+    /// The file (or `-` for standard input).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The 1-based record number in the input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<u64>,
+    /// The 1-based line number, where the format has lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// The 1-based column (a character or field column, as the format counts it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u64>,
+    /// The 0-based byte offset, for formats whose parser counts bytes rather than lines (XML).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub byte: Option<u64>,
+    /// The field at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl Position {
+    /// A position that names only the file.
+    pub fn file(file: impl Into<String>) -> Position {
+        Position {
+            file: Some(file.into()),
+            ..Position::default()
+        }
+    }
+
+    /// Sets the record number.
+    pub fn with_record(mut self, record: u64) -> Position {
+        self.record = Some(record);
+        self
+    }
+
+    /// Sets the line number.
+    pub fn with_line(mut self, line: u64) -> Position {
+        self.line = Some(line);
+        self
+    }
+
+    /// Sets the column number.
+    pub fn with_column(mut self, column: u64) -> Position {
+        self.column = Some(column);
+        self
+    }
+
+    /// Sets the byte offset.
+    pub fn with_byte(mut self, byte: u64) -> Position {
+        self.byte = Some(byte);
+        self
+    }
+
+    /// Sets the field name.
+    pub fn with_field(mut self, field: impl Into<String>) -> Position {
+        self.field = Some(field.into());
+        self
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == Position::default()
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(record) = self.record {
+            parts.push(format!("record {record}"));
+        }
+        if let Some(line) = self.line {
+            parts.push(format!("line {line}"));
+        }
+        if let Some(column) = self.column {
+            parts.push(format!("column {column}"));
+        }
+        if let Some(byte) = self.byte {
+            parts.push(format!("byte {byte}"));
+        }
+        if let Some(field) = &self.field {
+            parts.push(format!("field {field:?}"));
+        }
+        match &self.file {
+            Some(file) if parts.is_empty() => write!(f, "in {file}"),
+            Some(file) => write!(f, "in {file} at {}", parts.join(", ")),
+            None => write!(f, "at {}", parts.join(", ")),
+        }
+    }
+}
+
+/// An error from any stage of ferry.
+///
+/// ```
+/// use ferry::{Error, Position, Stage};
+/// let err = Error::data(Stage::Decode, Position::file("in.csv").with_record(3).with_line(4), "unclosed quote");
+/// assert_eq!(err.to_string(), "decode error in in.csv at record 3, line 4: unclosed quote");
+/// assert_eq!(err.exit_code(), 1);
+/// ```
+pub struct Error(Box<ErrorKind>);
+
+/// What kind of error happened.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The command line or a configuration file is wrong. Exit code 2.
+    Usage {
+        /// What is wrong, as one sentence.
+        message: String,
+    },
+    /// Reading or writing bytes failed.
+    Io {
+        /// The stage that was reading or writing.
+        stage: Stage,
+        /// The file involved, where known.
+        path: Option<String>,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A record could not be decoded, mapped, validated or encoded.
+    Data {
+        /// The stage that found the problem.
+        stage: Stage,
+        /// Where the record is.
+        position: Position,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl Error {
+    /// A usage or configuration error (exit code 2).
+    pub fn usage(message: impl Into<String>) -> Error {
+        Error(Box::new(ErrorKind::Usage {
+            message: message.into(),
+        }))
+    }
+
+    /// An I/O error while `stage` was working on `path`.
+    pub fn io(stage: Stage, path: Option<&str>, source: io::Error) -> Error {
+        Error(Box::new(ErrorKind::Io {
+            stage,
+            path: path.map(str::to_owned),
+            source,
+        }))
+    }
+
+    /// A data error: the record at `position` is wrong.
+    pub fn data(stage: Stage, position: Position, message: impl Into<String>) -> Error {
+        Error(Box::new(ErrorKind::Data {
+            stage,
+            position,
+            message: message.into(),
+        }))
+    }
+
+    /// The kind of this error.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.0
+    }
+
+    /// Unwraps the kind.
+    pub fn into_kind(self) -> ErrorKind {
+        *self.0
+    }
+
+    /// True for command-line and configuration errors.
+    pub fn is_usage(&self) -> bool {
+        matches!(*self.0, ErrorKind::Usage { .. })
+    }
+
+    /// True for per-record data errors (bad input, not a broken machine).
+    pub fn is_data(&self) -> bool {
+        matches!(*self.0, ErrorKind::Data { .. })
+    }
+
+    /// True for I/O errors.
+    pub fn is_io(&self) -> bool {
+        matches!(*self.0, ErrorKind::Io { .. })
+    }
+
+    /// True when the reader of our output went away (`ferry ... | head`): not a failure.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(&*self.0, ErrorKind::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+    }
+
+    /// The stage, where the error belongs to one.
+    pub fn stage(&self) -> Option<Stage> {
+        match &*self.0 {
+            ErrorKind::Io { stage, .. } | ErrorKind::Data { stage, .. } => Some(*stage),
+            ErrorKind::Usage { .. } => None,
+        }
+    }
+
+    /// The position of the record at fault, for data errors.
+    pub fn position(&self) -> Option<&Position> {
+        match &*self.0 {
+            ErrorKind::Data { position, .. } => Some(position),
+            _ => None,
+        }
+    }
+
+    /// The message without stage and position.
+    pub fn message(&self) -> String {
+        match &*self.0 {
+            ErrorKind::Usage { message } | ErrorKind::Data { message, .. } => message.clone(),
+            ErrorKind::Io { source, .. } => source.to_string(),
+        }
+    }
+
+    /// The process exit code this error calls for: 2 for usage errors, 0 for a broken pipe, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        if self.is_usage() {
+            2
+        } else if self.is_broken_pipe() {
+            0
+        } else {
+            1
+        }
+    }
+
+    /// Fills in the parts of the position that a lower layer could not know (the file name, the record number).
+    pub fn with_context(mut self, file: Option<&str>, record: Option<u64>) -> Error {
+        if let ErrorKind::Data { position, .. } = &mut *self.0 {
+            if position.file.is_none() {
+                position.file = file.map(str::to_owned);
+            }
+            if position.record.is_none() {
+                position.record = record;
+            }
+        }
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &*self.0 {
+            ErrorKind::Usage { message } => f.write_str(message),
+            ErrorKind::Io {
+                stage,
+                path: Some(path),
+                source,
+            } => write!(f, "{stage} error on {path}: {source}"),
+            ErrorKind::Io {
+                stage,
+                path: None,
+                source,
+            } => write!(f, "{stage} error: {source}"),
+            ErrorKind::Data {
+                stage,
+                position,
+                message,
+            } if position.is_empty() => {
+                write!(f, "{stage} error: {message}")
+            }
+            ErrorKind::Data {
+                stage,
+                position,
+                message,
+            } => write!(f, "{stage} error {position}: {message}"),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &*self.0 {
+            ErrorKind::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_is_one_sentence_with_every_known_part() {
+        let pos = Position::file("a.csv")
+            .with_record(2)
+            .with_line(3)
+            .with_column(4)
+            .with_field("id");
+        let err = Error::data(Stage::Decode, pos, "invalid UTF-8");
+        assert_eq!(
+            err.to_string(),
+            "decode error in a.csv at record 2, line 3, column 4, field \"id\": invalid UTF-8"
+        );
+    }
+
+    #[test]
+    fn exit_codes_follow_the_kind() {
+        assert_eq!(Error::usage("bad flag").exit_code(), 2);
+        assert_eq!(
+            Error::data(Stage::Encode, Position::default(), "x").exit_code(),
+            1
+        );
+        let pipe = Error::io(
+            Stage::Sink,
+            None,
+            io::Error::from(io::ErrorKind::BrokenPipe),
+        );
+        assert!(pipe.is_broken_pipe());
+        assert_eq!(pipe.exit_code(), 0);
+    }
+
+    #[test]
+    fn context_fills_only_missing_parts() {
+        let err = Error::data(Stage::Decode, Position::default().with_line(9), "x")
+            .with_context(Some("f"), Some(5));
+        let pos = err.position().unwrap();
+        assert_eq!(
+            (pos.file.as_deref(), pos.record, pos.line),
+            (Some("f"), Some(5), Some(9))
+        );
+    }
+}

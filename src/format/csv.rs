@@ -1,0 +1,350 @@
+//! CSV and TSV codec (the `csv` crate): a header row, quotes, embedded newlines, CRLF, a UTF-8 BOM.
+//!
+//! Every cell is read as a string: no type is guessed, so `08123` keeps its zero (a template declares types).
+//! Nested values are written as compact JSON text in the cell and, with `--json-cells`, read back as nested
+//! values. The header is fixed by the first record; a later record with a field the header lacks is an error,
+//! not a silently dropped value.
+
+use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input};
+use crate::error::{Error, Position, Result, Stage};
+use crate::record::{Key, Record, Value};
+use crate::sink::ByteSink;
+
+pub(super) const CSV: Format = Format {
+    name: "csv",
+    extensions: &["csv"],
+    description:
+        "CSV with a header row (RFC 4180 quoting; --delimiter, --no-header, --allow-ragged)",
+    fidelity: Fidelity::Text,
+    streams: true,
+    decoder: csv_decoder,
+    encoder: csv_encoder,
+};
+
+pub(super) const TSV: Format = Format {
+    name: "tsv",
+    extensions: &["tsv", "tab"],
+    description: "tab-separated values (CSV rules with a tab delimiter)",
+    fidelity: Fidelity::Text,
+    streams: true,
+    decoder: tsv_decoder,
+    encoder: tsv_encoder,
+};
+
+fn csv_decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {
+    CsvDecoder::build(input, options, b',')
+}
+
+fn tsv_decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {
+    CsvDecoder::build(input, options, b'\t')
+}
+
+fn csv_encoder(sink: Box<dyn ByteSink>, options: &FormatOptions) -> Result<Box<dyn Encoder>> {
+    CsvEncoder::build(sink, options, b',')
+}
+
+fn tsv_encoder(sink: Box<dyn ByteSink>, options: &FormatOptions) -> Result<Box<dyn Encoder>> {
+    CsvEncoder::build(sink, options, b'\t')
+}
+
+struct CsvDecoder {
+    reader: csv::Reader<Box<dyn std::io::BufRead + Send>>,
+    name: String,
+    header: Option<Vec<Key>>,
+    row: csv::ByteRecord,
+    records: u64,
+    allow_ragged: bool,
+    json_cells: bool,
+    done: bool,
+}
+
+impl CsvDecoder {
+    fn build(
+        input: Input,
+        options: &FormatOptions,
+        default_delimiter: u8,
+    ) -> Result<Box<dyn Decoder>> {
+        let reader = csv::ReaderBuilder::new()
+            .delimiter(options.delimiter.unwrap_or(default_delimiter))
+            .quote(options.quote)
+            .escape(options.escape)
+            .double_quote(options.escape.is_none())
+            .comment(options.comment)
+            .has_headers(false)
+            .flexible(true)
+            .buffer_capacity(256 * 1024)
+            .from_reader(input.reader);
+        let mut decoder = CsvDecoder {
+            reader,
+            name: input.name,
+            header: None,
+            row: csv::ByteRecord::new(),
+            records: 0,
+            allow_ragged: options.allow_ragged,
+            json_cells: options.json_cells,
+            done: false,
+        };
+        if options.header {
+            decoder.header = decoder.read_header()?;
+        }
+        if let Some(columns) = &options.columns {
+            decoder.header = Some(checked_names(
+                columns.iter().map(String::as_str),
+                &decoder.name,
+            )?);
+        }
+        Ok(Box::new(decoder))
+    }
+
+    fn pos_at(&self, pos: Option<&csv::Position>) -> Position {
+        let mut p = Position::file(self.name.clone());
+        if let Some(pos) = pos {
+            p = p.with_line(pos.line());
+        }
+        p
+    }
+
+    fn read_header(&mut self) -> Result<Option<Vec<Key>>> {
+        match self.reader.read_byte_record(&mut self.row) {
+            Ok(false) => Ok(None),
+            Ok(true) => {
+                let mut names = Vec::with_capacity(self.row.len());
+                for (i, cell) in self.row.iter().enumerate() {
+                    let name = std::str::from_utf8(cell).map_err(|e| {
+                        let pos = self.pos_at(self.row.position()).with_column(i as u64 + 1);
+                        Error::data(Stage::Decode, pos, format!("header cell is not valid UTF-8 ({e}); pass --encoding if the file is not UTF-8"))
+                    })?;
+                    names.push(name);
+                }
+                checked_names(names.into_iter(), &self.name).map(Some)
+            }
+            Err(e) => Err(self.csv_error(&e)),
+        }
+    }
+
+    fn csv_error(&self, e: &csv::Error) -> Error {
+        let pos = self.pos_at(e.position()).with_record(self.records + 1);
+        match e.kind() {
+            csv::ErrorKind::Io(io) => Error::io(
+                Stage::Decode,
+                Some(&self.name),
+                std::io::Error::new(io.kind(), io.to_string()),
+            ),
+            _ => Error::data(Stage::Decode, pos, e.to_string()),
+        }
+    }
+
+    fn next_record(&mut self) -> Result<Option<Record>> {
+        match self.reader.read_byte_record(&mut self.row) {
+            Ok(false) => return Ok(None),
+            Ok(true) => {}
+            Err(e) => return Err(self.csv_error(&e)),
+        }
+        self.records += 1;
+        if self.header.is_none() {
+            let generated = (1..=self.row.len()).map(|i| Key::from(format!("column{i}")));
+            self.header = Some(generated.collect());
+        }
+        let header = self.header.as_deref().unwrap_or_default();
+        let pos = || self.pos_at(self.row.position()).with_record(self.records);
+        if self.row.len() != header.len() && !self.allow_ragged {
+            let message = format!(
+                "the row has {} fields but the header has {}; pass --allow-ragged to pad short rows",
+                self.row.len(),
+                header.len()
+            );
+            return Err(Error::data(Stage::Decode, pos(), message));
+        }
+        let mut record = Record::with_capacity(header.len().max(self.row.len()));
+        for (i, cell) in self.row.iter().enumerate() {
+            let text = std::str::from_utf8(cell).map_err(|e| {
+                let field = header
+                    .get(i)
+                    .map_or_else(|| format!("column{}", i + 1), |k| k.to_string());
+                let message = format!(
+                    "invalid UTF-8 ({e}); pass --encoding (e.g. latin1) if the file is not UTF-8"
+                );
+                Error::data(
+                    Stage::Decode,
+                    pos().with_column(i as u64 + 1).with_field(field),
+                    message,
+                )
+            })?;
+            let value = cell_value(text, self.json_cells);
+            match header.get(i) {
+                Some(key) => record.push_unchecked(key.clone(), value),
+                None => {
+                    record.insert(format!("column{}", i + 1), value);
+                }
+            }
+        }
+        for key in header.iter().skip(self.row.len()) {
+            record.push_unchecked(key.clone(), Value::Null);
+        }
+        Ok(Some(record))
+    }
+}
+
+/// A cell's value: its text, or with `json_cells` the nested value its JSON array/object text stands for.
+pub(super) fn cell_value(text: &str, json_cells: bool) -> Value {
+    if json_cells && (text.starts_with('[') || text.starts_with('{')) {
+        if let Ok(value @ (Value::Array(_) | Value::Object(_))) =
+            serde_json::from_str::<Value>(text)
+        {
+            return value;
+        }
+    }
+    Value::String(text.to_owned())
+}
+
+/// Turns header names into keys, refusing duplicates (a duplicate would silently overwrite a cell).
+pub(super) fn checked_names<'a>(
+    names: impl Iterator<Item = &'a str>,
+    file: &str,
+) -> Result<Vec<Key>> {
+    let mut keys: Vec<Key> = Vec::new();
+    for (i, name) in names.enumerate() {
+        if keys.iter().any(|k| &**k == name) {
+            let pos = Position::file(file)
+                .with_column(i as u64 + 1)
+                .with_field(name);
+            let message = "the header names this column twice; rename one (or pass --columns)";
+            return Err(Error::data(Stage::Decode, pos, message));
+        }
+        keys.push(Key::from(name));
+    }
+    Ok(keys)
+}
+
+impl Iterator for CsvDecoder {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Result<Record>> {
+        if self.done {
+            return None;
+        }
+        let item = self.next_record().transpose();
+        // An I/O error ends the stream. Row-level errors (ragged rows, bad UTF-8) leave the reader in place,
+        // so the stream goes on for lenient runs.
+        match &item {
+            None => self.done = true,
+            Some(Err(e)) if !e.is_data() => self.done = true,
+            _ => {}
+        }
+        item
+    }
+}
+
+struct CsvEncoder {
+    writer: csv::Writer<Box<dyn ByteSink>>,
+    header: Option<Vec<Key>>,
+    write_header: bool,
+    cell: String,
+    records: u64,
+}
+
+impl CsvEncoder {
+    fn build(
+        sink: Box<dyn ByteSink>,
+        options: &FormatOptions,
+        default_delimiter: u8,
+    ) -> Result<Box<dyn Encoder>> {
+        let writer = csv::WriterBuilder::new()
+            .delimiter(options.delimiter.unwrap_or(default_delimiter))
+            .quote(options.quote)
+            .buffer_capacity(64 * 1024)
+            .from_writer(sink);
+        Ok(Box::new(CsvEncoder {
+            writer,
+            header: None,
+            write_header: options.header,
+            cell: String::new(),
+            records: 0,
+        }))
+    }
+
+    fn csv_error(&self, e: csv::Error) -> Error {
+        match e.into_kind() {
+            csv::ErrorKind::Io(io) => Error::io(Stage::Sink, None, io),
+            other => Error::data(
+                Stage::Encode,
+                Position::default().with_record(self.records),
+                format!("{other:?}"),
+            ),
+        }
+    }
+
+    fn write_cell(&mut self, value: Option<&Value>) -> Result<()> {
+        self.cell.clear();
+        if let Some(v) = value {
+            v.write_text(&mut self.cell);
+        }
+        let result = self.writer.write_field(self.cell.as_bytes());
+        result.map_err(|e| self.csv_error(e))
+    }
+
+    fn end_row(&mut self) -> Result<()> {
+        let result = self.writer.write_record(None::<&[u8]>);
+        result.map_err(|e| self.csv_error(e))
+    }
+}
+
+impl Encoder for CsvEncoder {
+    fn write_record(&mut self, record: &Record) -> Result<()> {
+        self.records += 1;
+        let header = match self.header.take() {
+            Some(h) => h,
+            None => {
+                let h: Vec<Key> = record.iter().map(|(k, _)| k.clone()).collect();
+                if self.write_header {
+                    for key in &h {
+                        let result = self.writer.write_field(key.as_bytes());
+                        result.map_err(|e| self.csv_error(e))?;
+                    }
+                    self.end_row()?;
+                }
+                h
+            }
+        };
+        let result = self.write_row(&header, record);
+        self.header = Some(header);
+        result
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        let sink = self
+            .writer
+            .into_inner()
+            .map_err(|e| Error::io(Stage::Sink, None, e.into_error()))?;
+        sink.finish()
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.writer.get_ref().bytes_written()
+    }
+}
+
+impl CsvEncoder {
+    fn write_row(&mut self, header: &[Key], record: &Record) -> Result<()> {
+        let same_shape =
+            record.len() == header.len() && record.keys().zip(header).all(|(a, b)| a == &**b);
+        if same_shape {
+            for value in record.values() {
+                self.write_cell(Some(value))?;
+            }
+            return self.end_row();
+        }
+        if let Some(extra) = record.keys().find(|k| !header.iter().any(|h| &**h == *k)) {
+            let pos = Position::default()
+                .with_record(self.records)
+                .with_field(extra);
+            let message =
+                "the record has a field the CSV header lacks (the first record fixes the header)";
+            return Err(Error::data(Stage::Encode, pos, message));
+        }
+        for key in header {
+            self.write_cell(record.get(key))?;
+        }
+        self.end_row()
+    }
+}

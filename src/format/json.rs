@@ -1,0 +1,203 @@
+//! JSON codec: a top-level array of records streamed one element at a time, or a single object.
+//!
+//! Reading never holds more than one element in memory, so a 2 GB array streams. An element that is not an
+//! object (a number, a string, a nested array) becomes the record `{"value": ...}` rather than being lost.
+//! Writing produces an array with one record per line. Numbers keep their exact text (see
+//! [`crate::record::number_from_text`]).
+
+use std::fmt;
+use std::io::BufRead;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use super::{pushed_records, Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
+use crate::error::{Error, Position, Result, Stage};
+use crate::record::{write_json_record, Key, Record, Value};
+use crate::sink::ByteSink;
+
+pub(super) const FORMAT: Format = Format {
+    name: "json",
+    extensions: &["json"],
+    description: "JSON: an array of objects (streamed), or one object",
+    fidelity: Fidelity::Typed,
+    streams: true,
+    decoder: decoder,
+    encoder: encoder,
+};
+
+/// Parses one complete JSON value from bytes (used by tests and by other codecs' cells).
+pub fn parse_value(bytes: &[u8]) -> Result<Value> {
+    serde_json::from_slice(strip_bom(bytes)).map_err(|e| json_error(&e, None))
+}
+
+fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
+}
+
+/// Converts a serde_json error into a decode error with line and column.
+pub(super) fn json_error(e: &serde_json::Error, record: Option<u64>) -> Error {
+    let text = e.to_string();
+    // serde_json appends " at line L column C"; the position carries those, so keep the sentence short.
+    let message = match text.rfind(" at line ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    };
+    let mut position = Position::default();
+    if e.line() > 0 {
+        position = position
+            .with_line(e.line() as u64)
+            .with_column(e.column() as u64);
+    }
+    if let Some(r) = record {
+        position = position.with_record(r);
+    }
+    Error::data(Stage::Decode, position, message)
+}
+
+/// Turns any JSON value into a record: objects are records, anything else is wrapped as `{"value": ...}`.
+pub(super) fn into_record(value: Value) -> Record {
+    match value {
+        Value::Object(record) => record,
+        other => {
+            let mut record = Record::with_capacity(1);
+            record.push_unchecked(Key::from("value"), other);
+            record
+        }
+    }
+}
+
+fn decoder(input: Input, _options: &FormatOptions) -> Result<Box<dyn Decoder>> {
+    let Input { mut reader, name } = input;
+    Ok(Box::new(pushed_records(move |emit| {
+        if let Err(e) = skip_bom(&mut reader) {
+            emit(Err(Error::io(Stage::Decode, Some(&name), e)));
+            return;
+        }
+        let mut count = 0u64;
+        let mut de = serde_json::Deserializer::from_reader(reader);
+        let root = RootVisitor {
+            emit: &mut *emit,
+            count: &mut count,
+            cancelled: false,
+        };
+        let result = de.deserialize_any(root).and_then(|()| de.end());
+        if let Err(e) = result {
+            if !e.to_string().starts_with(CANCELLED) {
+                emit(Err(
+                    json_error(&e, Some(count + 1)).with_context(Some(&name), None)
+                ));
+            }
+        }
+    })))
+}
+
+fn skip_bom(reader: &mut Box<dyn BufRead + Send>) -> std::io::Result<()> {
+    if reader.fill_buf()?.starts_with(b"\xEF\xBB\xBF") {
+        reader.consume(3);
+    }
+    Ok(())
+}
+
+const CANCELLED: &str = "ferry: reader went away";
+
+/// Drives the root of the document, emitting each array element as soon as it is parsed.
+struct RootVisitor<'a> {
+    emit: &'a mut dyn FnMut(Result<Record>) -> bool,
+    count: &'a mut u64,
+    cancelled: bool,
+}
+
+impl RootVisitor<'_> {
+    fn single<E: de::Error>(mut self, value: Value) -> Result<(), E> {
+        *self.count += 1;
+        self.cancelled = !(self.emit)(Ok(into_record(value)));
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for RootVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array of records or a JSON object")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(value) = seq.next_element_seed(ElementSeed)? {
+            *self.count += 1;
+            if !(self.emit)(Ok(into_record(value))) {
+                return Err(de::Error::custom(CANCELLED));
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        let value = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        self.single(value)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.single(Value::Null)
+    }
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<(), E> {
+        self.single(Value::Bool(b))
+    }
+    fn visit_i64<E: de::Error>(self, i: i64) -> Result<(), E> {
+        self.single(Value::Int(i))
+    }
+    fn visit_u64<E: de::Error>(self, u: u64) -> Result<(), E> {
+        self.single(Value::deserialize(de::value::U64Deserializer::<E>::new(u))?)
+    }
+    fn visit_f64<E: de::Error>(self, x: f64) -> Result<(), E> {
+        self.single(Value::Float(x))
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        self.single(Value::String(s.to_owned()))
+    }
+}
+
+struct ElementSeed;
+
+impl<'de> DeserializeSeed<'de> for ElementSeed {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Value::deserialize(d)
+    }
+}
+
+fn encoder(sink: Box<dyn ByteSink>, _options: &FormatOptions) -> Result<Box<dyn Encoder>> {
+    Ok(Box::new(JsonEncoder {
+        out: OutBuf::new(sink),
+        records: 0,
+    }))
+}
+
+struct JsonEncoder {
+    out: OutBuf,
+    records: u64,
+}
+
+impl Encoder for JsonEncoder {
+    fn write_record(&mut self, record: &Record) -> Result<()> {
+        self.out
+            .buf
+            .extend_from_slice(if self.records == 0 { b"[\n" } else { b",\n" });
+        write_json_record(&mut self.out.buf, record);
+        self.records += 1;
+        self.out.maybe_flush()
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        self.out
+            .buf
+            .extend_from_slice(if self.records == 0 { b"[]\n" } else { b"\n]\n" });
+        self.out.finish()
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.out.bytes_written()
+    }
+}

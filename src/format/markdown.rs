@@ -1,0 +1,220 @@
+//! Markdown codec: writes a GitHub-flavoured pipe table; reads pipe tables back with pulldown-cmark.
+//!
+//! Cells are escaped so that a GFM renderer gives back exactly the text written: Markdown punctuation is
+//! backslash-escaped (`\|`, `\*`, ...), a newline becomes `<br>`, and leading or trailing spaces become `&#32;`
+//! (GFM would trim them). Nested values are compact JSON text, read back as nested values with `--json-cells`.
+//! Every table in the document is read, in order, each with its own header. The whole document is parsed at
+//! once (Markdown has no streaming parser), so this decoder's memory grows with its input.
+
+use std::io::Read as _;
+
+use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
+
+use super::csv::{cell_value, checked_names};
+use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
+use crate::error::{Error, Position, Result, Stage};
+use crate::record::{Key, Record, Value};
+use crate::sink::ByteSink;
+
+pub(super) const FORMAT: Format = Format {
+    name: "markdown",
+    extensions: &["md", "markdown"],
+    description: "Markdown: GitHub pipe tables (read whole)",
+    fidelity: Fidelity::Text,
+    streams: false,
+    decoder: decoder,
+    encoder: encoder,
+};
+
+fn decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {
+    let Input { mut reader, name } = input;
+    let mut bytes = Vec::new();
+    reader
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(Stage::Decode, Some(&name), e))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let message = format!(
+            "Markdown input is not valid UTF-8 ({}); pass --encoding if it is not",
+            e.utf8_error()
+        );
+        Error::data(Stage::Decode, Position::file(name.clone()), message)
+    })?;
+    let records = read_tables(&text, &name, options.json_cells)?;
+    Ok(Box::new(records.into_iter().map(Ok)))
+}
+
+/// Collects the cells of every table: one record per body row, keyed by that table's header.
+fn read_tables(text: &str, name: &str, json_cells: bool) -> Result<Vec<Record>> {
+    let mut records = Vec::new();
+    let mut header: Vec<Key> = Vec::new();
+    let mut row: Vec<String> = Vec::new();
+    let mut cell: Option<String> = None;
+    for (event, range) in Parser::new_ext(text, Options::ENABLE_TABLES).into_offset_iter() {
+        match event {
+            Event::Start(Tag::TableHead | Tag::TableRow) => row.clear(),
+            Event::Start(Tag::TableCell) => cell = Some(String::new()),
+            Event::End(TagEnd::TableCell) => row.extend(cell.take()),
+            Event::End(TagEnd::TableHead) => {
+                let line = text[..range.start].matches('\n').count() as u64 + 1;
+                header = checked_names(row.iter().map(String::as_str), name).map_err(|e| {
+                    Error::data(
+                        Stage::Decode,
+                        Position::file(name).with_line(line),
+                        e.message(),
+                    )
+                })?;
+            }
+            Event::End(TagEnd::TableRow) => {
+                let mut record = Record::with_capacity(header.len());
+                for (key, text) in header.iter().zip(row.drain(..)) {
+                    record.push_unchecked(key.clone(), cell_value(&text, json_cells));
+                }
+                records.push(record);
+            }
+            Event::Text(t) | Event::Code(t) => push_text(&mut cell, &t),
+            Event::SoftBreak | Event::HardBreak => push_text(&mut cell, "\n"),
+            Event::InlineHtml(html) | Event::Html(html) => {
+                let tag = html.trim().to_ascii_lowercase();
+                let is_br = matches!(tag.as_str(), "<br>" | "<br/>" | "<br />");
+                push_text(&mut cell, if is_br { "\n" } else { &html });
+            }
+            _ => {}
+        }
+    }
+    Ok(records)
+}
+
+fn push_text(cell: &mut Option<String>, text: &str) {
+    if let Some(cell) = cell {
+        cell.push_str(text);
+    }
+}
+
+/// Escapes a cell so that GFM renders exactly `text`.
+fn escape_cell(text: &str, out: &mut String) {
+    let start = text.len() - text.trim_start_matches([' ', '\t']).len();
+    let end = text.trim_end_matches([' ', '\t']).len().max(start);
+    for (i, c) in text.char_indices() {
+        let edge = i < start || i >= end;
+        match c {
+            ' ' if edge => out.push_str("&#32;"),
+            '\t' if edge => out.push_str("&#9;"),
+            '\n' => out.push_str("<br>"),
+            '\r' => out.push_str("&#13;"),
+            '\\' | '|' | '*' | '_' | '`' | '[' | ']' | '<' | '>' | '&' | '~' | '!' | '^' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+fn encoder(sink: Box<dyn ByteSink>, _options: &FormatOptions) -> Result<Box<dyn Encoder>> {
+    Ok(Box::new(MarkdownEncoder {
+        out: OutBuf::new(sink),
+        header: None,
+        line: String::new(),
+        records: 0,
+    }))
+}
+
+struct MarkdownEncoder {
+    out: OutBuf,
+    header: Option<Vec<Key>>,
+    line: String,
+    records: u64,
+}
+
+impl MarkdownEncoder {
+    fn push_row<'a>(&mut self, cells: impl Iterator<Item = Option<&'a Value>>) {
+        self.line.clear();
+        self.line.push('|');
+        for value in cells {
+            self.line.push(' ');
+            if let Some(v) = value {
+                escape_cell(&v.to_text(), &mut self.line);
+            }
+            self.line.push_str(" |");
+        }
+        self.line.push('\n');
+        self.out.buf.extend_from_slice(self.line.as_bytes());
+    }
+}
+
+impl Encoder for MarkdownEncoder {
+    fn write_record(&mut self, record: &Record) -> Result<()> {
+        self.records += 1;
+        let header = match self.header.take() {
+            Some(h) => h,
+            None => {
+                let h: Vec<Key> = record.keys().map(Key::from).collect();
+                let names: Vec<Value> = h.iter().map(|k| Value::String(k.to_string())).collect();
+                self.push_row(names.iter().map(Some));
+                let rule = "| --- ".repeat(h.len().max(1)) + "|\n";
+                self.out.buf.extend_from_slice(rule.as_bytes());
+                h
+            }
+        };
+        let extra = record
+            .keys()
+            .find(|k| !header.iter().any(|h| &**h == *k))
+            .map(str::to_owned);
+        if let Some(extra) = extra {
+            self.header = Some(header);
+            let pos = Position::default()
+                .with_record(self.records)
+                .with_field(extra);
+            return Err(Error::data(
+                Stage::Encode,
+                pos,
+                "the record has a field the table header lacks (the first record fixes the header)",
+            ));
+        }
+        self.push_row(header.iter().map(|k| record.get(k)));
+        self.header = Some(header);
+        self.out.maybe_flush()
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        self.out.finish()
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.out.bytes_written()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn awkward_cells_come_back_exactly() {
+        let cells = [
+            "a|b",
+            " lead",
+            "trail ",
+            "two\nlines",
+            "*not em*",
+            "back\\slash",
+            "<br>",
+            "&amp;",
+            "`code`",
+            "",
+            "セン",
+        ];
+        let mut text = String::from("| h |\n| --- |\n");
+        for c in cells {
+            let mut escaped = String::new();
+            escape_cell(c, &mut escaped);
+            text.push_str(&format!("| {escaped} |\n"));
+        }
+        let records = read_tables(&text, "t.md", false).unwrap();
+        let got: Vec<String> = records
+            .iter()
+            .map(|r| r.get("h").unwrap().to_text())
+            .collect();
+        assert_eq!(got, cells);
+    }
+}

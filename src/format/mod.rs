@@ -1,0 +1,229 @@
+//! The decode and encode stages: the [`Decoder`] and [`Encoder`] traits and the one list of registered formats.
+//!
+//! Adding a format is one new file in this folder and one line in [`FORMATS`]; the round-trip tests loop over
+//! that list, so a new format is tested the day it is added.
+
+use std::io::BufRead;
+
+use crate::error::{Error, Result};
+use crate::record::Record;
+use crate::sink::ByteSink;
+
+mod csv;
+mod json;
+mod markdown;
+mod ndjson;
+mod xml;
+mod yaml;
+
+pub use json::parse_value as parse_json_value;
+pub use yaml::parse_documents as parse_yaml_documents;
+
+/// Turns input bytes into records, in input order. Errors name the record and, where the format has them,
+/// line and column.
+pub trait Decoder: Iterator<Item = Result<Record>> + Send {}
+
+impl<T: Iterator<Item = Result<Record>> + Send> Decoder for T {}
+
+/// Turns records into output bytes. `finish()` closes what the encoder opened (the JSON array, the XML root)
+/// and then finishes the sink beneath; dropping an encoder without `finish()` leaves no final output.
+pub trait Encoder: Send {
+    /// Writes one record.
+    fn write_record(&mut self, record: &Record) -> Result<()>;
+
+    /// Closes the format and finishes the sink.
+    fn finish(self: Box<Self>) -> Result<()>;
+
+    /// Bytes handed to the sink so far.
+    fn bytes_written(&self) -> u64;
+}
+
+/// An input stream with the name errors should use for it.
+pub struct Input {
+    /// The bytes.
+    pub reader: Box<dyn BufRead + Send>,
+    /// The file name, or `-` for standard input.
+    pub name: String,
+}
+
+/// How much of a record's types a format carries through a write and a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fidelity {
+    /// Nulls, booleans, numbers, strings, arrays and objects come back typed (JSON, NDJSON, YAML).
+    Typed,
+    /// Everything comes back as text, in [`crate::Value::to_text`] form (CSV, Markdown, XML).
+    Text,
+}
+
+/// Format options from the command line, checked once when a decoder or encoder is built.
+#[derive(Debug, Clone)]
+pub struct FormatOptions {
+    /// CSV field delimiter (default `,`; `\t` for TSV).
+    pub delimiter: Option<u8>,
+    /// CSV quote character (default `"`).
+    pub quote: u8,
+    /// CSV escape character for quotes inside quoted fields (default: doubled quotes).
+    pub escape: Option<u8>,
+    /// CSV comment character: lines starting with it are skipped.
+    pub comment: Option<u8>,
+    /// CSV: the first row is a header (default true).
+    pub header: bool,
+    /// Column names to use instead of (or, without a header, for) the first row.
+    pub columns: Option<Vec<String>>,
+    /// CSV: rows with fewer fields than the header are padded with nulls instead of failing.
+    pub allow_ragged: bool,
+    /// CSV/Markdown: cells holding a JSON array or object are read back as nested values.
+    pub json_cells: bool,
+    /// The character encoding of the input (an encoding_rs label such as `latin1`); default UTF-8.
+    pub encoding: Option<&'static encoding_rs::Encoding>,
+}
+
+impl Default for FormatOptions {
+    fn default() -> Self {
+        FormatOptions {
+            delimiter: None,
+            quote: b'"',
+            escape: None,
+            comment: None,
+            header: true,
+            columns: None,
+            allow_ragged: false,
+            json_cells: false,
+            encoding: None,
+        }
+    }
+}
+
+/// Builds a decoder for an input.
+pub type DecoderFactory = fn(Input, &FormatOptions) -> Result<Box<dyn Decoder>>;
+/// Builds an encoder over a sink.
+pub type EncoderFactory = fn(Box<dyn ByteSink>, &FormatOptions) -> Result<Box<dyn Encoder>>;
+
+/// A registered format.
+pub struct Format {
+    /// The name used by `--from-format` / `--to-format`.
+    pub name: &'static str,
+    /// File extensions (without the dot) that select this format.
+    pub extensions: &'static [&'static str],
+    /// One line for `ferry formats`.
+    pub description: &'static str,
+    /// What survives a round trip through this format.
+    pub fidelity: Fidelity,
+    /// Whether the decoder streams (constant memory) or must read the whole input.
+    pub streams: bool,
+    /// Builds a decoder.
+    pub decoder: DecoderFactory,
+    /// Builds an encoder.
+    pub encoder: EncoderFactory,
+}
+
+/// Every format ferry reads and writes.
+pub static FORMATS: &[Format] = &[
+    json::FORMAT,
+    ndjson::FORMAT,
+    csv::CSV,
+    csv::TSV,
+    xml::FORMAT,
+    yaml::FORMAT,
+    markdown::FORMAT,
+];
+
+/// Finds a format by name (case-insensitive).
+pub fn by_name(name: &str) -> Result<&'static Format> {
+    FORMATS
+        .iter()
+        .find(|f| f.name.eq_ignore_ascii_case(name))
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "unknown format {name:?}; known formats: {}",
+                names().join(", ")
+            ))
+        })
+}
+
+/// Finds a format by file extension (case-insensitive, without the dot).
+pub fn by_extension(ext: &str) -> Option<&'static Format> {
+    FORMATS
+        .iter()
+        .find(|f| f.extensions.iter().any(|e| e.eq_ignore_ascii_case(ext)))
+}
+
+/// The names of all registered formats.
+pub fn names() -> Vec<&'static str> {
+    FORMATS.iter().map(|f| f.name).collect()
+}
+
+/// Splits a decoder's work into a thread that does not block the caller: used by decoders whose parser
+/// pushes values (serde visitors) rather than letting us pull them.
+pub(crate) fn pushed_records<F>(produce: F) -> impl Iterator<Item = Result<Record>> + Send
+where
+    F: FnOnce(&mut dyn FnMut(Result<Record>) -> bool) + Send + 'static,
+{
+    const BATCH: usize = 256;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<Record>>>(4);
+    std::thread::spawn(move || {
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut emit = |item: Result<Record>| {
+            let is_err = item.is_err();
+            batch.push(item);
+            if batch.len() >= BATCH || is_err {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                if tx.send(full).is_err() {
+                    return false; // the reader went away: stop parsing
+                }
+            }
+            !is_err
+        };
+        produce(&mut emit);
+        if !batch.is_empty() {
+            let _ = tx.send(batch);
+        }
+    });
+    rx.into_iter().flatten()
+}
+
+/// An output buffer in front of a sink: encoders append bytes and the buffer goes to the sink in large writes.
+pub(crate) struct OutBuf {
+    sink: Box<dyn ByteSink>,
+    /// The bytes not yet handed to the sink.
+    pub buf: Vec<u8>,
+}
+
+impl OutBuf {
+    const SIZE: usize = 64 * 1024;
+
+    pub fn new(sink: Box<dyn ByteSink>) -> OutBuf {
+        OutBuf {
+            sink,
+            buf: Vec::with_capacity(Self::SIZE + 4096),
+        }
+    }
+
+    /// Hands the buffer to the sink once it is large enough.
+    pub fn maybe_flush(&mut self) -> Result<()> {
+        if self.buf.len() >= Self::SIZE {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        use std::io::Write as _;
+        self.sink
+            .write_all(&self.buf)
+            .map_err(|e| Error::io(crate::error::Stage::Sink, None, e))?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes what is left and finishes the sink.
+    pub fn finish(mut self) -> Result<()> {
+        self.flush()?;
+        self.sink.finish()
+    }
+
+    /// Bytes written so far, buffered ones included.
+    pub fn bytes_written(&self) -> u64 {
+        self.sink.bytes_written() + self.buf.len() as u64
+    }
+}

@@ -1,0 +1,114 @@
+//! NDJSON / JSON Lines codec: one JSON value per line, blank lines skipped, the line number in every error.
+
+use std::io::BufRead;
+
+use super::json::{into_record, json_error};
+use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
+use crate::error::{Error, Result, Stage};
+use crate::record::{write_json_record, Record, Value};
+use crate::sink::ByteSink;
+
+pub(super) const FORMAT: Format = Format {
+    name: "ndjson",
+    extensions: &["ndjson", "jsonl"],
+    description: "NDJSON / JSON Lines: one JSON object per line",
+    fidelity: Fidelity::Typed,
+    streams: true,
+    decoder: decoder,
+    encoder: encoder,
+};
+
+fn decoder(input: Input, _options: &FormatOptions) -> Result<Box<dyn Decoder>> {
+    Ok(Box::new(NdjsonDecoder {
+        input,
+        line: Vec::with_capacity(4096),
+        line_no: 0,
+        records: 0,
+        done: false,
+    }))
+}
+
+struct NdjsonDecoder {
+    input: Input,
+    line: Vec<u8>,
+    line_no: u64,
+    records: u64,
+    done: bool,
+}
+
+impl NdjsonDecoder {
+    fn next_record(&mut self) -> Result<Option<Record>> {
+        loop {
+            self.line.clear();
+            let n = self
+                .input
+                .reader
+                .read_until(b'\n', &mut self.line)
+                .map_err(|e| Error::io(Stage::Decode, Some(&self.input.name), e))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.line_no += 1;
+            let mut text: &[u8] = &self.line;
+            if self.line_no == 1 {
+                text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
+            }
+            if text.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            self.records += 1;
+            return match serde_json::from_slice::<Value>(text) {
+                Ok(value) => Ok(Some(into_record(value))),
+                Err(e) => {
+                    let err = json_error(&e, Some(self.records));
+                    let mut pos = err.position().cloned().unwrap_or_default();
+                    pos.line = Some(self.line_no);
+                    pos.file = Some(self.input.name.clone());
+                    Err(Error::data(Stage::Decode, pos, err.message()))
+                }
+            };
+        }
+    }
+}
+
+impl Iterator for NdjsonDecoder {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Result<Record>> {
+        if self.done {
+            return None;
+        }
+        let item = self.next_record().transpose();
+        // An I/O error ends the stream; a bad line does not (the next line is independent).
+        if matches!(&item, None | Some(Err(_))) && !matches!(&item, Some(Err(e)) if e.is_data()) {
+            self.done = true;
+        }
+        item
+    }
+}
+
+fn encoder(sink: Box<dyn ByteSink>, _options: &FormatOptions) -> Result<Box<dyn Encoder>> {
+    Ok(Box::new(NdjsonEncoder {
+        out: OutBuf::new(sink),
+    }))
+}
+
+struct NdjsonEncoder {
+    out: OutBuf,
+}
+
+impl Encoder for NdjsonEncoder {
+    fn write_record(&mut self, record: &Record) -> Result<()> {
+        write_json_record(&mut self.out.buf, record);
+        self.out.buf.push(b'\n');
+        self.out.maybe_flush()
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        self.out.finish()
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.out.bytes_written()
+    }
+}

@@ -1,0 +1,494 @@
+//! XML codec (quick-xml): a root element holding one element per record, streamed record by record.
+//!
+//! Mapping, the same both ways:
+//! - a child element is a field; its text is the value (`<title>Hi</title>` → `"title": "Hi"`);
+//! - nested elements are objects; repeated elements are arrays (`<tag>a</tag><tag>b</tag>` → `["a", "b"]`);
+//! - attributes are fields named `@name`; an element's own text beside attributes or children is `#text`;
+//! - `xsi:nil="true"` is null, and an empty element is the empty string;
+//! - field names that are not XML names are written with `_xHHHH_` escapes (`Order ID` → `Order_x0020_ID`),
+//!   the XmlConvert convention, and decoded on read.
+//!
+//! Records written to XML and read back lose two things XML cannot say: an empty array (no element) and the
+//! difference between a one-item array and its item. Entities declared in a DTD are never expanded, so an
+//! entity bomb is an "undefined entity" error rather than a memory blow-up.
+
+use std::borrow::Cow;
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::ResolveResult;
+use quick_xml::{NsReader, XmlVersion};
+
+use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
+use crate::error::{Error, Position, Result, Stage};
+use crate::record::{Key, Record, Value};
+use crate::sink::ByteSink;
+
+pub(super) const FORMAT: Format = Format {
+    name: "xml",
+    extensions: &["xml"],
+    description:
+        "XML: <records><record>...</record></records>, @attributes, repeated elements as arrays",
+    fidelity: Fidelity::Text,
+    streams: true,
+    decoder: decoder,
+    encoder: encoder,
+};
+
+/// Deeper nesting than this is refused: no real record needs it, and it bounds the work per element.
+const MAX_DEPTH: usize = 256;
+const NIL_ATTR: &str = "xsi:nil";
+const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
+
+fn decoder(input: Input, _options: &FormatOptions) -> Result<Box<dyn Decoder>> {
+    let mut reader = NsReader::from_reader(input.reader);
+    reader.config_mut().trim_text(false);
+    Ok(Box::new(XmlDecoder {
+        reader,
+        name: input.name,
+        buf: Vec::with_capacity(4096),
+        stack: Vec::new(),
+        state: RootState::Before,
+        records: 0,
+        done: false,
+    }))
+}
+
+#[derive(PartialEq)]
+enum RootState {
+    Before,
+    Inside,
+    After,
+}
+
+struct Frame {
+    name: Key,
+    fields: Record,
+    text: String,
+    nil: bool,
+}
+
+struct XmlDecoder {
+    reader: NsReader<Box<dyn std::io::BufRead + Send>>,
+    name: String,
+    buf: Vec<u8>,
+    stack: Vec<Frame>,
+    state: RootState,
+    records: u64,
+    done: bool,
+}
+
+impl XmlDecoder {
+    fn error(&self, message: impl Into<String>) -> Error {
+        let pos = Position::file(self.name.clone())
+            .with_record(self.records + 1)
+            .with_byte(self.reader.buffer_position());
+        Error::data(Stage::Decode, pos, message)
+    }
+
+    fn next_record(&mut self) -> Result<Option<Record>> {
+        loop {
+            self.buf.clear();
+            let event = match self.reader.read_resolved_event_into(&mut self.buf) {
+                Ok((ResolveResult::Unknown(prefix), _)) => {
+                    return Err(self.error(format!("namespace prefix {prefix:?} is not declared")));
+                }
+                Ok((_, event)) => event.into_owned(),
+                Err(e) => return Err(self.error(e.to_string())),
+            };
+            match event {
+                Event::Start(start) => self.open(&start)?,
+                Event::Empty(start) => {
+                    self.open(&start)?;
+                    if let Some(record) = self.close()? {
+                        return Ok(Some(record));
+                    }
+                }
+                Event::End(_) => {
+                    if let Some(record) = self.close()? {
+                        return Ok(Some(record));
+                    }
+                }
+                Event::Text(text) => self.text(&text.xml10_content())?,
+                Event::CData(cdata) => self.text(&cdata.xml10_content())?,
+                Event::GeneralRef(reference) => {
+                    let ch = match reference.resolve_char_ref() {
+                        Ok(Some(ch)) => ch,
+                        Ok(None) => predefined_entity(&reference).ok_or_else(|| {
+                            self.error(format!(
+                                "undefined entity &{};  (ferry does not expand DTD entities)",
+                                &*reference
+                            ))
+                        })?,
+                        Err(e) => return Err(self.error(e.to_string())),
+                    };
+                    self.text(ch.encode_utf8(&mut [0; 4]))?;
+                }
+                Event::Eof => return self.end_of_input(),
+                Event::Comment(_) | Event::PI(_) | Event::Decl(_) | Event::DocType(_) => {}
+            }
+        }
+    }
+
+    fn end_of_input(&self) -> Result<Option<Record>> {
+        match self.state {
+            RootState::Before => Err(self.error("the document has no root element")),
+            RootState::Inside => {
+                let open = self
+                    .stack
+                    .last()
+                    .map_or("the root element".to_owned(), |f| {
+                        format!("element <{}>", f.name)
+                    });
+                Err(self.error(format!("unexpected end of input: {open} is not closed")))
+            }
+            RootState::After => Ok(None),
+        }
+    }
+
+    fn open(&mut self, start: &BytesStart<'_>) -> Result<()> {
+        match self.state {
+            RootState::Before => {
+                self.state = RootState::Inside;
+                return Ok(());
+            }
+            RootState::After => {
+                return Err(self.error("a second root element: XML allows only one"))
+            }
+            RootState::Inside => {}
+        }
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(self.error(format!("elements nest deeper than {MAX_DEPTH} levels")));
+        }
+        let raw = start.name().as_ref().to_owned();
+        let mut frame = Frame {
+            name: Key::from(decode_name(&raw)),
+            fields: Record::new(),
+            text: String::new(),
+            nil: false,
+        };
+        for attr in start.attributes() {
+            let attr = attr.map_err(|e| self.error(e.to_string()))?;
+            let key = attr.key.as_ref().to_owned();
+            let value = attr
+                .normalized_value(XmlVersion::Implicit1_0)
+                .map_err(|e| self.error(e.to_string()))?;
+            if key == NIL_ATTR {
+                frame.nil = value == "true" || value == "1";
+            } else if key != "xmlns:xsi" {
+                frame.fields.insert(
+                    format!("@{}", decode_name(&key)),
+                    Value::String(value.into_owned()),
+                );
+            }
+        }
+        self.stack.push(frame);
+        Ok(())
+    }
+
+    /// Closes the innermost element; returns the record when the element was a whole record.
+    fn close(&mut self) -> Result<Option<Record>> {
+        let Some(frame) = self.stack.pop() else {
+            self.state = RootState::After; // the root element closed
+            return Ok(None);
+        };
+        let value = frame_value(frame.nil, frame.fields, frame.text);
+        match self.stack.last_mut() {
+            Some(parent) => {
+                add_child(&mut parent.fields, frame.name, value);
+                Ok(None)
+            }
+            None => {
+                self.records += 1;
+                Ok(Some(match value {
+                    Value::Object(record) => record,
+                    Value::String(text) if !text.is_empty() => {
+                        Record::from_iter([(Key::from("#text"), Value::String(text))])
+                    }
+                    _ => Record::new(),
+                }))
+            }
+        }
+    }
+
+    fn text(&mut self, text: &str) -> Result<()> {
+        match self.stack.last_mut() {
+            Some(frame) => frame.text.push_str(text),
+            None if text.trim().is_empty() => {}
+            None if self.state == RootState::Inside => {
+                return Err(
+                    self.error("text directly inside the root element; records must be elements")
+                );
+            }
+            None => return Err(self.error("text outside the root element")),
+        }
+        Ok(())
+    }
+}
+
+fn predefined_entity(name: &str) -> Option<char> {
+    Some(match name {
+        "lt" => '<',
+        "gt" => '>',
+        "amp" => '&',
+        "apos" => '\'',
+        "quot" => '"',
+        _ => return None,
+    })
+}
+
+fn frame_value(nil: bool, mut fields: Record, text: String) -> Value {
+    if nil {
+        return Value::Null;
+    }
+    if fields.is_empty() {
+        return Value::String(text);
+    }
+    if !text.trim().is_empty() {
+        fields.insert("#text", Value::String(text));
+    }
+    Value::Object(fields)
+}
+
+/// Repeated child elements become an array, in document order.
+fn add_child(fields: &mut Record, name: Key, value: Value) {
+    match fields.get_mut(&name) {
+        Some(Value::Array(items)) => items.push(value),
+        Some(existing) => {
+            let first = std::mem::replace(existing, Value::Null);
+            *existing = Value::Array(vec![first, value]);
+        }
+        None => fields.push_unchecked(name, value),
+    }
+}
+
+impl Iterator for XmlDecoder {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Result<Record>> {
+        if self.done {
+            return None;
+        }
+        let item = self.next_record().transpose();
+        // XML errors are not recoverable mid-document: the rest of the tree is unknown.
+        if !matches!(item, Some(Ok(_))) {
+            self.done = true;
+        }
+        item
+    }
+}
+
+/// Decodes `_xHHHH_` escapes written by [`encode_name`].
+fn decode_name(name: &str) -> Cow<'_, str> {
+    if !name.contains("_x") {
+        return Cow::Borrowed(name);
+    }
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(i) = rest.find("_x") {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let decoded = tail
+            .get(2..6)
+            .filter(|_| tail.as_bytes().get(6) == Some(&b'_'))
+            .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+            .and_then(char::from_u32);
+        match decoded {
+            Some(ch) => {
+                out.push(ch);
+                rest = &tail[7..];
+            }
+            None => {
+                out.push_str("_x");
+                rest = &tail[2..];
+            }
+        }
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// Escapes a field name into a valid XML element name (`_xHHHH_` for each character that may not stand
+/// there, and for a `_` that would otherwise look like the start of an escape).
+fn encode_name(name: &str) -> Cow<'_, str> {
+    let ok_start = |c: char| c.is_alphabetic() || c == '_';
+    let ok_rest = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.');
+    let looks_escaped = |i: usize| {
+        let tail = name[i..].as_bytes();
+        tail.len() >= 7
+            && tail.starts_with(b"_x")
+            && tail[2..6].iter().all(u8::is_ascii_hexdigit)
+            && tail[6] == b'_'
+    };
+    let valid = !name.is_empty()
+        && name
+            .char_indices()
+            .all(|(i, c)| if i == 0 { ok_start(c) } else { ok_rest(c) })
+        && !name.contains("_x");
+    if valid {
+        return Cow::Borrowed(name);
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for (i, c) in name.char_indices() {
+        let allowed = if i == 0 { ok_start(c) } else { ok_rest(c) };
+        if allowed && !(c == '_' && looks_escaped(i)) {
+            out.push(c);
+        } else {
+            push_escape(&mut out, c);
+        }
+    }
+    if out.is_empty() {
+        out.push('_'); // XML has no empty names; an empty field name is written as `_`
+    }
+    Cow::Owned(out)
+}
+
+fn push_escape(out: &mut String, c: char) {
+    use std::fmt::Write as _;
+    let code = c as u32;
+    if code <= 0xFFFF {
+        let _ = write!(out, "_x{code:04X}_");
+    } else {
+        // Outside the BMP: escape each UTF-16 unit, as XmlConvert does.
+        for unit in c.encode_utf16(&mut [0; 2]) {
+            let _ = write!(out, "_x{:04X}_", *unit);
+        }
+    }
+}
+
+fn encoder(sink: Box<dyn ByteSink>, _options: &FormatOptions) -> Result<Box<dyn Encoder>> {
+    let mut out = OutBuf::new(sink);
+    out.buf
+        .extend_from_slice(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<records xmlns:xsi=\"");
+    out.buf.extend_from_slice(XSI_NS.as_bytes());
+    out.buf.extend_from_slice(b"\">\n");
+    Ok(Box::new(XmlEncoder { out, records: 0 }))
+}
+
+struct XmlEncoder {
+    out: OutBuf,
+    records: u64,
+}
+
+impl Encoder for XmlEncoder {
+    fn write_record(&mut self, record: &Record) -> Result<()> {
+        self.records += 1;
+        let start = self.out.buf.len();
+        self.out.buf.extend_from_slice(b"  ");
+        let result = write_element(&mut self.out.buf, "record", &Value::Object(record.clone()));
+        if let Err((field, message)) = result {
+            self.out.buf.truncate(start);
+            let pos = Position::default()
+                .with_record(self.records)
+                .with_field(field);
+            return Err(Error::data(Stage::Encode, pos, message));
+        }
+        self.out.buf.push(b'\n');
+        self.out.maybe_flush()
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        self.out.buf.extend_from_slice(b"</records>\n");
+        self.out.finish()
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.out.bytes_written()
+    }
+}
+
+type WriteResult = std::result::Result<(), (String, String)>;
+
+fn write_element(out: &mut Vec<u8>, name: &str, value: &Value) -> WriteResult {
+    let tag = encode_name(name);
+    match value {
+        Value::Null => {
+            out.extend_from_slice(format!("<{tag} {NIL_ATTR}=\"true\"/>").as_bytes());
+            Ok(())
+        }
+        Value::Array(items) => {
+            for item in items {
+                match item {
+                    Value::Array(inner) => {
+                        let mut wrapper = Record::new();
+                        wrapper.insert("item", Value::Array(inner.clone()));
+                        write_element(out, name, &Value::Object(wrapper))?;
+                    }
+                    other => write_element(out, name, other)?,
+                }
+            }
+            Ok(())
+        }
+        Value::Object(record) => {
+            out.push(b'<');
+            out.extend_from_slice(tag.as_bytes());
+            for (key, v) in record
+                .iter()
+                .filter(|(k, v)| k.starts_with('@') && !v.is_nested())
+            {
+                out.push(b' ');
+                out.extend_from_slice(encode_name(&key[1..]).as_bytes());
+                out.extend_from_slice(b"=\"");
+                escape_into(out, &v.to_text(), true).map_err(|m| (key.to_string(), m))?;
+                out.push(b'"');
+            }
+            out.push(b'>');
+            for (key, v) in record.iter() {
+                if &**key == "#text" {
+                    escape_into(out, &v.to_text(), false).map_err(|m| (key.to_string(), m))?;
+                } else if !(key.starts_with('@') && !v.is_nested()) {
+                    write_element(out, key, v)?;
+                }
+            }
+            out.extend_from_slice(format!("</{tag}>").as_bytes());
+            Ok(())
+        }
+        scalar => {
+            out.extend_from_slice(format!("<{tag}>").as_bytes());
+            escape_into(out, &scalar.to_text(), false).map_err(|m| (name.to_owned(), m))?;
+            out.extend_from_slice(format!("</{tag}>").as_bytes());
+            Ok(())
+        }
+    }
+}
+
+/// Escapes markup characters; `\r` (and in attributes `\t`, `\n`) become character references so that XML's
+/// line-end and attribute normalisation give them back unchanged.
+fn escape_into(out: &mut Vec<u8>, text: &str, attribute: bool) -> std::result::Result<(), String> {
+    for c in text.chars() {
+        match c {
+            '<' => out.extend_from_slice(b"&lt;"),
+            '>' => out.extend_from_slice(b"&gt;"),
+            '&' => out.extend_from_slice(b"&amp;"),
+            '"' if attribute => out.extend_from_slice(b"&quot;"),
+            '\r' => out.extend_from_slice(b"&#13;"),
+            '\n' if attribute => out.extend_from_slice(b"&#10;"),
+            '\t' if attribute => out.extend_from_slice(b"&#9;"),
+            '\t' | '\n' => out.push(c as u8),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {
+                return Err(format!(
+                    "character U+{:04X} cannot be represented in XML 1.0",
+                    c as u32
+                ));
+            }
+            c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_escape_and_come_back() {
+        for name in [
+            "Order ID", "1st", "a:b", "_x0020_", "ok_name", "é", "x y_x", "日本",
+        ] {
+            let encoded = encode_name(name);
+            assert_eq!(decode_name(&encoded), name, "{name} -> {encoded}");
+        }
+        assert_eq!(encode_name("Order ID"), "Order_x0020_ID");
+        assert_eq!(encode_name("plain"), "plain");
+    }
+}

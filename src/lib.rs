@@ -1,0 +1,39 @@
+//! ferry moves records between formats and databases. One pipeline, pluggable at both ends:
+//!
+//! ```text
+//! source ─► decode ─► map & transform ─► validate ─► encode ─► compress ─► encrypt ─► split ─► sink
+//!  file        JSON       template           JSON       (same     gzip       AES-256-GCM  parts +
+//!  stdin       NDJSON     fields, renames,   Schema     codecs)   brotli     streaming    manifest
+//!              CSV        transforms,        strict/              zstd
+//!              XML        computed fields,   lenient/                                    file, stdout
+//!              YAML       filters            skip
+//!              Markdown
+//! ```
+//!
+//! This build has the source, decode, encode and sink stages for files and standard input/output.
+//!
+//! ```no_run
+//! let mut job = ferry::ConvertJob::new("samples/legacy.csv", "contexts.ndjson");
+//! job.batch_size = 4096;
+//! let report = ferry::convert(&job)?;
+//! assert!(report.balances());
+//! # Ok::<(), ferry::Error>(())
+//! ```
+
+pub mod cli;
+mod endpoint;
+mod error;
+pub mod format;
+mod pipeline;
+mod record;
+mod report;
+pub mod sink;
+
+pub use endpoint::{format_from_path, Endpoint};
+pub use error::{Error, ErrorKind, Position, Result, Stage};
+pub use format::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, FORMATS};
+pub use pipeline::{convert, ConvertJob, DEFAULT_BATCH_SIZE};
+pub use record::{
+    number_from_text, write_json, write_json_record, Decimal, Key, Record, Timestamp, Value,
+};
+pub use report::{Report, ReportedError};

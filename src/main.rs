@@ -1,0 +1,18 @@
+//! The `ferry` binary: parse the command line, run, map the outcome to an exit code
+//! (0 ok or broken pipe, 1 the run failed, 2 usage or configuration error).
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match ferry::cli::run(std::env::args_os()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let code = error.exit_code();
+            if code != 0 {
+                let error = anyhow::Error::new(error);
+                eprintln!("ferry: error: {error}");
+            }
+            ExitCode::from(code as u8)
+        }
+    }
+}

@@ -1,0 +1,626 @@
+//! The unit that moves through every stage: an insertion-ordered [`Record`] of typed [`Value`]s.
+//!
+//! Values are typed so that a decimal read from one database and written to another keeps every digit, a
+//! timestamp keeps its offset, and bytes stay bytes. Formats that only carry text (CSV, Markdown, XML) use
+//! [`Value::to_text`], one documented text form per type.
+
+use std::fmt;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use chrono::{FixedOffset, NaiveDate, NaiveDateTime};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A field name. Shared, because every record of a CSV file carries the same names.
+pub type Key = Arc<str>;
+
+/// A typed value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// No value (SQL NULL, JSON null).
+    Null,
+    /// true or false.
+    Bool(bool),
+    /// A 64-bit signed integer.
+    Int(i64),
+    /// A 64-bit float.
+    Float(f64),
+    /// An exact decimal number, kept as its digits.
+    Decimal(Decimal),
+    /// UTF-8 text.
+    String(String),
+    /// Raw bytes.
+    Bytes(Vec<u8>),
+    /// A calendar date.
+    Date(NaiveDate),
+    /// A date and time, with its UTC offset when it has one.
+    Timestamp(Timestamp),
+    /// An ordered list.
+    Array(Vec<Value>),
+    /// A nested record.
+    Object(Record),
+}
+
+/// An exact decimal number, stored as its canonical text so that no digit is ever lost to a float.
+///
+/// ```
+/// use ferry::Decimal;
+/// let d = Decimal::parse("-12345678901234567890.10").unwrap();
+/// assert_eq!(d.as_str(), "-12345678901234567890.10");
+/// assert!(Decimal::parse("1.2.3").is_none());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Decimal(String);
+
+impl Decimal {
+    /// Accepts `[-+]digits[.digits][e[-+]digits]` (a leading `+` is dropped); anything else is `None`.
+    pub fn parse(text: &str) -> Option<Decimal> {
+        let body = text.strip_prefix('+').unwrap_or(text);
+        let unsigned = body.strip_prefix('-').unwrap_or(body);
+        let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+            Some(i) => (&unsigned[..i], Some(&unsigned[i + 1..])),
+            None => (unsigned, None),
+        };
+        let (int, frac) = match mantissa.split_once('.') {
+            Some((i, f)) => (i, Some(f)),
+            None => (mantissa, None),
+        };
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        let ok_int = digits(int) && (!int.is_empty() || frac.is_some_and(|f| !f.is_empty()));
+        let ok_frac = frac.is_none_or(|f| digits(f) && (!f.is_empty() || !int.is_empty()));
+        let ok_exp = exponent.is_none_or(|e| {
+            let e = e.strip_prefix(['+', '-']).unwrap_or(e);
+            !e.is_empty() && digits(e)
+        });
+        (ok_int && ok_frac && ok_exp).then(|| Decimal(body.to_owned()))
+    }
+
+    /// The decimal's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A date and time; `offset` is `None` for a local ("naive") time such as SQL `timestamp without time zone`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Timestamp {
+    /// The wall-clock date and time.
+    pub datetime: NaiveDateTime,
+    /// The UTC offset the time was written with, if any.
+    pub offset: Option<FixedOffset>,
+}
+
+impl Timestamp {
+    /// Parses RFC 3339 / ISO 8601 (`2024-05-01T10:00:00.5+02:00`, `...Z`, or without an offset; a space may
+    /// stand for the `T`).
+    pub fn parse(text: &str) -> Option<Timestamp> {
+        if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(text) {
+            return Some(Timestamp {
+                datetime: dt.naive_local(),
+                offset: Some(*dt.offset()),
+            });
+        }
+        ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+            .iter()
+            .find_map(|fmt| NaiveDateTime::parse_from_str(text, fmt).ok())
+            .map(|datetime| Timestamp {
+                datetime,
+                offset: None,
+            })
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.datetime.format("%Y-%m-%dT%H:%M:%S%.f"))?;
+        match self.offset {
+            Some(o) if o.local_minus_utc() == 0 => f.write_str("Z"),
+            Some(o) => write!(f, "{o}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Value {
+    /// The name of this value's type, as templates and error messages spell it.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Int(_) => "integer",
+            Value::Float(_) => "number",
+            Value::Decimal(_) => "decimal",
+            Value::String(_) => "string",
+            Value::Bytes(_) => "bytes",
+            Value::Date(_) => "date",
+            Value::Timestamp(_) => "datetime",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        }
+    }
+
+    /// True for arrays and objects.
+    pub fn is_nested(&self) -> bool {
+        matches!(self, Value::Array(_) | Value::Object(_))
+    }
+
+    /// The text form used by formats that carry only text (CSV, Markdown, XML):
+    /// null is empty, booleans `true`/`false`, numbers as written, bytes as standard base64, dates ISO 8601,
+    /// timestamps RFC 3339, arrays and objects as compact JSON.
+    ///
+    /// ```
+    /// use ferry::{Record, Value};
+    /// let mut r = Record::new();
+    /// r.insert("a", Value::Int(1));
+    /// assert_eq!(Value::Object(r).to_text(), r#"{"a":1}"#);
+    /// assert_eq!(Value::Null.to_text(), "");
+    /// ```
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        self.write_text(&mut out);
+        out
+    }
+
+    /// Appends [`Value::to_text`] to `out` without an intermediate allocation for scalars.
+    pub fn write_text(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        match self {
+            Value::Null => {}
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Int(i) => out.push_str(itoa::Buffer::new().format(*i)),
+            Value::Float(x) => push_float(out, *x),
+            Value::Decimal(d) => out.push_str(d.as_str()),
+            Value::String(s) => out.push_str(s),
+            Value::Bytes(b) => base64::engine::general_purpose::STANDARD.encode_string(b, out),
+            Value::Date(d) => {
+                let _ = write!(out, "{}", d.format("%Y-%m-%d"));
+            }
+            Value::Timestamp(t) => {
+                let _ = write!(out, "{t}");
+            }
+            Value::Array(_) | Value::Object(_) => {
+                let mut buf = Vec::new();
+                write_json(&mut buf, self);
+                out.push_str(&String::from_utf8_lossy(&buf));
+            }
+        }
+    }
+}
+
+fn push_float(out: &mut String, x: f64) {
+    if x.is_finite() {
+        out.push_str(ryu::Buffer::new().format_finite(x));
+    } else if x.is_nan() {
+        out.push_str("NaN");
+    } else if x > 0.0 {
+        out.push_str("Infinity");
+    } else {
+        out.push_str("-Infinity");
+    }
+}
+
+/// Appends `value` as compact JSON. Decimals are written as JSON numbers with every digit; bytes as base64
+/// strings; dates and timestamps as ISO 8601 strings; non-finite floats as the strings `NaN`, `Infinity`,
+/// `-Infinity` (JSON has no such numbers).
+pub fn write_json(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
+        Value::Float(x) if x.is_finite() => {
+            out.extend_from_slice(ryu::Buffer::new().format_finite(*x).as_bytes())
+        }
+        Value::Decimal(d) => out.extend_from_slice(d.as_str().as_bytes()),
+        Value::String(s) => write_json_str(out, s),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json(out, item);
+            }
+            out.push(b']');
+        }
+        Value::Object(record) => write_json_record(out, record),
+        other => write_json_str(out, &other.to_text()),
+    }
+}
+
+/// Appends `record` as a compact JSON object.
+pub fn write_json_record(out: &mut Vec<u8>, record: &Record) {
+    out.push(b'{');
+    for (i, (key, value)) in record.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_str(out, key);
+        out.push(b':');
+        write_json(out, value);
+    }
+    out.push(b'}');
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // serde_json's escaper is well tested and fast; writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// An insertion-ordered map from field names to values.
+///
+/// Field order is the input's order (CSV and Markdown headers depend on it). Lookups scan linearly, which
+/// beats hashing for the few dozen fields a record has.
+///
+/// ```
+/// use ferry::{Record, Value};
+/// let mut r = Record::new();
+/// r.insert("b", Value::Int(2));
+/// r.insert("a", Value::Int(1));
+/// r.insert("b", Value::Int(3));
+/// assert_eq!(r.keys().collect::<Vec<_>>(), ["b", "a"]);
+/// assert_eq!(r.get("b"), Some(&Value::Int(3)));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Record {
+    fields: Vec<(Key, Value)>,
+}
+
+impl Record {
+    /// An empty record.
+    pub fn new() -> Record {
+        Record::default()
+    }
+
+    /// An empty record with room for `n` fields.
+    pub fn with_capacity(n: usize) -> Record {
+        Record {
+            fields: Vec::with_capacity(n),
+        }
+    }
+
+    /// Sets `key` to `value`, keeping the key's position if it is already present; returns the old value.
+    pub fn insert(&mut self, key: impl Into<Key> + AsRef<str>, value: Value) -> Option<Value> {
+        match self.fields.iter_mut().find(|(k, _)| **k == *key.as_ref()) {
+            Some((_, slot)) => Some(std::mem::replace(slot, value)),
+            None => {
+                self.fields.push((key.into(), value));
+                None
+            }
+        }
+    }
+
+    /// Appends a field whose key the caller knows is not present yet (decoders with checked headers).
+    pub fn push_unchecked(&mut self, key: Key, value: Value) {
+        self.fields.push((key, value));
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.fields
+            .iter()
+            .find(|(k, _)| &**k == key)
+            .map(|(_, v)| v)
+    }
+
+    /// The value of `key`, mutably.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
+        self.fields
+            .iter_mut()
+            .find(|(k, _)| &**k == key)
+            .map(|(_, v)| v)
+    }
+
+    /// Removes `key`, keeping the order of the others.
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        let i = self.fields.iter().position(|(k, _)| &**k == key)?;
+        Some(self.fields.remove(i).1)
+    }
+
+    /// True if the record has `key`.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The number of fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// True when the record has no fields.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// The fields in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Key, &Value)> {
+        self.fields.iter().map(|(k, v)| (k, v))
+    }
+
+    /// The field names in order.
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.fields.iter().map(|(k, _)| &**k)
+    }
+
+    /// The values in order.
+    pub fn values(&self) -> impl ExactSizeIterator<Item = &Value> {
+        self.fields.iter().map(|(_, v)| v)
+    }
+
+    /// Consumes the record, yielding its fields in order.
+    pub fn into_fields(self) -> Vec<(Key, Value)> {
+        self.fields
+    }
+}
+
+impl FromIterator<(Key, Value)> for Record {
+    fn from_iter<I: IntoIterator<Item = (Key, Value)>>(iter: I) -> Record {
+        let mut record = Record::new();
+        for (k, v) in iter {
+            record.insert(k, v);
+        }
+        record
+    }
+}
+
+impl Serialize for Record {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.len()))?;
+        for (k, v) in self.iter() {
+            map.serialize_entry(&**k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// Generic serde form, used for YAML and reports: decimals, bytes, dates and timestamps become their text
+/// form (a YAML number could not keep every decimal digit). JSON output uses [`write_json`] instead.
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Null => serializer.serialize_unit(),
+            Value::Bool(b) => serializer.serialize_bool(*b),
+            Value::Int(i) => serializer.serialize_i64(*i),
+            Value::Float(x) => serializer.serialize_f64(*x),
+            Value::String(s) => serializer.serialize_str(s),
+            Value::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+            Value::Object(record) => record.serialize(serializer),
+            other => serializer.serialize_str(&other.to_text()),
+        }
+    }
+}
+
+/// serde_json's private marker for a number kept as text under its `arbitrary_precision` feature. A unit
+/// test below fails loudly should serde_json ever change it.
+const JSON_NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+/// Classifies the exact text of a JSON/YAML number: integers that fit in i64 are `Int`, numbers that a
+/// float prints back identically are `Float`, everything else (1.10, 1e400, 2^70) is an exact `Decimal`.
+pub fn number_from_text(text: &str) -> Option<Value> {
+    if let Ok(i) = text.parse::<i64>() {
+        return Some(Value::Int(i));
+    }
+    if let Ok(x) = text.parse::<f64>() {
+        if x.is_finite() && ryu::Buffer::new().format_finite(x) == text {
+            return Some(Value::Float(x));
+        }
+    }
+    Decimal::parse(text).map(Value::Decimal)
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Value::deserialize(d)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+    fn visit_i64<E>(self, i: i64) -> Result<Value, E> {
+        Ok(Value::Int(i))
+    }
+    fn visit_u64<E>(self, u: u64) -> Result<Value, E> {
+        Ok(i64::try_from(u)
+            .map(Value::Int)
+            .unwrap_or_else(|_| Value::Decimal(Decimal(u.to_string()))))
+    }
+    fn visit_f64<E>(self, x: f64) -> Result<Value, E> {
+        Ok(Value::Float(x))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+    fn visit_bytes<E>(self, b: &[u8]) -> Result<Value, E> {
+        Ok(Value::Bytes(b.to_vec()))
+    }
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Value::deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let Some(first) = map.next_key_seed(KeySeed)? else {
+            return Ok(Value::Object(Record::new()));
+        };
+        if &*first == JSON_NUMBER_TOKEN {
+            let text: String = map.next_value()?;
+            return number_from_text(&text)
+                .ok_or_else(|| de::Error::custom(format!("invalid number {text}")));
+        }
+        let mut record = Record::with_capacity(map.size_hint().unwrap_or(8).min(256));
+        record.insert(first, map.next_value()?);
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            // Duplicate keys: the last one wins, as in JSON.parse and serde_json.
+            record.insert(key, map.next_value()?);
+        }
+        Ok(Value::Object(record))
+    }
+
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
+        // YAML tags (`!foo value`) arrive as enums; the tag is dropped and the value kept, as in JSON.
+        use serde::de::VariantAccess as _;
+        let (_tag, variant): (de::IgnoredAny, _) = data.variant()?;
+        variant.newtype_variant()
+    }
+}
+
+/// Map keys: strings as they are; YAML's scalar keys (numbers, booleans, null) as their text.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+        d.deserialize_any(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl Visitor<'_> for KeyVisitor {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string or scalar map key")
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Key, E> {
+        Ok(Key::from(s))
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Key, E> {
+        Ok(Key::from(if b { "true" } else { "false" }))
+    }
+    fn visit_i64<E>(self, i: i64) -> Result<Key, E> {
+        Ok(Key::from(i.to_string()))
+    }
+    fn visit_u64<E>(self, u: u64) -> Result<Key, E> {
+        Ok(Key::from(u.to_string()))
+    }
+    fn visit_f64<E>(self, x: f64) -> Result<Key, E> {
+        Ok(Key::from(Value::Float(x).to_text()))
+    }
+    fn visit_unit<E>(self) -> Result<Key, E> {
+        Ok(Key::from("null"))
+    }
+    fn visit_none<E>(self) -> Result<Key, E> {
+        Ok(Key::from("null"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(text: &str) -> Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn json_numbers_keep_their_exact_text() {
+        assert_eq!(json("1"), Value::Int(1));
+        assert_eq!(json("1.5"), Value::Float(1.5));
+        assert_eq!(json("1.10"), Value::Decimal(Decimal("1.10".into())));
+        assert_eq!(
+            json("123456789012345678901234567890"),
+            Value::Decimal(Decimal("123456789012345678901234567890".into()))
+        );
+        assert_eq!(json("1e400"), Value::Decimal(Decimal("1e400".into())));
+    }
+
+    #[test]
+    fn serde_json_number_token_is_still_the_one_we_expect() {
+        // If serde_json renamed its private token, a decimal would decode as an object: fail here first.
+        assert!(matches!(json("[0.10]"), Value::Array(v) if matches!(v[0], Value::Decimal(_))));
+    }
+
+    #[test]
+    fn objects_keep_order_and_last_duplicate_wins() {
+        let Value::Object(r) = json(r#"{"z":1,"a":2,"z":3}"#) else {
+            panic!("not an object")
+        };
+        assert_eq!(r.keys().collect::<Vec<_>>(), ["z", "a"]);
+        assert_eq!(r.get("z"), Some(&Value::Int(3)));
+    }
+
+    #[test]
+    fn json_writer_round_trips_every_type_as_text() {
+        let mut r = Record::new();
+        r.insert("d", Value::Decimal(Decimal::parse("0.10").unwrap()));
+        r.insert("s", Value::String("a\"b\n".into()));
+        r.insert("n", Value::Null);
+        r.insert("nan", Value::Float(f64::NAN));
+        let mut out = Vec::new();
+        write_json_record(&mut out, &r);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"d":0.10,"s":"a\"b\n","n":null,"nan":"NaN"}"#
+        );
+    }
+
+    #[test]
+    fn timestamps_keep_offsets_and_fractions() {
+        for text in [
+            "2024-05-01T10:00:00.123456789+05:30",
+            "2024-05-01T10:00:00Z",
+            "2024-05-01T10:00:00",
+        ] {
+            assert_eq!(Timestamp::parse(text).unwrap().to_string(), text);
+        }
+        assert_eq!(
+            Timestamp::parse("2024-05-01 10:00:00").unwrap().to_string(),
+            "2024-05-01T10:00:00"
+        );
+    }
+
+    #[test]
+    fn decimal_grammar() {
+        for ok in ["0", "-1", "1.", ".5", "1.50", "1e10", "2E-3", "+7"] {
+            assert!(Decimal::parse(ok).is_some(), "{ok}");
+        }
+        for bad in ["", ".", "-", "1e", "e1", "1.2.3", "abc", "1,5", "--1"] {
+            assert!(Decimal::parse(bad).is_none(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The run report: what was read and where every record went, printed as one line and, with `--report`,
+//! written as JSON.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::{Error, Position, Result, Stage};
+
+/// How many errors a report lists in full (the counts are always complete).
+pub const MAX_REPORTED_ERRORS: usize = 100;
+
+/// The outcome of one run. `read = written + rejected + filtered + skipped` always holds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// ferry's version.
+    pub ferry_version: String,
+    /// True when the run finished and its output is final.
+    pub ok: bool,
+    /// True for a dry run (nothing written).
+    pub dry_run: bool,
+    /// The input, as given.
+    pub input: String,
+    /// The output, as given.
+    pub output: String,
+    /// The input format.
+    pub input_format: String,
+    /// The output format.
+    pub output_format: String,
+    /// Records read from the input.
+    pub read: u64,
+    /// Records written to the output.
+    pub written: u64,
+    /// Records refused (bad data), each with its reason in the rejects file.
+    pub rejected: u64,
+    /// Records a filter left out.
+    pub filtered: u64,
+    /// Records skipped as duplicates.
+    pub skipped: u64,
+    /// Bytes read from the input.
+    pub bytes_read: u64,
+    /// Bytes written to the output.
+    pub bytes_written: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Records read per second.
+    pub records_per_second: f64,
+    /// The first errors (at most [`MAX_REPORTED_ERRORS`]).
+    pub errors: Vec<ReportedError>,
+}
+
+/// One error as the report lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportedError {
+    /// The stage that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+    /// Where, when the error concerns a record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<Position>,
+    /// The full sentence.
+    pub message: String,
+}
+
+impl From<&Error> for ReportedError {
+    fn from(e: &Error) -> Self {
+        ReportedError {
+            stage: e.stage(),
+            position: e.position().cloned(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl Report {
+    /// Records an error, keeping at most [`MAX_REPORTED_ERRORS`] in full.
+    pub fn push_error(&mut self, e: &Error) {
+        if self.errors.len() < MAX_REPORTED_ERRORS {
+            self.errors.push(ReportedError::from(e));
+        }
+    }
+
+    /// True when every record read is accounted for.
+    pub fn balances(&self) -> bool {
+        self.read == self.written + self.rejected + self.filtered + self.skipped
+    }
+
+    /// The one-line summary printed on stderr.
+    pub fn summary_line(&self) -> String {
+        let verb = if self.dry_run {
+            "would write"
+        } else {
+            "written"
+        };
+        format!(
+            "ferry: {} {}: read {} = {verb} {} + rejected {} + filtered {} + skipped {} in {:.2} s ({:.0} records/s)",
+            if self.ok { "ok" } else { "FAILED" },
+            self.output,
+            self.read,
+            self.written,
+            self.rejected,
+            self.filtered,
+            self.skipped,
+            self.seconds,
+            self.records_per_second,
+        )
+    }
+
+    /// Writes the report as pretty JSON to `path` (atomically, like every other output).
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let mut sink = Box::new(crate::sink::AtomicFile::create(path)?);
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::usage(format!("cannot render report: {e}")))?;
+        let name = path.display().to_string();
+        sink.write_all(&json)
+            .and_then(|()| sink.write_all(b"\n"))
+            .map_err(|e| Error::io(Stage::Sink, Some(&name), e))?;
+        crate::sink::ByteSink::finish(sink)
+    }
+}
