@@ -136,7 +136,11 @@ fn drive(
     report: &mut Report,
 ) -> Result<()> {
     let (tx, rx) = mpsc::sync_channel::<Result<Vec<Record>>>(BATCHES_IN_FLIGHT);
-    let reader = std::thread::spawn(move || read_batches(decoder, batch_size, &tx));
+    // Encoded batches go back to the reading thread, which drops their records and refills the vector:
+    // memory is freed by the thread that allocated it, so the two threads never contend for the allocator's
+    // locks (freeing on this thread made malloc the decoder's largest cost).
+    let (done_tx, done_rx) = mpsc::channel::<Vec<Record>>();
+    let reader = std::thread::spawn(move || read_batches(decoder, batch_size, &tx, &done_rx));
     let mut outcome = Ok(());
     for batch in rx.iter() {
         let batch = match batch {
@@ -157,12 +161,13 @@ fn drive(
         if outcome.is_err() {
             break;
         }
+        // If the reader has already finished, the batch is simply dropped here.
+        let _ = done_tx.send(batch);
     }
     drop(rx); // stops the reader thread if we left early
     let _ = reader.join();
     outcome?;
-    report.bytes_written = encoder.bytes_written();
-    encoder.finish()?;
+    report.bytes_written = encoder.finish()?;
     Ok(())
 }
 
@@ -170,8 +175,19 @@ fn read_batches(
     decoder: Box<dyn Decoder>,
     batch_size: usize,
     tx: &mpsc::SyncSender<Result<Vec<Record>>>,
+    done: &mpsc::Receiver<Vec<Record>>,
 ) {
-    let mut batch = Vec::with_capacity(batch_size);
+    // A vector for the next batch: one the encoder has finished with (its records are dropped here, on the
+    // thread that allocated them), or a new one. At most BATCHES_IN_FLIGHT + 2 batches exist at a time,
+    // because a new vector is made only when none has come back.
+    let next_batch = || match done.try_recv() {
+        Ok(mut used) => {
+            used.clear();
+            used
+        }
+        Err(_) => Vec::with_capacity(batch_size),
+    };
+    let mut batch = next_batch();
     for item in decoder {
         match item {
             Ok(record) => batch.push(record),
@@ -184,7 +200,7 @@ fn read_batches(
             }
         }
         if batch.len() >= batch_size {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+            let full = std::mem::replace(&mut batch, next_batch());
             if tx.send(Ok(full)).is_err() {
                 return;
             }

@@ -116,6 +116,7 @@ impl Report {
         sink.write_all(&json)
             .and_then(|()| sink.write_all(b"\n"))
             .map_err(|e| Error::io(Stage::Sink, Some(&name), e))?;
-        crate::sink::ByteSink::finish(sink)
+        crate::sink::ByteSink::finish(sink)?;
+        Ok(())
     }
 }

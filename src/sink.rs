@@ -14,7 +14,8 @@ use crate::error::{Error, Result, Stage};
 /// A byte destination that must be finished explicitly to make its output final.
 pub trait ByteSink: Write + Send {
     /// Flushes and makes the output final (renames a temporary file into place).
-    fn finish(self: Box<Self>) -> Result<()>;
+    /// Returns the bytes written.
+    fn finish(self: Box<Self>) -> Result<u64>;
 
     /// Bytes written so far.
     fn bytes_written(&self) -> u64;
@@ -82,11 +83,11 @@ impl Write for AtomicFile {
 }
 
 impl ByteSink for AtomicFile {
-    fn finish(mut self: Box<Self>) -> Result<()> {
+    fn finish(mut self: Box<Self>) -> Result<u64> {
         let path = self.path_text();
         let io_err = |e: io::Error| Error::io(Stage::Sink, Some(&path), e);
         let Some(temp) = self.temp.take() else {
-            return Ok(());
+            return Ok(self.written);
         };
         let temp = temp.into_inner().map_err(|e| io_err(e.into_error()))?;
         temp.as_file().sync_all().map_err(io_err)?;
@@ -100,7 +101,7 @@ impl ByteSink for AtomicFile {
             fs::set_permissions(temp.path(), fs::Permissions::from_mode(mode)).map_err(io_err)?;
         }
         temp.persist(&self.target).map_err(|e| io_err(e.error))?;
-        Ok(())
+        Ok(self.written)
     }
 
     fn bytes_written(&self) -> u64 {
@@ -143,10 +144,11 @@ impl Write for Stdout {
 }
 
 impl ByteSink for Stdout {
-    fn finish(mut self: Box<Self>) -> Result<()> {
+    fn finish(mut self: Box<Self>) -> Result<u64> {
         self.out
             .flush()
-            .map_err(|e| Error::io(Stage::Sink, Some("-"), e))
+            .map_err(|e| Error::io(Stage::Sink, Some("-"), e))?;
+        Ok(self.written)
     }
 
     fn bytes_written(&self) -> u64 {
@@ -172,8 +174,8 @@ impl Write for Discard {
 }
 
 impl ByteSink for Discard {
-    fn finish(self: Box<Self>) -> Result<()> {
-        Ok(())
+    fn finish(self: Box<Self>) -> Result<u64> {
+        Ok(self.written)
     }
 
     fn bytes_written(&self) -> u64 {
@@ -210,8 +212,8 @@ impl Write for Memory {
 }
 
 impl ByteSink for Memory {
-    fn finish(self: Box<Self>) -> Result<()> {
-        Ok(())
+    fn finish(self: Box<Self>) -> Result<u64> {
+        Ok(self.bytes_written())
     }
 
     fn bytes_written(&self) -> u64 {

@@ -311,7 +311,7 @@ impl Encoder for CsvEncoder {
         result
     }
 
-    fn finish(self: Box<Self>) -> Result<()> {
+    fn finish(self: Box<Self>) -> Result<u64> {
         let sink = self
             .writer
             .into_inner()

@@ -190,7 +190,7 @@ impl Encoder for JsonEncoder {
         self.out.maybe_flush()
     }
 
-    fn finish(mut self: Box<Self>) -> Result<()> {
+    fn finish(mut self: Box<Self>) -> Result<u64> {
         self.out
             .buf
             .extend_from_slice(if self.records == 0 { b"[]\n" } else { b"\n]\n" });

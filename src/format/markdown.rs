@@ -176,7 +176,7 @@ impl Encoder for MarkdownEncoder {
         self.out.maybe_flush()
     }
 
-    fn finish(self: Box<Self>) -> Result<()> {
+    fn finish(self: Box<Self>) -> Result<u64> {
         self.out.finish()
     }
 

@@ -31,8 +31,8 @@ pub trait Encoder: Send {
     /// Writes one record.
     fn write_record(&mut self, record: &Record) -> Result<()>;
 
-    /// Closes the format and finishes the sink.
-    fn finish(self: Box<Self>) -> Result<()>;
+    /// Closes the format and finishes the sink; returns the bytes written.
+    fn finish(self: Box<Self>) -> Result<u64>;
 
     /// Bytes handed to the sink so far.
     fn bytes_written(&self) -> u64;
@@ -217,7 +217,7 @@ impl OutBuf {
     }
 
     /// Writes what is left and finishes the sink.
-    pub fn finish(mut self) -> Result<()> {
+    pub fn finish(mut self) -> Result<u64> {
         self.flush()?;
         self.sink.finish()
     }

@@ -104,7 +104,7 @@ impl Encoder for NdjsonEncoder {
         self.out.maybe_flush()
     }
 
-    fn finish(self: Box<Self>) -> Result<()> {
+    fn finish(self: Box<Self>) -> Result<u64> {
         self.out.finish()
     }
 

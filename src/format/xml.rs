@@ -115,7 +115,7 @@ impl XmlDecoder {
                         Ok(Some(ch)) => ch,
                         Ok(None) => predefined_entity(&reference).ok_or_else(|| {
                             self.error(format!(
-                                "undefined entity &{};  (ferry does not expand DTD entities)",
+                                "undefined entity &{}; (ferry does not expand DTD entities)",
                                 &*reference
                             ))
                         })?,
@@ -287,15 +287,11 @@ fn decode_name(name: &str) -> Cow<'_, str> {
     while let Some(i) = rest.find("_x") {
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
-        let decoded = tail
-            .get(2..6)
-            .filter(|_| tail.as_bytes().get(6) == Some(&b'_'))
-            .and_then(|hex| u32::from_str_radix(hex, 16).ok())
-            .and_then(char::from_u32);
+        let decoded = escape_at(tail);
         match decoded {
-            Some(ch) => {
+            Some((ch, len)) => {
                 out.push(ch);
-                rest = &tail[7..];
+                rest = &tail[len..];
             }
             None => {
                 out.push_str("_x");
@@ -305,6 +301,16 @@ fn decode_name(name: &str) -> Cow<'_, str> {
     }
     out.push_str(rest);
     Cow::Owned(out)
+}
+
+/// The character an `_xHHHH_` or `_xHHHHHHHH_` escape at the start of `tail` stands for, and the escape's length.
+fn escape_at(tail: &str) -> Option<(char, usize)> {
+    [8, 4].into_iter().find_map(|digits| {
+        let hex = tail.get(2..2 + digits)?;
+        let closed = tail.as_bytes().get(2 + digits) == Some(&b'_');
+        let ch = u32::from_str_radix(hex, 16).ok().and_then(char::from_u32).filter(|_| closed)?;
+        Some((ch, digits + 3))
+    })
 }
 
 /// Escapes a field name into a valid XML element name (`_xHHHH_` for each character that may not stand
@@ -344,15 +350,11 @@ fn encode_name(name: &str) -> Cow<'_, str> {
 
 fn push_escape(out: &mut String, c: char) {
     use std::fmt::Write as _;
-    let code = c as u32;
-    if code <= 0xFFFF {
-        let _ = write!(out, "_x{code:04X}_");
-    } else {
-        // Outside the BMP: escape each UTF-16 unit, as XmlConvert does.
-        for unit in c.encode_utf16(&mut [0; 2]) {
-            let _ = write!(out, "_x{:04X}_", *unit);
-        }
-    }
+    // Four hex digits inside the BMP, eight outside it (XmlConvert's two forms).
+    let _ = match c as u32 {
+        code @ 0..=0xFFFF => write!(out, "_x{code:04X}_"),
+        code => write!(out, "_x{code:08X}_"),
+    };
 }
 
 fn encoder(sink: Box<dyn ByteSink>, _options: &FormatOptions) -> Result<Box<dyn Encoder>> {
@@ -386,7 +388,7 @@ impl Encoder for XmlEncoder {
         self.out.maybe_flush()
     }
 
-    fn finish(mut self: Box<Self>) -> Result<()> {
+    fn finish(mut self: Box<Self>) -> Result<u64> {
         self.out.buf.extend_from_slice(b"</records>\n");
         self.out.finish()
     }

@@ -119,7 +119,7 @@ impl Encoder for YamlEncoder {
         self.out.maybe_flush()
     }
 
-    fn finish(mut self: Box<Self>) -> Result<()> {
+    fn finish(mut self: Box<Self>) -> Result<u64> {
         if self.records == 0 {
             self.out.buf.extend_from_slice(b"[]\n");
         }

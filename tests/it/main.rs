@@ -1,1 +1,7 @@
-//! Integration tests.
+//! ferry's integration tests: one binary, one module per concern.
+
+mod cli;
+mod corpus;
+mod golden;
+mod roundtrip;
+mod support;

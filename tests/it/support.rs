@@ -1,0 +1,65 @@
+//! Shared helpers: where things are, how to run the binary, how to decode bytes in memory.
+
+#![allow(dead_code)]
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ferry::{format, FormatOptions, Input, Record};
+
+/// The project root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The external corpus in ../shared/corpus, or `None` (with a note) where it is absent. Under `CI=true`
+/// absence is a failure: CI must never pass by skipping the corpus.
+pub fn corpus(folder: &str) -> Option<PathBuf> {
+    let dir = root().join("..").join("shared").join("corpus").join(folder);
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("corpus folder {} is missing under CI=true", dir.display());
+    }
+    eprintln!("SKIPPED: corpus folder {} is absent", dir.display());
+    None
+}
+
+/// Runs the ferry binary with `args` in `dir`.
+pub fn ferry(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry")).args(args).current_dir(dir).output().expect("run ferry")
+}
+
+/// Decodes `bytes` as `format` with `options`, returning every item (records and errors).
+pub fn decode_with(format: &str, bytes: &[u8], options: &FormatOptions) -> Vec<ferry::Result<Record>> {
+    let format = format::by_name(format).expect("registered format");
+    let input = Input { reader: Box::new(Cursor::new(bytes.to_vec())), name: "test-input".into() };
+    match (format.decoder)(input, options) {
+        Ok(decoder) => decoder.collect(),
+        Err(e) => vec![Err(e)],
+    }
+}
+
+/// Decodes `bytes` as `format` with default options.
+pub fn decode(format: &str, bytes: &[u8]) -> Vec<ferry::Result<Record>> {
+    decode_with(format, bytes, &FormatOptions::default())
+}
+
+/// Decodes and fails the test on the first error.
+pub fn decode_ok(format: &str, bytes: &[u8], options: &FormatOptions) -> Vec<Record> {
+    decode_with(format, bytes, options).into_iter().collect::<ferry::Result<Vec<_>>>().expect("decodes")
+}
+
+/// Encodes `records` as `format` into memory.
+pub fn encode(format: &str, records: &[Record], options: &FormatOptions) -> ferry::Result<Vec<u8>> {
+    let format = format::by_name(format).expect("registered format");
+    let sink = ferry::sink::Memory::default();
+    let mut encoder = (format.encoder)(Box::new(sink.clone()), options)?;
+    for record in records {
+        encoder.write_record(record)?;
+    }
+    encoder.finish()?;
+    Ok(sink.contents())
+}
