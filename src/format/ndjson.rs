@@ -1,11 +1,12 @@
 //! NDJSON / JSON Lines codec: one JSON value per line, blank lines skipped, the line number in every error.
 
 use std::io::BufRead;
+use std::sync::Arc;
 
 use super::json::{into_record, json_error};
 use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
 use crate::error::{Error, Result, Stage};
-use crate::record::{write_json_record, Record, Value};
+use crate::record::{write_json, write_json_str, Key, Record, Value};
 use crate::sink::ByteSink;
 
 pub(super) const FORMAT: Format = Format {
@@ -90,17 +91,62 @@ impl Iterator for NdjsonDecoder {
 fn encoder(sink: Box<dyn ByteSink>, _options: &FormatOptions) -> Result<Box<dyn Encoder>> {
     Ok(Box::new(NdjsonEncoder {
         out: OutBuf::new(sink),
+        keys: Vec::new(),
+        key_json: Vec::new(),
     }))
 }
 
 struct NdjsonEncoder {
     out: OutBuf,
+    /// The field names of the last record whose shape was new...
+    keys: Vec<Key>,
+    /// ...and each one written as JSON once: `{"name":` for the first, `,"name":` for the others.
+    key_json: Vec<Vec<u8>>,
+}
+
+impl NdjsonEncoder {
+    /// True if `record` has the cached field names, in order. Decoders with a header (CSV) share one
+    /// `Key` per column between all records, so pointer equality usually answers without reading the names
+    /// (or touching the reference counts, which the decoding thread is busy updating).
+    fn same_shape(&self, record: &Record) -> bool {
+        record.len() == self.keys.len()
+            && record
+                .iter()
+                .zip(&self.keys)
+                .all(|((key, _), cached)| Arc::ptr_eq(key, cached) || key == cached)
+    }
+
+    fn cache_shape(&mut self, record: &Record) {
+        self.keys = record.iter().map(|(key, _)| key.clone()).collect();
+        self.key_json = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let mut json = vec![if i == 0 { b'{' } else { b',' }];
+                write_json_str(&mut json, key);
+                json.push(b':');
+                json
+            })
+            .collect();
+    }
 }
 
 impl Encoder for NdjsonEncoder {
     fn write_record(&mut self, record: &Record) -> Result<()> {
-        write_json_record(&mut self.out.buf, record);
-        self.out.buf.push(b'\n');
+        if !self.same_shape(record) {
+            self.cache_shape(record);
+        }
+        let buf = &mut self.out.buf;
+        if record.is_empty() {
+            buf.extend_from_slice(b"{}\n");
+        } else {
+            for (key_json, value) in self.key_json.iter().zip(record.values()) {
+                buf.extend_from_slice(key_json);
+                write_json(buf, value);
+            }
+            buf.extend_from_slice(b"}\n");
+        }
         self.out.maybe_flush()
     }
 

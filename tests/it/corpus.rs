@@ -505,3 +505,154 @@ fn json_test_suite_single_line_y_files_are_one_record_ndjson_streams() {
     assert_eq!(checked, 93);
     assert_no_failures("JSONTestSuite y_ as NDJSON", &failures);
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// yaml-test-suite
+
+/// `json-single` / `json-multi` cases where serde_yaml (ferry's YAML parser) gives a different data model than
+/// the suite's YAML 1.2 expectation, each with the reason.
+const YAML_SKIPS: &[(&str, &str)] = &[];
+
+/// `error` cases that serde_yaml accepts although the suite says the input is invalid, each with the reason.
+const YAML_ERROR_SKIPS: &[(&str, &str)] = &[];
+
+struct YamlCase {
+    id: String,
+    category: String,
+    dir: PathBuf,
+}
+
+fn yaml_cases(root: &Path) -> Vec<YamlCase> {
+    let manifest = String::from_utf8(read(&root.join("manifest.tsv"))).unwrap();
+    manifest
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let cols: Vec<&str> = line.split('\t').collect();
+            YamlCase { id: cols[0].to_owned(), category: cols[1].to_owned(), dir: root.join("cases").join(cols[0]) }
+        })
+        .collect()
+}
+
+/// Every JSON value in `bytes` (the suite's `in.json` may hold several, whitespace-separated).
+fn json_values(bytes: &[u8]) -> Vec<Value> {
+    serde_json::Deserializer::from_slice(bytes).into_iter::<Value>().map(|v| v.unwrap()).collect()
+}
+
+fn yaml_documents_guarded(bytes: Vec<u8>) -> Result<ferry::Result<Vec<Value>>, String> {
+    guarded(move || ferry::format::parse_yaml_documents(&bytes))
+}
+
+#[test]
+fn yaml_test_suite_documents_match_expected_json() {
+    let Some(root) = support::corpus("yaml-test-suite") else { return };
+    let skips: BTreeMap<&str, &str> = YAML_SKIPS.iter().copied().collect();
+    let mut failures = Vec::new();
+    let (mut passed, mut skipped, mut round_trips) = (0, 0, 0);
+    for case in yaml_cases(&root) {
+        if !["json-single", "json-multi", "json-empty-stream"].contains(&case.category.as_str()) {
+            continue;
+        }
+        let id = case.id.as_str();
+        let expected = json_values(&read(&case.dir.join("in.json")));
+        let got = match yaml_documents_guarded(read(&case.dir.join("in.yaml"))) {
+            Ok(got) => got,
+            Err(e) => {
+                failures.push(format!("{id}: {e}"));
+                continue;
+            }
+        };
+        let ok = match (&got, case.category.as_str()) {
+            (Ok(docs), "json-single") => docs.len() == 1 && expected.len() == 1 && same(&docs[0], &expected[0]),
+            (Ok(docs), "json-multi") => {
+                expected.len() >= 2 && docs.len() == expected.len() && docs.iter().zip(&expected).all(|(a, b)| same(a, b))
+            }
+            (Ok(docs), _) => docs.is_empty() && expected.is_empty(),
+            (Err(_), _) => false,
+        };
+        match (ok, skips.get(id)) {
+            (true, None) => passed += 1,
+            (false, Some(_)) => {
+                skipped += 1;
+                continue;
+            }
+            (true, Some(reason)) => failures.push(format!("{id}: passes now; remove it from YAML_SKIPS ({reason})")),
+            (false, None) => {
+                failures.push(format!("{id} [{}]: got {got:?}\n      expected {expected:?}", case.category));
+                continue;
+            }
+        }
+        // YAML -> records -> YAML -> records keeps mapping documents (the YAML writer's unit is a record).
+        if let Ok(docs) = got {
+            for doc in docs {
+                let Value::Object(record) = doc else { continue };
+                let written = support::encode("yaml", std::slice::from_ref(&record), &FormatOptions::default()).unwrap();
+                match support::decode_with("yaml", &written, &FormatOptions::default()).as_slice() {
+                    [Ok(again)] if same_record(again, &record) => round_trips += 1,
+                    other => failures.push(format!("{id}: YAML round trip of {record:?} gave {other:?}")),
+                }
+            }
+        }
+    }
+    for id in skips.keys() {
+        if !yaml_cases(&root).iter().any(|c| c.id == *id) {
+            failures.push(format!("{id}: in YAML_SKIPS but not in the manifest"));
+        }
+    }
+    eprintln!("yaml-test-suite: {passed} passed, {skipped} skipped, {round_trips} mapping round trips");
+    assert_no_failures("yaml-test-suite", &failures);
+    assert_eq!(passed + skipped, 256 + 18 + 5);
+}
+
+#[test]
+fn yaml_test_suite_error_cases_are_rejected_without_panic_or_hang() {
+    let Some(root) = support::corpus("yaml-test-suite") else { return };
+    let skips: BTreeMap<&str, &str> = YAML_ERROR_SKIPS.iter().copied().collect();
+    let mut failures = Vec::new();
+    let (mut rejected, mut skipped) = (0, 0);
+    for case in yaml_cases(&root) {
+        if case.category != "error" {
+            continue;
+        }
+        let id = case.id.as_str();
+        assert!(case.dir.join("error").is_file(), "{id}: error marker");
+        let bytes = read(&case.dir.join("in.yaml"));
+        match (yaml_documents_guarded(bytes.clone()), skips.get(id)) {
+            (Err(e), _) => failures.push(format!("{id}: {e}")),
+            (Ok(Err(e)), None) => {
+                assert!(e.is_data(), "{id}: {e}");
+                rejected += 1;
+            }
+            (Ok(Err(_)), Some(reason)) => failures.push(format!("{id}: rejected now; remove it from YAML_ERROR_SKIPS ({reason})")),
+            (Ok(Ok(_)), Some(_)) => skipped += 1,
+            (Ok(Ok(docs)), None) => failures.push(format!("{id}: accepted as {docs:?}")),
+        }
+        // The YAML decoder proper says the same.
+        match guarded_decode("yaml", bytes) {
+            Ok(items) if items.iter().any(Result::is_err) != skips.contains_key(id) => {}
+            Ok(items) => failures.push(format!("{id}: decoder gave {items:?}")),
+            Err(e) => failures.push(format!("{id}: decoder {e}")),
+        }
+    }
+    eprintln!("yaml-test-suite errors: {rejected} rejected, {skipped} skipped");
+    assert_no_failures("yaml-test-suite error cases", &failures);
+    assert_eq!(rejected + skipped, 94);
+}
+
+/// Valid YAML whose data model JSON cannot hold (complex keys and the like): ferry turns it into values or
+/// refuses it with an error, never a panic or hang.
+#[test]
+fn yaml_test_suite_no_json_cases_do_not_panic() {
+    let Some(root) = support::corpus("yaml-test-suite") else { return };
+    let mut failures = Vec::new();
+    let mut outcomes = BTreeMap::new();
+    for case in yaml_cases(&root).into_iter().filter(|c| c.category == "no-json") {
+        match yaml_documents_guarded(read(&case.dir.join("in.yaml"))) {
+            Ok(result) => *outcomes.entry(if result.is_ok() { "accepted" } else { "rejected" }).or_insert(0) += 1,
+            Err(e) => failures.push(format!("{}: {e}", case.id)),
+        }
+    }
+    eprintln!("yaml-test-suite no-json: {outcomes:?}");
+    assert_no_failures("yaml-test-suite no-json", &failures);
+    assert_eq!(outcomes.values().sum::<i32>(), 29);
+}
