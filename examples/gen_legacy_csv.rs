@@ -44,10 +44,42 @@ impl Rng {
 }
 
 const WORDS: &[&str] = &[
-    "legacy", "export", "customer", "order", "invoice", "report", "quarterly", "migration", "archive",
-    "record", "shipment", "warehouse", "account", "ledger", "balance", "payment", "refund", "contract",
-    "supplier", "inventory", "audit", "review", "status", "pending", "approved", "note", "update",
-    "system", "database", "field", "value", "total", "region", "branch", "office", "manager",
+    "legacy",
+    "export",
+    "customer",
+    "order",
+    "invoice",
+    "report",
+    "quarterly",
+    "migration",
+    "archive",
+    "record",
+    "shipment",
+    "warehouse",
+    "account",
+    "ledger",
+    "balance",
+    "payment",
+    "refund",
+    "contract",
+    "supplier",
+    "inventory",
+    "audit",
+    "review",
+    "status",
+    "pending",
+    "approved",
+    "note",
+    "update",
+    "system",
+    "database",
+    "field",
+    "value",
+    "total",
+    "region",
+    "branch",
+    "office",
+    "manager",
 ];
 
 const ODD_WORDS: &[&str] = &[
@@ -93,7 +125,9 @@ fn words(rng: &mut Rng, out: &mut String, n: usize) {
             match rng.below(40) {
                 0 => out.push_str(", "),
                 1 => out.push_str("; "),
-                2 if n > 6 && rng.chance(30) => out.push_str(if rng.chance(50) { "\n" } else { "\r\n" }),
+                2 if n > 6 && rng.chance(30) => {
+                    out.push_str(if rng.chance(50) { "\n" } else { "\r\n" })
+                }
                 _ => out.push(' '),
             }
         }
@@ -113,7 +147,8 @@ fn words(rng: &mut Rng, out: &mut String, n: usize) {
 /// Appends `cell` to `line` as a CSV field, quoting it when it needs quotes (and sometimes when it does not,
 /// as legacy exporters do).
 fn push_cell(rng: &mut Rng, line: &mut String, cell: &str) {
-    let needs = cell.contains([',', '"', '\n', '\r']) || cell.starts_with(' ') || cell.ends_with(' ');
+    let needs =
+        cell.contains([',', '"', '\n', '\r']) || cell.starts_with(' ') || cell.ends_with(' ');
     if needs || rng.chance(10) {
         line.push('"');
         line.push_str(&cell.replace('"', "\"\""));

@@ -22,8 +22,8 @@ pub(super) const FORMAT: Format = Format {
     description: "JSON: an array of objects (streamed), or one object",
     fidelity: Fidelity::Typed,
     streams: true,
-    decoder: decoder,
-    encoder: encoder,
+    decoder,
+    encoder,
 };
 
 /// Parses one complete JSON value from bytes (used by tests and by other codecs' cells).

@@ -22,8 +22,8 @@ pub(super) const FORMAT: Format = Format {
     description: "Markdown: GitHub pipe tables (read whole)",
     fidelity: Fidelity::Text,
     streams: false,
-    decoder: decoder,
-    encoder: encoder,
+    decoder,
+    encoder,
 };
 
 fn decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {

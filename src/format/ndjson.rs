@@ -15,8 +15,8 @@ pub(super) const FORMAT: Format = Format {
     description: "NDJSON / JSON Lines: one JSON object per line",
     fidelity: Fidelity::Typed,
     streams: true,
-    decoder: decoder,
-    encoder: encoder,
+    decoder,
+    encoder,
 };
 
 fn decoder(input: Input, _options: &FormatOptions) -> Result<Box<dyn Decoder>> {

@@ -30,8 +30,8 @@ pub(super) const FORMAT: Format = Format {
         "XML: <records><record>...</record></records>, @attributes, repeated elements as arrays",
     fidelity: Fidelity::Text,
     streams: true,
-    decoder: decoder,
-    encoder: encoder,
+    decoder,
+    encoder,
 };
 
 /// Deeper nesting than this is refused: no real record needs it, and it bounds the work per element.
@@ -308,7 +308,10 @@ fn escape_at(tail: &str) -> Option<(char, usize)> {
     [8, 4].into_iter().find_map(|digits| {
         let hex = tail.get(2..2 + digits)?;
         let closed = tail.as_bytes().get(2 + digits) == Some(&b'_');
-        let ch = u32::from_str_radix(hex, 16).ok().and_then(char::from_u32).filter(|_| closed)?;
+        let ch = u32::from_str_radix(hex, 16)
+            .ok()
+            .and_then(char::from_u32)
+            .filter(|_| closed)?;
         Some((ch, digits + 3))
     })
 }
@@ -318,13 +321,7 @@ fn escape_at(tail: &str) -> Option<(char, usize)> {
 fn encode_name(name: &str) -> Cow<'_, str> {
     let ok_start = |c: char| c.is_alphabetic() || c == '_';
     let ok_rest = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.');
-    let looks_escaped = |i: usize| {
-        let tail = name[i..].as_bytes();
-        tail.len() >= 7
-            && tail.starts_with(b"_x")
-            && tail[2..6].iter().all(u8::is_ascii_hexdigit)
-            && tail[6] == b'_'
-    };
+    let looks_escaped = |i: usize| name[i..].starts_with("_x") && escape_at(&name[i..]).is_some();
     let valid = !name.is_empty()
         && name
             .char_indices()
@@ -437,7 +434,7 @@ fn write_element(out: &mut Vec<u8>, name: &str, value: &Value) -> WriteResult {
             for (key, v) in record.iter() {
                 if &**key == "#text" {
                     escape_into(out, &v.to_text(), false).map_err(|m| (key.to_string(), m))?;
-                } else if !(key.starts_with('@') && !v.is_nested()) {
+                } else if !key.starts_with('@') || v.is_nested() {
                     write_element(out, key, v)?;
                 }
             }

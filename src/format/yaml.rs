@@ -22,8 +22,8 @@ pub(super) const FORMAT: Format = Format {
     description: "YAML: a sequence of mappings or a stream of documents (read whole)",
     fidelity: Fidelity::Typed,
     streams: false,
-    decoder: decoder,
-    encoder: encoder,
+    decoder,
+    encoder,
 };
 
 /// Parses every document of a YAML stream (used by tests and the decoder).

@@ -52,7 +52,9 @@ fn guarded<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Resu
         }
         Err(mpsc::RecvTimeoutError::Timeout) => Err(format!("no result within {TIMEOUT:?}")),
         Err(mpsc::RecvTimeoutError::Disconnected) => {
-            let payload = handle.join().expect_err("a thread that sent nothing panicked");
+            let payload = handle
+                .join()
+                .expect_err("a thread that sent nothing panicked");
             let message = payload
                 .downcast_ref::<String>()
                 .cloned()
@@ -64,13 +66,21 @@ fn guarded<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Resu
 }
 
 /// Decodes `bytes` as `format` on a guard thread.
-fn guarded_decode(format: &'static str, bytes: Vec<u8>) -> Result<Vec<ferry::Result<Record>>, String> {
+fn guarded_decode(
+    format: &'static str,
+    bytes: Vec<u8>,
+) -> Result<Vec<ferry::Result<Record>>, String> {
     guarded(move || support::decode(format, &bytes))
 }
 
 /// Fails with every collected problem at once, so one run shows them all.
 fn assert_no_failures(what: &str, failures: &[String]) {
-    assert!(failures.is_empty(), "{what}: {} failure(s):\n  {}", failures.len(), failures.join("\n  "));
+    assert!(
+        failures.is_empty(),
+        "{what}: {} failure(s):\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    );
 }
 
 /// A number's value as f64, for numeric comparison across Int, Float and Decimal.
@@ -87,7 +97,9 @@ fn number(value: &Value) -> Option<f64> {
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Int(x), Value::Int(y)) => x == y,
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+        }
         (Value::Object(x), Value::Object(y)) => same_record(x, y),
         _ => match (number(a), number(b)) {
             (Some(x), Some(y)) => x == y || (x.is_nan() && y.is_nan()),
@@ -118,7 +130,9 @@ fn strings(record: &Record) -> Vec<String> {
 
 #[test]
 fn csv_spectrum_matches_expected_json() {
-    let Some(dir) = support::corpus("csv-spectrum") else { return };
+    let Some(dir) = support::corpus("csv-spectrum") else {
+        return;
+    };
     let csvs = files(&dir.join("csvs"), ".csv");
     assert_eq!(csvs.len(), 12, "csv-spectrum has 12 cases");
     let mut checked = 0;
@@ -130,10 +144,14 @@ fn csv_spectrum_matches_expected_json() {
         let bytes = read(&path);
         let records = support::decode_ok("csv", &bytes, &FormatOptions::default());
         for record in &records {
-            assert!(record.values().all(|v| matches!(v, Value::String(_))), "{stem}: every CSV cell is a string: {record:?}");
+            assert!(
+                record.values().all(|v| matches!(v, Value::String(_))),
+                "{stem}: every CSV cell is a string: {record:?}"
+            );
         }
         let got = serde_json::to_value(&records).unwrap();
-        let expected: serde_json::Value = serde_json::from_slice(&read(&dir.join("json").join(format!("{stem}.json")))).unwrap();
+        let expected: serde_json::Value =
+            serde_json::from_slice(&read(&dir.join("json").join(format!("{stem}.json")))).unwrap();
         assert_eq!(got, expected, "{stem}.csv");
 
         // CSV -> records -> CSV -> records is stable.
@@ -151,13 +169,24 @@ fn csv_spectrum_matches_expected_json() {
 /// quoting mode), so the lenient expectation from SOURCE.md is asserted.
 #[test]
 fn csv_spectrum_location_coordinates_is_read_leniently() {
-    let Some(dir) = support::corpus("csv-spectrum") else { return };
+    let Some(dir) = support::corpus("csv-spectrum") else {
+        return;
+    };
     let bytes = read(&dir.join("csvs/location_coordinates.csv"));
     let records = support::decode_ok("csv", &bytes, &FormatOptions::default());
     assert_eq!(records.len(), 1);
-    let fields: Vec<(&str, String)> = records[0].iter().map(|(k, v)| (&**k, v.to_text())).collect();
+    let fields: Vec<(&str, String)> = records[0]
+        .iter()
+        .map(|(k, v)| (&**k, v.to_text()))
+        .collect();
     assert_eq!(fields.len(), 4);
-    assert_eq!(fields[1], ("Location Coordinates", "37\u{FFFD}36'37.8\"N 121\u{FFFD}2'17.9\"W".to_owned()));
+    assert_eq!(
+        fields[1],
+        (
+            "Location Coordinates",
+            "37\u{FFFD}36'37.8\"N 121\u{FFFD}2'17.9\"W".to_owned()
+        )
+    );
     assert_eq!(fields[0].1, "2095257564");
     assert_eq!(fields[3], ("Counties", "Stanislaus".to_owned()));
 }
@@ -167,24 +196,58 @@ fn csv_spectrum_location_coordinates_is_read_leniently() {
 
 #[test]
 fn rust_csv_smallpop_dialects_give_identical_records() {
-    let Some(dir) = support::corpus("csv-rust-csv-examples") else { return };
-    let plain = support::decode_ok("csv", &read(&dir.join("smallpop.csv")), &FormatOptions::default());
-    let colon_options = FormatOptions { delimiter: Some(b':'), ..FormatOptions::default() };
-    let colon = support::decode_ok("csv", &read(&dir.join("smallpop-colon.csv")), &colon_options);
-    let columns = ["city", "region", "country", "population"].map(String::from).to_vec();
-    let no_header_options = FormatOptions { header: false, columns: Some(columns), ..FormatOptions::default() };
-    let no_header = support::decode_ok("csv", &read(&dir.join("smallpop-no-headers.csv")), &no_header_options);
+    let Some(dir) = support::corpus("csv-rust-csv-examples") else {
+        return;
+    };
+    let plain = support::decode_ok(
+        "csv",
+        &read(&dir.join("smallpop.csv")),
+        &FormatOptions::default(),
+    );
+    let colon_options = FormatOptions {
+        delimiter: Some(b':'),
+        ..FormatOptions::default()
+    };
+    let colon = support::decode_ok(
+        "csv",
+        &read(&dir.join("smallpop-colon.csv")),
+        &colon_options,
+    );
+    let columns = ["city", "region", "country", "population"]
+        .map(String::from)
+        .to_vec();
+    let no_header_options = FormatOptions {
+        header: false,
+        columns: Some(columns),
+        ..FormatOptions::default()
+    };
+    let no_header = support::decode_ok(
+        "csv",
+        &read(&dir.join("smallpop-no-headers.csv")),
+        &no_header_options,
+    );
 
     assert_eq!(plain.len(), 10);
-    assert_eq!(plain[0].keys().collect::<Vec<_>>(), ["city", "region", "country", "population"]);
-    assert_eq!(strings(&plain[0]), ["Southborough", "MA", "United States", "9686"]);
+    assert_eq!(
+        plain[0].keys().collect::<Vec<_>>(),
+        ["city", "region", "country", "population"]
+    );
+    assert_eq!(
+        strings(&plain[0]),
+        ["Southborough", "MA", "United States", "9686"]
+    );
     assert_eq!(colon, plain, "smallpop-colon.csv with delimiter ':'");
-    assert_eq!(no_header, plain, "smallpop-no-headers.csv with header: false and the column names");
+    assert_eq!(
+        no_header, plain,
+        "smallpop-no-headers.csv with header: false and the column names"
+    );
 }
 
 #[test]
 fn rust_csv_strange_dialect() {
-    let Some(dir) = support::corpus("csv-rust-csv-examples") else { return };
+    let Some(dir) = support::corpus("csv-rust-csv-examples") else {
+        return;
+    };
     let bytes = read(&dir.join("strange.csv"));
     let options = FormatOptions {
         delimiter: Some(b';'),
@@ -201,7 +264,10 @@ fn rust_csv_strange_dialect() {
         .iter()
         .map(|r| {
             assert!(r.keys().eq(["column1", "column2"]), "{r:?}");
-            r.values().take_while(|v| **v != Value::Null).map(Value::to_text).collect()
+            r.values()
+                .take_while(|v| **v != Value::Null)
+                .map(Value::to_text)
+                .collect()
         })
         .collect();
     let expected: Vec<Vec<&str>> = vec![
@@ -219,48 +285,92 @@ fn rust_csv_strange_dialect() {
     // comment line has a comma, so its row is longer than the header. That must be an error, not a panic.
     let items = guarded_decode("csv", bytes).expect("no panic or hang");
     let errors: Vec<_> = items.iter().filter_map(|i| i.as_ref().err()).collect();
-    assert!(!errors.is_empty(), "default settings must not read strange.csv cleanly: {items:?}");
+    assert!(
+        !errors.is_empty(),
+        "default settings must not read strange.csv cleanly: {items:?}"
+    );
     assert!(errors.iter().all(|e| e.is_data()), "{errors:?}");
 }
 
 #[test]
 fn rust_csv_latin1_as_utf8_is_a_clean_error_naming_the_line() {
-    let Some(dir) = support::corpus("csv-rust-csv-examples") else { return };
-    let items = guarded_decode("csv", read(&dir.join("uspop-latin1.csv"))).expect("no panic or hang");
+    let Some(dir) = support::corpus("csv-rust-csv-examples") else {
+        return;
+    };
+    let items =
+        guarded_decode("csv", read(&dir.join("uspop-latin1.csv"))).expect("no panic or hang");
     assert_eq!(items.len(), 100, "one item per row");
-    let errors: Vec<(usize, &ferry::Error)> =
-        items.iter().enumerate().filter_map(|(i, item)| item.as_ref().err().map(|e| (i, e))).collect();
+    let errors: Vec<(usize, &ferry::Error)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| item.as_ref().err().map(|e| (i, e)))
+        .collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
     let (index, error) = errors[0];
     assert_eq!(index, 2, "the third record (line 4) holds the 0xD5 byte");
     let pos = error.position().expect("a data error has a position");
-    assert_eq!((pos.record, pos.line, pos.field.as_deref()), (Some(3), Some(4), Some("City")));
+    assert_eq!(
+        (pos.record, pos.line, pos.field.as_deref()),
+        (Some(3), Some(4), Some("City"))
+    );
     assert!(error.to_string().contains("line 4"), "{error}");
     assert!(error.message().contains("UTF-8"), "{error}");
 }
 
 #[test]
 fn rust_csv_latin1_with_encoding_matches_utf8_original() {
-    let Some(dir) = support::corpus("csv-rust-csv-examples") else { return };
+    let Some(dir) = support::corpus("csv-rust-csv-examples") else {
+        return;
+    };
     // The encoding is applied by the pipeline when it opens the input, so this runs the real binary.
     let tmp = tempfile::tempdir().unwrap();
     let latin1 = dir.join("uspop-latin1.csv");
     let output = support::ferry(
         tmp.path(),
-        &["convert", "--in", latin1.to_str().unwrap(), "--encoding", "latin1", "--to", "out.ndjson", "--quiet"],
+        &[
+            "convert",
+            "--in",
+            latin1.to_str().unwrap(),
+            "--encoding",
+            "latin1",
+            "--to",
+            "out.ndjson",
+            "--quiet",
+        ],
     );
-    assert!(output.status.success(), "ferry failed: {}", String::from_utf8_lossy(&output.stderr));
-    let transcoded = support::decode_ok("ndjson", &read(&tmp.path().join("out.ndjson")), &FormatOptions::default());
-    let original = support::decode_ok("csv", &read(&dir.join("uspop.csv")), &FormatOptions::default());
+    assert!(
+        output.status.success(),
+        "ferry failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let transcoded = support::decode_ok(
+        "ndjson",
+        &read(&tmp.path().join("out.ndjson")),
+        &FormatOptions::default(),
+    );
+    let original = support::decode_ok(
+        "csv",
+        &read(&dir.join("uspop.csv")),
+        &FormatOptions::default(),
+    );
     assert_eq!(transcoded.len(), 100);
     assert_eq!(transcoded.len(), original.len());
-    assert_eq!(transcoded[2].get("City"), Some(&Value::String("Õakman".into())));
-    assert_eq!(original[2].get("City"), Some(&Value::String("Oakman".into())));
+    assert_eq!(
+        transcoded[2].get("City"),
+        Some(&Value::String("Õakman".into()))
+    );
+    assert_eq!(
+        original[2].get("City"),
+        Some(&Value::String("Oakman".into()))
+    );
     for (i, (a, b)) in transcoded.iter().zip(&original).enumerate() {
         if i != 2 {
             assert_eq!(a, b, "record {}", i + 1);
         } else {
-            assert!(a.iter().zip(b.iter()).skip(1).all(|(x, y)| x == y), "record 3 differs only in City");
+            assert!(
+                a.iter().zip(b.iter()).skip(1).all(|(x, y)| x == y),
+                "record 3 differs only in City"
+            );
         }
     }
 }
@@ -296,7 +406,10 @@ const I_SNAPSHOT: &[(&str, Outcome)] = &[
     ("i_string_UTF-16LE_with_BOM.json", Rejected),
     ("i_string_UTF-8_invalid_sequence.json", Rejected),
     ("i_string_UTF8_surrogate_U+D800.json", Rejected),
-    ("i_string_incomplete_surrogate_and_escape_valid.json", Rejected),
+    (
+        "i_string_incomplete_surrogate_and_escape_valid.json",
+        Rejected,
+    ),
     ("i_string_incomplete_surrogate_pair.json", Rejected),
     ("i_string_incomplete_surrogates_escape_valid.json", Rejected),
     ("i_string_invalid_lonely_surrogate.json", Rejected),
@@ -318,7 +431,10 @@ const I_SNAPSHOT: &[(&str, Outcome)] = &[
 ];
 
 /// The `y_` files that are not one line (a raw newline inside the value), per SOURCE.md.
-const NDJSON_SKIPS: &[&str] = &["y_array_with_1_and_newline.json", "y_object_with_newlines.json"];
+const NDJSON_SKIPS: &[&str] = &[
+    "y_array_with_1_and_newline.json",
+    "y_object_with_newlines.json",
+];
 
 fn outcome(items: &[ferry::Result<Record>]) -> Outcome {
     if items.iter().any(Result::is_err) {
@@ -339,9 +455,14 @@ fn expected_records(value: &Value) -> Vec<Record> {
 
 #[test]
 fn json_test_suite_y_files_are_accepted_and_round_trip() {
-    let Some(dir) = support::corpus("json-test-suite") else { return };
+    let Some(dir) = support::corpus("json-test-suite") else {
+        return;
+    };
     let y_files = files(&dir.join("test_parsing"), ".json");
-    let y_files: Vec<_> = y_files.into_iter().filter(|p| name_of(p).starts_with("y_")).collect();
+    let y_files: Vec<_> = y_files
+        .into_iter()
+        .filter(|p| name_of(p).starts_with("y_"))
+        .collect();
     assert_eq!(y_files.len(), 95);
     let mut failures = Vec::new();
     for path in &y_files {
@@ -363,9 +484,12 @@ fn json_test_suite_y_files_are_accepted_and_round_trip() {
         };
         // The streaming decoder and a whole-document parse agree (this also catches a decoder thread that
         // died quietly and dropped records).
-        let whole = ferry::format::parse_json_value(&bytes).expect("parse_json_value accepts y_ files");
+        let whole =
+            ferry::format::parse_json_value(&bytes).expect("parse_json_value accepts y_ files");
         if records != expected_records(&whole) {
-            failures.push(format!("{name}: decoder gave {records:?}, whole-document parse {whole:?}"));
+            failures.push(format!(
+                "{name}: decoder gave {records:?}, whole-document parse {whole:?}"
+            ));
         }
         // decode -> encode -> decode gives the same records.
         match support::encode("json", &records, &FormatOptions::default()) {
@@ -374,7 +498,9 @@ fn json_test_suite_y_files_are_accepted_and_round_trip() {
                 .collect::<ferry::Result<Vec<_>>>()
             {
                 Ok(again) if again == records => {}
-                Ok(again) => failures.push(format!("{name}: round trip changed {records:?} into {again:?}")),
+                Ok(again) => failures.push(format!(
+                    "{name}: round trip changed {records:?} into {again:?}"
+                )),
                 Err(e) => failures.push(format!("{name}: re-reading the written JSON failed: {e}")),
             },
             Err(e) => failures.push(format!("{name}: encoding failed: {e}")),
@@ -383,7 +509,9 @@ fn json_test_suite_y_files_are_accepted_and_round_trip() {
         for format in ferry::FORMATS {
             let records = records.clone();
             let format_name = format.name;
-            if let Err(e) = guarded(move || support::encode(format_name, &records, &FormatOptions::default())) {
+            if let Err(e) =
+                guarded(move || support::encode(format_name, &records, &FormatOptions::default()))
+            {
                 failures.push(format!("{name}: encoding as {format_name}: {e}"));
             }
         }
@@ -393,7 +521,9 @@ fn json_test_suite_y_files_are_accepted_and_round_trip() {
 
 #[test]
 fn json_test_suite_n_files_are_rejected_without_panic_or_hang() {
-    let Some(dir) = support::corpus("json-test-suite") else { return };
+    let Some(dir) = support::corpus("json-test-suite") else {
+        return;
+    };
     let n_files: Vec<_> = files(&dir.join("test_parsing"), ".json")
         .into_iter()
         .filter(|p| name_of(p).starts_with("n_"))
@@ -426,7 +556,9 @@ fn json_test_suite_n_files_are_rejected_without_panic_or_hang() {
 
 #[test]
 fn json_test_suite_i_files_match_the_snapshot() {
-    let Some(dir) = support::corpus("json-test-suite") else { return };
+    let Some(dir) = support::corpus("json-test-suite") else {
+        return;
+    };
     let i_files: Vec<_> = files(&dir.join("test_parsing"), ".json")
         .into_iter()
         .filter(|p| name_of(p).starts_with("i_"))
@@ -443,11 +575,17 @@ fn json_test_suite_i_files_match_the_snapshot() {
                 // Out-of-range numbers keep every digit: `[text]` decodes to {"value": Decimal(text)} (serde_json
                 // spells a positive exponent `e+`, which is the same number).
                 if name.starts_with("i_number_") {
-                    let text = String::from_utf8_lossy(&bytes).trim().trim_matches(['[', ']']).replace("e+", "e");
+                    let text = String::from_utf8_lossy(&bytes)
+                        .trim()
+                        .trim_matches(['[', ']'])
+                        .replace("e+", "e");
                     let exact = |d: &ferry::Decimal| d.as_str().replace("e+", "e") == text;
                     match items.as_slice() {
-                        [Ok(r)] if matches!(r.get("value"), Some(Value::Decimal(d)) if exact(d)) => {}
-                        other => failures.push(format!("{name}: expected the exact decimal {text}, got {other:?}")),
+                        [Ok(r)] if matches!(r.get("value"), Some(Value::Decimal(d)) if exact(d)) => {
+                        }
+                        other => failures.push(format!(
+                            "{name}: expected the exact decimal {text}, got {other:?}"
+                        )),
                     }
                 }
                 outcome(&items)
@@ -459,12 +597,16 @@ fn json_test_suite_i_files_match_the_snapshot() {
         };
         let whole = guarded(move || ferry::format::parse_json_value(&bytes).is_ok());
         if whole != Ok(got == Accepted) {
-            failures.push(format!("{name}: decoder {got:?} but parse_json_value accepted = {whole:?}"));
+            failures.push(format!(
+                "{name}: decoder {got:?} but parse_json_value accepted = {whole:?}"
+            ));
         }
         actual.push(format!("(\"{name}\", {got:?}),"));
         match snapshot.get(name.as_str()) {
             Some(expected) if *expected == got => {}
-            Some(expected) => failures.push(format!("{name}: snapshot says {expected:?}, now {got:?}")),
+            Some(expected) => {
+                failures.push(format!("{name}: snapshot says {expected:?}, now {got:?}"))
+            }
             None => failures.push(format!("{name}: not in I_SNAPSHOT (now {got:?})")),
         }
     }
@@ -481,7 +623,9 @@ fn json_test_suite_i_files_match_the_snapshot() {
 
 #[test]
 fn json_test_suite_single_line_y_files_are_one_record_ndjson_streams() {
-    let Some(dir) = support::corpus("json-test-suite") else { return };
+    let Some(dir) = support::corpus("json-test-suite") else {
+        return;
+    };
     let mut failures = Vec::new();
     let mut checked = 0;
     for path in files(&dir.join("test_parsing"), ".json") {
@@ -491,12 +635,17 @@ fn json_test_suite_single_line_y_files_are_one_record_ndjson_streams() {
         }
         let bytes = read(&path);
         let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-        assert!(!body.contains(&b'\n'), "{name} has a raw newline inside: add it to NDJSON_SKIPS with a reason");
+        assert!(
+            !body.contains(&b'\n'),
+            "{name} has a raw newline inside: add it to NDJSON_SKIPS with a reason"
+        );
         let expected = as_record(ferry::format::parse_json_value(&bytes).unwrap());
         match guarded_decode("ndjson", bytes) {
             Ok(items) => match items.as_slice() {
                 [Ok(record)] if *record == expected => {}
-                other => failures.push(format!("{name}: expected one record {expected:?}, got {other:?}")),
+                other => failures.push(format!(
+                    "{name}: expected one record {expected:?}, got {other:?}"
+                )),
             },
             Err(e) => failures.push(format!("{name}: {e}")),
         }
@@ -529,14 +678,21 @@ fn yaml_cases(root: &Path) -> Vec<YamlCase> {
         .skip(1)
         .map(|line| {
             let cols: Vec<&str> = line.split('\t').collect();
-            YamlCase { id: cols[0].to_owned(), category: cols[1].to_owned(), dir: root.join("cases").join(cols[0]) }
+            YamlCase {
+                id: cols[0].to_owned(),
+                category: cols[1].to_owned(),
+                dir: root.join("cases").join(cols[0]),
+            }
         })
         .collect()
 }
 
 /// Every JSON value in `bytes` (the suite's `in.json` may hold several, whitespace-separated).
 fn json_values(bytes: &[u8]) -> Vec<Value> {
-    serde_json::Deserializer::from_slice(bytes).into_iter::<Value>().map(|v| v.unwrap()).collect()
+    serde_json::Deserializer::from_slice(bytes)
+        .into_iter::<Value>()
+        .map(|v| v.unwrap())
+        .collect()
 }
 
 fn yaml_documents_guarded(bytes: Vec<u8>) -> Result<ferry::Result<Vec<Value>>, String> {
@@ -545,7 +701,9 @@ fn yaml_documents_guarded(bytes: Vec<u8>) -> Result<ferry::Result<Vec<Value>>, S
 
 #[test]
 fn yaml_test_suite_documents_match_expected_json() {
-    let Some(root) = support::corpus("yaml-test-suite") else { return };
+    let Some(root) = support::corpus("yaml-test-suite") else {
+        return;
+    };
     let skips: BTreeMap<&str, &str> = YAML_SKIPS.iter().copied().collect();
     let mut failures = Vec::new();
     let (mut passed, mut skipped, mut round_trips) = (0, 0, 0);
@@ -563,9 +721,13 @@ fn yaml_test_suite_documents_match_expected_json() {
             }
         };
         let ok = match (&got, case.category.as_str()) {
-            (Ok(docs), "json-single") => docs.len() == 1 && expected.len() == 1 && same(&docs[0], &expected[0]),
+            (Ok(docs), "json-single") => {
+                docs.len() == 1 && expected.len() == 1 && same(&docs[0], &expected[0])
+            }
             (Ok(docs), "json-multi") => {
-                expected.len() >= 2 && docs.len() == expected.len() && docs.iter().zip(&expected).all(|(a, b)| same(a, b))
+                expected.len() >= 2
+                    && docs.len() == expected.len()
+                    && docs.iter().zip(&expected).all(|(a, b)| same(a, b))
             }
             (Ok(docs), _) => docs.is_empty() && expected.is_empty(),
             (Err(_), _) => false,
@@ -576,9 +738,14 @@ fn yaml_test_suite_documents_match_expected_json() {
                 skipped += 1;
                 continue;
             }
-            (true, Some(reason)) => failures.push(format!("{id}: passes now; remove it from YAML_SKIPS ({reason})")),
+            (true, Some(reason)) => failures.push(format!(
+                "{id}: passes now; remove it from YAML_SKIPS ({reason})"
+            )),
             (false, None) => {
-                failures.push(format!("{id} [{}]: got {got:?}\n      expected {expected:?}", case.category));
+                failures.push(format!(
+                    "{id} [{}]: got {got:?}\n      expected {expected:?}",
+                    case.category
+                ));
                 continue;
             }
         }
@@ -586,10 +753,17 @@ fn yaml_test_suite_documents_match_expected_json() {
         if let Ok(docs) = got {
             for doc in docs {
                 let Value::Object(record) = doc else { continue };
-                let written = support::encode("yaml", std::slice::from_ref(&record), &FormatOptions::default()).unwrap();
+                let written = support::encode(
+                    "yaml",
+                    std::slice::from_ref(&record),
+                    &FormatOptions::default(),
+                )
+                .unwrap();
                 match support::decode_with("yaml", &written, &FormatOptions::default()).as_slice() {
                     [Ok(again)] if same_record(again, &record) => round_trips += 1,
-                    other => failures.push(format!("{id}: YAML round trip of {record:?} gave {other:?}")),
+                    other => failures.push(format!(
+                        "{id}: YAML round trip of {record:?} gave {other:?}"
+                    )),
                 }
             }
         }
@@ -599,14 +773,18 @@ fn yaml_test_suite_documents_match_expected_json() {
             failures.push(format!("{id}: in YAML_SKIPS but not in the manifest"));
         }
     }
-    eprintln!("yaml-test-suite: {passed} passed, {skipped} skipped, {round_trips} mapping round trips");
+    eprintln!(
+        "yaml-test-suite: {passed} passed, {skipped} skipped, {round_trips} mapping round trips"
+    );
     assert_no_failures("yaml-test-suite", &failures);
     assert_eq!(passed + skipped, 256 + 18 + 5);
 }
 
 #[test]
 fn yaml_test_suite_error_cases_are_rejected_without_panic_or_hang() {
-    let Some(root) = support::corpus("yaml-test-suite") else { return };
+    let Some(root) = support::corpus("yaml-test-suite") else {
+        return;
+    };
     let skips: BTreeMap<&str, &str> = YAML_ERROR_SKIPS.iter().copied().collect();
     let mut failures = Vec::new();
     let (mut rejected, mut skipped) = (0, 0);
@@ -623,7 +801,9 @@ fn yaml_test_suite_error_cases_are_rejected_without_panic_or_hang() {
                 assert!(e.is_data(), "{id}: {e}");
                 rejected += 1;
             }
-            (Ok(Err(_)), Some(reason)) => failures.push(format!("{id}: rejected now; remove it from YAML_ERROR_SKIPS ({reason})")),
+            (Ok(Err(_)), Some(reason)) => failures.push(format!(
+                "{id}: rejected now; remove it from YAML_ERROR_SKIPS ({reason})"
+            )),
             (Ok(Ok(_)), Some(_)) => skipped += 1,
             (Ok(Ok(docs)), None) => failures.push(format!("{id}: accepted as {docs:?}")),
         }
@@ -643,12 +823,25 @@ fn yaml_test_suite_error_cases_are_rejected_without_panic_or_hang() {
 /// refuses it with an error, never a panic or hang.
 #[test]
 fn yaml_test_suite_no_json_cases_do_not_panic() {
-    let Some(root) = support::corpus("yaml-test-suite") else { return };
+    let Some(root) = support::corpus("yaml-test-suite") else {
+        return;
+    };
     let mut failures = Vec::new();
     let mut outcomes = BTreeMap::new();
-    for case in yaml_cases(&root).into_iter().filter(|c| c.category == "no-json") {
+    for case in yaml_cases(&root)
+        .into_iter()
+        .filter(|c| c.category == "no-json")
+    {
         match yaml_documents_guarded(read(&case.dir.join("in.yaml"))) {
-            Ok(result) => *outcomes.entry(if result.is_ok() { "accepted" } else { "rejected" }).or_insert(0) += 1,
+            Ok(result) => {
+                *outcomes
+                    .entry(if result.is_ok() {
+                        "accepted"
+                    } else {
+                        "rejected"
+                    })
+                    .or_insert(0) += 1
+            }
             Err(e) => failures.push(format!("{}: {e}", case.id)),
         }
     }

@@ -20,7 +20,9 @@ fn split_args(line: &str) -> Vec<String> {
     let mut chars = line.trim().chars().peekable();
     while let Some(c) = chars.next() {
         match c {
-            '\\' if chars.peek() == Some(&'"') => current.get_or_insert_with(String::new).push(chars.next().unwrap_or('"')),
+            '\\' if chars.peek() == Some(&'"') => current
+                .get_or_insert_with(String::new)
+                .push(chars.next().unwrap_or('"')),
             '"' => {
                 quoted = !quoted;
                 current.get_or_insert_with(String::new);
@@ -38,7 +40,9 @@ fn mask(stderr: &str) -> String {
     stderr
         .lines()
         .map(|line| match line.find(" in ") {
-            Some(i) if line.starts_with("ferry: ok") || line.starts_with("ferry: FAILED") => format!("{} in <time>", &line[..i]),
+            Some(i) if line.starts_with("ferry: ok") || line.starts_with("ferry: FAILED") => {
+                format!("{} in <time>", &line[..i])
+            }
             _ => line.to_owned(),
         })
         .collect::<Vec<_>>()
@@ -55,7 +59,10 @@ fn mask_report(bytes: &[u8]) -> Vec<u8> {
             if key.starts_with("\"seconds\":") || key.starts_with("\"records_per_second\":") {
                 let indent = &line[..line.len() - key.len()];
                 let name = key.split(':').next().unwrap_or_default();
-                format!("{indent}{name}: \"<masked>\"{}", if key.ends_with(',') { "," } else { "" })
+                format!(
+                    "{indent}{name}: \"<masked>\"{}",
+                    if key.ends_with(',') { "," } else { "" }
+                )
             } else {
                 line.to_owned()
             }
@@ -68,7 +75,10 @@ fn files_in(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
     for entry in fs::read_dir(dir).unwrap().flatten() {
         if entry.path().is_file() {
-            files.insert(entry.file_name().to_string_lossy().into_owned(), fs::read(entry.path()).unwrap());
+            files.insert(
+                entry.file_name().to_string_lossy().into_owned(),
+                fs::read(entry.path()).unwrap(),
+            );
         }
     }
     files
@@ -82,19 +92,32 @@ fn run_case(case: &Path, regenerate: bool) -> Result<(), String> {
     }
     let cmd = String::from_utf8_lossy(&inputs["cmd"]).into_owned();
     let args = split_args(&cmd);
-    let output = ferry(work.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let output = ferry(
+        work.path(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
 
     let mut actual: BTreeMap<String, Vec<u8>> = files_in(work.path())
         .into_iter()
         .filter(|(name, _)| !inputs.contains_key(name))
         .map(|(name, bytes)| {
-            let masked = if name.starts_with("report") && name.ends_with(".json") { mask_report(&bytes) } else { bytes };
+            let masked = if name.starts_with("report") && name.ends_with(".json") {
+                mask_report(&bytes)
+            } else {
+                bytes
+            };
             (name, masked)
         })
         .collect();
     actual.insert("stdout".into(), output.stdout.clone());
-    actual.insert("stderr".into(), (mask(&String::from_utf8_lossy(&output.stderr)) + "\n").into_bytes());
-    actual.insert("exit".into(), format!("{}\n", output.status.code().unwrap_or(-1)).into_bytes());
+    actual.insert(
+        "stderr".into(),
+        (mask(&String::from_utf8_lossy(&output.stderr)) + "\n").into_bytes(),
+    );
+    actual.insert(
+        "exit".into(),
+        format!("{}\n", output.status.code().unwrap_or(-1)).into_bytes(),
+    );
 
     let expected_dir = case.join("expected");
     if regenerate {
@@ -108,7 +131,11 @@ fn run_case(case: &Path, regenerate: bool) -> Result<(), String> {
     let expected = files_in(&expected_dir);
     let names = |m: &BTreeMap<String, Vec<u8>>| m.keys().cloned().collect::<Vec<_>>();
     if names(&actual) != names(&expected) {
-        return Err(format!("files differ: got {:?}, expected {:?}", names(&actual), names(&expected)));
+        return Err(format!(
+            "files differ: got {:?}, expected {:?}",
+            names(&actual),
+            names(&expected)
+        ));
     }
     for (name, bytes) in &expected {
         if actual[name] != *bytes {
@@ -126,18 +153,47 @@ fn run_case(case: &Path, regenerate: bool) -> Result<(), String> {
 fn golden_cases() {
     let regenerate = std::env::var("FERRY_GOLDEN_REGEN").is_ok_and(|v| v == "1");
     let dir = root().join("tests").join("golden");
-    let mut cases: Vec<_> = fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let mut cases: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     cases.sort();
-    assert!(cases.len() >= 10, "expected the golden cases under {}", dir.display());
+    assert!(
+        cases.len() >= 10,
+        "expected the golden cases under {}",
+        dir.display()
+    );
     let failures: Vec<String> = cases
         .iter()
-        .filter_map(|case| run_case(case, regenerate).err().map(|e| format!("{}: {e}", case.display())))
+        .filter_map(|case| {
+            run_case(case, regenerate)
+                .err()
+                .map(|e| format!("{}: {e}", case.display()))
+        })
         .collect();
-    assert!(failures.is_empty(), "{} golden case(s) failed:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} golden case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[test]
 fn split_args_groups_quotes() {
-    assert_eq!(split_args(r#"convert --in "a b.csv" --delimiter ";" --to x"#), ["convert", "--in", "a b.csv", "--delimiter", ";", "--to", "x"]);
+    assert_eq!(
+        split_args(r#"convert --in "a b.csv" --delimiter ";" --to x"#),
+        [
+            "convert",
+            "--in",
+            "a b.csv",
+            "--delimiter",
+            ";",
+            "--to",
+            "x"
+        ]
+    );
     assert_eq!(split_args(r#"--columns "" x"#), ["--columns", "", "x"]);
 }

@@ -18,7 +18,9 @@ use crate::support::{decode_ok, encode};
 /// and bytes are text in both (YAML writes decimals as strings to keep their digits).
 fn canonical(value: &Value, text_leaves: bool) -> Json {
     match value {
-        Value::Array(items) => Json::Array(items.iter().map(|v| canonical(v, text_leaves)).collect()),
+        Value::Array(items) => {
+            Json::Array(items.iter().map(|v| canonical(v, text_leaves)).collect())
+        }
         Value::Object(record) => canonical_record(record, text_leaves),
         _ if text_leaves => Json::String(value.to_text()),
         Value::Null => Json::Null,
@@ -30,17 +32,25 @@ fn canonical(value: &Value, text_leaves: bool) -> Json {
 }
 
 fn canonical_record(record: &Record, text_leaves: bool) -> Json {
-    let map: Map<String, Json> = record.iter().map(|(k, v)| (k.to_string(), canonical(v, text_leaves))).collect();
+    let map: Map<String, Json> = record
+        .iter()
+        .map(|(k, v)| (k.to_string(), canonical(v, text_leaves)))
+        .collect();
     Json::Object(map)
 }
 
 fn read_options() -> FormatOptions {
-    FormatOptions { json_cells: true, ..FormatOptions::default() }
+    FormatOptions {
+        json_cells: true,
+        ..FormatOptions::default()
+    }
 }
 
 fn key_strategy() -> impl Strategy<Value = String> {
     // Names with spaces, non-ASCII and leading digits exercise XML name escaping and CSV/Markdown headers.
-    "[a-zA-Zé日][a-zA-Z0-9 _é日-]{0,8}".prop_map(|k| k.trim_end().to_owned()).prop_filter("non-empty", |k| !k.is_empty())
+    "[a-zA-Zé日][a-zA-Z0-9 _é日-]{0,8}"
+        .prop_map(|k| k.trim_end().to_owned())
+        .prop_filter("non-empty", |k| !k.is_empty())
 }
 
 fn text_strategy() -> impl Strategy<Value = String> {
@@ -48,7 +58,13 @@ fn text_strategy() -> impl Strategy<Value = String> {
     // JSON arrays/objects are left out because --json-cells reads those back as nested values by design.
     proptest::string::string_regex(r#"[a-zA-Z0-9 ,;"'|\\*_`<>&\n\t\r:é日😀#\[\]{}-]{0,16}"#)
         .expect("valid regex")
-        .prop_map(|s| if s.starts_with(['[', '{']) { format!("x{s}") } else { s })
+        .prop_map(|s| {
+            if s.starts_with(['[', '{']) {
+                format!("x{s}")
+            } else {
+                s
+            }
+        })
 }
 
 fn scalar_strategy() -> impl Strategy<Value = Value> {
@@ -58,10 +74,13 @@ fn scalar_strategy() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::Int),
         (-1e12f64..1e12).prop_map(Value::Float),
         // A trailing zero keeps a decimal from being read back as the float that prints the same.
-        "-?[1-9][0-9]{0,24}\\.[0-9]{1,6}0".prop_map(|d| Value::Decimal(Decimal::parse(&d).expect("decimal"))),
+        "-?[1-9][0-9]{0,24}\\.[0-9]{1,6}0"
+            .prop_map(|d| Value::Decimal(Decimal::parse(&d).expect("decimal"))),
         text_strategy().prop_map(Value::String),
         (0i64..3_000_000).prop_map(|days| {
-            let date = chrono::NaiveDate::from_num_days_from_ce_opt(700_000 + (days % 100_000) as i32).expect("date");
+            let date =
+                chrono::NaiveDate::from_num_days_from_ce_opt(700_000 + (days % 100_000) as i32)
+                    .expect("date");
             Value::Date(date)
         }),
         proptest::collection::vec(any::<u8>(), 0..12).prop_map(Value::Bytes),
@@ -98,16 +117,23 @@ fn records_strategy() -> impl Strategy<Value = Vec<Record>> {
     proptest::collection::hash_set(key_strategy(), 1..6).prop_flat_map(|keys| {
         let keys: Vec<String> = keys.into_iter().collect();
         let n = keys.len();
-        proptest::collection::vec(proptest::collection::vec(nested_strategy(), n..=n), 1..5).prop_map(move |rows| {
-            rows.into_iter()
-                .map(|values| keys.iter().map(|k| Key::from(k.as_str())).zip(values).collect::<Record>())
-                .collect::<Vec<Record>>()
-        })
+        proptest::collection::vec(proptest::collection::vec(nested_strategy(), n..=n), 1..5)
+            .prop_map(move |rows| {
+                rows.into_iter()
+                    .map(|values| {
+                        keys.iter()
+                            .map(|k| Key::from(k.as_str()))
+                            .zip(values)
+                            .collect::<Record>()
+                    })
+                    .collect::<Vec<Record>>()
+            })
     })
 }
 
 fn through(format: &str, records: &[Record]) -> Vec<Record> {
-    let bytes = encode(format, records, &FormatOptions::default()).unwrap_or_else(|e| panic!("encode {format}: {e}"));
+    let bytes = encode(format, records, &FormatOptions::default())
+        .unwrap_or_else(|e| panic!("encode {format}: {e}"));
     decode_ok(format, &bytes, &read_options())
 }
 
@@ -135,7 +161,10 @@ proptest! {
 fn typed_formats_keep_exact_types() {
     let mut record = Record::new();
     record.insert("null", Value::Null);
-    record.insert("big", Value::Decimal(Decimal::parse("123456789012345678901234567890.000001").unwrap()));
+    record.insert(
+        "big",
+        Value::Decimal(Decimal::parse("123456789012345678901234567890.000001").unwrap()),
+    );
     record.insert("int", Value::Int(i64::MIN));
     record.insert("float", Value::Float(0.1));
     record.insert("empty", Value::String(String::new()));
@@ -153,7 +182,11 @@ fn sample_files_convert_to_every_format_and_back() {
     for format in FORMATS {
         let text_leaves = format.fidelity == Fidelity::Text;
         let back = through(format.name, &original);
-        let canon = |rs: &[Record]| rs.iter().map(|r| canonical_record(r, text_leaves)).collect::<Vec<_>>();
+        let canon = |rs: &[Record]| {
+            rs.iter()
+                .map(|r| canonical_record(r, text_leaves))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(canon(&back), canon(&original), "{}", format.name);
     }
 }

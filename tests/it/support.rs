@@ -29,13 +29,24 @@ pub fn corpus(folder: &str) -> Option<PathBuf> {
 
 /// Runs the ferry binary with `args` in `dir`.
 pub fn ferry(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry")).args(args).current_dir(dir).output().expect("run ferry")
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run ferry")
 }
 
 /// Decodes `bytes` as `format` with `options`, returning every item (records and errors).
-pub fn decode_with(format: &str, bytes: &[u8], options: &FormatOptions) -> Vec<ferry::Result<Record>> {
+pub fn decode_with(
+    format: &str,
+    bytes: &[u8],
+    options: &FormatOptions,
+) -> Vec<ferry::Result<Record>> {
     let format = format::by_name(format).expect("registered format");
-    let input = Input { reader: Box::new(Cursor::new(bytes.to_vec())), name: "test-input".into() };
+    let input = Input {
+        reader: Box::new(Cursor::new(bytes.to_vec())),
+        name: "test-input".into(),
+    };
     match (format.decoder)(input, options) {
         Ok(decoder) => decoder.collect(),
         Err(e) => vec![Err(e)],
@@ -49,7 +60,10 @@ pub fn decode(format: &str, bytes: &[u8]) -> Vec<ferry::Result<Record>> {
 
 /// Decodes and fails the test on the first error.
 pub fn decode_ok(format: &str, bytes: &[u8], options: &FormatOptions) -> Vec<Record> {
-    decode_with(format, bytes, options).into_iter().collect::<ferry::Result<Vec<_>>>().expect("decodes")
+    decode_with(format, bytes, options)
+        .into_iter()
+        .collect::<ferry::Result<Vec<_>>>()
+        .expect("decodes")
 }
 
 /// Encodes `records` as `format` into memory.
