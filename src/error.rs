@@ -163,7 +163,18 @@ pub enum ErrorKind {
         /// The underlying error.
         source: io::Error,
     },
-    /// A record could not be decoded, mapped, validated or encoded.
+    /// One record is bad (a ragged row, a field that will not convert, a schema violation): the run can
+    /// skip it and go on under the lenient and skip policies.
+    Record {
+        /// The stage that found the problem.
+        stage: Stage,
+        /// Where the record is.
+        position: Position,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The input cannot be read further (broken syntax in a JSON or XML document), or an output refused a
+    /// record: the run stops.
     Data {
         /// The stage that found the problem.
         stage: Stage,
@@ -191,7 +202,16 @@ impl Error {
         }))
     }
 
-    /// A data error: the record at `position` is wrong.
+    /// A per-record error: the record at `position` is wrong, but the records after it can still be read.
+    pub fn record(stage: Stage, position: Position, message: impl Into<String>) -> Error {
+        Error(Box::new(ErrorKind::Record {
+            stage,
+            position,
+            message: message.into(),
+        }))
+    }
+
+    /// A data error that ends the run: the input cannot be read past `position`, or the output refused it.
     pub fn data(stage: Stage, position: Position, message: impl Into<String>) -> Error {
         Error(Box::new(ErrorKind::Data {
             stage,
@@ -217,7 +237,12 @@ impl Error {
 
     /// True for per-record data errors (bad input, not a broken machine).
     pub fn is_data(&self) -> bool {
-        matches!(*self.0, ErrorKind::Data { .. })
+        matches!(*self.0, ErrorKind::Data { .. } | ErrorKind::Record { .. })
+    }
+
+    /// True for errors that concern one record only: the run may reject it and go on.
+    pub fn is_record(&self) -> bool {
+        matches!(*self.0, ErrorKind::Record { .. })
     }
 
     /// True for I/O errors.
@@ -233,7 +258,9 @@ impl Error {
     /// The stage, where the error belongs to one.
     pub fn stage(&self) -> Option<Stage> {
         match &*self.0 {
-            ErrorKind::Io { stage, .. } | ErrorKind::Data { stage, .. } => Some(*stage),
+            ErrorKind::Io { stage, .. }
+            | ErrorKind::Data { stage, .. }
+            | ErrorKind::Record { stage, .. } => Some(*stage),
             ErrorKind::Usage { .. } => None,
         }
     }
@@ -241,7 +268,7 @@ impl Error {
     /// The position of the record at fault, for data errors.
     pub fn position(&self) -> Option<&Position> {
         match &*self.0 {
-            ErrorKind::Data { position, .. } => Some(position),
+            ErrorKind::Data { position, .. } | ErrorKind::Record { position, .. } => Some(position),
             _ => None,
         }
     }
@@ -249,7 +276,9 @@ impl Error {
     /// The message without stage and position.
     pub fn message(&self) -> String {
         match &*self.0 {
-            ErrorKind::Usage { message } | ErrorKind::Data { message, .. } => message.clone(),
+            ErrorKind::Usage { message }
+            | ErrorKind::Data { message, .. }
+            | ErrorKind::Record { message, .. } => message.clone(),
             ErrorKind::Io { source, .. } => source.to_string(),
         }
     }
@@ -267,7 +296,8 @@ impl Error {
 
     /// Fills in the parts of the position that a lower layer could not know (the file name, the record number).
     pub fn with_context(mut self, file: Option<&str>, record: Option<u64>) -> Error {
-        if let ErrorKind::Data { position, .. } = &mut *self.0 {
+        if let ErrorKind::Data { position, .. } | ErrorKind::Record { position, .. } = &mut *self.0
+        {
             if position.file.is_none() {
                 position.file = file.map(str::to_owned);
             }
@@ -297,14 +327,18 @@ impl fmt::Display for Error {
                 stage,
                 position,
                 message,
-            } if position.is_empty() => {
-                write!(f, "{stage} error: {message}")
             }
-            ErrorKind::Data {
+            | ErrorKind::Record {
                 stage,
                 position,
                 message,
-            } => write!(f, "{stage} error {position}: {message}"),
+            } => {
+                if position.is_empty() {
+                    write!(f, "{stage} error: {message}")
+                } else {
+                    write!(f, "{stage} error {position}: {message}")
+                }
+            }
         }
     }
 }

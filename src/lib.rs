@@ -28,6 +28,8 @@ mod pipeline;
 mod record;
 mod report;
 pub mod sink;
+pub mod template;
+pub mod validate;
 
 pub use endpoint::{format_from_path, Endpoint};
 pub use error::{Error, ErrorKind, Position, Result, Stage};

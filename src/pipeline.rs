@@ -136,9 +136,9 @@ fn drive(
     report: &mut Report,
 ) -> Result<()> {
     let (tx, rx) = mpsc::sync_channel::<Result<Vec<Record>>>(BATCHES_IN_FLIGHT);
-    // Encoded batches go back to the reading thread, which drops their records and refills the vector:
-    // memory is freed by the thread that allocated it, so the two threads never contend for the allocator's
-    // locks (freeing on this thread made malloc the decoder's largest cost).
+    // Encoded batches go back to the reading thread, which drops their records: memory is freed by the
+    // thread that allocated it, so the two threads never contend for the allocator's locks (freeing on this
+    // thread made malloc the decoder's largest cost).
     let (done_tx, done_rx) = mpsc::channel::<Vec<Record>>();
     let reader = std::thread::spawn(move || read_batches(decoder, batch_size, &tx, &done_rx));
     let mut outcome = Ok(());
@@ -172,23 +172,23 @@ fn drive(
 }
 
 fn read_batches(
-    decoder: Box<dyn Decoder>,
+    mut decoder: Box<dyn Decoder>,
     batch_size: usize,
     tx: &mpsc::SyncSender<Result<Vec<Record>>>,
     done: &mpsc::Receiver<Vec<Record>>,
 ) {
-    // A vector for the next batch: one the encoder has finished with (its records are dropped here, on the
-    // thread that allocated them), or a new one. At most BATCHES_IN_FLIGHT + 2 batches exist at a time,
-    // because a new vector is made only when none has come back.
-    let next_batch = || match done.try_recv() {
-        Ok(mut used) => {
-            used.clear();
-            used
+    // Records of a batch the encoder has finished with. One is dropped just before each record is decoded, so
+    // the memory it frees is still in this thread's allocator cache when the new record's cells need it. The
+    // next finished batch is taken only once this one is empty, so no more than a few batches ever exist.
+    let mut retired: Vec<Record> = Vec::new();
+    let mut batch = Vec::with_capacity(batch_size);
+    loop {
+        if retired.pop().is_none() {
+            if let Ok(used) = done.try_recv() {
+                retired = used;
+            }
         }
-        Err(_) => Vec::with_capacity(batch_size),
-    };
-    let mut batch = next_batch();
-    for item in decoder {
+        let Some(item) = decoder.next() else { break };
         match item {
             Ok(record) => batch.push(record),
             Err(e) => {
@@ -200,7 +200,7 @@ fn read_batches(
             }
         }
         if batch.len() >= batch_size {
-            let full = std::mem::replace(&mut batch, next_batch());
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
             if tx.send(Ok(full)).is_err() {
                 return;
             }

@@ -77,6 +77,11 @@ impl Decimal {
         (ok_int && ok_frac && ok_exp).then(|| Decimal(body.to_owned()))
     }
 
+    /// An integer as a decimal.
+    pub fn from_u64(value: u64) -> Decimal {
+        Decimal(value.to_string())
+    }
+
     /// The decimal's text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -496,7 +501,8 @@ impl<'de> Deserialize<'de> for Value {
     }
 }
 
-struct ValueVisitor;
+/// Builds a [`Value`] from any serde data model (also used by the YAML codec's document visitor).
+pub(crate) struct ValueVisitor;
 
 impl<'de> Visitor<'de> for ValueVisitor {
     type Value = Value;

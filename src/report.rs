@@ -28,6 +28,17 @@ pub struct Report {
     pub input_format: String,
     /// The output format.
     pub output_format: String,
+    /// The template, as `name version`, when one mapped the records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The JSON Schema records were validated against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// The error policy: strict, lenient or skip.
+    pub on_error: String,
+    /// Where rejected records were set aside (only when some were).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejects_file: Option<String>,
     /// Records read from the input.
     pub read: u64,
     /// Records written to the output.
@@ -40,7 +51,7 @@ pub struct Report {
     pub skipped: u64,
     /// Bytes read from the input.
     pub bytes_read: u64,
-    /// Bytes written to the output.
+    /// Bytes written to the output (for a dry run: the bytes that would have been written).
     pub bytes_written: u64,
     /// Wall-clock seconds.
     pub seconds: f64,

@@ -275,11 +275,16 @@ impl CsvEncoder {
     }
 
     fn write_cell(&mut self, value: Option<&Value>) -> Result<()> {
-        self.cell.clear();
-        if let Some(v) = value {
-            v.write_text(&mut self.cell);
-        }
-        let result = self.writer.write_field(self.cell.as_bytes());
+        let result = match value {
+            // Text goes to the writer as it is, without a copy into `cell` first.
+            Some(Value::String(s)) => self.writer.write_field(s.as_bytes()),
+            Some(v) => {
+                self.cell.clear();
+                v.write_text(&mut self.cell);
+                self.writer.write_field(self.cell.as_bytes())
+            }
+            None => self.writer.write_field(b""),
+        };
         result.map_err(|e| self.csv_error(e))
     }
 
@@ -326,8 +331,13 @@ impl Encoder for CsvEncoder {
 
 impl CsvEncoder {
     fn write_row(&mut self, header: &[Key], record: &Record) -> Result<()> {
-        let same_shape =
-            record.len() == header.len() && record.keys().zip(header).all(|(a, b)| a == &**b);
+        // Decoders share one key per column between records, so comparing pointers usually answers without
+        // reading the names (whose reference counts the decoding thread is busy updating).
+        let same_shape = record.len() == header.len()
+            && record
+                .iter()
+                .zip(header)
+                .all(|((a, _), b)| std::sync::Arc::ptr_eq(a, b) || a == b);
         if same_shape {
             for value in record.values() {
                 self.write_cell(Some(value))?;

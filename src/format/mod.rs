@@ -174,7 +174,16 @@ where
             }
             !is_err
         };
-        produce(&mut emit);
+        // A panic in the parser must not look like a clean end of input: it becomes an error record.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| produce(&mut emit)));
+        if outcome.is_err() {
+            let message = "the parser stopped unexpectedly (internal error); the input was not read to its end";
+            batch.push(Err(Error::data(
+                crate::error::Stage::Decode,
+                crate::error::Position::default(),
+                message,
+            )));
+        }
         if !batch.is_empty() {
             let _ = tx.send(batch);
         }

@@ -3,10 +3,12 @@
 use std::io::BufRead;
 use std::sync::Arc;
 
+use serde::de;
+
 use super::json::{into_record, json_error};
 use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
 use crate::error::{Error, Result, Stage};
-use crate::record::{write_json, write_json_str, Key, Record, Value};
+use crate::record::{number_from_text, write_json, write_json_str, Key, Record, Value};
 use crate::sink::ByteSink;
 
 pub(super) const FORMAT: Format = Format {
@@ -26,6 +28,7 @@ fn decoder(input: Input, _options: &FormatOptions) -> Result<Box<dyn Decoder>> {
         line_no: 0,
         records: 0,
         done: false,
+        keys: Vec::new(),
     }))
 }
 
@@ -35,6 +38,102 @@ struct NdjsonDecoder {
     line_no: u64,
     records: u64,
     done: bool,
+    /// The field names of the last record, shared with the next one when it has the same names.
+    keys: Vec<Key>,
+}
+
+/// Parses one line into a record. A line holding an object is read straight into a record whose keys are
+/// shared with the previous record's where the names repeat (as they do, line after line, in most files):
+/// no allocation per key and no duplicate search. Anything else goes through [`Value`] and [`into_record`].
+/// Either way the result, and every error, is what `serde_json::from_slice::<Value>` gives.
+fn parse_line(text: &[u8], keys: &mut Vec<Key>) -> serde_json::Result<Record> {
+    let first = text.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return serde_json::from_slice::<Value>(text).map(into_record);
+    }
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let record = de::Deserializer::deserialize_map(&mut de, RecordVisitor { keys })?;
+    de.end()?;
+    Ok(record)
+}
+
+/// Reads a top-level object into a [`Record`], reusing `keys` (see [`parse_line`]).
+struct RecordVisitor<'a> {
+    keys: &'a mut Vec<Key>,
+}
+
+impl<'de> de::Visitor<'de> for RecordVisitor<'_> {
+    type Value = Record;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Record, A::Error> {
+        let cached = &*self.keys;
+        let mut record = Record::with_capacity(cached.len().max(8));
+        // True while every key so far is the cached key at its position: cached keys are distinct, so the
+        // next one can then be appended without searching for a duplicate.
+        let mut same = true;
+        while let Some(key) = map.next_key_seed(KeySeed {
+            cached: cached.get(record.len()).filter(|_| same),
+        })? {
+            if record.is_empty() && &*key == JSON_NUMBER_TOKEN {
+                // What serde_json hands a `Value` for a number; keep `from_slice::<Value>`'s reading of it.
+                let text: String = map.next_value()?;
+                let number = number_from_text(&text)
+                    .ok_or_else(|| de::Error::custom(format!("invalid number {text}")))?;
+                return Ok(into_record(number));
+            }
+            let value: Value = map.next_value()?;
+            if same
+                && cached
+                    .get(record.len())
+                    .is_some_and(|c| Arc::ptr_eq(c, &key))
+            {
+                record.push_unchecked(key, value);
+            } else {
+                same = false;
+                // Duplicate keys: the last one wins, in the first one's place, as in `Value`.
+                record.insert(key, value);
+            }
+        }
+        if !same || record.len() != cached.len() {
+            *self.keys = record.iter().map(|(k, _)| k.clone()).collect();
+        }
+        Ok(record)
+    }
+}
+
+/// serde_json's private name for a number kept as text (`arbitrary_precision`); see `record.rs`.
+const JSON_NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+/// A key: the cached one when the text matches it, a new one otherwise.
+struct KeySeed<'a> {
+    cached: Option<&'a Key>,
+}
+
+impl<'de> de::DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Key;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> std::result::Result<Key, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for KeySeed<'_> {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string key")
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<Key, E> {
+        Ok(match self.cached {
+            Some(key) if &**key == s => key.clone(),
+            _ => Key::from(s),
+        })
+    }
 }
 
 impl NdjsonDecoder {
@@ -58,8 +157,8 @@ impl NdjsonDecoder {
                 continue;
             }
             self.records += 1;
-            return match serde_json::from_slice::<Value>(text) {
-                Ok(value) => Ok(Some(into_record(value))),
+            return match parse_line(text, &mut self.keys) {
+                Ok(record) => Ok(Some(record)),
                 Err(e) => {
                     let err = json_error(&e, Some(self.records));
                     let mut pos = err.position().cloned().unwrap_or_default();

@@ -146,6 +146,9 @@ impl XmlDecoder {
     }
 
     fn open(&mut self, start: &BytesStart<'_>) -> Result<()> {
+        // Read before anything else, so that the root's start tag is checked too although the root is only
+        // the container of the records.
+        let attributes = self.attributes(start)?;
         match self.state {
             RootState::Before => {
                 self.state = RootState::Inside;
@@ -166,23 +169,35 @@ impl XmlDecoder {
             text: String::new(),
             nil: false,
         };
-        for attr in start.attributes() {
-            let attr = attr.map_err(|e| self.error(e.to_string()))?;
-            let key = attr.key.as_ref().to_owned();
-            let value = attr
-                .normalized_value(XmlVersion::Implicit1_0)
-                .map_err(|e| self.error(e.to_string()))?;
+        for (key, value) in attributes {
             if key == NIL_ATTR {
                 frame.nil = value == "true" || value == "1";
             } else if key != "xmlns:xsi" {
-                frame.fields.insert(
-                    format!("@{}", decode_name(&key)),
-                    Value::String(value.into_owned()),
-                );
+                frame
+                    .fields
+                    .insert(format!("@{}", decode_name(&key)), Value::String(value));
             }
         }
         self.stack.push(frame);
         Ok(())
+    }
+
+    /// The attributes of `start`: names as written, values with references resolved and whitespace
+    /// normalised. A duplicate name, a bad reference or an undeclared prefix is an error.
+    fn attributes(&self, start: &BytesStart<'_>) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for attr in start.attributes() {
+            let attr = attr.map_err(|e| self.error(e.to_string()))?;
+            let resolver = self.reader.resolver();
+            if let (ResolveResult::Unknown(prefix), _) = resolver.resolve_attribute(attr.key) {
+                return Err(self.error(format!("namespace prefix {prefix:?} is not declared")));
+            }
+            let value = attr
+                .normalized_value(XmlVersion::Implicit1_0)
+                .map_err(|e| self.error(e.to_string()))?;
+            out.push((attr.key.as_ref().to_owned(), value.into_owned()));
+        }
+        Ok(out)
     }
 
     /// Closes the innermost element; returns the record when the element was a whole record.
@@ -478,6 +493,35 @@ fn escape_into(out: &mut Vec<u8>, text: &str, attribute: bool) -> std::result::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decode(xml: &str) -> Vec<Result<Record>> {
+        let input = Input {
+            reader: Box::new(std::io::Cursor::new(xml.as_bytes().to_vec())),
+            name: "t.xml".into(),
+        };
+        decoder(input, &FormatOptions::default()).unwrap().collect()
+    }
+
+    #[test]
+    fn bad_attributes_are_errors_on_the_root_element_too() {
+        for xml in [
+            "<rs a='1' a='2'><r/></rs>",
+            "<rs a='&bogus;'><r/></rs>",
+            "<rs a=\"&amp\"/>",
+            "<rs p:a='1'/>",
+            "<rs><r p:a='1'/></rs>",
+            "<rs><r a='1' a='2'/></rs>",
+        ] {
+            let items = decode(xml);
+            assert!(
+                items.iter().any(|i| i.as_ref().is_err_and(Error::is_data)),
+                "{xml}: {items:?}"
+            );
+        }
+        let items = decode("<rs xmlns:p='urn:p' id='x'><r p:a='1'/></rs>");
+        let record = items[0].as_ref().unwrap();
+        assert_eq!(record.get("@p:a"), Some(&Value::String("1".into())));
+    }
 
     #[test]
     fn names_escape_and_come_back() {

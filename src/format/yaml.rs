@@ -6,14 +6,16 @@
 //! Tags are dropped and their values kept, as YAML → JSON converters do. Decimals, dates, timestamps and bytes
 //! are written as strings, because a YAML float could not keep every digit.
 
+use std::fmt;
 use std::io::Read as _;
 
+use serde::de::{self, Deserializer, EnumAccess, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::json::into_record;
 use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
 use crate::error::{Error, Position, Result, Stage};
-use crate::record::{Record, Value};
+use crate::record::{Record, Value, ValueVisitor};
 use crate::sink::ByteSink;
 
 pub(super) const FORMAT: Format = Format {
@@ -38,9 +40,70 @@ pub fn parse_documents(bytes: &[u8]) -> Result<Vec<Value>> {
         })?;
     let mut documents = Vec::new();
     for document in serde_yaml::Deserializer::from_str(text) {
-        documents.push(Value::deserialize(document).map_err(|e| yaml_error(&e))?);
+        let document = document
+            .deserialize_any(DocumentVisitor)
+            .map_err(|e| yaml_error(&e))?;
+        documents.extend(document);
     }
     Ok(documents)
+}
+
+/// One document of a stream, or `None` for the placeholder serde_yaml reports for a stream that holds no
+/// document at all (only comments, or nothing). The placeholder is the one thing that reaches a visitor
+/// through `visit_none`; an empty document (`---` alone) is a null scalar and arrives through `visit_unit`.
+struct DocumentVisitor;
+
+impl<'de> Visitor<'de> for DocumentVisitor {
+    type Value = Option<Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a YAML document")
+    }
+    fn visit_none<E>(self) -> Result<Option<Value>, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Option<Value>, E> {
+        Ok(Some(Value::Null))
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Option<Value>, E> {
+        Ok(Some(Value::Bool(b)))
+    }
+    fn visit_i64<E>(self, i: i64) -> Result<Option<Value>, E> {
+        Ok(Some(Value::Int(i)))
+    }
+    fn visit_u64<E: de::Error>(self, u: u64) -> Result<Option<Value>, E> {
+        ValueVisitor.visit_u64(u).map(Some)
+    }
+    fn visit_i128<E: de::Error>(self, i: i128) -> Result<Option<Value>, E> {
+        ValueVisitor.visit_i128(i).map(Some)
+    }
+    fn visit_u128<E: de::Error>(self, u: u128) -> Result<Option<Value>, E> {
+        ValueVisitor.visit_u128(u).map(Some)
+    }
+    fn visit_f64<E>(self, x: f64) -> Result<Option<Value>, E> {
+        Ok(Some(Value::Float(x)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Option<Value>, E> {
+        Ok(Some(Value::String(s.to_owned())))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Option<Value>, E> {
+        Ok(Some(Value::String(s)))
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<Value>, D::Error> {
+        Value::deserialize(d).map(Some)
+    }
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Option<Value>, D::Error> {
+        Value::deserialize(d).map(Some)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Option<Value>, A::Error> {
+        ValueVisitor.visit_seq(seq).map(Some)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Option<Value>, A::Error> {
+        ValueVisitor.visit_map(map).map(Some)
+    }
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Option<Value>, A::Error> {
+        ValueVisitor.visit_enum(data).map(Some)
+    }
 }
 
 fn yaml_error(e: &serde_yaml::Error) -> Error {
@@ -128,5 +191,42 @@ impl Encoder for YamlEncoder {
 
     fn bytes_written(&self) -> u64 {
         self.out.bytes_written()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Decimal;
+
+    #[test]
+    fn a_stream_without_documents_has_none_but_an_empty_document_is_null() {
+        for empty in ["", "# only a comment\n", "  # comment\n\n"] {
+            assert_eq!(parse_documents(empty.as_bytes()).unwrap(), [], "{empty:?}");
+        }
+        assert_eq!(parse_documents(b"---\n").unwrap(), [Value::Null]);
+        assert_eq!(parse_documents(b"~\n").unwrap(), [Value::Null]);
+        assert_eq!(
+            parse_documents(b"--- 1\n--- a\n").unwrap(),
+            [Value::Int(1), Value::String("a".into())]
+        );
+    }
+
+    #[test]
+    fn integers_beyond_64_bits_are_exact_decimals() {
+        let docs = parse_documents(
+            b"big: 100000000000000000000\nneg: -100000000000000000000\n18446744073709551616: k\n",
+        )
+        .unwrap();
+        let Value::Object(record) = &docs[0] else {
+            panic!("not a mapping: {docs:?}")
+        };
+        let decimal = |s: &str| Value::Decimal(Decimal::parse(s).unwrap());
+        assert_eq!(record.get("big"), Some(&decimal("100000000000000000000")));
+        assert_eq!(record.get("neg"), Some(&decimal("-100000000000000000000")));
+        assert_eq!(
+            record.get("18446744073709551616"),
+            Some(&Value::String("k".into()))
+        );
     }
 }
