@@ -25,7 +25,9 @@ mod endpoint;
 mod error;
 pub mod format;
 mod pipeline;
+pub mod progress;
 mod record;
+mod rejects;
 mod report;
 pub mod sink;
 pub mod template;
@@ -34,7 +36,7 @@ pub mod validate;
 pub use endpoint::{format_from_path, Endpoint};
 pub use error::{Error, ErrorKind, Position, Result, Stage};
 pub use format::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, FORMATS};
-pub use pipeline::{convert, ConvertJob, DEFAULT_BATCH_SIZE};
+pub use pipeline::{convert, ConvertJob, ErrorPolicy, DEFAULT_BATCH_SIZE};
 pub use record::{
     number_from_text, write_json, write_json_record, Decimal, Key, Record, Timestamp, Value,
 };

@@ -45,13 +45,23 @@ impl Progress {
             bar
         });
         let now = Instant::now();
-        Progress { bar, json: mode == ProgressMode::Json, started: now, last_json: now, total_bytes }
+        Progress {
+            bar,
+            json: mode == ProgressMode::Json,
+            started: now,
+            last_json: now,
+            total_bytes,
+        }
     }
 
     /// Reports the records read and bytes consumed so far.
     pub fn update(&mut self, records: u64, bytes: u64) {
         let elapsed = self.started.elapsed().as_secs_f64();
-        let rate = if elapsed > 0.0 { records as f64 / elapsed } else { 0.0 };
+        let rate = if elapsed > 0.0 {
+            records as f64 / elapsed
+        } else {
+            0.0
+        };
         if let Some(bar) = &self.bar {
             bar.set_position(bytes);
             bar.set_message(format!("{records} records, {rate:.0}/s"));
@@ -69,7 +79,11 @@ impl Progress {
         }
         if self.json {
             let elapsed = self.started.elapsed().as_secs_f64();
-            let rate = if elapsed > 0.0 { records as f64 / elapsed } else { 0.0 };
+            let rate = if elapsed > 0.0 {
+                records as f64 / elapsed
+            } else {
+                0.0
+            };
             self.emit_json("done", records, bytes, rate);
         }
     }

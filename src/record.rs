@@ -715,4 +715,30 @@ mod tests {
             assert!(Decimal::parse(bad).is_none(), "{bad}");
         }
     }
+
+    #[test]
+    fn json_strings_are_escaped_exactly_as_serde_json_escapes_them() {
+        let mut texts: Vec<String> = (0u8..=127).map(|b| char::from(b).to_string()).collect();
+        texts.extend(
+            [
+                "",
+                "plain ascii, longer than eight bytes",
+                "Zürich 東京 🚀 \u{7f}\u{80}\u{2028}",
+                "a\"b\\c\nd\re\tf\u{8}\u{c}\u{1}\u{1f}",
+                "12345678\"12345678\\",
+            ]
+            .map(String::from),
+        );
+        // Every escape at every offset of the eight-byte fast path.
+        for i in 0..17 {
+            for special in ["\"", "\\", "\n", "\u{0}", "\u{1f}", "é"] {
+                texts.push(format!("{}{special}{}", "x".repeat(i), "y".repeat(16 - i)));
+            }
+        }
+        for text in texts {
+            let mut ours = Vec::new();
+            write_json_str(&mut ours, &text);
+            assert_eq!(ours, serde_json::to_vec(&text).unwrap(), "{text:?}");
+        }
+    }
 }

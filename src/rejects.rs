@@ -23,7 +23,11 @@ pub struct RejectsWriter {
 impl RejectsWriter {
     /// A writer for `path`; nothing is created until the first reject.
     pub fn new(path: &Path) -> RejectsWriter {
-        RejectsWriter { path: path.to_owned(), file: None, line: Vec::new() }
+        RejectsWriter {
+            path: path.to_owned(),
+            file: None,
+            line: Vec::new(),
+        }
     }
 
     /// The path the file will have.
@@ -37,7 +41,10 @@ impl RejectsWriter {
         self.line.clear();
         self.line.extend_from_slice(b"{\"record\":");
         self.line.extend_from_slice(number.to_string().as_bytes());
-        if let Some(line) = errors.iter().find_map(|e| e.position().and_then(|p| p.line)) {
+        if let Some(line) = errors
+            .iter()
+            .find_map(|e| e.position().and_then(|p| p.line))
+        {
             self.line.extend_from_slice(b",\"line\":");
             self.line.extend_from_slice(line.to_string().as_bytes());
         }
@@ -63,7 +70,8 @@ impl RejectsWriter {
             None => self.file.insert(Box::new(AtomicFile::create(&self.path)?)),
         };
         let name = self.path.display().to_string();
-        file.write_all(&self.line).map_err(|e| Error::io(Stage::Sink, Some(&name), e))
+        file.write_all(&self.line)
+            .map_err(|e| Error::io(Stage::Sink, Some(&name), e))
     }
 
     /// Makes the file final (if anything was rejected).

@@ -5,10 +5,15 @@ use std::ffi::OsString;
 
 use clap::{Parser, Subcommand};
 
+use std::path::Path;
+
 use crate::error::{Error, Result};
+use crate::report::Report;
 
 mod convert;
 mod formats;
+mod templates;
+mod validate;
 
 /// ferry moves records between formats: CSV, TSV, JSON, NDJSON, XML, YAML and Markdown tables.
 #[derive(Debug, Parser)]
@@ -19,15 +24,22 @@ pub struct Cli {
 }
 
 const EXAMPLES: &str = "Examples:
-  ferry convert --in samples/legacy.csv --to contexts.ndjson
+  ferry convert --in samples/legacy.csv --template std-context --to contexts.ndjson
+  ferry convert --in samples/legacy.csv --template std-context --to contexts.ndjson --dry-run
+  ferry validate --in samples/legacy.csv --template std-context
   ferry convert --in export.json --to export.md
   cat data.ndjson | ferry convert --in - --from-format ndjson --to - --to-format csv
-  ferry formats";
+  ferry formats
+  ferry templates list";
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Convert records from one file or format to another.
     Convert(convert::ConvertArgs),
+    /// Read, map and validate records without writing anything.
+    Validate(validate::ValidateArgs),
+    /// List, show or check templates.
+    Templates(templates::TemplatesArgs),
     /// List the formats ferry reads and writes.
     Formats(formats::FormatsArgs),
 }
@@ -55,8 +67,38 @@ where
     };
     match cli.command {
         Command::Convert(args) => convert::run(args),
+        Command::Validate(args) => validate::run(args),
+        Command::Templates(args) => templates::run(args),
         Command::Formats(args) => formats::run(args),
     }
+}
+
+/// How many record errors are printed on stderr (the report file lists up to 100, the rejects file all).
+const ERRORS_SHOWN: usize = 20;
+
+/// Prints the record errors (lenient runs) and the summary line, and writes the JSON report if asked.
+pub(crate) fn finish_report(report: &Report, path: Option<&Path>, quiet: bool) -> Result<()> {
+    for error in report.errors.iter().take(ERRORS_SHOWN) {
+        eprintln!("ferry: {}", error.message);
+    }
+    let unshown = report
+        .rejected
+        .saturating_sub(ERRORS_SHOWN.min(report.errors.len()) as u64);
+    if !report.errors.is_empty() && unshown > 0 {
+        let whereto = report
+            .rejects_file
+            .as_deref()
+            .map(|f| format!(" (all are in {f})"))
+            .unwrap_or_default();
+        eprintln!("ferry: ... and {unshown} more rejected records{whereto}");
+    }
+    if !quiet {
+        eprintln!("{}", report.summary_line());
+    }
+    if let Some(path) = path {
+        report.write_json(path)?;
+    }
+    Ok(())
 }
 
 /// Parses a one-character option such as `--delimiter`: a single ASCII character, or `tab` / `\t`.

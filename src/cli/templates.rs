@@ -49,11 +49,16 @@ pub fn run(args: TemplatesArgs) -> Result<()> {
 }
 
 fn list() -> Result<()> {
-    let mut names: Vec<String> = BUILTIN_TEMPLATES.iter().map(|(n, _)| (*n).to_owned()).collect();
+    let mut names: Vec<String> = BUILTIN_TEMPLATES
+        .iter()
+        .map(|(n, _)| (*n).to_owned())
+        .collect();
     let mut dirs = vec![std::path::PathBuf::from("templates")];
     dirs.extend(std::env::var_os("FERRY_TEMPLATES").map(std::path::PathBuf::from));
     for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             let is_yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
@@ -64,10 +69,19 @@ fn list() -> Result<()> {
     }
     names.sort();
     names.dedup();
-    println!("{:<16} {:<9} {:<28} description", "name", "version", "source");
+    println!(
+        "{:<16} {:<9} {:<28} description",
+        "name", "version", "source"
+    );
     for name in names {
         match Template::find(&name) {
-            Ok(t) => println!("{:<16} {:<9} {:<28} {}", t.spec.name, t.spec.version, t.source.to_string(), t.spec.description),
+            Ok(t) => println!(
+                "{:<16} {:<9} {:<28} {}",
+                t.spec.name,
+                t.spec.version,
+                t.source.to_string(),
+                t.spec.description
+            ),
             Err(e) => println!("{name:<16} {:<9} {:<28} error: {e}", "-", "-"),
         }
     }
@@ -86,7 +100,12 @@ fn check(file: &str) -> Result<()> {
         compiled.version,
         compiled.source,
         compiled.fields().count(),
-        template.spec.schema.as_deref().map(|s| format!(", schema {s}")).unwrap_or_default()
+        template
+            .spec
+            .schema
+            .as_deref()
+            .map(|s| format!(", schema {s}"))
+            .unwrap_or_default()
     );
     Ok(())
 }

@@ -153,18 +153,29 @@ impl CsvDecoder {
                 self.row.len(),
                 header.len()
             );
-            return Err(Error::data(Stage::Decode, pos(), message));
+            return Err(Error::record(Stage::Decode, pos(), message));
         }
         let mut record = Record::with_capacity(header.len().max(self.row.len()));
+        // One UTF-8 check for the whole row is cheaper than one per cell, each cell then a slice of it. If
+        // the row is not valid UTF-8, or a cell's ends are not character boundaries, the cell is checked on
+        // its own, so that the error names it.
+        let row_text = std::str::from_utf8(self.row.as_slice()).unwrap_or_default();
+        let mut end = 0;
         for (i, cell) in self.row.iter().enumerate() {
-            let text = std::str::from_utf8(cell).map_err(|e| {
+            let start = end;
+            end += cell.len();
+            let text = match row_text.get(start..end) {
+                Some(text) => Ok(text),
+                None => std::str::from_utf8(cell),
+            };
+            let text = text.map_err(|e| {
                 let field = header
                     .get(i)
                     .map_or_else(|| format!("column{}", i + 1), |k| k.to_string());
                 let message = format!(
                     "invalid UTF-8 ({e}); pass --encoding (e.g. latin1) if the file is not UTF-8"
                 );
-                Error::data(
+                Error::record(
                     Stage::Decode,
                     pos().with_column(i as u64 + 1).with_field(field),
                     message,
@@ -228,7 +239,7 @@ impl Iterator for CsvDecoder {
         // so the stream goes on for lenient runs.
         match &item {
             None => self.done = true,
-            Some(Err(e)) if !e.is_data() => self.done = true,
+            Some(Err(e)) if !e.is_record() => self.done = true,
             _ => {}
         }
         item
@@ -350,11 +361,36 @@ impl CsvEncoder {
                 .with_field(extra);
             let message =
                 "the record has a field the CSV header lacks (the first record fixes the header)";
-            return Err(Error::data(Stage::Encode, pos, message));
+            return Err(Error::record(Stage::Encode, pos, message));
         }
         for key in header {
             self.write_cell(record.get(key))?;
         }
         self.end_row()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(bytes: &'static [u8]) -> Vec<Result<Record>> {
+        let input = Input {
+            reader: Box::new(bytes),
+            name: "t.csv".to_owned(),
+        };
+        let decoder = csv_decoder(input, &FormatOptions::default()).unwrap();
+        decoder.collect()
+    }
+
+    #[test]
+    fn utf8_is_checked_per_cell_even_when_the_row_is_valid() {
+        // "a\xC3" and "\xA9b" are invalid alone, though the row's bytes together spell "aéb".
+        let rows = decode(b"x,y\na\xC3,\xA9b\n\xC3\xA9,ok\n");
+        let err = rows[0].as_ref().unwrap_err();
+        assert!(err.is_data() && err.to_string().contains("UTF-8"), "{err}");
+        let record = rows[1].as_ref().unwrap();
+        assert_eq!(record.get("x"), Some(&Value::String("é".into())));
+        assert_eq!(record.get("y"), Some(&Value::String("ok".into())));
     }
 }

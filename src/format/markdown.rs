@@ -165,7 +165,7 @@ impl Encoder for MarkdownEncoder {
             let pos = Position::default()
                 .with_record(self.records)
                 .with_field(extra);
-            return Err(Error::data(
+            return Err(Error::record(
                 Stage::Encode,
                 pos,
                 "the record has a field the table header lacks (the first record fixes the header)",

@@ -394,7 +394,7 @@ impl Encoder for XmlEncoder {
             let pos = Position::default()
                 .with_record(self.records)
                 .with_field(field);
-            return Err(Error::data(Stage::Encode, pos, message));
+            return Err(Error::record(Stage::Encode, pos, message));
         }
         self.out.buf.push(b'\n');
         self.out.maybe_flush()
