@@ -225,8 +225,7 @@ impl Stages {
             } else {
                 None
             };
-        // Millisecond precision, as exported timestamps usually carry.
-        let now = chrono::Utc::now().fixed_offset().trunc_subsecs(3);
+        let now = run_time()?;
         Ok(Stages {
             template,
             schema,
@@ -250,6 +249,23 @@ impl Stages {
     }
 
     fn process_one(&self, evaluator: Option<&Evaluator>, record: &Record) -> Outcome {
+        // A panic in a library (expressions, schema validation) must not take the run down with it: the
+        // record is rejected with the reason, and the policy decides what happens next.
+        let guarded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.map_and_validate(evaluator, record)
+        }));
+        guarded.unwrap_or_else(|_| {
+            let message =
+                "internal error while mapping or validating this record (please report it)";
+            Outcome::Rejected(vec![Error::record(
+                Stage::Map,
+                Position::default(),
+                message,
+            )])
+        })
+    }
+
+    fn map_and_validate(&self, evaluator: Option<&Evaluator>, record: &Record) -> Outcome {
         let mapped = match (&self.template, evaluator) {
             (Some(template), Some(evaluator)) => match template.map(evaluator, record) {
                 Ok(Mapped::Keep(mapped)) => Some(mapped),
@@ -267,6 +283,25 @@ impl Stages {
     }
 }
 
+/// The time `now()` returns in expressions: the run's start, to the millisecond, or `SOURCE_DATE_EPOCH`
+/// (seconds since 1970) when set, for reproducible output.
+fn run_time() -> Result<chrono::DateTime<chrono::FixedOffset>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(text) => text
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+            .map(|t| t.fixed_offset())
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "SOURCE_DATE_EPOCH must be whole seconds since 1970, got {text:?}"
+                ))
+            }),
+        Err(_) => Ok(chrono::Utc::now().fixed_offset().trunc_subsecs(3)),
+    }
+}
+
 /// Runs a conversion. On success the output is final and the report balances; on failure nothing is left
 /// under the output's name and the error says which record and why.
 pub fn convert(job: &ConvertJob) -> Result<Report> {
@@ -278,7 +313,7 @@ pub fn convert(job: &ConvertJob) -> Result<Report> {
         dry_run,
         input: plan.source.display_name(),
         output: if job.validate_only {
-            "(validation only)".to_owned()
+            crate::report::VALIDATION_ONLY.to_owned()
         } else {
             plan.target.display_name()
         },

@@ -8,6 +8,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Position, Result, Stage};
 
+/// The output name of a `ferry validate` run, which writes nothing.
+pub const VALIDATION_ONLY: &str = "(validation only)";
+
 /// How many errors a report lists in full (the counts are always complete).
 pub const MAX_REPORTED_ERRORS: usize = 100;
 
@@ -99,13 +102,14 @@ impl Report {
 
     /// The one-line summary printed on stderr.
     pub fn summary_line(&self) -> String {
-        let verb = if self.dry_run {
-            "would write"
-        } else {
-            "written"
+        let validating = self.output == VALIDATION_ONLY;
+        let (verb, rejected) = match (validating, self.dry_run) {
+            (true, _) => ("valid", "invalid"),
+            (false, true) => ("would write", "rejected"),
+            (false, false) => ("written", "rejected"),
         };
         format!(
-            "ferry: {} {}: read {} = {verb} {} + rejected {} + filtered {} + skipped {} in {:.2} s ({:.0} records/s)",
+            "ferry: {} {}: read {} = {verb} {} + {rejected} {} + filtered {} + skipped {} in {:.2} s ({:.0} records/s)",
             if self.ok { "ok" } else { "FAILED" },
             self.output,
             self.read,

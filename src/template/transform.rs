@@ -315,14 +315,15 @@ fn parse_date(
         return Ok(Value::Null);
     }
     for format in formats {
-        if let Ok(datetime) = NaiveDateTime::parse_from_str(text, format) {
-            return Ok(Value::Timestamp(Timestamp { datetime, offset }));
-        }
+        // A format with an offset (%z, %:z, %+) keeps the offset it read; one without gets the template's.
         if let Ok(dt) = chrono::DateTime::parse_from_str(text, format) {
             return Ok(Value::Timestamp(Timestamp {
                 datetime: dt.naive_local(),
                 offset: Some(*dt.offset()),
             }));
+        }
+        if let Ok(datetime) = NaiveDateTime::parse_from_str(text, format) {
+            return Ok(Value::Timestamp(Timestamp { datetime, offset }));
         }
         if let Ok(date) = NaiveDate::parse_from_str(text, format) {
             return Ok(Value::Date(date));
@@ -338,19 +339,29 @@ fn format_date(value: Value, format: &str) -> Result<Value, String> {
     if StrftimeItems::new(format).any(|i| matches!(i, Item::Error)) {
         return Err(format!("invalid date format {format:?}"));
     }
-    let text = match &value {
-        Value::Date(d) => d.format(format).to_string(),
+    // chrono reports a specifier the value cannot fill (an offset for a local time) as a formatting error;
+    // write into a String so that becomes a message, not a panic.
+    let mut text = String::new();
+    let written = match &value {
+        Value::Date(d) => write!(text, "{}", d.format(format)),
         Value::Timestamp(t) => match t.offset {
             Some(o) => {
-                chrono::DateTime::<FixedOffset>::from_naive_utc_and_offset(t.datetime - o, o)
-                    .format(format)
-                    .to_string()
+                let dt =
+                    chrono::DateTime::<FixedOffset>::from_naive_utc_and_offset(t.datetime - o, o);
+                write!(text, "{}", dt.format(format))
             }
-            None => t.datetime.format(format).to_string(),
+            None => write!(text, "{}", t.datetime.format(format)),
         },
         _ => return Ok(value),
     };
-    Ok(Value::String(text))
+    match written {
+        Ok(()) => Ok(Value::String(text)),
+        Err(_) => Err(format!(
+            "cannot format {} {} with {format:?} (it asks for a part the value does not have, such as a time zone)",
+            value.type_name(),
+            preview(&value)
+        )),
+    }
 }
 
 fn parse_split(args: &Args) -> Result<Transform, String> {

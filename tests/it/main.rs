@@ -5,3 +5,4 @@ mod corpus;
 mod golden;
 mod roundtrip;
 mod support;
+mod templates;

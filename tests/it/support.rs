@@ -29,9 +29,12 @@ pub fn corpus(folder: &str) -> Option<PathBuf> {
 
 /// Runs the ferry binary with `args` in `dir`.
 pub fn ferry(dir: &Path, args: &[&str]) -> Output {
+    // A fixed `now()` keeps computed timestamps (exportedAt) the same on every run.
     Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(args)
         .current_dir(dir)
+        .env("SOURCE_DATE_EPOCH", "1717243200")
+        .env_remove("FERRY_TEMPLATES")
         .output()
         .expect("run ferry")
 }
