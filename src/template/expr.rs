@@ -234,4 +234,22 @@ mod tests {
             .contains("invalid expression"));
         assert!(eval("title * 2", &record()).is_err());
     }
+
+    #[test]
+    fn readme_examples_run() {
+        let mut r = record();
+        r.insert("first", Value::String("Ada".into()));
+        r.insert("last", Value::String("Lovelace".into()));
+        r.insert("type", Value::String("note".into()));
+        assert_eq!(eval("first + \" \" + last", &r).unwrap(), Value::String("Ada Lovelace".into()));
+        assert_eq!(eval("size(title) > 3 && type in ['note', 'idea']", &r).unwrap(), Value::Bool(true));
+        assert_eq!(eval("title.startsWith('Draft') || title.contains('ell')", &r).unwrap(), Value::Bool(true));
+        let default = eval("has(record.metadata) ? record.metadata : {'importance': 1}", &r).unwrap();
+        assert_eq!(default.to_text(), r#"{"importance":1}"#);
+        let mut meta = Record::new();
+        meta.insert("source", Value::String("x".into()));
+        r.insert("metadata", Value::Object(meta));
+        let kept = eval("has(record.metadata) ? record.metadata : {'importance': 1}", &r).unwrap();
+        assert_eq!(kept.to_text(), r#"{"source":"x"}"#);
+    }
 }
