@@ -125,13 +125,44 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.datetime.format("%Y-%m-%dT%H:%M:%S%.f"))?;
+        use chrono::Timelike as _;
+        let t = self.datetime;
+        let nanos = t.nanosecond();
+        // Written field by field: chrono's format strings are parsed on every call, which showed in profiles.
+        // Years outside 0..=9999 and leap seconds take chrono's own (slower) path.
+        if !write_date(f, t.date())? || nanos >= 1_000_000_000 {
+            write!(f, "{}", t.format("%Y-%m-%dT%H:%M:%S%.f"))?;
+        } else {
+            write!(f, "T{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second())?;
+            match nanos {
+                0 => {}
+                n if n % 1_000_000 == 0 => write!(f, ".{:03}", n / 1_000_000)?,
+                n if n % 1_000 == 0 => write!(f, ".{:06}", n / 1_000)?,
+                n => write!(f, ".{n:09}")?,
+            }
+        }
         match self.offset {
             Some(o) if o.local_minus_utc() == 0 => f.write_str("Z"),
             Some(o) => write!(f, "{o}"),
             None => Ok(()),
         }
     }
+}
+
+/// Writes `YYYY-MM-DD` for years 0..=9999 and returns true; writes nothing and returns false otherwise.
+fn write_date(out: &mut impl fmt::Write, date: NaiveDate) -> Result<bool, fmt::Error> {
+    use chrono::Datelike as _;
+    if !(0..=9999).contains(&date.year()) {
+        return Ok(false);
+    }
+    write!(
+        out,
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        date.month(),
+        date.day()
+    )?;
+    Ok(true)
 }
 
 impl Value {
@@ -186,7 +217,9 @@ impl Value {
             Value::String(s) => out.push_str(s),
             Value::Bytes(b) => base64::engine::general_purpose::STANDARD.encode_string(b, out),
             Value::Date(d) => {
-                let _ = write!(out, "{}", d.format("%Y-%m-%d"));
+                if !matches!(write_date(out, *d), Ok(true)) {
+                    let _ = write!(out, "{}", d.format("%Y-%m-%d"));
+                }
             }
             Value::Timestamp(t) => {
                 let _ = write!(out, "{t}");
@@ -697,6 +730,9 @@ mod tests {
             "2024-05-01T10:00:00.123456789+05:30",
             "2024-05-01T10:00:00Z",
             "2024-05-01T10:00:00",
+            "2024-05-01T10:00:00.120Z",
+            "2024-05-01T10:00:00.000001-08:00",
+            "0001-01-01T00:00:00",
         ] {
             assert_eq!(Timestamp::parse(text).unwrap().to_string(), text);
         }

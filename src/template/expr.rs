@@ -19,6 +19,9 @@ pub struct Expression {
     program: Program,
     variables: Vec<String>,
     wants_record: bool,
+    /// The value of an expression that reads no field (`now()`, a literal): the same for every record of a
+    /// run, so it is evaluated once.
+    constant: std::sync::OnceLock<Result<Value, String>>,
 }
 
 impl std::fmt::Debug for Expression {
@@ -45,6 +48,7 @@ impl Expression {
             program,
             variables,
             wants_record,
+            constant: std::sync::OnceLock::new(),
         })
     }
 
@@ -70,6 +74,16 @@ impl Evaluator {
 
     /// Evaluates `expr` against `record`.
     pub fn eval(&self, expr: &Expression, record: &Record) -> Result<Value, String> {
+        if expr.variables.is_empty() {
+            return expr
+                .constant
+                .get_or_init(|| self.eval_fresh(expr, record))
+                .clone();
+        }
+        self.eval_fresh(expr, record)
+    }
+
+    fn eval_fresh(&self, expr: &Expression, record: &Record) -> Result<Value, String> {
         let mut scope = self.root.new_inner_scope();
         for name in &expr.variables {
             if name == "record" {
@@ -241,15 +255,32 @@ mod tests {
         r.insert("first", Value::String("Ada".into()));
         r.insert("last", Value::String("Lovelace".into()));
         r.insert("type", Value::String("note".into()));
-        assert_eq!(eval("first + \" \" + last", &r).unwrap(), Value::String("Ada Lovelace".into()));
-        assert_eq!(eval("size(title) > 3 && type in ['note', 'idea']", &r).unwrap(), Value::Bool(true));
-        assert_eq!(eval("title.startsWith('Draft') || title.contains('ell')", &r).unwrap(), Value::Bool(true));
-        let default = eval("has(record.metadata) ? record.metadata : {'importance': 1}", &r).unwrap();
+        assert_eq!(
+            eval("first + \" \" + last", &r).unwrap(),
+            Value::String("Ada Lovelace".into())
+        );
+        assert_eq!(
+            eval("size(title) > 3 && type in ['note', 'idea']", &r).unwrap(),
+            Value::Bool(true)
+        );
+        assert_eq!(
+            eval("title.startsWith('Draft') || title.contains('ell')", &r).unwrap(),
+            Value::Bool(true)
+        );
+        let default = eval(
+            "has(record.metadata) ? record.metadata : {'importance': 1}",
+            &r,
+        )
+        .unwrap();
         assert_eq!(default.to_text(), r#"{"importance":1}"#);
         let mut meta = Record::new();
         meta.insert("source", Value::String("x".into()));
         r.insert("metadata", Value::Object(meta));
-        let kept = eval("has(record.metadata) ? record.metadata : {'importance': 1}", &r).unwrap();
+        let kept = eval(
+            "has(record.metadata) ? record.metadata : {'importance': 1}",
+            &r,
+        )
+        .unwrap();
         assert_eq!(kept.to_text(), r#"{"source":"x"}"#);
     }
 }

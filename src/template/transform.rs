@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use chrono::{FixedOffset, NaiveDate, NaiveDateTime};
+use chrono::{FixedOffset, NaiveDate};
 use sha2::Digest as _;
 
 use super::FieldType;
@@ -38,11 +38,11 @@ pub enum Transform {
     },
     /// Parses text as a date or date-time with the first matching strftime format.
     ParseDate {
-        formats: Vec<String>,
+        formats: Vec<DateFormat>,
         offset: Option<FixedOffset>,
     },
     /// Formats a date or date-time as text.
-    FormatDate { format: String },
+    FormatDate { format: DateFormat },
     /// Converts to the named type (to_integer, to_number, to_decimal, to_boolean).
     Convert(FieldType),
     /// Replaces an empty (or missing) value.
@@ -128,7 +128,7 @@ impl Transform {
             }
             "parse_date" => parse_parse_date(&args),
             "format_date" => Ok(Transform::FormatDate {
-                format: scalar_or_key(&args, "format")?,
+                format: DateFormat::compile(&scalar_or_key(&args, "format")?)?,
             }),
             "to_integer" => no_args(Transform::Convert(FieldType::Integer)),
             "to_number" => no_args(Transform::Convert(FieldType::Number)),
@@ -301,9 +301,27 @@ fn split(value: &Value, separators: &[String], trim: bool, drop_empty: bool) -> 
     Value::Array(items)
 }
 
+/// A strftime format, parsed once when the template is loaded.
+#[derive(Debug, Clone)]
+pub struct DateFormat {
+    text: String,
+    items: Vec<chrono::format::Item<'static>>,
+}
+
+impl DateFormat {
+    fn compile(text: &str) -> Result<DateFormat, String> {
+        let items = chrono::format::StrftimeItems::new(text).parse_to_owned();
+        let items = items.map_err(|_| format!("invalid format {text:?}"))?;
+        Ok(DateFormat {
+            text: text.to_owned(),
+            items,
+        })
+    }
+}
+
 fn parse_date(
     value: &Value,
-    formats: &[String],
+    formats: &[DateFormat],
     offset: Option<FixedOffset>,
 ) -> Result<Value, String> {
     let text = match value {
@@ -315,51 +333,57 @@ fn parse_date(
         return Ok(Value::Null);
     }
     for format in formats {
+        let mut parsed = chrono::format::Parsed::new();
+        if chrono::format::parse(&mut parsed, text, format.items.iter()).is_err() {
+            continue;
+        }
         // A format with an offset (%z, %:z, %+) keeps the offset it read; one without gets the template's.
-        if let Ok(dt) = chrono::DateTime::parse_from_str(text, format) {
+        if let Ok(dt) = parsed.to_datetime() {
             return Ok(Value::Timestamp(Timestamp {
                 datetime: dt.naive_local(),
                 offset: Some(*dt.offset()),
             }));
         }
-        if let Ok(datetime) = NaiveDateTime::parse_from_str(text, format) {
+        if let Ok(datetime) = parsed.to_naive_datetime_with_offset(0) {
             return Ok(Value::Timestamp(Timestamp { datetime, offset }));
         }
-        if let Ok(date) = NaiveDate::parse_from_str(text, format) {
+        if let Ok(date) = parsed.to_naive_date() {
             return Ok(Value::Date(date));
         }
     }
+    let texts: Vec<&str> = formats.iter().map(|f| f.text.as_str()).collect();
     Err(format!(
-        "{text:?} matches none of the date formats {formats:?}"
+        "{text:?} matches none of the date formats {texts:?}"
     ))
 }
 
-fn format_date(value: Value, format: &str) -> Result<Value, String> {
-    use chrono::format::{Item, StrftimeItems};
-    if StrftimeItems::new(format).any(|i| matches!(i, Item::Error)) {
-        return Err(format!("invalid date format {format:?}"));
-    }
+fn format_date(value: Value, format: &DateFormat) -> Result<Value, String> {
     // chrono reports a specifier the value cannot fill (an offset for a local time) as a formatting error;
     // write into a String so that becomes a message, not a panic.
     let mut text = String::new();
     let written = match &value {
-        Value::Date(d) => write!(text, "{}", d.format(format)),
+        Value::Date(d) => write!(text, "{}", d.format_with_items(format.items.iter())),
         Value::Timestamp(t) => match t.offset {
             Some(o) => {
                 let dt =
                     chrono::DateTime::<FixedOffset>::from_naive_utc_and_offset(t.datetime - o, o);
-                write!(text, "{}", dt.format(format))
+                write!(text, "{}", dt.format_with_items(format.items.iter()))
             }
-            None => write!(text, "{}", t.datetime.format(format)),
+            None => write!(
+                text,
+                "{}",
+                t.datetime.format_with_items(format.items.iter())
+            ),
         },
         _ => return Ok(value),
     };
     match written {
         Ok(()) => Ok(Value::String(text)),
         Err(_) => Err(format!(
-            "cannot format {} {} with {format:?} (it asks for a part the value does not have, such as a time zone)",
+            "cannot format {} {} with {:?} (it asks for a part the value does not have, such as a time zone)",
             value.type_name(),
-            preview(&value)
+            preview(&value),
+            format.text
         )),
     }
 }
@@ -407,13 +431,10 @@ fn parse_parse_date(args: &Args) -> Result<Transform, String> {
         },
         _ => return Err("parse_date needs format or formats".into()),
     };
-    use chrono::format::{Item, StrftimeItems};
-    if let Some(bad) = formats
+    let formats = formats
         .iter()
-        .find(|f| StrftimeItems::new(f).any(|i| matches!(i, Item::Error)))
-    {
-        return Err(format!("parse_date: invalid format {bad:?}"));
-    }
+        .map(|f| DateFormat::compile(f).map_err(|e| format!("parse_date: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
     let offset = match opt_str(args, "timezone")? {
         None => None,
         Some(tz) => Some(parse_offset(&tz)?),
