@@ -128,7 +128,7 @@ struct Plan {
     target: Endpoint,
     input_format: &'static Format,
     output_format: &'static Format,
-    stages: Stages,
+    stages: Arc<Stages>,
     rejects: Option<PathBuf>,
 }
 
@@ -165,7 +165,7 @@ fn plan(job: &ConvertJob) -> Result<Plan> {
             ));
         }
     };
-    let stages = Stages::build(job)?;
+    let stages = Arc::new(Stages::build(job)?);
     Ok(Plan {
         source,
         target,
@@ -234,18 +234,26 @@ impl Stages {
         })
     }
 
+    /// Starts mapping and validating `batch` on the worker pool and returns at once, so that the previous
+    /// batch can be encoded meanwhile. Without a template or schema there is nothing to start.
+    fn start(self: &Arc<Self>, batch: Vec<Record>) -> Pending {
+        let batch = Arc::new(batch);
+        let (tx, outcomes) = mpsc::sync_channel(1);
+        if let Some(pool) = &self.pool {
+            let (stages, records) = (Arc::clone(self), Arc::clone(&batch));
+            pool.spawn(move || {
+                let result = stages.process_all(&records);
+                drop(records); // before sending, so the receiver holds the only reference to the batch
+                let _ = tx.send(result);
+            });
+        }
+        Pending { batch, outcomes }
+    }
+
     /// Maps and validates a batch in parallel; the outcomes are in the batch's order.
-    fn process(&self, batch: &[Record]) -> Option<Vec<Outcome>> {
-        let pool = self.pool.as_ref()?;
+    fn process_all(&self, batch: &[Record]) -> Vec<Outcome> {
         let evaluator = || self.template.as_ref().map(|t| t.evaluator(self.now));
-        Some(pool.install(|| {
-            batch
-                .par_iter()
-                .map_init(evaluator, |ev, record| {
-                    self.process_one(ev.as_ref(), record)
-                })
-                .collect()
-        }))
+        batch.par_iter().map_init(evaluator, |ev, record| self.process_one(ev.as_ref(), record)).collect()
     }
 
     fn process_one(&self, evaluator: Option<&Evaluator>, record: &Record) -> Outcome {
@@ -348,7 +356,7 @@ pub fn convert(job: &ConvertJob) -> Result<Report> {
     let progress = Progress::start(job.progress, job.quiet, total);
 
     let mut run = Run {
-        stages: &plan.stages,
+        stages: Arc::clone(&plan.stages),
         policy: job.on_error,
         rejects: plan.rejects.as_deref().map(RejectsWriter::new),
         input_name: report.input.clone(),
@@ -374,6 +382,13 @@ pub fn convert(job: &ConvertJob) -> Result<Report> {
     }
 }
 
+/// A batch on its way through the map and validate stages.
+struct Pending {
+    batch: Arc<Vec<Record>>,
+    /// The outcomes, in the batch's order; nothing is ever sent when there are no stages.
+    outcomes: mpsc::Receiver<Vec<Outcome>>,
+}
+
 /// Messages from the decoding thread.
 enum Batch {
     /// Records in input order.
@@ -386,7 +401,7 @@ enum Batch {
 
 /// The state of a run while records move.
 struct Run<'a> {
-    stages: &'a Stages,
+    stages: Arc<Stages>,
     policy: ErrorPolicy,
     rejects: Option<RejectsWriter>,
     input_name: String,
@@ -413,29 +428,44 @@ impl Run<'_> {
             read_batches(decoder, batch_size, &input_bytes, &tx, &done_rx)
         });
         let mut outcome = Ok(());
+        // The batch whose stages are running on the pool while this thread encodes the one before it.
+        let mut pending: Option<Pending> = None;
         for message in rx.iter() {
             outcome = match message {
-                Batch::Records(batch) => {
-                    let result = self.records(&batch, encoder.as_mut());
+                Batch::Records(batch) if self.stages.pool.is_none() => {
+                    let result = self.records(&batch, None, encoder.as_mut());
                     // If the reader has already finished, the batch is simply dropped here.
                     let _ = done_tx.send(batch);
                     result
                 }
+                Batch::Records(batch) => {
+                    let next = self.stages.start(batch);
+                    match pending.replace(next) {
+                        Some(previous) => self.finish_batch(previous, encoder.as_mut(), &done_tx),
+                        None => Ok(()),
+                    }
+                }
                 Batch::BadRecord(error) => {
-                    self.report.read += 1;
-                    let number = error
-                        .position()
-                        .and_then(|p| p.record)
-                        .unwrap_or(self.report.read);
-                    self.reject(number, None, vec![error])
+                    // Records keep their order: the batch before the bad record is written first.
+                    let earlier = match pending.take() {
+                        Some(previous) => self.finish_batch(previous, encoder.as_mut(), &done_tx),
+                        None => Ok(()),
+                    };
+                    earlier.and_then(|()| {
+                        self.report.read += 1;
+                        let number = error.position().and_then(|p| p.record).unwrap_or(self.report.read);
+                        self.reject(number, None, vec![error])
+                    })
                 }
                 Batch::Fatal(error) => Err(error),
             };
             if outcome.is_err() {
                 break;
             }
-            self.progress
-                .update(self.report.read, self.bytes_read.load(Ordering::Relaxed));
+            self.progress.update(self.report.read, self.bytes_read.load(Ordering::Relaxed));
+        }
+        if let (Ok(()), Some(last)) = (&outcome, pending.take()) {
+            outcome = self.finish_batch(last, encoder.as_mut(), &done_tx);
         }
         drop(rx); // stops the reader thread if we left early
         let _ = reader.join();
@@ -456,8 +486,21 @@ impl Run<'_> {
     }
 
     /// One batch through map, validate and encode.
-    fn records(&mut self, batch: &[Record], encoder: &mut dyn Encoder) -> Result<()> {
-        let mut outcomes = self.stages.process(batch).map(Vec::into_iter);
+    /// Waits for a batch's stages, encodes it, and hands its records back to the reading thread.
+    fn finish_batch(&mut self, pending: Pending, encoder: &mut dyn Encoder, done: &mpsc::Sender<Vec<Record>>) -> Result<()> {
+        let outcomes = pending.outcomes.recv().map_err(|_| {
+            Error::data(Stage::Map, Position::default(), "a mapping worker stopped unexpectedly (internal error)")
+        })?;
+        let result = self.records(&pending.batch, Some(outcomes), encoder);
+        if let Ok(batch) = Arc::try_unwrap(pending.batch) {
+            let _ = done.send(batch);
+        }
+        result
+    }
+
+    /// One batch through the error policy and the encoder; `outcomes` are its map and validate results.
+    fn records(&mut self, batch: &[Record], outcomes: Option<Vec<Outcome>>, encoder: &mut dyn Encoder) -> Result<()> {
+        let mut outcomes = outcomes.map(Vec::into_iter);
         for record in batch {
             self.report.read += 1;
             let number = self.report.read;
