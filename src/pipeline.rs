@@ -253,7 +253,12 @@ impl Stages {
     /// Maps and validates a batch in parallel; the outcomes are in the batch's order.
     fn process_all(&self, batch: &[Record]) -> Vec<Outcome> {
         let evaluator = || self.template.as_ref().map(|t| t.evaluator(self.now));
-        batch.par_iter().map_init(evaluator, |ev, record| self.process_one(ev.as_ref(), record)).collect()
+        batch
+            .par_iter()
+            .map_init(evaluator, |ev, record| {
+                self.process_one(ev.as_ref(), record)
+            })
+            .collect()
     }
 
     fn process_one(&self, evaluator: Option<&Evaluator>, record: &Record) -> Outcome {
@@ -453,7 +458,10 @@ impl Run<'_> {
                     };
                     earlier.and_then(|()| {
                         self.report.read += 1;
-                        let number = error.position().and_then(|p| p.record).unwrap_or(self.report.read);
+                        let number = error
+                            .position()
+                            .and_then(|p| p.record)
+                            .unwrap_or(self.report.read);
                         self.reject(number, None, vec![error])
                     })
                 }
@@ -462,7 +470,8 @@ impl Run<'_> {
             if outcome.is_err() {
                 break;
             }
-            self.progress.update(self.report.read, self.bytes_read.load(Ordering::Relaxed));
+            self.progress
+                .update(self.report.read, self.bytes_read.load(Ordering::Relaxed));
         }
         if let (Ok(()), Some(last)) = (&outcome, pending.take()) {
             outcome = self.finish_batch(last, encoder.as_mut(), &done_tx);
@@ -485,11 +494,19 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// One batch through map, validate and encode.
     /// Waits for a batch's stages, encodes it, and hands its records back to the reading thread.
-    fn finish_batch(&mut self, pending: Pending, encoder: &mut dyn Encoder, done: &mpsc::Sender<Vec<Record>>) -> Result<()> {
+    fn finish_batch(
+        &mut self,
+        pending: Pending,
+        encoder: &mut dyn Encoder,
+        done: &mpsc::Sender<Vec<Record>>,
+    ) -> Result<()> {
         let outcomes = pending.outcomes.recv().map_err(|_| {
-            Error::data(Stage::Map, Position::default(), "a mapping worker stopped unexpectedly (internal error)")
+            Error::data(
+                Stage::Map,
+                Position::default(),
+                "a mapping worker stopped unexpectedly (internal error)",
+            )
         })?;
         let result = self.records(&pending.batch, Some(outcomes), encoder);
         if let Ok(batch) = Arc::try_unwrap(pending.batch) {
@@ -499,7 +516,12 @@ impl Run<'_> {
     }
 
     /// One batch through the error policy and the encoder; `outcomes` are its map and validate results.
-    fn records(&mut self, batch: &[Record], outcomes: Option<Vec<Outcome>>, encoder: &mut dyn Encoder) -> Result<()> {
+    fn records(
+        &mut self,
+        batch: &[Record],
+        outcomes: Option<Vec<Outcome>>,
+        encoder: &mut dyn Encoder,
+    ) -> Result<()> {
         let mut outcomes = outcomes.map(Vec::into_iter);
         for record in batch {
             self.report.read += 1;

@@ -214,9 +214,9 @@ impl Transform {
             return Ok(Value::Null); // nothing to transform; `required` and `default` decide about nulls
         }
         Ok(match self {
-            Transform::Trim => map_text(value, |s| s.trim().to_owned()),
-            Transform::Lowercase => map_text(value, |s| s.to_lowercase()),
-            Transform::Uppercase => map_text(value, |s| s.to_uppercase()),
+            Transform::Trim => edit_text(value, trim_in_place),
+            Transform::Lowercase => edit_text(value, |s| change_case(s, false)),
+            Transform::Uppercase => edit_text(value, |s| change_case(s, true)),
             Transform::Split {
                 separators,
                 trim,
@@ -271,6 +271,41 @@ impl Transform {
             },
             Transform::Drop => Value::Null,
         })
+    }
+}
+
+/// Changes text in place: most values need no change, or one that fits in their own buffer, so the common
+/// case allocates nothing.
+fn edit_text(value: Value, f: impl Fn(&mut String)) -> Value {
+    match value {
+        Value::String(mut s) => {
+            f(&mut s);
+            Value::String(s)
+        }
+        other => other,
+    }
+}
+
+fn trim_in_place(s: &mut String) {
+    let end = s.trim_end().len();
+    s.truncate(end);
+    let start = s.len() - s.trim_start().len();
+    s.drain(..start);
+}
+
+fn change_case(s: &mut String, upper: bool) {
+    if s.is_ascii() {
+        if upper {
+            s.make_ascii_uppercase();
+        } else {
+            s.make_ascii_lowercase();
+        }
+    } else {
+        *s = if upper {
+            s.to_uppercase()
+        } else {
+            s.to_lowercase()
+        };
     }
 }
 
