@@ -60,7 +60,7 @@ pub struct Report {
     pub seconds: f64,
     /// Records read per second.
     pub records_per_second: f64,
-    /// The first errors (at most [`MAX_REPORTED_ERRORS`]).
+    /// The first errors (at most 100).
     pub errors: Vec<ReportedError>,
 }
 
@@ -88,7 +88,7 @@ impl From<&Error> for ReportedError {
 }
 
 impl Report {
-    /// Records an error, keeping at most [`MAX_REPORTED_ERRORS`] in full.
+    /// Records an error, keeping at most 100 in full.
     pub fn push_error(&mut self, e: &Error) {
         if self.errors.len() < MAX_REPORTED_ERRORS {
             self.errors.push(ReportedError::from(e));

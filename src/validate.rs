@@ -1,8 +1,11 @@
 //! The validate stage: JSON Schema (the `jsonschema` crate, no network), compiled once per run and applied to
 //! every mapped record. Each violation names the field by its JSON pointer and the rule it breaks.
 
+use std::borrow::Cow;
 use std::str::FromStr as _;
 
+use jsonschema::json::{Array, Json as Representation, JsonNumber, Node, NodeIdentity, Object};
+use jsonschema::types::JsonType;
 use serde_json::{Map, Number, Value as Json};
 
 use crate::error::{Error, Position, Result, Stage};
@@ -11,7 +14,7 @@ use crate::record::{Record, Value};
 /// A compiled JSON Schema.
 pub struct SchemaValidator {
     name: String,
-    validator: jsonschema::Validator,
+    validator: jsonschema::Validator<RecordJson>,
 }
 
 impl std::fmt::Debug for SchemaValidator {
@@ -23,7 +26,7 @@ impl std::fmt::Debug for SchemaValidator {
 impl SchemaValidator {
     /// Compiles `schema` (its draft from `$schema`, 2020-12 when absent). `name` is used in messages.
     pub fn compile(name: &str, schema: &Json) -> Result<SchemaValidator> {
-        let validator = jsonschema::options()
+        let validator = jsonschema::options_for::<RecordJson>()
             .with_draft(draft_of(schema))
             .build(schema)
             .map_err(|e| Error::usage(format!("schema {name} is not a valid JSON Schema: {e}")))?;
@@ -49,25 +52,18 @@ impl SchemaValidator {
     }
 
     /// Validates one record; every violation becomes one per-record error naming the field.
+    ///
+    /// The record is read in place: the schema sees exactly the JSON [`record_to_json`] would build, without
+    /// it being built.
     pub fn validate(&self, record: &Record) -> std::result::Result<(), Vec<Error>> {
-        let instance = record_to_json(record);
+        // Most records are valid, and `is_valid` stops at the first violation without building errors.
+        if self.validator.is_valid(RecordNode::Root(record)) {
+            return Ok(());
+        }
         let errors: Vec<Error> = self
             .validator
-            .iter_errors(&instance)
-            .map(|violation| {
-                let pointer = violation.instance_path().to_string();
-                let field = if pointer.is_empty() {
-                    "/".to_owned()
-                } else {
-                    pointer
-                };
-                let message = format!("{violation} ({})", violation.kind().keyword());
-                Error::record(
-                    Stage::Validate,
-                    Position::default().with_field(field),
-                    message,
-                )
-            })
+            .iter_errors(RecordNode::Root(record))
+            .map(|violation| violation_error(&violation))
             .collect();
         if errors.is_empty() {
             Ok(())
@@ -75,6 +71,22 @@ impl SchemaValidator {
             Err(errors)
         }
     }
+}
+
+/// One violation as a per-record error: the field is the instance's JSON pointer, the message names the rule.
+fn violation_error(violation: &jsonschema::ValidationError<'_>) -> Error {
+    let pointer = violation.instance_path().to_string();
+    let field = if pointer.is_empty() {
+        "/".to_owned()
+    } else {
+        pointer
+    };
+    let message = format!("{violation} ({})", violation.kind().keyword());
+    Error::record(
+        Stage::Validate,
+        Position::default().with_field(field),
+        message,
+    )
 }
 
 fn draft_of(schema: &Json) -> jsonschema::Draft {
@@ -118,6 +130,474 @@ fn value_to_json(value: &Value) -> Json {
     }
 }
 
+// Records as a `jsonschema` instance representation (`jsonschema::options_for`).
+//
+// Every answer below is the answer `jsonschema`'s serde_json representation gives for `record_to_json`'s
+// output: same JSON types, same strings, and numbers with the very text serde_json's `Number` would hold
+// (its `arbitrary_precision` text), so the numeric keywords, which read numbers through `JsonNumber`, decide
+// alike. Record keys are unique (`Record::insert` replaces; `push_unchecked` callers promise it), so a
+// record and the `Map` built from it have the same members.
+
+/// The `jsonschema` representation of ferry records: validation reads [`Record`]s and [`Value`]s in place.
+struct RecordJson;
+
+impl Representation for RecordJson {
+    type Node<'a> = RecordNode<'a>;
+    type PreparedKey = Box<str>;
+    type StringBuffer = ();
+
+    fn prepare_key(key: &str) -> Box<str> {
+        key.into()
+    }
+
+    fn with_string_node<T>(
+        _buffer: &mut (),
+        string: &str,
+        f: impl FnOnce(RecordNode<'_>) -> T,
+    ) -> T {
+        f(RecordNode::Str(string))
+    }
+}
+
+/// One JSON value of a record: the record itself, one of its values (at any depth), or a bare string
+/// (`propertyNames` validates names as string nodes).
+#[derive(Clone, Copy)]
+enum RecordNode<'a> {
+    Root(&'a Record),
+    Value(&'a Value),
+    Str(&'a str),
+}
+
+impl<'a> RecordNode<'a> {
+    /// The number a value is in JSON, `None` for every other value. A finite float is its shortest text
+    /// (`Value::to_text`); a decimal whose text is not a JSON number is a JSON string, as in
+    /// [`record_to_json`].
+    fn number(value: &'a Value) -> Option<RecordNumber<'a>> {
+        match value {
+            Value::Int(i) => Some(RecordNumber::Int(*i)),
+            Value::Float(x) if x.is_finite() => json_number_text(&value.to_text())
+                .map(|text| RecordNumber::Text(Cow::Owned(text.into_owned()))),
+            Value::Decimal(d) => json_number_text(d.as_str()).map(RecordNumber::Text),
+            _ => None,
+        }
+    }
+}
+
+impl<'a> Node<'a, RecordJson> for RecordNode<'a> {
+    type Object = RecordObject<'a>;
+    type Array = RecordArray<'a>;
+    type Number = RecordNumber<'a>;
+
+    fn as_object(&self) -> Option<RecordObject<'a>> {
+        match *self {
+            RecordNode::Root(record) | RecordNode::Value(Value::Object(record)) => {
+                Some(RecordObject(record))
+            }
+            _ => None,
+        }
+    }
+
+    fn as_array(&self) -> Option<RecordArray<'a>> {
+        match self {
+            RecordNode::Value(Value::Array(items)) => Some(RecordArray(items)),
+            _ => None,
+        }
+    }
+
+    fn as_string(&self) -> Option<Cow<'a, str>> {
+        match *self {
+            RecordNode::Str(s) => Some(Cow::Borrowed(s)),
+            RecordNode::Value(value) => match value {
+                Value::String(s) => Some(Cow::Borrowed(s)),
+                Value::Decimal(d) if json_number_text(d.as_str()).is_none() => {
+                    Some(Cow::Borrowed(d.as_str()))
+                }
+                Value::Float(x) if !x.is_finite() => Some(Cow::Owned(value.to_text())),
+                Value::Bytes(_) | Value::Date(_) | Value::Timestamp(_) => {
+                    // `to_text`, sized up front (a timestamp's text is at most 35 bytes).
+                    let mut text = String::with_capacity(40);
+                    value.write_text(&mut text);
+                    Some(Cow::Owned(text))
+                }
+                _ => None,
+            },
+            RecordNode::Root(_) => None,
+        }
+    }
+
+    fn as_number(&self) -> Option<RecordNumber<'a>> {
+        match self {
+            RecordNode::Value(value) => RecordNode::number(value),
+            _ => None,
+        }
+    }
+
+    fn as_boolean(&self) -> Option<bool> {
+        match self {
+            RecordNode::Value(Value::Bool(b)) => Some(*b),
+            _ => None,
+        }
+    }
+
+    fn is_null(&self) -> bool {
+        self.json_type() == JsonType::Null
+    }
+
+    fn is_number(&self) -> bool {
+        self.json_type() == JsonType::Number
+    }
+
+    fn json_type(&self) -> JsonType {
+        match self {
+            RecordNode::Root(_) => JsonType::Object,
+            RecordNode::Str(_) => JsonType::String,
+            RecordNode::Value(value) => match value {
+                Value::Null => JsonType::Null,
+                Value::Bool(_) => JsonType::Boolean,
+                Value::Int(_) => JsonType::Number,
+                // A finite float whose text serde_json would not take is null in `value_to_json` (ryu's
+                // text always is a JSON number; the check keeps the two paths equal regardless).
+                Value::Float(x) if x.is_finite() => {
+                    if RecordNode::number(value).is_some() {
+                        JsonType::Number
+                    } else {
+                        JsonType::Null
+                    }
+                }
+                Value::Decimal(d) if json_number_text(d.as_str()).is_some() => JsonType::Number,
+                Value::Float(_)
+                | Value::Decimal(_)
+                | Value::String(_)
+                | Value::Bytes(_)
+                | Value::Date(_)
+                | Value::Timestamp(_) => JsonType::String,
+                Value::Array(_) => JsonType::Array,
+                Value::Object(_) => JsonType::Object,
+            },
+        }
+    }
+
+    fn string_length(&self) -> Option<u64> {
+        let count = |s: &str| s.chars().count() as u64;
+        match *self {
+            RecordNode::Str(s) => Some(count(s)),
+            RecordNode::Value(Value::String(s)) => Some(count(s)),
+            _ => self.as_string().map(|s| count(&s)),
+        }
+    }
+
+    fn equals_value(&self, expected: &Json) -> bool {
+        match expected {
+            Json::Null => self.is_null(),
+            Json::Bool(b) => self.as_boolean() == Some(*b),
+            Json::String(s) => self.as_string().is_some_and(|mine| mine == s.as_str()),
+            Json::Number(n) => self.as_number().is_some_and(|mine| number_equals(&mine, n)),
+            Json::Array(items) => self.as_array().is_some_and(|array| {
+                array.0.len() == items.len()
+                    && array
+                        .0
+                        .iter()
+                        .zip(items)
+                        .all(|(value, item)| RecordNode::Value(value).equals_value(item))
+            }),
+            // Same size and every member of the record present and equal in `map`: with unique keys on
+            // both sides, the same key set (what `cmp::equal` decides on the sorted maps).
+            Json::Object(map) => self.as_object().is_some_and(|object| {
+                object.0.len() == map.len()
+                    && object.0.iter().all(|(key, value)| {
+                        map.get(&**key)
+                            .is_some_and(|other| RecordNode::Value(value).equals_value(other))
+                    })
+            }),
+        }
+    }
+
+    fn to_value(&self) -> Cow<'a, Json> {
+        Cow::Owned(match self {
+            RecordNode::Root(record) => record_to_json(record),
+            RecordNode::Value(value) => value_to_json(value),
+            RecordNode::Str(s) => Json::String((*s).to_owned()),
+        })
+    }
+
+    fn identity(&self) -> Option<NodeIdentity> {
+        // Tagged by variant: a record and a value (or a string's bytes) never share an identity.
+        Some(match self {
+            RecordNode::Value(value) => {
+                NodeIdentity::tagged(std::ptr::from_ref(*value) as usize, 0)
+            }
+            RecordNode::Root(record) => {
+                NodeIdentity::tagged(std::ptr::from_ref(*record) as usize, 1)
+            }
+            RecordNode::Str(s) => NodeIdentity::tagged(s.as_ptr() as usize, 2),
+        })
+    }
+
+    fn container_identity(&self) -> Option<NodeIdentity> {
+        match self {
+            RecordNode::Root(_) | RecordNode::Value(Value::Array(_) | Value::Object(_)) => {
+                self.identity()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `cmp::equal_numbers`, with integers settled without building their text.
+fn number_equals(mine: &RecordNumber<'_>, expected: &Number) -> bool {
+    if let RecordNumber::Int(i) = mine {
+        if let Some(j) = expected.as_i64() {
+            return *i == j;
+        }
+        if expected.as_u64().is_some() {
+            // Above i64::MAX.
+            return false;
+        }
+    }
+    jsonschema::json::cmp::equal_numbers(mine, expected)
+}
+
+/// A record as a JSON object.
+#[derive(Clone, Copy)]
+struct RecordObject<'a>(&'a Record);
+
+impl<'a> Object<'a, RecordJson> for RecordObject<'a> {
+    type Node = RecordNode<'a>;
+    type MemberName = &'a str;
+    type MembersIter = Members<'a>;
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn get(&self, key: &Box<str>) -> Option<RecordNode<'a>> {
+        self.0.get(key).map(RecordNode::Value)
+    }
+
+    fn members(&self) -> Members<'a> {
+        Members::new(self.0)
+    }
+}
+
+/// Members pass over a record in key order, as serde_json's (`BTreeMap`) objects iterate: keywords that
+/// walk members (`properties`, `additionalProperties`, `patternProperties`, …) report in that order.
+/// Records of up to [`INLINE_MEMBERS`] fields are sorted without allocating.
+struct Members<'a> {
+    inline: [(&'a str, &'a Value); INLINE_MEMBERS],
+    /// The fields instead of `inline` when there are more than [`INLINE_MEMBERS`].
+    heap: Vec<(&'a str, &'a Value)>,
+    len: usize,
+    next: usize,
+}
+
+const INLINE_MEMBERS: usize = 16;
+
+/// Filler for the unused slots of [`Members::inline`].
+static NULL: Value = Value::Null;
+
+impl<'a> Members<'a> {
+    fn new(record: &'a Record) -> Members<'a> {
+        let len = record.len();
+        let mut members = Members {
+            inline: [("", &NULL); INLINE_MEMBERS],
+            heap: Vec::new(),
+            len,
+            next: 0,
+        };
+        if len > INLINE_MEMBERS {
+            members.heap = record.iter().map(|(k, v)| (&**k, v)).collect();
+        } else {
+            for (slot, (k, v)) in members.inline.iter_mut().zip(record.iter()) {
+                *slot = (&**k, v);
+            }
+        }
+        let fields = if len > INLINE_MEMBERS {
+            &mut members.heap[..]
+        } else {
+            &mut members.inline[..len]
+        };
+        if !fields.is_sorted_by(|a, b| a.0 <= b.0) {
+            fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        }
+        members
+    }
+}
+
+impl<'a> Iterator for Members<'a> {
+    type Item = (&'a str, RecordNode<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let fields = if self.len > INLINE_MEMBERS {
+            &self.heap[..]
+        } else {
+            &self.inline[..]
+        };
+        let (key, value) = *fields.get(self.next).filter(|_| self.next < self.len)?;
+        self.next += 1;
+        Some((key, RecordNode::Value(value)))
+    }
+}
+
+/// An array value.
+#[derive(Clone, Copy)]
+struct RecordArray<'a>(&'a [Value]);
+
+impl<'a> Array<'a, RecordJson> for RecordArray<'a> {
+    type Node = RecordNode<'a>;
+    type ElementsIter =
+        std::iter::Map<std::slice::Iter<'a, Value>, fn(&'a Value) -> RecordNode<'a>>;
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn elements(&self) -> Self::ElementsIter {
+        self.0.iter().map(RecordNode::Value)
+    }
+
+    fn is_unique(&self) -> bool {
+        // Plain strings (the usual tag list) are equal exactly when their text is; anything else goes
+        // through the JSON values and `jsonschema`'s own algorithm.
+        let strings: Option<Vec<&str>> = self
+            .0
+            .iter()
+            .map(|value| match value {
+                Value::String(s) => Some(s.as_str()),
+                _ => None,
+            })
+            .collect();
+        match strings {
+            Some(strings) if strings.len() <= 16 => strings
+                .iter()
+                .enumerate()
+                .all(|(i, s)| !strings[i + 1..].contains(s)),
+            Some(strings) => {
+                let mut seen = std::collections::HashSet::with_capacity(strings.len());
+                strings.into_iter().all(|s| seen.insert(s))
+            }
+            None => {
+                let values: Vec<Cow<'a, Json>> =
+                    self.elements().map(|element| element.to_value()).collect();
+                jsonschema::json::unique::is_unique(&values)
+            }
+        }
+    }
+}
+
+/// A JSON number: an integer, or the text serde_json's `Number` would hold for it.
+#[derive(Clone)]
+enum RecordNumber<'a> {
+    Int(i64),
+    Text(Cow<'a, str>),
+}
+
+impl JsonNumber for RecordNumber<'_> {
+    fn as_u64(&self) -> Option<u64> {
+        match self {
+            RecordNumber::Int(i) => u64::try_from(*i).ok(),
+            RecordNumber::Text(text) => text.parse().ok(),
+        }
+    }
+
+    fn as_i64(&self) -> Option<i64> {
+        match self {
+            RecordNumber::Int(i) => Some(*i),
+            RecordNumber::Text(text) => text.parse().ok(),
+        }
+    }
+
+    fn as_f64(&self) -> Option<f64> {
+        match self {
+            // Correctly rounded, as parsing its decimal text is.
+            RecordNumber::Int(i) => Some(*i as f64),
+            RecordNumber::Text(text) => text.parse::<f64>().ok().filter(|x| x.is_finite()),
+        }
+    }
+
+    fn as_str(&self) -> Cow<'_, str> {
+        match self {
+            RecordNumber::Int(i) => Cow::Owned(itoa::Buffer::new().format(*i).to_owned()),
+            RecordNumber::Text(text) => Cow::Borrowed(text),
+        }
+    }
+
+    fn to_number(&self) -> Cow<'_, Number> {
+        Cow::Owned(match self {
+            RecordNumber::Int(i) => Number::from(*i),
+            // The text passed `json_number_text`, which takes exactly what `Number::from_str` takes.
+            RecordNumber::Text(text) => Number::from_str(text).unwrap_or_else(|_| Number::from(0)),
+        })
+    }
+
+    /// `jsonschema`'s integer test for serde_json numbers, without building a `Number` where the text
+    /// settles it.
+    fn is_integer(&self) -> bool {
+        let RecordNumber::Text(text) = self else {
+            return true;
+        };
+        if self.as_i64().is_some() || self.as_u64().is_some() {
+            return true;
+        }
+        if let Some((integer, fraction)) = text.split_once('.') {
+            if !fraction.contains(['e', 'E']) {
+                return fraction.bytes().all(|b| b == b'0')
+                    && integer.bytes().all(|b| b.is_ascii_digit() || b == b'-');
+            }
+        }
+        JsonNumber::is_integer(&*self.to_number())
+    }
+}
+
+/// The text serde_json's `Number::from_str` (with `arbitrary_precision`) keeps for `text`, or `None` where
+/// it fails: the JSON number grammar, with the exponent written `e` and always signed (`1E5` → `1e+5`).
+fn json_number_text(text: &str) -> Option<Cow<'_, str>> {
+    let bytes = text.as_bytes();
+    let digits_from = |mut i: usize| {
+        while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = usize::from(bytes.first() == Some(&b'-'));
+    match bytes.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i = digits_from(i + 1),
+        _ => return None,
+    }
+    if bytes.get(i) == Some(&b'.') {
+        let end = digits_from(i + 1);
+        if end == i + 1 {
+            return None;
+        }
+        i = end;
+    }
+    let exponent_at = i;
+    match bytes.get(i) {
+        None => return Some(Cow::Borrowed(text)),
+        Some(b'e' | b'E') => i += 1,
+        Some(_) => return None,
+    }
+    let sign = match bytes.get(i) {
+        Some(b'+') => Some('+'),
+        Some(b'-') => Some('-'),
+        _ => None,
+    };
+    let digits_at = i + usize::from(sign.is_some());
+    let end = digits_from(digits_at);
+    if end == digits_at || end != bytes.len() {
+        return None;
+    }
+    if bytes.get(exponent_at) == Some(&b'e') && sign.is_some() {
+        return Some(Cow::Borrowed(text));
+    }
+    let mut normal = String::with_capacity(text.len() + 1);
+    normal.push_str(text.get(..exponent_at)?);
+    normal.push('e');
+    normal.push(sign.unwrap_or('+'));
+    normal.push_str(text.get(digits_at..)?);
+    Some(Cow::Owned(normal))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +637,452 @@ mod tests {
     fn invalid_schema_is_a_usage_error() {
         let err = SchemaValidator::compile("bad", &serde_json::json!({"type": 12})).unwrap_err();
         assert!(err.is_usage(), "{err}");
+    }
+
+    /// The reference: what `validate` did before it read records in place — build `record_to_json`'s
+    /// serde_json value and validate that with `jsonschema`'s serde_json representation.
+    fn reference_validator(schema: &Json) -> jsonschema::Validator {
+        jsonschema::options()
+            .with_draft(draft_of(schema))
+            .build(schema)
+            .unwrap()
+    }
+
+    fn reference_errors(validator: &jsonschema::Validator, record: &Record) -> (bool, Vec<String>) {
+        let instance = record_to_json(record);
+        let errors = validator
+            .iter_errors(&instance)
+            .map(|violation| violation_error(&violation).to_string())
+            .collect();
+        (validator.is_valid(&instance), errors)
+    }
+
+    fn direct_errors(validator: &SchemaValidator, record: &Record) -> (bool, Vec<String>) {
+        let errors = match validator.validate(record) {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        };
+        (
+            validator.validator.is_valid(RecordNode::Root(record)),
+            errors,
+        )
+    }
+
+    fn decimal(text: &str) -> Value {
+        Value::Decimal(crate::record::Decimal::parse(text).unwrap())
+    }
+
+    fn object(fields: &[(&str, Value)]) -> Value {
+        let mut r = Record::new();
+        for (k, v) in fields {
+            r.insert(*k, v.clone());
+        }
+        Value::Object(r)
+    }
+
+    fn strings(items: &[&str]) -> Value {
+        Value::Array(
+            items
+                .iter()
+                .map(|s| Value::String((*s).to_owned()))
+                .collect(),
+        )
+    }
+
+    /// Values with every JSON shape and every ferry type, including the edge cases of the mapping.
+    fn interesting_values() -> Vec<Value> {
+        let date = chrono::NaiveDate::from_ymd_opt(2024, 5, 1).unwrap();
+        let ts = crate::record::Timestamp::parse("2024-05-01T10:00:00.5+02:00").unwrap();
+        let ts_utc = crate::record::Timestamp::parse("2010-11-01T15:07:00Z").unwrap();
+        let many: Vec<String> = (0..20).map(|i| format!("t{}", i % 19)).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        vec![
+            Value::Null,
+            Value::Bool(true),
+            Value::Bool(false),
+            Value::Int(0),
+            Value::Int(1),
+            Value::Int(-7),
+            Value::Int(5),
+            Value::Int(12),
+            Value::Int(i64::MAX),
+            Value::Int(i64::MIN),
+            Value::Float(1.0),
+            Value::Float(2.5),
+            Value::Float(0.75),
+            Value::Float(-0.0),
+            Value::Float(1e20),
+            Value::Float(1e16),
+            Value::Float(1e-7),
+            Value::Float(f64::NAN),
+            Value::Float(f64::INFINITY),
+            decimal("1.0"),
+            decimal("1.10"),
+            decimal("0.10"),
+            decimal("12345678901234567890123"),
+            decimal("18446744073709551616"),
+            decimal("1E2"),
+            decimal("2.5e-3"),
+            decimal("-0"),
+            decimal(".5"),
+            decimal("007"),
+            decimal("1."),
+            Value::String(String::new()),
+            Value::String("1".into()),
+            Value::String("añé".into()),
+            Value::String("日本".into()),
+            Value::String("🦀🦀🦀".into()),
+            Value::String("abcde".into()),
+            Value::String("ABC".into()),
+            Value::String("2024-05-01".into()),
+            Value::Bytes(vec![1, 2, 3, 250]),
+            Value::Bytes(Vec::new()),
+            Value::Date(date),
+            Value::Timestamp(ts),
+            Value::Timestamp(ts_utc),
+            strings(&["a", "b", "c"]),
+            strings(&["a", "b", "a"]),
+            strings(&["", "x"]),
+            strings(&many),
+            Value::Array(vec![Value::Int(1), decimal("1.0")]),
+            Value::Array(vec![Value::Int(1), Value::Float(2.0), decimal("3")]),
+            Value::Array(vec![Value::String("2024-05-01".into()), Value::Date(date)]),
+            Value::Array(vec![
+                object(&[("a", Value::Int(1))]),
+                object(&[("a", decimal("1.00"))]),
+            ]),
+            Value::Array(vec![object(&[("v", Value::Int(11))]), Value::Null]),
+            Value::Array(Vec::new()),
+            object(&[]),
+            object(&[("x", Value::Int(3)), ("tags", strings(&["a", ""]))]),
+            object(&[("x", Value::Float(-1.5)), ("k", Value::Int(1))]),
+            object(&[("k", decimal("1.0"))]),
+            object(&[
+                ("zed", Value::Null),
+                ("x", decimal("1e400")),
+                ("alpha", Value::Bool(true)),
+            ]),
+        ]
+    }
+
+    fn schemas() -> Vec<Json> {
+        [
+            // Types, integer against number.
+            r#"{"properties": {"a": {"type": "integer"}, "b": {"type": "number"}, "c": {"type": "string"},
+                "d": {"type": "boolean"}, "e": {"type": "null"}, "o": {"type": "object"},
+                "arr": {"type": "array"}, "m": {"type": ["integer", "string"]}}}"#,
+            // Draft 4 decides `integer` on how the number is written.
+            r#"{"$schema": "http://json-schema.org/draft-04/schema#",
+                "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}, "c": {"type": ["integer", "null"]}}}"#,
+            // Lengths in code points; patterns; strings from dates, timestamps and bytes.
+            r#"{"properties": {"a": {"minLength": 3, "maxLength": 4}, "b": {"type": "string", "minLength": 1},
+                "c": {"pattern": "^\\d{4}-\\d{2}"}, "d": {"pattern": "^[^A-Z]*$"},
+                "e": {"type": "string", "maxLength": 20, "pattern": "T\\d{2}:"},
+                "o": {"contentEncoding": "base64", "minLength": 4}}}"#,
+            // enum and const: 1 against 1.0, decimals, mixed types, nested values.
+            r#"{"properties": {"a": {"enum": [1, "1", 2.5, 12345678901234567890123, null, [1, "b"], {"k": 1.0}]},
+                "b": {"const": 1.0}, "c": {"const": 0.1}, "d": {"enum": ["2024-05-01", "AQID+g==", 100]},
+                "e": {"const": 18446744073709551616}, "m": {"enum": [true, 0, -7.0, 1e20]}}}"#,
+            // required, additionalProperties (the unexpected names are listed in key order).
+            r#"{"required": ["a", "b", "id"], "properties": {"a": {}, "b": {"type": "integer"}},
+                "additionalProperties": false}"#,
+            r#"{"properties": {"a": {"type": "string"}}, "additionalProperties": {"type": "integer"}}"#,
+            // Nested objects and arrays.
+            r#"{"properties": {"o": {"type": "object", "required": ["x"],
+                    "properties": {"x": {"type": "integer", "minimum": 0},
+                                   "tags": {"type": "array", "items": {"type": "string", "minLength": 1}}},
+                    "additionalProperties": false},
+                "arr": {"type": "array", "minItems": 1, "maxItems": 2,
+                        "items": {"type": "object", "properties": {"v": {"maximum": 10}}}}}}"#,
+            // uniqueItems, contains, prefixItems.
+            r#"{"properties": {"a": {"uniqueItems": true}, "b": {"uniqueItems": true},
+                "arr": {"uniqueItems": true, "contains": {"type": "string"}},
+                "c": {"prefixItems": [{"type": "integer"}], "items": {"type": "string"}}}}"#,
+            // Numeric bounds of every kind, including decimal and huge limits.
+            r#"{"properties": {"a": {"minimum": 0.5, "maximum": 1e2, "multipleOf": 0.25},
+                "b": {"maximum": 18446744073709551616, "exclusiveMinimum": -3},
+                "c": {"minimum": 1.05, "multipleOf": 5}, "m": {"exclusiveMaximum": 1.10, "minimum": -7}}}"#,
+            // Names and patterns over members.
+            r#"{"propertyNames": {"maxLength": 3, "pattern": "^[a-z]+$"},
+                "patternProperties": {"^[a-c]$": {"type": "number"}, "^[d-z]": {"type": "string"}}}"#,
+            // Combinators and unevaluated members.
+            r#"{"anyOf": [{"required": ["a"]}, {"required": ["zz"]}],
+                "properties": {"a": {"oneOf": [{"type": "integer"}, {"type": "number", "minimum": 0}]},
+                               "b": {"not": {"type": "string"}}},
+                "if": {"properties": {"c": {"type": "string"}}}, "then": {"required": ["d"]},
+                "else": {"properties": {"d": {"type": "null"}}},
+                "dependentRequired": {"e": ["m"]}, "unevaluatedProperties": {"type": "boolean"}}"#,
+            // The shipped schemas.
+            include_str!("../schemas/context.schema.json"),
+            include_str!("../schemas/user.schema.json"),
+        ]
+        .iter()
+        .map(|text| serde_json::from_str(text).unwrap())
+        .collect()
+    }
+
+    /// Records over the fields the schemas above name (and a few they do not), in unsorted order, each
+    /// leaving some out.
+    fn records() -> Vec<Record> {
+        let values = interesting_values();
+        let names = [
+            "m", "e", "d", "c", "b", "a", "o", "arr", "zz", "id", "title", "email", "Big", "alpha",
+        ];
+        (0..values.len() * 2)
+            .map(|offset| {
+                let mut r = Record::new();
+                for (j, name) in names.iter().enumerate() {
+                    if (offset + j) % 4 != 0 {
+                        r.insert(*name, values[(offset + j * 7) % values.len()].clone());
+                    }
+                }
+                r
+            })
+            .chain(values.iter().map(|v| {
+                let mut r = Record::new();
+                for name in ["c", "a", "b", "o", "arr", "d", "e", "m"] {
+                    r.insert(name, v.clone());
+                }
+                r
+            }))
+            .chain(values.iter().enumerate().map(|(i, v)| {
+                let mut r = Record::new();
+                r.insert(names[i % 8], v.clone());
+                r
+            }))
+            .chain(std::iter::once(Record::new()))
+            .collect()
+    }
+
+    #[test]
+    fn validating_records_in_place_equals_validating_their_json() {
+        let records = records();
+        let (mut checked, mut failing) = (0, 0);
+        for schema in schemas() {
+            let validator = SchemaValidator::compile("test", &schema).unwrap();
+            let reference = reference_validator(&schema);
+            for record in &records {
+                let expected = reference_errors(&reference, record);
+                let actual = direct_errors(&validator, record);
+                assert_eq!(
+                    actual,
+                    expected,
+                    "schema {schema}\nrecord {}",
+                    record_to_json(record)
+                );
+                checked += 1;
+                failing += usize::from(!expected.0);
+            }
+        }
+        // Both outcomes are well represented.
+        assert!(
+            failing > checked / 10 && checked - failing > checked / 10,
+            "{failing} of {checked}"
+        );
+    }
+
+    #[test]
+    fn std_context_shaped_records_validate_alike() {
+        let schema: Json =
+            serde_json::from_str(include_str!("../schemas/context.schema.json")).unwrap();
+        let validator = SchemaValidator::compile("context", &schema).unwrap();
+        let reference = reference_validator(&schema);
+        for record in bench_records(64) {
+            assert_eq!(
+                direct_errors(&validator, &record),
+                reference_errors(&reference, &record)
+            );
+        }
+    }
+
+    /// The text serde_json keeps for a number, or `None` where `Number::from_str` fails.
+    fn serde_number_text(text: &str) -> Option<String> {
+        Number::from_str(text).ok().map(|n| n.as_str().to_owned())
+    }
+
+    #[test]
+    fn number_text_matches_serde_json_examples() {
+        for text in [
+            "0",
+            "-0",
+            "00",
+            "01",
+            "-",
+            "",
+            "1",
+            "-1",
+            "1.",
+            ".5",
+            "1.5",
+            "1.50",
+            "-0.0",
+            "1e5",
+            "1E5",
+            "1e+5",
+            "1e-5",
+            "1E-5",
+            "1.5e",
+            "1.5e+",
+            "1e5.0",
+            "+1",
+            " 1",
+            "1 ",
+            "1a",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "1.0e400",
+            "0e0",
+            "0.e1",
+            "0.0E0",
+        ] {
+            assert_eq!(
+                json_number_text(text).map(Cow::into_owned),
+                serde_number_text(text),
+                "{text:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn number_text_matches_serde_json(text in "[-+]?[0-9]{0,3}[.]?[0-9]{0,3}([eE][-+]?[0-9]{0,2})?") {
+            proptest::prop_assert_eq!(json_number_text(&text).map(Cow::into_owned), serde_number_text(&text));
+        }
+
+        #[test]
+        fn floats_read_as_record_to_json_writes_them(bits in proptest::num::u64::ANY) {
+            let value = Value::Float(f64::from_bits(bits));
+            let node = RecordNode::Value(&value);
+            let expected = value_to_json(&value);
+            proptest::prop_assert_eq!(&*node.to_value(), &expected);
+            proptest::prop_assert_eq!(node.json_type(), jsonschema::JsonType::from(&expected));
+            let text = node.as_number().map(|n| n.as_str().into_owned());
+            proptest::prop_assert_eq!(text.as_deref(), expected.as_number().map(Number::as_str));
+            proptest::prop_assert_eq!(node.as_string(), expected.as_str().map(Cow::Borrowed));
+        }
+
+        #[test]
+        fn decimals_read_as_record_to_json_writes_them(text in "[-+]?[0-9]{0,3}[.]?[0-9]{0,3}([eE][-+]?[0-9]{0,2})?") {
+            if let Some(d) = crate::record::Decimal::parse(&text) {
+                let value = Value::Decimal(d);
+                let node = RecordNode::Value(&value);
+                let expected = value_to_json(&value);
+                proptest::prop_assert_eq!(node.json_type(), jsonschema::JsonType::from(&expected));
+                let number = node.as_number();
+                let text = number.as_ref().map(|n| n.as_str().into_owned());
+                proptest::prop_assert_eq!(text.as_deref(), expected.as_number().map(Number::as_str));
+                if let (Some(mine), Some(theirs)) = (number, expected.as_number()) {
+                    proptest::prop_assert_eq!(mine.as_u64(), theirs.as_u64());
+                    proptest::prop_assert_eq!(mine.as_i64(), theirs.as_i64());
+                    proptest::prop_assert_eq!(mine.as_f64().map(f64::to_bits), theirs.as_f64().map(f64::to_bits));
+                    proptest::prop_assert_eq!(mine.is_integer(), JsonNumber::is_integer(theirs));
+                    proptest::prop_assert_eq!(&*mine.to_number(), theirs);
+                }
+                proptest::prop_assert_eq!(node.as_string(), expected.as_str().map(Cow::Borrowed));
+            }
+        }
+
+        #[test]
+        fn integers_read_as_record_to_json_writes_them(i in proptest::num::i64::ANY) {
+            let value = Value::Int(i);
+            let expected = value_to_json(&value);
+            let theirs = expected.as_number().unwrap();
+            let mine = RecordNode::Value(&value).as_number().unwrap();
+            proptest::prop_assert_eq!(mine.as_u64(), theirs.as_u64());
+            proptest::prop_assert_eq!(mine.as_i64(), theirs.as_i64());
+            proptest::prop_assert_eq!(mine.as_f64().map(f64::to_bits), theirs.as_f64().map(f64::to_bits));
+            proptest::prop_assert_eq!(mine.as_str(), Cow::Borrowed(theirs.as_str()));
+            proptest::prop_assert_eq!(&*mine.to_number(), theirs);
+            for other in [i, i.wrapping_add(1)] {
+                let other = Number::from(other);
+                proptest::prop_assert_eq!(
+                    number_equals(&mine, &other),
+                    jsonschema::json::cmp::equal_numbers(theirs, &other)
+                );
+            }
+        }
+    }
+
+    /// Records shaped like std-context's mapped output (strings with non-ASCII text, a tag array, two
+    /// timestamps, a nested metadata object).
+    fn bench_records(n: usize) -> Vec<Record> {
+        let words = [
+            "status",
+            "database",
+            "Москва",
+            "ledger",
+            "東京",
+            "Łódź",
+            "invoice",
+            "region",
+        ];
+        (0..n)
+            .map(|i| {
+                let mut r = Record::new();
+                r.insert("id", Value::String(format!("{i:010}")));
+                r.insert(
+                    "title",
+                    Value::String(format!("{} {}", words[i % 8], words[(i / 8) % 8])),
+                );
+                r.insert(
+                    "content",
+                    Value::String(
+                        words
+                            .iter()
+                            .cycle()
+                            .skip(i % 8)
+                            .take(20)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    ),
+                );
+                r.insert("type", Value::String("sales, emea".into()));
+                r.insert(
+                    "tags",
+                    Value::Array((0..i % 4).map(|t| Value::String(words[t].into())).collect()),
+                );
+                let ts = crate::record::Timestamp::parse("2010-11-01T15:07:00Z");
+                r.insert("createdAt", ts.map_or(Value::Null, Value::Timestamp));
+                let mut meta = Record::new();
+                meta.insert("importance", Value::Int(1));
+                meta.insert("source", Value::String("legacy-import".into()));
+                r.insert("metadata", Value::Object(meta));
+                r.insert("exportedAt", ts.map_or(Value::Null, Value::Timestamp));
+                r
+            })
+            .collect()
+    }
+
+    /// `cargo test --release --lib validate::tests::bench -- --ignored --nocapture`: `validate` against the
+    /// path it replaced (`record_to_json`, then the serde_json validator's `iter_errors`), single-threaded.
+    #[test]
+    #[ignore = "timing, run by hand"]
+    fn bench_validate_1m() {
+        let schema: Json =
+            serde_json::from_str(include_str!("../schemas/context.schema.json")).unwrap();
+        let v = SchemaValidator::compile("context", &schema).unwrap();
+        let reference = reference_validator(&schema);
+        let records = bench_records(1_000_000);
+        for round in 0..3 {
+            let start = std::time::Instant::now();
+            let invalid = records.iter().filter(|r| v.validate(r).is_err()).count();
+            let direct = start.elapsed();
+            let start = std::time::Instant::now();
+            let reference_invalid = records
+                .iter()
+                .filter(|r| {
+                    let instance = record_to_json(r);
+                    let errors = reference.iter_errors(&instance).count();
+                    errors > 0
+                })
+                .count();
+            let via_json = start.elapsed();
+            assert_eq!(invalid, reference_invalid);
+            println!(
+                "round {round}: {} records: validate {direct:?}, record_to_json + serde_json validator {via_json:?}",
+                records.len()
+            );
+        }
     }
 }
