@@ -3,11 +3,6 @@
 
 use std::process::ExitCode;
 
-/// mimalloc instead of the system allocator: records are allocated on one thread and freed on another, a
-/// pattern glibc's malloc serves with locks (it was a quarter of the profile of a mapped run).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     match ferry::cli::run(std::env::args_os()) {
         Ok(()) => ExitCode::SUCCESS,
