@@ -216,8 +216,20 @@ impl Stages {
                 let threads = match job.jobs {
                     Some(0) => return Err(Error::usage("--jobs must be at least 1")),
                     Some(n) => n,
-                    None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+                    // One core is taken by the decoding thread: on two cores, mapping on the encoding thread
+                    // beat a two-worker pool (same time, a second less CPU: idle rayon workers spin).
+                    None => std::thread::available_parallelism()
+                        .map_or(1, |n| n.get().saturating_sub(1).max(1)),
                 };
+                if threads == 1 {
+                    // One worker maps on the encoding thread itself: no pool, no idle worker spinning.
+                    return Ok(Stages {
+                        template,
+                        schema,
+                        pool: None,
+                        now: run_time()?,
+                    });
+                }
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
                 Some(pool.map_err(|e| {
                     Error::usage(format!("cannot start {threads} worker threads: {e}"))
@@ -248,6 +260,20 @@ impl Stages {
             });
         }
         Pending { batch, outcomes }
+    }
+
+    /// True when there is a template or a schema to apply.
+    fn maps(&self) -> bool {
+        self.template.is_some() || self.schema.is_some()
+    }
+
+    /// Maps and validates a batch on this thread.
+    fn process_here(&self, batch: &[Record]) -> Vec<Outcome> {
+        let evaluator = self.template.as_ref().map(|t| t.evaluator(self.now));
+        batch
+            .iter()
+            .map(|record| self.process_one(evaluator.as_ref(), record))
+            .collect()
     }
 
     /// Maps and validates a batch in parallel; the outcomes are in the batch's order.
@@ -438,7 +464,8 @@ impl Run<'_> {
         for message in rx.iter() {
             outcome = match message {
                 Batch::Records(batch) if self.stages.pool.is_none() => {
-                    let result = self.records(&batch, None, encoder.as_mut());
+                    let outcomes = self.stages.maps().then(|| self.stages.process_here(&batch));
+                    let result = self.records(&batch, outcomes, encoder.as_mut());
                     // If the reader has already finished, the batch is simply dropped here.
                     let _ = done_tx.send(batch);
                     result

@@ -41,7 +41,7 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "N", env = "FERRY_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE)]
     batch_size: usize,
 
-    /// Worker threads for mapping and validation (default: one per core).
+    /// Worker threads for mapping and validation (default: one per core but one).
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
 
