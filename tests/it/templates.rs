@@ -326,3 +326,36 @@ fn user_export_drops_and_redacts_secrets() {
         "one inactive user filtered, one bad record rejected"
     );
 }
+
+#[test]
+fn progress_json_reports_the_final_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    write_legacy(dir.path(), 300);
+    let args = [
+        "convert",
+        "--in",
+        "legacy.csv",
+        "--template",
+        "std-context",
+        "--to",
+        "out.ndjson",
+        "--on-error",
+        "skip",
+        "--progress",
+        "json",
+        "--quiet",
+    ];
+    let run = ferry(dir.path(), &args);
+    assert_eq!(run.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let done: serde_json::Value = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "done")
+        .unwrap_or_else(|| panic!("no done event in:\n{stderr}"));
+    assert_eq!(done["records"], 300);
+    assert_eq!(
+        done["bytes"], done["total_bytes"],
+        "the whole input was read"
+    );
+}
