@@ -185,12 +185,7 @@ fn failed_run_leaves_the_target_as_it_was() {
         fs::read_to_string(dir.path().join("out.csv")).unwrap(),
         "OLD\n"
     );
-    let mut names: Vec<String> = fs::read_dir(dir.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
+    let names = crate::support::file_names(dir.path());
     assert_eq!(
         names,
         ["in.ndjson", "out.csv"],

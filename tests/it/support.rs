@@ -27,6 +27,17 @@ pub fn corpus(folder: &str) -> Option<PathBuf> {
     None
 }
 
+/// The names of the files in `dir`, sorted.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Runs the ferry binary with `args` in `dir`.
 pub fn ferry(dir: &Path, args: &[&str]) -> Output {
     // A fixed `now()` keeps computed timestamps (exportedAt) the same on every run.

@@ -115,12 +115,7 @@ fn dry_run_reports_what_a_real_run_does_and_writes_nothing() {
         &[&base[..], &["--dry-run", "--report", "dry.json"]].concat(),
     );
     assert_eq!(dry.status.code(), Some(0));
-    let mut names: Vec<String> = fs::read_dir(dir.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
+    let names = crate::support::file_names(dir.path());
     assert_eq!(
         names,
         ["dry.json", "filtered.yaml", "legacy.csv"],
