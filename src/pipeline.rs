@@ -637,27 +637,22 @@ fn read_batches(
     tx: &mpsc::SyncSender<Batch>,
     done: &mpsc::Receiver<Vec<Record>>,
 ) {
-    // Records of batches the encoder has finished with. One is dropped just before each record is decoded, so
+    // Records of a batch the encoder has finished with. One is dropped just before each record is decoded, so
     // that the memory it frees is still in this thread's allocator cache when the new record's cells need it.
-    // One for one only keeps pace, though: every moment with nothing to retire would leave a record more
-    // behind for good, and memory would grow with the input. So while more than a batch's worth waits, a
-    // second one goes too.
+    // One for one only keeps pace, though: every moment with nothing to retire leaves the next batches
+    // waiting longer, for good. So when the next batch is taken, any others already waiting are dropped at
+    // once, and no more than a few batches ever exist, however long the input.
     let mut retired: Vec<Record> = Vec::new();
-    let mut finished_len = 0;
     let mut batch = Vec::with_capacity(batch_size.min(DEFAULT_BATCH_SIZE));
     let mut batch_start = input_bytes.load(Ordering::Relaxed);
     loop {
-        if let Ok(mut used) = done.try_recv() {
-            finished_len = used.len();
-            if retired.is_empty() {
+        if retired.pop().is_none() {
+            if let Ok(used) = done.try_recv() {
                 retired = used;
-            } else {
-                retired.append(&mut used);
+                while let Ok(waiting) = done.try_recv() {
+                    drop(waiting);
+                }
             }
-        }
-        retired.pop();
-        if retired.len() > finished_len {
-            retired.pop();
         }
         let Some(item) = decoder.next() else { break };
         match item {
