@@ -211,25 +211,18 @@ impl Stages {
             (None, None) => None,
         };
         let template = template.map(|t| t.compile()).transpose()?;
+        let threads = match job.jobs {
+            Some(0) => return Err(Error::usage("--jobs must be at least 1")),
+            Some(n) => n,
+            // One core is taken by the decoding thread: on two cores, mapping on the encoding thread
+            // beat a two-worker pool (same time, a second less CPU: idle rayon workers spin).
+            None => {
+                std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+            }
+        };
+        // With one worker, or nothing to map, there is no pool: mapping (if any) runs on the encoding thread.
         let pool =
-            if template.is_some() || schema.is_some() {
-                let threads = match job.jobs {
-                    Some(0) => return Err(Error::usage("--jobs must be at least 1")),
-                    Some(n) => n,
-                    // One core is taken by the decoding thread: on two cores, mapping on the encoding thread
-                    // beat a two-worker pool (same time, a second less CPU: idle rayon workers spin).
-                    None => std::thread::available_parallelism()
-                        .map_or(1, |n| n.get().saturating_sub(1).max(1)),
-                };
-                if threads == 1 {
-                    // One worker maps on the encoding thread itself: no pool, no idle worker spinning.
-                    return Ok(Stages {
-                        template,
-                        schema,
-                        pool: None,
-                        now: run_time()?,
-                    });
-                }
+            if (template.is_some() || schema.is_some()) && threads > 1 {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
                 Some(pool.map_err(|e| {
                     Error::usage(format!("cannot start {threads} worker threads: {e}"))

@@ -388,7 +388,7 @@ impl Encoder for XmlEncoder {
         self.records += 1;
         let start = self.out.buf.len();
         self.out.buf.extend_from_slice(b"  ");
-        let result = write_element(&mut self.out.buf, "record", &Value::Object(record.clone()));
+        let result = write_object(&mut self.out.buf, "record", record);
         if let Err((field, message)) = result {
             self.out.buf.truncate(start);
             let pos = Position::default()
@@ -432,30 +432,7 @@ fn write_element(out: &mut Vec<u8>, name: &str, value: &Value) -> WriteResult {
             }
             Ok(())
         }
-        Value::Object(record) => {
-            out.push(b'<');
-            out.extend_from_slice(tag.as_bytes());
-            for (key, v) in record
-                .iter()
-                .filter(|(k, v)| k.starts_with('@') && !v.is_nested())
-            {
-                out.push(b' ');
-                out.extend_from_slice(encode_name(&key[1..]).as_bytes());
-                out.extend_from_slice(b"=\"");
-                escape_into(out, &v.to_text(), true).map_err(|m| (key.to_string(), m))?;
-                out.push(b'"');
-            }
-            out.push(b'>');
-            for (key, v) in record.iter() {
-                if &**key == "#text" {
-                    escape_into(out, &v.to_text(), false).map_err(|m| (key.to_string(), m))?;
-                } else if !key.starts_with('@') || v.is_nested() {
-                    write_element(out, key, v)?;
-                }
-            }
-            out.extend_from_slice(format!("</{tag}>").as_bytes());
-            Ok(())
-        }
+        Value::Object(record) => write_object(out, &tag, record),
         scalar => {
             out.extend_from_slice(format!("<{tag}>").as_bytes());
             escape_into(out, &scalar.to_text(), false).map_err(|m| (name.to_owned(), m))?;
@@ -463,6 +440,32 @@ fn write_element(out: &mut Vec<u8>, name: &str, value: &Value) -> WriteResult {
             Ok(())
         }
     }
+}
+
+/// Writes a record as an element: `@` fields as attributes, `#text` as its text, the rest as children.
+fn write_object(out: &mut Vec<u8>, tag: &str, record: &Record) -> WriteResult {
+    out.push(b'<');
+    out.extend_from_slice(tag.as_bytes());
+    for (key, v) in record
+        .iter()
+        .filter(|(k, v)| k.starts_with('@') && !v.is_nested())
+    {
+        out.push(b' ');
+        out.extend_from_slice(encode_name(&key[1..]).as_bytes());
+        out.extend_from_slice(b"=\"");
+        escape_into(out, &v.to_text(), true).map_err(|m| (key.to_string(), m))?;
+        out.push(b'"');
+    }
+    out.push(b'>');
+    for (key, v) in record.iter() {
+        if &**key == "#text" {
+            escape_into(out, &v.to_text(), false).map_err(|m| (key.to_string(), m))?;
+        } else if !key.starts_with('@') || v.is_nested() {
+            write_element(out, key, v)?;
+        }
+    }
+    out.extend_from_slice(format!("</{tag}>").as_bytes());
+    Ok(())
 }
 
 /// Escapes markup characters; `\r` (and in attributes `\t`, `\n`) become character references so that XML's
