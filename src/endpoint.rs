@@ -6,16 +6,19 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::db::DbEndpoint;
 use crate::error::{Error, Result};
 use crate::format::{self, Format};
 
 /// Where records come from or go to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Endpoint {
     /// Standard input (for `--in -`) or standard output (for `--to -`).
     Stdio,
     /// A file path.
     File(PathBuf),
+    /// A database table or query (`sqlite://…`, `postgres://…`, `postgres`, a bare `.db` path).
+    Database(DbEndpoint),
 }
 
 impl Endpoint {
@@ -23,18 +26,17 @@ impl Endpoint {
     ///
     /// ```
     /// use ferry::Endpoint;
-    /// assert_eq!(Endpoint::parse("-").unwrap(), Endpoint::Stdio);
+    /// assert!(matches!(Endpoint::parse("-").unwrap(), Endpoint::Stdio));
     /// assert!(matches!(Endpoint::parse("out.csv").unwrap(), Endpoint::File(_)));
+    /// assert!(matches!(Endpoint::parse("sqlite://app.db?table=t").unwrap(), Endpoint::Database(_)));
     /// assert!(Endpoint::parse("").is_err());
     /// ```
     pub fn parse(text: &str) -> Result<Endpoint> {
         if text.is_empty() {
             return Err(Error::usage("an empty path was given for --in or --to"));
         }
-        if let Some((scheme, _)) = text.split_once("://") {
-            return Err(Error::usage(format!(
-                "{scheme}:// endpoints are not supported by this build of ferry; give a file path or -"
-            )));
+        if let Some(database) = DbEndpoint::parse(text)? {
+            return Ok(Endpoint::Database(database));
         }
         Ok(if text == "-" {
             Endpoint::Stdio
@@ -48,6 +50,7 @@ impl Endpoint {
         match self {
             Endpoint::Stdio => "-".to_owned(),
             Endpoint::File(p) => p.display().to_string(),
+            Endpoint::Database(db) => db.to_string(),
         }
     }
 
@@ -59,6 +62,9 @@ impl Endpoint {
         match self {
             Endpoint::Stdio => Err(Error::usage(format!(
                 "standard input/output has no file extension; pass {flag}"
+            ))),
+            Endpoint::Database(db) => Err(Error::usage(format!(
+                "{db} is a database, not a file: {flag} does not apply"
             ))),
             Endpoint::File(path) => format_from_path(path).ok_or_else(|| {
                 Error::usage(format!(
@@ -93,10 +99,10 @@ mod tests {
     }
 
     #[test]
-    fn database_urls_are_refused_clearly() {
-        let err = Endpoint::parse("postgres://u@h/db").unwrap_err();
+    fn unknown_schemes_are_refused_clearly() {
+        let err = Endpoint::parse("mysql://u@h/db").unwrap_err();
         assert!(
-            err.is_usage() && err.to_string().contains("postgres://"),
+            err.is_usage() && err.to_string().contains("mysql://"),
             "{err}"
         );
     }

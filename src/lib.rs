@@ -21,6 +21,7 @@
 //! ```
 
 pub mod cli;
+pub mod db;
 mod endpoint;
 mod error;
 pub mod format;

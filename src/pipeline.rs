@@ -16,6 +16,7 @@ use std::time::Instant;
 use chrono::SubsecRound as _;
 use rayon::prelude::*;
 
+use crate::db::{ColumnKind, ConnectOptions, OnConflict, SinkOptions, TableSink};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Position, Result, Stage};
 use crate::format::{Decoder, Encoder, Format, FormatOptions, Input};
@@ -96,6 +97,18 @@ pub struct ConvertJob {
     pub progress: ProgressMode,
     /// No progress bar.
     pub quiet: bool,
+    /// `--table`: the database table to load when the URL does not name one (default: the template's).
+    pub table: Option<String>,
+    /// `--key`: the key columns for conflicts (default: the template's target key, else the primary key).
+    pub key: Vec<String>,
+    /// `--on-conflict`: what a duplicate key does in a database load.
+    pub on_conflict: OnConflict,
+    /// `--commit-every N`: commit a database load every N records instead of once at the end.
+    pub commit_every: Option<u64>,
+    /// `--resume N`: records 1..=N were committed by an earlier run; they are read and counted as skipped.
+    pub resume_after: Option<u64>,
+    /// Database connection retries and timeout.
+    pub connect: ConnectOptions,
 }
 
 impl ConvertJob {
@@ -118,6 +131,12 @@ impl ConvertJob {
             jobs: None,
             progress: ProgressMode::None,
             quiet: true,
+            table: None,
+            key: Vec::new(),
+            on_conflict: OnConflict::Error,
+            commit_every: None,
+            resume_after: None,
+            connect: ConnectOptions::default(),
         }
     }
 }
@@ -126,17 +145,40 @@ impl ConvertJob {
 struct Plan {
     source: Endpoint,
     target: Endpoint,
-    input_format: &'static Format,
-    output_format: &'static Format,
+    /// The input format; `None` for a database.
+    input_format: Option<&'static Format>,
+    /// The output format; `None` for a database.
+    output_format: Option<&'static Format>,
     stages: Arc<Stages>,
     rejects: Option<PathBuf>,
+    /// How to load the target table, when the target is a database.
+    table: Option<SinkOptions>,
+}
+
+/// The format of a file endpoint; `None` for a database.
+fn endpoint_format(
+    endpoint: &Endpoint,
+    explicit: Option<&str>,
+    flag: &str,
+) -> Result<Option<&'static Format>> {
+    match endpoint {
+        Endpoint::Database(db) if explicit.is_some() => Err(Error::usage(format!(
+            "{db} is a database: {flag} does not apply to it"
+        ))),
+        Endpoint::Database(_) => Ok(None),
+        other => other.format(explicit, flag).map(Some),
+    }
 }
 
 fn plan(job: &ConvertJob) -> Result<Plan> {
     let source = Endpoint::parse(&job.input)?;
     let target = Endpoint::parse(&job.output)?;
-    let input_format = source.format(job.input_format.as_deref(), "--from-format")?;
-    let output_format = target.format(job.output_format.as_deref(), "--to-format")?;
+    let input_format = endpoint_format(&source, job.input_format.as_deref(), "--from-format")?;
+    let output_format = if job.validate_only {
+        None
+    } else {
+        endpoint_format(&target, job.output_format.as_deref(), "--to-format")?
+    };
     if let (Endpoint::File(a), Endpoint::File(b)) = (&source, &target) {
         let same = match (a.canonicalize(), b.canonicalize()) {
             (Ok(a), Ok(b)) => a == b,
@@ -159,6 +201,7 @@ fn plan(job: &ConvertJob) -> Result<Plan> {
         (None, Endpoint::File(path)) => {
             Some(PathBuf::from(format!("{}.rejects.ndjson", path.display())))
         }
+        (None, Endpoint::Database(_)) => None, // decided below, once the table is known
         (None, Endpoint::Stdio) => {
             return Err(Error::usage(
                 "--on-error lenient/skip writing to standard output needs --rejects FILE",
@@ -166,6 +209,26 @@ fn plan(job: &ConvertJob) -> Result<Plan> {
         }
     };
     let stages = Arc::new(Stages::build(job)?);
+    let table = match &target {
+        Endpoint::Database(db) if !job.validate_only => Some(sink_options(job, db, &stages)?),
+        _ => None,
+    };
+    if table.is_none() && (job.commit_every.is_some() || job.resume_after.is_some()) {
+        return Err(Error::usage(
+            "--commit-every and --resume apply to database targets only",
+        ));
+    }
+    if job.commit_every == Some(0) {
+        return Err(Error::usage("--commit-every must be at least 1"));
+    }
+    let rejects = match (&rejects, &target, &table) {
+        (None, Endpoint::Database(db), Some(options))
+            if writes && job.on_error != ErrorPolicy::Strict =>
+        {
+            Some(default_table_rejects(db, &options.table))
+        }
+        _ => rejects,
+    };
     Ok(Plan {
         source,
         target,
@@ -173,6 +236,74 @@ fn plan(job: &ConvertJob) -> Result<Plan> {
         output_format,
         stages,
         rejects,
+        table,
+    })
+}
+
+/// Where rejected records of a database load go by default: beside a SQLite file, or in the current folder
+/// for a server.
+fn default_table_rejects(db: &crate::db::DbEndpoint, table: &str) -> PathBuf {
+    let safe: String = table
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match db.database.name {
+        "sqlite" => PathBuf::from(format!("{}.{safe}.rejects.ndjson", db.connection())),
+        _ => PathBuf::from(format!("{safe}.rejects.ndjson")),
+    }
+}
+
+/// The table, key and declared columns of a database load: the URL's `?table=`, else `--table`, else the
+/// template's target table.
+fn sink_options(
+    job: &ConvertJob,
+    db: &crate::db::DbEndpoint,
+    stages: &Stages,
+) -> Result<SinkOptions> {
+    let target = stages.template.as_ref().and_then(|t| t.target.as_ref());
+    if db.query.is_some() {
+        return Err(Error::usage(format!(
+            "{db}: ?query= is for reading; name a table to load with ?table="
+        )));
+    }
+    let table = db
+        .table
+        .clone()
+        .or_else(|| job.table.clone())
+        .or_else(|| target.map(|t| t.table.clone()))
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "{db}: which table? add ?table=NAME to the URL, pass --table NAME, or use a template with a target table"
+            ))
+        })?;
+    let key = if job.key.is_empty() {
+        target.map(|t| t.key.clone()).unwrap_or_default()
+    } else {
+        job.key.clone()
+    };
+    let declared = stages
+        .template
+        .as_ref()
+        .map(|t| {
+            t.fields()
+                .map(|(name, ty)| (name.to_owned(), ty.map(ColumnKind::for_field)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(SinkOptions {
+        table,
+        declared,
+        key,
+        on_conflict: job.on_conflict,
+        dry_run: job.dry_run || job.validate_only,
+        commit_every: job.commit_every,
+        connect: job.connect,
     })
 }
 
@@ -349,12 +480,14 @@ pub fn convert(job: &ConvertJob) -> Result<Report> {
         } else {
             plan.target.display_name()
         },
-        input_format: plan.input_format.name.to_owned(),
+        input_format: format_name(&plan.source, plan.input_format),
         output_format: if job.validate_only {
             String::new()
         } else {
-            plan.output_format.name.to_owned()
+            format_name(&plan.target, plan.output_format)
         },
+        table: plan.table.as_ref().map(|t| t.table.clone()),
+        on_conflict: plan.table.as_ref().map(|t| t.on_conflict.name().to_owned()),
         template: plan
             .stages
             .template
@@ -365,17 +498,11 @@ pub fn convert(job: &ConvertJob) -> Result<Report> {
         ..Report::default()
     };
     let bytes_read = Arc::new(AtomicU64::new(0));
-    let input = open_input(&plan.source, &job.read_options, bytes_read.clone())?;
-    let decoder = (plan.input_format.decoder)(input, &job.read_options)?;
-    let sink: Box<dyn ByteSink> = if dry_run {
-        Box::new(Discard::default())
-    } else {
-        open_output(&plan.target)?
-    };
-    let encoder = (plan.output_format.encoder)(sink, &job.write_options)?;
+    let decoder = open_decoder(&plan, job, bytes_read.clone())?;
+    let output = open_output(&plan, job, dry_run)?;
     let total = match &plan.source {
         Endpoint::File(path) => std::fs::metadata(path).ok().map(|m| m.len()),
-        Endpoint::Stdio => None,
+        Endpoint::Stdio | Endpoint::Database(_) => None,
     };
     let progress = Progress::start(job.progress, job.quiet, total);
 
@@ -387,8 +514,9 @@ pub fn convert(job: &ConvertJob) -> Result<Report> {
         report: &mut report,
         progress,
         bytes_read: bytes_read.clone(),
+        resume_after: job.resume_after.unwrap_or(0),
     };
-    let result = run.drive(decoder, encoder, job.batch_size);
+    let result = run.drive(decoder, output, job.batch_size);
     report.bytes_read = bytes_read.load(Ordering::Relaxed);
     report.seconds = started.elapsed().as_secs_f64();
     report.records_per_second = if report.seconds > 0.0 {
@@ -402,7 +530,86 @@ pub fn convert(job: &ConvertJob) -> Result<Report> {
             report.ok = true;
             Ok(report)
         }
-        Err(e) => Err(e.with_context(Some(&report.output), None)),
+        Err(e) => Err(with_resume_hint(
+            e.with_context(Some(&report.output), None),
+            report.last_committed_record,
+        )),
+    }
+}
+
+/// The report's name for an endpoint's format: the format, or the database.
+fn format_name(endpoint: &Endpoint, format: Option<&'static Format>) -> String {
+    match (endpoint, format) {
+        (Endpoint::Database(db), _) => db.database.name.to_owned(),
+        (_, Some(f)) => f.name.to_owned(),
+        (_, None) => String::new(),
+    }
+}
+
+/// A failed load that committed part of its records says where a rerun should resume.
+fn with_resume_hint(error: Error, committed: Option<u64>) -> Error {
+    let Some(n) = committed else { return error };
+    let position = error.position().cloned().unwrap_or_default();
+    let stage = error.stage().unwrap_or(Stage::Sink);
+    Error::data(
+        stage,
+        position,
+        format!(
+            "{}; records 1 to {n} were committed before the failure: rerun with --resume {n} to load the rest",
+            error.message()
+        ),
+    )
+}
+
+/// Opens the records source: a file or standard input through its format's decoder, or a database.
+fn open_decoder(
+    plan: &Plan,
+    job: &ConvertJob,
+    bytes_read: Arc<AtomicU64>,
+) -> Result<Box<dyn Decoder>> {
+    if let Endpoint::Database(db) = &plan.source {
+        return (db.database.open_source)(db, &job.connect);
+    }
+    let format = plan
+        .input_format
+        .ok_or_else(|| Error::usage("the input has no format (internal error)"))?;
+    let input = open_input(&plan.source, &job.read_options, bytes_read)?;
+    (format.decoder)(input, &job.read_options)
+}
+
+/// Opens where records go: an encoder over a file, standard output or nothing (dry run), or a table loader
+/// (which runs a dry run in a transaction it rolls back).
+fn open_output(plan: &Plan, job: &ConvertJob, dry_run: bool) -> Result<Output> {
+    if let (Endpoint::Database(db), Some(options)) = (&plan.target, &plan.table) {
+        return Ok(Output::Table((db.database.open_sink)(db, options.clone())?));
+    }
+    let sink: Box<dyn ByteSink> = match &plan.target {
+        _ if dry_run => Box::new(Discard::default()),
+        Endpoint::Stdio => Box::new(Stdout::new()),
+        Endpoint::File(path) => Box::new(AtomicFile::create(path)?),
+        Endpoint::Database(_) => Box::new(Discard::default()), // `ferry validate` into a database URL
+    };
+    let format = match plan.output_format {
+        Some(format) => format,
+        None => crate::format::by_name("ndjson")?,
+    };
+    Ok(Output::File((format.encoder)(sink, &job.write_options)?))
+}
+
+/// Where records go.
+enum Output {
+    /// Bytes through a format's encoder.
+    File(Box<dyn Encoder>),
+    /// Rows into a database table.
+    Table(Box<dyn TableSink>),
+}
+
+impl Output {
+    fn write(&mut self, number: u64, record: &Record) -> Result<()> {
+        match self {
+            Output::File(encoder) => encoder.write_record(record),
+            Output::Table(table) => table.write(number, record),
+        }
     }
 }
 
@@ -432,6 +639,8 @@ struct Run<'a> {
     report: &'a mut Report,
     progress: Progress,
     bytes_read: Arc<AtomicU64>,
+    /// Records up to this number were loaded by an earlier run (`--resume`).
+    resume_after: u64,
 }
 
 impl Run<'_> {
@@ -439,7 +648,7 @@ impl Run<'_> {
     fn drive(
         &mut self,
         decoder: Box<dyn Decoder>,
-        mut encoder: Box<dyn Encoder>,
+        mut output: Output,
         batch_size: usize,
     ) -> Result<()> {
         let (tx, rx) = mpsc::sync_channel::<Batch>(BATCHES_IN_FLIGHT);
@@ -458,7 +667,7 @@ impl Run<'_> {
             outcome = match message {
                 Batch::Records(batch) if self.stages.pool.is_none() => {
                     let outcomes = self.stages.maps().then(|| self.stages.process_here(&batch));
-                    let result = self.records(&batch, outcomes, encoder.as_mut());
+                    let result = self.records(&batch, outcomes, &mut output);
                     // If the reader has already finished, the batch is simply dropped here.
                     let _ = done_tx.send(batch);
                     result
@@ -466,14 +675,14 @@ impl Run<'_> {
                 Batch::Records(batch) => {
                     let next = self.stages.start(batch);
                     match pending.replace(next) {
-                        Some(previous) => self.finish_batch(previous, encoder.as_mut(), &done_tx),
+                        Some(previous) => self.finish_batch(previous, &mut output, &done_tx),
                         None => Ok(()),
                     }
                 }
                 Batch::BadRecord(error) => {
                     // Records keep their order: the batch before the bad record is written first.
                     let earlier = match pending.take() {
-                        Some(previous) => self.finish_batch(previous, encoder.as_mut(), &done_tx),
+                        Some(previous) => self.finish_batch(previous, &mut output, &done_tx),
                         None => Ok(()),
                     };
                     earlier.and_then(|()| {
@@ -494,12 +703,12 @@ impl Run<'_> {
                 .update(self.report.read, self.bytes_read.load(Ordering::Relaxed));
         }
         if let (Ok(()), Some(last)) = (&outcome, pending.take()) {
-            outcome = self.finish_batch(last, encoder.as_mut(), &done_tx);
+            outcome = self.finish_batch(last, &mut output, &done_tx);
         }
         drop(rx); // stops the reader thread if we left early
         let _ = reader.join();
         outcome?;
-        self.report.bytes_written = encoder.finish()?;
+        self.finish_output(output)?;
         if let Some(rejects) = self.rejects.take() {
             if self.report.rejected > 0 {
                 self.report.rejects_file = Some(rejects.path().display().to_string());
@@ -518,7 +727,7 @@ impl Run<'_> {
     fn finish_batch(
         &mut self,
         pending: Pending,
-        encoder: &mut dyn Encoder,
+        output: &mut Output,
         done: &mpsc::Sender<Vec<Record>>,
     ) -> Result<()> {
         let outcomes = pending.outcomes.recv().map_err(|_| {
@@ -528,7 +737,7 @@ impl Run<'_> {
                 "a mapping worker stopped unexpectedly (internal error)",
             )
         })?;
-        let result = self.records(&pending.batch, Some(outcomes), encoder);
+        let result = self.records(&pending.batch, Some(outcomes), output);
         if let Ok(batch) = Arc::try_unwrap(pending.batch) {
             let _ = done.send(batch);
         }
@@ -540,12 +749,18 @@ impl Run<'_> {
         &mut self,
         batch: &[Record],
         outcomes: Option<Vec<Outcome>>,
-        encoder: &mut dyn Encoder,
+        output: &mut Output,
     ) -> Result<()> {
         let mut outcomes = outcomes.map(Vec::into_iter);
+        let first_number = self.report.read + 1;
         for record in batch {
             self.report.read += 1;
             let number = self.report.read;
+            if number <= self.resume_after {
+                // Loaded by the run being resumed.
+                self.report.skipped += 1;
+                continue;
+            }
             let outcome = outcomes
                 .as_mut()
                 .and_then(Iterator::next)
@@ -566,10 +781,38 @@ impl Run<'_> {
                     continue;
                 }
             };
-            match encoder.write_record(to_write) {
+            match output.write(number, to_write) {
                 Ok(()) => self.report.written += 1,
                 Err(e) if e.is_record() => self.reject(number, Some(record), vec![e])?,
                 Err(e) => return Err(e.with_context(None, Some(number))),
+            }
+        }
+        if let Output::Table(table) = output {
+            // Rows the database refused were counted as written when they were handed over.
+            for (number, error) in table.end_batch()? {
+                self.report.written -= 1;
+                let index = usize::try_from(number - first_number).unwrap_or(usize::MAX);
+                self.reject(number, batch.get(index), vec![error])?;
+            }
+            if let Some(through) = table.checkpoint(self.report.read)? {
+                self.report.last_committed_record = Some(through);
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the output: the encoder's last bytes, or the table load's commit (rollback for a dry run).
+    fn finish_output(&mut self, output: Output) -> Result<()> {
+        match output {
+            Output::File(encoder) => self.report.bytes_written = encoder.finish()?,
+            Output::Table(table) => {
+                let tally = table.finish()?;
+                // Duplicates were handed to the database as writes; it skipped them.
+                self.report.written -= tally.skipped;
+                self.report.skipped += tally.skipped;
+                self.report.inserted = Some(tally.inserted);
+                self.report.updated = Some(tally.updated);
+                self.report.created_table = tally.created_table;
             }
         }
         Ok(())
@@ -692,6 +935,9 @@ fn open_input(
     let name = source.display_name();
     let raw: Box<dyn Read + Send> = match source {
         Endpoint::Stdio => Box::new(io::stdin()),
+        Endpoint::Database(db) => {
+            return Err(Error::usage(format!("{db} is not a file (internal error)")))
+        }
         Endpoint::File(path) => {
             Box::new(File::open(path).map_err(|e| Error::io(Stage::Source, Some(&name), e))?)
         }
@@ -710,13 +956,6 @@ fn open_input(
         None => Box::new(BufReader::with_capacity(256 * 1024, counted)),
     };
     Ok(Input { reader, name })
-}
-
-fn open_output(target: &Endpoint) -> Result<Box<dyn ByteSink>> {
-    Ok(match target {
-        Endpoint::Stdio => Box::new(Stdout::new()),
-        Endpoint::File(path) => Box::new(AtomicFile::create(path)?),
-    })
 }
 
 struct CountingReader {

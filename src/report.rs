@@ -50,8 +50,27 @@ pub struct Report {
     pub rejected: u64,
     /// Records a filter left out.
     pub filtered: u64,
-    /// Records skipped as duplicates.
+    /// Records skipped: duplicates left alone by `--on-conflict skip`, and records an earlier run loaded
+    /// (`--resume`).
     pub skipped: u64,
+    /// Database loads: new rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inserted: Option<u64>,
+    /// Database loads: existing rows changed by `--on-conflict overwrite|merge`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated: Option<u64>,
+    /// Database loads: the table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// Database loads: the conflict mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_conflict: Option<String>,
+    /// Database loads: true when ferry created the table (for a dry run: would have).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub created_table: bool,
+    /// Database loads with `--commit-every`: the last record committed (a rerun resumes after it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_committed_record: Option<u64>,
     /// Bytes read from the input.
     pub bytes_read: u64,
     /// Bytes written to the output (for a dry run: the bytes that would have been written).
@@ -108,7 +127,7 @@ impl Report {
             (false, true) => ("would write", "rejected"),
             (false, false) => ("written", "rejected"),
         };
-        format!(
+        let mut line = format!(
             "ferry: {} {}: read {} = {verb} {} + {rejected} {} + filtered {} + skipped {} in {:.2} s ({:.0} records/s)",
             if self.ok { "ok" } else { "FAILED" },
             self.output,
@@ -119,7 +138,25 @@ impl Report {
             self.skipped,
             self.seconds,
             self.records_per_second,
-        )
+        );
+        if let (Some(inserted), Some(updated)) = (self.inserted, self.updated) {
+            let table = self.table.as_deref().unwrap_or_default();
+            let created = if self.created_table {
+                ", table created"
+            } else {
+                ""
+            };
+            let undone = if self.dry_run {
+                "; rolled back (dry run)"
+            } else {
+                ""
+            };
+            line.push_str(&format!(
+                "\nferry: table {table:?}: inserted {inserted}, updated {updated}, skipped {}{created}{undone}",
+                self.skipped
+            ));
+        }
+        line
     }
 
     /// Writes the report as pretty JSON to `path` (atomically, like every other output).

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::parse_byte;
+use crate::db::{ConnectOptions, OnConflict};
 use crate::error::{Error, Result};
 use crate::format::FormatOptions;
 use crate::pipeline::{convert, ConvertJob, ErrorPolicy, DEFAULT_BATCH_SIZE};
@@ -23,17 +24,31 @@ const EXAMPLES: &str = "Examples:
   # Semicolon-separated Latin-1 CSV without a header, naming the columns
   ferry convert --in old.csv --delimiter ';' --encoding latin1 --no-header --columns id,name --to out.json
 
+  # Load into a SQLite table (created from the template's types if missing), or into PostgreSQL
+  ferry convert --in samples/legacy.csv --template std-context --to sqlite://contexts.db
+  DATABASE_URL=postgres://app@db:5432/app PGPASSWORD=… ferry convert --in legacy.csv --template std-context --to postgres
+
+  # Upsert on the template's key; a dry run does it all in a transaction that is rolled back
+  ferry convert --in update.ndjson --template std-context --to postgres --on-conflict merge --dry-run
+
+  # Read a table or a query back out
+  ferry convert --in 'sqlite://contexts.db?table=contexts' --to contexts.ndjson
+  ferry convert --in 'postgres://app@db/app?query=SELECT id, title FROM contexts WHERE type = '\''note'\''' --to notes.csv
+
   # Standard input to standard output
   cat data.ndjson | ferry convert --in - --from-format ndjson --to - --to-format yaml
 
 The output is written under a temporary name and renamed only when the run succeeds: a failed run leaves
-no partial file behind. Exit codes: 0 ok, 1 the run failed (bad data or output), 2 usage error.";
+no partial file behind. A database load runs in one transaction (unless --commit-every), so a failed run
+leaves the table as it was. Passwords: put them in DATABASE_URL or PGPASSWORD (or ~/.pgpass-style
+tooling), not in a URL on the command line, where other users can see them. Exit codes: 0 ok, 1 the run failed (bad data or output), 2 usage error.";
 
 /// Where records come from and how to read them (shared by `convert` and `validate`).
 #[derive(Debug, Args)]
 pub struct InputArgs {
-    /// Input: a file path, or - for standard input.
-    #[arg(long = "in", value_name = "PATH")]
+    /// Input: a file path, - for standard input, or a database: sqlite://FILE?table=T|query=SELECT…,
+    /// postgres://USER@HOST:PORT/DB?table=T|query=…, or postgres (DATABASE_URL, then PG* variables).
+    #[arg(long = "in", value_name = "PATH|URL")]
     pub input: String,
 
     /// Input format, when the extension does not tell (see `ferry formats`).
@@ -115,9 +130,42 @@ pub struct ConvertArgs {
     #[command(flatten)]
     input: InputArgs,
 
-    /// Output: a file path, or - for standard output.
-    #[arg(long = "to", value_name = "PATH")]
+    /// Output: a file path, - for standard output, or a database table: sqlite://FILE?table=T (or a bare
+    /// .db/.sqlite path), postgres://USER@HOST:PORT/DB?table=T, or postgres (DATABASE_URL, then PG*).
+    #[arg(long = "to", value_name = "PATH|URL")]
     output: String,
+
+    /// The table to load when the URL has no ?table= (default: the template's target table).
+    #[arg(long, value_name = "NAME")]
+    table: Option<String>,
+
+    /// Key columns for --on-conflict, comma-separated (default: the template's target key, else the
+    /// table's primary key). A table ferry creates gets them as its primary key.
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    key: Vec<String>,
+
+    /// What a record whose key is already in the table does: error (rejected, with the database's
+    /// message), skip (the row stays), overwrite (the record replaces it), merge (non-null values
+    /// overwrite; JSON objects are merged key by key).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = OnConflict::Error)]
+    on_conflict: OnConflict,
+
+    /// Commit a database load every N records instead of once at the end (for very large loads). A failed
+    /// run then says the last committed record, for --resume.
+    #[arg(long, value_name = "N")]
+    commit_every: Option<u64>,
+
+    /// Skip the first N records, committed by an earlier run with --commit-every (they count as skipped).
+    #[arg(long, value_name = "N")]
+    resume: Option<u64>,
+
+    /// Connection attempts after the first fails (waits 0.25 s, 0.5 s, 1 s, … between them).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    connect_retries: u32,
+
+    /// Seconds allowed for each connection attempt (and for a busy SQLite database).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    connect_timeout: u64,
 
     /// Output format, when the extension does not tell.
     #[arg(long, value_name = "FORMAT")]
@@ -188,6 +236,15 @@ impl ConvertArgs {
         job.jobs = self.jobs;
         job.progress = self.progress;
         job.quiet = self.quiet;
+        job.table = self.table.clone();
+        job.key = self.key.clone();
+        job.on_conflict = self.on_conflict;
+        job.commit_every = self.commit_every;
+        job.resume_after = self.resume;
+        job.connect = ConnectOptions {
+            retries: self.connect_retries,
+            timeout: std::time::Duration::from_secs(self.connect_timeout.max(1)),
+        };
         Ok(job)
     }
 }
@@ -195,14 +252,15 @@ impl ConvertArgs {
 /// Runs `ferry convert`.
 pub fn run(args: ConvertArgs) -> Result<()> {
     let job = args.job()?;
+    super::warn_about_passwords(&[&job.input, &job.output]);
     match convert(&job) {
         Ok(report) => super::finish_report(&report, args.report.as_deref(), args.quiet),
         Err(error) => {
             if let Some(path) = &args.report {
                 let mut report = crate::report::Report {
                     ferry_version: env!("CARGO_PKG_VERSION").to_owned(),
-                    input: job.input.clone(),
-                    output: job.output.clone(),
+                    input: super::shown_endpoint(&job.input),
+                    output: super::shown_endpoint(&job.output),
                     on_error: job.on_error.name().to_owned(),
                     dry_run: job.dry_run,
                     ..Default::default()

@@ -15,7 +15,8 @@ mod formats;
 mod templates;
 mod validate;
 
-/// ferry moves records between formats: CSV, TSV, JSON, NDJSON, XML, YAML and Markdown tables.
+/// ferry moves records between formats (CSV, TSV, JSON, NDJSON, XML, YAML, Markdown tables) and databases
+/// (SQLite, PostgreSQL).
 #[derive(Debug, Parser)]
 #[command(name = "ferry", version, about, long_about = None, after_help = EXAMPLES)]
 pub struct Cli {
@@ -26,6 +27,8 @@ pub struct Cli {
 const EXAMPLES: &str = "Examples:
   ferry convert --in samples/legacy.csv --template std-context --to contexts.ndjson
   ferry convert --in samples/legacy.csv --template std-context --to contexts.ndjson --dry-run
+  ferry convert --in samples/legacy.csv --template std-context --to sqlite://contexts.db
+  DATABASE_URL=postgres://app@localhost/app ferry convert --in legacy.csv --template std-context --to postgres
   ferry validate --in samples/legacy.csv --template std-context
   ferry convert --in export.json --to export.md
   cat data.ndjson | ferry convert --in - --from-format ndjson --to - --to-format csv
@@ -99,6 +102,34 @@ pub(crate) fn finish_report(report: &Report, path: Option<&Path>, quiet: bool) -
         report.write_json(path)?;
     }
     Ok(())
+}
+
+/// An endpoint as reports and messages show it: a database URL without its password.
+pub(crate) fn shown_endpoint(text: &str) -> String {
+    match crate::endpoint::Endpoint::parse(text) {
+        Ok(endpoint) => endpoint.display_name(),
+        Err(_) if text.contains("://") => "(unparsable URL)".to_owned(),
+        Err(_) => text.to_owned(),
+    }
+}
+
+/// Warns when a database URL on the command line holds a password (other users can read it from `ps`).
+pub(crate) fn warn_about_passwords(endpoints: &[&str]) {
+    for text in endpoints {
+        let Some((_, rest)) = text.split_once("://") else {
+            continue;
+        };
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        if authority
+            .split_once('@')
+            .is_some_and(|(user, _)| user.contains(':'))
+        {
+            eprintln!(
+                "ferry: warning: a password in a URL on the command line can be seen by other users; \
+                 put it in PGPASSWORD or DATABASE_URL instead"
+            );
+        }
+    }
 }
 
 /// Parses a one-character option such as `--delimiter`: a single ASCII character, or `tab` / `\t`.

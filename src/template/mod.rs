@@ -364,6 +364,7 @@ impl Template {
             fields,
             filter,
             keep_unmapped: self.spec.keep_unmapped,
+            target: self.spec.target.clone(),
             env,
         })
     }
@@ -399,6 +400,8 @@ pub struct CompiledTemplate {
     fields: Vec<CompiledField>,
     filter: Option<Expression>,
     keep_unmapped: bool,
+    /// The database table and key, when the template names them.
+    pub target: Option<TargetSpec>,
     env: Arc<cel::Env>,
 }
 

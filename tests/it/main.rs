@@ -2,7 +2,9 @@
 
 mod cli;
 mod corpus;
+mod db;
 mod golden;
+mod pg;
 mod roundtrip;
 mod support;
 mod templates;

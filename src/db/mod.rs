@@ -1,0 +1,495 @@
+//! Databases as source and sink stages: a database endpoint (`sqlite://…`, `postgres://…`, a bare `.db`
+//! path, or `postgres` for `DATABASE_URL`) is read as a stream of typed records or loaded from one, in a
+//! transaction, with per-record errors for values that do not fit and `--on-conflict` for duplicate keys.
+//!
+//! Adding a database is one file implementing [`Database`] and one line in [`DATABASES`].
+
+mod column;
+pub mod postgres;
+pub mod sqlite;
+
+use std::time::Duration;
+
+pub use column::{coerce, Cell, Column, ColumnKind};
+
+use crate::error::{Error, Position, Result, Stage};
+use crate::format::Decoder;
+use crate::record::Record;
+
+/// One database kind: how to read from it and how to load into it.
+pub struct Database {
+    /// Its name, as reports print it.
+    pub name: &'static str,
+    /// The URL schemes that name it.
+    pub schemes: &'static [&'static str],
+    /// Streams the rows of `?table=` or `?query=` as records.
+    pub open_source: fn(&DbEndpoint, &ConnectOptions) -> Result<Box<dyn Decoder>>,
+    /// Opens a loader for a table.
+    pub open_sink: fn(&DbEndpoint, SinkOptions) -> Result<Box<dyn TableSink>>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// Every database ferry reads and writes.
+pub static DATABASES: &[&Database] = &[&sqlite::DATABASE, &postgres::DATABASE];
+
+/// File extensions that make a bare path a SQLite database.
+const SQLITE_EXTENSIONS: &[&str] = &["db", "sqlite", "sqlite3", "db3"];
+
+/// What to do when a record's key is already in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OnConflict {
+    /// The record is rejected with the database's message (the error policy decides what follows).
+    #[default]
+    Error,
+    /// The existing row stays; the record is counted as skipped.
+    Skip,
+    /// The record replaces the existing row's loaded columns.
+    Overwrite,
+    /// Only the record's non-null values overwrite; JSON objects are merged key by key.
+    Merge,
+}
+
+impl OnConflict {
+    /// The mode's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnConflict::Error => "error",
+            OnConflict::Skip => "skip",
+            OnConflict::Overwrite => "overwrite",
+            OnConflict::Merge => "merge",
+        }
+    }
+}
+
+/// How hard to try to reach a database server.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectOptions {
+    /// Attempts after the first one fails.
+    pub retries: u32,
+    /// The time allowed for each attempt.
+    pub timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            retries: 3,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything a table loader needs, checked before it opens.
+#[derive(Debug, Clone)]
+pub struct SinkOptions {
+    /// The table to load.
+    pub table: String,
+    /// Declared fields in order (from the template), with their column kinds when declared.
+    pub declared: Vec<(String, Option<ColumnKind>)>,
+    /// The key columns (primary key of a new table, conflict target on load).
+    pub key: Vec<String>,
+    /// Duplicate-key handling.
+    pub on_conflict: OnConflict,
+    /// Run everything, then roll back.
+    pub dry_run: bool,
+    /// Commit after this many records (at the next batch end) instead of once at the end.
+    pub commit_every: Option<u64>,
+    /// Connection retries and timeout.
+    pub connect: ConnectOptions,
+}
+
+/// What a finished load did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// New rows.
+    pub inserted: u64,
+    /// Existing rows changed (`overwrite`, `merge`).
+    pub updated: u64,
+    /// Records whose key was already there (`skip`).
+    pub skipped: u64,
+    /// The last record number committed by `--commit-every` before the end.
+    pub last_committed: Option<u64>,
+    /// True when ferry created the table.
+    pub created_table: bool,
+}
+
+/// A loader for one table: records in, rows out, in one transaction unless `--commit-every` says otherwise.
+///
+/// Dropping a sink without [`TableSink::finish`] rolls back everything not yet committed.
+pub trait TableSink: Send {
+    /// Takes one record (numbered as the run counts them). A value that does not fit its column is an
+    /// error for this record only ([`Error::is_record`]); the sink may hold the row until the batch ends.
+    fn write(&mut self, number: u64, record: &Record) -> Result<()>;
+
+    /// Sends the held rows. Rows the database refused come back with its message; the others are loaded.
+    fn end_batch(&mut self) -> Result<Vec<(u64, Error)>>;
+
+    /// Commits if `--commit-every` says it is time; `through` is the last record number handled. Returns
+    /// `through` when it committed.
+    fn checkpoint(&mut self, through: u64) -> Result<Option<u64>>;
+
+    /// Commits (or, for a dry run, rolls back) and says what happened.
+    fn finish(self: Box<Self>) -> Result<Tally>;
+}
+
+/// A parsed database endpoint. Its `Display` never shows a password.
+#[derive(Clone)]
+pub struct DbEndpoint {
+    /// Which database.
+    pub database: &'static Database,
+    /// What the driver connects with: a file path for SQLite, a URL for PostgreSQL (ferry's own parameters
+    /// removed). May hold a password: never print it.
+    connection: String,
+    /// `?table=`.
+    pub table: Option<String>,
+    /// `?query=`.
+    pub query: Option<String>,
+}
+
+impl std::fmt::Debug for DbEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DbEndpoint({self})")
+    }
+}
+
+impl std::fmt::Display for DbEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = if self.database.name == "sqlite" {
+            format!("sqlite://{}", self.connection)
+        } else {
+            postgres::redacted(&self.connection)
+        };
+        f.write_str(&shown)?;
+        match (&self.table, &self.query) {
+            (Some(table), _) => write!(f, "?table={table}"),
+            (None, Some(_)) => f.write_str("?query=…"),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+impl DbEndpoint {
+    /// Parses a database endpoint, or returns `None` when `text` names a file or `-`.
+    ///
+    /// ```
+    /// use ferry::db::DbEndpoint;
+    /// let e = DbEndpoint::parse("sqlite://out/app.db?table=contexts").unwrap().unwrap();
+    /// assert_eq!((e.database.name, e.table.as_deref()), ("sqlite", Some("contexts")));
+    /// let e = DbEndpoint::parse("postgres://u:secret@db:5433/app?table=t&sslmode=require").unwrap().unwrap();
+    /// assert_eq!(e.to_string(), "postgres://u@db:5433/app?table=t");
+    /// assert!(DbEndpoint::parse("export.csv").unwrap().is_none());
+    /// ```
+    pub fn parse(text: &str) -> Result<Option<DbEndpoint>> {
+        if text == "postgres" || text == "postgresql" {
+            return postgres::from_environment().map(Some);
+        }
+        let Some((scheme, rest)) = text
+            .split_once("://")
+            .or_else(|| sqlite_without_slashes(text))
+        else {
+            return Ok(bare_sqlite_path(text));
+        };
+        let scheme = scheme.to_ascii_lowercase();
+        let database = DATABASES
+            .iter()
+            .find(|d| d.schemes.contains(&scheme.as_str()))
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "{scheme}:// is not a database ferry knows; use sqlite://PATH or postgres://…"
+                ))
+            })?;
+        let (location, params) = match rest.split_once('?') {
+            Some((l, p)) => (l, p),
+            None => (rest, ""),
+        };
+        let (own, passed) = split_params(params)?;
+        let connection = if database.name == "sqlite" {
+            if location.is_empty() {
+                return Err(Error::usage(
+                    "sqlite:// needs a file path, as in sqlite://data/app.db",
+                ));
+            }
+            location.to_owned()
+        } else {
+            let mut url = format!("{scheme}://{location}");
+            if !passed.is_empty() {
+                url.push('?');
+                url.push_str(&passed.join("&"));
+            }
+            url
+        };
+        let endpoint = DbEndpoint {
+            database,
+            connection,
+            table: own.table,
+            query: own.query,
+        };
+        if endpoint.table.is_some() && endpoint.query.is_some() {
+            return Err(Error::usage(format!(
+                "{endpoint}: give ?table= or ?query=, not both"
+            )));
+        }
+        Ok(Some(endpoint))
+    }
+
+    /// What the driver connects with (may hold a password: never print it).
+    pub(crate) fn connection(&self) -> &str {
+        &self.connection
+    }
+
+    /// A copy that names another table.
+    pub fn with_table(&self, table: &str) -> DbEndpoint {
+        DbEndpoint {
+            table: Some(table.to_owned()),
+            query: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// `sqlite:path.db` (no slashes) is accepted as well.
+fn sqlite_without_slashes(text: &str) -> Option<(&str, &str)> {
+    let rest = text.strip_prefix("sqlite:")?;
+    Some(("sqlite", rest))
+}
+
+fn bare_sqlite_path(text: &str) -> Option<DbEndpoint> {
+    let path = text.split_once('?').map_or(text, |(p, _)| p);
+    let extension = std::path::Path::new(path)
+        .extension()?
+        .to_str()?
+        .to_ascii_lowercase();
+    if !SQLITE_EXTENSIONS.contains(&extension.as_str()) {
+        return None;
+    }
+    let params = text.split_once('?').map_or("", |(_, q)| q);
+    let (own, _) = split_params(params).ok()?;
+    Some(DbEndpoint {
+        database: &sqlite::DATABASE,
+        connection: path.to_owned(),
+        table: own.table,
+        query: own.query,
+    })
+}
+
+#[derive(Default)]
+struct OwnParams {
+    table: Option<String>,
+    query: Option<String>,
+}
+
+/// Splits URL parameters into ferry's own (`table`, `query`) and the driver's. `query=` takes the rest of
+/// the URL, so SQL may contain `&`; values are percent-decoded.
+fn split_params(params: &str) -> Result<(OwnParams, Vec<String>)> {
+    let mut own = OwnParams::default();
+    let mut passed = Vec::new();
+    let mut rest = params;
+    while !rest.is_empty() {
+        if let Some(query) = rest.strip_prefix("query=") {
+            own.query = Some(decode(query)?);
+            break;
+        }
+        let (pair, tail) = rest.split_once('&').unwrap_or((rest, ""));
+        rest = tail;
+        match pair.split_once('=') {
+            Some(("table", value)) => own.table = Some(decode(value)?),
+            _ if !pair.is_empty() => passed.push(pair.to_owned()),
+            _ => {}
+        }
+    }
+    if own.table.as_deref() == Some("") || own.query.as_deref().is_some_and(|q| q.trim().is_empty())
+    {
+        return Err(Error::usage("?table= and ?query= must not be empty"));
+    }
+    Ok((own, passed))
+}
+
+fn decode(value: &str) -> Result<String> {
+    percent_encoding::percent_decode_str(value)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| Error::usage("a URL parameter is not valid UTF-8 once percent-decoded"))
+}
+
+/// Quotes an SQL identifier (PostgreSQL and SQLite spell it alike): `a"b` → `"a""b"`.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Tries `attempt` up to `1 + retries` times while `retryable` says the failure may pass, waiting 0.25 s,
+/// 0.5 s, 1 s … (at most 5 s) between tries.
+pub(crate) fn with_retries<T, E>(
+    options: &ConnectOptions,
+    mut attempt: impl FnMut() -> std::result::Result<T, E>,
+    retryable: impl Fn(&E) -> bool,
+) -> std::result::Result<T, E> {
+    let mut wait = Duration::from_millis(250);
+    let mut tries = 0;
+    loop {
+        match attempt() {
+            Ok(value) => return Ok(value),
+            Err(e) if tries >= options.retries || !retryable(&e) => return Err(e),
+            Err(_) => {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(5));
+                tries += 1;
+            }
+        }
+    }
+}
+
+/// The columns of a table ferry creates: the template's fields in order (kinds it does not declare are
+/// taken from the first record's values), then any other field of the first record.
+pub(crate) fn new_table_columns(options: &SinkOptions, first: Option<&Record>) -> Vec<Column> {
+    let value_kind = |name: &str| {
+        first
+            .and_then(|r| r.get(name))
+            .map_or(ColumnKind::Text, ColumnKind::for_value)
+    };
+    let mut columns: Vec<Column> = options
+        .declared
+        .iter()
+        .map(|(name, kind)| Column {
+            name: name.clone(),
+            type_name: String::new(),
+            kind: kind.unwrap_or_else(|| value_kind(name)),
+            has_default: false,
+        })
+        .collect();
+    for (name, value) in first.into_iter().flat_map(|r| r.iter()) {
+        if !columns.iter().any(|c| c.name == **name) {
+            columns.push(Column {
+                name: name.to_string(),
+                type_name: String::new(),
+                kind: ColumnKind::for_value(value),
+                has_default: false,
+            });
+        }
+    }
+    columns
+}
+
+/// The columns of an existing table that a load fills: those the first record has a field for (matched
+/// exactly, else ignoring case), and those the database cannot fill itself. Each comes with the field name
+/// it takes its value from. A field of the first record that matches no column is an error for the run.
+pub(crate) fn loaded_columns(
+    table: &str,
+    existing: Vec<Column>,
+    first: &Record,
+) -> Result<Vec<(Column, String)>> {
+    let field_for = |column: &Column| {
+        first
+            .keys()
+            .find(|k| **k == column.name)
+            .or_else(|| first.keys().find(|k| k.eq_ignore_ascii_case(&column.name)))
+            .map(|k| k.to_string())
+    };
+    for key in first.keys() {
+        let known = existing
+            .iter()
+            .any(|c| c.name == key || c.name.eq_ignore_ascii_case(key));
+        if !known {
+            let names: Vec<&str> = existing.iter().map(|c| c.name.as_str()).collect();
+            return Err(Error::data(
+                Stage::Sink,
+                Position::default().with_field(key.to_string()),
+                format!(
+                    "field {:?} has no column in table {table:?} (its columns: {}); map or drop it with a template",
+                    key,
+                    names.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(existing
+        .into_iter()
+        .filter_map(|column| match field_for(&column) {
+            Some(field) => Some((column, field)),
+            None if !column.has_default => {
+                let field = column.name.clone();
+                Some((column, field))
+            }
+            None => None,
+        })
+        .collect())
+}
+
+/// Coerces a record to the loaded columns; a field with no column, or a value that does not fit, is an
+/// error for this record.
+pub(crate) fn record_cells<'a>(
+    table: &str,
+    columns: &[(Column, String)],
+    record: &'a Record,
+) -> Result<Vec<Cell<'a>>> {
+    if let Some(extra) = record
+        .keys()
+        .find(|k| !columns.iter().any(|(_, field)| field == k))
+    {
+        return Err(Error::record(
+            Stage::Sink,
+            Position::default().with_field(extra.to_string()),
+            format!(
+                "field {:?} has no column being loaded in table {table:?}",
+                extra
+            ),
+        ));
+    }
+    columns
+        .iter()
+        .map(|(column, field)| {
+            let value = record.get(field).unwrap_or(&crate::record::Value::Null);
+            coerce(value, column).map_err(|message| {
+                Error::record(
+                    Stage::Sink,
+                    Position::default().with_field(column.name.clone()),
+                    message,
+                )
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_driver_parameters_and_take_ferrys_own() {
+        let e = DbEndpoint::parse("postgresql://u:p%40ss@h/db?sslmode=require&table=my%20table")
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.table.as_deref(), Some("my table"));
+        assert_eq!(e.connection(), "postgresql://u:p%40ss@h/db?sslmode=require");
+        assert!(!e.to_string().contains("p%40ss"), "{e}");
+        let q = DbEndpoint::parse("sqlite://a.db?query=SELECT * FROM t WHERE a=1 & b=2")
+            .unwrap()
+            .unwrap();
+        assert_eq!(q.query.as_deref(), Some("SELECT * FROM t WHERE a=1 & b=2"));
+        assert_eq!(q.connection(), "a.db");
+    }
+
+    #[test]
+    fn bare_paths_with_database_extensions_are_sqlite() {
+        let e = DbEndpoint::parse("out/app.sqlite3").unwrap().unwrap();
+        assert_eq!(
+            (e.database.name, e.connection()),
+            ("sqlite", "out/app.sqlite3")
+        );
+        assert!(DbEndpoint::parse("out.ndjson").unwrap().is_none());
+        assert!(DbEndpoint::parse("mysql://x/y").is_err());
+        assert!(DbEndpoint::parse("sqlite://a.db?table=t&query=SELECT 1").is_err());
+    }
+
+    #[test]
+    fn identifiers_are_quoted_with_doubled_quotes() {
+        assert_eq!(
+            quote_ident("a\"; DROP TABLE x; --"),
+            "\"a\"\"; DROP TABLE x; --\""
+        );
+    }
+}

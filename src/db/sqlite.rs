@@ -1,0 +1,562 @@
+//! SQLite as a source stage (rows of a table or query, typed by storage class and declared type) and a sink
+//! stage (prepared statements in one transaction, WAL journal, upserts for `--on-conflict`).
+//!
+//! SQLite has no exact decimal or timestamp type. Columns ferry creates for them are declared
+//! `DECIMAL_TEXT` (TEXT affinity, so `12345678901234567890.10` is kept digit for digit rather than rounded
+//! to a double by NUMERIC affinity) and `TIMESTAMP` (ISO 8601 text with its offset); on read, text in
+//! columns declared DATE, DATETIME/TIMESTAMP, JSON or DECIMAL/NUMERIC comes back as that type.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags};
+
+use super::{
+    loaded_columns, new_table_columns, quote_ident, record_cells, Cell, Column, ColumnKind,
+    ConnectOptions, Database, DbEndpoint, OnConflict, SinkOptions, TableSink, Tally,
+};
+use crate::error::{Error, Position, Result, Stage};
+use crate::format::Decoder;
+use crate::record::{Decimal, Record, Timestamp, Value};
+
+/// The SQLite database kind.
+pub static DATABASE: Database = Database {
+    name: "sqlite",
+    schemes: &["sqlite", "sqlite3"],
+    open_source,
+    open_sink,
+};
+
+fn sql_error(stage: Stage, path: &str, what: &str, e: rusqlite::Error) -> Error {
+    Error::data(
+        stage,
+        Position::default(),
+        format!("sqlite {path}: {what}: {e}"),
+    )
+}
+
+fn open_source(endpoint: &DbEndpoint, options: &ConnectOptions) -> Result<Box<dyn Decoder>> {
+    let path = endpoint.connection().to_owned();
+    if !Path::new(&path).exists() {
+        return Err(Error::usage(format!(
+            "sqlite database {path} does not exist"
+        )));
+    }
+    let sql = match (&endpoint.table, &endpoint.query) {
+        (_, Some(query)) => query.clone(),
+        (Some(table), None) => format!("SELECT * FROM {}", quote_ident(table)),
+        (None, None) => {
+            return Err(Error::usage(format!(
+                "{endpoint}: say what to read with ?table=NAME or ?query=SELECT…"
+            )))
+        }
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(&path, flags)
+        .map_err(|e| sql_error(Stage::Source, &path, "cannot open", e))?;
+    conn.busy_timeout(options.timeout)
+        .map_err(|e| sql_error(Stage::Source, &path, "cannot set the busy timeout", e))?;
+    // Checked here, so a bad table name or query is a usage error before any record moves.
+    conn.prepare(&sql)
+        .map_err(|e| Error::usage(format!("sqlite {path}: cannot read {sql:?}: {e}")))?;
+    let name = endpoint.to_string();
+    Ok(Box::new(crate::format::pushed_records(move |emit| {
+        if let Err(e) = stream_rows(&conn, &sql, emit) {
+            emit(Err(sql_error(Stage::Source, &name, "reading stopped", e)));
+        }
+    })))
+}
+
+fn stream_rows(
+    conn: &Connection,
+    sql: &str,
+    emit: &mut dyn FnMut(Result<Record>) -> bool,
+) -> rusqlite::Result<()> {
+    let mut statement = conn.prepare(sql)?;
+    let columns: Vec<(crate::record::Key, ReadHint)> = statement
+        .columns()
+        .iter()
+        .map(|c| {
+            (
+                c.name().into(),
+                ReadHint::from_declared(c.decl_type().unwrap_or("")),
+            )
+        })
+        .collect();
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let mut record = Record::with_capacity(columns.len());
+        for (i, (name, hint)) in columns.iter().enumerate() {
+            record.push_unchecked(name.clone(), hint.value(row.get_ref(i)?));
+        }
+        if !emit(Ok(record)) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// How a column's declared type refines the value SQLite stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadHint {
+    Plain,
+    Boolean,
+    Date,
+    Timestamp,
+    Json,
+    Decimal,
+}
+
+impl ReadHint {
+    fn from_declared(declared: &str) -> ReadHint {
+        match column_kind(declared) {
+            ColumnKind::Boolean => ReadHint::Boolean,
+            ColumnKind::Date => ReadHint::Date,
+            ColumnKind::Timestamp { .. } => ReadHint::Timestamp,
+            ColumnKind::Json { .. } => ReadHint::Json,
+            ColumnKind::Decimal => ReadHint::Decimal,
+            _ => ReadHint::Plain,
+        }
+    }
+
+    fn value(self, raw: ValueRef<'_>) -> Value {
+        match raw {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(n) if self == ReadHint::Boolean && (n == 0 || n == 1) => {
+                Value::Bool(n == 1)
+            }
+            ValueRef::Integer(n) => Value::Int(n),
+            ValueRef::Real(f) => Value::Float(f),
+            ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
+            ValueRef::Text(t) => self.text(&String::from_utf8_lossy(t)),
+        }
+    }
+
+    fn text(self, text: &str) -> Value {
+        let typed = match self {
+            ReadHint::Date => chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .map(Value::Date),
+            ReadHint::Timestamp => Timestamp::parse(text).map(Value::Timestamp),
+            ReadHint::Json => serde_json::from_str::<Value>(text).ok(),
+            ReadHint::Decimal => Decimal::parse(text).map(Value::Decimal),
+            ReadHint::Plain | ReadHint::Boolean => None,
+        };
+        typed.unwrap_or_else(|| Value::String(text.to_owned()))
+    }
+}
+
+/// The kind of a column from its declared type, following SQLite's affinity rules with ferry's refinements.
+fn column_kind(declared: &str) -> ColumnKind {
+    let d = declared.to_ascii_uppercase();
+    let has = |s: &str| d.contains(s);
+    if d.is_empty() || has("BLOB") {
+        ColumnKind::Any
+    } else if has("BOOL") {
+        ColumnKind::Boolean
+    } else if has("INT") {
+        ColumnKind::Integer { bits: 64 }
+    } else if has("DATETIME") || has("TIMESTAMP") {
+        ColumnKind::Timestamp { zoned: true }
+    } else if d.starts_with("DATE") {
+        ColumnKind::Date
+    } else if has("JSON") {
+        ColumnKind::Json { binary: false }
+    } else if has("DEC") || has("NUMERIC") || has("MONEY") {
+        ColumnKind::Decimal
+    } else if has("CHAR") || has("CLOB") || has("TEXT") {
+        ColumnKind::Text
+    } else if has("REAL") || has("FLOA") || has("DOUB") {
+        ColumnKind::Float { single: false }
+    } else {
+        ColumnKind::Any
+    }
+}
+
+/// The declared type ferry gives a new column.
+fn declared_type(kind: ColumnKind) -> &'static str {
+    match kind {
+        ColumnKind::Text | ColumnKind::Uuid => "TEXT",
+        ColumnKind::Integer { .. } => "INTEGER",
+        ColumnKind::Float { .. } => "REAL",
+        ColumnKind::Decimal => "DECIMAL_TEXT",
+        ColumnKind::Boolean => "BOOLEAN",
+        ColumnKind::Date => "DATE",
+        ColumnKind::Timestamp { .. } => "TIMESTAMP",
+        ColumnKind::Json { .. } | ColumnKind::TextArray => "JSON",
+        ColumnKind::Bytes => "BLOB",
+        ColumnKind::Any => "",
+    }
+}
+
+impl rusqlite::ToSql for Cell<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        use rusqlite::types::Value as Owned;
+        Ok(match self {
+            Cell::Null => ToSqlOutput::Owned(Owned::Null),
+            Cell::Bool(b) => ToSqlOutput::Owned(Owned::Integer(i64::from(*b))),
+            Cell::Int(n) => ToSqlOutput::Owned(Owned::Integer(*n)),
+            Cell::Float(f) => ToSqlOutput::Owned(Owned::Real(*f)),
+            Cell::Decimal(text) | Cell::Text(text) => {
+                ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes()))
+            }
+            Cell::Json(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+            Cell::Bytes(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+            Cell::Date(d) => ToSqlOutput::Owned(Owned::Text(d.format("%Y-%m-%d").to_string())),
+            Cell::Timestamp(t) => ToSqlOutput::Owned(Owned::Text(t.to_string())),
+            Cell::TextArray(items) => {
+                let values = items
+                    .iter()
+                    .map(|i| i.clone().map_or(Value::Null, Value::String))
+                    .collect();
+                ToSqlOutput::Owned(Owned::Text(super::column::json_text(&Value::Array(values))))
+            }
+            Cell::Uuid(bytes) => ToSqlOutput::Owned(Owned::Text(uuid_text(bytes))),
+        })
+    }
+}
+
+fn uuid_text(b: &[u8; 16]) -> String {
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<Box<dyn TableSink>> {
+    let path = PathBuf::from(endpoint.connection());
+    let name = endpoint.connection().to_owned();
+    let exists = path.exists();
+    if let Some(parent) = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+    {
+        return Err(Error::usage(format!(
+            "cannot create sqlite database {name}: folder {} does not exist",
+            parent.display()
+        )));
+    }
+    // A dry run never creates the file: a new database is simulated in memory.
+    let conn = if options.dry_run && !exists {
+        Connection::open_in_memory()
+    } else {
+        Connection::open(&path)
+    }
+    .map_err(|e| sql_error(Stage::Sink, &name, "cannot open", e))?;
+    let setup = || -> rusqlite::Result<()> {
+        conn.busy_timeout(options.connect.timeout)?;
+        if !options.dry_run {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch("BEGIN IMMEDIATE")
+    };
+    setup().map_err(|e| sql_error(Stage::Sink, &name, "cannot start a transaction", e))?;
+    let existing = table_columns(&conn, &options.table)
+        .map_err(|e| sql_error(Stage::Sink, &name, "cannot read the table's columns", e))?;
+    let mut key = options.key.clone();
+    if key.is_empty() {
+        key = primary_key(&conn, &options.table)
+            .map_err(|e| sql_error(Stage::Sink, &name, "cannot read the primary key", e))?;
+    }
+    if options.on_conflict != OnConflict::Error && key.is_empty() {
+        return Err(Error::usage(format!(
+            "--on-conflict {} needs a key: table {:?} has no primary key, so give --key COLUMN (or a template target key)",
+            options.on_conflict.name(),
+            options.table
+        )));
+    }
+    Ok(Box::new(SqliteSink {
+        conn: Some(conn),
+        name,
+        path,
+        created_file: !exists && !options.dry_run,
+        existing,
+        key,
+        options,
+        loaded: None,
+        tally: Tally::default(),
+        since_commit: 0,
+        finished: false,
+    }))
+}
+
+/// The columns of `table` (generated columns left out: they cannot be written), or `None` if it is missing.
+fn table_columns(conn: &Connection, table: &str) -> rusqlite::Result<Option<Vec<Column>>> {
+    let mut statement = conn.prepare(
+        "SELECT name, type, dflt_value IS NOT NULL, pk, hidden FROM pragma_table_xinfo(?1)",
+    )?;
+    let rows = statement.query_map([table], |row| {
+        let declared: String = row.get(1)?;
+        let has_default: bool = row.get(2)?;
+        let pk: i64 = row.get(3)?;
+        let hidden: i64 = row.get(4)?;
+        Ok((
+            Column {
+                name: row.get(0)?,
+                kind: column_kind(&declared),
+                has_default: has_default || (pk == 1 && declared.eq_ignore_ascii_case("INTEGER")),
+                type_name: if declared.is_empty() {
+                    "no type".into()
+                } else {
+                    declared
+                },
+            },
+            hidden,
+        ))
+    })?;
+    let mut columns = Vec::new();
+    for row in rows {
+        let (column, hidden) = row?;
+        if hidden == 0 {
+            columns.push(column);
+        }
+    }
+    Ok((!columns.is_empty()).then_some(columns))
+}
+
+fn primary_key(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut statement =
+        conn.prepare("SELECT name FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")?;
+    let names = statement.query_map([table], |row| row.get(0))?;
+    names.collect()
+}
+
+/// The statements a load runs, built once the loaded columns are known.
+struct Statements {
+    insert: String,
+    /// For overwrite and merge: the update run when the insert found the key taken.
+    update: Option<String>,
+}
+
+struct SqliteSink {
+    conn: Option<Connection>,
+    name: String,
+    path: PathBuf,
+    created_file: bool,
+    existing: Option<Vec<Column>>,
+    key: Vec<String>,
+    options: SinkOptions,
+    loaded: Option<(Vec<(Column, String)>, Statements)>,
+    tally: Tally,
+    since_commit: u64,
+    finished: bool,
+}
+
+impl SqliteSink {
+    fn conn(&self) -> &Connection {
+        // Only `Drop` takes the connection.
+        self.conn.as_ref().expect("connection is open until drop")
+    }
+
+    /// Creates the table if needed and prepares the statements, from the first record.
+    fn prepare(&mut self, first: Option<&Record>) -> Result<()> {
+        let table = self.options.table.clone();
+        let columns = match (self.existing.take(), first) {
+            (Some(existing), Some(first)) => loaded_columns(&table, existing, first)?,
+            (Some(_), None) => return Ok(()),
+            (None, _) => {
+                let columns = new_table_columns(&self.options, first);
+                if columns.is_empty() {
+                    return Ok(());
+                }
+                self.create_table(&columns)?;
+                columns
+                    .into_iter()
+                    .map(|c| {
+                        let f = c.name.clone();
+                        (c, f)
+                    })
+                    .collect()
+            }
+        };
+        let statements = self.statements(&columns);
+        self.conn()
+            .prepare_cached(&statements.insert)
+            .map_err(|e| self.fatal("cannot prepare the insert", e))?;
+        self.loaded = Some((columns, statements));
+        Ok(())
+    }
+
+    fn create_table(&mut self, columns: &[Column]) -> Result<()> {
+        let mut sql = format!("CREATE TABLE {} (", quote_ident(&self.options.table));
+        let defs: Vec<String> = columns
+            .iter()
+            .map(|c| {
+                format!("{} {}", quote_ident(&c.name), declared_type(c.kind))
+                    .trim_end()
+                    .to_owned()
+            })
+            .collect();
+        sql.push_str(&defs.join(", "));
+        if !self.key.is_empty() {
+            let key: Vec<String> = self.key.iter().map(|k| quote_ident(k)).collect();
+            sql.push_str(&format!(", PRIMARY KEY ({})", key.join(", ")));
+        }
+        sql.push(')');
+        self.conn()
+            .execute_batch(&sql)
+            .map_err(|e| self.fatal("cannot create the table", e))?;
+        self.tally.created_table = true;
+        Ok(())
+    }
+
+    fn statements(&self, columns: &[(Column, String)]) -> Statements {
+        let table = quote_ident(&self.options.table);
+        let names: Vec<String> = columns.iter().map(|(c, _)| quote_ident(&c.name)).collect();
+        let params: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+        let mut insert = format!(
+            "INSERT INTO {table} ({}) VALUES ({})",
+            names.join(", "),
+            params.join(", ")
+        );
+        if self.options.on_conflict != OnConflict::Error {
+            let key: Vec<String> = self.key.iter().map(|k| quote_ident(k)).collect();
+            insert.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", key.join(", ")));
+        }
+        let is_key = |c: &Column| self.key.iter().any(|k| k.eq_ignore_ascii_case(&c.name));
+        let update = matches!(self.options.on_conflict, OnConflict::Overwrite | OnConflict::Merge).then(|| {
+            let merge = self.options.on_conflict == OnConflict::Merge;
+            let sets: Vec<String> = columns
+                .iter()
+                .enumerate()
+                .filter(|(_, (c, _))| !is_key(c))
+                .map(|(i, (c, _))| {
+                    let (col, p) = (quote_ident(&c.name), format!("?{}", i + 1));
+                    match (merge, c.kind) {
+                        (false, _) => format!("{col} = {p}"),
+                        (true, ColumnKind::Json { .. }) => format!(
+                            "{col} = CASE WHEN json_type({col}) = 'object' AND json_type({p}) = 'object' \
+                             THEN json_patch({col}, {p}) ELSE COALESCE({p}, {col}) END"
+                        ),
+                        (true, _) => format!("{col} = COALESCE({p}, {col})"),
+                    }
+                })
+                .collect();
+            let wheres: Vec<String> = columns
+                .iter()
+                .enumerate()
+                .filter(|(_, (c, _))| is_key(c))
+                .map(|(i, (c, _))| format!("{} IS ?{}", quote_ident(&c.name), i + 1))
+                .collect();
+            if sets.is_empty() {
+                // Nothing but the key is loaded: the row is already what the record says.
+                format!("SELECT 1 FROM {table} WHERE {}", wheres.join(" AND "))
+            } else {
+                format!("UPDATE {table} SET {} WHERE {}", sets.join(", "), wheres.join(" AND "))
+            }
+        });
+        Statements { insert, update }
+    }
+
+    fn fatal(&self, what: &str, e: rusqlite::Error) -> Error {
+        sql_error(Stage::Sink, &self.name, what, e)
+    }
+
+    /// Runs one statement for a record: constraint failures are the record's error, anything else is fatal.
+    fn run(&self, sql: &str, cells: &[Cell<'_>]) -> Result<usize> {
+        let mut statement = self
+            .conn()
+            .prepare_cached(sql)
+            .map_err(|e| self.fatal("cannot prepare", e))?;
+        statement
+            .execute(rusqlite::params_from_iter(cells.iter()))
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ConstraintViolation)
+                | Some(rusqlite::ErrorCode::TypeMismatch) => Error::record(
+                    Stage::Sink,
+                    Position::default(),
+                    format!("table {:?} refused the row: {e}", self.options.table),
+                ),
+                _ => self.fatal("cannot write the row", e),
+            })
+    }
+}
+
+impl TableSink for SqliteSink {
+    fn write(&mut self, _number: u64, record: &Record) -> Result<()> {
+        if self.loaded.is_none() {
+            self.prepare(Some(record))?;
+        }
+        let Some((columns, statements)) = &self.loaded else {
+            return Err(Error::data(
+                Stage::Sink,
+                Position::default(),
+                "no columns to load (internal error)",
+            ));
+        };
+        let cells = record_cells(&self.options.table, columns, record)?;
+        let changed = self.run(&statements.insert, &cells)?;
+        self.since_commit += 1;
+        match (changed, &statements.update) {
+            (0, None) => self.tally.skipped += 1,
+            (0, Some(update)) => {
+                self.run(update, &cells)?;
+                self.tally.updated += 1;
+            }
+            _ => self.tally.inserted += 1,
+        }
+        Ok(())
+    }
+
+    fn end_batch(&mut self) -> Result<Vec<(u64, Error)>> {
+        Ok(Vec::new())
+    }
+
+    fn checkpoint(&mut self, through: u64) -> Result<Option<u64>> {
+        let due = self
+            .options
+            .commit_every
+            .is_some_and(|n| self.since_commit >= n);
+        if due && !self.options.dry_run {
+            self.conn()
+                .execute_batch("COMMIT; BEGIN IMMEDIATE")
+                .map_err(|e| self.fatal("cannot commit", e))?;
+            self.since_commit = 0;
+            self.tally.last_committed = Some(through);
+            return Ok(Some(through));
+        }
+        Ok(None)
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<Tally> {
+        if self.loaded.is_none() && !self.options.declared.is_empty() {
+            self.prepare(None)?;
+        }
+        let end = if self.options.dry_run {
+            "ROLLBACK"
+        } else {
+            "COMMIT"
+        };
+        self.conn()
+            .execute_batch(end)
+            .map_err(|e| self.fatal("cannot commit", e))?;
+        self.finished = true;
+        Ok(std::mem::take(&mut self.tally))
+    }
+}
+
+impl Drop for SqliteSink {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if self.finished {
+            return;
+        }
+        let _ = conn.execute_batch("ROLLBACK");
+        drop(conn);
+        // A database file this run created and did not finish is removed, journal files included.
+        if self.created_file {
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let mut p = self.path.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}

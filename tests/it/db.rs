@@ -1,0 +1,955 @@
+//! Databases as sources and sinks, against real SQLite files and a real throwaway PostgreSQL cluster
+//! (tests/it/pg.rs): round trips of every value type, conflicts, strict failures that leave the table as it
+//! was, dry runs, hostile identifiers, connection errors that never show a password.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value as Json;
+
+use crate::pg::{cluster, PASSWORD};
+use crate::support::{corpus, ferry};
+
+/// Runs ferry in `dir` with extra environment variables.
+fn ferry_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env("SOURCE_DATE_EPOCH", "1717243200")
+        .env_remove("FERRY_TEMPLATES")
+        .env_remove("DATABASE_URL");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("run ferry")
+}
+
+fn ok(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "ferry failed:\n{stderr}");
+    stderr
+}
+
+fn failed(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected a failed run:\n{stderr}"
+    );
+    stderr
+}
+
+fn ndjson(path: &Path) -> Vec<Json> {
+    fs::read_to_string(path)
+        .expect("read output")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+fn report(path: &Path) -> Json {
+    serde_json::from_slice(&fs::read(path).expect("report")).expect("report json")
+}
+
+/// A URL with `?table=` appended.
+fn table_url(url: &str, table: &str) -> String {
+    format!(
+        "{url}?table={}",
+        table
+            .replace('%', "%25")
+            .replace(' ', "%20")
+            .replace('"', "%22")
+            .replace(';', "%3B")
+    )
+}
+
+const TYPES_TEMPLATE: &str = "name: every-type
+version: '1'
+target: {table: things, key: [id]}
+fields:
+  - {name: id, type: integer, required: true}
+  - {name: label, type: string}
+  - {name: ratio, type: number}
+  - {name: amount, type: decimal}
+  - {name: active, type: boolean}
+  - {name: born, type: date}
+  - {name: seen, type: datetime}
+  - {name: tags, type: array}
+  - {name: meta, type: object}
+  - {name: blob, type: bytes}
+";
+
+const TYPES_INPUT: &str = r#"{"id":1,"label":"Grüße, 世界 🚀\nline two\ttab \"quoted\"","ratio":0.1,"amount":"12345678901234567890.000000000001","active":true,"born":"1999-12-31","seen":"2024-06-01T12:30:45.123456+02:00","tags":["a","b c",""],"meta":{"k":[1,{"deep":null}],"n":1.5},"blob":"AAEC/w=="}
+{"id":2,"label":"","ratio":-1e-7,"amount":"-0.10","active":false,"born":"2024-02-29","seen":"2024-01-01T00:00:00Z","tags":[],"meta":{},"blob":""}
+{"id":3,"label":null,"ratio":null,"amount":null,"active":null,"born":null,"seen":null,"tags":null,"meta":null,"blob":null}
+"#;
+
+/// Timestamps compared as instants: PostgreSQL's timestamptz keeps the instant, not the offset written.
+fn same_records(expected: &[Json], actual: &[Json]) {
+    assert_eq!(expected.len(), actual.len());
+    for (e, a) in expected.iter().zip(actual) {
+        for (key, ev) in e.as_object().expect("object") {
+            let av = &a[key];
+            if key == "seen" && !ev.is_null() {
+                let parse = |v: &Json| {
+                    chrono::DateTime::parse_from_rfc3339(v.as_str().expect("text"))
+                        .expect("rfc3339")
+                };
+                assert_eq!(parse(ev), parse(av), "{key} in {e}");
+            } else {
+                assert_eq!(ev, av, "field {key} of {e}\n got {a}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_value_type_survives_file_to_sqlite_to_postgres_to_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("types.yaml"), TYPES_TEMPLATE).unwrap();
+    fs::write(d.join("in.ndjson"), TYPES_INPUT).unwrap();
+    ok(&ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "in.ndjson",
+            "--template",
+            "types.yaml",
+            "--to",
+            "mapped.ndjson",
+        ],
+    ));
+    ok(&ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "in.ndjson",
+            "--template",
+            "types.yaml",
+            "--to",
+            "sqlite://app.db",
+        ],
+    ));
+    ok(&ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "sqlite://app.db?table=things",
+            "--to",
+            "from-sqlite.ndjson",
+        ],
+    ));
+    let mapped = ndjson(&d.join("mapped.ndjson"));
+    // SQLite keeps everything exactly, offsets included.
+    assert_eq!(mapped, ndjson(&d.join("from-sqlite.ndjson")));
+
+    let pg = cluster().fresh_database("types");
+    ok(&ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "sqlite://app.db?table=things",
+            "--template",
+            "types.yaml",
+            "--to",
+            &pg,
+        ],
+    ));
+    let columns = cluster().psql(
+        &pg,
+        "SELECT string_agg(column_name || ' ' || data_type, ', ' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_name = 'things'",
+    );
+    assert_eq!(
+        columns,
+        "id bigint, label text, ratio double precision, amount numeric, active boolean, born date, \
+         seen timestamp with time zone, tags jsonb, meta jsonb, blob bytea"
+    );
+    assert_eq!(
+        cluster().psql(&pg, "SELECT amount::text FROM things WHERE id = 1"),
+        "12345678901234567890.000000000001"
+    );
+    assert_eq!(
+        cluster().psql(&pg, "SELECT count(*) FROM things WHERE label = ''"),
+        "1"
+    );
+    assert_eq!(
+        cluster().psql(&pg, "SELECT count(*) FROM things WHERE label IS NULL"),
+        "1"
+    );
+    assert_eq!(
+        cluster().psql(&pg, "SELECT encode(blob, 'hex') FROM things WHERE id = 1"),
+        "000102ff"
+    );
+
+    ok(&ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            &table_url(&pg, "things"),
+            "--to",
+            "from-pg.ndjson",
+        ],
+    ));
+    same_records(&mapped, &ndjson(&d.join("from-pg.ndjson")));
+    // And a query, back into SQLite: types still exact.
+    let query = format!("{pg}?query=SELECT * FROM things WHERE id >= 2 ORDER BY id");
+    ok(&ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            &query,
+            "--to",
+            "sqlite://back.db?table=things",
+        ],
+    ));
+    ok(&ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "sqlite://back.db?table=things",
+            "--to",
+            "back.ndjson",
+        ],
+    ));
+    same_records(&mapped[1..], &ndjson(&d.join("back.ndjson")));
+}
+
+/// Loads `input` (NDJSON with id/title/meta) with a conflict mode, returns the table as sorted JSON rows.
+fn load_with_conflict(d: &Path, target: &str, mode: &str, input: &str) -> (Output, Json) {
+    fs::write(d.join("batch.ndjson"), input).unwrap();
+    let out = ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "batch.ndjson",
+            "--to",
+            target,
+            "--key",
+            "id",
+            "--on-conflict",
+            mode,
+            "--report",
+            "r.json",
+        ],
+    );
+    let r = if out.status.success() {
+        report(&d.join("r.json"))
+    } else {
+        Json::Null
+    };
+    (out, r)
+}
+
+fn conflict_modes_on(target: &str, d: &Path, read_back: &dyn Fn() -> Vec<Json>) {
+    let first = "{\"id\":1,\"title\":\"one\",\"note\":\"keep\",\"meta\":{\"a\":1,\"b\":1}}\n{\"id\":2,\"title\":\"two\",\"note\":\"n2\",\"meta\":{\"a\":2}}\n";
+    let (out, _) = load_with_conflict(d, target, "error", first);
+    ok(&out);
+    let second = "{\"id\":2,\"title\":\"TWO\",\"note\":null,\"meta\":{\"b\":3}}\n{\"id\":3,\"title\":\"three\",\"note\":\"n3\",\"meta\":null}\n";
+
+    // error: the duplicate is rejected with the database's message; the run fails under strict.
+    let (out, _) = load_with_conflict(d, target, "error", second);
+    let stderr = failed(&out);
+    assert!(
+        stderr.contains("record 1") && stderr.to_lowercase().contains("unique")
+            || stderr.contains("duplicate key"),
+        "{stderr}"
+    );
+    assert_eq!(
+        read_back().len(),
+        2,
+        "a failed strict run must leave the table as it was"
+    );
+
+    // skip: the existing row stays.
+    let (out, r) = load_with_conflict(d, target, "skip", second);
+    ok(&out);
+    assert_eq!(
+        (
+            r["inserted"].as_u64(),
+            r["updated"].as_u64(),
+            r["skipped"].as_u64()
+        ),
+        (Some(1), Some(0), Some(1))
+    );
+    assert_eq!(r["read"], 2);
+    let rows = read_back();
+    assert_eq!(rows[1]["title"], "two");
+    assert_eq!(rows.len(), 3);
+
+    // overwrite: the record replaces the loaded columns, nulls included.
+    let third = "{\"id\":2,\"title\":\"TWO\",\"note\":null,\"meta\":{\"b\":3}}\n{\"id\":4,\"title\":\"four\",\"note\":null,\"meta\":null}\n";
+    let (out, r) = load_with_conflict(d, target, "overwrite", third);
+    ok(&out);
+    assert_eq!(
+        (
+            r["inserted"].as_u64(),
+            r["updated"].as_u64(),
+            r["skipped"].as_u64()
+        ),
+        (Some(1), Some(1), Some(0))
+    );
+    let rows = read_back();
+    assert_eq!(
+        (rows[1]["title"].clone(), rows[1]["note"].clone()),
+        (Json::from("TWO"), Json::Null)
+    );
+
+    // merge: only non-null values overwrite; objects are merged key by key.
+    let fourth = "{\"id\":1,\"title\":\"ONE\",\"note\":null,\"meta\":{\"b\":2,\"c\":3}}\n";
+    let (out, r) = load_with_conflict(d, target, "merge", fourth);
+    ok(&out);
+    assert_eq!(
+        (r["inserted"].as_u64(), r["updated"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let rows = read_back();
+    assert_eq!(rows[0]["title"], "ONE");
+    assert_eq!(
+        rows[0]["note"], "keep",
+        "a null in merge must not overwrite"
+    );
+    assert_eq!(rows[0]["meta"], serde_json::json!({"a": 1, "b": 2, "c": 3}));
+    assert_eq!(rows.len(), 4);
+}
+
+#[test]
+fn conflict_modes_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    let pg = cluster().fresh_database("conflicts");
+    let target = table_url(&pg, "items");
+    let read = {
+        let (d, target) = (d.clone(), target.clone());
+        move || {
+            ok(&ferry(
+                &d,
+                &[
+                    "convert",
+                    "--in",
+                    &format!("{pg}?query=SELECT * FROM items ORDER BY id"),
+                    "--to",
+                    "back.ndjson",
+                ],
+            ));
+            let _ = &target;
+            ndjson(&d.join("back.ndjson"))
+        }
+    };
+    conflict_modes_on(&target, &d, &read);
+}
+
+#[test]
+fn conflict_modes_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    let target = "sqlite://app.db?table=items".to_owned();
+    let read = {
+        let d = d.clone();
+        move || {
+            ok(&ferry(
+                &d,
+                &[
+                    "convert",
+                    "--in",
+                    "sqlite://app.db?query=SELECT * FROM items ORDER BY id",
+                    "--to",
+                    "back.ndjson",
+                ],
+            ));
+            ndjson(&d.join("back.ndjson"))
+        }
+    };
+    conflict_modes_on(&target, &d, &read);
+}
+
+/// 5,000 records whose record 3,500 does not fit the integer column.
+fn numbers_with_a_bad_one() -> String {
+    (1..=5000)
+        .map(|i| {
+            if i == 3500 {
+                format!("{{\"id\":{i},\"n\":\"not a number\"}}\n")
+            } else {
+                format!("{{\"id\":{i},\"n\":{}}}\n", i * 2)
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_strict_failure_midway_leaves_either_table_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("seed.ndjson"), "{\"id\":-1,\"n\":7}\n").unwrap();
+    fs::write(d.join("big.ndjson"), numbers_with_a_bad_one()).unwrap();
+    let pg = cluster().fresh_database("strict");
+    for target in [
+        table_url(&pg, "nums"),
+        "sqlite://s.db?table=nums".to_owned(),
+    ] {
+        ok(&ferry(
+            d,
+            &["convert", "--in", "seed.ndjson", "--to", &target],
+        ));
+        let out = ferry(
+            d,
+            &[
+                "convert",
+                "--in",
+                "big.ndjson",
+                "--to",
+                &target,
+                "--batch-size",
+                "100",
+            ],
+        );
+        let stderr = failed(&out);
+        assert!(
+            stderr.contains("record 3500")
+                && stderr.contains("\"n\"")
+                && stderr.contains("not a number"),
+            "{stderr}"
+        );
+        let source = if target.starts_with("sqlite") {
+            "sqlite://s.db?table=nums".to_owned()
+        } else {
+            target.clone()
+        };
+        ok(&ferry(
+            d,
+            &["convert", "--in", &source, "--to", "after.ndjson"],
+        ));
+        assert_eq!(
+            ndjson(&d.join("after.ndjson")),
+            vec![serde_json::json!({"id": -1, "n": 7})],
+            "{target}"
+        );
+        // Lenient: the bad record goes to the rejects file, the 4,999 others load.
+        let out = ferry(
+            d,
+            &[
+                "convert",
+                "--in",
+                "big.ndjson",
+                "--to",
+                &target,
+                "--on-error",
+                "lenient",
+                "--rejects",
+                "bad.ndjson",
+            ],
+        );
+        ok(&out);
+        let rejects = fs::read_to_string(d.join("bad.ndjson")).unwrap();
+        assert_eq!(rejects.lines().count(), 1);
+        assert!(rejects.contains("\"record\":3500"), "{rejects}");
+        ok(&ferry(
+            d,
+            &["convert", "--in", &source, "--to", "after.ndjson"],
+        ));
+        assert_eq!(ndjson(&d.join("after.ndjson")).len(), 5000);
+    }
+    // A new SQLite file from a failed run is not left behind.
+    let out = ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "big.ndjson",
+            "--to",
+            "sqlite://new.db?table=nums",
+        ],
+    );
+    failed(&out);
+    assert!(!d.join("new.db").exists());
+}
+
+#[test]
+fn rows_the_server_refuses_are_found_and_rejected_with_its_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pg = cluster().fresh_database("bisect");
+    cluster().psql(&pg, "CREATE TABLE scores (id int PRIMARY KEY, score int NOT NULL CHECK (score >= 0), name text)");
+    let input: String = (1..=1000)
+        .map(|i| match i {
+            17 | 500 | 999 => format!("{{\"id\":{i},\"score\":-{i},\"name\":\"bad\"}}\n"),
+            640 => format!("{{\"id\":{i},\"score\":null,\"name\":\"no score\"}}\n"),
+            _ => format!("{{\"id\":{i},\"score\":{i},\"name\":\"ok\"}}\n"),
+        })
+        .collect();
+    fs::write(d.join("scores.ndjson"), input).unwrap();
+    let target = table_url(&pg, "scores");
+    let out = ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "scores.ndjson",
+            "--to",
+            &target,
+            "--on-error",
+            "lenient",
+            "--report",
+            "r.json",
+        ],
+    );
+    let stderr = ok(&out);
+    let r = report(&d.join("r.json"));
+    assert_eq!(
+        (
+            r["read"].as_u64(),
+            r["written"].as_u64(),
+            r["rejected"].as_u64()
+        ),
+        (Some(1000), Some(996), Some(4))
+    );
+    assert!(stderr.contains("scores_score_check"), "{stderr}");
+    assert!(
+        stderr.contains("not-null") || stderr.contains("null value"),
+        "{stderr}"
+    );
+    let rejects = fs::read_to_string(d.join("scores.rejects.ndjson")).unwrap();
+    let numbers: Vec<u64> = rejects
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Json>(l).unwrap()["record"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(numbers, vec![17, 500, 640, 999]);
+    assert_eq!(cluster().psql(&pg, "SELECT count(*) FROM scores"), "996");
+}
+
+#[test]
+fn a_dry_run_reports_what_a_real_run_does_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pg = cluster().fresh_database("dryrun");
+    let samples = crate::support::root().join("samples").join("legacy.csv");
+    let samples = samples.to_str().unwrap();
+    for target in [pg.clone(), "sqlite://dry.db".to_owned()] {
+        let args = |extra: &[&'static str]| -> Vec<String> {
+            let mut a: Vec<String> = [
+                "convert",
+                "--in",
+                samples,
+                "--template",
+                "std-context",
+                "--to",
+                &target,
+                "--report",
+                "r.json",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            a.extend(extra.iter().map(|s| s.to_string()));
+            a
+        };
+        let run = |extra: &[&'static str]| {
+            let a = args(extra);
+            let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+            let out = ferry(d, &refs);
+            ok(&out);
+            report(&d.join("r.json"))
+        };
+        let counts = |r: &Json| {
+            [
+                "read", "written", "rejected", "filtered", "skipped", "inserted", "updated",
+            ]
+            .map(|k| r[k].as_u64())
+        };
+        let dry = run(&["--dry-run"]);
+        assert_eq!(dry["created_table"], true);
+        if target.starts_with("sqlite") {
+            assert!(
+                !d.join("dry.db").exists(),
+                "a dry run must not create the database file"
+            );
+        } else {
+            assert_eq!(
+                cluster().psql(&pg, "SELECT to_regclass('contexts') IS NULL"),
+                "t"
+            );
+        }
+        let real = run(&[]);
+        assert_eq!(counts(&dry), counts(&real), "{target}");
+        assert_eq!(real["inserted"], 6);
+        // Again, with conflicts: a dry run of skip and merge counts them without touching the rows.
+        let dry = run(&["--dry-run", "--on-conflict", "skip"]);
+        assert_eq!(
+            (dry["skipped"].as_u64(), dry["inserted"].as_u64()),
+            (Some(6), Some(0))
+        );
+        let dry = run(&["--dry-run", "--on-conflict", "merge"]);
+        let real = run(&["--on-conflict", "merge"]);
+        assert_eq!(counts(&dry), counts(&real));
+        assert_eq!(real["updated"], 6);
+    }
+}
+
+#[test]
+fn hostile_identifiers_are_quoted_and_cannot_inject_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pg = cluster().fresh_database("idents");
+    let table = "we\"ird; DROP TABLE victim; --";
+    fs::write(
+        d.join("in.ndjson"),
+        "{\"select\":1,\"a b\":\"x\",\"q\\\"uote\":\"y\",\"Mixed Case\":true,\"x'); DROP TABLE victim; --\":2}\n",
+    )
+    .unwrap();
+    cluster().psql(&pg, "CREATE TABLE victim (id int)");
+    for target in [table_url(&pg, table), table_url("sqlite://odd.db", table)] {
+        ok(&ferry(
+            d,
+            &[
+                "convert",
+                "--in",
+                "in.ndjson",
+                "--to",
+                &target,
+                "--key",
+                "select",
+                "--on-conflict",
+                "merge",
+            ],
+        ));
+        ok(&ferry(
+            d,
+            &[
+                "convert",
+                "--in",
+                "in.ndjson",
+                "--to",
+                &target,
+                "--key",
+                "select",
+                "--on-conflict",
+                "overwrite",
+            ],
+        ));
+        let source = target.clone();
+        ok(&ferry(
+            d,
+            &["convert", "--in", &source, "--to", "back.ndjson"],
+        ));
+        assert_eq!(ndjson(&d.join("back.ndjson")), ndjson(&d.join("in.ndjson")));
+    }
+    assert_eq!(
+        cluster().psql(&pg, "SELECT to_regclass('victim') IS NOT NULL"),
+        "t"
+    );
+}
+
+#[test]
+fn values_that_do_not_fit_an_existing_table_name_record_column_value_and_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pg = cluster().fresh_database("coerce");
+    cluster().psql(
+        &pg,
+        "CREATE TABLE t (id smallint, at date, flag boolean, extra text DEFAULT 'd')",
+    );
+    fs::write(
+        d.join("in.csv"),
+        "id,at,flag\n1,2024-01-02,yes\n70000,2024-01-02,no\n3,2024-13-01,true\n4,2024-01-04,maybe\n5,2024-01-05,0\n",
+    )
+    .unwrap();
+    let out = ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "in.csv",
+            "--to",
+            &table_url(&pg, "t"),
+            "--on-error",
+            "lenient",
+        ],
+    );
+    let stderr = ok(&out);
+    assert!(
+        stderr.contains("record 2")
+            && stderr.contains("\"70000\"")
+            && stderr.contains("\"id\" (smallint)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("record 3") && stderr.contains("\"at\" (date)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("record 4") && stderr.contains("\"flag\" (boolean)"),
+        "{stderr}"
+    );
+    assert_eq!(
+        cluster().psql(
+            &pg,
+            "SELECT string_agg(id || ':' || flag || ':' || extra, ',' ORDER BY id) FROM t"
+        ),
+        "1:true:d,5:false:d"
+    );
+    // A field the table has no column for stops the run before anything is written.
+    fs::write(d.join("extra.csv"), "id,nope\n1,2\n").unwrap();
+    let stderr = failed(&ferry(
+        d,
+        &["convert", "--in", "extra.csv", "--to", &table_url(&pg, "t")],
+    ));
+    assert!(
+        stderr.contains("\"nope\"") && stderr.contains("no column"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn connections_fail_clearly_and_never_show_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("in.ndjson"), "{\"id\":1}\n").unwrap();
+    // Nothing listens on a port we bound and released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://ferry:{PASSWORD}@127.0.0.1:{port}/x?table=t");
+    let out = ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "in.ndjson",
+            "--to",
+            &url,
+            "--connect-retries",
+            "1",
+            "--report",
+            "r.json",
+        ],
+    );
+    let stderr = failed(&out);
+    assert!(
+        stderr.contains(&format!("cannot connect to postgres at 127.0.0.1:{port}"))
+            && stderr.contains("is the server running?"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("warning: a password in a URL"), "{stderr}");
+    let r = fs::read_to_string(d.join("r.json")).unwrap();
+    assert!(
+        !stderr.contains(PASSWORD) && !r.contains(PASSWORD),
+        "password leaked:\n{stderr}\n{r}"
+    );
+    // A wrong password is refused, not retried, and not shown.
+    let wrong = cluster().url("postgres").replace(PASSWORD, "wrong-pw-123");
+    let out = ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "in.ndjson",
+            "--to",
+            &table_url(&wrong, "t"),
+        ],
+    );
+    let stderr = failed(&out);
+    assert!(
+        stderr.contains("refused the connection") && !stderr.contains("wrong-pw-123"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bare_postgres_uses_database_url_and_pg_variables_with_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("in.ndjson"), "{\"id\":1,\"v\":\"a\"}\n").unwrap();
+    let pg = cluster().fresh_database("envurl");
+    let without_password = pg.replace(&format!(":{PASSWORD}@"), "@");
+    let tls = format!("{without_password}?sslmode=require");
+    let out = ferry_env(
+        d,
+        &[
+            "convert",
+            "--in",
+            "in.ndjson",
+            "--to",
+            "postgres",
+            "--table",
+            "t",
+        ],
+        &[("DATABASE_URL", &tls), ("PGPASSWORD", PASSWORD)],
+    );
+    let stderr = ok(&out);
+    assert!(
+        !stderr.contains("warning") && !stderr.contains(PASSWORD),
+        "{stderr}"
+    );
+    assert_eq!(cluster().psql(&pg, "SELECT v FROM t"), "a");
+    // libpq variables alone.
+    let port = cluster().port.to_string();
+    let db = pg.rsplit('/').next().unwrap();
+    let out = ferry_env(
+        d,
+        &[
+            "convert",
+            "--in",
+            "postgres",
+            "--to",
+            "-",
+            "--to-format",
+            "ndjson",
+            "--quiet",
+        ],
+        &[
+            ("PGHOST", "127.0.0.1"),
+            ("PGPORT", &port),
+            ("PGUSER", "ferry"),
+            ("PGPASSWORD", PASSWORD),
+            ("PGDATABASE", db),
+        ],
+    );
+    // No table or query: a usage error saying how to name one.
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ferry_env(
+        d,
+        &[
+            "convert",
+            "--in",
+            "postgres",
+            "--to",
+            "-",
+            "--to-format",
+            "ndjson",
+            "--quiet",
+        ],
+        &[
+            (
+                "DATABASE_URL",
+                &format!("{without_password}?query=SELECT v FROM t"),
+            ),
+            ("PGPASSWORD", PASSWORD),
+        ],
+    );
+    ok(&out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "{\"v\":\"a\"}\n");
+}
+
+#[test]
+fn commit_every_leaves_committed_batches_and_resume_finishes_the_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("big.ndjson"), numbers_with_a_bad_one()).unwrap();
+    let pg = cluster().fresh_database("resume");
+    let target = table_url(&pg, "nums");
+    let out = ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "big.ndjson",
+            "--to",
+            &target,
+            "--batch-size",
+            "500",
+            "--commit-every",
+            "1000",
+        ],
+    );
+    let stderr = failed(&out);
+    assert!(stderr.contains("rerun with --resume 3000"), "{stderr}");
+    assert_eq!(cluster().psql(&pg, "SELECT count(*) FROM nums"), "3000");
+    // Fix the bad record, then resume: nothing duplicated, nothing lost.
+    let fixed = numbers_with_a_bad_one().replace("\"not a number\"", "7000");
+    fs::write(d.join("big.ndjson"), fixed).unwrap();
+    let out = ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "big.ndjson",
+            "--to",
+            &target,
+            "--resume",
+            "3000",
+            "--report",
+            "r.json",
+        ],
+    );
+    ok(&out);
+    let r = report(&d.join("r.json"));
+    assert_eq!(
+        (r["skipped"].as_u64(), r["inserted"].as_u64()),
+        (Some(3000), Some(2000))
+    );
+    assert_eq!(
+        cluster().psql(&pg, "SELECT count(*), count(DISTINCT id), sum(n) FROM nums"),
+        "5000|5000|25005000"
+    );
+}
+
+#[test]
+fn chinook_tracks_go_from_sqlite_to_ndjson_to_postgres() {
+    let Some(chinook) = corpus("sqlite-chinook") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = chinook.join("Chinook_Sqlite.sqlite");
+    let source = format!("sqlite://{}?table=Track", db.display());
+    ok(&ferry(
+        d,
+        &["convert", "--in", &source, "--to", "tracks.ndjson"],
+    ));
+    let tracks = ndjson(&d.join("tracks.ndjson"));
+    assert_eq!(tracks.len(), 3503);
+    assert_eq!(tracks[0]["Name"], "For Those About To Rock (We Salute You)");
+    let pg = cluster().fresh_database("chinook");
+    ok(&ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "tracks.ndjson",
+            "--to",
+            &table_url(&pg, "Track"),
+            "--key",
+            "TrackId",
+        ],
+    ));
+    assert_eq!(
+        cluster().psql(
+            &pg,
+            "SELECT count(*), sum(\"Milliseconds\"), count(\"Composer\") FROM \"Track\""
+        ),
+        "3503|1378778040|2526"
+    );
+    ok(&ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            &format!("{pg}?query=SELECT * FROM \"Track\" ORDER BY \"TrackId\""),
+            "--to",
+            "back.ndjson",
+        ],
+    ));
+    assert_eq!(ndjson(&d.join("back.ndjson")), tracks);
+}
