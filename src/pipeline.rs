@@ -287,6 +287,22 @@ fn sink_options(
     } else {
         job.key.clone()
     };
+    // Column kinds: the template's declared types, else the schema's property types.
+    let schema_kinds: Vec<(String, ColumnKind)> = stages
+        .schema
+        .as_ref()
+        .map(|s| {
+            s.property_types()
+                .iter()
+                .map(|p| {
+                    (
+                        p.name.clone(),
+                        ColumnKind::for_json_type(&p.json_type, p.format.as_deref()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let declared = stages
         .template
         .as_ref()
@@ -299,6 +315,7 @@ fn sink_options(
     Ok(SinkOptions {
         table,
         declared,
+        schema_kinds,
         key,
         on_conflict: job.on_conflict,
         dry_run: job.dry_run || job.validate_only,

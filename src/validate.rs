@@ -15,6 +15,18 @@ use crate::record::{Record, Value};
 pub struct SchemaValidator {
     name: String,
     validator: jsonschema::Validator<RecordJson>,
+    properties: Vec<PropertyType>,
+}
+
+/// What a schema says about one top-level property's type (used when a database table is created).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PropertyType {
+    /// The property.
+    pub name: String,
+    /// Its JSON type (`string`, `integer`, …); the first non-null one of a type list.
+    pub json_type: String,
+    /// Its `format` (`date`, `date-time`, …), if any.
+    pub format: Option<String>,
 }
 
 impl std::fmt::Debug for SchemaValidator {
@@ -33,7 +45,13 @@ impl SchemaValidator {
         Ok(SchemaValidator {
             name: name.to_owned(),
             validator,
+            properties: property_types(schema),
         })
+    }
+
+    /// The top-level properties whose type the schema states.
+    pub fn property_types(&self) -> &[PropertyType] {
+        &self.properties
     }
 
     /// Reads and compiles a schema file.
@@ -596,6 +614,33 @@ fn json_number_text(text: &str) -> Option<Cow<'_, str>> {
     normal.push(sign.unwrap_or('+'));
     normal.push_str(text.get(digits_at..)?);
     Some(Cow::Owned(normal))
+}
+
+/// The stated types of a schema's top-level properties.
+fn property_types(schema: &Json) -> Vec<PropertyType> {
+    let Some(properties) = schema.get("properties").and_then(Json::as_object) else {
+        return Vec::new();
+    };
+    properties
+        .iter()
+        .filter_map(|(name, spec)| {
+            let json_type = match spec.get("type")? {
+                Json::String(t) => t.clone(),
+                Json::Array(types) => types
+                    .iter()
+                    .filter_map(Json::as_str)
+                    .find(|t| *t != "null")?
+                    .to_owned(),
+                _ => return None,
+            };
+            let format = spec.get("format").and_then(Json::as_str).map(str::to_owned);
+            Some(PropertyType {
+                name: name.clone(),
+                json_type,
+                format,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -66,6 +66,20 @@ impl ColumnKind {
         }
     }
 
+    /// The kind a JSON Schema property's type (and `format`) asks for.
+    pub fn for_json_type(json_type: &str, format: Option<&str>) -> ColumnKind {
+        match (json_type, format) {
+            ("integer", _) => ColumnKind::Integer { bits: 64 },
+            ("number", _) => ColumnKind::Float { single: false },
+            ("boolean", _) => ColumnKind::Boolean,
+            ("array" | "object", _) => ColumnKind::Json { binary: true },
+            ("string", Some("date-time")) => ColumnKind::Timestamp { zoned: true },
+            ("string", Some("date")) => ColumnKind::Date,
+            ("string", Some("uuid")) => ColumnKind::Uuid,
+            _ => ColumnKind::Text,
+        }
+    }
+
     /// The kind for a value when nothing declares one (a new table without a template).
     pub fn for_value(value: &Value) -> ColumnKind {
         match value {
@@ -412,10 +426,7 @@ mod tests {
     #[test]
     fn uuids_dates_and_booleans_parse_from_text() {
         let text = Value::String("123e4567-e89b-12d3-a456-426614174000".into());
-        let parsed = coerce(
-            &text,
-            &col(ColumnKind::Uuid),
-        );
+        let parsed = coerce(&text, &col(ColumnKind::Uuid));
         assert!(matches!(parsed, Ok(Cell::Uuid(b)) if b[0] == 0x12 && b[15] == 0x00));
         assert!(coerce(&Value::String("2024-02-30".into()), &col(ColumnKind::Date)).is_err());
         assert_eq!(

@@ -91,6 +91,8 @@ pub struct SinkOptions {
     pub table: String,
     /// Declared fields in order (from the template), with their column kinds when declared.
     pub declared: Vec<(String, Option<ColumnKind>)>,
+    /// Kinds a JSON Schema gives its properties: used for fields the template does not type.
+    pub schema_kinds: Vec<(String, ColumnKind)>,
     /// The key columns (primary key of a new table, conflict target on load).
     pub key: Vec<String>,
     /// Duplicate-key handling.
@@ -343,35 +345,41 @@ pub(crate) fn with_retries<T, E>(
     }
 }
 
-/// The columns of a table ferry creates: the template's fields in order (kinds it does not declare are
-/// taken from the first record's values), then any other field of the first record.
+/// The columns of a table ferry creates: the template's fields in order, then the first record's other
+/// fields, then the schema's other properties. A kind the template does not declare comes from the schema,
+/// else from the first record's value.
 pub(crate) fn new_table_columns(options: &SinkOptions, first: Option<&Record>) -> Vec<Column> {
-    let value_kind = |name: &str| {
-        first
-            .and_then(|r| r.get(name))
-            .map_or(ColumnKind::Text, ColumnKind::for_value)
+    let kind_of = |name: &str, declared: Option<ColumnKind>| {
+        declared
+            .or_else(|| {
+                options
+                    .schema_kinds
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, k)| *k)
+            })
+            .or_else(|| first.and_then(|r| r.get(name)).map(ColumnKind::for_value))
+            .unwrap_or(ColumnKind::Text)
     };
-    let mut columns: Vec<Column> = options
-        .declared
-        .iter()
-        .map(|(name, kind)| Column {
-            name: name.clone(),
+    let mut names: Vec<(String, Option<ColumnKind>)> = options.declared.clone();
+    let mut add = |name: &str| {
+        if !names.iter().any(|(n, _)| n == name) {
+            names.push((name.to_owned(), None));
+        }
+    };
+    first.into_iter().flat_map(|r| r.keys()).for_each(&mut add);
+    if options.declared.is_empty() {
+        options.schema_kinds.iter().for_each(|(n, _)| add(n));
+    }
+    names
+        .into_iter()
+        .map(|(name, declared)| Column {
+            kind: kind_of(&name, declared),
+            name,
             type_name: String::new(),
-            kind: kind.unwrap_or_else(|| value_kind(name)),
             has_default: false,
         })
-        .collect();
-    for (name, value) in first.into_iter().flat_map(|r| r.iter()) {
-        if !columns.iter().any(|c| c.name == **name) {
-            columns.push(Column {
-                name: name.to_string(),
-                type_name: String::new(),
-                kind: ColumnKind::for_value(value),
-                has_default: false,
-            });
-        }
-    }
-    columns
+        .collect()
 }
 
 /// The columns of an existing table that a load fills: those the first record has a field for (matched

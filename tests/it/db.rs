@@ -953,3 +953,37 @@ fn chinook_tracks_go_from_sqlite_to_ndjson_to_postgres() {
     ));
     assert_eq!(ndjson(&d.join("back.ndjson")), tracks);
 }
+
+#[test]
+fn without_a_template_a_schema_or_the_values_give_the_column_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(
+        d.join("s.json"),
+        r#"{"type":"object","properties":{"at":{"type":"string","format":"date-time"},"n":{"type":["null","integer"]},"tags":{"type":"array"}}}"#,
+    )
+    .unwrap();
+    fs::write(d.join("in.ndjson"), "{\"n\":1,\"at\":\"2024-01-01T00:00:00Z\",\"tags\":[\"x\"],\"f\":1.5,\"d\":\"2024-01-01\"}\n").unwrap();
+    let pg = cluster().fresh_database("schemakinds");
+    ok(&ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "in.ndjson",
+            "--schema",
+            "s.json",
+            "--to",
+            &table_url(&pg, "t"),
+        ],
+    ));
+    let columns = cluster().psql(
+        &pg,
+        "SELECT string_agg(column_name || ' ' || data_type, ', ' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_name = 't'",
+    );
+    // Record order; the schema's types, else the value's (a date-shaped string stays text: no guessing).
+    assert_eq!(
+        columns,
+        "n bigint, at timestamp with time zone, tags jsonb, f double precision, d text"
+    );
+}
