@@ -409,6 +409,11 @@ impl Record {
         self.fields.push((key, value));
     }
 
+    /// The value of the field at `index` (in field order).
+    pub fn value_at(&self, index: usize) -> Option<&Value> {
+        self.fields.get(index).map(|(_, v)| v)
+    }
+
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.fields

@@ -14,7 +14,7 @@ pub use column::{coerce, Cell, Column, ColumnKind};
 
 use crate::error::{Error, Position, Result, Stage};
 use crate::format::Decoder;
-use crate::record::Record;
+use crate::record::{Record, Value};
 
 /// One database kind: how to read from it and how to load into it.
 pub struct Database {
@@ -427,39 +427,92 @@ pub(crate) fn loaded_columns(
         .collect())
 }
 
-/// Coerces a record to the loaded columns; a field with no column, or a value that does not fit, is an
-/// error for this record.
-pub(crate) fn record_cells<'a>(
-    table: &str,
-    columns: &[(Column, String)],
-    record: &'a Record,
-) -> Result<Vec<Cell<'a>>> {
-    if let Some(extra) = record
-        .keys()
-        .find(|k| !columns.iter().any(|(_, field)| field == k))
-    {
-        return Err(Error::record(
-            Stage::Sink,
-            Position::default().with_field(extra.to_string()),
-            format!(
-                "field {:?} has no column being loaded in table {table:?}",
-                extra
-            ),
-        ));
-    }
-    columns
-        .iter()
-        .map(|(column, field)| {
-            let value = record.get(field).unwrap_or(&crate::record::Value::Null);
-            coerce(value, column).map_err(|message| {
-                Error::record(
-                    Stage::Sink,
-                    Position::default().with_field(column.name.clone()),
-                    message,
-                )
+/// Finds each loaded column's value in a record. Records of one input usually share their field names (the
+/// same keys, in the same order, often the very same `Arc`s), so the positions worked out for one record are
+/// kept and reused while the next record has the same shape: no name is compared twice.
+#[derive(Default)]
+pub(crate) struct FieldLookup {
+    /// The field names of the record the positions were worked out for.
+    shape: Vec<crate::record::Key>,
+    /// For each loaded column, the position of its field in such a record.
+    positions: Vec<Option<usize>>,
+}
+
+impl FieldLookup {
+    /// Coerces a record to the loaded columns; a field with no column, or a value that does not fit, is an
+    /// error for this record.
+    pub(crate) fn cells<'a>(
+        &mut self,
+        table: &str,
+        columns: &[(Column, String)],
+        record: &'a Record,
+    ) -> Result<Vec<Cell<'a>>> {
+        self.check(table, columns, record)?;
+        columns
+            .iter()
+            .enumerate()
+            .map(|(i, (column, _))| {
+                coerce(self.value(record, i), column).map_err(|message| {
+                    Error::record(
+                        Stage::Sink,
+                        Position::default().with_field(column.name.clone()),
+                        message,
+                    )
+                })
             })
-        })
-        .collect()
+            .collect()
+    }
+
+    /// Makes sure the positions fit `record` (working them out again if its shape is new); a field with
+    /// no column is an error for this record.
+    pub(crate) fn check(
+        &mut self,
+        table: &str,
+        columns: &[(Column, String)],
+        record: &Record,
+    ) -> Result<()> {
+        if self.same_shape(record) {
+            return Ok(());
+        }
+        self.learn(table, columns, record)
+    }
+
+    /// The value of loaded column `column` in `record` (after [`FieldLookup::check`]); null when absent.
+    pub(crate) fn value<'a>(&self, record: &'a Record, column: usize) -> &'a Value {
+        self.positions
+            .get(column)
+            .copied()
+            .flatten()
+            .and_then(|i| record.value_at(i))
+            .unwrap_or(&Value::Null)
+    }
+
+    fn same_shape(&self, record: &Record) -> bool {
+        record.len() == self.shape.len()
+            && record
+                .iter()
+                .zip(&self.shape)
+                .all(|((key, _), known)| std::sync::Arc::ptr_eq(key, known) || **key == **known)
+    }
+
+    fn learn(&mut self, table: &str, columns: &[(Column, String)], record: &Record) -> Result<()> {
+        if let Some(extra) = record
+            .keys()
+            .find(|k| !columns.iter().any(|(_, field)| field == k))
+        {
+            return Err(Error::record(
+                Stage::Sink,
+                Position::default().with_field(extra.to_string()),
+                format!("field {extra:?} has no column being loaded in table {table:?}"),
+            ));
+        }
+        self.positions = columns
+            .iter()
+            .map(|(_, field)| record.keys().position(|k| k == field))
+            .collect();
+        self.shape = record.iter().map(|(k, _)| k.clone()).collect();
+        Ok(())
+    }
 }
 
 #[cfg(test)]

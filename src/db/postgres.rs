@@ -8,17 +8,19 @@
 //! load. The framing is written here rather than through `BinaryCopyInWriter` so that those retries resend
 //! already-encoded bytes instead of re-encoding held values.
 
+use std::any::Any;
 use std::io::Write as _;
 use std::ops::Range;
 use std::str::FromStr as _;
+use std::sync::mpsc;
 
-use bytes::{BufMut as _, BytesMut};
+use bytes::{BufMut as _, Bytes, BytesMut};
 use postgres::types::{FromSql, Kind, ToSql, Type};
 use postgres::{Client, Config};
 
 use super::{
-    loaded_columns, new_table_columns, quote_ident, record_cells, with_retries, Cell, Column,
-    ColumnKind, ConnectOptions, Database, DbEndpoint, OnConflict, SinkOptions, TableSink, Tally,
+    coerce, loaded_columns, new_table_columns, quote_ident, with_retries, Cell, Column, ColumnKind,
+    ConnectOptions, Database, DbEndpoint, FieldLookup, OnConflict, SinkOptions, TableSink, Tally,
 };
 use crate::error::{Error, Position, Result, Stage};
 use crate::format::Decoder;
@@ -569,7 +571,7 @@ fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<Box<dyn Tabl
         )));
     }
     Ok(Box::new(PgSink {
-        client,
+        wire: Wire::start(client),
         name,
         table,
         existing,
@@ -582,6 +584,9 @@ fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<Box<dyn Tabl
         tally: Tally::default(),
         since_commit: 0,
         finished: false,
+        lookup: FieldLookup::default(),
+        copy_open: false,
+        sent: 0,
     }))
 }
 
@@ -649,7 +654,7 @@ struct Loaded {
 }
 
 struct PgSink {
-    client: Client,
+    wire: Wire,
     name: String,
     /// The quoted table name.
     table: String,
@@ -666,6 +671,11 @@ struct PgSink {
     tally: Tally,
     since_commit: u64,
     finished: bool,
+    lookup: FieldLookup,
+    /// True while this batch's COPY is open on the connection thread.
+    copy_open: bool,
+    /// How many bytes of `rows` have been streamed into the open COPY.
+    sent: usize,
 }
 
 /// What one successful load of some rows did.
@@ -679,8 +689,18 @@ struct Counts {
 const STAGING: &str = "pg_temp.ferry_staging";
 
 impl PgSink {
-    fn fatal(&self, what: &str, e: &postgres::Error) -> Error {
-        pg_error(Stage::Sink, &format!("{}: {what}", self.name), e)
+    fn fatal(&self, what: &str, e: &WireError) -> Error {
+        match e {
+            WireError::Db(e) => pg_error(Stage::Sink, &format!("{}: {what}", self.name), e),
+            WireError::Gone => Error::data(
+                Stage::Sink,
+                Position::default(),
+                format!(
+                    "{}: {what}: the connection thread stopped unexpectedly",
+                    self.name
+                ),
+            ),
+        }
     }
 
     /// Creates the table if needed and fixes the columns and statements, from the first record.
@@ -739,8 +759,8 @@ impl PgSink {
             defs.push(format!("PRIMARY KEY ({})", key.join(", ")));
         }
         let sql = format!("CREATE TABLE {} ({})", self.table, defs.join(", "));
-        self.client
-            .batch_execute(&sql)
+        self.wire
+            .exec(&sql)
             .map_err(|e| self.fatal("cannot create the table", &e))?;
         self.tally.created_table = true;
         Ok(())
@@ -759,8 +779,8 @@ impl PgSink {
                 "DROP TABLE IF EXISTS {STAGING}; CREATE TEMP TABLE ferry_staging AS SELECT {list} FROM {} WITH NO DATA",
                 self.table
             );
-            self.client
-                .batch_execute(&create)
+            self.wire
+                .exec(&create)
                 .map_err(|e| self.fatal("cannot create the staging table", &e))?;
             let copy = format!("COPY {STAGING} ({list}) FROM STDIN (FORMAT binary)");
             (copy, Some(self.upsert_sql(&columns, &list)))
@@ -826,19 +846,31 @@ impl PgSink {
                 "no columns to load (internal error)",
             ));
         };
-        let cells = record_cells(&self.options.table, &loaded.columns, record)?;
+        // Each value is coerced and encoded straight into the batch buffer: no row of cells is built.
+        self.lookup
+            .check(&self.options.table, &loaded.columns, record)?;
         let start = self.rows.len();
-        self.rows.put_i16(cells.len() as i16);
-        for ((cell, (column, _)), ty) in cells.iter().zip(&loaded.columns).zip(&loaded.types) {
-            if let Err(message) = encode_cell(cell, column.kind, ty, &mut self.rows) {
+        self.rows.put_i16(loaded.columns.len() as i16);
+        for (i, ((column, _), ty)) in loaded.columns.iter().zip(&loaded.types).enumerate() {
+            let encoded = coerce(self.lookup.value(record, i), column)
+                .map_err(|message| (message, false))
+                .and_then(|cell| {
+                    encode_cell(&cell, column.kind, ty, &mut self.rows).map_err(|m| (m, true))
+                });
+            if let Err((message, from_encoder)) = encoded {
                 self.rows.truncate(start);
-                return Err(Error::record(
-                    Stage::Sink,
-                    Position::default().with_field(column.name.clone()),
+                let message = if from_encoder {
                     format!(
                         "value does not fit column {:?} ({}): {message}",
                         column.name, column.type_name
-                    ),
+                    )
+                } else {
+                    message
+                };
+                return Err(Error::record(
+                    Stage::Sink,
+                    Position::default().with_field(column.name.clone()),
+                    message,
                 ));
             }
         }
@@ -846,27 +878,85 @@ impl PgSink {
         Ok(())
     }
 
-    /// Loads the tuples in `range` of the batch inside a savepoint; on a refusal caused by the data, splits
-    /// the range until each refused row is alone, and returns those rows with the server's message.
-    fn load(&mut self, range: Range<usize>) -> Result<Vec<(u64, Error)>> {
-        self.client
-            .batch_execute("SAVEPOINT ferry_batch")
-            .map_err(|e| self.fatal("cannot set a savepoint", &e))?;
-        match self.load_once(range.clone()) {
+    /// Streams the rows encoded since the last call into this batch's COPY, opening it (under a savepoint)
+    /// first if needed. The server parses them while the next rows are encoded.
+    fn stream(&mut self) -> Result<()> {
+        if !self.copy_open {
+            let Some(loaded) = &self.loaded else {
+                return Ok(());
+            };
+            let open = match loaded.upsert {
+                Some(_) => format!("SAVEPOINT ferry_batch; TRUNCATE {STAGING}"),
+                None => "SAVEPOINT ferry_batch".to_owned(),
+            };
+            let copy = loaded.copy.clone();
+            self.wire
+                .exec(&open)
+                .map_err(|e| self.fatal("cannot set a savepoint", &e))?;
+            self.wire.copy_start(copy, COPY_HEADER)?;
+            self.copy_open = true;
+        }
+        if self.sent < self.rows.len() {
+            self.wire.copy_data(&self.rows[self.sent..])?;
+            self.sent = self.rows.len();
+        }
+        Ok(())
+    }
+
+    /// Ends the streamed COPY of the whole batch and moves staged rows; on a refusal caused by the data,
+    /// rolls the batch back and finds the refused rows.
+    fn end_streamed_batch(&mut self) -> Result<Vec<(u64, Error)>> {
+        self.stream()?;
+        self.copy_open = false;
+        let copied = self.wire.copy_end();
+        let outcome = copied.and_then(|n| self.move_staged(n));
+        match outcome {
             Ok(counts) => {
-                self.client
-                    .batch_execute("RELEASE SAVEPOINT ferry_batch")
+                self.wire
+                    .exec("RELEASE SAVEPOINT ferry_batch")
                     .map_err(|e| self.fatal("cannot release a savepoint", &e))?;
-                self.tally.inserted += counts.inserted;
-                self.tally.updated += counts.updated;
-                self.tally.skipped += counts.skipped;
+                self.add(counts);
                 Ok(Vec::new())
             }
             Err(e) if refused_row(&e) => {
-                self.client
-                    .batch_execute(
-                        "ROLLBACK TO SAVEPOINT ferry_batch; RELEASE SAVEPOINT ferry_batch",
-                    )
+                self.wire
+                    .exec("ROLLBACK TO SAVEPOINT ferry_batch; RELEASE SAVEPOINT ferry_batch")
+                    .map_err(|e| self.fatal("cannot roll back to a savepoint", &e))?;
+                let rows = self.row_ends.len();
+                if rows == 1 {
+                    return Ok(vec![(self.numbers[0], self.row_error(&e))]);
+                }
+                let mut refused = self.load(0..rows / 2)?;
+                refused.extend(self.load(rows / 2..rows)?);
+                Ok(refused)
+            }
+            Err(e) => Err(self.fatal("cannot load rows", &e)),
+        }
+    }
+
+    fn add(&mut self, counts: Counts) {
+        self.tally.inserted += counts.inserted;
+        self.tally.updated += counts.updated;
+        self.tally.skipped += counts.skipped;
+    }
+
+    /// Loads the tuples in `range` of the batch inside a savepoint; on a refusal caused by the data, splits
+    /// the range until each refused row is alone, and returns those rows with the server's message.
+    fn load(&mut self, range: Range<usize>) -> Result<Vec<(u64, Error)>> {
+        self.wire
+            .exec("SAVEPOINT ferry_batch")
+            .map_err(|e| self.fatal("cannot set a savepoint", &e))?;
+        match self.load_once(range.clone()) {
+            Ok(counts) => {
+                self.wire
+                    .exec("RELEASE SAVEPOINT ferry_batch")
+                    .map_err(|e| self.fatal("cannot release a savepoint", &e))?;
+                self.add(counts);
+                Ok(Vec::new())
+            }
+            Err(e) if refused_row(&e) => {
+                self.wire
+                    .exec("ROLLBACK TO SAVEPOINT ferry_batch; RELEASE SAVEPOINT ferry_batch")
                     .map_err(|e| self.fatal("cannot roll back to a savepoint", &e))?;
                 if range.len() == 1 {
                     return Ok(vec![(self.numbers[range.start], self.row_error(&e))]);
@@ -880,7 +970,7 @@ impl PgSink {
         }
     }
 
-    fn load_once(&mut self, range: Range<usize>) -> std::result::Result<Counts, postgres::Error> {
+    fn load_once(&mut self, range: Range<usize>) -> std::result::Result<Counts, WireError> {
         let Some(loaded) = &self.loaded else {
             return Ok(Counts::default());
         };
@@ -891,45 +981,53 @@ impl PgSink {
         };
         let end = self.row_ends[range.end - 1];
         if loaded.upsert.is_some() {
-            self.client.batch_execute(&format!("TRUNCATE {STAGING}"))?;
+            self.wire.exec(&format!("TRUNCATE {STAGING}"))?;
         }
-        let mut writer = self.client.copy_in(&loaded.copy)?;
-        let sent = (|| {
-            writer.write_all(b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0")?;
-            writer.write_all(&self.rows[start..end])?;
-            writer.write_all(&(-1i16).to_be_bytes())
-        })();
-        // If sending failed, finishing reports the server's reason.
-        let copied = writer.finish();
-        let copied = match (sent, copied) {
-            (_, Err(e)) => return Err(e),
-            (Ok(()), Ok(n)) => n,
-            (Err(_), Ok(n)) => n,
-        };
-        let Some(upsert) = &loaded.upsert else {
+        let copy = loaded.copy.clone();
+        self.wire
+            .copy_start(copy, COPY_HEADER)
+            .map_err(|_| WireError::Gone)?;
+        self.wire
+            .copy_data(&self.rows[start..end])
+            .map_err(|_| WireError::Gone)?;
+        let copied = self.wire.copy_end()?;
+        self.move_staged(copied)
+    }
+
+    /// For skip/overwrite/merge, moves the staged rows into the table and counts what happened; a plain
+    /// COPY inserted them all.
+    fn move_staged(&self, copied: u64) -> std::result::Result<Counts, WireError> {
+        let Some(upsert) = self.loaded.as_ref().and_then(|l| l.upsert.clone()) else {
             return Ok(Counts {
                 inserted: copied,
                 ..Counts::default()
             });
         };
         if self.options.on_conflict == OnConflict::Skip {
-            let inserted = self.client.execute(upsert.as_str(), &[])?;
+            let inserted = self.wire.call(move |c| c.execute(upsert.as_str(), &[]))?;
             return Ok(Counts {
                 inserted,
                 skipped: copied - inserted,
                 ..Counts::default()
             });
         }
-        let row = self.client.query_one(upsert.as_str(), &[])?;
+        let (inserted, updated) = self.wire.call(move |c| {
+            let row = c.query_one(upsert.as_str(), &[])?;
+            Ok((row.get::<_, i64>(0), row.get::<_, i64>(1)))
+        })?;
         Ok(Counts {
-            inserted: row.get::<_, i64>(0) as u64,
-            updated: row.get::<_, i64>(1) as u64,
+            inserted: inserted as u64,
+            updated: updated as u64,
             skipped: 0,
         })
     }
 
-    fn row_error(&self, e: &postgres::Error) -> Error {
-        let (message, column) = match e.as_db_error() {
+    fn row_error(&self, e: &WireError) -> Error {
+        let db = match e {
+            WireError::Db(e) => e.as_db_error(),
+            WireError::Gone => None,
+        };
+        let (message, column) = match db {
             Some(db) => {
                 let detail = db.detail().map(|d| format!(" ({d})")).unwrap_or_default();
                 (
@@ -953,7 +1051,8 @@ impl PgSink {
 
 /// True when the server refused rows for what they hold (a data exception, a constraint, a duplicate key
 /// twice in one batch), as opposed to a broken connection or a wrong statement.
-fn refused_row(e: &postgres::Error) -> bool {
+fn refused_row(e: &WireError) -> bool {
+    let WireError::Db(e) = e else { return false };
     let Some(db) = e.as_db_error() else {
         return false;
     };
@@ -1043,6 +1142,9 @@ impl TableSink for PgSink {
         }
         self.encode(record)?;
         self.numbers.push(number);
+        if self.rows.len() - self.sent >= STREAM_CHUNK {
+            self.stream()?;
+        }
         Ok(())
     }
 
@@ -1051,11 +1153,12 @@ impl TableSink for PgSink {
         if rows == 0 {
             return Ok(Vec::new());
         }
-        let refused = self.load(0..rows)?;
+        let refused = self.end_streamed_batch()?;
         self.since_commit += rows as u64;
         self.rows.clear();
         self.row_ends.clear();
         self.numbers.clear();
+        self.sent = 0;
         Ok(refused)
     }
 
@@ -1065,8 +1168,8 @@ impl TableSink for PgSink {
             .commit_every
             .is_some_and(|n| self.since_commit >= n);
         if due && !self.options.dry_run {
-            self.client
-                .batch_execute("COMMIT; BEGIN")
+            self.wire
+                .exec("COMMIT; BEGIN")
                 .map_err(|e| self.fatal("cannot commit", &e))?;
             self.since_commit = 0;
             self.tally.last_committed = Some(through);
@@ -1091,8 +1194,8 @@ impl TableSink for PgSink {
         } else {
             "COMMIT"
         };
-        self.client
-            .batch_execute(end)
+        self.wire
+            .exec(end)
             .map_err(|e| self.fatal("cannot commit", &e))?;
         self.finished = true;
         Ok(std::mem::take(&mut self.tally))
@@ -1103,9 +1206,201 @@ impl Drop for PgSink {
     fn drop(&mut self) {
         if !self.finished {
             // The server would roll back when the connection closes; saying so is quicker and explicit.
-            let _ = self.client.batch_execute("ROLLBACK");
+            if self.copy_open {
+                let _ = self.wire.copy_end();
+            }
+            let _ = self.wire.exec("ROLLBACK");
         }
     }
+}
+
+/// The start of every binary COPY stream: signature, flags, header extension length.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// The end of every binary COPY stream.
+const COPY_TRAILER: [u8; 2] = (-1i16).to_be_bytes();
+/// Encoded rows are streamed to the server in pieces of about this size.
+const STREAM_CHUNK: usize = 64 * 1024;
+
+/// Why a statement sent to the connection thread did not succeed.
+#[derive(Debug)]
+enum WireError {
+    /// The server or the driver said no.
+    Db(postgres::Error),
+    /// The connection thread is gone.
+    Gone,
+}
+
+impl From<postgres::Error> for WireError {
+    fn from(e: postgres::Error) -> Self {
+        WireError::Db(e)
+    }
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WireError::Db(e) => write!(f, "{e}"),
+            WireError::Gone => f.write_str("the connection thread stopped"),
+        }
+    }
+}
+
+type Reply = std::result::Result<Box<dyn Any + Send>, postgres::Error>;
+
+/// Work for the connection thread.
+enum Job {
+    /// Run this with the client and reply.
+    Run(Box<dyn FnOnce(&mut Client) -> Reply + Send>),
+    /// Open a COPY with this statement and send these first bytes; no reply until `CopyEnd`.
+    CopyStart(String, Bytes),
+    /// More COPY data.
+    CopyData(Bytes),
+    /// Finish the COPY and reply with the number of rows copied.
+    CopyEnd,
+}
+
+/// The sink's connection, owned by a thread of its own so that the server parses one part of a batch
+/// while the next part is being encoded (the sync driver's COPY writer borrows the client, so it cannot be
+/// kept open across calls on this side).
+struct Wire {
+    jobs: Option<mpsc::SyncSender<Job>>,
+    replies: mpsc::Receiver<Reply>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Wire {
+    fn start(client: Client) -> Wire {
+        let (jobs, job_rx) = mpsc::sync_channel::<Job>(16);
+        let (reply_tx, replies) = mpsc::channel::<Reply>();
+        let thread = std::thread::spawn(move || serve(client, &job_rx, &reply_tx));
+        Wire {
+            jobs: Some(jobs),
+            replies,
+            thread: Some(thread),
+        }
+    }
+
+    fn send(&self, job: Job) -> Result<()> {
+        let sent = self
+            .jobs
+            .as_ref()
+            .map(|j| j.send(job).is_ok())
+            .unwrap_or(false);
+        if sent {
+            Ok(())
+        } else {
+            Err(Error::data(
+                Stage::Sink,
+                Position::default(),
+                "the database connection thread stopped unexpectedly",
+            ))
+        }
+    }
+
+    fn reply(&self) -> std::result::Result<Box<dyn Any + Send>, WireError> {
+        match self.replies.recv() {
+            Ok(reply) => reply.map_err(WireError::Db),
+            Err(_) => Err(WireError::Gone),
+        }
+    }
+
+    /// Runs `f` with the client on the connection thread and waits for its result.
+    fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error> + Send + 'static,
+    ) -> std::result::Result<T, WireError> {
+        let job = Job::Run(Box::new(move |c| {
+            f(c).map(|v| Box::new(v) as Box<dyn Any + Send>)
+        }));
+        self.send(job).map_err(|_| WireError::Gone)?;
+        self.reply()?
+            .downcast::<T>()
+            .map(|b| *b)
+            .map_err(|_| WireError::Gone)
+    }
+
+    fn exec(&self, sql: &str) -> std::result::Result<(), WireError> {
+        let sql = sql.to_owned();
+        self.call(move |c| c.batch_execute(&sql))
+    }
+
+    fn copy_start(&self, sql: String, header: &'static [u8]) -> Result<()> {
+        self.send(Job::CopyStart(sql, Bytes::from_static(header)))
+    }
+
+    fn copy_data(&self, data: &[u8]) -> Result<()> {
+        self.send(Job::CopyData(Bytes::copy_from_slice(data)))
+    }
+
+    fn copy_end(&self) -> std::result::Result<u64, WireError> {
+        self.send(Job::CopyData(Bytes::from_static(&COPY_TRAILER)))
+            .map_err(|_| WireError::Gone)?;
+        self.send(Job::CopyEnd).map_err(|_| WireError::Gone)?;
+        self.reply()?
+            .downcast::<u64>()
+            .map(|b| *b)
+            .map_err(|_| WireError::Gone)
+    }
+}
+
+impl Drop for Wire {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread, which drops the client and so closes the connection.
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The connection thread's loop.
+fn serve(mut client: Client, jobs: &mpsc::Receiver<Job>, replies: &mpsc::Sender<Reply>) {
+    while let Ok(job) = jobs.recv() {
+        let reply = match job {
+            Job::Run(f) => f(&mut client),
+            Job::CopyStart(sql, first) => copy(&mut client, &sql, first, jobs),
+            // Out of order (a COPY that failed to start has already replied): nothing to do.
+            Job::CopyData(_) | Job::CopyEnd => continue,
+        };
+        if replies.send(reply).is_err() {
+            break;
+        }
+    }
+}
+
+/// Runs one COPY: its data arrives as jobs until `CopyEnd`. Once sending fails the rest is only drained;
+/// finishing then reports the server's reason.
+fn copy(client: &mut Client, sql: &str, first: Bytes, jobs: &mpsc::Receiver<Job>) -> Reply {
+    let mut writer = match client.copy_in(sql) {
+        Ok(writer) => Some(writer),
+        Err(e) => {
+            while let Ok(job) = jobs.recv() {
+                if matches!(job, Job::CopyEnd) {
+                    break;
+                }
+            }
+            return Err(e);
+        }
+    };
+    let mut failed = writer
+        .as_mut()
+        .is_some_and(|w| w.write_all(&first).is_err());
+    while let Ok(job) = jobs.recv() {
+        match job {
+            Job::CopyData(data) if !failed => {
+                failed = writer.as_mut().is_some_and(|w| w.write_all(&data).is_err());
+            }
+            Job::CopyEnd => {
+                return match writer.take() {
+                    Some(w) => w.finish().map(|n| Box::new(n) as Box<dyn Any + Send>),
+                    None => Ok(Box::new(0u64)),
+                };
+            }
+            _ => {}
+        }
+    }
+    // The sink went away mid-COPY: dropping the writer aborts it.
+    Ok(Box::new(0u64))
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
 use super::{
-    loaded_columns, new_table_columns, quote_ident, record_cells, Cell, Column, ColumnKind,
-    ConnectOptions, Database, DbEndpoint, OnConflict, SinkOptions, TableSink, Tally,
+    loaded_columns, new_table_columns, quote_ident, Cell, Column, ColumnKind, ConnectOptions,
+    Database, DbEndpoint, FieldLookup, OnConflict, SinkOptions, TableSink, Tally,
 };
 use crate::error::{Error, Position, Result, Stage};
 use crate::format::Decoder;
@@ -284,6 +284,7 @@ fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<Box<dyn Tabl
         tally: Tally::default(),
         since_commit: 0,
         finished: false,
+        lookup: FieldLookup::default(),
     }))
 }
 
@@ -347,6 +348,7 @@ struct SqliteSink {
     tally: Tally,
     since_commit: u64,
     finished: bool,
+    lookup: FieldLookup,
 }
 
 impl SqliteSink {
@@ -491,7 +493,7 @@ impl TableSink for SqliteSink {
                 "no columns to load (internal error)",
             ));
         };
-        let cells = record_cells(&self.options.table, columns, record)?;
+        let cells = self.lookup.cells(&self.options.table, columns, record)?;
         let changed = self.run(&statements.insert, &cells)?;
         self.since_commit += 1;
         match (changed, &statements.update) {
