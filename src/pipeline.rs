@@ -18,6 +18,9 @@ use rayon::prelude::*;
 
 use crate::db::{ColumnKind, ConnectOptions, OnConflict, SinkOptions, TableSink};
 use crate::endpoint::Endpoint;
+use crate::envelope::split::{
+    is_manifest, ChecksummedFile, Manifest, ManifestHead, PartNames, SplitEncoder, SplitOptions,
+};
 use crate::error::{Error, Position, Result, Stage};
 use crate::format::{Decoder, Encoder, Format, FormatOptions, Input};
 use crate::progress::{Progress, ProgressMode};
@@ -109,6 +112,10 @@ pub struct ConvertJob {
     pub resume_after: Option<u64>,
     /// Database connection retries and timeout.
     pub connect: ConnectOptions,
+    /// `--split-size` / `--split-records`: write the output as parts with a manifest.
+    pub split: SplitOptions,
+    /// `--checksum`: write `<output>.sha256` beside an unsplit output.
+    pub checksum: bool,
 }
 
 impl ConvertJob {
@@ -137,6 +144,8 @@ impl ConvertJob {
             commit_every: None,
             resume_after: None,
             connect: ConnectOptions::default(),
+            split: SplitOptions::default(),
+            checksum: false,
         }
     }
 }
@@ -153,6 +162,8 @@ struct Plan {
     rejects: Option<PathBuf>,
     /// How to load the target table, when the target is a database.
     table: Option<SinkOptions>,
+    /// The manifest, when the input is a split output's manifest: its parts are read in order.
+    manifest: Option<(PathBuf, Manifest)>,
 }
 
 /// The format of a file endpoint; `None` for a database.
@@ -173,7 +184,14 @@ fn endpoint_format(
 fn plan(job: &ConvertJob) -> Result<Plan> {
     let source = Endpoint::parse(&job.input)?;
     let target = Endpoint::parse(&job.output)?;
-    let input_format = endpoint_format(&source, job.input_format.as_deref(), "--from-format")?;
+    let manifest = match &source {
+        Endpoint::File(path) if is_manifest(path) => Some((path.clone(), Manifest::read(path)?)),
+        _ => None,
+    };
+    let input_format = match &manifest {
+        Some((_, m)) => Some(crate::format::by_name(&m.head.format)?),
+        None => endpoint_format(&source, job.input_format.as_deref(), "--from-format")?,
+    };
     let output_format = if job.validate_only {
         None
     } else {
@@ -218,6 +236,19 @@ fn plan(job: &ConvertJob) -> Result<Plan> {
             "--commit-every and --resume apply to database targets only",
         ));
     }
+    if (job.split.splits() || job.checksum) && !matches!(target, Endpoint::File(_)) {
+        return Err(Error::usage(
+            "--split-size, --split-records and --checksum need a file output (not - or a database)",
+        ));
+    }
+    if job.split.splits() && job.checksum {
+        return Err(Error::usage(
+            "--checksum is for a single file; a split output's manifest already lists each part's SHA-256",
+        ));
+    }
+    if job.split.max_records == Some(0) {
+        return Err(Error::usage("--split-records must be at least 1"));
+    }
     if job.commit_every == Some(0) {
         return Err(Error::usage("--commit-every must be at least 1"));
     }
@@ -237,6 +268,7 @@ fn plan(job: &ConvertJob) -> Result<Plan> {
         stages,
         rejects,
         table,
+        manifest,
     })
 }
 
@@ -590,8 +622,82 @@ fn open_decoder(
     let format = plan
         .input_format
         .ok_or_else(|| Error::usage("the input has no format (internal error)"))?;
+    if let Some((path, manifest)) = &plan.manifest {
+        let dir = path
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        let parts = manifest
+            .parts
+            .iter()
+            .map(|p| (dir.join(&p.file), p.records))
+            .collect();
+        let options = job.read_options.clone();
+        let open = move |part: &std::path::Path| -> Result<Box<dyn Decoder>> {
+            let input = open_input(
+                &Endpoint::File(part.to_path_buf()),
+                &options,
+                bytes_read.clone(),
+            )?;
+            (format.decoder)(input, &options)
+        };
+        return Ok(Box::new(PartsDecoder {
+            parts,
+            next: 0,
+            current: None,
+            open: Box::new(open),
+        }));
+    }
     let input = open_input(&plan.source, &job.read_options, bytes_read)?;
     (format.decoder)(input, &job.read_options)
+}
+
+/// Reads the parts a manifest lists, in order, as one input, checking each part's record count.
+struct PartsDecoder {
+    parts: Vec<(PathBuf, u64)>,
+    next: usize,
+    /// The part being read and the records read from it so far.
+    current: Option<(Box<dyn Decoder>, u64)>,
+    open: Box<dyn FnMut(&std::path::Path) -> Result<Box<dyn Decoder>> + Send>,
+}
+
+impl Iterator for PartsDecoder {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Result<Record>> {
+        loop {
+            if let Some((decoder, count)) = &mut self.current {
+                match decoder.next() {
+                    Some(item) => {
+                        *count += 1;
+                        return Some(item);
+                    }
+                    None => {
+                        let (path, expected) = &self.parts[self.next - 1];
+                        let read = *count;
+                        self.current = None;
+                        if read != *expected {
+                            return Some(Err(Error::data(
+                                Stage::Source,
+                                Position::file(path.display().to_string()),
+                                format!("the manifest lists {expected} records in this part, but it holds {read}"),
+                            )));
+                        }
+                    }
+                }
+            }
+            let (path, _) = self.parts.get(self.next)?;
+            let path = path.clone();
+            self.next += 1;
+            match (self.open)(&path) {
+                Ok(decoder) => self.current = Some((decoder, 0)),
+                Err(e) => {
+                    self.next = self.parts.len(); // nothing after a part that cannot be opened
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
 }
 
 /// Opens where records go: an encoder over a file, standard output or nothing (dry run), or a table loader
@@ -600,17 +706,57 @@ fn open_output(plan: &Plan, job: &ConvertJob, dry_run: bool) -> Result<Output> {
     if let (Endpoint::Database(db), Some(options)) = (&plan.target, &plan.table) {
         return Ok(Output::Table((db.database.open_sink)(db, options.clone())?));
     }
-    let sink: Box<dyn ByteSink> = match &plan.target {
-        _ if dry_run => Box::new(Discard::default()),
-        Endpoint::Stdio => Box::new(Stdout::new()),
-        Endpoint::File(path) => Box::new(AtomicFile::create(path)?),
-        Endpoint::Database(_) => Box::new(Discard::default()), // `ferry validate` into a database URL
-    };
     let format = match plan.output_format {
         Some(format) => format,
         None => crate::format::by_name("ndjson")?,
     };
+    let sink: Box<dyn ByteSink> = match &plan.target {
+        _ if dry_run => Box::new(Discard::default()),
+        Endpoint::Stdio => Box::new(Stdout::new()),
+        Endpoint::File(path) if job.split.splits() => {
+            return Ok(Output::File(Box::new(split_encoder(
+                plan, job, path, format,
+            ))));
+        }
+        Endpoint::File(path) if job.checksum => Box::new(ChecksummedFile::create(path)?),
+        Endpoint::File(path) => Box::new(AtomicFile::create(path)?),
+        Endpoint::Database(_) => Box::new(Discard::default()), // `ferry validate` into a database URL
+    };
     Ok(Output::File((format.encoder)(sink, &job.write_options)?))
+}
+
+/// The encoder of a split output: every part gets its own layers; the manifest describes them.
+fn split_encoder(
+    plan: &Plan,
+    job: &ConvertJob,
+    path: &std::path::Path,
+    format: &'static Format,
+) -> SplitEncoder {
+    let names = PartNames::new(path, is_envelope_extension);
+    let head = ManifestHead {
+        format: format.name.to_owned(),
+        compression: "none".to_owned(),
+        encryption: None,
+        template: plan
+            .stages
+            .template
+            .as_ref()
+            .map(|t| format!("{} {}", t.name, t.version).trim().to_owned()),
+        schema: plan.stages.schema.as_ref().map(|s| s.name().to_owned()),
+    };
+    let created = plan
+        .stages
+        .now
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let options = job.write_options.clone();
+    let layers = Box::new(move |sink: Box<dyn ByteSink>| (format.encoder)(sink, &options));
+    SplitEncoder::new(names, job.split, head, created, layers)
+}
+
+/// True for an extension that is part of an output's extension chain (format, compression, encryption).
+fn is_envelope_extension(extension: &str) -> bool {
+    crate::format::by_extension(extension).is_some()
+        || ["gz", "br", "zst", "zstd", "enc"].contains(&extension.to_ascii_lowercase().as_str())
 }
 
 /// Where records go.

@@ -82,13 +82,16 @@ impl Write for AtomicFile {
     }
 }
 
-impl ByteSink for AtomicFile {
-    fn finish(mut self: Box<Self>) -> Result<u64> {
+impl AtomicFile {
+    /// Flushes and syncs the file but leaves it under its temporary name: the caller makes it final with
+    /// [`PendingFile::persist`] (a split output renames all its parts only once the whole run succeeds).
+    pub fn close(mut self) -> Result<(u64, PendingFile)> {
         let path = self.path_text();
         let io_err = |e: io::Error| Error::io(Stage::Sink, Some(&path), e);
-        let Some(temp) = self.temp.take() else {
-            return Ok(self.written);
-        };
+        let temp = self
+            .temp
+            .take()
+            .ok_or_else(|| io_err(io::Error::other("closed twice")))?;
         let temp = temp.into_inner().map_err(|e| io_err(e.into_error()))?;
         temp.as_file().sync_all().map_err(io_err)?;
         // New files get the usual permissions (tempfile creates them 0600).
@@ -100,8 +103,44 @@ impl ByteSink for AtomicFile {
                 .unwrap_or(0o644);
             fs::set_permissions(temp.path(), fs::Permissions::from_mode(mode)).map_err(io_err)?;
         }
-        temp.persist(&self.target).map_err(|e| io_err(e.error))?;
-        Ok(self.written)
+        let pending = PendingFile {
+            temp,
+            target: std::mem::take(&mut self.target),
+        };
+        Ok((self.written, pending))
+    }
+}
+
+/// A complete file still under its temporary name; dropped without [`PendingFile::persist`], it is deleted.
+pub struct PendingFile {
+    temp: tempfile::NamedTempFile,
+    target: PathBuf,
+}
+
+impl PendingFile {
+    /// Renames the file to its final name.
+    pub fn persist(self) -> Result<()> {
+        let path = self.target.display().to_string();
+        self.temp
+            .persist(&self.target)
+            .map(|_| ())
+            .map_err(|e| Error::io(Stage::Sink, Some(&path), e.error))
+    }
+
+    /// The final name.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+}
+
+impl ByteSink for AtomicFile {
+    fn finish(self: Box<Self>) -> Result<u64> {
+        if self.temp.is_none() {
+            return Ok(self.written);
+        }
+        let (written, pending) = (*self).close()?;
+        pending.persist()?;
+        Ok(written)
     }
 
     fn bytes_written(&self) -> u64 {

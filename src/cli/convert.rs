@@ -35,6 +35,11 @@ const EXAMPLES: &str = "Examples:
   ferry convert --in 'sqlite://contexts.db?table=contexts' --to contexts.ndjson
   ferry convert --in 'postgres://app@db/app?query=SELECT id, title FROM contexts WHERE type = '\''note'\''' --to notes.csv
 
+  # Parts of 50 MB with a manifest listing each part's records, size and SHA-256; a checksum file
+  ferry convert --in 'sqlite://app.db?table=contexts' --to contexts.ndjson --split-size 50MB
+  ferry convert --in contexts.manifest.json --to all.csv
+  ferry convert --in export.json --to export.csv --checksum && sha256sum -c export.csv.sha256
+
   # Standard input to standard output
   cat data.ndjson | ferry convert --in - --from-format ndjson --to - --to-format yaml
 
@@ -159,6 +164,20 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "N")]
     resume: Option<u64>,
 
+    /// Split the output into parts of about this size (after compression and encryption): 50MB, 1GiB, …
+    /// Parts break at record boundaries and are complete files; OUTPUT's stem names them (out-00001.csv …)
+    /// and a manifest (out.manifest.json) lists each with its record count, size and SHA-256.
+    #[arg(long, value_name = "SIZE", value_parser = crate::envelope::split::parse_size)]
+    split_size: Option<u64>,
+
+    /// Split the output into parts of this many records.
+    #[arg(long, value_name = "N")]
+    split_records: Option<u64>,
+
+    /// Also write OUTPUT.sha256 (the format `sha256sum -c` checks).
+    #[arg(long)]
+    checksum: bool,
+
     /// Connection attempts after the first fails (waits 0.25 s, 0.5 s, 1 s, … between them).
     #[arg(long, value_name = "N", default_value_t = 3)]
     connect_retries: u32,
@@ -241,6 +260,11 @@ impl ConvertArgs {
         job.on_conflict = self.on_conflict;
         job.commit_every = self.commit_every;
         job.resume_after = self.resume;
+        job.split = crate::envelope::split::SplitOptions {
+            max_bytes: self.split_size,
+            max_records: self.split_records,
+        };
+        job.checksum = self.checksum;
         job.connect = ConnectOptions {
             retries: self.connect_retries,
             timeout: std::time::Duration::from_secs(self.connect_timeout.max(1)),

@@ -14,6 +14,7 @@ mod convert;
 mod formats;
 mod templates;
 mod validate;
+mod verify;
 
 /// ferry moves records between formats (CSV, TSV, JSON, NDJSON, XML, YAML, Markdown tables) and databases
 /// (SQLite, PostgreSQL).
@@ -45,6 +46,8 @@ enum Command {
     Templates(templates::TemplatesArgs),
     /// List the formats ferry reads and writes.
     Formats(formats::FormatsArgs),
+    /// Check a split output against its manifest, or a file against its .sha256.
+    Verify(verify::VerifyArgs),
 }
 
 /// Parses `args` (program name first) and runs the subcommand.
@@ -73,6 +76,7 @@ where
         Command::Validate(args) => validate::run(args),
         Command::Templates(args) => templates::run(args),
         Command::Formats(args) => formats::run(args),
+        Command::Verify(args) => verify::run(args),
     }
 }
 
