@@ -658,8 +658,11 @@ struct PartsDecoder {
     next: usize,
     /// The part being read and the records read from it so far.
     current: Option<(Box<dyn Decoder>, u64)>,
-    open: Box<dyn FnMut(&std::path::Path) -> Result<Box<dyn Decoder>> + Send>,
+    open: OpenPart,
 }
+
+/// Opens one part of a split input as a decoder.
+type OpenPart = Box<dyn FnMut(&std::path::Path) -> Result<Box<dyn Decoder>> + Send>;
 
 impl Iterator for PartsDecoder {
     type Item = Result<Record>;
