@@ -287,6 +287,8 @@ struct OpenPart {
     closed: Arc<Mutex<Option<Closed>>>,
     /// The part file's bytes so far, shared with its bottom sink.
     size: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// `u64::MAX` when the encoder's bytes are the file's bytes (no compression); 0 when they are not.
+    uncompressed_cap: u64,
 }
 
 impl SplitEncoder {
@@ -330,6 +332,11 @@ impl SplitEncoder {
             records: 0,
             closed,
             size: Arc::new(size),
+            uncompressed_cap: if self.head.compression == "none" {
+                u64::MAX
+            } else {
+                0
+            },
         });
         Ok(())
     }
@@ -358,7 +365,7 @@ impl SplitEncoder {
 
     fn part_is_full(&self, part: &OpenPart) -> bool {
         self.options.max_records.is_some_and(|n| part.records >= n)
-            || self.options.max_bytes.is_some_and(|n| (part.size)() >= n)
+            || self.options.max_bytes.is_some_and(|n| part_size(part) >= n)
     }
 }
 
@@ -411,8 +418,15 @@ impl Encoder for SplitEncoder {
     }
 
     fn bytes_written(&self) -> u64 {
-        self.bytes_before + self.current.as_ref().map_or(0, |p| (p.size)())
+        self.bytes_before + self.current.as_ref().map_or(0, part_size)
     }
+}
+
+/// A part's size so far: the bytes that reached its file, or, while layers above still buffer them, the
+/// bytes its format encoder produced (exact for plain parts; for compressed parts the file's count, which
+/// lags by what the compressor holds).
+fn part_size(part: &OpenPart) -> u64 {
+    (part.size)().max(part.encoder.bytes_written().min(part.uncompressed_cap))
 }
 
 /// Counts the bytes that reach the file beneath, for `--split-size`.

@@ -3,6 +3,7 @@
 mod cli;
 mod corpus;
 mod db;
+mod envelope;
 mod golden;
 mod pg;
 mod roundtrip;
