@@ -23,6 +23,7 @@
 pub mod cli;
 pub mod db;
 mod endpoint;
+pub mod envelope;
 mod error;
 pub mod format;
 mod pipeline;
