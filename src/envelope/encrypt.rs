@@ -37,9 +37,9 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use aes::cipher::BlockEncrypt;
+use aes::{Aes256, Block};
 use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::aes::cipher::BlockEncrypt;
-use aes_gcm::aes::{Aes256, Block};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use base64::Engine as _;
 use ghash::universal_hash::UniversalHash;
@@ -301,13 +301,19 @@ pub struct Argon2Params {
 }
 
 impl Argon2Params {
-    /// The most a file may ask a reader for: 4 GiB, 64 passes, 64 lanes. Far above the defaults, low enough that
-    /// a crafted header cannot make a reader allocate without end.
-    const MAX: Argon2Params = Argon2Params {
-        m_cost_kib: 4 << 20,
-        t_cost: 64,
-        p_cost: 64,
+    /// The most a file may ask of a reader, and so the most a writer may use: 1 GiB, 16 passes, 16 lanes. Far
+    /// above the defaults, low enough that a crafted header cannot make a reader exhaust memory or time.
+    pub const MAX: Argon2Params = Argon2Params {
+        m_cost_kib: 1 << 20,
+        t_cost: 16,
+        p_cost: 16,
     };
+
+    /// True when every cost is at most [`Argon2Params::MAX`]'s (Argon2 itself sets the minimums).
+    fn within_max(&self) -> bool {
+        let max = Argon2Params::MAX;
+        self.m_cost_kib <= max.m_cost_kib && self.t_cost <= max.t_cost && self.p_cost <= max.p_cost
+    }
 }
 
 impl Default for Argon2Params {
@@ -435,15 +441,21 @@ impl<W: Write> EncryptWriter<W> {
 
     /// A writer with `options`; writes the header at once. A passphrase is stretched with Argon2id here.
     pub fn with_options(
-        mut inner: W,
+        inner: W,
         material: &KeyMaterial,
         options: &EncryptOptions,
     ) -> io::Result<EncryptWriter<W>> {
+        let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidInput, message);
         if !(1..=MAX_CHUNK_SIZE).contains(&options.chunk_size) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("the chunk size must be 1 to {MAX_CHUNK_SIZE} bytes"),
-            ));
+            return Err(invalid(format!(
+                "the chunk size must be 1 to {MAX_CHUNK_SIZE} bytes"
+            )));
+        }
+        if !options.argon2.within_max() {
+            return Err(invalid(format!(
+                "Argon2id costs above {:?}, which readers refuse",
+                Argon2Params::MAX
+            )));
         }
         let kdf = match material {
             KeyMaterial::Key(_) => Kdf::Raw,
@@ -452,17 +464,27 @@ impl<W: Write> EncryptWriter<W> {
                 salt: random::<SALT_LEN>()?.to_vec(),
             },
         };
-        let key = derive_key(material, &kdf)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.message))?;
+        let key = derive_key(material, &kdf).map_err(|e| invalid(e.message))?;
+        EncryptWriter::start(inner, &key, &kdf, random()?, options.chunk_size)
+    }
+
+    /// Writes the header and sets up the writer; the random parts come from the caller, so that the tests can
+    /// check fixed vectors.
+    fn start(
+        mut inner: W,
+        key: &Key,
+        kdf: &Kdf,
+        prefix: [u8; PREFIX_LEN],
+        chunk_size: u32,
+    ) -> io::Result<EncryptWriter<W>> {
         let cipher = key.cipher();
-        let prefix = random::<PREFIX_LEN>()?;
-        let aad = header_bytes(options.chunk_size, &kdf, &prefix);
+        let aad = header_bytes(chunk_size, kdf, &prefix);
         let check = cipher
             .encrypt_in_place_detached(&nonce(&prefix, u32::MAX, FLAG_KEY_CHECK), &aad, &mut [])
             .map_err(|_| io::Error::other("AES-GCM refused to compute the key check"))?;
         inner.write_all(&aad)?;
         inner.write_all(&check)?;
-        let chunk_size = options.chunk_size as usize;
+        let chunk_size = chunk_size as usize;
         Ok(EncryptWriter {
             inner,
             cipher,
@@ -834,11 +856,7 @@ fn read_header<R: Read>(inner: &mut R) -> io::Result<(Vec<u8>, Kdf, [u8; TAG_LEN
         }
         KDF_ARGON2ID => {
             let max = Argon2Params::MAX;
-            if params.m_cost_kib > max.m_cost_kib
-                || params.t_cost > max.t_cost
-                || params.p_cost > max.p_cost
-                || !(8..=64).contains(&salt_len)
-            {
+            if !params.within_max() || !(8..=64).contains(&salt_len) {
                 return Err(format(format!(
                     "Argon2id parameters beyond what ferry accepts (at most {} KiB, {} passes, {} lanes, \
                      and a salt of 8 to 64 bytes)",
@@ -1463,6 +1481,51 @@ mod tests {
         let material = KeySource::KeyFile(path).resolve().unwrap();
         assert_eq!(decrypt_with(&material, &file), (b"hi".to_vec(), None));
     }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The test vectors in docs/encryption.md: the format must not drift, and other implementations can check
+    /// themselves against them.
+    #[test]
+    fn test_vectors_hold() {
+        let key_bytes: [u8; 32] = std::array::from_fn(|i| i as u8);
+        let prefix: [u8; 7] = std::array::from_fn(|i| 0xa0 + i as u8);
+        let mut w =
+            EncryptWriter::start(Vec::new(), &Key(key_bytes), &Kdf::Raw, prefix, 4).unwrap();
+        w.write_all(b"ferry!").unwrap();
+        let file = w.finish().unwrap();
+        assert_eq!(hex(&file), VECTOR_RAW);
+        assert_eq!(
+            decrypt_with(&KeyMaterial::Key(Key(key_bytes)), &file),
+            (b"ferry!".to_vec(), None)
+        );
+
+        let params = Argon2Params {
+            m_cost_kib: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        let kdf = Kdf::Argon2id {
+            params,
+            salt: (0..16).collect(),
+        };
+        let material = pass("correct horse battery staple");
+        let key = derive_key(&material, &kdf).unwrap();
+        assert_eq!(hex(&key.0), VECTOR_ARGON2_KEY);
+        let prefix: [u8; 7] = std::array::from_fn(|i| 0xb0 + i as u8);
+        let mut w = EncryptWriter::start(Vec::new(), &key, &kdf, prefix, 65536).unwrap();
+        w.write_all(b"hi").unwrap();
+        let file = w.finish().unwrap();
+        assert_eq!(hex(&file), VECTOR_ARGON2);
+        assert_eq!(decrypt_with(&material, &file), (b"hi".to_vec(), None));
+    }
+
+    const VECTOR_RAW: &str = "4645525259454e430101000000040000000000000000000000000000a0a1a2a3a4a5a631743b51bcb757c117593fbe3a37c4cf6cb46edb7fedbdcd9c0e43d5334728f40821b51d9027ee43f9b8014eba8eeeacac5ae4359bae";
+    const VECTOR_ARGON2_KEY: &str =
+        "92dc5d67019623868bde079275e522f4b7e8213d3414ed85cbc2ac8a41117288";
+    const VECTOR_ARGON2: &str = "4645525259454e430101000100000100000040000000010000000110000102030405060708090a0b0c0d0e0fb0b1b2b3b4b5b6212bfe338ff30ac41b291029536e26fdd561b709b591060478fdf79964ea96a5536a";
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
