@@ -258,6 +258,44 @@ mod tests {
     }
 
     #[test]
+    fn layers_stack_and_the_read_side_detects_them() {
+        use std::io::Write as _;
+        let data: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| format!("{{\"n\":{i}}}\n").into_bytes())
+            .collect();
+        let material = KeyMaterial::Key(Key::from_bytes([4; 32]));
+        for kind in [Compression::Gzip, Compression::Zstd] {
+            // Write: compress, then encrypt (ciphertext does not compress).
+            let encrypted = EncryptWriter::new(Vec::new(), &material).unwrap();
+            let mut w = CompressWriter::new(encrypted, CompressionSpec::new(kind)).unwrap();
+            w.write_all(&data).unwrap();
+            let file = w.finish().unwrap().finish().unwrap();
+            // Read: sniff, decrypt, sniff again, decompress.
+            let (first, rest) = peek(&file[..], SNIFF_LEN).unwrap();
+            assert!(is_encrypted(&first));
+            let plain = DecryptReader::new(rest, &material).unwrap();
+            let (first, rest) = peek(io::BufReader::new(plain), SNIFF_LEN).unwrap();
+            assert_eq!(detect(&first), kind);
+            let mut back = Vec::new();
+            DecompressReader::new(rest, kind, DEFAULT_MAX_DECOMPRESSED)
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            assert!(back == data, "{kind}");
+        }
+    }
+
+    #[test]
+    fn layers_can_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<CompressWriter<Vec<u8>>>();
+        send::<DecompressReader<io::BufReader<std::fs::File>>>();
+        send::<EncryptWriter<Vec<u8>>>();
+        send::<DecryptReader<std::fs::File>>();
+        send::<KeyMaterial>();
+    }
+
+    #[test]
     fn peek_gives_back_every_byte() {
         // A reader that hands over one byte per read, like a slow pipe.
         struct Trickle<'a>(&'a [u8]);
