@@ -188,7 +188,7 @@ pub enum KeySource {
 impl KeySource {
     /// The environment variable read for the key by default.
     pub const ENV: &'static str = "FERRY_KEY";
-    /// The variable read when [`KeySource::ENV`] is unset, for scripts written for the old export tool.
+    /// The variable read when [`KeySource::ENV`] is unset: the name existing export setups give their key.
     pub const FALLBACK_ENV: &'static str = "EXPORT_ENCRYPTION_KEY";
 
     /// The default source: `FERRY_KEY`, else `EXPORT_ENCRYPTION_KEY`, whichever is set; `None` when neither is.
