@@ -21,8 +21,8 @@ use crate::error::{Error, Result};
 
 pub use compress::{CompressWriter, DecompressReader, LimitExceeded, DEFAULT_MAX_DECOMPRESSED};
 pub use encrypt::{
-    keygen, DecryptError, DecryptErrorKind, DecryptReader, EncryptOptions, EncryptWriter, Key,
-    KeyMaterial, KeySource,
+    keygen, Argon2Params, DecryptError, DecryptErrorKind, DecryptReader, EncryptOptions,
+    EncryptWriter, Key, KeyMaterial, KeySource,
 };
 
 /// A compression format.
