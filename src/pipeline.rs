@@ -18,8 +18,13 @@ use rayon::prelude::*;
 
 use crate::db::{ColumnKind, ConnectOptions, OnConflict, SinkOptions, TableSink};
 use crate::endpoint::Endpoint;
+use crate::envelope::layers::{self, ReadLayers, WriteLayers};
 use crate::envelope::split::{
-    is_manifest, ChecksummedFile, Manifest, ManifestHead, PartNames, SplitEncoder, SplitOptions,
+    is_manifest, ChecksummedFile, EncryptionInfo, Manifest, ManifestHead, PartNames, SplitEncoder,
+    SplitOptions,
+};
+use crate::envelope::{
+    Compression, CompressionSpec, KeyMaterial, KeySource, DEFAULT_MAX_DECOMPRESSED,
 };
 use crate::error::{Error, Position, Result, Stage};
 use crate::format::{Decoder, Encoder, Format, FormatOptions, Input};
@@ -116,6 +121,14 @@ pub struct ConvertJob {
     pub split: SplitOptions,
     /// `--checksum`: write `<output>.sha256` beside an unsplit output.
     pub checksum: bool,
+    /// `--compress`: the output's compression (default: from its extension chain, `.gz`, `.br`, `.zst`).
+    pub compress: Option<CompressionSpec>,
+    /// `--encrypt`: encrypt the output (also when its name ends in `.enc`).
+    pub encrypt: bool,
+    /// Where the key or passphrase comes from (default: `FERRY_KEY`, then `EXPORT_ENCRYPTION_KEY`).
+    pub key_source: Option<KeySource>,
+    /// `--max-decompressed-size`: decompressed input bytes allowed.
+    pub max_decompressed: u64,
 }
 
 impl ConvertJob {
@@ -146,6 +159,10 @@ impl ConvertJob {
             connect: ConnectOptions::default(),
             split: SplitOptions::default(),
             checksum: false,
+            compress: None,
+            encrypt: false,
+            key_source: None,
+            max_decompressed: DEFAULT_MAX_DECOMPRESSED,
         }
     }
 }
@@ -164,6 +181,10 @@ struct Plan {
     table: Option<SinkOptions>,
     /// The manifest, when the input is a split output's manifest: its parts are read in order.
     manifest: Option<(PathBuf, Manifest)>,
+    /// The output's compression.
+    compression: CompressionSpec,
+    /// The output's key, when it is encrypted.
+    key: Option<Arc<KeyMaterial>>,
 }
 
 /// The format of a file endpoint; `None` for a database.
@@ -252,6 +273,7 @@ fn plan(job: &ConvertJob) -> Result<Plan> {
     if job.commit_every == Some(0) {
         return Err(Error::usage("--commit-every must be at least 1"));
     }
+    let (compression, key) = output_envelope(job, &target)?;
     let rejects = match (&rejects, &target, &table) {
         (None, Endpoint::Database(db), Some(options))
             if writes && job.on_error != ErrorPolicy::Strict =>
@@ -269,7 +291,40 @@ fn plan(job: &ConvertJob) -> Result<Plan> {
         rejects,
         table,
         manifest,
+        compression,
+        key,
     })
+}
+
+/// The output's compression and key: `--compress`/`--encrypt`, else what its extension chain says
+/// (`out.ndjson.gz.enc`).
+fn output_envelope(
+    job: &ConvertJob,
+    target: &Endpoint,
+) -> Result<(CompressionSpec, Option<Arc<KeyMaterial>>)> {
+    let (named, named_encrypted) = match target {
+        Endpoint::File(path) if !job.validate_only => layers::from_extensions(path),
+        _ => (Compression::None, false),
+    };
+    let compression = job.compress.unwrap_or_else(|| CompressionSpec::new(named));
+    let encrypt = job.encrypt || named_encrypted;
+    if (encrypt || compression.kind != Compression::None) && matches!(target, Endpoint::Database(_))
+    {
+        return Err(Error::usage(
+            "--compress and --encrypt apply to file outputs, not databases",
+        ));
+    }
+    if !encrypt {
+        return Ok((compression, None));
+    }
+    let source = job.key_source.clone().or_else(KeySource::from_default_env).ok_or_else(|| {
+        Error::usage(
+            "the output is encrypted (.enc or --encrypt) but no key was given: use --key-file FILE, \
+             FERRY_KEY (or --key-env NAME), or --passphrase-env NAME / --passphrase-file FILE \
+             (ferry keygen FILE makes a key)",
+        )
+    })?;
+    Ok((compression, Some(Arc::new(source.resolve()?))))
 }
 
 /// Where rejected records of a database load go by default: beside a SQLite file, or in the current folder
@@ -633,12 +688,10 @@ fn open_decoder(
             .map(|p| (dir.join(&p.file), p.records))
             .collect();
         let options = job.read_options.clone();
+        let envelope = InputEnvelope::of(job);
         let open = move |part: &std::path::Path| -> Result<Box<dyn Decoder>> {
-            let input = open_input(
-                &Endpoint::File(part.to_path_buf()),
-                &options,
-                bytes_read.clone(),
-            )?;
+            let part = Endpoint::File(part.to_path_buf());
+            let input = open_input(&part, &options, bytes_read.clone(), &envelope)?;
             (format.decoder)(input, &options)
         };
         return Ok(Box::new(PartsDecoder {
@@ -648,7 +701,12 @@ fn open_decoder(
             open: Box::new(open),
         }));
     }
-    let input = open_input(&plan.source, &job.read_options, bytes_read)?;
+    let input = open_input(
+        &plan.source,
+        &job.read_options,
+        bytes_read,
+        &InputEnvelope::of(job),
+    )?;
     (format.decoder)(input, &job.read_options)
 }
 
@@ -713,7 +771,7 @@ fn open_output(plan: &Plan, job: &ConvertJob, dry_run: bool) -> Result<Output> {
         Some(format) => format,
         None => crate::format::by_name("ndjson")?,
     };
-    let sink: Box<dyn ByteSink> = match &plan.target {
+    let base: Box<dyn ByteSink> = match &plan.target {
         _ if dry_run => Box::new(Discard::default()),
         Endpoint::Stdio => Box::new(Stdout::new()),
         Endpoint::File(path) if job.split.splits() => {
@@ -725,6 +783,11 @@ fn open_output(plan: &Plan, job: &ConvertJob, dry_run: bool) -> Result<Output> {
         Endpoint::File(path) => Box::new(AtomicFile::create(path)?),
         Endpoint::Database(_) => Box::new(Discard::default()), // `ferry validate` into a database URL
     };
+    let write_layers = WriteLayers {
+        compression: plan.compression,
+        key: plan.key.as_deref(),
+    };
+    let sink = layers::wrap_sink(base, &write_layers)?;
     Ok(Output::File((format.encoder)(sink, &job.write_options)?))
 }
 
@@ -738,8 +801,14 @@ fn split_encoder(
     let names = PartNames::new(path, is_envelope_extension);
     let head = ManifestHead {
         format: format.name.to_owned(),
-        compression: "none".to_owned(),
-        encryption: None,
+        compression: plan.compression.kind.name().to_owned(),
+        encryption: plan.key.as_deref().map(|key| EncryptionInfo {
+            algorithm: "AES-256-GCM".to_owned(),
+            kdf: match key {
+                KeyMaterial::Key(_) => "none".to_owned(),
+                KeyMaterial::Passphrase(_) => "argon2id".to_owned(),
+            },
+        }),
         template: plan
             .stages
             .template
@@ -752,7 +821,14 @@ fn split_encoder(
         .now
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let options = job.write_options.clone();
-    let layers = Box::new(move |sink: Box<dyn ByteSink>| (format.encoder)(sink, &options));
+    let (compression, key) = (plan.compression, plan.key.clone());
+    let layers = Box::new(move |sink: Box<dyn ByteSink>| {
+        let write_layers = WriteLayers {
+            compression,
+            key: key.as_deref(),
+        };
+        (format.encoder)(layers::wrap_sink(sink, &write_layers)?, &options)
+    });
     SplitEncoder::new(names, job.split, head, created, layers)
 }
 
@@ -1097,6 +1173,7 @@ fn open_input(
     source: &Endpoint,
     options: &FormatOptions,
     counter: Arc<AtomicU64>,
+    envelope: &InputEnvelope,
 ) -> Result<Input> {
     let name = source.display_name();
     let raw: Box<dyn Read + Send> = match source {
@@ -1108,10 +1185,21 @@ fn open_input(
             Box::new(File::open(path).map_err(|e| Error::io(Stage::Source, Some(&name), e))?)
         }
     };
+    let named = match source {
+        Endpoint::File(path) => layers::from_extensions(path).0,
+        _ => Compression::None,
+    };
+    let read_layers = ReadLayers {
+        key: envelope.key.as_ref(),
+        named,
+        max_decompressed: envelope.max_decompressed,
+    };
+    // The bytes read count the file as it is on disk (compressed, encrypted).
     let counted = CountingReader {
         inner: raw,
         count: counter,
     };
+    let counted = layers::unwrap_reader(Box::new(counted), &read_layers, &name)?;
     let reader: Box<dyn BufRead + Send> = match options.encoding {
         Some(encoding) => {
             let decoded = encoding_rs_io::DecodeReaderBytesBuilder::new()
@@ -1122,6 +1210,22 @@ fn open_input(
         None => Box::new(BufReader::with_capacity(256 * 1024, counted)),
     };
     Ok(Input { reader, name })
+}
+
+/// How to take the envelope off an input: the key's source and the decompression cap.
+#[derive(Clone)]
+struct InputEnvelope {
+    key: Option<KeySource>,
+    max_decompressed: u64,
+}
+
+impl InputEnvelope {
+    fn of(job: &ConvertJob) -> InputEnvelope {
+        InputEnvelope {
+            key: job.key_source.clone(),
+            max_decompressed: job.max_decompressed,
+        }
+    }
 }
 
 struct CountingReader {

@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::parse_byte;
 use crate::db::{ConnectOptions, OnConflict};
+use crate::envelope::{CompressionSpec, KeySource};
 use crate::error::{Error, Result};
 use crate::format::FormatOptions;
 use crate::pipeline::{convert, ConvertJob, ErrorPolicy, DEFAULT_BATCH_SIZE};
@@ -39,6 +40,11 @@ const EXAMPLES: &str = "Examples:
   ferry convert --in 'sqlite://app.db?table=contexts' --to contexts.ndjson --split-size 50MB
   ferry convert --in contexts.manifest.json --to all.csv
   ferry convert --in export.json --to export.csv --checksum && sha256sum -c export.csv.sha256
+
+  # An encrypted gzip export, and reading it back anywhere with the same key
+  ferry keygen export.key
+  ferry convert --in 'sqlite://app.db?table=contexts' --to contexts.ndjson.gz.enc --key-file export.key
+  ferry convert --in contexts.ndjson.gz.enc --to contexts.csv --key-file export.key
 
   # Standard input to standard output
   cat data.ndjson | ferry convert --in - --from-format ndjson --to - --to-format yaml
@@ -96,9 +102,46 @@ pub struct InputArgs {
     /// Character encoding of the input (e.g. latin1, windows-1252, utf-16le); default UTF-8.
     #[arg(long, value_name = "LABEL")]
     encoding: Option<String>,
+
+    /// The encryption key: a file with 32 raw bytes, 64 hex digits or base64 (make one with `ferry keygen`).
+    /// Without a key option, FERRY_KEY (then EXPORT_ENCRYPTION_KEY) is used. Keys are never taken from
+    /// the command line itself.
+    #[arg(long, value_name = "FILE", group = "key_source")]
+    key_file: Option<PathBuf>,
+
+    /// The environment variable holding the key (hex or base64).
+    #[arg(long, value_name = "NAME", group = "key_source")]
+    key_env: Option<String>,
+
+    /// The environment variable holding a passphrase (the key is derived with Argon2id).
+    #[arg(long, value_name = "NAME", group = "key_source")]
+    passphrase_env: Option<String>,
+
+    /// A file holding a passphrase (its final line break is not part of it).
+    #[arg(long, value_name = "FILE", group = "key_source")]
+    passphrase_file: Option<PathBuf>,
+
+    /// Stop with an error once a compressed input has given this many bytes (guards against compression
+    /// bombs): 16GiB by default.
+    #[arg(long, value_name = "SIZE", value_parser = crate::envelope::split::parse_size)]
+    max_decompressed_size: Option<u64>,
 }
 
 impl InputArgs {
+    /// Where the key comes from, when an option names it.
+    fn key_source(&self) -> Option<KeySource> {
+        if let Some(path) = &self.key_file {
+            return Some(KeySource::KeyFile(path.clone()));
+        }
+        if let Some(name) = &self.key_env {
+            return Some(KeySource::Env(name.clone()));
+        }
+        if let Some(name) = &self.passphrase_env {
+            return Some(KeySource::PassphraseEnv(name.clone()));
+        }
+        self.passphrase_file.clone().map(KeySource::PassphraseFile)
+    }
+
     /// Fills the input side of `job`.
     pub fn apply(&self, job: &mut ConvertJob) -> Result<()> {
         let encoding = match &self.encoding {
@@ -113,6 +156,10 @@ impl InputArgs {
         };
         job.input = self.input.clone();
         job.input_format = self.from_format.clone();
+        job.key_source = self.key_source();
+        if let Some(max) = self.max_decompressed_size {
+            job.max_decompressed = max;
+        }
         job.read_options = FormatOptions {
             delimiter: self.delimiter,
             quote: self.quote,
@@ -177,6 +224,16 @@ pub struct ConvertArgs {
     /// Also write OUTPUT.sha256 (the format `sha256sum -c` checks).
     #[arg(long)]
     checksum: bool,
+
+    /// Compress the output: gzip, brotli, zstd or none, with an optional level (gzip:9, zstd:19). Default:
+    /// what the output's name says (.gz, .br, .zst), else none. gzip and zstd use every core.
+    #[arg(long, value_name = "KIND[:LEVEL]")]
+    compress: Option<CompressionSpec>,
+
+    /// Encrypt the output with AES-256-GCM (also implied by a name ending in .enc); the key comes from
+    /// --key-file, --key-env, --passphrase-env, --passphrase-file, or FERRY_KEY.
+    #[arg(long)]
+    encrypt: bool,
 
     /// Connection attempts after the first fails (waits 0.25 s, 0.5 s, 1 s, … between them).
     #[arg(long, value_name = "N", default_value_t = 3)]
@@ -265,6 +322,8 @@ impl ConvertArgs {
             max_records: self.split_records,
         };
         job.checksum = self.checksum;
+        job.compress = self.compress;
+        job.encrypt = self.encrypt;
         job.connect = ConnectOptions {
             retries: self.connect_retries,
             timeout: std::time::Duration::from_secs(self.connect_timeout.max(1)),

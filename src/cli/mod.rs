@@ -12,6 +12,7 @@ use crate::report::Report;
 
 mod convert;
 mod formats;
+mod keygen;
 mod templates;
 mod validate;
 mod verify;
@@ -48,6 +49,8 @@ enum Command {
     Formats(formats::FormatsArgs),
     /// Check a split output against its manifest, or a file against its .sha256.
     Verify(verify::VerifyArgs),
+    /// Write a new random encryption key to a file (mode 0600).
+    Keygen(keygen::KeygenArgs),
 }
 
 /// Parses `args` (program name first) and runs the subcommand.
@@ -77,6 +80,7 @@ where
         Command::Templates(args) => templates::run(args),
         Command::Formats(args) => formats::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Keygen(args) => keygen::run(args),
     }
 }
 

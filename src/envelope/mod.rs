@@ -13,6 +13,7 @@
 
 mod compress;
 pub mod encrypt;
+pub mod layers;
 pub mod split;
 
 use std::fmt;

@@ -1,0 +1,175 @@
+//! Stacks the envelope layers: on write, compression then encryption between a format's encoder and its
+//! byte sink; on read, decryption then decompression between the source and the decoder — each told by the
+//! file's own first bytes, so `ferry convert --in x.ndjson.gz.enc` needs only the key.
+
+use std::io::{self, BufReader, Read, Write};
+use std::path::Path;
+
+use super::{
+    detect, is_encrypted, peek, CompressWriter, Compression, CompressionSpec, DecompressReader,
+    DecryptError, DecryptReader, EncryptWriter, KeyMaterial, KeySource, SNIFF_LEN,
+};
+use crate::error::{Error, Position, Result, Stage};
+use crate::sink::ByteSink;
+
+/// What wraps an output: the compression and, when encrypting, the key.
+pub struct WriteLayers<'a> {
+    /// The compression (none for `Compression::None`).
+    pub compression: CompressionSpec,
+    /// The key or passphrase, when the output is encrypted.
+    pub key: Option<&'a KeyMaterial>,
+}
+
+/// The output's compression and encryption from its extension chain (`x.ndjson.gz.enc`): the compression
+/// named by an extension after the format's, and whether `.enc` ends the name.
+pub fn from_extensions(path: &Path) -> (Compression, bool) {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let extensions: Vec<&str> = name.split('.').skip(1).collect();
+    let encrypted = extensions
+        .last()
+        .is_some_and(|e| e.eq_ignore_ascii_case("enc"));
+    let compression = extensions
+        .iter()
+        .rev()
+        .find_map(|e| Compression::from_extension(e))
+        .unwrap_or(Compression::None);
+    (compression, encrypted)
+}
+
+/// Puts the layers on top of `sink`: what is written to the result is compressed, then encrypted, then
+/// handed to `sink`. Finishing the result finishes every layer and then the sink.
+pub fn wrap_sink(sink: Box<dyn ByteSink>, layers: &WriteLayers<'_>) -> Result<Box<dyn ByteSink>> {
+    let mut sink = sink;
+    if let Some(key) = layers.key {
+        let writer =
+            EncryptWriter::new(sink, key).map_err(|e| Error::io(Stage::Encode, None, e))?;
+        sink = Box::new(Layer {
+            writer: Some(LayerWriter::Encrypt(writer)),
+            written: 0,
+        });
+    }
+    if layers.compression.kind != Compression::None {
+        let writer = CompressWriter::new(sink, layers.compression)
+            .map_err(|e| Error::io(Stage::Encode, None, e))?;
+        sink = Box::new(Layer {
+            writer: Some(LayerWriter::Compress(writer)),
+            written: 0,
+        });
+    }
+    Ok(sink)
+}
+
+enum LayerWriter {
+    Compress(CompressWriter<Box<dyn ByteSink>>),
+    Encrypt(EncryptWriter<Box<dyn ByteSink>>),
+}
+
+/// One envelope layer as a [`ByteSink`].
+struct Layer {
+    writer: Option<LayerWriter>,
+    written: u64,
+}
+
+impl Write for Layer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = match self.writer.as_mut() {
+            Some(LayerWriter::Compress(w)) => w.write(buf)?,
+            Some(LayerWriter::Encrypt(w)) => w.write(buf)?,
+            None => return Err(io::Error::other("write after finish")),
+        };
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.writer.as_mut() {
+            Some(LayerWriter::Compress(w)) => w.flush(),
+            Some(LayerWriter::Encrypt(w)) => w.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl ByteSink for Layer {
+    /// Writes the layer's trailer, then finishes what is beneath; returns the bytes of the final output.
+    fn finish(mut self: Box<Self>) -> Result<u64> {
+        let inner = match self.writer.take() {
+            Some(LayerWriter::Compress(w)) => w.finish(),
+            Some(LayerWriter::Encrypt(w)) => w.finish(),
+            None => return Err(Error::usage("finished twice (internal error)")),
+        };
+        inner
+            .map_err(|e| Error::io(Stage::Encode, None, e))?
+            .finish()
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.written
+    }
+}
+
+/// How to take the layers off an input.
+pub struct ReadLayers<'a> {
+    /// Where the key comes from, if one was given (an encrypted input without one is an error that says how
+    /// to give it).
+    pub key: Option<&'a KeySource>,
+    /// The input's compression when its name says (brotli has no magic bytes); gzip and zstd are also
+    /// recognised by their first bytes.
+    pub named: Compression,
+    /// Decompressed bytes allowed (`--max-decompressed-size`).
+    pub max_decompressed: u64,
+}
+
+/// Takes the envelope off `raw`: decrypts if it starts with ferry's encryption header, then decompresses if
+/// what follows is gzip or zstd (or brotli by name). `name` is for messages.
+pub fn unwrap_reader(
+    raw: Box<dyn Read + Send>,
+    layers: &ReadLayers<'_>,
+    name: &str,
+) -> Result<Box<dyn Read + Send>> {
+    let io_err = |e: io::Error| source_error(name, e);
+    let (first, reader) = peek(raw, SNIFF_LEN).map_err(io_err)?;
+    let mut reader: Box<dyn Read + Send> = Box::new(reader);
+    if is_encrypted(&first) {
+        let source = match layers.key.cloned().or_else(KeySource::from_default_env) {
+            Some(source) => source,
+            None => {
+                return Err(Error::usage(format!(
+                    "{name} is encrypted: give the key with --key-file, FERRY_KEY (or --key-env NAME), \
+                     or a passphrase with --passphrase-env NAME / --passphrase-file"
+                )))
+            }
+        };
+        let key = source.resolve()?;
+        let decrypted = DecryptReader::new(reader, &key).map_err(io_err)?;
+        reader = Box::new(decrypted);
+    }
+    let (first, peeked) = peek(reader, SNIFF_LEN).map_err(io_err)?;
+    let kind = match detect(&first) {
+        Compression::None => layers.named,
+        found => found,
+    };
+    if kind == Compression::None {
+        return Ok(Box::new(peeked));
+    }
+    let buffered = BufReader::with_capacity(256 * 1024, peeked);
+    let decompressed =
+        DecompressReader::new(buffered, kind, layers.max_decompressed).map_err(io_err)?;
+    Ok(Box::new(decompressed))
+}
+
+/// An input's I/O error as ferry reports it: decryption failures say which of wrong key, tampering or
+/// truncation it was.
+pub fn source_error(name: &str, e: io::Error) -> Error {
+    match DecryptError::from_io(&e) {
+        Some(d) => Error::data(
+            Stage::Source,
+            Position::file(name.to_owned()),
+            d.to_string(),
+        ),
+        None => Error::io(Stage::Source, Some(name), e),
+    }
+}
