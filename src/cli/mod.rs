@@ -40,7 +40,7 @@ const EXAMPLES: &str = "Examples:
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Convert records from one file or format to another.
-    Convert(convert::ConvertArgs),
+    Convert(Box<convert::ConvertArgs>),
     /// Read, map and validate records without writing anything.
     Validate(validate::ValidateArgs),
     /// List, show or check templates.
@@ -75,7 +75,7 @@ where
         }
     };
     match cli.command {
-        Command::Convert(args) => convert::run(args),
+        Command::Convert(args) => convert::run(*args),
         Command::Validate(args) => validate::run(args),
         Command::Templates(args) => templates::run(args),
         Command::Formats(args) => formats::run(args),

@@ -205,7 +205,8 @@ fn count_records(file: &Path, format: &str, key: Option<&KeySource>) -> Result<u
 fn verify_file(path: &Path, key: Option<&KeySource>) -> Result<()> {
     let sidecar = PathBuf::from(format!("{}.sha256", path.display()));
     let encrypted = is_encrypted_file(path)?;
-    if !sidecar.exists() && !(encrypted && key.is_some()) {
+    let can_authenticate = encrypted && key.is_some();
+    if !sidecar.exists() && !can_authenticate {
         return Err(Error::usage(format!(
             "{} has no checksum file {} (write one with --checksum) and is not a manifest{}",
             path.display(),
