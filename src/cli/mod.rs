@@ -42,7 +42,7 @@ enum Command {
     /// Convert records from one file or format to another.
     Convert(Box<convert::ConvertArgs>),
     /// Read, map and validate records without writing anything.
-    Validate(validate::ValidateArgs),
+    Validate(Box<validate::ValidateArgs>),
     /// List, show or check templates.
     Templates(templates::TemplatesArgs),
     /// List the formats ferry reads and writes.
@@ -76,7 +76,7 @@ where
     };
     match cli.command {
         Command::Convert(args) => convert::run(*args),
-        Command::Validate(args) => validate::run(args),
+        Command::Validate(args) => validate::run(*args),
         Command::Templates(args) => templates::run(args),
         Command::Formats(args) => formats::run(args),
         Command::Verify(args) => verify::run(args),

@@ -47,7 +47,7 @@ pub fn wrap_sink(sink: Box<dyn ByteSink>, layers: &WriteLayers<'_>) -> Result<Bo
         let writer =
             EncryptWriter::new(sink, key).map_err(|e| Error::io(Stage::Encode, None, e))?;
         sink = Box::new(Layer {
-            writer: Some(LayerWriter::Encrypt(writer)),
+            writer: Some(LayerWriter::Encrypt(Box::new(writer))),
             written: 0,
         });
     }
@@ -64,7 +64,7 @@ pub fn wrap_sink(sink: Box<dyn ByteSink>, layers: &WriteLayers<'_>) -> Result<Bo
 
 enum LayerWriter {
     Compress(CompressWriter<Box<dyn ByteSink>>),
-    Encrypt(EncryptWriter<Box<dyn ByteSink>>),
+    Encrypt(Box<EncryptWriter<Box<dyn ByteSink>>>),
 }
 
 /// One envelope layer as a [`ByteSink`].
@@ -98,7 +98,7 @@ impl ByteSink for Layer {
     fn finish(mut self: Box<Self>) -> Result<u64> {
         let inner = match self.writer.take() {
             Some(LayerWriter::Compress(w)) => w.finish(),
-            Some(LayerWriter::Encrypt(w)) => w.finish(),
+            Some(LayerWriter::Encrypt(w)) => (*w).finish(),
             None => return Err(Error::usage("finished twice (internal error)")),
         };
         inner
