@@ -55,7 +55,7 @@ pub fn wrap_sink(sink: Box<dyn ByteSink>, layers: &WriteLayers<'_>) -> Result<Bo
         let writer = CompressWriter::new(sink, layers.compression)
             .map_err(|e| Error::io(Stage::Encode, None, e))?;
         sink = Box::new(Layer {
-            writer: Some(LayerWriter::Compress(writer)),
+            writer: Some(LayerWriter::Compress(Box::new(writer))),
             written: 0,
         });
     }
@@ -63,7 +63,7 @@ pub fn wrap_sink(sink: Box<dyn ByteSink>, layers: &WriteLayers<'_>) -> Result<Bo
 }
 
 enum LayerWriter {
-    Compress(CompressWriter<Box<dyn ByteSink>>),
+    Compress(Box<CompressWriter<Box<dyn ByteSink>>>),
     Encrypt(Box<EncryptWriter<Box<dyn ByteSink>>>),
 }
 
@@ -97,7 +97,7 @@ impl ByteSink for Layer {
     /// Writes the layer's trailer, then finishes what is beneath; returns the bytes of the final output.
     fn finish(mut self: Box<Self>) -> Result<u64> {
         let inner = match self.writer.take() {
-            Some(LayerWriter::Compress(w)) => w.finish(),
+            Some(LayerWriter::Compress(w)) => (*w).finish(),
             Some(LayerWriter::Encrypt(w)) => (*w).finish(),
             None => return Err(Error::usage("finished twice (internal error)")),
         };
