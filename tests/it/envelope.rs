@@ -265,3 +265,429 @@ fn checksum_files_are_what_sha256sum_checks() {
     fs::write(d.join("out.yaml"), "changed").unwrap();
     assert_eq!(ferry(d, &["verify", "out.yaml"]).status.code(), Some(1));
 }
+
+/// Runs ferry with extra environment variables.
+fn ferry_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env("SOURCE_DATE_EPOCH", "1717243200");
+    command
+        .env_remove("FERRY_KEY")
+        .env_remove("EXPORT_ENCRYPTION_KEY")
+        .env_remove("RUST_BACKTRACE");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("run ferry")
+}
+
+fn failed_with(out: &std::process::Output, phrase: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected a failure mentioning {phrase:?}:\n{stderr}"
+    );
+    assert!(stderr.contains(phrase), "expected {phrase:?} in:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+const AWKWARD: &str = r#"{"id":1,"text":"Grüße, 世界 🚀\nline two, \"quoted\"","n":1.5,"ok":true,"tags":["a","b"]}
+{"id":2,"text":"","n":-7,"ok":false,"tags":[]}
+{"id":3,"text":"<xml> & stuff | pipes","n":0,"ok":true,"tags":["x"]}
+"#;
+
+fn awkward_input(copies: usize) -> String {
+    (0..copies)
+        .flat_map(|c| {
+            AWKWARD
+                .lines()
+                .map(move |l| l.replacen("\"id\":", &format!("\"copy\":{c},\"id\":"), 1))
+        })
+        .map(|l| l + "\n")
+        .collect()
+}
+
+#[test]
+fn every_format_round_trips_through_every_compression_encryption_and_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("in.ndjson"), awkward_input(5)).unwrap();
+    ok(&ferry(d, &["keygen", "k.key"]));
+    for format in ["ndjson", "csv", "json", "xml", "yaml", "md"] {
+        // What the format alone gives back: the envelope must not change it.
+        ok(&ferry(
+            d,
+            &[
+                "convert",
+                "--in",
+                "in.ndjson",
+                "--to",
+                &format!("plain.{format}"),
+            ],
+        ));
+        ok(&ferry(
+            d,
+            &[
+                "convert",
+                "--in",
+                &format!("plain.{format}"),
+                "--to",
+                "plain-back.ndjson",
+            ],
+        ));
+        let expected = fs::read_to_string(d.join("plain-back.ndjson")).unwrap();
+        for compression in ["", ".gz", ".br", ".zst"] {
+            for encryption in ["", ".enc"] {
+                for split in [false, true] {
+                    let out = format!("out.{format}{compression}{encryption}");
+                    let mut args = vec![
+                        "convert",
+                        "--in",
+                        "in.ndjson",
+                        "--to",
+                        &out,
+                        "--key-file",
+                        "k.key",
+                    ];
+                    if split {
+                        args.extend(["--split-records", "4"]);
+                    }
+                    ok(&ferry(d, &args));
+                    let read_from = if split {
+                        "out.manifest.json".to_owned()
+                    } else {
+                        out.clone()
+                    };
+                    ok(&ferry(
+                        d,
+                        &[
+                            "convert",
+                            "--in",
+                            &read_from,
+                            "--to",
+                            "back.ndjson",
+                            "--key-file",
+                            "k.key",
+                        ],
+                    ));
+                    let back = fs::read_to_string(d.join("back.ndjson")).unwrap();
+                    assert_eq!(back, expected, "{out} split={split}");
+                    if split {
+                        ok(&ferry(
+                            d,
+                            &["verify", "out.manifest.json", "--key-file", "k.key"],
+                        ));
+                    }
+                    for name in file_names(d) {
+                        if name.starts_with("out") || name == "back.ndjson" {
+                            fs::remove_file(d.join(name)).unwrap();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Fails with an install hint when a system tool the test compares against is missing.
+fn system_tool(name: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .unwrap();
+    assert!(
+        found.status.success(),
+        "{name} is needed by this test: apt-get install {name} (.ci/run does)"
+    );
+}
+
+#[test]
+fn compressed_output_is_read_by_the_system_tools() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = awkward_input(2000);
+    fs::write(d.join("in.ndjson"), &input).unwrap();
+    for (ext, tool) in [("gz", "gzip"), ("zst", "zstd"), ("br", "brotli")] {
+        system_tool(tool);
+        let out = format!("out.ndjson.{ext}");
+        ok(&ferry(d, &["convert", "--in", "in.ndjson", "--to", &out]));
+        let back = Command::new(tool)
+            .args(["-d", "-c", &out])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            back.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&back.stderr)
+        );
+        assert_eq!(String::from_utf8(back.stdout).unwrap(), input, "{tool}");
+    }
+    // And ferry reads what the tools write, told by magic bytes whatever the name (brotli: by its name).
+    let gz = Command::new("gzip")
+        .args(["-c", "in.ndjson"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    fs::write(d.join("from-gzip.data"), gz.stdout).unwrap();
+    ok(&ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "from-gzip.data",
+            "--from-format",
+            "ndjson",
+            "--to",
+            "back.ndjson",
+        ],
+    ));
+    assert_eq!(fs::read_to_string(d.join("back.ndjson")).unwrap(), input);
+}
+
+#[test]
+fn tampering_truncation_and_wrong_keys_are_told_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Several 64 KiB chunks, uncompressed so that sizes are predictable.
+    fs::write(d.join("in.ndjson"), awkward_input(1500)).unwrap();
+    ok(&ferry(d, &["keygen", "k.key"]));
+    ok(&ferry(d, &["keygen", "other.key"]));
+    ok(&ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "in.ndjson",
+            "--to",
+            "good.ndjson.enc",
+            "--key-file",
+            "k.key",
+        ],
+    ));
+    let good = fs::read(d.join("good.ndjson.enc")).unwrap();
+    let header = 51;
+    let chunk = 65536 + 16;
+    assert!(
+        good.len() > header + 3 * chunk,
+        "the test needs at least four chunks"
+    );
+    let read = |bytes: &[u8], key: &str| {
+        fs::write(d.join("bad.ndjson.enc"), bytes).unwrap();
+        let out = ferry(
+            d,
+            &[
+                "convert",
+                "--in",
+                "bad.ndjson.enc",
+                "--to",
+                "out.ndjson",
+                "--key-file",
+                key,
+            ],
+        );
+        if !out.status.success() {
+            assert!(
+                !d.join("out.ndjson").exists(),
+                "no plaintext may be written when reading fails"
+            );
+        }
+        out
+    };
+    ok(&read(&good, "k.key"));
+    fs::remove_file(d.join("out.ndjson")).unwrap();
+    failed_with(&read(&good, "other.key"), "the key does not open this file");
+    let flip = |at: usize| {
+        let mut bytes = good.clone();
+        bytes[at] ^= 0x01;
+        bytes
+    };
+    // The header's nonce prefix is covered by the key check.
+    failed_with(&read(&flip(30), "k.key"), "the key does not open this file");
+    // A bit in the first, a middle chunk, and a tag.
+    failed_with(&read(&flip(header + 10), "k.key"), "altered");
+    failed_with(&read(&flip(header + chunk + 1000), "k.key"), "altered");
+    failed_with(&read(&flip(header + 2 * chunk - 1), "k.key"), "altered");
+    // Truncated at a chunk boundary, inside a chunk, and just before the end.
+    for cut in [header + chunk, header + 2 * chunk + 100, good.len() - 1] {
+        failed_with(&read(&good[..cut], "k.key"), "truncated");
+    }
+    // Two chunks swapped.
+    let mut swapped = good.clone();
+    let (a, b) = (header..header + chunk, header + chunk..header + 2 * chunk);
+    let first: Vec<u8> = swapped[a.clone()].to_vec();
+    swapped.copy_within(b.clone(), a.start);
+    swapped[b].copy_from_slice(&first);
+    failed_with(&read(&swapped, "k.key"), "altered");
+    // Garbage appended.
+    let mut longer = good.clone();
+    longer.extend_from_slice(b"garbage after the end");
+    failed_with(&read(&longer, "k.key"), "after");
+    // Passphrases: right and wrong.
+    let env = [("PW", "correct horse battery staple")];
+    ok(&ferry_env(
+        d,
+        &[
+            "convert",
+            "--in",
+            "in.ndjson",
+            "--to",
+            "pw.ndjson.gz.enc",
+            "--passphrase-env",
+            "PW",
+        ],
+        &env,
+    ));
+    ok(&ferry_env(
+        d,
+        &[
+            "convert",
+            "--in",
+            "pw.ndjson.gz.enc",
+            "--to",
+            "pw.ndjson",
+            "--passphrase-env",
+            "PW",
+        ],
+        &env,
+    ));
+    let wrong = [("PW", "incorrect horse")];
+    let out = ferry_env(
+        d,
+        &[
+            "convert",
+            "--in",
+            "pw.ndjson.gz.enc",
+            "--to",
+            "pw2.ndjson",
+            "--passphrase-env",
+            "PW",
+        ],
+        &wrong,
+    );
+    failed_with(&out, "the key does not open this file");
+    // Keys from the environment, under both names, never echoed.
+    let key = fs::read_to_string(d.join("k.key")).unwrap();
+    let key = key.trim();
+    for name in ["FERRY_KEY", "EXPORT_ENCRYPTION_KEY"] {
+        let out = ferry_env(
+            d,
+            &[
+                "convert",
+                "--in",
+                "good.ndjson.enc",
+                "--to",
+                "env.ndjson",
+                "--report",
+                "r.json",
+            ],
+            &[(name, key)],
+        );
+        let stderr = ok(&out);
+        assert!(
+            !stderr.contains(key) && !fs::read_to_string(d.join("r.json")).unwrap().contains(key)
+        );
+        fs::remove_file(d.join("env.ndjson")).unwrap();
+    }
+}
+
+#[test]
+fn a_compression_bomb_stops_at_the_cap() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 64 MiB of blank lines compress to about 64 KiB.
+    let file = fs::File::create(d.join("bomb.ndjson.gz")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::best());
+    let block = vec![b'\n'; 1 << 20];
+    for _ in 0..64 {
+        gz.write_all(&block).unwrap();
+    }
+    gz.finish().unwrap();
+    let out = ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "bomb.ndjson.gz",
+            "--to",
+            "out.ndjson",
+            "--max-decompressed-size",
+            "8MiB",
+        ],
+    );
+    failed_with(&out, "exceeds the limit");
+    assert!(!d.join("out.ndjson").exists());
+    // Under the default cap it is only 64 MiB of nothing: zero records.
+    ok(&ferry(
+        d,
+        &["convert", "--in", "bomb.ndjson.gz", "--to", "out.ndjson"],
+    ));
+}
+
+#[test]
+fn an_empty_input_makes_a_valid_empty_envelope() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("in.ndjson"), "").unwrap();
+    ok(&ferry(d, &["keygen", "k.key"]));
+    ok(&ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "in.ndjson",
+            "--to",
+            "out.json.zst.enc",
+            "--key-file",
+            "k.key",
+        ],
+    ));
+    ok(&ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "out.json.zst.enc",
+            "--to",
+            "back.ndjson",
+            "--key-file",
+            "k.key",
+        ],
+    ));
+    assert_eq!(fs::read_to_string(d.join("back.ndjson")).unwrap(), "");
+    ok(&ferry(
+        d,
+        &["verify", "out.json.zst.enc", "--key-file", "k.key"],
+    ));
+}
+
+#[test]
+fn keygen_never_overwrites_and_keeps_the_key_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(&ferry(d, &["keygen", "k.key"]));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            fs::metadata(d.join("k.key")).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let before = fs::read(d.join("k.key")).unwrap();
+    assert_ne!(ferry(d, &["keygen", "k.key"]).status.code(), Some(0));
+    assert_eq!(fs::read(d.join("k.key")).unwrap(), before);
+    // Encrypting without any key is a usage error that says how to give one.
+    fs::write(d.join("in.ndjson"), "{\"a\":1}\n").unwrap();
+    let out = ferry_env(
+        d,
+        &["convert", "--in", "in.ndjson", "--to", "out.ndjson.enc"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--key-file"));
+}
