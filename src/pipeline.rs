@@ -949,6 +949,16 @@ impl Run<'_> {
         }
         drop(rx); // stops the reader thread if we left early
         let _ = reader.join();
+        if outcome.is_err() && self.report.last_committed_record.is_some() {
+            // Records up to the last commit are loaded for good, and a resumed run skips them: their rejects
+            // must stay too.
+            if let Some(rejects) = self.rejects.take() {
+                if self.report.rejected > 0 {
+                    self.report.rejects_file = Some(rejects.path().display().to_string());
+                }
+                let _ = rejects.finish();
+            }
+        }
         outcome?;
         self.finish_output(output)?;
         if let Some(rejects) = self.rejects.take() {
@@ -998,15 +1008,16 @@ impl Run<'_> {
         for record in batch {
             self.report.read += 1;
             let number = self.report.read;
+            // Taken for every record, so that outcomes stay paired with their records.
+            let outcome = outcomes
+                .as_mut()
+                .and_then(Iterator::next)
+                .unwrap_or(Outcome::Pass);
             if number <= self.resume_after {
                 // Loaded by the run being resumed.
                 self.report.skipped += 1;
                 continue;
             }
-            let outcome = outcomes
-                .as_mut()
-                .and_then(Iterator::next)
-                .unwrap_or(Outcome::Pass);
             let mapped;
             let to_write = match outcome {
                 Outcome::Pass => record,

@@ -103,8 +103,10 @@ impl AtomicFile {
                 .unwrap_or(0o644);
             fs::set_permissions(temp.path(), fs::Permissions::from_mode(mode)).map_err(io_err)?;
         }
+        // Only the path is kept: a split output may hold thousands of finished parts, and their file
+        // descriptors must not stay open until the run ends.
         let pending = PendingFile {
-            temp,
+            temp: temp.into_temp_path(),
             target: std::mem::take(&mut self.target),
         };
         Ok((self.written, pending))
@@ -113,7 +115,7 @@ impl AtomicFile {
 
 /// A complete file still under its temporary name; dropped without [`PendingFile::persist`], it is deleted.
 pub struct PendingFile {
-    temp: tempfile::NamedTempFile,
+    temp: tempfile::TempPath,
     target: PathBuf,
 }
 
@@ -123,7 +125,6 @@ impl PendingFile {
         let path = self.target.display().to_string();
         self.temp
             .persist(&self.target)
-            .map(|_| ())
             .map_err(|e| Error::io(Stage::Sink, Some(&path), e.error))
     }
 

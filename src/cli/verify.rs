@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use sha2::{Digest as _, Sha256};
 
-use crate::envelope::layers::{source_error, ReadLayers};
+use crate::envelope::layers::source_error;
 use crate::envelope::split::{is_manifest, Manifest};
 use crate::envelope::KeySource;
 use crate::error::{Error, Position, Result, Stage};
@@ -242,16 +242,14 @@ fn is_encrypted_file(path: &Path) -> Result<bool> {
     Ok(crate::envelope::is_encrypted(&first[..n]))
 }
 
-/// Reads the whole file through decryption (and decompression), which checks every chunk's tag.
+/// Reads the whole file through decryption, which checks every chunk's tag (what it holds is not
+/// decompressed: that is not needed to authenticate it).
 fn authenticate(path: &Path, key: &KeySource) -> Result<u64> {
     let name = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| Error::io(Stage::Source, Some(&name), e))?;
-    let layers = ReadLayers {
-        key: Some(key),
-        named: crate::envelope::layers::from_extensions(path).0,
-        max_decompressed: crate::envelope::DEFAULT_MAX_DECOMPRESSED,
-    };
-    let mut reader = crate::envelope::layers::unwrap_reader(Box::new(file), &layers, &name)?;
+    let material = key.resolve()?;
+    let mut reader = crate::envelope::DecryptReader::new(std::io::BufReader::new(file), &material)
+        .map_err(|e| source_error(&name, e))?;
     std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| source_error(&name, e))
 }
 

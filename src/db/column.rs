@@ -361,7 +361,7 @@ fn uuid(value: &Value) -> Option<[u8; 16]> {
         .bytes()
         .filter(|b| *b != b'-')
         .collect();
-    if hex.len() != 32 {
+    if hex.len() != 32 || !hex.iter().all(u8::is_ascii_hexdigit) {
         return None;
     }
     let mut out = [0u8; 16];

@@ -215,7 +215,7 @@ fn pg_error(stage: Stage, what: &str, e: &postgres::Error) -> Error {
 fn open_source(endpoint: &DbEndpoint, options: &ConnectOptions) -> Result<Box<dyn Decoder>> {
     let inner = match (&endpoint.table, &endpoint.query) {
         (_, Some(query)) => query.trim().trim_end_matches(';').to_owned(),
-        (Some(table), None) => format!("SELECT * FROM {}", quote_ident(table)),
+        (Some(table), None) => format!("SELECT * FROM {}", qualified_name(table)),
         (None, None) => {
             return Err(Error::usage(format!(
                 "{endpoint}: say what to read with ?table=NAME or ?query=SELECT…"
@@ -506,6 +506,17 @@ fn numeric_to_binary(text: &str, out: &mut BytesMut) -> std::result::Result<(), 
 // ---------------------------------------------------------------------------------------------------------
 // Sink
 
+/// A table name for SQL: `schema.table` names a table in a schema (each part quoted), anything else is one
+/// quoted identifier.
+fn qualified_name(table: &str) -> String {
+    match table.split_once('.') {
+        Some((schema, name)) if !schema.is_empty() && !name.is_empty() => {
+            format!("{}.{}", quote_ident(schema), quote_ident(name))
+        }
+        _ => quote_ident(table),
+    }
+}
+
 /// The PostgreSQL type ferry creates for a column kind.
 fn create_type(kind: ColumnKind) -> &'static str {
     match kind {
@@ -557,7 +568,7 @@ fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<Box<dyn Tabl
     client
         .batch_execute("BEGIN")
         .map_err(|e| pg_error(Stage::Sink, "cannot start a transaction", &e))?;
-    let table = quote_ident(&options.table);
+    let table = qualified_name(&options.table);
     let existing = table_columns(&mut client, &table)?;
     let mut key = options.key.clone();
     if key.is_empty() && existing.is_some() {
@@ -613,18 +624,23 @@ fn table_columns(client: &mut Client, table: &str) -> Result<Option<Vec<(Column,
             continue; // generated: cannot be written
         }
         let ty = Type::from_oid(oid).unwrap_or(Type::UNKNOWN);
-        let kind = kind_of(&ty).ok_or_else(|| {
-            Error::usage(format!(
+        let has_default: bool = row.get(3);
+        let Some(kind) = kind_of(&ty) else {
+            // A column ferry cannot write is fine as long as the database fills it in itself.
+            if has_default {
+                continue;
+            }
+            return Err(Error::usage(format!(
                 "column {name:?} of table {table} has type {type_name}, which ferry cannot load yet; \
                  load into a text column and convert in SQL"
-            ))
-        })?;
+            )));
+        };
         columns.push((
             Column {
                 name,
                 type_name,
                 kind,
-                has_default: row.get(3),
+                has_default,
             },
             ty,
         ));
@@ -1057,7 +1073,11 @@ fn refused_row(e: &WireError) -> bool {
         return false;
     };
     let code = db.code().code();
-    code.starts_with("22") || code.starts_with("23") || code.starts_with("21") || code == "P0001"
+    code.starts_with("22")
+        || code.starts_with("23")
+        || code.starts_with("21")
+        || code.starts_with("54")
+        || code == "P0001"
 }
 
 /// The type ferry creates for a column kind, for encoding.
@@ -1101,7 +1121,13 @@ fn encode_cell(
         (Cell::Int(n), ColumnKind::Integer { bits: 16 }) => out.put_i16(*n as i16),
         (Cell::Int(n), ColumnKind::Integer { bits: 32 }) => out.put_i32(*n as i32),
         (Cell::Int(n), _) => out.put_i64(*n),
-        (Cell::Float(f), ColumnKind::Float { single: true }) => out.put_f32(*f as f32),
+        (Cell::Float(f), ColumnKind::Float { single: true }) => {
+            let single = *f as f32;
+            if f.is_finite() && !single.is_finite() {
+                return Err("too large for a 32-bit real".into());
+            }
+            out.put_f32(single)
+        }
         (Cell::Float(f), _) => out.put_f64(*f),
         (Cell::Decimal(d), _) => numeric_to_binary(d, out)?,
         (Cell::Bool(b), _) => out.put_u8(u8::from(*b)),

@@ -248,44 +248,57 @@ fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<Box<dyn Tabl
         Connection::open(&path)
     }
     .map_err(|e| sql_error(Stage::Sink, &name, "cannot open", e))?;
-    let setup = || -> rusqlite::Result<()> {
-        conn.busy_timeout(options.connect.timeout)?;
-        if !options.dry_run {
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
-        }
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.execute_batch("BEGIN IMMEDIATE")
-    };
-    setup().map_err(|e| sql_error(Stage::Sink, &name, "cannot start a transaction", e))?;
-    let existing = table_columns(&conn, &options.table)
-        .map_err(|e| sql_error(Stage::Sink, &name, "cannot read the table's columns", e))?;
-    let mut key = options.key.clone();
-    if key.is_empty() {
-        key = primary_key(&conn, &options.table)
-            .map_err(|e| sql_error(Stage::Sink, &name, "cannot read the primary key", e))?;
-    }
-    if options.on_conflict != OnConflict::Error && key.is_empty() {
-        return Err(Error::usage(format!(
-            "--on-conflict {} needs a key: table {:?} has no primary key, so give --key COLUMN (or a template target key)",
-            options.on_conflict.name(),
-            options.table
-        )));
-    }
-    Ok(Box::new(SqliteSink {
+    // From here on the sink exists, so any failure drops it: rolled back, and a file it created removed.
+    let mut sink = SqliteSink {
         conn: Some(conn),
         name,
         path,
         created_file: !exists && !options.dry_run,
-        existing,
-        key,
+        existing: None,
+        key: options.key.clone(),
         options,
         loaded: None,
         tally: Tally::default(),
         since_commit: 0,
         finished: false,
         lookup: FieldLookup::default(),
-    }))
+    };
+    sink.start()?;
+    Ok(Box::new(sink))
+}
+
+impl SqliteSink {
+    /// Starts the transaction and reads the table's columns and key.
+    fn start(&mut self) -> Result<()> {
+        let conn = self.conn();
+        let setup = || -> rusqlite::Result<()> {
+            conn.busy_timeout(self.options.connect.timeout)?;
+            // WAL only for a database this run creates: an existing file keeps its journal mode, which other
+            // programs using it may rely on.
+            if self.created_file {
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+            }
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            conn.execute_batch("BEGIN IMMEDIATE")
+        };
+        setup().map_err(|e| self.fatal("cannot start a transaction", e))?;
+        let existing = table_columns(conn, &self.options.table)
+            .map_err(|e| self.fatal("cannot read the table's columns", e))?;
+        if self.key.is_empty() {
+            self.key = primary_key(conn, &self.options.table)
+                .map_err(|e| self.fatal("cannot read the primary key", e))?;
+        }
+        if self.options.on_conflict != OnConflict::Error && self.key.is_empty() {
+            return Err(Error::usage(format!(
+                "--on-conflict {} needs a key: table {:?} has no primary key, so give --key COLUMN (or a template target key)",
+                self.options.on_conflict.name(),
+                self.options.table
+            )));
+        }
+        self.existing = existing;
+        Ok(())
+    }
 }
 
 /// The columns of `table` (generated columns left out: they cannot be written), or `None` if it is missing.
@@ -448,8 +461,8 @@ impl SqliteSink {
                 .map(|(i, (c, _))| format!("{} IS ?{}", quote_ident(&c.name), i + 1))
                 .collect();
             if sets.is_empty() {
-                // Nothing but the key is loaded: the row is already what the record says.
-                format!("SELECT 1 FROM {table} WHERE {}", wheres.join(" AND "))
+                // Nothing but the key is loaded: the row is already what the record says (see `write`).
+                String::new()
             } else {
                 format!("UPDATE {table} SET {} WHERE {}", sets.join(", "), wheres.join(" AND "))
             }
@@ -499,7 +512,9 @@ impl TableSink for SqliteSink {
         match (changed, &statements.update) {
             (0, None) => self.tally.skipped += 1,
             (0, Some(update)) => {
-                self.run(update, &cells)?;
+                if !update.is_empty() {
+                    self.run(update, &cells)?;
+                }
                 self.tally.updated += 1;
             }
             _ => self.tally.inserted += 1,
@@ -522,6 +537,8 @@ impl TableSink for SqliteSink {
                 .map_err(|e| self.fatal("cannot commit", e))?;
             self.since_commit = 0;
             self.tally.last_committed = Some(through);
+            // Committed rows are the user's now: the file stays even if the run fails later.
+            self.created_file = false;
             return Ok(Some(through));
         }
         Ok(None)

@@ -987,3 +987,132 @@ fn without_a_template_a_schema_or_the_values_give_the_column_types() {
         "n bigint, at timestamp with time zone, tags jsonb, f double precision, d text"
     );
 }
+
+#[test]
+fn a_new_sqlite_file_keeps_its_committed_rows_when_a_later_batch_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("big.ndjson"), numbers_with_a_bad_one()).unwrap();
+    let target = "sqlite://new.db?table=nums";
+    let out = ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "big.ndjson",
+            "--to",
+            target,
+            "--batch-size",
+            "500",
+            "--commit-every",
+            "1000",
+        ],
+    );
+    let stderr = failed(&out);
+    assert!(stderr.contains("rerun with --resume 3000"), "{stderr}");
+    ok(&ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "sqlite://new.db?query=SELECT count(*) AS n FROM nums",
+            "--to",
+            "n.ndjson",
+        ],
+    ));
+    assert_eq!(
+        ndjson(&d.join("n.ndjson")),
+        vec![serde_json::json!({"n": 3000})]
+    );
+}
+
+#[test]
+fn resuming_inside_a_batch_keeps_each_record_with_its_own_mapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(
+        d.join("t.yaml"),
+        "name: upper\ntarget: {table: people, key: [id]}\nfields:\n  - {name: id, type: integer}\n  - {name: name, transforms: [uppercase]}\n",
+    )
+    .unwrap();
+    let input: String = (1..=10)
+        .map(|i| format!("{{\"id\":{i},\"name\":\"person {i}\"}}\n"))
+        .collect();
+    fs::write(d.join("in.ndjson"), input).unwrap();
+    let out = ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "in.ndjson",
+            "--template",
+            "t.yaml",
+            "--to",
+            "sqlite://p.db",
+            "--batch-size",
+            "4",
+            "--resume",
+            "3",
+            "--report",
+            "r.json",
+        ],
+    );
+    ok(&out);
+    assert_eq!(report(&d.join("r.json"))["skipped"], 3);
+    ok(&ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "sqlite://p.db?query=SELECT * FROM people ORDER BY id",
+            "--to",
+            "back.ndjson",
+        ],
+    ));
+    let rows = ndjson(&d.join("back.ndjson"));
+    assert_eq!(rows.len(), 7);
+    for row in rows {
+        let id = row["id"].as_i64().unwrap();
+        assert_eq!(row["name"], format!("PERSON {id}"), "{row}");
+    }
+}
+
+#[test]
+fn overwriting_a_table_of_only_key_columns_counts_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(
+        d.join("in.ndjson"),
+        "{\"a\":1,\"b\":2}\n{\"a\":1,\"b\":2}\n",
+    )
+    .unwrap();
+    let pg = cluster().fresh_database("keyonly");
+    for target in [
+        "sqlite://k.db?table=pairs".to_owned(),
+        table_url(&pg, "pairs"),
+    ] {
+        let out = ferry(
+            d,
+            &[
+                "convert",
+                "--in",
+                "in.ndjson",
+                "--to",
+                &target,
+                "--key",
+                "a,b",
+                "--on-conflict",
+                "overwrite",
+                "--report",
+                "r.json",
+            ],
+        );
+        ok(&out);
+        let r = report(&d.join("r.json"));
+        assert_eq!(
+            (r["inserted"].as_u64(), r["updated"].as_u64()),
+            (Some(1), Some(1)),
+            "{target}"
+        );
+    }
+}
