@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::parse_byte;
 use crate::db::{ConnectOptions, OnConflict};
-use crate::envelope::{CompressionSpec, KeySource};
+use crate::envelope::CompressionSpec;
 use crate::error::{Error, Result};
 use crate::format::FormatOptions;
 use crate::pipeline::{convert, ConvertJob, ErrorPolicy, DEFAULT_BATCH_SIZE};
@@ -103,23 +103,8 @@ pub struct InputArgs {
     #[arg(long, value_name = "LABEL")]
     encoding: Option<String>,
 
-    /// The encryption key: a file with 32 raw bytes, 64 hex digits or base64 (make one with `ferry keygen`).
-    /// Without a key option, FERRY_KEY (then EXPORT_ENCRYPTION_KEY) is used. Keys are never taken from
-    /// the command line itself.
-    #[arg(long, value_name = "FILE", group = "key_source")]
-    key_file: Option<PathBuf>,
-
-    /// The environment variable holding the key (hex or base64).
-    #[arg(long, value_name = "NAME", group = "key_source")]
-    key_env: Option<String>,
-
-    /// The environment variable holding a passphrase (the key is derived with Argon2id).
-    #[arg(long, value_name = "NAME", group = "key_source")]
-    passphrase_env: Option<String>,
-
-    /// A file holding a passphrase (its final line break is not part of it).
-    #[arg(long, value_name = "FILE", group = "key_source")]
-    passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    keys: super::KeyArgs,
 
     /// Stop with an error once a compressed input has given this many bytes (guards against compression
     /// bombs): 16GiB by default.
@@ -128,20 +113,6 @@ pub struct InputArgs {
 }
 
 impl InputArgs {
-    /// Where the key comes from, when an option names it.
-    fn key_source(&self) -> Option<KeySource> {
-        if let Some(path) = &self.key_file {
-            return Some(KeySource::KeyFile(path.clone()));
-        }
-        if let Some(name) = &self.key_env {
-            return Some(KeySource::Env(name.clone()));
-        }
-        if let Some(name) = &self.passphrase_env {
-            return Some(KeySource::PassphraseEnv(name.clone()));
-        }
-        self.passphrase_file.clone().map(KeySource::PassphraseFile)
-    }
-
     /// Fills the input side of `job`.
     pub fn apply(&self, job: &mut ConvertJob) -> Result<()> {
         let encoding = match &self.encoding {
@@ -156,7 +127,7 @@ impl InputArgs {
         };
         job.input = self.input.clone();
         job.input_format = self.from_format.clone();
-        job.key_source = self.key_source();
+        job.key_source = self.keys.source();
         if let Some(max) = self.max_decompressed_size {
             job.max_decompressed = max;
         }

@@ -112,6 +112,42 @@ pub(crate) fn finish_report(report: &Report, path: Option<&Path>, quiet: bool) -
     Ok(())
 }
 
+/// Where an encryption key or passphrase comes from (shared by every subcommand that reads or writes
+/// encrypted files). Keys are never taken from the command line itself.
+#[derive(Debug, clap::Args)]
+pub(crate) struct KeyArgs {
+    /// The encryption key: a file with 32 raw bytes, 64 hex digits or base64 (make one with `ferry keygen`).
+    /// Without a key option, FERRY_KEY (then EXPORT_ENCRYPTION_KEY) is used.
+    #[arg(long, value_name = "FILE", group = "key_source")]
+    key_file: Option<std::path::PathBuf>,
+
+    /// The environment variable holding the key (hex or base64).
+    #[arg(long, value_name = "NAME", group = "key_source")]
+    key_env: Option<String>,
+
+    /// The environment variable holding a passphrase (the key is derived with Argon2id).
+    #[arg(long, value_name = "NAME", group = "key_source")]
+    passphrase_env: Option<String>,
+
+    /// A file holding a passphrase (its final line break is not part of it).
+    #[arg(long, value_name = "FILE", group = "key_source")]
+    passphrase_file: Option<std::path::PathBuf>,
+}
+
+impl KeyArgs {
+    /// The source an option names, if any.
+    pub(crate) fn source(&self) -> Option<crate::envelope::KeySource> {
+        use crate::envelope::KeySource;
+        let named = [
+            self.key_file.clone().map(KeySource::KeyFile),
+            self.key_env.clone().map(KeySource::Env),
+            self.passphrase_env.clone().map(KeySource::PassphraseEnv),
+            self.passphrase_file.clone().map(KeySource::PassphraseFile),
+        ];
+        named.into_iter().flatten().next()
+    }
+}
+
 /// An endpoint as reports and messages show it: a database URL without its password.
 pub(crate) fn shown_endpoint(text: &str) -> String {
     match crate::endpoint::Endpoint::parse(text) {

@@ -32,42 +32,13 @@ pub struct VerifyArgs {
     #[arg(value_name = "MANIFEST|FILE")]
     path: PathBuf,
 
-    /// The key of encrypted files: a file with the key (hex, base64 or 32 raw bytes).
-    #[arg(long, value_name = "FILE", group = "key_source")]
-    key_file: Option<PathBuf>,
-
-    /// The environment variable holding the key.
-    #[arg(long, value_name = "NAME", group = "key_source")]
-    key_env: Option<String>,
-
-    /// The environment variable holding the passphrase.
-    #[arg(long, value_name = "NAME", group = "key_source")]
-    passphrase_env: Option<String>,
-
-    /// A file holding the passphrase.
-    #[arg(long, value_name = "FILE", group = "key_source")]
-    passphrase_file: Option<PathBuf>,
-}
-
-impl VerifyArgs {
-    fn key_source(&self) -> Option<KeySource> {
-        let given = [
-            self.key_file.clone().map(KeySource::KeyFile),
-            self.key_env.clone().map(KeySource::Env),
-            self.passphrase_env.clone().map(KeySource::PassphraseEnv),
-            self.passphrase_file.clone().map(KeySource::PassphraseFile),
-        ];
-        given
-            .into_iter()
-            .flatten()
-            .next()
-            .or_else(KeySource::from_default_env)
-    }
+    #[command(flatten)]
+    keys: super::KeyArgs,
 }
 
 /// Runs `ferry verify`.
 pub fn run(args: VerifyArgs) -> Result<()> {
-    let key = args.key_source();
+    let key = args.keys.source().or_else(KeySource::from_default_env);
     if is_manifest(&args.path) {
         return verify_manifest(&args.path, key.as_ref());
     }

@@ -353,6 +353,19 @@ fn text_array(value: &Value) -> Option<Vec<Option<String>>> {
         .collect()
 }
 
+/// A UUID's canonical text: `123e4567-e89b-12d3-a456-426614174000`.
+pub(crate) fn uuid_text(b: &[u8; 16]) -> String {
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
 fn uuid(value: &Value) -> Option<[u8; 16]> {
     let Value::String(s) = value else { return None };
     let hex: Vec<u8> = s

@@ -367,18 +367,8 @@ impl<'a> FromSql<'a> for PgValue {
 }
 
 fn uuid_text(raw: &[u8]) -> std::result::Result<String, BoxError> {
-    if raw.len() != 16 {
-        return Err("a uuid must be 16 bytes".into());
-    }
-    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    ))
+    let bytes: [u8; 16] = raw.try_into().map_err(|_| "a uuid must be 16 bytes")?;
+    Ok(super::column::uuid_text(&bytes))
 }
 
 /// Decodes PostgreSQL's binary numeric (base-10000 digits with a weight and a display scale) to exact text.
@@ -926,43 +916,17 @@ impl PgSink {
         self.copy_open = false;
         let copied = self.wire.copy_end();
         let outcome = copied.and_then(|n| self.move_staged(n));
+        self.settle(outcome, 0..self.row_ends.len())
+    }
+
+    /// Ends the savepoint of an attempt to load `range`: released when it worked; otherwise, if the data was
+    /// refused, rolled back and the range split until each refused row is alone.
+    fn settle(
+        &mut self,
+        outcome: std::result::Result<Counts, WireError>,
+        range: Range<usize>,
+    ) -> Result<Vec<(u64, Error)>> {
         match outcome {
-            Ok(counts) => {
-                self.wire
-                    .exec("RELEASE SAVEPOINT ferry_batch")
-                    .map_err(|e| self.fatal("cannot release a savepoint", &e))?;
-                self.add(counts);
-                Ok(Vec::new())
-            }
-            Err(e) if refused_row(&e) => {
-                self.wire
-                    .exec("ROLLBACK TO SAVEPOINT ferry_batch; RELEASE SAVEPOINT ferry_batch")
-                    .map_err(|e| self.fatal("cannot roll back to a savepoint", &e))?;
-                let rows = self.row_ends.len();
-                if rows == 1 {
-                    return Ok(vec![(self.numbers[0], self.row_error(&e))]);
-                }
-                let mut refused = self.load(0..rows / 2)?;
-                refused.extend(self.load(rows / 2..rows)?);
-                Ok(refused)
-            }
-            Err(e) => Err(self.fatal("cannot load rows", &e)),
-        }
-    }
-
-    fn add(&mut self, counts: Counts) {
-        self.tally.inserted += counts.inserted;
-        self.tally.updated += counts.updated;
-        self.tally.skipped += counts.skipped;
-    }
-
-    /// Loads the tuples in `range` of the batch inside a savepoint; on a refusal caused by the data, splits
-    /// the range until each refused row is alone, and returns those rows with the server's message.
-    fn load(&mut self, range: Range<usize>) -> Result<Vec<(u64, Error)>> {
-        self.wire
-            .exec("SAVEPOINT ferry_batch")
-            .map_err(|e| self.fatal("cannot set a savepoint", &e))?;
-        match self.load_once(range.clone()) {
             Ok(counts) => {
                 self.wire
                     .exec("RELEASE SAVEPOINT ferry_batch")
@@ -984,6 +948,22 @@ impl PgSink {
             }
             Err(e) => Err(self.fatal("cannot load rows", &e)),
         }
+    }
+
+    fn add(&mut self, counts: Counts) {
+        self.tally.inserted += counts.inserted;
+        self.tally.updated += counts.updated;
+        self.tally.skipped += counts.skipped;
+    }
+
+    /// Loads the tuples in `range` of the batch inside a savepoint; on a refusal caused by the data, splits
+    /// the range until each refused row is alone, and returns those rows with the server's message.
+    fn load(&mut self, range: Range<usize>) -> Result<Vec<(u64, Error)>> {
+        self.wire
+            .exec("SAVEPOINT ferry_batch")
+            .map_err(|e| self.fatal("cannot set a savepoint", &e))?;
+        let outcome = self.load_once(range.clone());
+        self.settle(outcome, range)
     }
 
     fn load_once(&mut self, range: Range<usize>) -> std::result::Result<Counts, WireError> {

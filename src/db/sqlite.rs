@@ -211,21 +211,9 @@ impl rusqlite::ToSql for Cell<'_> {
                     .collect();
                 ToSqlOutput::Owned(Owned::Text(super::column::json_text(&Value::Array(values))))
             }
-            Cell::Uuid(bytes) => ToSqlOutput::Owned(Owned::Text(uuid_text(bytes))),
+            Cell::Uuid(bytes) => ToSqlOutput::Owned(Owned::Text(super::column::uuid_text(bytes))),
         })
     }
-}
-
-fn uuid_text(b: &[u8; 16]) -> String {
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
 }
 
 fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<Box<dyn TableSink>> {

@@ -4,33 +4,12 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value as Json;
 
 use crate::pg::{cluster, PASSWORD};
-use crate::support::{corpus, ferry};
-
-/// Runs ferry in `dir` with extra environment variables.
-fn ferry_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .env("SOURCE_DATE_EPOCH", "1717243200")
-        .env_remove("FERRY_TEMPLATES")
-        .env_remove("DATABASE_URL");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command.output().expect("run ferry")
-}
-
-fn ok(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(0), "ferry failed:\n{stderr}");
-    stderr
-}
+use crate::support::{corpus, ferry, ferry_env, ok};
 
 fn failed(out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();

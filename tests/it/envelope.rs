@@ -4,13 +4,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::{ferry, file_names};
-
-fn ok(out: &std::process::Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(0), "ferry failed:\n{stderr}");
-    stderr
-}
+use crate::support::{ferry, ferry_env, file_names, ok};
 
 fn manifest(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
@@ -264,23 +258,6 @@ fn checksum_files_are_what_sha256sum_checks() {
     ok(&ferry(d, &["verify", "out.yaml"]));
     fs::write(d.join("out.yaml"), "changed").unwrap();
     assert_eq!(ferry(d, &["verify", "out.yaml"]).status.code(), Some(1));
-}
-
-/// Runs ferry with extra environment variables.
-fn ferry_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .env("SOURCE_DATE_EPOCH", "1717243200");
-    command
-        .env_remove("FERRY_KEY")
-        .env_remove("EXPORT_ENCRYPTION_KEY")
-        .env_remove("RUST_BACKTRACE");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command.output().expect("run ferry")
 }
 
 fn failed_with(out: &std::process::Output, phrase: &str) {

@@ -50,6 +50,36 @@ pub fn ferry(dir: &Path, args: &[&str]) -> Output {
         .expect("run ferry")
 }
 
+/// Runs the ferry binary in `dir` with extra environment variables, and none of the ones that would change
+/// what it does from outside (database URL, keys, template folders).
+pub fn ferry_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env("SOURCE_DATE_EPOCH", "1717243200");
+    for name in [
+        "FERRY_TEMPLATES",
+        "DATABASE_URL",
+        "FERRY_KEY",
+        "EXPORT_ENCRYPTION_KEY",
+        "RUST_BACKTRACE",
+    ] {
+        command.env_remove(name);
+    }
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("run ferry")
+}
+
+/// Asserts that a run succeeded; returns its stderr.
+pub fn ok(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "ferry failed:\n{stderr}");
+    stderr
+}
+
 /// Decodes `bytes` as `format` with `options`, returning every item (records and errors).
 pub fn decode_with(
     format: &str,
