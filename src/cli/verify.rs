@@ -70,12 +70,7 @@ fn sha256_of(path: &Path) -> Result<(u64, String)> {
         hasher.update(&buf[..n]);
         total += n as u64;
     }
-    let hex = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok((total, hex))
+    Ok((total, crate::envelope::split::hex(&hasher.finalize())))
 }
 
 fn verify_manifest(path: &Path, key: Option<&KeySource>) -> Result<()> {

@@ -355,6 +355,7 @@ fn text_array(value: &Value) -> Option<Vec<Option<String>>> {
 
 /// A UUID's canonical text: `123e4567-e89b-12d3-a456-426614174000`.
 pub(crate) fn uuid_text(b: &[u8; 16]) -> String {
+    // Stage folders know only record and error, so the hex is written here rather than borrowed.
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
         "{}-{}-{}-{}-{}",

@@ -105,6 +105,14 @@ pub struct SinkOptions {
     pub connect: ConnectOptions,
 }
 
+impl SinkOptions {
+    /// True when `--commit-every` says the records written since the last commit should be committed now
+    /// (never in a dry run, which is rolled back whole).
+    pub(crate) fn commit_due(&self, since_commit: u64) -> bool {
+        !self.dry_run && self.commit_every.is_some_and(|n| since_commit >= n)
+    }
+}
+
 /// What a finished load did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -114,8 +122,6 @@ pub struct Tally {
     pub updated: u64,
     /// Records whose key was already there (`skip`).
     pub skipped: u64,
-    /// The last record number committed by `--commit-every` before the end.
-    pub last_committed: Option<u64>,
     /// True when ferry created the table.
     pub created_table: bool,
 }

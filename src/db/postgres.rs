@@ -1169,16 +1169,11 @@ impl TableSink for PgSink {
     }
 
     fn checkpoint(&mut self, through: u64) -> Result<Option<u64>> {
-        let due = self
-            .options
-            .commit_every
-            .is_some_and(|n| self.since_commit >= n);
-        if due && !self.options.dry_run {
+        if self.options.commit_due(self.since_commit) {
             self.wire
                 .exec("COMMIT; BEGIN")
                 .map_err(|e| self.fatal("cannot commit", &e))?;
             self.since_commit = 0;
-            self.tally.last_committed = Some(through);
             return Ok(Some(through));
         }
         Ok(None)

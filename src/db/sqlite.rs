@@ -515,16 +515,11 @@ impl TableSink for SqliteSink {
     }
 
     fn checkpoint(&mut self, through: u64) -> Result<Option<u64>> {
-        let due = self
-            .options
-            .commit_every
-            .is_some_and(|n| self.since_commit >= n);
-        if due && !self.options.dry_run {
+        if self.options.commit_due(self.since_commit) {
             self.conn()
                 .execute_batch("COMMIT; BEGIN IMMEDIATE")
                 .map_err(|e| self.fatal("cannot commit", e))?;
             self.since_commit = 0;
-            self.tally.last_committed = Some(through);
             // Committed rows are the user's now: the file stays even if the run fails later.
             self.created_file = false;
             return Ok(Some(through));
