@@ -315,13 +315,17 @@ impl Plan {
                 if let Some(g) = &c.generated {
                     extra.push(format!("generated ({g})"));
                 }
+                let extra = if extra.is_empty() {
+                    String::new()
+                } else {
+                    format!("{} ", extra.join(", "))
+                };
                 let _ = writeln!(
                     out,
-                    "  {:<24} {:<20} → {:<18} {} [{}]",
+                    "  {:<24} {:<20} → {:<18} {extra}[{}]",
                     quote_ident(&c.name),
                     declared,
                     c.translation.pg.sql(),
-                    extra.join(", "),
                     c.translation.reason
                 );
                 for w in &c.translation.warnings {

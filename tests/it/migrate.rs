@@ -208,3 +208,49 @@ fn fixture_ddl_runs_on_postgres() {
         .batch_execute("INSERT INTO users (email, age) VALUES ('c@x', -1)")
         .is_err());
 }
+
+#[test]
+fn cli_prints_the_plan_and_the_ddl() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = corpus("sqlite-sakila/sakila.db");
+    let rules = dir.path().join("casts.yaml");
+    std::fs::write(&rules, "columns:\n  film.rating: varchar(5)\n").unwrap();
+    let out = crate::support::ferry(
+        dir.path(),
+        &[
+            "migrate",
+            "--from",
+            db.to_str().unwrap(),
+            "--plan",
+            "--cast-rules",
+            rules.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("16 tables, 22 foreign keys"), "{text}");
+    assert!(
+        text.contains("→ varchar(5)") && text.contains("cast rule for the column"),
+        "{text}"
+    );
+    assert!(text.contains("trigger ins_film: not translated"), "{text}");
+    let out = crate::support::ferry(
+        dir.path(),
+        &["migrate", "--from", db.to_str().unwrap(), "--ddl"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("-- after the data") && text.contains("CREATE TABLE \"film\""),
+        "{text}"
+    );
+    let out = crate::support::ferry(dir.path(), &["migrate", "--from", db.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "copying is not implemented yet: a usage error"
+    );
+}
