@@ -170,6 +170,8 @@ pub struct IndexTerm {
 /// A foreign key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForeignKey {
+    /// Its name, when the `CREATE TABLE` text gives one (`CONSTRAINT name FOREIGN KEY …`).
+    pub name: Option<String>,
     /// The referencing columns.
     pub from: Vec<String>,
     /// The referenced table.
@@ -411,6 +413,19 @@ fn read_table(conn: &Connection, label: &str, name: &str, create_sql: &str) -> R
         .collect();
     read_indexes(conn, label, &mut table)?;
     read_foreign_keys(conn, label, &mut table)?;
+    for fk in &mut table.foreign_keys {
+        fk.name = ddl
+            .foreign_key_names
+            .iter()
+            .find(|(from, _)| {
+                from.len() == fk.from.len()
+                    && from
+                        .iter()
+                        .zip(&fk.from)
+                        .all(|(a, b)| a.eq_ignore_ascii_case(b))
+            })
+            .map(|(_, name)| name.clone());
+    }
     Ok(table)
 }
 
@@ -515,6 +530,7 @@ fn read_foreign_keys(conn: &Connection, label: &str, table: &mut Table) -> Resul
             row.map_err(|e| sql_error(label, &what, e))?;
         if last_id != Some(id) {
             table.foreign_keys.push(ForeignKey {
+                name: None,
                 from: Vec::new(),
                 table: to_table,
                 to: Vec::new(),
@@ -656,7 +672,10 @@ pub(crate) mod tests {
         let fks: usize = schema.tables.iter().map(|t| t.foreign_keys.len()).sum();
         assert_eq!(fks, 22);
         let store = schema.table("store").unwrap();
-        assert!(store.foreign_keys.iter().any(|f| f.table == "staff"));
+        assert!(store
+            .foreign_keys
+            .iter()
+            .any(|f| f.table == "staff" && f.name.as_deref() == Some("fk_store_staff")));
         let staff = schema.table("staff").unwrap();
         assert!(staff.foreign_keys.iter().any(|f| f.table == "store"));
         let all: Vec<&ForeignKey> = schema.tables.iter().flat_map(|t| &t.foreign_keys).collect();

@@ -169,7 +169,7 @@ impl Plan {
             plan.untranslated.push(Untranslated {
                 kind: "view",
                 name: v.name.clone(),
-                reason: "not translated: view SQL is SQLite dialect; recreate it by hand".into(),
+                reason: "view SQL is SQLite dialect; recreate it by hand".into(),
             });
         }
         for t in &schema.triggers {
@@ -177,7 +177,7 @@ impl Plan {
                 kind: "trigger",
                 name: t.name.clone(),
                 reason: format!(
-                    "not translated: PostgreSQL triggers need a plpgsql function (on {})",
+                    "PostgreSQL triggers need a plpgsql function (on {})",
                     t.table
                 ),
             });
@@ -186,7 +186,7 @@ impl Plan {
             plan.untranslated.push(Untranslated {
                 kind: "virtual table",
                 name: v.name.clone(),
-                reason: "not translated: SQLite virtual table module".into(),
+                reason: "SQLite virtual table module".into(),
             });
         }
         Ok(plan)
@@ -513,7 +513,11 @@ fn plan_table(
         }
     }
     for (n, fk) in table.foreign_keys.iter().enumerate() {
-        let name = pg_name(taken, &format!("{}_{}_fkey", table.name, fk.from.join("_")));
+        let base = fk
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}_{}_fkey", table.name, fk.from.join("_")));
+        let name = pg_name(taken, &base);
         let Some(target) = schema.table(&fk.table) else {
             skip(
                 "foreign key",

@@ -264,6 +264,8 @@ pub(crate) struct ColumnDdl {
 pub(crate) struct TableDdl {
     pub columns: Vec<ColumnDdl>,
     pub checks: Vec<CheckDdl>,
+    /// Named foreign keys: referencing columns and constraint name.
+    pub foreign_key_names: Vec<(Vec<String>, String)>,
     pub autoincrement: bool,
 }
 
@@ -303,6 +305,35 @@ pub(crate) fn parse_create_table(sql: &str) -> Result<TableDdl, String> {
             }
             if t.is_word("AUTOINCREMENT") {
                 ddl.autoincrement = true;
+            }
+            if ["PRIMARY", "UNIQUE", "NOT", "DEFAULT", "COLLATE"]
+                .iter()
+                .any(|w| t.is_word(w))
+            {
+                pending_name = None;
+            }
+            if t.is_word("FOREIGN") && element.get(i + 1).is_some_and(|k| k.is_word("KEY")) {
+                let open = i + 2;
+                if let (Some(name), Some(close)) =
+                    (pending_name.take(), matching_paren(element, open))
+                {
+                    let from = element[open + 1..close]
+                        .iter()
+                        .filter_map(|t| {
+                            t.name()
+                                .filter(|_| t.kind != Kind::Punct)
+                                .map(str::to_owned)
+                        })
+                        .collect();
+                    ddl.foreign_key_names.push((from, name));
+                    i = close + 1;
+                    continue;
+                }
+            }
+            if t.is_word("REFERENCES") {
+                if let (Some(name), Some(col)) = (pending_name.take(), column.clone()) {
+                    ddl.foreign_key_names.push((vec![col], name));
+                }
             }
             if t.is_word("COLLATE") {
                 if let Some(c) = element.get(i + 1).and_then(Token::name) {
@@ -593,12 +624,24 @@ mod tests {
              price NUMERIC(10,2) DEFAULT (0) CONSTRAINT pos CHECK (price >= 0), \
              total REAL GENERATED ALWAYS AS (price * 2) STORED, \
              note TEXT DEFAULT 'CHECK (x)', \
-             CONSTRAINT both_ok CHECK (price < 1000 AND name <> ','), UNIQUE (name))",
+             owner INTEGER CONSTRAINT owner_fk REFERENCES users (id), \
+             CONSTRAINT both_ok CHECK (price < 1000 AND name <> ','), UNIQUE (name), \
+             CONSTRAINT [pair fk] FOREIGN KEY (id, [name]) REFERENCES other (a, b))",
         )
         .unwrap();
         assert!(ddl.autoincrement);
         let names: Vec<_> = ddl.columns.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["id", "name", "price", "total", "note"]);
+        assert_eq!(names, ["id", "name", "price", "total", "note", "owner"]);
+        assert_eq!(
+            ddl.foreign_key_names,
+            [
+                (vec!["owner".to_owned()], "owner_fk".to_owned()),
+                (
+                    vec!["id".to_owned(), "name".to_owned()],
+                    "pair fk".to_owned()
+                )
+            ]
+        );
         assert_eq!(ddl.columns[1].collation.as_deref(), Some("NOCASE"));
         assert_eq!(ddl.columns[3].generated.as_deref(), Some("price * 2"));
         assert_eq!(ddl.checks.len(), 3);

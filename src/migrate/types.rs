@@ -24,9 +24,10 @@
 //! | no type                                                       | by the values                     | all integer → `bigint`, all integer/real → `double precision`, all blob → `bytea`, else `text` |
 //! | anything else (`UUID`, `GEOMETRY`, …)                         | `text`                            | reason recorded |
 //!
-//! After any rule above except `jsonb`/`boolean`, a text column whose name contains `json` and whose
-//! text is all JSON objects or arrays becomes `jsonb`, and an `INT`-named column whose name looks boolean is
-//! **not** changed (0/1 integers alone do not make a boolean; declare it `BOOLEAN` or use `--cast-rules`).
+//! After the rules, a `text` column whose name contains `json` and whose text is all JSON objects or
+//! arrays becomes `jsonb`. 0/1 integers alone do not make a boolean: the column must be declared
+//! `BOOL`/`BOOLEAN` (or cast with `--cast-rules`); a declared boolean holding other values keeps
+//! `boolean` and counts them as non-conforming.
 //!
 //! When the values contradict the chosen type (text in an INTEGER column, `'yes'` in a BOOLEAN one), the
 //! type stays and [`Translation::nonconforming`] counts the values that will not convert, so the copy
