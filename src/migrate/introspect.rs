@@ -3,7 +3,7 @@
 //!
 //! Everything the pragmas expose comes from their table-valued forms (`pragma_table_xinfo(?1)`,
 //! `pragma_index_list(?1)`, …) with bound names; CHECK constraints, COLLATE clauses, generated-column
-//! expressions and AUTOINCREMENT come from the `CREATE TABLE` text through [`super::sql`], and
+//! expressions and AUTOINCREMENT come from the `CREATE TABLE` text through a small tokenizer, and
 //! partial-index WHERE clauses and expression-index terms from the `CREATE INDEX` text. Internal
 //! tables (`sqlite_sequence`, `sqlite_stat*`, any `sqlite_` name) and virtual-table shadow tables are
 //! skipped; virtual tables themselves are listed in [`Schema::virtual_tables`].
@@ -313,7 +313,8 @@ impl Schema {
 
 /// True for SQLite's own tables (`sqlite_sequence`, `sqlite_stat1`, …), which are never migrated.
 pub fn is_internal(name: &str) -> bool {
-    name.len() >= 7 && name[..7].eq_ignore_ascii_case("sqlite_")
+    name.get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("sqlite_"))
 }
 
 fn read_sequences(conn: &Connection, label: &str) -> Result<Vec<(String, i64)>> {
@@ -589,10 +590,18 @@ pub(crate) mod tests {
                 ('a@x', 30, 1, '{\"t\":1}'), ('b@x', 12, 0, '[1,2]'), ('c@x', NULL, 0, NULL);
              INSERT INTO orders (id, user_id, amount) VALUES (1, 1, 10), (2, 1, 'ten'), (3, 2, 2.5), (4, NULL, 7);
              INSERT INTO gen (a, b) VALUES (1, 2);
+             CREATE TABLE events (at DATETIME, day DATE, flag BOOLEAN);
+             INSERT INTO events VALUES (1700000000, '2024-01-31', 1), (1700000060, '2024-02-01', 2);
              DELETE FROM users WHERE id = 3;",
         )
         .unwrap();
         conn
+    }
+
+    #[test]
+    fn internal_names() {
+        assert!(is_internal("sqlite_sequence") && is_internal("SQLITE_STAT1"));
+        assert!(!is_internal("sqlit") && !is_internal("sqlitéx_1") && !is_internal("users"));
     }
 
     #[test]
@@ -693,7 +702,10 @@ pub(crate) mod tests {
     fn fixture_schema() {
         let schema = Schema::read(&fixture(), "fixture").unwrap();
         let names: Vec<_> = schema.tables.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["users", "kv", "strict_t", "gen", "orders"]);
+        assert_eq!(
+            names,
+            ["users", "kv", "strict_t", "gen", "orders", "events"]
+        );
         let users = schema.table("users").unwrap();
         assert!(users.autoincrement);
         assert_eq!(users.sequence, Some(3));

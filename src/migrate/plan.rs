@@ -1070,6 +1070,24 @@ mod tests {
             !col(&p, "strict_t", "id").translation.identity
                 || p.table("strict_t").unwrap().sequence.is_some()
         );
+        let at = col(&p, "events", "at");
+        assert_eq!(
+            at.translation.pg,
+            PgType::Text,
+            "epoch numbers are not date-time text"
+        );
+        assert!(
+            at.translation.warnings[0].contains("2 value(s)"),
+            "{:?}",
+            at.translation.warnings
+        );
+        assert_eq!(col(&p, "events", "day").translation.pg, PgType::Date);
+        let flag = col(&p, "events", "flag");
+        assert_eq!(
+            (flag.translation.pg.clone(), flag.translation.nonconforming),
+            (PgType::Boolean, 1)
+        );
+        assert!(p.render().contains("1 value(s) do not fit boolean"));
         let ddl = p.ddl();
         assert!(ddl
             .create

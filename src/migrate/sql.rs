@@ -595,6 +595,24 @@ fn column_ref(name: &str, columns: &[ExprColumn<'_>]) -> Result<String, String> 
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn never_panics(text in "\\PC{0,80}") {
+            let _ = tokenize(&text);
+            let _ = parse_create_table(&text);
+            let _ = parse_create_index(&text);
+            let _ = translate_expr(&text, &[ExprColumn { name: "a", boolean: false }]);
+        }
+
+        #[test]
+        fn never_panics_on_sql_shapes(text in "[a-zA-Zé \\[\\]`\"'(),;0-9.=<>|-]{0,60}") {
+            let sql = format!("CREATE TABLE t ({text})");
+            let _ = parse_create_table(&sql);
+            let _ = parse_create_index(&format!("CREATE INDEX i ON t ({text}) WHERE {text}"));
+            let _ = translate_expr(&text, &[ExprColumn { name: "a", boolean: false }]);
+        }
+    }
+
     #[test]
     fn tokenizer_respects_quotes_comments_and_brackets() {
         let t = tokenize("[a b]INTEGER 'it''s' \"q\"\"x\" `bt` -- c\n/* d */ x'00' 1.5e3 <= ?")
