@@ -147,7 +147,8 @@ impl Plan {
         rules: &CastRules,
     ) -> Result<Plan> {
         let mut plan = Plan::default();
-        let mut taken = HashSet::new();
+        // Tables, indexes and constraints share PostgreSQL's relation namespace: generated names avoid tables.
+        let mut taken: HashSet<String> = schema.tables.iter().map(|t| t.name.clone()).collect();
         let mut tables = Vec::new();
         for (i, table) in schema.tables.iter().enumerate() {
             tables.push(plan_table(
@@ -801,6 +802,17 @@ mod tests {
             .iter()
             .find(|c| c.name == column)
             .unwrap()
+    }
+
+    #[test]
+    fn names_fit_postgres_and_do_not_collide() {
+        let mut taken: HashSet<String> = ["t_a_key".to_owned()].into();
+        assert_eq!(pg_name(&mut taken, "t_a_key"), "t_a_key_2");
+        let long = "é".repeat(40);
+        let first = pg_name(&mut taken, &long);
+        let second = pg_name(&mut taken, &long);
+        assert!(first.len() <= 63 && second.len() <= 63 && first != second);
+        assert!(second.ends_with("_2"));
     }
 
     #[test]

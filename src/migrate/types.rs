@@ -29,6 +29,9 @@
 //! `BOOL`/`BOOLEAN` (or cast with `--cast-rules`); a declared boolean holding other values keeps
 //! `boolean` and counts them as non-conforming.
 //!
+//! Date-time text without an offset has no time zone: the copy step must read it as UTC (load with
+//! `SET TimeZone = 'UTC'`) so `timestamptz` holds the instant SQLite's `CURRENT_TIMESTAMP` meant.
+//!
 //! When the values contradict the chosen type (text in an INTEGER column, `'yes'` in a BOOLEAN one), the
 //! type stays and [`Translation::nonconforming`] counts the values that will not convert, so the copy
 //! step can apply `--on-error`.
