@@ -26,6 +26,7 @@ mod endpoint;
 pub mod envelope;
 mod error;
 pub mod format;
+pub mod migrate;
 mod pipeline;
 pub mod progress;
 mod record;

@@ -13,6 +13,7 @@ use crate::report::Report;
 mod convert;
 mod formats;
 mod keygen;
+mod migrate;
 mod templates;
 mod validate;
 mod verify;
@@ -35,7 +36,8 @@ const EXAMPLES: &str = "Examples:
   ferry convert --in export.json --to export.md
   cat data.ndjson | ferry convert --in - --from-format ndjson --to - --to-format csv
   ferry formats
-  ferry templates list";
+  ferry templates list
+  ferry migrate --from sqlite://app.db --plan";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -51,6 +53,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Write a new random encryption key to a file (mode 0600).
     Keygen(keygen::KeygenArgs),
+    /// Plan a whole-database migration, SQLite to PostgreSQL (--plan, --ddl).
+    Migrate(migrate::MigrateArgs),
 }
 
 /// Parses `args` (program name first) and runs the subcommand.
@@ -81,6 +85,7 @@ where
         Command::Formats(args) => formats::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Keygen(args) => keygen::run(args),
+        Command::Migrate(args) => migrate::run(args),
     }
 }
 

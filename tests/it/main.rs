@@ -5,6 +5,7 @@ mod corpus;
 mod db;
 mod envelope;
 mod golden;
+mod migrate;
 mod pg;
 mod roundtrip;
 mod support;

@@ -1,0 +1,1113 @@
+//! The migration plan: every table of a SQLite [`Schema`] translated for PostgreSQL, in dependency
+//! order, with what could not be translated and why. [`Plan::render`] is what `ferry migrate --plan`
+//! prints; [`Plan::ddl`] gives the PostgreSQL statements in two phases: tables (columns, types,
+//! NOT NULL, DEFAULT, identity, generated columns, PRIMARY KEY) before the data, and UNIQUE constraints,
+//! indexes, CHECKs, foreign keys and sequence positions after it, so circular references load.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+use rusqlite::Connection;
+
+use super::introspect::{Generated, Schema, Table};
+use super::profile::{profile_table, TableProfile};
+use super::sql::{self, ExprColumn};
+use super::types::{translate, CastRules, ColumnContext, PgType, Translation};
+use crate::db::quote_ident;
+use crate::error::Result;
+
+/// The whole plan.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Tables in creation order: referenced tables before referencing ones where a cycle allows it.
+    pub tables: Vec<PlanTable>,
+    /// Objects left out, each with the reason (views, triggers, virtual tables, constraints, …).
+    pub untranslated: Vec<Untranslated>,
+    /// Foreign-key cycles (table names), which only adding the keys after the data resolves.
+    pub cycles: Vec<Vec<String>>,
+}
+
+/// Something the plan does not carry over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Untranslated {
+    /// `view`, `trigger`, `index`, `check`, `default`, …
+    pub kind: &'static str,
+    /// Its name (`table.what` for parts of a table).
+    pub name: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// One table.
+#[derive(Debug, Clone, Default)]
+pub struct PlanTable {
+    /// Its name (kept exactly, quoted everywhere).
+    pub name: String,
+    /// Rows at profiling time.
+    pub rows: u64,
+    /// Columns in order.
+    pub columns: Vec<PlanColumn>,
+    /// Primary-key columns.
+    pub primary_key: Vec<String>,
+    /// UNIQUE constraints: name and columns.
+    pub uniques: Vec<(String, Vec<String>)>,
+    /// Secondary indexes, as complete `CREATE INDEX` statements.
+    pub indexes: Vec<(String, String)>,
+    /// CHECK constraints: name and translated expression.
+    pub checks: Vec<(String, String)>,
+    /// Foreign keys.
+    pub foreign_keys: Vec<PlanForeignKey>,
+    /// The identity column and the value its sequence continues from (max of the data and `sqlite_sequence`, plus one).
+    pub sequence: Option<(String, i64)>,
+    /// Notes: STRICT, WITHOUT ROWID, collations, …
+    pub notes: Vec<String>,
+}
+
+/// One column.
+#[derive(Debug, Clone)]
+pub struct PlanColumn {
+    /// Its name.
+    pub name: String,
+    /// The SQLite declared type.
+    pub declared: String,
+    /// The type decision.
+    pub translation: Translation,
+    /// NOT NULL (primary-key columns always are in PostgreSQL).
+    pub not_null: bool,
+    /// The translated DEFAULT expression.
+    pub default: Option<String>,
+    /// The translated generation expression (`GENERATED ALWAYS AS (…) STORED`); the copy skips the column.
+    pub generated: Option<String>,
+}
+
+/// A foreign key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanForeignKey {
+    /// Constraint name.
+    pub name: String,
+    /// Referencing columns.
+    pub from: Vec<String>,
+    /// Referenced table.
+    pub table: String,
+    /// Referenced columns.
+    pub to: Vec<String>,
+    /// ON UPDATE action.
+    pub on_update: String,
+    /// ON DELETE action.
+    pub on_delete: String,
+}
+
+/// The PostgreSQL statements of a plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ddl {
+    /// `CREATE TABLE` statements, run before the data.
+    pub create: Vec<String>,
+    /// UNIQUE, indexes, CHECKs, foreign keys and sequence positions, run after the data.
+    pub after_data: Vec<String>,
+}
+
+/// PostgreSQL truncates identifiers to 63 bytes.
+fn pg_name(taken: &mut HashSet<String>, base: &str) -> String {
+    let cut = |s: &str, max: usize| {
+        let mut end = max.min(s.len());
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s[..end].to_owned()
+    };
+    let mut name = cut(base, 63);
+    let mut n = 1;
+    while !taken.insert(name.clone()) {
+        n += 1;
+        let suffix = format!("_{n}");
+        name = format!("{}{suffix}", cut(base, 63 - suffix.len()));
+    }
+    name
+}
+
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+impl Plan {
+    /// Introspects, profiles and translates the database behind `conn`.
+    pub fn build(conn: &Connection, label: &str, rules: &CastRules) -> Result<Plan> {
+        let schema = Schema::read(conn, label)?;
+        let mut profiles = Vec::with_capacity(schema.tables.len());
+        for table in &schema.tables {
+            profiles.push(profile_table(conn, label, table)?);
+        }
+        Plan::from_schema(&schema, &profiles, rules)
+    }
+
+    /// Translates an introspected schema with the profiles of its tables (same order as `schema.tables`).
+    pub fn from_schema(
+        schema: &Schema,
+        profiles: &[TableProfile],
+        rules: &CastRules,
+    ) -> Result<Plan> {
+        let mut plan = Plan::default();
+        // Tables, indexes and constraints share PostgreSQL's relation namespace: generated names avoid tables.
+        let mut taken: HashSet<String> = schema.tables.iter().map(|t| t.name.clone()).collect();
+        let mut tables = Vec::new();
+        for (i, table) in schema.tables.iter().enumerate() {
+            tables.push(plan_table(
+                schema,
+                table,
+                profiles.get(i),
+                rules,
+                &mut taken,
+                &mut plan.untranslated,
+            )?);
+        }
+        let (order, cycles) = dependency_order(schema);
+        plan.cycles = cycles;
+        plan.tables = order
+            .into_iter()
+            .filter_map(|i| tables.get(i).cloned())
+            .collect();
+        for v in &schema.views {
+            plan.untranslated.push(Untranslated {
+                kind: "view",
+                name: v.name.clone(),
+                reason: "view SQL is SQLite dialect; recreate it by hand".into(),
+            });
+        }
+        for t in &schema.triggers {
+            plan.untranslated.push(Untranslated {
+                kind: "trigger",
+                name: t.name.clone(),
+                reason: format!(
+                    "PostgreSQL triggers need a plpgsql function (on {})",
+                    t.table
+                ),
+            });
+        }
+        for v in &schema.virtual_tables {
+            plan.untranslated.push(Untranslated {
+                kind: "virtual table",
+                name: v.name.clone(),
+                reason: "SQLite virtual table module".into(),
+            });
+        }
+        Ok(plan)
+    }
+
+    /// The table called `name`.
+    pub fn table(&self, name: &str) -> Option<&PlanTable> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+
+    /// The PostgreSQL statements, in two phases.
+    pub fn ddl(&self) -> Ddl {
+        let mut ddl = Ddl::default();
+        for t in &self.tables {
+            let q = quote_ident(&t.name);
+            let mut lines: Vec<String> = Vec::new();
+            for c in &t.columns {
+                let mut line = format!("{} {}", quote_ident(&c.name), c.translation.pg.sql());
+                if let Some(g) = &c.generated {
+                    let _ = write!(line, " GENERATED ALWAYS AS ({g}) STORED");
+                } else if c.translation.identity {
+                    line.push_str(" GENERATED BY DEFAULT AS IDENTITY");
+                }
+                if c.not_null {
+                    line.push_str(" NOT NULL");
+                }
+                if let Some(d) = &c.default {
+                    let _ = write!(line, " DEFAULT {d}");
+                }
+                lines.push(line);
+            }
+            if !t.primary_key.is_empty() {
+                let cols: Vec<String> = t.primary_key.iter().map(|c| quote_ident(c)).collect();
+                lines.push(format!("PRIMARY KEY ({})", cols.join(", ")));
+            }
+            ddl.create
+                .push(format!("CREATE TABLE {q} (\n  {}\n)", lines.join(",\n  ")));
+            for (name, cols) in &t.uniques {
+                let cols: Vec<String> = cols.iter().map(|c| quote_ident(c)).collect();
+                ddl.after_data.push(format!(
+                    "ALTER TABLE {q} ADD CONSTRAINT {} UNIQUE ({})",
+                    quote_ident(name),
+                    cols.join(", ")
+                ));
+            }
+            for (_, stmt) in &t.indexes {
+                ddl.after_data.push(stmt.clone());
+            }
+            for (name, expr) in &t.checks {
+                ddl.after_data.push(format!(
+                    "ALTER TABLE {q} ADD CONSTRAINT {} CHECK ({expr})",
+                    quote_ident(name)
+                ));
+            }
+        }
+        for t in &self.tables {
+            for fk in &t.foreign_keys {
+                let from: Vec<String> = fk.from.iter().map(|c| quote_ident(c)).collect();
+                let to: Vec<String> = fk.to.iter().map(|c| quote_ident(c)).collect();
+                ddl.after_data.push(format!(
+                    "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) ON UPDATE {} ON DELETE {}",
+                    quote_ident(&t.name),
+                    quote_ident(&fk.name),
+                    from.join(", "),
+                    quote_ident(&fk.table),
+                    to.join(", "),
+                    fk.on_update,
+                    fk.on_delete
+                ));
+            }
+        }
+        for t in &self.tables {
+            if let Some((column, floor)) = &t.sequence {
+                ddl.after_data.push(format!(
+                    "SELECT setval(pg_get_serial_sequence({}, {}), GREATEST((SELECT max({}) FROM {}) + 1, {floor}), false)",
+                    quote_literal(&quote_ident(&t.name)),
+                    quote_literal(column),
+                    quote_ident(column),
+                    quote_ident(&t.name)
+                ));
+            }
+        }
+        ddl
+    }
+
+    /// The human-readable plan that `ferry migrate --plan` prints.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let count = |f: fn(&PlanTable) -> usize| self.tables.iter().map(f).sum::<usize>();
+        let _ = writeln!(
+            out,
+            "{} tables, {} foreign keys, {} unique constraints, {} indexes, {} checks, {} sequences; {} objects not translated",
+            self.tables.len(),
+            count(|t| t.foreign_keys.len()),
+            count(|t| t.uniques.len()),
+            count(|t| t.indexes.len()),
+            count(|t| t.checks.len()),
+            count(|t| usize::from(t.sequence.is_some())),
+            self.untranslated.len()
+        );
+        for cycle in &self.cycles {
+            let _ = writeln!(
+                out,
+                "foreign-key cycle: {} (keys are added after the data)",
+                cycle.join(" ⇄ ")
+            );
+        }
+        for t in &self.tables {
+            let _ = writeln!(out, "\ntable {} ({} rows)", quote_ident(&t.name), t.rows);
+            for c in &t.columns {
+                let declared = if c.declared.is_empty() {
+                    "(no type)"
+                } else {
+                    &c.declared
+                };
+                let mut extra = Vec::new();
+                if c.translation.identity {
+                    extra.push("identity".to_owned());
+                }
+                if c.not_null {
+                    extra.push("not null".to_owned());
+                }
+                if let Some(d) = &c.default {
+                    extra.push(format!("default {d}"));
+                }
+                if let Some(g) = &c.generated {
+                    extra.push(format!("generated ({g})"));
+                }
+                let extra = if extra.is_empty() {
+                    String::new()
+                } else {
+                    format!("{} ", extra.join(", "))
+                };
+                let _ = writeln!(
+                    out,
+                    "  {:<24} {:<20} → {:<18} {extra}[{}]",
+                    quote_ident(&c.name),
+                    declared,
+                    c.translation.pg.sql(),
+                    c.translation.reason
+                );
+                for w in &c.translation.warnings {
+                    let _ = writeln!(out, "      warning: {w}");
+                }
+            }
+            if !t.primary_key.is_empty() {
+                let _ = writeln!(out, "  primary key ({})", t.primary_key.join(", "));
+            }
+            for (name, cols) in &t.uniques {
+                let _ = writeln!(out, "  unique {name} ({})", cols.join(", "));
+            }
+            for (name, _) in &t.indexes {
+                let _ = writeln!(out, "  index {name}");
+            }
+            for (name, expr) in &t.checks {
+                let _ = writeln!(out, "  check {name}: {expr}");
+            }
+            for fk in &t.foreign_keys {
+                let _ = writeln!(
+                    out,
+                    "  foreign key ({}) → {} ({}) on update {} on delete {}",
+                    fk.from.join(", "),
+                    fk.table,
+                    fk.to.join(", "),
+                    fk.on_update.to_lowercase(),
+                    fk.on_delete.to_lowercase()
+                );
+            }
+            if let Some((column, at)) = &t.sequence {
+                let _ = writeln!(
+                    out,
+                    "  sequence {column} continues at {at} (or past the copied max)"
+                );
+            }
+            for n in &t.notes {
+                let _ = writeln!(out, "  note: {n}");
+            }
+        }
+        if !self.untranslated.is_empty() {
+            let _ = writeln!(out, "\nnot translated:");
+            for u in &self.untranslated {
+                let _ = writeln!(out, "  {} {}: {}", u.kind, u.name, u.reason);
+            }
+        }
+        out
+    }
+}
+
+fn plan_table(
+    schema: &Schema,
+    table: &Table,
+    profile: Option<&TableProfile>,
+    rules: &CastRules,
+    taken: &mut HashSet<String>,
+    untranslated: &mut Vec<Untranslated>,
+) -> Result<PlanTable> {
+    let mut out = PlanTable {
+        name: table.name.clone(),
+        rows: profile.map_or(0, |p| p.rows),
+        primary_key: table.primary_key.clone(),
+        ..PlanTable::default()
+    };
+    let mut skip = |kind: &'static str, what: &str, reason: String| {
+        untranslated.push(Untranslated {
+            kind,
+            name: format!("{}.{what}", table.name),
+            reason,
+        });
+    };
+    if table.strict {
+        out.notes
+            .push("STRICT: PostgreSQL types are always enforced".into());
+    }
+    if table.without_rowid {
+        out.notes
+            .push("WITHOUT ROWID: no difference in PostgreSQL".into());
+    }
+    // Types first: expressions need to know which columns become boolean.
+    let mut translations = Vec::new();
+    for c in &table.columns {
+        let context = ColumnContext {
+            table: &table.name,
+            column: &c.name,
+            rowid_alias: table.rowid_alias.as_deref() == Some(c.name.as_str()),
+        };
+        translations.push(translate(
+            &c.declared_type,
+            context,
+            profile.and_then(|p| p.column(&c.name)),
+            rules,
+        )?);
+    }
+    let expr_columns: Vec<ExprColumn<'_>> = table
+        .columns
+        .iter()
+        .zip(&translations)
+        .map(|(c, t)| ExprColumn {
+            name: &c.name,
+            boolean: t.pg == PgType::Boolean,
+        })
+        .collect();
+    for (c, translation) in table.columns.iter().zip(translations) {
+        if c.generated == Generated::Hidden {
+            continue;
+        }
+        if let Some(coll) = &c.collation {
+            out.notes.push(format!(
+                "{} COLLATE {coll} is not carried over: comparisons become case- and space-sensitive",
+                quote_ident(&c.name)
+            ));
+        }
+        let mut generated = None;
+        if matches!(c.generated, Generated::Virtual | Generated::Stored) {
+            match c
+                .generated_expr
+                .as_deref()
+                .map(|e| sql::translate_expr(e, &expr_columns))
+            {
+                Some(Ok(g)) => generated = Some(g),
+                Some(Err(why)) => skip(
+                    "generated column",
+                    &c.name,
+                    format!("created as a plain column holding the copied values: {why}"),
+                ),
+                None => skip(
+                    "generated column",
+                    &c.name,
+                    "expression not found; created as a plain column".into(),
+                ),
+            }
+        }
+        let default = match &c.default {
+            Some(d) if generated.is_none() => {
+                match translate_default(d, &translation.pg, &expr_columns) {
+                    Ok(v) => v,
+                    Err(why) => {
+                        skip("default", &c.name, format!("{d}: {why}"));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        if translation.identity {
+            let max = profile
+                .and_then(|p| p.column(&c.name))
+                .and_then(|p| p.max_integer)
+                .unwrap_or(0);
+            let at = max.max(table.sequence.unwrap_or(0)).saturating_add(1);
+            out.sequence = Some((c.name.clone(), at));
+        }
+        out.columns.push(PlanColumn {
+            name: c.name.clone(),
+            declared: c.declared_type.clone(),
+            not_null: c.not_null || c.pk_position > 0,
+            translation,
+            default,
+            generated,
+        });
+    }
+    for u in &table.uniques {
+        match u.column_names() {
+            Some(cols) => {
+                let name = pg_name(taken, &format!("{}_{}_key", table.name, cols.join("_")));
+                out.uniques.push((name, cols));
+            }
+            None => skip("unique", &u.name, "UNIQUE on an expression".into()),
+        }
+    }
+    for index in &table.indexes {
+        match index_statement(table, index, &expr_columns, taken) {
+            Ok(stmt) => out.indexes.push((index.name.clone(), stmt)),
+            Err(why) => skip("index", &index.name, why),
+        }
+    }
+    for (n, check) in table.checks.iter().enumerate() {
+        let base = check
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}_check{}", table.name, n + 1));
+        match sql::translate_expr(&check.expr, &expr_columns) {
+            Ok(expr) => out.checks.push((pg_name(taken, &base), expr)),
+            Err(why) => skip("check", &base, format!("{}: {why}", check.expr)),
+        }
+    }
+    for (n, fk) in table.foreign_keys.iter().enumerate() {
+        let base = fk
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}_{}_fkey", table.name, fk.from.join("_")));
+        let name = pg_name(taken, &base);
+        let Some(target) = schema.table(&fk.table) else {
+            skip(
+                "foreign key",
+                &name,
+                format!("references {}, which is not migrated", fk.table),
+            );
+            continue;
+        };
+        let to = if fk.to.is_empty() {
+            target.primary_key.clone()
+        } else {
+            fk.to.clone()
+        };
+        let keyed = to == target.primary_key
+            || target
+                .uniques
+                .iter()
+                .chain(
+                    target
+                        .indexes
+                        .iter()
+                        .filter(|i| i.unique && i.where_clause.is_none()),
+                )
+                .any(|u| u.column_names().as_deref() == Some(to.as_slice()));
+        if to.len() != fk.from.len() || !keyed {
+            skip(
+                "foreign key",
+                &format!("{name}#{n}"),
+                format!(
+                    "{}({}) is not a primary key or UNIQUE, which PostgreSQL requires",
+                    fk.table,
+                    to.join(", ")
+                ),
+            );
+            continue;
+        }
+        out.foreign_keys.push(PlanForeignKey {
+            name,
+            from: fk.from.clone(),
+            table: target.name.clone(),
+            to,
+            on_update: fk.on_update.clone(),
+            on_delete: fk.on_delete.clone(),
+        });
+    }
+    Ok(out)
+}
+
+fn index_statement(
+    table: &Table,
+    index: &super::introspect::Index,
+    columns: &[ExprColumn<'_>],
+    taken: &mut HashSet<String>,
+) -> Result<String, String> {
+    let mut terms = Vec::new();
+    for term in &index.terms {
+        let mut text = match (&term.column, &term.text) {
+            (Some(c), _) => quote_ident(c),
+            (None, Some(expr)) => {
+                // The written term may end in COLLATE/ASC/DESC; the pragma already told those.
+                let toks = sql::tokenize(expr)?;
+                let cut = toks
+                    .iter()
+                    .position(|t| t.is_word("COLLATE") || t.is_word("ASC") || t.is_word("DESC"))
+                    .unwrap_or(toks.len());
+                format!(
+                    "({})",
+                    sql::translate_expr(sql::text_of(expr, &toks[..cut]), columns)?
+                )
+            }
+            (None, None) => return Err("expression term without its SQL text".into()),
+        };
+        // The column's own collation is already reported as not carried over; only a COLLATE written on
+        // the index term itself makes the index untranslatable.
+        let own = term
+            .column
+            .as_deref()
+            .and_then(|c| table.column(c))
+            .and_then(|c| c.collation.as_deref())
+            .unwrap_or("BINARY");
+        if !term.collation.eq_ignore_ascii_case(own) {
+            return Err(format!(
+                "COLLATE {} has no PostgreSQL counterpart",
+                term.collation
+            ));
+        }
+        if term.desc {
+            text.push_str(" DESC");
+        }
+        terms.push(text);
+    }
+    let mut stmt = format!(
+        "CREATE {}INDEX {} ON {} ({})",
+        if index.unique { "UNIQUE " } else { "" },
+        quote_ident(&pg_name(taken, &index.name)),
+        quote_ident(&table.name),
+        terms.join(", ")
+    );
+    if let Some(w) = &index.where_clause {
+        let _ = write!(stmt, " WHERE {}", sql::translate_expr(w, columns)?);
+    }
+    Ok(stmt)
+}
+
+/// Translates a DEFAULT expression; `Ok(None)` for `DEFAULT NULL`.
+fn translate_default(
+    text: &str,
+    pg: &PgType,
+    columns: &[ExprColumn<'_>],
+) -> Result<Option<String>, String> {
+    let toks = sql::tokenize(text)?;
+    let mut inner: &[sql::Token] = &toks;
+    while inner.len() >= 2
+        && inner[0].is_punct("(")
+        && sql::matching_paren(inner, 0) == Some(inner.len() - 1)
+    {
+        inner = &inner[1..inner.len() - 1];
+    }
+    let body = sql::text_of(text, inner);
+    let upper = body.to_ascii_uppercase();
+    if upper == "NULL" {
+        return Ok(None);
+    }
+    let is_number = !inner.is_empty()
+        && inner
+            .iter()
+            .all(|t| t.kind == sql::Kind::Number || t.is_punct("-") || t.is_punct("+"));
+    let unquoted = (inner.len() == 1 && inner[0].kind == sql::Kind::Str)
+        .then(|| body[1..body.len() - 1].replace("''", "'"));
+    match pg {
+        PgType::Boolean => {
+            let v = unquoted
+                .as_deref()
+                .unwrap_or(body)
+                .trim()
+                .to_ascii_lowercase();
+            return match v.as_str() {
+                "1" | "true" | "t" => Ok(Some("true".into())),
+                "0" | "false" | "f" => Ok(Some("false".into())),
+                _ => Err("not a boolean".into()),
+            };
+        }
+        PgType::Bytea => {
+            if let [t] = inner {
+                if t.kind == sql::Kind::Blob {
+                    return Ok(Some(format!(
+                        "'\\x{}'::bytea",
+                        &t.text[2..t.text.len() - 1]
+                    )));
+                }
+            }
+        }
+        _ => {}
+    }
+    match upper.as_str() {
+        "CURRENT_TIMESTAMP" if matches!(pg, PgType::Text | PgType::Varchar(_)) => {
+            // SQLite's text form, so the column keeps one format.
+            return Ok(Some(
+                "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')".into(),
+            ));
+        }
+        "CURRENT_TIMESTAMP" | "CURRENT_DATE" | "CURRENT_TIME" => return Ok(Some(upper)),
+        "TRUE" | "FALSE" if pg.is_integer() => {
+            return Ok(Some(if upper == "TRUE" { "1" } else { "0" }.into()))
+        }
+        _ => {}
+    }
+    if is_number {
+        return match pg {
+            PgType::Date | PgType::Timestamptz | PgType::Timestamp | PgType::Jsonb => {
+                Err(format!("a number is not a {}", pg.sql()))
+            }
+            _ => Ok(Some(body.to_owned())),
+        };
+    }
+    if let Some(s) = unquoted {
+        let fits = match pg {
+            t if t.is_integer() => s.trim().parse::<i64>().is_ok(),
+            PgType::Double | PgType::Real | PgType::Numeric(_) => s.trim().parse::<f64>().is_ok(),
+            PgType::Date => super::profile::is_date(&s),
+            PgType::Timestamptz | PgType::Timestamp => {
+                super::profile::is_date(&s) || super::profile::is_datetime(&s)
+            }
+            PgType::Jsonb => serde_json::from_str::<serde_json::Value>(&s).is_ok(),
+            _ => true,
+        };
+        return if fits {
+            Ok(Some(quote_literal(&s)))
+        } else {
+            Err(format!("{s:?} is not a valid {}", pg.sql()))
+        };
+    }
+    let expr = sql::translate_expr(body, columns)?;
+    Ok(Some(if expr.contains(' ') {
+        format!("({expr})")
+    } else {
+        expr
+    }))
+}
+
+/// Table indexes in creation order (Kahn's algorithm over foreign keys, self references ignored,
+/// ties in `sqlite_schema` order) and the cycles met (each broken at its first table).
+fn dependency_order(schema: &Schema) -> (Vec<usize>, Vec<Vec<String>>) {
+    let n = schema.tables.len();
+    let index_of = |name: &str| {
+        schema
+            .tables
+            .iter()
+            .position(|t| t.name == name)
+            .or_else(|| {
+                schema
+                    .tables
+                    .iter()
+                    .position(|t| t.name.eq_ignore_ascii_case(name))
+            })
+    };
+    let deps: Vec<Vec<usize>> = schema
+        .tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut d: Vec<usize> = t
+                .foreign_keys
+                .iter()
+                .filter_map(|f| index_of(&f.table))
+                .filter(|&j| j != i)
+                .collect();
+            d.sort_unstable();
+            d.dedup();
+            d
+        })
+        .collect();
+    let mut done = vec![false; n];
+    let mut order = Vec::with_capacity(n);
+    let mut cycles = Vec::new();
+    while order.len() < n {
+        let ready = (0..n).find(|&i| !done[i] && deps[i].iter().all(|&d| done[d]));
+        let next = match ready {
+            Some(i) => i,
+            None => {
+                // A cycle: report the tables still waiting on one another, then break it at the first.
+                let waiting: Vec<usize> = (0..n).filter(|&i| !done[i]).collect();
+                let mut cycle = vec![waiting[0]];
+                let mut at = waiting[0];
+                while let Some(&d) = deps[at].iter().find(|&&d| !done[d]) {
+                    if let Some(p) = cycle.iter().position(|&c| c == d) {
+                        cycle.drain(..p);
+                        break;
+                    }
+                    cycle.push(d);
+                    at = d;
+                }
+                cycles.push(
+                    cycle
+                        .iter()
+                        .map(|&i| schema.tables[i].name.clone())
+                        .collect(),
+                );
+                cycle[0]
+            }
+        };
+        done[next] = true;
+        order.push(next);
+    }
+    (order, cycles)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::introspect::tests::{corpus, fixture};
+    use super::*;
+
+    fn plan(file: &str) -> Plan {
+        Plan::build(&corpus(file), file, &CastRules::default()).unwrap()
+    }
+
+    fn col<'a>(plan: &'a Plan, table: &str, column: &str) -> &'a PlanColumn {
+        plan.table(table)
+            .unwrap()
+            .columns
+            .iter()
+            .find(|c| c.name == column)
+            .unwrap()
+    }
+
+    #[test]
+    fn names_fit_postgres_and_do_not_collide() {
+        let mut taken: HashSet<String> = ["t_a_key".to_owned()].into();
+        assert_eq!(pg_name(&mut taken, "t_a_key"), "t_a_key_2");
+        let long = "é".repeat(40);
+        let first = pg_name(&mut taken, &long);
+        let second = pg_name(&mut taken, &long);
+        assert!(first.len() <= 63 && second.len() <= 63 && first != second);
+        assert!(second.ends_with("_2"));
+    }
+
+    #[test]
+    fn chinook_plan() {
+        let p = plan("sqlite-chinook/Chinook_Sqlite.sqlite");
+        assert_eq!(p.tables.len(), 11);
+        assert_eq!(
+            p.tables.iter().map(|t| t.foreign_keys.len()).sum::<usize>(),
+            11
+        );
+        assert_eq!(p.tables.iter().map(|t| t.indexes.len()).sum::<usize>(), 11);
+        assert!(p.untranslated.is_empty(), "{:?}", p.untranslated);
+        assert!(p.cycles.is_empty());
+        let pos = |n: &str| p.tables.iter().position(|t| t.name == n).unwrap();
+        assert!(
+            pos("Artist") < pos("Album")
+                && pos("Track") < pos("PlaylistTrack")
+                && pos("Employee") < pos("Customer")
+        );
+        assert_eq!(
+            col(&p, "Invoice", "Total").translation.pg.sql(),
+            "numeric(10,2)"
+        );
+        assert_eq!(col(&p, "Album", "Title").translation.pg.sql(), "text");
+        assert_eq!(
+            col(&p, "Invoice", "InvoiceDate").translation.pg.sql(),
+            "timestamptz"
+        );
+        assert!(col(&p, "Track", "TrackId").translation.identity);
+        assert_eq!(
+            p.table("PlaylistTrack").unwrap().primary_key,
+            ["PlaylistId", "TrackId"]
+        );
+        assert_eq!(
+            p.table("Invoice").unwrap().sequence,
+            Some(("InvoiceId".into(), 413))
+        );
+        let ddl = p.ddl();
+        assert_eq!(ddl.create.len(), 11);
+        assert!(ddl.create.iter().any(|s| s.contains("\"PlaylistTrack\"")
+            && s.contains("PRIMARY KEY (\"PlaylistId\", \"TrackId\")")));
+        assert!(ddl
+            .create
+            .iter()
+            .any(|s| s.contains("\"TrackId\" bigint GENERATED BY DEFAULT AS IDENTITY NOT NULL")));
+        assert!(ddl
+            .after_data
+            .iter()
+            .any(|s| s == "CREATE INDEX \"IFK_AlbumArtistId\" ON \"Album\" (\"ArtistId\")"));
+        assert!(ddl.after_data.iter().any(|s| s.contains("FOREIGN KEY (\"ReportsTo\") REFERENCES \"Employee\" (\"EmployeeId\") ON UPDATE NO ACTION ON DELETE NO ACTION")));
+        assert_eq!(
+            ddl.after_data
+                .iter()
+                .filter(|s| s.starts_with("SELECT setval"))
+                .count(),
+            10
+        );
+        let text = p.render();
+        assert!(text.starts_with("11 tables, 11 foreign keys"), "{text}");
+        assert!(text.contains("NUMERIC(10,2)") && text.contains("numeric(10,2)"));
+    }
+
+    #[test]
+    fn northwind_plan() {
+        let p = plan("sqlite-northwind/northwind.db");
+        assert_eq!(p.tables.len(), 13);
+        assert_eq!(
+            p.tables.iter().map(|t| t.foreign_keys.len()).sum::<usize>(),
+            13
+        );
+        assert_eq!(p.tables.iter().map(|t| t.checks.len()).sum::<usize>(), 7);
+        assert_eq!(
+            p.untranslated.iter().filter(|u| u.kind == "view").count(),
+            17
+        );
+        assert_eq!(p.untranslated.len(), 17, "{:?}", p.untranslated);
+        assert_eq!(
+            col(&p, "Categories", "Picture").translation.pg,
+            PgType::Bytea
+        );
+        assert_eq!(
+            col(&p, "Territories", "TerritoryID").translation.pg,
+            PgType::Text
+        );
+        assert!(
+            col(&p, "Customers", "CustomerID").not_null,
+            "PK columns are NOT NULL in PostgreSQL"
+        );
+        assert_eq!(
+            col(&p, "Products", "Discontinued").translation.pg,
+            PgType::Text
+        );
+        assert_eq!(
+            col(&p, "Products", "Discontinued").default.as_deref(),
+            Some("'0'")
+        );
+        assert_eq!(
+            col(&p, "Orders", "OrderDate").translation.pg,
+            PgType::Timestamptz
+        );
+        assert_eq!(
+            col(&p, "Employees", "BirthDate").translation.pg,
+            PgType::Date
+        );
+        assert_eq!(
+            col(&p, "Order Details", "UnitPrice").translation.pg,
+            PgType::Numeric(None)
+        );
+        assert_eq!(
+            p.table("Orders").unwrap().sequence,
+            Some(("OrderID".into(), 11078))
+        );
+        let od = p.table("Order Details").unwrap();
+        assert!(od
+            .checks
+            .iter()
+            .any(|(_, e)| e == "\"Discount\" >= (0) AND \"Discount\" <= (1)"));
+        let ddl = p.ddl();
+        assert!(ddl
+            .create
+            .iter()
+            .any(|s| s.starts_with("CREATE TABLE \"Order Details\"")));
+        assert!(ddl.after_data.iter().any(|s| s
+            .contains("ALTER TABLE \"Order Details\" ADD CONSTRAINT")
+            && s.contains("CHECK (\"Quantity\" > (0))")));
+        let pos = |n: &str| p.tables.iter().position(|t| t.name == n).unwrap();
+        assert!(pos("Orders") < pos("Order Details") && pos("Shippers") < pos("Orders"));
+    }
+
+    #[test]
+    fn sakila_plan() {
+        let p = plan("sqlite-sakila/sakila.db");
+        assert_eq!(p.tables.len(), 16);
+        assert_eq!(
+            p.tables.iter().map(|t| t.foreign_keys.len()).sum::<usize>(),
+            22
+        );
+        assert_eq!(p.cycles.len(), 1);
+        let mut cycle = p.cycles[0].clone();
+        cycle.sort();
+        assert_eq!(cycle, ["staff", "store"]);
+        assert_eq!(
+            p.untranslated
+                .iter()
+                .filter(|u| u.kind == "trigger")
+                .count(),
+            3
+        );
+        assert_eq!(
+            p.untranslated.iter().filter(|u| u.kind == "view").count(),
+            7
+        );
+        assert_eq!(
+            col(&p, "film", "rental_rate").translation.pg.sql(),
+            "numeric(4,2)"
+        );
+        assert_eq!(
+            col(&p, "film", "rental_rate").default.as_deref(),
+            Some("4.99")
+        );
+        assert_eq!(
+            col(&p, "film", "release_year").translation.pg,
+            PgType::SmallInt
+        );
+        assert_eq!(col(&p, "film", "rating").translation.pg, PgType::Text);
+        assert_eq!(
+            col(&p, "film", "special_features").translation.pg,
+            PgType::Text
+        );
+        assert_eq!(
+            col(&p, "film", "language_id").translation.pg,
+            PgType::BigInt
+        );
+        assert_eq!(
+            col(&p, "customer", "active").translation.pg,
+            PgType::Boolean
+        );
+        assert_eq!(
+            col(&p, "customer", "active").default.as_deref(),
+            Some("true")
+        );
+        assert_eq!(col(&p, "staff", "picture").translation.pg, PgType::Bytea);
+        assert_eq!(
+            col(&p, "rental", "rental_date").translation.pg,
+            PgType::Timestamptz
+        );
+        assert_eq!(
+            p.table("address").unwrap().sequence,
+            Some(("address_id".into(), 606))
+        );
+        let ddl = p.ddl();
+        assert!(ddl
+            .after_data
+            .iter()
+            .any(|s| s.contains("ON DELETE SET NULL")));
+        assert!(ddl
+            .after_data
+            .iter()
+            .any(|s| s.contains("ON UPDATE CASCADE ON DELETE RESTRICT")));
+        assert!(p.render().contains("foreign-key cycle"));
+    }
+
+    #[test]
+    fn fixture_plan() {
+        let p = Plan::build(&fixture(), "fixture", &CastRules::default()).unwrap();
+        let users = p.table("users").unwrap();
+        assert_eq!(
+            col(&p, "users", "created_at").default.as_deref(),
+            Some("to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')")
+        );
+        assert_eq!(col(&p, "users", "seen").default.as_deref(), Some("now()"));
+        assert_eq!(col(&p, "users", "is_admin").translation.pg, PgType::Boolean);
+        assert_eq!(
+            col(&p, "users", "is_admin").default.as_deref(),
+            Some("false")
+        );
+        assert_eq!(
+            col(&p, "users", "settings_json").translation.pg,
+            PgType::Jsonb
+        );
+        assert_eq!(col(&p, "users", "weird").translation.pg, PgType::Text);
+        assert_eq!(users.uniques.len(), 1);
+        assert!(users.notes.iter().any(|n| n.contains("COLLATE NOCASE")));
+        assert_eq!(
+            users.sequence,
+            Some(("id".into(), 4)),
+            "past sqlite_sequence (3), not max (2)"
+        );
+        let idx: Vec<&str> = users.indexes.iter().map(|(_, s)| s.as_str()).collect();
+        assert!(
+            idx.contains(&"CREATE INDEX \"users_lower_email\" ON \"users\" ((lower(\"email\")))"),
+            "{idx:?}"
+        );
+        assert!(
+            idx.contains(
+                &"CREATE INDEX \"users_adult\" ON \"users\" (\"age\" DESC) WHERE \"age\" >= 18"
+            ),
+            "{idx:?}"
+        );
+        assert!(p
+            .untranslated
+            .iter()
+            .any(|u| u.name == "users.users_glob" && u.reason.contains("GLOB")));
+        assert_eq!(
+            users.checks,
+            [("users_check1".to_owned(), "\"age\" >= 0".to_owned())]
+        );
+        let amount = col(&p, "orders", "amount");
+        assert_eq!(amount.translation.pg, PgType::BigInt);
+        assert_eq!(amount.translation.nonconforming, 2, "'ten' and 2.5");
+        let fk = &p.table("orders").unwrap().foreign_keys[0];
+        assert_eq!(
+            (fk.to.as_slice(), fk.on_delete.as_str()),
+            (["id".to_owned()].as_slice(), "SET NULL")
+        );
+        assert_eq!(
+            col(&p, "gen", "s").generated.as_deref(),
+            Some("\"a\" + \"b\"")
+        );
+        assert_eq!(col(&p, "gen", "v").generated, None);
+        assert!(p
+            .untranslated
+            .iter()
+            .any(|u| u.name == "gen.v" && u.reason.contains("typeof")));
+        assert_eq!(p.table("kv").unwrap().primary_key, ["k"]);
+        assert!(
+            !col(&p, "strict_t", "id").translation.identity
+                || p.table("strict_t").unwrap().sequence.is_some()
+        );
+        let at = col(&p, "events", "at");
+        assert_eq!(
+            at.translation.pg,
+            PgType::Text,
+            "epoch numbers are not date-time text"
+        );
+        assert!(
+            at.translation.warnings[0].contains("2 value(s)"),
+            "{:?}",
+            at.translation.warnings
+        );
+        assert_eq!(col(&p, "events", "day").translation.pg, PgType::Date);
+        let flag = col(&p, "events", "flag");
+        assert_eq!(
+            (flag.translation.pg.clone(), flag.translation.nonconforming),
+            (PgType::Boolean, 1)
+        );
+        assert!(p.render().contains("1 value(s) do not fit boolean"));
+        let ddl = p.ddl();
+        assert!(ddl
+            .create
+            .iter()
+            .any(|s| s.contains("\"s\" bigint GENERATED ALWAYS AS (\"a\" + \"b\") STORED")));
+        assert!(ddl
+            .after_data
+            .iter()
+            .any(|s| s.contains("ADD CONSTRAINT \"users_email_key\" UNIQUE (\"email\")")));
+    }
+}
