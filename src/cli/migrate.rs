@@ -1,63 +1,220 @@
-//! `ferry migrate`: a whole SQLite database to PostgreSQL. This build has the plan step only:
-//! `--plan` prints the translation (types with their reasons, keys, indexes, checks, foreign keys,
-//! sequences, and what is not translated), `--ddl` the PostgreSQL statements in their two phases.
+//! `ferry migrate` and `ferry diff`: whole databases, SQLite ⇄ PostgreSQL. Parses the flags into a
+//! [`MigrateJob`] (or a plan, DDL, rollback or diff request), runs it and prints the summary.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::db::DbEndpoint;
+use crate::db::ConnectOptions;
 use crate::error::{Error, Result};
-use crate::migrate::{introspect, CastRules, Plan};
+use crate::migrate::diff::{diff, render, DiffJob};
+use crate::migrate::run::{build_plan, migrate, rollback, Db, MigrateJob};
+use crate::migrate::CastRules;
+use crate::pipeline::ErrorPolicy;
+
+const EXAMPLES: &str = "Examples:
+  ferry migrate --from app.db --plan                      # what would be created, and why each type
+  ferry migrate --from app.db --ddl                       # the PostgreSQL statements, before and after the data
+  PGPASSWORD=… ferry migrate --from sqlite://app.db --to postgres://app@db.internal/app --jobs 4 --report migrate.json
+  ferry migrate --from app.db --to postgres --dry-run     # DATABASE_URL or PG* names the server; all rolled back
+  ferry migrate --from app.db --to postgres --backup backups/ --key-file backup.key
+  ferry migrate --from app.db --to postgres --on-error lenient --rejects rejects/
+  ferry migrate --resume ferry-migrate.state.json --from app.db --to postgres   # after a crash or kill
+  ferry migrate --rollback ferry-migrate.state.json       # drop exactly what that migration created
+  ferry migrate --from postgres://app@db/app --to fallback.db                    # the way back
+  ferry diff app.db postgres://app@db/app --table users
+
+Passwords: give them in PGPASSWORD, DATABASE_URL or ~/.pgpass, not in a URL on the command line.
+The state file (--state, default ferry-migrate.state.json) is written before the target is touched and
+after every table; it never holds a password. A failed run drops what it created, so the target is left as it
+was; a killed run continues with --resume. Exit codes: 0 done and valid, 1 failed or not valid, 2 usage.";
 
 /// Arguments of `ferry migrate`.
 #[derive(Debug, Args)]
-#[command(
-    after_help = "Examples:\n  ferry migrate --from sqlite://app.db --plan\n  \
-                        ferry migrate --from app.db --plan --cast-rules casts.yaml\n  \
-                        ferry migrate --from app.db --ddl"
-)]
+#[command(after_help = EXAMPLES)]
 pub struct MigrateArgs {
-    /// The source database: sqlite://PATH or a .db/.sqlite path.
+    /// The source database: sqlite://PATH, a .db path, postgres://… or `postgres` (DATABASE_URL / PG*).
     #[arg(long, value_name = "DATABASE")]
-    from: String,
-    /// Print the migration plan and stop.
+    from: Option<String>,
+
+    /// The target database (same forms as --from).
+    #[arg(long, value_name = "DATABASE")]
+    to: Option<String>,
+
+    /// Only these tables (comma-separated).
+    #[arg(long, value_name = "TABLES", value_delimiter = ',')]
+    tables: Vec<String>,
+
+    /// Leave these tables out (comma-separated).
+    #[arg(long, value_name = "TABLES", value_delimiter = ',')]
+    exclude: Vec<String>,
+
+    /// Create tables, keys, indexes and constraints; copy no rows.
+    #[arg(long, conflicts_with = "data_only")]
+    schema_only: bool,
+
+    /// Copy rows into tables that already exist (made by --schema-only), then reset sequences.
+    #[arg(long)]
+    data_only: bool,
+
+    /// Do everything inside one transaction and roll it back: the report shows what would happen.
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Tables copied at once, each on its own connections.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    jobs: usize,
+
+    /// A value that does not fit its column: strict fails (naming table, row, column, value) and undoes the
+    /// migration; lenient and skip send the row to <rejects>/<table>.rejects.ndjson with the reason.
+    #[arg(long, value_enum, default_value_t = ErrorPolicy::Strict)]
+    on_error: ErrorPolicy,
+
+    /// Where per-table rejects files go (made only when a row is rejected).
+    #[arg(long, value_name = "DIR", default_value = "migrate-rejects")]
+    rejects: PathBuf,
+
+    /// Skip validation (row counts, content checksums of every table on both sides, foreign keys).
+    #[arg(long)]
+    no_validate: bool,
+
+    /// Export every migrated source table here first (NDJSON, zstd, SHA-256 per file, backup.json
+    /// manifest; encrypted when a key option is given).
+    #[arg(long, value_name = "DIR")]
+    backup: Option<PathBuf>,
+
+    #[command(flatten)]
+    keys: super::KeyArgs,
+
+    /// The state file this migration keeps.
+    #[arg(long, value_name = "FILE", default_value = "ferry-migrate.state.json")]
+    state: PathBuf,
+
+    /// Continue the migration this state file describes (give --from and --to as before).
+    #[arg(long, value_name = "STATE", conflicts_with_all = ["state", "rollback"])]
+    resume: Option<PathBuf>,
+
+    /// Undo the migration this state file describes: drop exactly the tables it created.
+    #[arg(long, value_name = "STATE", conflicts_with_all = ["state", "from", "dry_run"])]
+    rollback: Option<PathBuf>,
+
+    /// Write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+
+    /// Print the migration plan (types and why, keys, indexes, checks, sequences, what is not translated).
     #[arg(long)]
     plan: bool,
-    /// Print the PostgreSQL DDL (before-data and after-data phases) and stop.
+
+    /// Print the PostgreSQL DDL in its two phases.
     #[arg(long)]
     ddl: bool,
+
     /// A YAML file overriding type translation: `columns: {"table.column": type}`, `types: {"DECLARED": type}`.
     #[arg(long, value_name = "FILE")]
     cast_rules: Option<PathBuf>,
+
+    /// Retries when the server cannot be reached (with backoff).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    connect_retries: u32,
+
+    /// Seconds allowed for each connection attempt.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    connect_timeout: u64,
+
+    /// No progress lines on stderr (the summary is still printed).
+    #[arg(long, short)]
+    quiet: bool,
 }
 
-/// Builds the plan and prints what was asked.
+fn connect_options(retries: u32, timeout: u64) -> ConnectOptions {
+    ConnectOptions {
+        retries,
+        timeout: std::time::Duration::from_secs(timeout.max(1)),
+    }
+}
+
+fn required<'a>(value: &'a Option<String>, flag: &str) -> Result<&'a str> {
+    value
+        .as_deref()
+        .ok_or_else(|| Error::usage(format!("ferry migrate needs {flag} (see --help)")))
+}
+
+/// Runs `ferry migrate`.
 pub fn run(args: MigrateArgs) -> Result<()> {
-    if !args.plan && !args.ddl {
-        return Err(Error::usage(
-            "this build of ferry migrate only plans: add --plan or --ddl (copying is not implemented yet)",
+    let connect = connect_options(args.connect_retries, args.connect_timeout);
+    if let Some(state) = &args.rollback {
+        super::warn_about_passwords(&[args.to.as_deref().unwrap_or("")]);
+        let dropped = rollback(state, args.to.as_deref(), &connect)?;
+        eprintln!(
+            "rolled back: dropped {} table(s) this migration created ({})",
+            dropped.len(),
+            dropped.join(", ")
+        );
+        return Ok(());
+    }
+    // A resumed run may take --from and --to from its state file (which holds no password).
+    let resumed = match &args.resume {
+        Some(path) => Some(crate::migrate::state::State::load(path)?),
+        None => None,
+    };
+    let from_state = resumed.as_ref().map(|s| s.source.clone());
+    let to_state = resumed.as_ref().map(|s| s.target.clone());
+    let from = match &args.from {
+        Some(f) => f.as_str(),
+        None => required(&from_state, "--from")?,
+    };
+    if args.plan || args.ddl {
+        return show_plan(from, &args, &connect);
+    }
+    let to = match &args.to {
+        Some(t) => t.as_str(),
+        None => required(&to_state, "--to")?,
+    };
+    super::warn_about_passwords(&[from, to]);
+    let job = MigrateJob {
+        from: from.to_owned(),
+        to: to.to_owned(),
+        tables: args.tables.clone(),
+        exclude: args.exclude.clone(),
+        schema_only: args.schema_only,
+        data_only: args.data_only,
+        dry_run: args.dry_run,
+        jobs: args.jobs.max(1),
+        on_error: args.on_error,
+        rejects_dir: args.rejects.clone(),
+        validate: !args.no_validate,
+        backup: args.backup.clone(),
+        backup_key: args.keys.source(),
+        state: args.resume.clone().unwrap_or_else(|| args.state.clone()),
+        resume: args.resume.is_some(),
+        cast_rules: args.cast_rules.clone(),
+        connect,
+        progress: !args.quiet,
+    };
+    let report = migrate(&job)?;
+    eprintln!("{}", report.summary());
+    if let Some(path) = &args.report {
+        report.write_json(path)?;
+    }
+    if report.valid == Some(false) {
+        return Err(Error::data(
+            crate::error::Stage::Sink,
+            crate::error::Position::default(),
+            "the migrated data does not match the source (see the report above)",
         ));
     }
-    let endpoint = DbEndpoint::parse(&args.from)?.ok_or_else(|| {
-        Error::usage(format!(
-            "--from {}: not a database (sqlite://PATH or a .db path)",
-            args.from
-        ))
-    })?;
-    if endpoint.database.name != "sqlite" {
-        return Err(Error::usage(format!(
-            "--from: ferry migrate reads SQLite databases; {} sources are not supported yet",
-            endpoint.database.name
-        )));
-    }
+    Ok(())
+}
+
+fn show_plan(from: &str, args: &MigrateArgs, connect: &ConnectOptions) -> Result<()> {
     let rules = match &args.cast_rules {
         Some(path) => CastRules::load(path)?,
         None => CastRules::default(),
     };
-    let path = Path::new(endpoint.connection());
-    let conn = introspect::open(path)?;
-    let plan = Plan::build(&conn, &path.display().to_string(), &rules)?;
+    let db = Db::parse(from, "--from")?;
+    let mut conn = db.open(connect, false)?;
+    let plan = build_plan(&mut conn, &db.label(), &rules, &args.tables, &args.exclude)?;
     if args.plan {
         print!("{}", plan.render());
     }
@@ -71,6 +228,79 @@ pub fn run(args: MigrateArgs) -> Result<()> {
         for stmt in &ddl.after_data {
             println!("{stmt};");
         }
+    }
+    Ok(())
+}
+
+const DIFF_EXAMPLES: &str = "Examples:
+  ferry diff app.db postgres://app@db/app                 # every table of app.db
+  ferry diff app.db postgres://app@db/app --table users --limit 20
+  ferry diff postgres://app@db/app fallback.db
+
+SRC's schema decides each column's type; both sides are read as that type and compared as canonical values
+(numbers, dates, JSON and booleans compare by value, not spelling), rows in any order.
+Exit codes: 0 equal, 1 different, 2 usage.";
+
+/// Arguments of `ferry diff`.
+#[derive(Debug, Args)]
+#[command(after_help = DIFF_EXAMPLES)]
+pub struct DiffArgs {
+    /// The first database (sqlite://PATH, a .db path, postgres://… or `postgres`).
+    #[arg(value_name = "SRC")]
+    source: String,
+
+    /// The second database.
+    #[arg(value_name = "DST")]
+    target: String,
+
+    /// Only this table (repeat or comma-separate for more).
+    #[arg(long, value_name = "TABLE", value_delimiter = ',')]
+    table: Vec<String>,
+
+    /// Rows shown per side and table.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    limit: usize,
+
+    /// The --cast-rules the migration used.
+    #[arg(long, value_name = "FILE")]
+    cast_rules: Option<PathBuf>,
+
+    /// Write the comparison as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+}
+
+/// Runs `ferry diff`.
+pub fn run_diff(args: DiffArgs) -> Result<()> {
+    super::warn_about_passwords(&[&args.source, &args.target]);
+    let job = DiffJob {
+        source: args.source,
+        target: args.target,
+        tables: args.table,
+        limit: args.limit,
+        cast_rules: args.cast_rules,
+        connect: connect_options(0, 10),
+    };
+    let diffs = diff(&job)?;
+    print!("{}", render(&diffs));
+    if let Some(path) = &args.report {
+        let text = serde_json::to_string_pretty(&diffs)
+            .map_err(|e| Error::usage(format!("cannot encode the report: {e}")))?;
+        std::fs::write(path, text + "\n").map_err(|e| {
+            Error::io(
+                crate::error::Stage::Sink,
+                Some(&path.display().to_string()),
+                e,
+            )
+        })?;
+    }
+    let different = diffs.iter().filter(|d| !d.equal()).count();
+    if different > 0 {
+        return Err(Error::data(
+            crate::error::Stage::Source,
+            crate::error::Position::default(),
+            format!("{different} of {} table(s) differ", diffs.len()),
+        ));
     }
     Ok(())
 }

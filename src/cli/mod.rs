@@ -37,7 +37,9 @@ const EXAMPLES: &str = "Examples:
   cat data.ndjson | ferry convert --in - --from-format ndjson --to - --to-format csv
   ferry formats
   ferry templates list
-  ferry migrate --from sqlite://app.db --plan";
+  ferry migrate --from sqlite://app.db --plan
+  ferry migrate --from sqlite://app.db --to postgres --report migrate.json
+  ferry diff app.db postgres";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -53,8 +55,10 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Write a new random encryption key to a file (mode 0600).
     Keygen(keygen::KeygenArgs),
-    /// Plan a whole-database migration, SQLite to PostgreSQL (--plan, --ddl).
-    Migrate(migrate::MigrateArgs),
+    /// Migrate a whole database, SQLite to PostgreSQL or back: schema, rows, validation, resume, rollback.
+    Migrate(Box<migrate::MigrateArgs>),
+    /// Compare the tables of two databases row by row and show the first differing rows.
+    Diff(migrate::DiffArgs),
 }
 
 /// Parses `args` (program name first) and runs the subcommand.
@@ -85,7 +89,8 @@ where
         Command::Formats(args) => formats::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Keygen(args) => keygen::run(args),
-        Command::Migrate(args) => migrate::run(args),
+        Command::Migrate(args) => migrate::run(*args),
+        Command::Diff(args) => migrate::run_diff(args),
     }
 }
 

@@ -167,7 +167,11 @@ fn where_is(config: &Config) -> String {
 }
 
 /// Connects, retrying with backoff while the server cannot be reached (not when it refuses the login).
-fn connect(endpoint: &DbEndpoint, options: &ConnectOptions, stage: Stage) -> Result<Client> {
+pub(crate) fn connect(
+    endpoint: &DbEndpoint,
+    options: &ConnectOptions,
+    stage: Stage,
+) -> Result<Client> {
     let (config, check) = config(endpoint.connection(), options)?;
     let mut builder = native_tls::TlsConnector::builder();
     if check != SslCheck::Full {
@@ -198,7 +202,7 @@ fn connect(endpoint: &DbEndpoint, options: &ConnectOptions, stage: Stage) -> Res
     })
 }
 
-fn pg_error(stage: Stage, what: &str, e: &postgres::Error) -> Error {
+pub(crate) fn pg_error(stage: Stage, what: &str, e: &postgres::Error) -> Error {
     let message = match e.as_db_error() {
         Some(db) => {
             let detail = db.detail().map(|d| format!(" ({d})")).unwrap_or_default();
@@ -295,7 +299,7 @@ fn stream_rows(
 /// A value read from PostgreSQL's binary format.
 struct PgValue(Value);
 
-type BoxError = Box<dyn std::error::Error + Sync + Send>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Sync + Send>;
 
 impl<'a> FromSql<'a> for PgValue {
     fn from_sql(ty: &Type, raw: &'a [u8]) -> std::result::Result<Self, BoxError> {
@@ -371,8 +375,22 @@ fn uuid_text(raw: &[u8]) -> std::result::Result<String, BoxError> {
     Ok(super::column::uuid_text(&bytes))
 }
 
-/// Decodes PostgreSQL's binary numeric (base-10000 digits with a weight and a display scale) to exact text.
+/// Decodes PostgreSQL's binary numeric to an exact decimal value (NaN and infinities as floats).
 fn numeric_from_binary(raw: &[u8]) -> std::result::Result<Value, BoxError> {
+    match raw.get(4..6).map(|b| u16::from_be_bytes([b[0], b[1]])) {
+        Some(0xC000) => return Ok(Value::Float(f64::NAN)),
+        Some(0xD000) => return Ok(Value::Float(f64::INFINITY)),
+        Some(0xF000) => return Ok(Value::Float(f64::NEG_INFINITY)),
+        _ => {}
+    }
+    Decimal::parse(&numeric_text(raw)?)
+        .map(Value::Decimal)
+        .ok_or_else(|| "numeric value did not decode".into())
+}
+
+/// Decodes PostgreSQL's binary numeric (base-10000 digits with a weight and a display scale) to exact text
+/// (`NaN`, `Infinity`, `-Infinity` for the special values).
+pub(crate) fn numeric_text(raw: &[u8]) -> std::result::Result<String, BoxError> {
     let word = |i: usize| -> std::result::Result<i16, BoxError> {
         let bytes = raw.get(i * 2..i * 2 + 2).ok_or("numeric value too short")?;
         Ok(i16::from_be_bytes([bytes[0], bytes[1]]))
@@ -382,9 +400,9 @@ fn numeric_from_binary(raw: &[u8]) -> std::result::Result<Value, BoxError> {
     let sign = word(2)? as u16;
     let dscale = word(3)?.max(0) as usize;
     match sign {
-        0xC000 => return Ok(Value::Float(f64::NAN)),
-        0xD000 => return Ok(Value::Float(f64::INFINITY)),
-        0xF000 => return Ok(Value::Float(f64::NEG_INFINITY)),
+        0xC000 => return Ok("NaN".into()),
+        0xD000 => return Ok("Infinity".into()),
+        0xF000 => return Ok("-Infinity".into()),
         _ => {}
     }
     let digits: Vec<i16> = (0..ndigits)
@@ -419,13 +437,11 @@ fn numeric_from_binary(raw: &[u8]) -> std::result::Result<Value, BoxError> {
         text.push('.');
         text.push_str(&fraction);
     }
-    Decimal::parse(&text)
-        .map(Value::Decimal)
-        .ok_or_else(|| "numeric value did not decode".into())
+    Ok(text)
 }
 
 /// Encodes exact decimal text (`-12.50`, `1.5e3`) as PostgreSQL's binary numeric.
-fn numeric_to_binary(text: &str, out: &mut BytesMut) -> std::result::Result<(), String> {
+pub(crate) fn numeric_to_binary(text: &str, out: &mut BytesMut) -> std::result::Result<(), String> {
     let (negative, unsigned) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text.strip_prefix('+').unwrap_or(text)),

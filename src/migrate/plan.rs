@@ -25,10 +25,13 @@ pub struct Plan {
     pub untranslated: Vec<Untranslated>,
     /// Foreign-key cycles (table names), which only adding the keys after the data resolves.
     pub cycles: Vec<Vec<String>>,
+    /// Views as (name, `SELECT …` with identifiers requoted for PostgreSQL): the migration tries each on
+    /// the target after the data and keeps those PostgreSQL accepts; the others stay in `untranslated`.
+    pub views: Vec<(String, String)>,
 }
 
 /// Something the plan does not carry over.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Untranslated {
     /// `view`, `trigger`, `index`, `check`, `default`, …
     pub kind: &'static str,
@@ -106,6 +109,28 @@ pub struct Ddl {
     pub after_data: Vec<String>,
 }
 
+/// The `SELECT …` of a `CREATE VIEW` text for PostgreSQL: identifiers (bare, `[name]`, `` `name` ``) that
+/// name a table or column of the schema, in any case, are written double-quoted in the schema's exact
+/// spelling, since PostgreSQL folds bare names to lower case and SQLite does not care.
+fn view_select(sql: &str, names: &std::collections::HashMap<String, String>) -> Option<String> {
+    let tokens = sql::tokenize(sql).ok()?;
+    let view = tokens.iter().position(|t| t.is_word("VIEW"))?;
+    let select = tokens.iter().skip(view).position(|t| t.is_word("AS"))? + view + 1;
+    let mut out = String::with_capacity(sql.len());
+    let mut at = tokens.get(select)?.start;
+    for token in tokens.get(select..)? {
+        out.push_str(sql.get(at..token.start)?);
+        let known = names.get(&token.text.to_lowercase());
+        match (token.kind, known) {
+            (sql::Kind::Word | sql::Kind::Ident, Some(exact)) => out.push_str(&quote_ident(exact)),
+            (sql::Kind::Ident, None) => out.push_str(&quote_ident(&token.text)),
+            _ => out.push_str(sql.get(token.start..token.end)?),
+        }
+        at = token.end;
+    }
+    Some(out.trim().trim_end_matches(';').to_owned())
+}
+
 /// PostgreSQL truncates identifiers to 63 bytes.
 fn pg_name(taken: &mut HashSet<String>, base: &str) -> String {
     let cut = |s: &str, max: usize| {
@@ -166,12 +191,34 @@ impl Plan {
             .into_iter()
             .filter_map(|i| tables.get(i).cloned())
             .collect();
+        let mut names = std::collections::HashMap::new();
+        for t in &schema.tables {
+            names.insert(t.name.to_lowercase(), t.name.clone());
+            for c in &t.columns {
+                names
+                    .entry(c.name.to_lowercase())
+                    .or_insert_with(|| c.name.clone());
+            }
+        }
         for v in &schema.views {
-            plan.untranslated.push(Untranslated {
-                kind: "view",
-                name: v.name.clone(),
-                reason: "view SQL is SQLite dialect; recreate it by hand".into(),
-            });
+            names.insert(v.name.to_lowercase(), v.name.clone());
+        }
+        for v in &schema.views {
+            match view_select(&v.sql, &names) {
+                Some(select) => {
+                    plan.views.push((v.name.clone(), select));
+                    plan.untranslated.push(Untranslated {
+                        kind: "view",
+                        name: v.name.clone(),
+                        reason: "tried on the target after the data; kept only if PostgreSQL accepts its SQL".into(),
+                    });
+                }
+                None => plan.untranslated.push(Untranslated {
+                    kind: "view",
+                    name: v.name.clone(),
+                    reason: "its CREATE VIEW text could not be read".into(),
+                }),
+            }
         }
         for t in &schema.triggers {
             plan.untranslated.push(Untranslated {

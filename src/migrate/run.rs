@@ -1,0 +1,1526 @@
+//! Running a migration: plan → (backup) → create tables → copy rows (tables in parallel) → keys, indexes,
+//! constraints and sequences → validate, with a [state file](super::state) written at every step so a
+//! killed run resumes and a finished one can be rolled back. Either database may be the source or the
+//! target; the [plan](super::plan) is built from the source and its PostgreSQL types are the common
+//! language of both directions.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use postgres::Client;
+use rusqlite::Connection;
+use serde::Serialize;
+
+use super::plan::Plan;
+use super::rows::{loader, scan, CopyTable, Misfit, Side};
+use super::state::{without_password, Phase, State, TableDone, STATE_VERSION};
+use super::types::{CastRules, PgType};
+use super::value::TableChecksum;
+use crate::db::{quote_ident, ConnectOptions, DbEndpoint};
+use crate::envelope::KeySource;
+use crate::error::{Error, Position, Result, Stage};
+use crate::pipeline::ErrorPolicy;
+
+/// One `ferry migrate` run, as the command line gave it.
+#[derive(Debug, Clone)]
+pub struct MigrateJob {
+    /// `--from`: the source database.
+    pub from: String,
+    /// `--to`: the target database.
+    pub to: String,
+    /// `--tables`: only these (empty: all).
+    pub tables: Vec<String>,
+    /// `--exclude`: not these.
+    pub exclude: Vec<String>,
+    /// `--schema-only`: create the schema, copy no rows.
+    pub schema_only: bool,
+    /// `--data-only`: copy rows into tables that already exist.
+    pub data_only: bool,
+    /// `--dry-run`: do everything in one transaction and roll it back.
+    pub dry_run: bool,
+    /// `--jobs`: tables copied at once.
+    pub jobs: usize,
+    /// `--on-error`: what a value that does not fit its column does.
+    pub on_error: ErrorPolicy,
+    /// Where per-table rejects files go.
+    pub rejects_dir: PathBuf,
+    /// `--validate` (on unless `--no-validate`).
+    pub validate: bool,
+    /// `--backup DIR`.
+    pub backup: Option<PathBuf>,
+    /// Encrypt the backup with this key.
+    pub backup_key: Option<KeySource>,
+    /// The state file.
+    pub state: PathBuf,
+    /// `--resume`: continue the migration the state file describes.
+    pub resume: bool,
+    /// `--cast-rules`.
+    pub cast_rules: Option<PathBuf>,
+    /// Connection retries and timeout.
+    pub connect: ConnectOptions,
+    /// Print progress per table on stderr.
+    pub progress: bool,
+}
+
+/// What one table's migration did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TableReport {
+    /// The table.
+    pub name: String,
+    /// Rows read from the source.
+    pub read: u64,
+    /// Rows written to the target.
+    pub written: u64,
+    /// Rows sent to the rejects file.
+    pub rejected: u64,
+    /// The rejects file, when rows were rejected.
+    pub rejects_file: Option<String>,
+    /// Checksum of the written rows, computed from the source.
+    pub source_checksum: Option<String>,
+    /// Checksum of the table as read back from the target.
+    pub target_checksum: Option<String>,
+    /// Rows read back from the target.
+    pub target_rows: Option<u64>,
+    /// Rows and checksum agree (None: not validated).
+    pub equal: Option<bool>,
+    /// Copied by an earlier, interrupted run.
+    pub resumed: bool,
+    /// Seconds spent copying.
+    pub seconds: f64,
+}
+
+/// A schema object that could not be created, or only as `NOT VALID`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotCreated {
+    /// The statement.
+    pub statement: String,
+    /// The database's reason.
+    pub reason: String,
+    /// Created `NOT VALID` instead (enforced for new rows; the existing ones are listed).
+    pub not_valid: bool,
+}
+
+/// Rows breaking a foreign key.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyViolation {
+    /// The referencing table.
+    pub table: String,
+    /// The referenced table.
+    pub references: String,
+    /// Rows whose key has no parent.
+    pub rows: u64,
+    /// Where it was found: `source` (before the copy) or `target` (after it).
+    pub found_in: &'static str,
+}
+
+/// Schema objects of the migrated tables.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ObjectCounts {
+    /// Tables.
+    pub tables: usize,
+    /// Primary keys.
+    pub primary_keys: usize,
+    /// UNIQUE constraints.
+    pub uniques: usize,
+    /// Secondary indexes.
+    pub indexes: usize,
+    /// CHECK constraints.
+    pub checks: usize,
+    /// Foreign keys.
+    pub foreign_keys: usize,
+    /// NOT NULL columns.
+    pub not_null: usize,
+    /// Columns with defaults.
+    pub defaults: usize,
+    /// Identity sequences.
+    pub sequences: usize,
+    /// Views created on the target.
+    pub views: usize,
+}
+
+/// What a migration did: `--report` writes it as JSON, and its summary goes to stderr.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MigrateReport {
+    /// The source (no password).
+    pub source: String,
+    /// The target (no password).
+    pub target: String,
+    /// A dry run (everything rolled back).
+    pub dry_run: bool,
+    /// `--on-error`.
+    pub on_error: String,
+    /// Per table.
+    pub tables: Vec<TableReport>,
+    /// Rows read.
+    pub read: u64,
+    /// Rows written.
+    pub written: u64,
+    /// Rows rejected.
+    pub rejected: u64,
+    /// Schema objects created.
+    pub objects: ObjectCounts,
+    /// Objects not translated, with the reason.
+    pub untranslated: Vec<super::plan::Untranslated>,
+    /// Statements that failed or were created `NOT VALID`.
+    pub not_created: Vec<NotCreated>,
+    /// Foreign-key violations found.
+    pub key_violations: Vec<KeyViolation>,
+    /// Every table validated equal and no key violated (None: not validated).
+    pub valid: Option<bool>,
+    /// The state file.
+    pub state_file: Option<String>,
+    /// The backup manifest.
+    pub backup: Option<String>,
+    /// Seconds for the whole run.
+    pub seconds: f64,
+}
+
+impl MigrateReport {
+    /// Writes the report as JSON.
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::usage(format!("cannot encode the report: {e}")))?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| Error::io(Stage::Sink, Some(&path.display().to_string()), e))
+    }
+
+    /// The closing summary: `read = written + rejected`, objects, validation.
+    pub fn summary(&self) -> String {
+        let o = &self.objects;
+        let verb = if self.dry_run {
+            "would migrate"
+        } else {
+            "migrated"
+        };
+        let mut out = format!(
+            "{verb} {} tables: {} rows read = {} written + {} rejected\n\
+             schema: {} primary keys, {} unique, {} indexes, {} checks, {} foreign keys, {} not-null columns, {} defaults, {} sequences, {} views",
+            o.tables, self.read, self.written, self.rejected, o.primary_keys, o.uniques, o.indexes,
+            o.checks, o.foreign_keys, o.not_null, o.defaults, o.sequences, o.views
+        );
+        if !self.untranslated.is_empty() {
+            out.push_str(&format!("\nnot translated ({}):", self.untranslated.len()));
+            for u in &self.untranslated {
+                out.push_str(&format!("\n  {} {}: {}", u.kind, u.name, u.reason));
+            }
+        }
+        for n in &self.not_created {
+            let what = if n.not_valid {
+                "created NOT VALID"
+            } else {
+                "not created"
+            };
+            out.push_str(&format!("\n{what}: {} ({})", n.statement, n.reason));
+        }
+        for v in &self.key_violations {
+            out.push_str(&format!(
+                "\nforeign key {} → {}: {} row(s) without a parent (in the {})",
+                quote_ident(&v.table),
+                quote_ident(&v.references),
+                v.rows,
+                v.found_in
+            ));
+        }
+        match self.valid {
+            Some(true) => out.push_str("\nvalidation: every table has equal rows and checksums"),
+            Some(false) => {
+                let bad: Vec<&str> = self
+                    .tables
+                    .iter()
+                    .filter(|t| t.equal == Some(false))
+                    .map(|t| t.name.as_str())
+                    .collect();
+                out.push_str(&format!(
+                    "\nvalidation FAILED: {} table(s) differ ({}), {} key violation(s); see `ferry diff`",
+                    bad.len(),
+                    bad.join(", "),
+                    self.key_violations.len()
+                ));
+            }
+            None => {}
+        }
+        if let Some(state) = &self.state_file {
+            out.push_str(&format!(
+                "\nstate: {state} (ferry migrate --rollback {state} undoes it)"
+            ));
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Databases
+
+/// A database the migration reads or writes.
+#[derive(Debug, Clone)]
+pub enum Db {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database.
+    Postgres(DbEndpoint),
+}
+
+/// An open connection.
+pub enum Conn {
+    /// SQLite.
+    Sqlite(Connection),
+    /// PostgreSQL.
+    Postgres(Client),
+}
+
+impl Db {
+    /// Parses `--from`/`--to`.
+    pub fn parse(text: &str, flag: &str) -> Result<Db> {
+        let endpoint = DbEndpoint::parse(text)?.ok_or_else(|| {
+            Error::usage(format!(
+                "{flag} {text}: not a database (sqlite://PATH, a .db path, postgres://… or `postgres`)"
+            ))
+        })?;
+        if endpoint.table.is_some() || endpoint.query.is_some() {
+            return Err(Error::usage(format!(
+                "{flag}: migrate moves whole databases; choose tables with --tables, not ?table= or ?query="
+            )));
+        }
+        Ok(match endpoint.database.name {
+            "sqlite" => Db::Sqlite(PathBuf::from(endpoint.connection())),
+            _ => Db::Postgres(endpoint),
+        })
+    }
+
+    /// How the database is shown (never with a password).
+    pub fn label(&self) -> String {
+        match self {
+            Db::Sqlite(path) => path.display().to_string(),
+            Db::Postgres(endpoint) => endpoint.to_string(),
+        }
+    }
+
+    /// Opens a connection: read-only for a SQLite source; a SQLite target is created when missing.
+    pub fn open(&self, connect: &ConnectOptions, write: bool) -> Result<Conn> {
+        match self {
+            Db::Sqlite(path) if !write => Ok(Conn::Sqlite(super::introspect::open(path)?)),
+            Db::Sqlite(path) => {
+                let conn = Connection::open(path)
+                    .map_err(|e| Error::usage(format!("cannot open {}: {e}", path.display())))?;
+                conn.busy_timeout(std::time::Duration::from_secs(30))
+                    .and_then(|()| conn.execute_batch("PRAGMA foreign_keys = OFF"))
+                    .map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
+                Ok(Conn::Sqlite(conn))
+            }
+            Db::Postgres(endpoint) => {
+                let stage = if write { Stage::Sink } else { Stage::Source };
+                let mut client = crate::db::postgres::connect(endpoint, connect, stage)?;
+                // Date-time text without an offset is UTC, and no statement may hang forever on a lock.
+                client
+                    .batch_execute("SET TimeZone = 'UTC'; SET lock_timeout = '60s'")
+                    .map_err(|e| crate::db::postgres::pg_error(stage, "cannot set up", &e))?;
+                Ok(Conn::Postgres(client))
+            }
+        }
+    }
+}
+
+impl Conn {
+    pub(crate) fn side(&mut self) -> Side<'_> {
+        match self {
+            Conn::Sqlite(c) => Side::Sqlite(c),
+            Conn::Postgres(c) => Side::Postgres(c),
+        }
+    }
+
+    fn exec(&mut self, sql: &str) -> std::result::Result<(), String> {
+        match self {
+            Conn::Sqlite(c) => c.execute_batch(sql).map_err(|e| e.to_string()),
+            Conn::Postgres(c) => c.batch_execute(sql).map_err(|e| match e.as_db_error() {
+                Some(db) => db.message().to_owned(),
+                None => e.to_string(),
+            }),
+        }
+    }
+
+    fn is_postgres(&self) -> bool {
+        matches!(self, Conn::Postgres(_))
+    }
+
+    /// Which of `names` exist as tables.
+    pub(crate) fn existing_tables(&mut self, names: &[String]) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        for name in names {
+            let exists = match self {
+                Conn::Sqlite(c) => c
+                    .query_row(
+                        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                        [name],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .map(|n| n > 0)
+                    .map_err(|e| Error::usage(format!("cannot read the target's tables: {e}")))?,
+                Conn::Postgres(c) => c
+                    .query_one("SELECT to_regclass(quote_ident($1)) IS NOT NULL", &[name])
+                    .map(|r| r.get::<_, bool>(0))
+                    .map_err(|e| {
+                        crate::db::postgres::pg_error(
+                            Stage::Sink,
+                            "cannot read the target's tables",
+                            &e,
+                        )
+                    })?,
+            };
+            if exists {
+                found.push(name.clone());
+            }
+        }
+        Ok(found)
+    }
+
+    fn begin(&mut self) -> std::result::Result<(), String> {
+        self.exec(if self.is_postgres() {
+            "BEGIN"
+        } else {
+            "BEGIN IMMEDIATE"
+        })
+    }
+
+    fn rollback(&mut self) {
+        let _ = self.exec("ROLLBACK");
+    }
+}
+
+fn target_error(label: &str, what: &str, reason: &str) -> Error {
+    Error::data(
+        Stage::Sink,
+        Position::file(label),
+        format!("{label}: {what}: {reason}"),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Planning
+
+/// Builds the plan from the source and keeps the chosen tables.
+pub fn build_plan(
+    source: &mut Conn,
+    label: &str,
+    rules: &CastRules,
+    only: &[String],
+    exclude: &[String],
+) -> Result<Plan> {
+    let mut plan = match source {
+        Conn::Sqlite(c) => Plan::build(c, label, rules)?,
+        Conn::Postgres(c) => super::pg_schema::read_plan(c, "public", label)?,
+    };
+    for name in only.iter().chain(exclude) {
+        if plan.table(name).is_none() {
+            return Err(Error::usage(format!(
+                "{label} has no table {}",
+                quote_ident(name)
+            )));
+        }
+    }
+    plan.tables
+        .retain(|t| (only.is_empty() || only.contains(&t.name)) && !exclude.contains(&t.name));
+    let kept: Vec<String> = plan.tables.iter().map(|t| t.name.clone()).collect();
+    for t in &mut plan.tables {
+        let table = t.name.clone();
+        t.foreign_keys.retain(|fk| {
+            let keep = kept.contains(&fk.table);
+            if !keep {
+                plan.untranslated.push(super::plan::Untranslated {
+                    kind: "foreign key",
+                    name: format!("{table}.{}", fk.name),
+                    reason: format!("references {}, which is not migrated", fk.table),
+                });
+            }
+            keep
+        });
+    }
+    Ok(plan)
+}
+
+/// PostgreSQL types ferry cannot encode (named in `--cast-rules`) are loaded as text and converted after the
+/// data; returns those conversions.
+fn text_first(plan: &mut Plan) -> Vec<String> {
+    let mut alters = Vec::new();
+    for t in &mut plan.tables {
+        for c in &mut t.columns {
+            if let PgType::Other(ty) = &c.translation.pg {
+                alters.push(format!(
+                    "ALTER TABLE {} ALTER COLUMN {} TYPE {ty} USING {}::{ty}",
+                    quote_ident(&t.name),
+                    quote_ident(&c.name),
+                    quote_ident(&c.name)
+                ));
+                c.translation.pg = PgType::Text;
+            }
+        }
+    }
+    alters
+}
+
+/// The statements of a plan for the target: (before the data, after the data).
+fn target_ddl(plan: &mut Plan, target: &Conn) -> (Vec<String>, Vec<String>) {
+    if target.is_postgres() {
+        let alters = text_first(plan);
+        let ddl = plan.ddl();
+        let mut after = alters;
+        after.extend(ddl.after_data);
+        (ddl.create, after)
+    } else {
+        let statements = super::pg_schema::sqlite_ddl(plan);
+        statements.into_iter().partition(|s| {
+            !s.trim_start()
+                .to_ascii_uppercase()
+                .starts_with("CREATE INDEX")
+                && !s
+                    .trim_start()
+                    .to_ascii_uppercase()
+                    .starts_with("CREATE UNIQUE INDEX")
+        })
+    }
+}
+
+fn count_objects(plan: &Plan) -> ObjectCounts {
+    let mut o = ObjectCounts {
+        tables: plan.tables.len(),
+        ..ObjectCounts::default()
+    };
+    for t in &plan.tables {
+        o.primary_keys += usize::from(!t.primary_key.is_empty());
+        o.uniques += t.uniques.len();
+        o.indexes += t.indexes.len();
+        o.checks += t.checks.len();
+        o.foreign_keys += t.foreign_keys.len();
+        o.sequences += usize::from(t.sequence.is_some());
+        o.not_null += t.columns.iter().filter(|c| c.not_null).count();
+        o.defaults += t.columns.iter().filter(|c| c.default.is_some()).count();
+    }
+    o
+}
+
+/// Foreign-key violations already in a SQLite source (`PRAGMA foreign_key_check`), by (table, parent).
+fn source_key_violations(source: &mut Conn, plan: &Plan) -> Result<Vec<KeyViolation>> {
+    let Conn::Sqlite(conn) = source else {
+        return Ok(Vec::new());
+    };
+    let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for t in &plan.tables {
+        if t.foreign_keys.is_empty() {
+            continue;
+        }
+        let fail =
+            |e: rusqlite::Error| Error::usage(format!("foreign_key_check on {}: {e}", t.name));
+        let mut statement = conn
+            .prepare("SELECT parent FROM pragma_foreign_key_check(?1)")
+            .map_err(fail)?;
+        let parents = statement
+            .query_map([&t.name], |r| r.get::<_, String>(0))
+            .map_err(fail)?;
+        for parent in parents {
+            let parent = parent.map_err(fail)?;
+            *counts.entry((t.name.clone(), parent)).or_default() += 1;
+        }
+    }
+    Ok(counts
+        .into_iter()
+        .map(|((table, references), rows)| KeyViolation {
+            table,
+            references,
+            rows,
+            found_in: "source",
+        })
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Copying
+
+/// Where rejected rows go: `<dir>/<table>.rejects.ndjson`, made only when a row is rejected.
+struct Rejects {
+    path: PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl Rejects {
+    fn new(dir: &Path, table: &str) -> Rejects {
+        // Table names may hold anything; the file name keeps letters, digits, `-`, `_` and `.` only,
+        // so it stays in the directory the user chose.
+        let safe: String = table
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Rejects {
+            path: dir.join(format!("{safe}.rejects.ndjson")),
+            file: None,
+        }
+    }
+
+    fn write(&mut self, table: &str, misfit: &Misfit) -> Result<()> {
+        let shown = self.path.display().to_string();
+        let io = |e| Error::io(Stage::Sink, Some(&shown), e);
+        if self.file.is_none() {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            self.file = Some(std::io::BufWriter::new(
+                std::fs::File::create(&self.path).map_err(io)?,
+            ));
+        }
+        let line = serde_json::json!({
+            "table": table,
+            "row": misfit.row,
+            "column": misfit.column,
+            "value": misfit.value,
+            "reason": misfit.reason,
+            "record": misfit.record,
+        });
+        if let Some(file) = self.file.as_mut() {
+            writeln!(file, "{line}").map_err(io)?;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Option<String>> {
+        let shown = self.path.display().to_string();
+        match self.file {
+            Some(mut f) => {
+                f.flush()
+                    .map_err(|e| Error::io(Stage::Sink, Some(&shown), e))?;
+                Ok(Some(shown))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+fn misfit_error(label: &str, table: &str, m: &Misfit) -> Error {
+    Error::data(
+        Stage::Decode,
+        Position::file(label)
+            .with_record(u64::try_from(m.row).unwrap_or(0))
+            .with_field(m.column.clone()),
+        format!(
+            "table {}, row {}, column {}: {}: {}; --on-error lenient sends such rows to a rejects file",
+            quote_ident(table),
+            m.row,
+            quote_ident(&m.column),
+            m.value,
+            m.reason
+        ),
+    )
+}
+
+struct Copied {
+    done: TableDone,
+    rejects_file: Option<String>,
+    seconds: f64,
+}
+
+struct CopyContext<'a> {
+    source_label: &'a str,
+    target_label: &'a str,
+    policy: ErrorPolicy,
+    rejects_dir: &'a Path,
+    /// The table was made by this migration: empty it first (a resumed table) and let PostgreSQL skip
+    /// its row-visibility work (`COPY … FREEZE`).
+    fresh: bool,
+    /// Run inside the caller's transaction (a dry run) rather than one per table.
+    own_transaction: bool,
+}
+
+/// Copies one table: all of it commits, or none.
+fn copy_table(
+    source: &mut Conn,
+    target: &mut Conn,
+    table: &CopyTable,
+    cx: &CopyContext<'_>,
+) -> Result<Copied> {
+    let started = Instant::now();
+    let fail = |reason: String| {
+        target_error(
+            cx.target_label,
+            &format!("loading table {}", quote_ident(&table.name)),
+            &reason,
+        )
+    };
+    if cx.own_transaction {
+        target.begin().map_err(fail)?;
+    }
+    let result = copy_rows(source, target, table, cx);
+    match result {
+        Ok(copied) => {
+            if cx.own_transaction {
+                target.exec("COMMIT").map_err(fail)?;
+            }
+            Ok(Copied {
+                seconds: started.elapsed().as_secs_f64(),
+                ..copied
+            })
+        }
+        Err(e) => {
+            if cx.own_transaction {
+                target.rollback();
+            }
+            Err(e)
+        }
+    }
+}
+
+fn copy_rows(
+    source: &mut Conn,
+    target: &mut Conn,
+    table: &CopyTable,
+    cx: &CopyContext<'_>,
+) -> Result<Copied> {
+    let fresh_freeze = cx.fresh && cx.own_transaction && target.is_postgres();
+    if cx.fresh {
+        let empty = if target.is_postgres() {
+            format!("TRUNCATE {}", quote_ident(&table.name))
+        } else {
+            format!("DELETE FROM {}", quote_ident(&table.name))
+        };
+        target.exec(&empty).map_err(|r| {
+            target_error(
+                cx.target_label,
+                &format!("emptying {}", quote_ident(&table.name)),
+                &r,
+            )
+        })?;
+    }
+    let mut rejects = Rejects::new(cx.rejects_dir, &table.name);
+    let mut checksum = TableChecksum::default();
+    let mut read = 0u64;
+    let mut rejected = 0u64;
+    let mut target_side = target.side();
+    let mut load = loader(&mut target_side, cx.target_label, table, fresh_freeze)?;
+    scan(&mut source.side(), cx.source_label, table, &mut |row| {
+        read += 1;
+        match row {
+            Ok(values) => {
+                checksum.add(&values);
+                load.push(&values)?;
+            }
+            Err(m) if cx.policy == ErrorPolicy::Strict => {
+                return Err(misfit_error(cx.source_label, &table.name, &m))
+            }
+            Err(m) => {
+                rejected += 1;
+                rejects.write(&table.name, &m)?;
+            }
+        }
+        Ok(true)
+    })?;
+    let written = load.finish()?;
+    Ok(Copied {
+        done: TableDone {
+            read,
+            written,
+            rejected,
+            checksum: checksum.hex(),
+        },
+        rejects_file: rejects.finish()?,
+        seconds: 0.0,
+    })
+}
+
+/// Reads a table back from the target and checksums it.
+fn target_checksum(target: &mut Conn, label: &str, table: &CopyTable) -> Result<TableChecksum> {
+    let mut checksum = TableChecksum::default();
+    let mut bad = None;
+    scan(&mut target.side(), label, table, &mut |row| {
+        match row {
+            Ok(values) => checksum.add(&values),
+            Err(m) => {
+                bad = Some(format!(
+                    "row {}, column {}: {}",
+                    m.row,
+                    quote_ident(&m.column),
+                    m.reason
+                ));
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })?;
+    match bad {
+        Some(reason) => Err(target_error(
+            label,
+            &format!("reading back {}", quote_ident(&table.name)),
+            &reason,
+        )),
+        None => Ok(checksum),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The run
+
+fn say(progress: bool, line: &str) {
+    if progress {
+        eprintln!("{line}");
+    }
+}
+
+/// Runs a migration (or resumes one).
+pub fn migrate(job: &MigrateJob) -> Result<MigrateReport> {
+    let started = Instant::now();
+    if job.schema_only && job.data_only {
+        return Err(Error::usage(
+            "--schema-only and --data-only exclude each other",
+        ));
+    }
+    let mut state = prepare_state(job)?;
+    let source_db = Db::parse(&job.from, "--from")?;
+    let target_db = Db::parse(&job.to, "--to")?;
+    let source_label = source_db.label();
+    let target_label = target_db.label();
+    let rules = match &job.cast_rules {
+        Some(path) => CastRules::load(path)?,
+        None => CastRules::default(),
+    };
+    let mut source = source_db.open(&job.connect, false)?;
+    say(
+        job.progress,
+        &format!("planning {source_label} → {target_label}"),
+    );
+    let only = if job.resume {
+        state.tables.clone()
+    } else {
+        job.tables.clone()
+    };
+    let mut plan = build_plan(&mut source, &source_label, &rules, &only, &job.exclude)?;
+    let target_is_new_sqlite = matches!(&target_db, Db::Sqlite(p) if !p.exists());
+    let mut target = target_db.open(&job.connect, true)?;
+    let (create, after) = target_ddl(&mut plan, &target);
+    let tables: Vec<CopyTable> = plan.tables.iter().map(CopyTable::from_plan).collect();
+    let names: Vec<String> = plan.tables.iter().map(|t| t.name.clone()).collect();
+
+    let mut report = MigrateReport {
+        source: without_password(&job.from),
+        target: without_password(&job.to),
+        dry_run: job.dry_run,
+        on_error: job.on_error.name().into(),
+        objects: count_objects(&plan),
+        untranslated: plan.untranslated.clone(),
+        ..MigrateReport::default()
+    };
+
+    let existing = target.existing_tables(&names)?;
+    check_existing(job, &state, &names, &existing, &target_label)?;
+
+    let violations = if job.schema_only {
+        Vec::new()
+    } else {
+        source_key_violations(&mut source, &plan)?
+    };
+    if !violations.is_empty() && job.on_error == ErrorPolicy::Strict {
+        let first = &violations[0];
+        return Err(Error::data(
+            Stage::Source,
+            Position::file(&source_label),
+            format!(
+                "{source_label}: {} row(s) of {} reference missing rows of {} (and {} more such key(s)); \
+                 nothing was written. --on-error lenient copies them and adds the key NOT VALID",
+                first.rows,
+                quote_ident(&first.table),
+                quote_ident(&first.references),
+                violations.len() - 1
+            ),
+        ));
+    }
+    let not_valid: Vec<(String, String)> = violations
+        .iter()
+        .map(|v| (v.table.clone(), v.references.clone()))
+        .collect();
+    report.key_violations.extend(violations);
+
+    if let Some(dir) = &job.backup {
+        if !job.dry_run && !job.resume {
+            let manifest =
+                super::backup::backup(&job.from, &source_db, &names, dir, job.backup_key.as_ref())?;
+            say(job.progress, &format!("backup: {manifest}"));
+            report.backup = Some(manifest);
+        }
+    }
+
+    let run = Run {
+        job,
+        plan: &plan,
+        tables: &tables,
+        source_db: &source_db,
+        target_db: &target_db,
+        source_label: &source_label,
+        target_label: &target_label,
+        not_valid: &not_valid,
+    };
+    let outcome = if job.dry_run {
+        run.dry(&mut source, &mut target, &create, &after, &mut report)
+    } else {
+        drop(target);
+        state.created_file = state.created_file || target_is_new_sqlite;
+        run.real(&mut state, &create, &after, &mut report)
+    };
+    if job.dry_run && target_is_new_sqlite {
+        if let Db::Sqlite(path) = &target_db {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    outcome?;
+    report.read = report.tables.iter().map(|t| t.read).sum();
+    report.written = report.tables.iter().map(|t| t.written).sum();
+    report.rejected = report.tables.iter().map(|t| t.rejected).sum();
+    report.seconds = started.elapsed().as_secs_f64();
+    if !job.dry_run {
+        report.state_file = Some(job.state.display().to_string());
+    }
+    Ok(report)
+}
+
+fn prepare_state(job: &MigrateJob) -> Result<State> {
+    let shown = job.state.display().to_string();
+    if job.resume {
+        let state = State::load(&job.state)?;
+        if state.phase.is_final() {
+            return Err(Error::usage(format!(
+                "{shown}: that migration is {}; there is nothing to resume",
+                if state.phase == Phase::Done {
+                    "finished"
+                } else {
+                    "rolled back"
+                }
+            )));
+        }
+        if without_password(&job.from) != state.source || without_password(&job.to) != state.target
+        {
+            return Err(Error::usage(format!(
+                "{shown} is the state of {} → {}, not of this --from/--to",
+                state.source, state.target
+            )));
+        }
+        return Ok(state);
+    }
+    if !job.dry_run && job.state.exists() {
+        let old = State::load(&job.state)?;
+        if !old.phase.is_final() {
+            return Err(Error::usage(format!(
+                "{shown} holds an unfinished migration ({} → {}): continue it with --resume {shown}, \
+                 undo it with --rollback {shown}, or choose another --state",
+                old.source, old.target
+            )));
+        }
+    }
+    Ok(State {
+        ferry_migrate_state: STATE_VERSION,
+        source: without_password(&job.from),
+        target: without_password(&job.to),
+        tables: Vec::new(),
+        schema_only: job.schema_only,
+        data_only: job.data_only,
+        cast_rules: job.cast_rules.clone(),
+        phase: Phase::Planned,
+        created_tables: Vec::new(),
+        created_file: false,
+        finished: BTreeMap::new(),
+        updated: String::new(),
+    })
+}
+
+fn check_existing(
+    job: &MigrateJob,
+    state: &State,
+    names: &[String],
+    existing: &[String],
+    target_label: &str,
+) -> Result<()> {
+    if job.data_only {
+        let missing: Vec<&String> = names.iter().filter(|n| !existing.contains(n)).collect();
+        if !missing.is_empty() {
+            return Err(Error::usage(format!(
+                "--data-only: {target_label} has no table {}; create the schema first (--schema-only)",
+                missing.iter().map(|m| quote_ident(m)).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        return Ok(());
+    }
+    let foreign: Vec<String> = existing
+        .iter()
+        .filter(|n| !(job.resume && state.created_tables.contains(n)))
+        .map(|n| quote_ident(n))
+        .collect();
+    if !foreign.is_empty() {
+        return Err(Error::usage(format!(
+            "{target_label} already has table(s) {}; ferry migrate creates its tables and leaves existing ones alone: \
+             drop them, leave them out with --exclude, or load into them with --data-only",
+            foreign.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+struct Run<'a> {
+    job: &'a MigrateJob,
+    plan: &'a Plan,
+    tables: &'a [CopyTable],
+    source_db: &'a Db,
+    target_db: &'a Db,
+    source_label: &'a str,
+    target_label: &'a str,
+    not_valid: &'a [(String, String)],
+}
+
+impl Run<'_> {
+    fn context(&self, own_transaction: bool) -> CopyContext<'_> {
+        CopyContext {
+            source_label: self.source_label,
+            target_label: self.target_label,
+            policy: self.job.on_error,
+            rejects_dir: &self.job.rejects_dir,
+            fresh: !self.job.data_only,
+            own_transaction,
+        }
+    }
+
+    /// A dry run: one connection each, one transaction, rolled back at the end.
+    fn dry(
+        &self,
+        source: &mut Conn,
+        target: &mut Conn,
+        create: &[String],
+        after: &[String],
+        report: &mut MigrateReport,
+    ) -> Result<()> {
+        let fail = |r: String| target_error(self.target_label, "dry run", &r);
+        target.begin().map_err(fail)?;
+        let result = (|| {
+            if !self.job.data_only {
+                for s in create {
+                    target
+                        .exec(s)
+                        .map_err(|r| target_error(self.target_label, s, &r))?;
+                }
+            }
+            if !self.job.schema_only {
+                for table in self.tables {
+                    let copied = copy_table(source, target, table, &self.context(false))?;
+                    let line = table_line(&table.name, &copied, false);
+                    say(self.job.progress, &line);
+                    report
+                        .tables
+                        .push(table_report(&table.name, &copied, false));
+                }
+            }
+            self.after_data(target, after, report)?;
+            if self.job.validate && !self.job.schema_only {
+                self.validate(target, report)?;
+            }
+            Ok(())
+        })();
+        target.rollback();
+        result
+    }
+
+    /// A real run: tables created and committed, each table copied and committed by a worker, the state
+    /// file kept at every step; a failure drops what this run created.
+    fn real(
+        &self,
+        state: &mut State,
+        create: &[String],
+        after: &[String],
+        report: &mut MigrateReport,
+    ) -> Result<()> {
+        let result = self.real_steps(state, create, after, report);
+        if let Err(e) = result {
+            let undone = if state.created_tables.is_empty() && !state.created_file {
+                Ok(String::from("nothing had been created"))
+            } else {
+                rollback_state(state, self.target_db, &self.job.connect).map(|n| {
+                    format!("the {n} table(s) this run created were dropped, so the target is as it was")
+                })
+            };
+            let _ = state.save(&self.job.state);
+            let note = match undone {
+                Ok(note) => note,
+                Err(r) => format!(
+                    "undoing it failed too ({}); ferry migrate --resume {} continues it, --rollback undoes it",
+                    r.message(),
+                    self.job.state.display()
+                ),
+            };
+            return Err(Error::data(
+                e.stage().unwrap_or(Stage::Sink),
+                e.position().cloned().unwrap_or_default(),
+                format!("{}\nmigration failed: {note}", e.message()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn real_steps(
+        &self,
+        state: &mut State,
+        create: &[String],
+        after: &[String],
+        report: &mut MigrateReport,
+    ) -> Result<()> {
+        let state_path = &self.job.state;
+        let names: Vec<String> = self.tables.iter().map(|t| t.name.clone()).collect();
+        let mut target = self.target_db.open(&self.job.connect, true)?;
+        if state.phase == Phase::Planned {
+            state.tables = names.clone();
+            state.save(state_path)?;
+            if !self.job.data_only {
+                let fail = |s: &str, r: String| target_error(self.target_label, s, &r);
+                target.begin().map_err(|r| fail("BEGIN", r))?;
+                for s in create {
+                    if let Err(r) = target.exec(s) {
+                        target.rollback();
+                        return Err(fail(s, r));
+                    }
+                }
+                target.exec("COMMIT").map_err(|r| fail("COMMIT", r))?;
+                state.created_tables = names.clone();
+            }
+            say(
+                self.job.progress,
+                &format!("created {} tables", create.len()),
+            );
+            state.phase = if self.job.schema_only {
+                Phase::Constraints
+            } else {
+                Phase::Copying
+            };
+            state.save(state_path)?;
+        }
+        if state.phase == Phase::Copying {
+            self.copy_all(state, report)?;
+            state.phase = Phase::Constraints;
+            state.save(state_path)?;
+        } else {
+            self.resumed_reports(state, report);
+        }
+        if state.phase == Phase::Constraints {
+            let fail =
+                |r: String| target_error(self.target_label, "adding keys and constraints", &r);
+            target.begin().map_err(fail)?;
+            if let Err(e) = self.after_data(&mut target, after, report) {
+                target.rollback();
+                return Err(e);
+            }
+            target.exec("COMMIT").map_err(fail)?;
+            say(
+                self.job.progress,
+                "keys, indexes, constraints and sequences added",
+            );
+        }
+        if self.job.validate && !self.job.schema_only {
+            self.validate(&mut target, report)?;
+        }
+        state.phase = Phase::Done;
+        state.save(state_path)
+    }
+
+    fn resumed_reports(&self, state: &State, report: &mut MigrateReport) {
+        for t in self.tables {
+            if let Some(done) = state.finished.get(&t.name) {
+                report.tables.push(TableReport {
+                    name: t.name.clone(),
+                    read: done.read,
+                    written: done.written,
+                    rejected: done.rejected,
+                    source_checksum: Some(done.checksum.clone()),
+                    resumed: true,
+                    ..TableReport::default()
+                });
+            }
+        }
+    }
+
+    /// Copies every unfinished table, `--jobs` at a time, biggest first.
+    fn copy_all(&self, state: &mut State, report: &mut MigrateReport) -> Result<()> {
+        let mut order: Vec<usize> = (0..self.tables.len())
+            .filter(|&i| !state.finished.contains_key(&self.tables[i].name))
+            .collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(self.plan.tables[i].rows));
+        let queue = Mutex::new(order.into_iter().collect::<VecDeque<usize>>());
+        let shared = Mutex::new((std::mem::replace(state, empty_state()), Vec::new()));
+        let stop = AtomicBool::new(false);
+        let first_error: Mutex<Option<Error>> = Mutex::new(None);
+        // A SQLite file has one writer at a time.
+        let jobs = if matches!(self.target_db, Db::Sqlite(_)) {
+            1
+        } else {
+            self.job.jobs.max(1)
+        };
+        let workers = jobs.min(self.tables.len().max(1));
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    if let Err(e) = self.worker(&queue, &shared, &stop) {
+                        stop.store(true, Ordering::SeqCst);
+                        let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                        slot.get_or_insert(e);
+                    }
+                });
+            }
+        });
+        let (back, reports) = shared.into_inner().unwrap_or_else(|p| p.into_inner());
+        *state = back;
+        if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        // Plan order: tables copied now, and those an interrupted run had finished.
+        report.tables.clear();
+        self.resumed_reports(state, report);
+        for r in reports {
+            report.tables.retain(|t| t.name != r.name);
+            report.tables.push(r);
+        }
+        report
+            .tables
+            .sort_by_key(|r| self.tables.iter().position(|t| t.name == r.name));
+        Ok(())
+    }
+
+    fn worker(
+        &self,
+        queue: &Mutex<VecDeque<usize>>,
+        shared: &Mutex<(State, Vec<TableReport>)>,
+        stop: &AtomicBool,
+    ) -> Result<()> {
+        let mut source = self.source_db.open(&self.job.connect, false)?;
+        let mut target = self.target_db.open(&self.job.connect, true)?;
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+            let Some(i) = next else {
+                return Ok(());
+            };
+            let table = &self.tables[i];
+            say(
+                self.job.progress,
+                &format!("  copying {} …", quote_ident(&table.name)),
+            );
+            let copied = copy_table(&mut source, &mut target, table, &self.context(true))?;
+            say(self.job.progress, &table_line(&table.name, &copied, false));
+            let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
+            let (state, reports) = &mut *guard;
+            state
+                .finished
+                .insert(table.name.clone(), copied.done.clone());
+            state.save(&self.job.state)?;
+            reports.push(table_report(&table.name, &copied, false));
+        }
+    }
+
+    /// Keys, indexes, constraints and sequences, on the caller's transaction. Strict: the first failure
+    /// fails the migration. Otherwise each statement runs under a savepoint; a CHECK or foreign key the
+    /// data breaks is added `NOT VALID` (enforced for new rows) and reported.
+    fn after_data(
+        &self,
+        target: &mut Conn,
+        after: &[String],
+        report: &mut MigrateReport,
+    ) -> Result<()> {
+        let statements: Vec<String> = after
+            .iter()
+            .filter(|s| !self.job.data_only || s.starts_with("SELECT setval"))
+            .map(|s| self.known_not_valid(s))
+            .collect();
+        for s in &statements {
+            if self.job.on_error == ErrorPolicy::Strict || !target.is_postgres() {
+                target
+                    .exec(s)
+                    .map_err(|r| target_error(self.target_label, s, &r))?;
+                continue;
+            }
+            if let Err(reason) = savepoint(target, s) {
+                let can_defer = s.contains(" CHECK (") || s.contains(" FOREIGN KEY (");
+                let retried = can_defer && savepoint(target, &format!("{s} NOT VALID")).is_ok();
+                report.not_created.push(NotCreated {
+                    statement: s.clone(),
+                    reason,
+                    not_valid: retried,
+                });
+            } else if s.ends_with(" NOT VALID") {
+                report.not_created.push(NotCreated {
+                    statement: s.clone(),
+                    reason: "the source already breaks this key".into(),
+                    not_valid: true,
+                });
+            }
+        }
+        if target.is_postgres() && !self.job.data_only {
+            self.create_views(target, report);
+        }
+        Ok(())
+    }
+
+    /// Tries each view on the target (a view may use another, so until no more succeed); those PostgreSQL
+    /// refuses stay listed with its reason.
+    fn create_views(&self, target: &mut Conn, report: &mut MigrateReport) {
+        let mut pending: Vec<&(String, String)> = self.plan.views.iter().collect();
+        let mut reasons: BTreeMap<&str, String> = BTreeMap::new();
+        loop {
+            let before = pending.len();
+            pending.retain(|(name, select)| {
+                let sql = format!("CREATE VIEW {} AS {select}", quote_ident(name));
+                match savepoint(target, &sql) {
+                    Ok(()) => {
+                        report
+                            .untranslated
+                            .retain(|u| !(u.kind == "view" && u.name == *name));
+                        report.objects.views += 1;
+                        false
+                    }
+                    Err(reason) => {
+                        reasons.insert(name, reason);
+                        true
+                    }
+                }
+            });
+            if pending.is_empty() || pending.len() == before {
+                break;
+            }
+        }
+        for u in &mut report.untranslated {
+            if let Some(reason) = reasons.get(u.name.as_str()).filter(|_| u.kind == "view") {
+                u.reason = format!("PostgreSQL refused its SQL: {reason}");
+            }
+        }
+    }
+
+    /// A foreign key the source already breaks is added `NOT VALID` (only reachable when not strict).
+    fn known_not_valid(&self, statement: &str) -> String {
+        for t in &self.plan.tables {
+            for fk in &t.foreign_keys {
+                let breaks = self
+                    .not_valid
+                    .iter()
+                    .any(|(c, p)| *c == t.name && *p == fk.table);
+                let names_it = statement.starts_with(&format!(
+                    "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY",
+                    quote_ident(&t.name),
+                    quote_ident(&fk.name)
+                ));
+                if breaks && names_it {
+                    return format!("{statement} NOT VALID");
+                }
+            }
+        }
+        statement.to_owned()
+    }
+
+    /// Reads every table back, compares rows and checksums, and counts rows breaking foreign keys.
+    fn validate(&self, target: &mut Conn, report: &mut MigrateReport) -> Result<()> {
+        let mut all_equal = true;
+        for table in self.tables {
+            let checksum = target_checksum(target, self.target_label, table)?;
+            if let Some(r) = report.tables.iter_mut().find(|r| r.name == table.name) {
+                r.target_checksum = Some(checksum.hex());
+                r.target_rows = Some(checksum.rows);
+                let equal = r.source_checksum.as_deref() == Some(checksum.hex().as_str())
+                    && r.written == checksum.rows;
+                r.equal = Some(equal);
+                all_equal &= equal;
+                if !equal {
+                    say(
+                        self.job.progress,
+                        &format!(
+                            "  {}: target has {} rows, checksum {} — source wrote {} rows, checksum {}",
+                            quote_ident(&table.name),
+                            checksum.rows,
+                            checksum.hex(),
+                            r.written,
+                            r.source_checksum.as_deref().unwrap_or("?")
+                        ),
+                    );
+                }
+            }
+        }
+        let violations = self.target_key_violations(target)?;
+        all_equal &=
+            violations.is_empty() || report.key_violations.iter().any(|v| v.found_in == "source");
+        report.key_violations.extend(violations);
+        report.valid = Some(all_equal);
+        Ok(())
+    }
+
+    fn target_key_violations(&self, target: &mut Conn) -> Result<Vec<KeyViolation>> {
+        let mut out = Vec::new();
+        for t in &self.plan.tables {
+            for fk in &t.foreign_keys {
+                let rows = match target {
+                    Conn::Postgres(client) => {
+                        let to = if fk.to.is_empty() {
+                            self.plan
+                                .table(&fk.table)
+                                .map(|p| p.primary_key.clone())
+                                .unwrap_or_default()
+                        } else {
+                            fk.to.clone()
+                        };
+                        super::rows::pg_orphans(client, &t.name, &fk.from, &fk.table, &to).map_err(
+                            |e| {
+                                crate::db::postgres::pg_error(
+                                    Stage::Sink,
+                                    "checking foreign keys",
+                                    &e,
+                                )
+                            },
+                        )?
+                    }
+                    Conn::Sqlite(conn) => conn
+                        .query_row(
+                            "SELECT count(*) FROM pragma_foreign_key_check(?1) WHERE parent = ?2",
+                            [&t.name, &fk.table],
+                            |r| r.get::<_, i64>(0),
+                        )
+                        .map_err(|e| Error::usage(format!("checking foreign keys: {e}")))?,
+                };
+                if rows > 0
+                    && !out
+                        .iter()
+                        .any(|v: &KeyViolation| v.table == t.name && v.references == fk.table)
+                {
+                    out.push(KeyViolation {
+                        table: t.name.clone(),
+                        references: fk.table.clone(),
+                        rows: rows as u64,
+                        found_in: "target",
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Runs `sql` under a savepoint, so a failure leaves the transaction usable.
+fn savepoint(target: &mut Conn, sql: &str) -> std::result::Result<(), String> {
+    target.exec("SAVEPOINT ferry_ddl")?;
+    match target.exec(sql) {
+        Ok(()) => target.exec("RELEASE SAVEPOINT ferry_ddl"),
+        Err(r) => {
+            let _ = target.exec("ROLLBACK TO SAVEPOINT ferry_ddl");
+            Err(r)
+        }
+    }
+}
+
+fn empty_state() -> State {
+    State {
+        ferry_migrate_state: STATE_VERSION,
+        source: String::new(),
+        target: String::new(),
+        tables: Vec::new(),
+        schema_only: false,
+        data_only: false,
+        cast_rules: None,
+        phase: Phase::Planned,
+        created_tables: Vec::new(),
+        created_file: false,
+        finished: BTreeMap::new(),
+        updated: String::new(),
+    }
+}
+
+fn table_line(name: &str, copied: &Copied, resumed: bool) -> String {
+    let d = &copied.done;
+    format!(
+        "  {:<28} {:>10} read = {:>10} written + {} rejected  {:.2} s{}",
+        quote_ident(name),
+        d.read,
+        d.written,
+        d.rejected,
+        copied.seconds,
+        if resumed { " (resumed)" } else { "" }
+    )
+}
+
+fn table_report(name: &str, copied: &Copied, resumed: bool) -> TableReport {
+    TableReport {
+        name: name.to_owned(),
+        read: copied.done.read,
+        written: copied.done.written,
+        rejected: copied.done.rejected,
+        rejects_file: copied.rejects_file.clone(),
+        source_checksum: Some(copied.done.checksum.clone()),
+        seconds: copied.seconds,
+        resumed,
+        ..TableReport::default()
+    }
+}
+
+/// Drops the tables a migration created (all in one statement, without CASCADE, so anything else that
+/// depends on them makes it fail rather than disappear); removes a SQLite file it created once empty.
+/// Returns how many tables were dropped.
+fn rollback_state(state: &mut State, target_db: &Db, connect: &ConnectOptions) -> Result<usize> {
+    let mut target = target_db.open(connect, true)?;
+    let present = target.existing_tables(&state.created_tables)?;
+    if !present.is_empty() {
+        let list: Vec<String> = present.iter().map(|t| quote_ident(t)).collect();
+        let sql = format!("DROP TABLE {}", list.join(", "));
+        target
+            .exec(&sql)
+            .map_err(|r| target_error(&target_db.label(), "rolling back", &r))?;
+    }
+    if let (Db::Sqlite(path), true) = (target_db, state.created_file) {
+        drop(target);
+        let empty = Connection::open(path)
+            .and_then(|c| {
+                c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+            .is_ok_and(|n| n == 0);
+        if empty {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    state.phase = Phase::RolledBack;
+    Ok(present.len())
+}
+
+/// `ferry migrate --rollback STATE`: undoes a migration (finished or not). `to` overrides the target the
+/// state names (for a password in the URL); returns the tables dropped.
+pub fn rollback(
+    state_path: &Path,
+    to: Option<&str>,
+    connect: &ConnectOptions,
+) -> Result<Vec<String>> {
+    let mut state = State::load(state_path)?;
+    if state.phase == Phase::RolledBack {
+        return Err(Error::usage(format!(
+            "{}: that migration was already rolled back",
+            state_path.display()
+        )));
+    }
+    let target = match to {
+        Some(to) if without_password(to) != state.target => {
+            return Err(Error::usage(format!(
+                "{} is the state of a migration into {}, not {}",
+                state_path.display(),
+                state.target,
+                without_password(to)
+            )))
+        }
+        Some(to) => to.to_owned(),
+        None => state.target.clone(),
+    };
+    let target_db = Db::parse(&target, "--to")?;
+    let tables = state.created_tables.clone();
+    rollback_state(&mut state, &target_db, connect)?;
+    state.save(state_path)?;
+    Ok(tables)
+}
