@@ -6,6 +6,7 @@ mod db;
 mod envelope;
 mod golden;
 mod migrate;
+mod migrate_copy;
 mod pg;
 mod roundtrip;
 mod support;

@@ -260,9 +260,5 @@ fn cli_prints_the_plan_and_the_ddl() {
         "{text}"
     );
     let out = crate::support::ferry(dir.path(), &["migrate", "--from", db.to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "copying is not implemented yet: a usage error"
-    );
+    assert_eq!(out.status.code(), Some(2), "no --to: a usage error");
 }
