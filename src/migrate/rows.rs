@@ -229,7 +229,7 @@ fn scan_postgres(
     let io = |e: std::io::Error| Error::io(Stage::Source, Some(label), e);
     let mut header = [0u8; 19];
     reader.read_exact(&mut header).map_err(io)?;
-    if &header[..11] != &COPY_HEADER[..11] {
+    if header[..11] != COPY_HEADER[..11] {
         return Err(broken("has a bad header"));
     }
     let extension = u32::from_be_bytes([header[15], header[16], header[17], header[18]]);

@@ -781,6 +781,15 @@ pub fn migrate(job: &MigrateJob) -> Result<MigrateReport> {
     let mut state = prepare_state(job)?;
     let source_db = Db::parse(&job.from, "--from")?;
     let target_db = Db::parse(&job.to, "--to")?;
+    if matches!(
+        (&source_db, &target_db),
+        (Db::Sqlite(_), Db::Sqlite(_)) | (Db::Postgres(_), Db::Postgres(_))
+    ) {
+        return Err(Error::usage(
+            "ferry migrate moves SQLite to PostgreSQL or PostgreSQL to SQLite; for a copy within one \
+             kind of database use its own tools (sqlite3 .backup, pg_dump | pg_restore)",
+        ));
+    }
     let source_label = source_db.label();
     let target_label = target_db.label();
     let rules = match &job.cast_rules {

@@ -276,7 +276,7 @@ fn array<const N: usize>(bytes: &[u8]) -> [u8; N] {
 fn integer(value: ValueRef<'_>, min: i64, max: i64) -> Result<Datum, Misfit> {
     let i = match value {
         ValueRef::Integer(i) => i,
-        ValueRef::Real(f) if f.fract() == 0.0 && f >= -9.2e18 && f <= 9.2e18 => f as i64,
+        ValueRef::Real(f) if f.fract() == 0.0 && (-9.2e18..=9.2e18).contains(&f) => f as i64,
         ValueRef::Real(f) => return Err(format!("real {f} is not a whole number")),
         ValueRef::Text(t) => {
             let text = text_of(t)?;
