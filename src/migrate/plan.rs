@@ -105,8 +105,14 @@ pub struct PlanForeignKey {
 pub struct Ddl {
     /// `CREATE TABLE` statements, run before the data.
     pub create: Vec<String>,
-    /// UNIQUE, indexes, CHECKs, foreign keys and sequence positions, run after the data.
+    /// Primary keys, UNIQUE, indexes, CHECKs, foreign keys and sequence positions, run after the data:
+    /// each table's own statements first (as in `per_table`), then the foreign keys and sequences.
     pub after_data: Vec<String>,
+    /// Each table's own after-data statements (primary key, UNIQUE, indexes, CHECKs), in `tables` order:
+    /// the copy runs them in the table's transaction, right after its rows.
+    pub per_table: Vec<Vec<String>>,
+    /// Foreign keys and sequence positions, which need every table loaded.
+    pub last: Vec<String>,
 }
 
 /// The `SELECT …` of a `CREATE VIEW` text for PostgreSQL: identifiers (bare, `[name]`, `` `name` ``) that
@@ -266,35 +272,38 @@ impl Plan {
                 }
                 lines.push(line);
             }
-            if !t.primary_key.is_empty() {
-                let cols: Vec<String> = t.primary_key.iter().map(|c| quote_ident(c)).collect();
-                lines.push(format!("PRIMARY KEY ({})", cols.join(", ")));
-            }
             ddl.create
                 .push(format!("CREATE TABLE {q} (\n  {}\n)", lines.join(",\n  ")));
+            // Keys and indexes are built once over the loaded rows, faster than maintained row by row.
+            let mut own = Vec::new();
+            if !t.primary_key.is_empty() {
+                let cols: Vec<String> = t.primary_key.iter().map(|c| quote_ident(c)).collect();
+                own.push(format!("ALTER TABLE {q} ADD PRIMARY KEY ({})", cols.join(", ")));
+            }
             for (name, cols) in &t.uniques {
                 let cols: Vec<String> = cols.iter().map(|c| quote_ident(c)).collect();
-                ddl.after_data.push(format!(
+                own.push(format!(
                     "ALTER TABLE {q} ADD CONSTRAINT {} UNIQUE ({})",
                     quote_ident(name),
                     cols.join(", ")
                 ));
             }
             for (_, stmt) in &t.indexes {
-                ddl.after_data.push(stmt.clone());
+                own.push(stmt.clone());
             }
             for (name, expr) in &t.checks {
-                ddl.after_data.push(format!(
+                own.push(format!(
                     "ALTER TABLE {q} ADD CONSTRAINT {} CHECK ({expr})",
                     quote_ident(name)
                 ));
             }
+            ddl.per_table.push(own);
         }
         for t in &self.tables {
             for fk in &t.foreign_keys {
                 let from: Vec<String> = fk.from.iter().map(|c| quote_ident(c)).collect();
                 let to: Vec<String> = fk.to.iter().map(|c| quote_ident(c)).collect();
-                ddl.after_data.push(format!(
+                ddl.last.push(format!(
                     "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) ON UPDATE {} ON DELETE {}",
                     quote_ident(&t.name),
                     quote_ident(&fk.name),
@@ -308,7 +317,7 @@ impl Plan {
         }
         for t in &self.tables {
             if let Some((column, floor)) = &t.sequence {
-                ddl.after_data.push(format!(
+                ddl.last.push(format!(
                     "SELECT setval(pg_get_serial_sequence({}, {}), GREATEST((SELECT max({}) FROM {}) + 1, {floor}), false)",
                     quote_literal(&quote_ident(&t.name)),
                     quote_literal(column),
@@ -317,6 +326,7 @@ impl Plan {
                 ));
             }
         }
+        ddl.after_data = ddl.per_table.iter().flatten().chain(&ddl.last).cloned().collect();
         ddl
     }
 

@@ -316,7 +316,9 @@ impl Db {
                 let mut client = crate::db::postgres::connect(endpoint, connect, stage)?;
                 // Date-time text without an offset is UTC, and no statement may hang forever on a lock.
                 client
-                    .batch_execute("SET TimeZone = 'UTC'; SET lock_timeout = '60s'")
+                    .batch_execute(
+                        "SET TimeZone = 'UTC'; SET lock_timeout = '60s'; SET maintenance_work_mem = '256MB'",
+                    )
                     .map_err(|e| crate::db::postgres::pg_error(stage, "cannot set up", &e))?;
                 Ok(Conn::Postgres(client))
             }
@@ -461,25 +463,38 @@ fn text_first(plan: &mut Plan) -> Vec<String> {
     alters
 }
 
-/// The statements of a plan for the target: (before the data, after the data).
-fn target_ddl(plan: &mut Plan, target: &Conn) -> (Vec<String>, Vec<String>) {
+/// The statements of a plan for the target.
+struct TargetDdl {
+    /// Tables, before the data.
+    create: Vec<String>,
+    /// Each table's keys, indexes and checks (in plan order), run in its transaction after its rows.
+    per_table: Vec<Vec<String>>,
+    /// Foreign keys, sequences, type conversions and (SQLite) indexes, once every table is loaded.
+    last: Vec<String>,
+}
+
+fn target_ddl(plan: &mut Plan, target: &Conn) -> TargetDdl {
     if target.is_postgres() {
         let alters = text_first(plan);
         let ddl = plan.ddl();
-        let mut after = alters;
-        after.extend(ddl.after_data);
-        (ddl.create, after)
+        let mut last = alters;
+        last.extend(ddl.last);
+        TargetDdl {
+            create: ddl.create,
+            per_table: ddl.per_table,
+            last,
+        }
     } else {
-        let statements = super::pg_schema::sqlite_ddl(plan);
-        statements.into_iter().partition(|s| {
-            !s.trim_start()
-                .to_ascii_uppercase()
-                .starts_with("CREATE INDEX")
-                && !s
-                    .trim_start()
-                    .to_ascii_uppercase()
-                    .starts_with("CREATE UNIQUE INDEX")
-        })
+        let is_index = |s: &String| {
+            let upper = s.trim_start().to_ascii_uppercase();
+            upper.starts_with("CREATE INDEX") || upper.starts_with("CREATE UNIQUE INDEX")
+        };
+        let (last, create) = super::pg_schema::sqlite_ddl(plan).into_iter().partition(is_index);
+        TargetDdl {
+            create,
+            per_table: vec![Vec::new(); plan.tables.len()],
+            last,
+        }
     }
 }
 
@@ -623,6 +638,10 @@ struct Copied {
     done: TableDone,
     rejects_file: Option<String>,
     seconds: f64,
+    /// Keys and checks that failed or were added NOT VALID (lenient runs).
+    not_created: Vec<NotCreated>,
+    /// The table as read back from the target (when validating).
+    target: Option<TableChecksum>,
 }
 
 struct CopyContext<'a> {
@@ -635,13 +654,17 @@ struct CopyContext<'a> {
     fresh: bool,
     /// Run inside the caller's transaction (a dry run) rather than one per table.
     own_transaction: bool,
+    /// Read each table back after its copy.
+    validate: bool,
 }
 
-/// Copies one table: all of it commits, or none.
+/// Copies one table and adds its keys, indexes and checks: all of it commits, or none. Then reads it
+/// back for validation when asked.
 fn copy_table(
     source: &mut Conn,
     target: &mut Conn,
     table: &CopyTable,
+    statements: &[String],
     cx: &CopyContext<'_>,
 ) -> Result<Copied> {
     let started = Instant::now();
@@ -655,24 +678,61 @@ fn copy_table(
     if cx.own_transaction {
         target.begin().map_err(fail)?;
     }
-    let result = copy_rows(source, target, table, cx);
-    match result {
-        Ok(copied) => {
-            if cx.own_transaction {
-                target.exec("COMMIT").map_err(fail)?;
-            }
-            Ok(Copied {
-                seconds: started.elapsed().as_secs_f64(),
-                ..copied
-            })
-        }
+    let result = copy_rows(source, target, table, cx).and_then(|mut copied| {
+        copied.not_created = run_statements(target, statements, cx.policy, cx.target_label)?;
+        Ok(copied)
+    });
+    let mut copied = match result {
+        Ok(copied) => copied,
         Err(e) => {
             if cx.own_transaction {
                 target.rollback();
             }
-            Err(e)
+            return Err(e);
+        }
+    };
+    if cx.own_transaction {
+        target.exec("COMMIT").map_err(fail)?;
+    }
+    copied.seconds = started.elapsed().as_secs_f64();
+    if cx.validate {
+        copied.target = Some(target_checksum(target, cx.target_label, table)?);
+    }
+    Ok(copied)
+}
+
+/// Runs after-data statements on the caller's transaction. Strict: the first failure fails. Otherwise
+/// each runs under a savepoint, and a CHECK or foreign key the data breaks is added `NOT VALID` (enforced
+/// for new rows) and reported.
+fn run_statements(
+    target: &mut Conn,
+    statements: &[String],
+    policy: ErrorPolicy,
+    label: &str,
+) -> Result<Vec<NotCreated>> {
+    let mut not_created = Vec::new();
+    for s in statements {
+        if policy == ErrorPolicy::Strict || !target.is_postgres() {
+            target.exec(s).map_err(|r| target_error(label, s, &r))?;
+            continue;
+        }
+        if let Err(reason) = savepoint(target, s) {
+            let can_defer = s.contains(" CHECK (") || s.contains(" FOREIGN KEY (");
+            let retried = can_defer && savepoint(target, &format!("{s} NOT VALID")).is_ok();
+            not_created.push(NotCreated {
+                statement: s.clone(),
+                reason,
+                not_valid: retried,
+            });
+        } else if s.ends_with(" NOT VALID") {
+            not_created.push(NotCreated {
+                statement: s.clone(),
+                reason: "the source already breaks this key".into(),
+                not_valid: true,
+            });
         }
     }
+    Ok(not_created)
 }
 
 fn copy_rows(
@@ -729,6 +789,8 @@ fn copy_rows(
         },
         rejects_file: rejects.finish()?,
         seconds: 0.0,
+        not_created: Vec::new(),
+        target: None,
     })
 }
 
@@ -809,7 +871,7 @@ pub fn migrate(job: &MigrateJob) -> Result<MigrateReport> {
     let mut plan = build_plan(&mut source, &source_label, &rules, &only, &job.exclude)?;
     let target_is_new_sqlite = matches!(&target_db, Db::Sqlite(p) if !p.exists());
     let mut target = target_db.open(&job.connect, true)?;
-    let (create, after) = target_ddl(&mut plan, &target);
+    let ddl = target_ddl(&mut plan, &target);
     let tables: Vec<CopyTable> = plan.tables.iter().map(CopyTable::from_plan).collect();
     let names: Vec<String> = plan.tables.iter().map(|t| t.name.clone()).collect();
 
@@ -872,11 +934,11 @@ pub fn migrate(job: &MigrateJob) -> Result<MigrateReport> {
         not_valid: &not_valid,
     };
     let outcome = if job.dry_run {
-        run.dry(&mut source, &mut target, &create, &after, &mut report)
+        run.dry(&mut source, &mut target, &ddl, &mut report)
     } else {
         drop(target);
         state.created_file = state.created_file || target_is_new_sqlite;
-        run.real(&mut state, &create, &after, &mut report)
+        run.real(&mut state, &ddl, &mut report)
     };
     if job.dry_run && target_is_new_sqlite {
         if let Db::Sqlite(path) = &target_db {
@@ -995,6 +1057,7 @@ impl Run<'_> {
             rejects_dir: &self.job.rejects_dir,
             fresh: !self.job.data_only,
             own_transaction,
+            validate: self.job.validate,
         }
     }
 
@@ -1003,31 +1066,29 @@ impl Run<'_> {
         &self,
         source: &mut Conn,
         target: &mut Conn,
-        create: &[String],
-        after: &[String],
+        ddl: &TargetDdl,
         report: &mut MigrateReport,
     ) -> Result<()> {
         let fail = |r: String| target_error(self.target_label, "dry run", &r);
         target.begin().map_err(fail)?;
         let result = (|| {
             if !self.job.data_only {
-                for s in create {
+                for s in &ddl.create {
                     target
                         .exec(s)
                         .map_err(|r| target_error(self.target_label, s, &r))?;
                 }
             }
             if !self.job.schema_only {
-                for table in self.tables {
-                    let copied = copy_table(source, target, table, &self.context(false))?;
-                    let line = table_line(&table.name, &copied, false);
-                    say(self.job.progress, &line);
-                    report
-                        .tables
-                        .push(table_report(&table.name, &copied, false));
+                for (i, table) in self.tables.iter().enumerate() {
+                    let copied =
+                        copy_table(source, target, table, self.own_statements(ddl, i), &self.context(false))?;
+                    say(self.job.progress, &table_line(&table.name, &copied, false));
+                    report.not_created.extend(copied.not_created.iter().cloned());
+                    report.tables.push(table_report(&table.name, &copied, false));
                 }
             }
-            self.after_data(target, after, report)?;
+            self.after_data(target, ddl, report)?;
             if self.job.validate && !self.job.schema_only {
                 self.validate(target, report)?;
             }
@@ -1039,14 +1100,8 @@ impl Run<'_> {
 
     /// A real run: tables created and committed, each table copied and committed by a worker, the state
     /// file kept at every step; a failure drops what this run created.
-    fn real(
-        &self,
-        state: &mut State,
-        create: &[String],
-        after: &[String],
-        report: &mut MigrateReport,
-    ) -> Result<()> {
-        let result = self.real_steps(state, create, after, report);
+    fn real(&self, state: &mut State, ddl: &TargetDdl, report: &mut MigrateReport) -> Result<()> {
+        let result = self.real_steps(state, ddl, report);
         if let Err(e) = result {
             let undone = if state.created_tables.is_empty() && !state.created_file {
                 Ok(String::from("nothing had been created"))
@@ -1073,13 +1128,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn real_steps(
-        &self,
-        state: &mut State,
-        create: &[String],
-        after: &[String],
-        report: &mut MigrateReport,
-    ) -> Result<()> {
+    fn real_steps(&self, state: &mut State, ddl: &TargetDdl, report: &mut MigrateReport) -> Result<()> {
         let state_path = &self.job.state;
         let names: Vec<String> = self.tables.iter().map(|t| t.name.clone()).collect();
         let mut target = self.target_db.open(&self.job.connect, true)?;
@@ -1089,7 +1138,7 @@ impl Run<'_> {
             if !self.job.data_only {
                 let fail = |s: &str, r: String| target_error(self.target_label, s, &r);
                 target.begin().map_err(|r| fail("BEGIN", r))?;
-                for s in create {
+                for s in &ddl.create {
                     if let Err(r) = target.exec(s) {
                         target.rollback();
                         return Err(fail(s, r));
@@ -1100,7 +1149,7 @@ impl Run<'_> {
             }
             say(
                 self.job.progress,
-                &format!("created {} tables", create.len()),
+                &format!("created {} tables", ddl.create.len()),
             );
             state.phase = if self.job.schema_only {
                 Phase::Constraints
@@ -1110,7 +1159,7 @@ impl Run<'_> {
             state.save(state_path)?;
         }
         if state.phase == Phase::Copying {
-            self.copy_all(state, report)?;
+            self.copy_all(state, ddl, report)?;
             state.phase = Phase::Constraints;
             state.save(state_path)?;
         } else {
@@ -1120,14 +1169,14 @@ impl Run<'_> {
             let fail =
                 |r: String| target_error(self.target_label, "adding keys and constraints", &r);
             target.begin().map_err(fail)?;
-            if let Err(e) = self.after_data(&mut target, after, report) {
+            if let Err(e) = self.after_data(&mut target, ddl, report) {
                 target.rollback();
                 return Err(e);
             }
             target.exec("COMMIT").map_err(fail)?;
             say(
                 self.job.progress,
-                "keys, indexes, constraints and sequences added",
+                "foreign keys, sequences and views added",
             );
         }
         if self.job.validate && !self.job.schema_only {
@@ -1154,13 +1203,13 @@ impl Run<'_> {
     }
 
     /// Copies every unfinished table, `--jobs` at a time, biggest first.
-    fn copy_all(&self, state: &mut State, report: &mut MigrateReport) -> Result<()> {
+    fn copy_all(&self, state: &mut State, ddl: &TargetDdl, report: &mut MigrateReport) -> Result<()> {
         let mut order: Vec<usize> = (0..self.tables.len())
             .filter(|&i| !state.finished.contains_key(&self.tables[i].name))
             .collect();
         order.sort_by_key(|&i| std::cmp::Reverse(self.plan.tables[i].rows));
         let queue = Mutex::new(order.into_iter().collect::<VecDeque<usize>>());
-        let shared = Mutex::new((std::mem::replace(state, empty_state()), Vec::new()));
+        let shared = Mutex::new((std::mem::replace(state, empty_state()), Vec::new(), Vec::new()));
         let stop = AtomicBool::new(false);
         let first_error: Mutex<Option<Error>> = Mutex::new(None);
         // A SQLite file has one writer at a time.
@@ -1173,7 +1222,7 @@ impl Run<'_> {
         std::thread::scope(|s| {
             for _ in 0..workers {
                 s.spawn(|| {
-                    if let Err(e) = self.worker(&queue, &shared, &stop) {
+                    if let Err(e) = self.worker(&queue, &shared, &stop, ddl) {
                         stop.store(true, Ordering::SeqCst);
                         let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
                         slot.get_or_insert(e);
@@ -1181,7 +1230,8 @@ impl Run<'_> {
                 });
             }
         });
-        let (back, reports) = shared.into_inner().unwrap_or_else(|p| p.into_inner());
+        let (back, reports, not_created) = shared.into_inner().unwrap_or_else(|p| p.into_inner());
+        report.not_created.extend(not_created);
         *state = back;
         if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
@@ -1202,8 +1252,9 @@ impl Run<'_> {
     fn worker(
         &self,
         queue: &Mutex<VecDeque<usize>>,
-        shared: &Mutex<(State, Vec<TableReport>)>,
+        shared: &Mutex<Shared>,
         stop: &AtomicBool,
+        ddl: &TargetDdl,
     ) -> Result<()> {
         let mut source = self.source_db.open(&self.job.connect, false)?;
         let mut target = self.target_db.open(&self.job.connect, true)?;
@@ -1220,10 +1271,17 @@ impl Run<'_> {
                 self.job.progress,
                 &format!("  copying {} …", quote_ident(&table.name)),
             );
-            let copied = copy_table(&mut source, &mut target, table, &self.context(true))?;
+            let copied = copy_table(
+                &mut source,
+                &mut target,
+                table,
+                self.own_statements(ddl, i),
+                &self.context(true),
+            )?;
             say(self.job.progress, &table_line(&table.name, &copied, false));
             let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
-            let (state, reports) = &mut *guard;
+            let (state, reports, not_created) = &mut *guard;
+            not_created.extend(copied.not_created.iter().cloned());
             state
                 .finished
                 .insert(table.name.clone(), copied.done.clone());
@@ -1232,43 +1290,31 @@ impl Run<'_> {
         }
     }
 
-    /// Keys, indexes, constraints and sequences, on the caller's transaction. Strict: the first failure
-    /// fails the migration. Otherwise each statement runs under a savepoint; a CHECK or foreign key the
-    /// data breaks is added `NOT VALID` (enforced for new rows) and reported.
-    fn after_data(
-        &self,
-        target: &mut Conn,
-        after: &[String],
-        report: &mut MigrateReport,
-    ) -> Result<()> {
-        let statements: Vec<String> = after
-            .iter()
+    /// A table's own keys, indexes and checks, run in its copy transaction (none for `--data-only`,
+    /// whose tables have theirs).
+    fn own_statements<'d>(&self, ddl: &'d TargetDdl, i: usize) -> &'d [String] {
+        match ddl.per_table.get(i) {
+            Some(s) if !self.job.data_only => s,
+            _ => &[],
+        }
+    }
+
+    /// What runs once every table is loaded, on the caller's transaction: foreign keys, sequences, type
+    /// conversions, views (and every table's keys when no rows were copied, `--schema-only`).
+    fn after_data(&self, target: &mut Conn, ddl: &TargetDdl, report: &mut MigrateReport) -> Result<()> {
+        let own: Vec<&String> = if self.job.schema_only {
+            ddl.per_table.iter().flatten().collect()
+        } else {
+            Vec::new()
+        };
+        let statements: Vec<String> = own
+            .into_iter()
+            .chain(&ddl.last)
             .filter(|s| !self.job.data_only || s.starts_with("SELECT setval"))
             .map(|s| self.known_not_valid(s))
             .collect();
-        for s in &statements {
-            if self.job.on_error == ErrorPolicy::Strict || !target.is_postgres() {
-                target
-                    .exec(s)
-                    .map_err(|r| target_error(self.target_label, s, &r))?;
-                continue;
-            }
-            if let Err(reason) = savepoint(target, s) {
-                let can_defer = s.contains(" CHECK (") || s.contains(" FOREIGN KEY (");
-                let retried = can_defer && savepoint(target, &format!("{s} NOT VALID")).is_ok();
-                report.not_created.push(NotCreated {
-                    statement: s.clone(),
-                    reason,
-                    not_valid: retried,
-                });
-            } else if s.ends_with(" NOT VALID") {
-                report.not_created.push(NotCreated {
-                    statement: s.clone(),
-                    reason: "the source already breaks this key".into(),
-                    not_valid: true,
-                });
-            }
-        }
+        let not_created = run_statements(target, &statements, self.job.on_error, self.target_label)?;
+        report.not_created.extend(not_created);
         if target.is_postgres() && !self.job.data_only {
             self.create_views(target, report);
         }
@@ -1334,12 +1380,23 @@ impl Run<'_> {
     fn validate(&self, target: &mut Conn, report: &mut MigrateReport) -> Result<()> {
         let mut all_equal = true;
         for table in self.tables {
-            let checksum = target_checksum(target, self.target_label, table)?;
-            if let Some(r) = report.tables.iter_mut().find(|r| r.name == table.name) {
+            let Some(r) = report.tables.iter_mut().find(|r| r.name == table.name) else {
+                continue;
+            };
+            // Tables copied by this run were read back right after their copy; resumed ones now.
+            let checksum = match r.target_checksum.is_some() {
+                true => None,
+                false => Some(target_checksum(target, self.target_label, table)?),
+            };
+            if let Some(checksum) = checksum {
                 r.target_checksum = Some(checksum.hex());
                 r.target_rows = Some(checksum.rows);
-                let equal = r.source_checksum.as_deref() == Some(checksum.hex().as_str())
-                    && r.written == checksum.rows;
+            }
+            {
+                let target_hex = r.target_checksum.clone().unwrap_or_default();
+                let target_rows = r.target_rows.unwrap_or(0);
+                let equal = r.source_checksum.as_deref() == Some(target_hex.as_str())
+                    && r.written == target_rows;
                 r.equal = Some(equal);
                 all_equal &= equal;
                 if !equal {
@@ -1348,8 +1405,8 @@ impl Run<'_> {
                         &format!(
                             "  {}: target has {} rows, checksum {} — source wrote {} rows, checksum {}",
                             quote_ident(&table.name),
-                            checksum.rows,
-                            checksum.hex(),
+                            target_rows,
+                            target_hex,
                             r.written,
                             r.source_checksum.as_deref().unwrap_or("?")
                         ),
@@ -1427,6 +1484,10 @@ fn savepoint(target: &mut Conn, sql: &str) -> std::result::Result<(), String> {
     }
 }
 
+/// What the copy workers share: the state file's content, the reports of the tables done, and the keys
+/// and checks that failed or went in NOT VALID.
+type Shared = (State, Vec<TableReport>, Vec<NotCreated>);
+
 fn empty_state() -> State {
     State {
         ferry_migrate_state: STATE_VERSION,
@@ -1465,6 +1526,8 @@ fn table_report(name: &str, copied: &Copied, resumed: bool) -> TableReport {
         rejected: copied.done.rejected,
         rejects_file: copied.rejects_file.clone(),
         source_checksum: Some(copied.done.checksum.clone()),
+        target_checksum: copied.target.map(|c| c.hex()),
+        target_rows: copied.target.map(|c| c.rows),
         seconds: copied.seconds,
         resumed,
         ..TableReport::default()

@@ -525,6 +525,9 @@ pub(crate) fn translate_expr(expr: &str, columns: &[ExprColumn<'_>]) -> Result<S
                     }
                     if upper == "CAST" {
                         "CAST".into()
+                    } else if ["IN", "AND", "OR", "NOT", "EXISTS"].contains(&upper.as_str()) {
+                        // An operator before a parenthesis (`status IN ('a', 'b')`), not a function.
+                        upper
                     } else if let Some((_, pg)) = FUNCTIONS.iter().find(|(s, _)| *s == lower) {
                         (*pg).to_owned()
                     } else if let Some(c) = columns
@@ -706,6 +709,10 @@ mod tests {
             "char_length(\"name\") = 3 OR \"name\" ILIKE 'a%'"
         );
         assert_eq!(translate_expr("datetime('now')", &cols).unwrap(), "now()");
+        assert_eq!(
+            translate_expr("name IN ('pending', 'failed') AND NOT (name = '')", &cols).unwrap(),
+            "\"name\" IN('pending', 'failed') AND NOT(\"name\" = '')"
+        );
         assert!(translate_expr("name GLOB 'a*'", &cols)
             .unwrap_err()
             .contains("GLOB"));
