@@ -10,6 +10,7 @@
 //! checkpoint/resume steps are still to come.
 
 pub mod introspect;
+pub mod pg_schema;
 pub mod plan;
 pub mod profile;
 mod sql;

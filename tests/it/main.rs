@@ -6,6 +6,7 @@ mod db;
 mod envelope;
 mod golden;
 mod migrate;
+mod migrate_pg;
 mod pg;
 mod roundtrip;
 mod support;
