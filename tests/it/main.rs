@@ -7,6 +7,7 @@ mod envelope;
 mod golden;
 mod migrate;
 mod migrate_copy;
+mod migrate_pg;
 mod pg;
 mod roundtrip;
 mod support;
