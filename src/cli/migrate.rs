@@ -214,7 +214,7 @@ fn show_plan(from: &str, args: &MigrateArgs, connect: &ConnectOptions) -> Result
     };
     let db = Db::parse(from, "--from")?;
     let mut conn = db.open(connect, false)?;
-    let plan = build_plan(&mut conn, &db.label(), &rules, &args.tables, &args.exclude)?;
+    let plan = build_plan(&mut conn, &db.label(), &rules, &args.tables, &args.exclude, args.jobs)?;
     if args.plan {
         print!("{}", plan.render());
     }

@@ -91,7 +91,7 @@ pub fn diff(job: &DiffJob) -> Result<Vec<TableDiff>> {
     let (source_label, target_label) = (source_db.label(), target_db.label());
     let mut source = source_db.open(&job.connect, false)?;
     let mut target = target_db.open(&job.connect, false)?;
-    let plan = build_plan(&mut source, &source_label, &rules, &job.tables, &[])?;
+    let plan = build_plan(&mut source, &source_label, &rules, &job.tables, &[], 2)?;
     let mut out = Vec::new();
     for planned in &plan.tables {
         let table = CopyTable::from_plan(planned);

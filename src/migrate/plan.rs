@@ -171,6 +171,45 @@ impl Plan {
         Plan::from_schema(&schema, &profiles, rules)
     }
 
+    /// Like [`Plan::build`], profiling up to `jobs` tables at once, each on its own read-only connection.
+    pub fn build_parallel(path: &std::path::Path, label: &str, rules: &CastRules, jobs: usize) -> Result<Plan> {
+        let schema = Schema::read(&super::introspect::open(path)?, label)?;
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let slots: Vec<std::sync::Mutex<Option<Result<TableProfile>>>> =
+            schema.tables.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..jobs.clamp(1, schema.tables.len().max(1)) {
+                scope.spawn(|| {
+                    let conn = match super::introspect::open(path) {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            if let Some(slot) = slots.first() {
+                                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(e));
+                            }
+                            return;
+                        }
+                    };
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let (Some(table), Some(slot)) = (schema.tables.get(i), slots.get(i)) else {
+                            return;
+                        };
+                        let profile = profile_table(&conn, label, table);
+                        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(profile);
+                    }
+                });
+            }
+        });
+        let mut profiles = Vec::with_capacity(slots.len());
+        for slot in slots {
+            match slot.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                Some(profile) => profiles.push(profile?),
+                None => return Plan::build(&super::introspect::open(path)?, label, rules),
+            }
+        }
+        Plan::from_schema(&schema, &profiles, rules)
+    }
+
     /// Translates an introspected schema with the profiles of its tables (same order as `schema.tables`).
     pub fn from_schema(
         schema: &Schema,

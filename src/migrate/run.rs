@@ -410,9 +410,13 @@ pub fn build_plan(
     rules: &CastRules,
     only: &[String],
     exclude: &[String],
+    jobs: usize,
 ) -> Result<Plan> {
     let mut plan = match source {
-        Conn::Sqlite(c) => Plan::build(c, label, rules)?,
+        Conn::Sqlite(c) => match c.path().filter(|p| !p.is_empty()) {
+            Some(path) => Plan::build_parallel(Path::new(path), label, rules, jobs)?,
+            None => Plan::build(c, label, rules)?,
+        },
         Conn::Postgres(c) => super::pg_schema::read_plan(c, "public", label)?,
     };
     for name in only.iter().chain(exclude) {
@@ -868,7 +872,14 @@ pub fn migrate(job: &MigrateJob) -> Result<MigrateReport> {
     } else {
         job.tables.clone()
     };
-    let mut plan = build_plan(&mut source, &source_label, &rules, &only, &job.exclude)?;
+    let mut plan = build_plan(
+        &mut source,
+        &source_label,
+        &rules,
+        &only,
+        &job.exclude,
+        job.jobs,
+    )?;
     let target_is_new_sqlite = matches!(&target_db, Db::Sqlite(p) if !p.exists());
     let mut target = target_db.open(&job.connect, true)?;
     let ddl = target_ddl(&mut plan, &target);
