@@ -214,7 +214,14 @@ fn show_plan(from: &str, args: &MigrateArgs, connect: &ConnectOptions) -> Result
     };
     let db = Db::parse(from, "--from")?;
     let mut conn = db.open(connect, false)?;
-    let plan = build_plan(&mut conn, &db.label(), &rules, &args.tables, &args.exclude, args.jobs)?;
+    let plan = build_plan(
+        &mut conn,
+        &db.label(),
+        &rules,
+        &args.tables,
+        &args.exclude,
+        args.jobs,
+    )?;
     if args.plan {
         print!("{}", plan.render());
     }

@@ -172,11 +172,19 @@ impl Plan {
     }
 
     /// Like [`Plan::build`], profiling up to `jobs` tables at once, each on its own read-only connection.
-    pub fn build_parallel(path: &std::path::Path, label: &str, rules: &CastRules, jobs: usize) -> Result<Plan> {
+    pub fn build_parallel(
+        path: &std::path::Path,
+        label: &str,
+        rules: &CastRules,
+        jobs: usize,
+    ) -> Result<Plan> {
         let schema = Schema::read(&super::introspect::open(path)?, label)?;
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let slots: Vec<std::sync::Mutex<Option<Result<TableProfile>>>> =
-            schema.tables.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        let slots: Vec<std::sync::Mutex<Option<Result<TableProfile>>>> = schema
+            .tables
+            .iter()
+            .map(|_| std::sync::Mutex::new(None))
+            .collect();
         std::thread::scope(|scope| {
             for _ in 0..jobs.clamp(1, schema.tables.len().max(1)) {
                 scope.spawn(|| {
@@ -317,7 +325,10 @@ impl Plan {
             let mut own = Vec::new();
             if !t.primary_key.is_empty() {
                 let cols: Vec<String> = t.primary_key.iter().map(|c| quote_ident(c)).collect();
-                own.push(format!("ALTER TABLE {q} ADD PRIMARY KEY ({})", cols.join(", ")));
+                own.push(format!(
+                    "ALTER TABLE {q} ADD PRIMARY KEY ({})",
+                    cols.join(", ")
+                ));
             }
             for (name, cols) in &t.uniques {
                 let cols: Vec<String> = cols.iter().map(|c| quote_ident(c)).collect();
@@ -365,7 +376,13 @@ impl Plan {
                 ));
             }
         }
-        ddl.after_data = ddl.per_table.iter().flatten().chain(&ddl.last).cloned().collect();
+        ddl.after_data = ddl
+            .per_table
+            .iter()
+            .flatten()
+            .chain(&ddl.last)
+            .cloned()
+            .collect();
         ddl
     }
 

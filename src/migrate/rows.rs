@@ -30,6 +30,8 @@ pub struct CopyTable {
     pub columns: Vec<(String, PgType)>,
     /// Primary-key columns (for `ferry diff`'s output).
     pub key: Vec<String>,
+    /// Read only PostgreSQL pages `[from, to)` of the table (a part of a parallel read).
+    pub pages: Option<(u64, u64)>,
 }
 
 impl CopyTable {
@@ -44,6 +46,7 @@ impl CopyTable {
                 .map(|c| (c.name.clone(), c.translation.pg.clone()))
                 .collect(),
             key: table.primary_key.clone(),
+            pages: None,
         }
     }
 
@@ -210,6 +213,13 @@ fn scan_postgres(
             pg_select_list(table),
             quote_ident(&table.name)
         )
+    };
+    let select = match table.pages {
+        // A TID range scan reads just these pages.
+        Some((from, to)) => {
+            format!("{select} WHERE ctid >= '({from},0)'::tid AND ctid < '({to},0)'::tid")
+        }
+        None => select,
     };
     let copy = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
     let reader = client

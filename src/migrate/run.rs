@@ -493,7 +493,9 @@ fn target_ddl(plan: &mut Plan, target: &Conn) -> TargetDdl {
             let upper = s.trim_start().to_ascii_uppercase();
             upper.starts_with("CREATE INDEX") || upper.starts_with("CREATE UNIQUE INDEX")
         };
-        let (last, create) = super::pg_schema::sqlite_ddl(plan).into_iter().partition(is_index);
+        let (last, create) = super::pg_schema::sqlite_ddl(plan)
+            .into_iter()
+            .partition(is_index);
         TargetDdl {
             create,
             per_table: vec![Vec::new(); plan.tables.len()],
@@ -660,6 +662,12 @@ struct CopyContext<'a> {
     own_transaction: bool,
     /// Read each table back after its copy.
     validate: bool,
+    /// The target, for the extra connections that read a big table back in parallel.
+    target_db: &'a Db,
+    /// Connection options for those.
+    connect: &'a ConnectOptions,
+    /// Connections a read-back may use at once.
+    jobs: usize,
 }
 
 /// Copies one table and adds its keys, indexes and checks: all of it commits, or none. Then reads it
@@ -700,7 +708,7 @@ fn copy_table(
     }
     copied.seconds = started.elapsed().as_secs_f64();
     if cx.validate {
-        copied.target = Some(target_checksum(target, cx.target_label, table)?);
+        copied.target = Some(parallel_checksum(target, cx, table)?);
     }
     Ok(copied)
 }
@@ -796,6 +804,67 @@ fn copy_rows(
         not_created: Vec::new(),
         target: None,
     })
+}
+
+/// Tables of more pages than this are read back by up to `--jobs` connections at once (each a TID range);
+/// the checksum is order-independent, so the parts just add up.
+const PARALLEL_READ_PAGES: u64 = 2048;
+
+fn parallel_checksum(
+    target: &mut Conn,
+    cx: &CopyContext<'_>,
+    table: &CopyTable,
+) -> Result<TableChecksum> {
+    // Other connections cannot see a dry run's uncommitted rows.
+    let pages = match target {
+        Conn::Postgres(client) if cx.jobs > 1 && cx.own_transaction => client
+            .query_one(
+                "SELECT (pg_relation_size(quote_ident($1)) / current_setting('block_size')::bigint)::bigint",
+                &[&table.name],
+            )
+            .map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0))
+            .unwrap_or(0),
+        _ => 0,
+    };
+    if pages < PARALLEL_READ_PAGES {
+        return target_checksum(target, cx.target_label, table);
+    }
+    let parts = cx.jobs as u64;
+    let part = |i: u64| {
+        let mut t = table.clone();
+        // The last part reads to the end, whatever the table has grown to.
+        let to = if i + 1 == parts {
+            u64::from(u32::MAX)
+        } else {
+            pages * (i + 1) / parts
+        };
+        t.pages = Some((pages * i / parts, to));
+        t
+    };
+    let mut sum = TableChecksum::default();
+    std::thread::scope(|s| {
+        let others: Vec<_> = (1..parts)
+            .map(|i| {
+                let t = part(i);
+                s.spawn(move || {
+                    let mut conn = cx.target_db.open(cx.connect, false)?;
+                    target_checksum(&mut conn, cx.target_label, &t)
+                })
+            })
+            .collect();
+        let first = target_checksum(target, cx.target_label, &part(0));
+        let mut result = first.map(|c| sum.merge(c));
+        for handle in others {
+            let joined = handle
+                .join()
+                .unwrap_or_else(|_| Err(Error::usage("a read-back thread stopped unexpectedly")));
+            if result.is_ok() {
+                result = joined.map(|c| sum.merge(c));
+            }
+        }
+        result
+    })?;
+    Ok(sum)
 }
 
 /// Reads a table back from the target and checksums it.
@@ -1069,6 +1138,9 @@ impl Run<'_> {
             fresh: !self.job.data_only,
             own_transaction,
             validate: self.job.validate,
+            target_db: self.target_db,
+            connect: &self.job.connect,
+            jobs: self.job.jobs.max(1),
         }
     }
 
@@ -1092,11 +1164,20 @@ impl Run<'_> {
             }
             if !self.job.schema_only {
                 for (i, table) in self.tables.iter().enumerate() {
-                    let copied =
-                        copy_table(source, target, table, self.own_statements(ddl, i), &self.context(false))?;
+                    let copied = copy_table(
+                        source,
+                        target,
+                        table,
+                        self.own_statements(ddl, i),
+                        &self.context(false),
+                    )?;
                     say(self.job.progress, &table_line(&table.name, &copied, false));
-                    report.not_created.extend(copied.not_created.iter().cloned());
-                    report.tables.push(table_report(&table.name, &copied, false));
+                    report
+                        .not_created
+                        .extend(copied.not_created.iter().cloned());
+                    report
+                        .tables
+                        .push(table_report(&table.name, &copied, false));
                 }
             }
             self.after_data(target, ddl, report)?;
@@ -1139,7 +1220,12 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn real_steps(&self, state: &mut State, ddl: &TargetDdl, report: &mut MigrateReport) -> Result<()> {
+    fn real_steps(
+        &self,
+        state: &mut State,
+        ddl: &TargetDdl,
+        report: &mut MigrateReport,
+    ) -> Result<()> {
         let state_path = &self.job.state;
         let names: Vec<String> = self.tables.iter().map(|t| t.name.clone()).collect();
         let mut target = self.target_db.open(&self.job.connect, true)?;
@@ -1185,10 +1271,7 @@ impl Run<'_> {
                 return Err(e);
             }
             target.exec("COMMIT").map_err(fail)?;
-            say(
-                self.job.progress,
-                "foreign keys, sequences and views added",
-            );
+            say(self.job.progress, "foreign keys, sequences and views added");
         }
         if self.job.validate && !self.job.schema_only {
             self.validate(&mut target, report)?;
@@ -1214,13 +1297,22 @@ impl Run<'_> {
     }
 
     /// Copies every unfinished table, `--jobs` at a time, biggest first.
-    fn copy_all(&self, state: &mut State, ddl: &TargetDdl, report: &mut MigrateReport) -> Result<()> {
+    fn copy_all(
+        &self,
+        state: &mut State,
+        ddl: &TargetDdl,
+        report: &mut MigrateReport,
+    ) -> Result<()> {
         let mut order: Vec<usize> = (0..self.tables.len())
             .filter(|&i| !state.finished.contains_key(&self.tables[i].name))
             .collect();
         order.sort_by_key(|&i| std::cmp::Reverse(self.plan.tables[i].rows));
         let queue = Mutex::new(order.into_iter().collect::<VecDeque<usize>>());
-        let shared = Mutex::new((std::mem::replace(state, empty_state()), Vec::new(), Vec::new()));
+        let shared = Mutex::new((
+            std::mem::replace(state, empty_state()),
+            Vec::new(),
+            Vec::new(),
+        ));
         let stop = AtomicBool::new(false);
         let first_error: Mutex<Option<Error>> = Mutex::new(None);
         // A SQLite file has one writer at a time.
@@ -1312,7 +1404,12 @@ impl Run<'_> {
 
     /// What runs once every table is loaded, on the caller's transaction: foreign keys, sequences, type
     /// conversions, views (and every table's keys when no rows were copied, `--schema-only`).
-    fn after_data(&self, target: &mut Conn, ddl: &TargetDdl, report: &mut MigrateReport) -> Result<()> {
+    fn after_data(
+        &self,
+        target: &mut Conn,
+        ddl: &TargetDdl,
+        report: &mut MigrateReport,
+    ) -> Result<()> {
         let own: Vec<&String> = if self.job.schema_only {
             ddl.per_table.iter().flatten().collect()
         } else {
@@ -1324,7 +1421,8 @@ impl Run<'_> {
             .filter(|s| !self.job.data_only || s.starts_with("SELECT setval"))
             .map(|s| self.known_not_valid(s))
             .collect();
-        let not_created = run_statements(target, &statements, self.job.on_error, self.target_label)?;
+        let not_created =
+            run_statements(target, &statements, self.job.on_error, self.target_label)?;
         report.not_created.extend(not_created);
         if target.is_postgres() && !self.job.data_only {
             self.create_views(target, report);
@@ -1397,7 +1495,11 @@ impl Run<'_> {
             // Tables copied by this run were read back right after their copy; resumed ones now.
             let checksum = match r.target_checksum.is_some() {
                 true => None,
-                false => Some(target_checksum(target, self.target_label, table)?),
+                false => Some(parallel_checksum(
+                    target,
+                    &self.context(!self.job.dry_run),
+                    table,
+                )?),
             };
             if let Some(checksum) = checksum {
                 r.target_checksum = Some(checksum.hex());

@@ -477,7 +477,10 @@ fn fast_timestamp(b: &[u8]) -> Option<i64> {
         }
         _ => return None,
     };
-    let days = i64::from(date.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1)?).num_days());
+    let days = i64::from(
+        date.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1)?)
+            .num_days(),
+    );
     let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
     Some(seconds * 1_000_000 + i64::from(micros))
 }
@@ -764,10 +767,17 @@ mod tests {
                 DateTime::parse_from_rfc3339(&normalized)
                     .map(|t| t.timestamp_micros())
                     .or_else(|_| {
-                        NaiveDateTime::parse_from_str(normalized.trim_end_matches('Z'), "%Y-%m-%dT%H:%M:%S%.f")
-                            .map(|n| Utc.from_utc_datetime(&n).timestamp_micros())
+                        NaiveDateTime::parse_from_str(
+                            normalized.trim_end_matches('Z'),
+                            "%Y-%m-%dT%H:%M:%S%.f",
+                        )
+                        .map(|n| Utc.from_utc_datetime(&n).timestamp_micros())
                     })
-                    .or_else(|_| parse_date(text).map(|d| i64::from(d) * 86_400_000_000).map_err(|_| ()))
+                    .or_else(|_| {
+                        parse_date(text)
+                            .map(|d| i64::from(d) * 86_400_000_000)
+                            .map_err(|_| ())
+                    })
             };
             assert_eq!(parse_timestamp(text).ok(), general.ok(), "{text}");
         }

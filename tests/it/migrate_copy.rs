@@ -512,10 +512,12 @@ fn a_killed_migration_resumes_to_the_same_result() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.db");
     let conn = rusqlite::Connection::open(&path).unwrap();
+    // t0 is big enough (over 2048 pages in PostgreSQL) to be read back by two connections at once.
     for t in 0..6 {
+        let rows = if t == 0 { 220_000 } else { 60_000 };
         conn.execute_batch(&format!(
             "CREATE TABLE t{t} (id INTEGER PRIMARY KEY, body TEXT, n REAL);
-             WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 60000)
+             WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < {rows})
              INSERT INTO t{t} (body, n) SELECT printf('row %d of t{t} %s', i, hex(randomblob(20))), i / 7.0 FROM c;"
         ))
         .unwrap();
@@ -583,8 +585,13 @@ fn a_killed_migration_resumes_to_the_same_result() {
         .any(|t| t["resumed"] == true));
     let mut pg = cluster().client(&full);
     for t in 0..6 {
-        assert_eq!(count(&mut pg, &format!("SELECT count(*) FROM t{t}")), 60000);
+        let rows = if t == 0 { 220_000 } else { 60_000 };
+        assert_eq!(count(&mut pg, &format!("SELECT count(*) FROM t{t}")), rows);
     }
+    assert!(
+        count(&mut pg, "SELECT (pg_relation_size('t0') / 8192)::bigint") > 2048,
+        "t0 took the parallel read-back"
+    );
     let out = run(dir.path(), &["diff", path.to_str().unwrap(), &url]);
     assert_eq!(
         out.status.code(),
