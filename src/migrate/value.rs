@@ -477,10 +477,9 @@ fn fast_timestamp(b: &[u8]) -> Option<i64> {
         }
         _ => return None,
     };
-    let days = i64::from(
-        date.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1)?)
-            .num_days(),
-    );
+    let days = date
+        .signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1)?)
+        .num_days();
     let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
     Some(seconds * 1_000_000 + i64::from(micros))
 }
