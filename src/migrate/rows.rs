@@ -32,6 +32,8 @@ pub struct CopyTable {
     pub key: Vec<String>,
     /// Read only PostgreSQL pages `[from, to)` of the table (a part of a parallel read).
     pub pages: Option<(u64, u64)>,
+    /// Values are hashed (validation, diff); false lets a copy skip building JSON values.
+    pub hashed: bool,
 }
 
 impl CopyTable {
@@ -47,6 +49,7 @@ impl CopyTable {
                 .collect(),
             key: table.primary_key.clone(),
             pages: None,
+            hashed: true,
         }
     }
 
@@ -140,7 +143,7 @@ fn scan_sqlite(
         let mut misfit = None;
         for (i, (name, ty)) in table.columns.iter().enumerate() {
             let value = row.get_ref(i + 1).map_err(fail)?;
-            match Datum::from_sqlite(value, ty) {
+            match Datum::from_sqlite_with(value, ty, table.hashed) {
                 Ok(d) => values.push(d),
                 Err(reason) => {
                     misfit = Some(Box::new(Misfit {

@@ -80,6 +80,16 @@ fn float_text(f: f64) -> String {
 impl Datum {
     /// Converts a SQLite value to `ty`.
     pub fn from_sqlite(value: ValueRef<'_>, ty: &PgType) -> Result<Datum, Misfit> {
+        Datum::from_sqlite_with(value, ty, true)
+    }
+
+    /// [`Datum::from_sqlite`], where `hashable: false` only checks JSON text rather than keeping its parsed
+    /// value (a copy that is not validated never hashes it; [`Datum::hash_into`] then treats it as null).
+    pub fn from_sqlite_with(
+        value: ValueRef<'_>,
+        ty: &PgType,
+        hashable: bool,
+    ) -> Result<Datum, Misfit> {
         if let ValueRef::Null = value {
             return Ok(Datum::Null);
         }
@@ -95,6 +105,7 @@ impl Datum {
                 _ => Err("a date must be YYYY-MM-DD text".into()),
             },
             PgType::Timestamptz | PgType::Timestamp => timestamp(value),
+            PgType::Jsonb if !hashable => json_checked(value),
             PgType::Jsonb => json(value),
             PgType::Bytea => Ok(Datum::Bytes(match value {
                 ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
@@ -494,6 +505,27 @@ fn timestamp(value: ValueRef<'_>) -> Result<Datum, Misfit> {
             .ok_or_else(|| format!("{i} is out of range for a Unix time")),
         other => Err(format!("{} is not a date-time", describe(other))),
     }
+}
+
+/// JSON text checked (it parses, it holds no `\u0000`) but not kept as a value.
+fn json_checked(value: ValueRef<'_>) -> Result<Datum, Misfit> {
+    let ValueRef::Text(t) = value else {
+        return json(value);
+    };
+    serde_json::from_slice::<serde::de::IgnoredAny>(t).map_err(|e| {
+        format!(
+            "{} is not JSON ({e})",
+            describe(value).trim_start_matches("text ")
+        )
+    })?;
+    // A NUL can only be written as an escape in valid JSON text.
+    if t.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+        return json(value);
+    }
+    Ok(Datum::Json(
+        serde_json::Value::Null,
+        Some(text_of(t)?.to_owned()),
+    ))
 }
 
 fn json(value: ValueRef<'_>) -> Result<Datum, Misfit> {
