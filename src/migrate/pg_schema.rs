@@ -460,54 +460,17 @@ fn is_nextval(expr: &str) -> bool {
         && matching_paren(toks, 1) == Some(toks.len() - 1)
 }
 
-/// Tables in creation order (Kahn's algorithm over foreign keys, self references ignored, ties in
-/// name order) and the cycles met (each broken at its first table). Like `plan.rs`'s ordering of a
-/// SQLite schema, over plan tables.
+/// Tables in creation order (referenced tables first, ties in name order) and the cycles met: the same
+/// ordering as a SQLite schema's, over plan tables.
 fn dependency_order(tables: Vec<PlanTable>) -> (Vec<PlanTable>, Vec<Vec<String>>) {
-    let n = tables.len();
-    let deps: Vec<Vec<usize>> = tables
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let mut d: Vec<usize> = t
-                .foreign_keys
-                .iter()
-                .filter_map(|f| tables.iter().position(|u| u.name == f.table))
-                .filter(|&j| j != i)
-                .collect();
-            d.sort_unstable();
-            d.dedup();
-            d
-        })
-        .collect();
-    let mut done = vec![false; n];
-    let mut order = Vec::with_capacity(n);
-    let mut cycles = Vec::new();
-    while order.len() < n {
-        let ready = (0..n).find(|&i| !done[i] && deps[i].iter().all(|&d| done[d]));
-        let next = match ready {
-            Some(i) => i,
-            None => {
-                let Some(first) = (0..n).find(|&i| !done[i]) else {
-                    break;
-                };
-                let mut cycle = vec![first];
-                let mut at = first;
-                while let Some(&d) = deps[at].iter().find(|&&d| !done[d]) {
-                    if let Some(p) = cycle.iter().position(|&c| c == d) {
-                        cycle.drain(..p);
-                        break;
-                    }
-                    cycle.push(d);
-                    at = d;
-                }
-                cycles.push(cycle.iter().map(|&i| tables[i].name.clone()).collect());
-                cycle[0]
-            }
-        };
-        done[next] = true;
-        order.push(next);
-    }
+    let (order, cycles) = {
+        let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+        let references: Vec<Vec<&str>> = tables
+            .iter()
+            .map(|t| t.foreign_keys.iter().map(|f| f.table.as_str()).collect())
+            .collect();
+        super::plan::order_by_references(&names, &references)
+    };
     let mut slots: Vec<Option<PlanTable>> = tables.into_iter().map(Some).collect();
     let ordered = order.iter().filter_map(|&i| slots[i].take()).collect();
     (ordered, cycles)

@@ -835,28 +835,36 @@ fn translate_default(
 /// Table indexes in creation order (Kahn's algorithm over foreign keys, self references ignored,
 /// ties in `sqlite_schema` order) and the cycles met (each broken at its first table).
 fn dependency_order(schema: &Schema) -> (Vec<usize>, Vec<Vec<String>>) {
-    let n = schema.tables.len();
-    let index_of = |name: &str| {
-        schema
-            .tables
-            .iter()
-            .position(|t| t.name == name)
-            .or_else(|| {
-                schema
-                    .tables
-                    .iter()
-                    .position(|t| t.name.eq_ignore_ascii_case(name))
-            })
-    };
-    let deps: Vec<Vec<usize>> = schema
+    let names: Vec<&str> = schema.tables.iter().map(|t| t.name.as_str()).collect();
+    let references: Vec<Vec<&str>> = schema
         .tables
         .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let mut d: Vec<usize> = t
-                .foreign_keys
-                .iter()
-                .filter_map(|f| index_of(&f.table))
+        .map(|t| t.foreign_keys.iter().map(|f| f.table.as_str()).collect())
+        .collect();
+    order_by_references(&names, &references)
+}
+
+/// Kahn's algorithm over `references[i]` (the tables table `i` points at, matched by exact name, then
+/// ignoring ASCII case as SQLite does; self references ignored): table indexes in an order that puts
+/// referenced tables first, ties in the given order, and the cycles met, each broken at its first table.
+pub(crate) fn order_by_references(
+    names: &[&str],
+    references: &[Vec<&str>],
+) -> (Vec<usize>, Vec<Vec<String>>) {
+    let n = names.len();
+    let index_of = |name: &str| {
+        names
+            .iter()
+            .position(|t| *t == name)
+            .or_else(|| names.iter().position(|t| t.eq_ignore_ascii_case(name)))
+    };
+    let deps: Vec<Vec<usize>> = (0..n)
+        .map(|i| {
+            let mut d: Vec<usize> = references
+                .get(i)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| index_of(r))
                 .filter(|&j| j != i)
                 .collect();
             d.sort_unstable();
@@ -873,9 +881,11 @@ fn dependency_order(schema: &Schema) -> (Vec<usize>, Vec<Vec<String>>) {
             Some(i) => i,
             None => {
                 // A cycle: report the tables still waiting on one another, then break it at the first.
-                let waiting: Vec<usize> = (0..n).filter(|&i| !done[i]).collect();
-                let mut cycle = vec![waiting[0]];
-                let mut at = waiting[0];
+                let Some(first) = (0..n).find(|&i| !done[i]) else {
+                    break;
+                };
+                let mut cycle = vec![first];
+                let mut at = first;
                 while let Some(&d) = deps[at].iter().find(|&&d| !done[d]) {
                     if let Some(p) = cycle.iter().position(|&c| c == d) {
                         cycle.drain(..p);
@@ -884,12 +894,7 @@ fn dependency_order(schema: &Schema) -> (Vec<usize>, Vec<Vec<String>>) {
                     cycle.push(d);
                     at = d;
                 }
-                cycles.push(
-                    cycle
-                        .iter()
-                        .map(|&i| schema.tables[i].name.clone())
-                        .collect(),
-                );
+                cycles.push(cycle.iter().map(|&i| names[i].to_owned()).collect());
                 cycle[0]
             }
         };
