@@ -81,16 +81,7 @@ pub fn backup(
     let mut taken = HashSet::new();
     let mut entries = Vec::new();
     for table in tables {
-        let mut stem: String = table
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let mut stem = super::run::file_stem(table);
         while !taken.insert(stem.clone()) {
             stem.push('_');
         }

@@ -33,17 +33,10 @@ use postgres::Client;
 use super::plan::{Plan, PlanColumn, PlanForeignKey, PlanTable, Untranslated};
 use super::types::{PgType, Translation};
 use crate::db::quote_ident;
-use crate::error::{Error, Position, Result, Stage};
+use crate::error::{Error, Result, Stage};
 
 fn pg_error(label: &str, what: &str, e: &postgres::Error) -> Error {
-    let message = match e.as_db_error() {
-        Some(db) => {
-            let detail = db.detail().map(|d| format!(" ({d})")).unwrap_or_default();
-            format!("postgres {label}: {what}: {}{detail}", db.message())
-        }
-        None => format!("postgres {label}: {what}: {e}"),
-    };
-    Error::data(Stage::Source, Position::file(label), message)
+    crate::db::postgres::pg_error(Stage::Source, &format!("postgres {label}: {what}"), e)
 }
 
 const TABLES: &str = "SELECT c.oid, c.relname::text, c.reltuples::float8 \

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::plan::Plan;
 use super::rows::{loader, scan, CopyTable, Misfit, Side};
-use super::state::{without_password, Phase, State, TableDone, STATE_VERSION};
+use super::state::{without_password, Phase, State, TableDone};
 use super::types::{CastRules, PgType};
 use super::value::TableChecksum;
 use crate::db::{quote_ident, ConnectOptions, DbEndpoint};
@@ -565,20 +565,24 @@ struct Rejects {
     file: Option<std::io::BufWriter<std::fs::File>>,
 }
 
+/// A file name stem for a table: table names may hold anything, the stem keeps ASCII letters, digits, `-`
+/// and `_` (others become `_`), so a file stays in the directory the user chose.
+pub(crate) fn file_stem(table: &str) -> String {
+    table
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 impl Rejects {
     fn new(dir: &Path, table: &str) -> Rejects {
-        // Table names may hold anything; the file name keeps letters, digits, `-`, `_` and `.` only,
-        // so it stays in the directory the user chose.
-        let safe: String = table
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let safe = file_stem(table);
         Rejects {
             path: dir.join(format!("{safe}.rejects.ndjson")),
             file: None,
@@ -1082,18 +1086,12 @@ fn prepare_state(job: &MigrateJob) -> Result<State> {
         }
     }
     Ok(State {
-        ferry_migrate_state: STATE_VERSION,
         source: without_password(&job.from),
         target: without_password(&job.to),
-        tables: Vec::new(),
         schema_only: job.schema_only,
         data_only: job.data_only,
         cast_rules: job.cast_rules.clone(),
-        phase: Phase::Planned,
-        created_tables: Vec::new(),
-        created_file: false,
-        finished: BTreeMap::new(),
-        updated: String::new(),
+        ..State::default()
     })
 }
 
@@ -1320,11 +1318,7 @@ impl Run<'_> {
             .collect();
         order.sort_by_key(|&i| std::cmp::Reverse(self.plan.tables[i].rows));
         let queue = Mutex::new(order.into_iter().collect::<VecDeque<usize>>());
-        let shared = Mutex::new((
-            std::mem::replace(state, empty_state()),
-            Vec::new(),
-            Vec::new(),
-        ));
+        let shared = Mutex::new((std::mem::take(state), Vec::new(), Vec::new()));
         let stop = AtomicBool::new(false);
         let first_error: Mutex<Option<Error>> = Mutex::new(None);
         // A SQLite file has one writer at a time.
@@ -1625,23 +1619,6 @@ fn savepoint(target: &mut Conn, sql: &str) -> std::result::Result<(), String> {
 /// What the copy workers share: the state file's content, the reports of the tables done, and the keys
 /// and checks that failed or went in NOT VALID.
 type Shared = (State, Vec<TableReport>, Vec<NotCreated>);
-
-fn empty_state() -> State {
-    State {
-        ferry_migrate_state: STATE_VERSION,
-        source: String::new(),
-        target: String::new(),
-        tables: Vec::new(),
-        schema_only: false,
-        data_only: false,
-        cast_rules: None,
-        phase: Phase::Planned,
-        created_tables: Vec::new(),
-        created_file: false,
-        finished: BTreeMap::new(),
-        updated: String::new(),
-    }
-}
 
 fn table_line(name: &str, copied: &Copied, resumed: bool) -> String {
     let d = &copied.done;

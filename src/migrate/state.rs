@@ -13,10 +13,11 @@ use crate::error::{Error, Result, Stage};
 pub const STATE_VERSION: u32 = 1;
 
 /// Where a migration got to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
     /// Planned; nothing created yet.
+    #[default]
     Planned,
     /// Tables created; rows being copied.
     Copying,
@@ -75,6 +76,26 @@ pub struct State {
     pub finished: BTreeMap<String, TableDone>,
     /// When the file was last written (UTC, RFC 3339).
     pub updated: String,
+}
+
+impl Default for State {
+    /// A new migration's state: nothing planned, created or copied yet.
+    fn default() -> State {
+        State {
+            ferry_migrate_state: STATE_VERSION,
+            source: String::new(),
+            target: String::new(),
+            tables: Vec::new(),
+            schema_only: false,
+            data_only: false,
+            cast_rules: None,
+            phase: Phase::Planned,
+            created_tables: Vec::new(),
+            created_file: false,
+            finished: BTreeMap::new(),
+            updated: String::new(),
+        }
+    }
 }
 
 impl State {
