@@ -119,6 +119,11 @@ impl Key {
         text
     }
 
+    /// The key's bytes, for deriving subkeys from it.
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(aes_gcm::Key::<Aes256Gcm>::from_slice(&self.0))
     }
@@ -412,6 +417,34 @@ fn derive_key(material: &KeyMaterial, kdf: &Kdf) -> std::result::Result<Key, Dec
             "this file was encrypted with a key, not a passphrase: give the key",
         )),
     }
+}
+
+/// The 32-byte key `material` gives: a raw key as it is, a passphrase stretched with Argon2id under `argon2`
+/// (costs and salt). The manifest of an encrypted split set derives its MAC key from this (see
+/// [`crate::envelope::manifest`]); a key for the wrong kind of material is a [`DecryptErrorKind::WrongKey`].
+pub(crate) fn file_key(
+    material: &KeyMaterial,
+    argon2: Option<(Argon2Params, Vec<u8>)>,
+) -> std::result::Result<Key, DecryptError> {
+    let kdf = match argon2 {
+        None => Kdf::Raw,
+        Some((params, salt)) => {
+            if !params.within_max() || !(8..=64).contains(&salt.len()) {
+                return Err(DecryptError::new(
+                    DecryptErrorKind::Format,
+                    None,
+                    "Argon2id parameters beyond what ferry accepts",
+                ));
+            }
+            Kdf::Argon2id { params, salt }
+        }
+    };
+    derive_key(material, &kdf)
+}
+
+/// A new random salt for Argon2id, as ferry writes them (16 bytes).
+pub(crate) fn new_salt() -> io::Result<Vec<u8>> {
+    Ok(random::<SALT_LEN>()?.to_vec())
 }
 
 /// The header bytes before the key check: the associated data of the key check and of every chunk.
