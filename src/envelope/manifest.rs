@@ -527,7 +527,7 @@ fn check_parts(parts: &[PartEntry], total: u64) -> std::result::Result<(), Strin
     }
     let (stem, suffix) = numbered(&first.file).ok_or_else(|| {
         format!(
-            "the manifest's first part is {}, not a name ending in -00001 before its extensions",
+            "the manifest's first part is {}, not a name numbered like NAME-00001.EXT",
             first.file
         )
     })?;
@@ -565,17 +565,21 @@ fn is_plain_file_name(name: &str) -> bool {
         )
 }
 
-/// Splits the first part's name at its last `-00001` that ends the name or comes before a `.`: the stem and
-/// the extension chain every part shares.
+/// Splits a part's name at its last `-` and number of five or more digits that ends the name or comes
+/// before a `.`: the stem and the extension chain every part of the set shares.
 fn numbered(name: &str) -> Option<(&str, &str)> {
-    name.match_indices("-00001")
+    name.rmatch_indices('-')
         .map(|(at, _)| at)
-        .filter(|&at| {
-            let rest = &name[at + 6..];
-            rest.is_empty() || rest.starts_with('.')
+        .find(|&at| {
+            let rest = &name[at + 1..];
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            digits >= 5 && (digits == rest.len() || rest.as_bytes()[digits] == b'.')
         })
-        .last()
-        .map(|at| (&name[..at], &name[at + 6..]))
+        .map(|at| {
+            let rest = &name[at + 1..];
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            (&name[..at], &rest[digits..])
+        })
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
@@ -739,7 +743,8 @@ mod tests {
         .unwrap();
         write(&by_phrase);
         PartSet::open(&path).unwrap().authenticate(&phrase).unwrap();
-        let changes: Vec<Box<dyn Fn(&mut Manifest)>> = vec![
+        type Change = Box<dyn Fn(&mut Manifest)>;
+        let changes: Vec<Change> = vec![
             Box::new(|m| m.parts[0].records += 1),
             Box::new(|m| m.parts[1].sha256 = hex(&Sha256::digest(b"other"))),
             Box::new(|m| m.parts[0].bytes -= 1),
