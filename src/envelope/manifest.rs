@@ -677,6 +677,59 @@ mod tests {
         }
     }
 
+    /// A one-part plain set in `dir`, holding `content`.
+    fn one_part_set(dir: &Path, content: &[u8]) -> PartSet {
+        std::fs::write(dir.join("x-00001.ndjson"), content).unwrap();
+        let mut manifest = sample();
+        manifest.head.encryption = None;
+        manifest.head.compression = "none".to_owned();
+        manifest.total_records = 1;
+        manifest.parts = vec![PartEntry {
+            file: "x-00001.ndjson".to_owned(),
+            records: 1,
+            bytes: content.len() as u64,
+            sha256: hex(&Sha256::digest(content)),
+        }];
+        let path = dir.join("x.manifest.json");
+        std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+        PartSet::open(&path).unwrap()
+    }
+
+    #[test]
+    fn a_part_is_checked_before_and_after_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = b"{\"id\":1,\"name\":\"one\"}\n";
+        let set = one_part_set(dir.path(), content);
+        set.check_part(0, false).unwrap();
+        // A decoder that stops early: the guard reads and hashes the rest itself.
+        let (mut reader, guard) = set.open_part(0).unwrap();
+        let mut start = [0u8; 5];
+        reader.read_exact(&mut start).unwrap();
+        drop(reader);
+        guard.finish().unwrap();
+        // The part is changed after it was checked and before it is read: the guard catches it.
+        let (mut reader, guard) = set.open_part(0).unwrap();
+        std::fs::write(set.part_path(0), b"{\"id\":1,\"name\":\"two\"}\n").unwrap();
+        let mut all = Vec::new();
+        reader.read_to_end(&mut all).unwrap();
+        assert_eq!(all, b"{\"id\":1,\"name\":\"two\"}\n");
+        drop(reader);
+        let err = guard.finish().unwrap_err();
+        assert!(
+            err.to_string().contains("changed while it was read"),
+            "{err}"
+        );
+        // And the check before reading names what differs.
+        let err = set.check_part(0, false).unwrap_err();
+        assert!(err.to_string().contains("its SHA-256 is"), "{err}");
+        std::fs::write(set.part_path(0), b"short\n").unwrap();
+        let err = set.check_part(0, false).unwrap_err();
+        assert!(err.to_string().contains("its size is 6 bytes"), "{err}");
+        std::fs::remove_file(set.part_path(0)).unwrap();
+        let err = set.check_part(0, false).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+    }
+
     /// The manifest MAC vectors in docs/encryption.md.
     #[test]
     fn mac_test_vectors_hold() {
