@@ -112,20 +112,21 @@ pub fn canonical(manifest: &Manifest) -> Vec<u8> {
 
 /// The MAC key: HKDF-SHA256 (RFC 5869) of the file key, no salt, info [`MAC_KEY_INFO`], 32 bytes. A subkey,
 /// so that the MAC never uses the key that encrypts the parts.
-fn mac_key(file_key: &[u8; 32]) -> zeroize::Zeroizing<[u8; 32]> {
+fn mac_key(file_key: &[u8; 32]) -> Result<zeroize::Zeroizing<[u8; 32]>> {
     let mut okm = zeroize::Zeroizing::new([0u8; 32]);
-    // 32 bytes is far below HKDF-SHA256's limit of 8160, so expand cannot fail.
-    let _ = hkdf::Hkdf::<Sha256>::new(None, file_key).expand(MAC_KEY_INFO, &mut okm[..]);
-    okm
+    hkdf::Hkdf::<Sha256>::new(None, file_key)
+        .expand(MAC_KEY_INFO, &mut okm[..])
+        .map_err(|e| Error::usage(format!("cannot derive the manifest's MAC key: {e}")))?;
+    Ok(okm)
 }
 
-fn hmac(file_key: &[u8; 32], manifest: &Manifest) -> Hmac<Sha256> {
-    let key = mac_key(file_key);
-    // HMAC takes a key of any length.
+/// The HMAC of the manifest's canonical encoding, ready to finalize or verify.
+fn hmac(file_key: &[u8; 32], manifest: &Manifest) -> Result<Hmac<Sha256>> {
+    let key = mac_key(file_key)?;
     let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(&key[..])
-        .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
+        .map_err(|e| Error::usage(format!("cannot key the manifest's MAC: {e}")))?;
     mac.update(&canonical(manifest));
-    mac
+    Ok(mac)
 }
 
 /// Adds the MAC to an encrypted set's manifest: with a raw key, under the key; with a passphrase, under a key
@@ -149,7 +150,7 @@ fn seal_with(
     let key = file_key(material, argon2.clone())
         .map_err(|e| Error::usage(format!("cannot derive the manifest's key: {e}")))?;
     manifest.mac = None;
-    let tag = hmac(key.bytes(), manifest).finalize().into_bytes();
+    let tag = hmac(key.bytes(), manifest)?.finalize().into_bytes();
     manifest.mac = Some(ManifestMac {
         algorithm: MAC_ALGORITHM.to_owned(),
         kdf: if argon2.is_some() { "argon2id" } else { "none" }.to_owned(),
@@ -306,7 +307,10 @@ impl PartSet {
             .filter(|t| t.len() == 32)
             .ok_or_else(|| bad("the manifest's MAC is not 32 bytes of hex"))?;
         let key = file_key(material, argon2).map_err(|e| failure(&self.path, e.to_string()))?;
-        if hmac(key.bytes(), &self.manifest).verify_slice(&tag).is_ok() {
+        if hmac(key.bytes(), &self.manifest)?
+            .verify_slice(&tag)
+            .is_ok()
+        {
             return Ok(());
         }
         if self.key_opens_first_part(material) {
@@ -744,7 +748,7 @@ mod tests {
             ("none", VECTOR_TAG_RAW)
         );
         assert_eq!(
-            hex(&mac_key(&std::array::from_fn(|i| i as u8))[..]),
+            hex(&mac_key(&std::array::from_fn(|i| i as u8)).unwrap()[..]),
             VECTOR_MAC_KEY_RAW
         );
         let phrase = KeyMaterial::Passphrase(zeroize::Zeroizing::new(
