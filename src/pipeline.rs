@@ -18,9 +18,10 @@ use rayon::prelude::*;
 
 use crate::db::{ColumnKind, ConnectOptions, OnConflict, SinkOptions, TableSink};
 use crate::endpoint::Endpoint;
-use crate::envelope::layers::{self, ReadLayers, WriteLayers};
+use crate::envelope::layers::{self, Expect, ReadLayers, WriteLayers};
+use crate::envelope::manifest::{PartGuard, PartSet};
 use crate::envelope::split::{
-    is_manifest, ChecksummedFile, EncryptionInfo, Manifest, ManifestHead, PartNames, SplitEncoder,
+    is_manifest, ChecksummedFile, EncryptionInfo, ManifestHead, PartNames, SplitEncoder,
     SplitOptions,
 };
 use crate::envelope::{
@@ -129,6 +130,9 @@ pub struct ConvertJob {
     pub key_source: Option<KeySource>,
     /// `--max-decompressed-size`: decompressed input bytes allowed.
     pub max_decompressed: u64,
+    /// `--allow-plaintext`: read an input as it is although its name (`.enc`), a key option or its manifest
+    /// says it should be encrypted.
+    pub allow_plaintext: bool,
 }
 
 impl ConvertJob {
@@ -163,6 +167,7 @@ impl ConvertJob {
             encrypt: false,
             key_source: None,
             max_decompressed: DEFAULT_MAX_DECOMPRESSED,
+            allow_plaintext: false,
         }
     }
 }
@@ -179,8 +184,10 @@ struct Plan {
     rejects: Option<PathBuf>,
     /// How to load the target table, when the target is a database.
     table: Option<SinkOptions>,
-    /// The manifest, when the input is a split output's manifest: its parts are read in order.
-    manifest: Option<(PathBuf, Manifest)>,
+    /// The split set, when the input is a manifest: its parts are read in order, each checked.
+    manifest: Option<PartSet>,
+    /// What the input's encryption must be.
+    expect: Expect,
     /// The output's compression.
     compression: CompressionSpec,
     /// The output's key, when it is encrypted.
@@ -206,11 +213,11 @@ fn plan(job: &ConvertJob) -> Result<Plan> {
     let source = Endpoint::parse(&job.input)?;
     let target = Endpoint::parse(&job.output)?;
     let manifest = match &source {
-        Endpoint::File(path) if is_manifest(path) => Some((path.clone(), Manifest::read(path)?)),
+        Endpoint::File(path) if is_manifest(path) => Some(PartSet::open(path)?),
         _ => None,
     };
     let input_format = match &manifest {
-        Some((_, m)) => Some(crate::format::by_name(&m.head.format)?),
+        Some(set) => Some(crate::format::by_name(&set.manifest().head.format)?),
         None => endpoint_format(&source, job.input_format.as_deref(), "--from-format")?,
     };
     let output_format = if job.validate_only {
@@ -274,6 +281,10 @@ fn plan(job: &ConvertJob) -> Result<Plan> {
         return Err(Error::usage("--commit-every must be at least 1"));
     }
     let (compression, key) = output_envelope(job, &target)?;
+    let expect = input_expectation(job, &source, manifest.as_ref(), key.is_some())?;
+    if let Some(set) = &manifest {
+        authenticate_set(job, set)?;
+    }
     let rejects = match (&rejects, &target, &table) {
         (None, Endpoint::Database(db), Some(options))
             if writes && job.on_error != ErrorPolicy::Strict =>
@@ -291,9 +302,69 @@ fn plan(job: &ConvertJob) -> Result<Plan> {
         rejects,
         table,
         manifest,
+        expect,
         compression,
         key,
     })
+}
+
+/// What the input's encryption must be. A split set's parts are what its manifest says. Any other input
+/// must be a ferry-encrypted stream when its name ends in `.enc`, or when a key option was given and the
+/// output is not encrypted (so the key can only be there to read the input). A key found only in
+/// `FERRY_KEY` or `EXPORT_ENCRYPTION_KEY` decrypts an encrypted input but forces nothing: a user who keeps
+/// it exported for their exports still reads plain files as before. `--allow-plaintext` lifts the rule.
+fn input_expectation(
+    job: &ConvertJob,
+    source: &Endpoint,
+    set: Option<&PartSet>,
+    output_encrypted: bool,
+) -> Result<Expect> {
+    let key_for_input = job.key_source.is_some() && !output_encrypted;
+    match set {
+        Some(set) if set.is_encrypted() && !job.allow_plaintext => Ok(Expect::Encrypted(
+            "the manifest says the parts are encrypted".to_owned(),
+        )),
+        Some(set) if set.is_encrypted() => Ok(Expect::Either),
+        Some(set) if key_for_input && !job.allow_plaintext => Err(Error::data(
+            Stage::Source,
+            Position::file(set.path().display().to_string()),
+            "not an encrypted ferry file: the manifest says its parts are not encrypted, but a key was \
+             given to decrypt them; pass --allow-plaintext to read them as they are",
+        )),
+        Some(_) => Ok(Expect::Plain),
+        None if job.allow_plaintext => Ok(Expect::Either),
+        None => {
+            let named = matches!(source, Endpoint::File(path) if layers::from_extensions(path).1);
+            Ok(if named {
+                Expect::Encrypted("its name ends in .enc".to_owned())
+            } else if key_for_input {
+                Expect::Encrypted(
+                    "a key option was given to decrypt it and the output is not encrypted".to_owned(),
+                )
+            } else {
+                Expect::Either
+            })
+        }
+    }
+}
+
+/// Checks the MAC of an encrypted set's manifest before any part is read; it needs the key.
+fn authenticate_set(job: &ConvertJob, set: &PartSet) -> Result<()> {
+    if !set.is_encrypted() {
+        return Ok(());
+    }
+    let source = job
+        .key_source
+        .clone()
+        .or_else(KeySource::from_default_env)
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "the parts of {} are encrypted: give the key with --key-file, FERRY_KEY (or --key-env \
+                 NAME), or a passphrase with --passphrase-env NAME / --passphrase-file",
+                set.path().display()
+            ))
+        })?;
+    set.authenticate(&source.resolve()?)
 }
 
 /// The output's compression and key: `--compress`/`--encrypt`, else what its extension chain says
@@ -677,22 +748,22 @@ fn open_decoder(
     let format = plan
         .input_format
         .ok_or_else(|| Error::usage("the input has no format (internal error)"))?;
-    if let Some((path, manifest)) = &plan.manifest {
-        let dir = path
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_default();
-        let parts = manifest
-            .parts
-            .iter()
-            .map(|p| (dir.join(&p.file), p.records))
+    if let Some(set) = &plan.manifest {
+        let set = set.clone();
+        let parts = (0..set.len())
+            .map(|i| (set.part_path(i), set.manifest().parts[i].records))
             .collect();
         let options = job.read_options.clone();
-        let envelope = InputEnvelope::of(job);
-        let open = move |part: &std::path::Path| -> Result<Box<dyn Decoder>> {
-            let part = Endpoint::File(part.to_path_buf());
-            let input = open_input(&part, &options, bytes_read.clone(), &envelope)?;
-            (format.decoder)(input, &options)
+        let envelope = InputEnvelope::of(job, plan);
+        let allow_plaintext = job.allow_plaintext;
+        let open = move |index: usize| -> Result<(Box<dyn Decoder>, PartGuard)> {
+            // The whole part is checked before a byte of it is decoded, and again as it is read.
+            set.check_part(index, allow_plaintext)?;
+            let (raw, guard) = set.open_part(index)?;
+            let name = set.part_path(index).display().to_string();
+            let named = (set.compression(), true);
+            let input = wrap_input(Box::new(raw), name, named, &options, &bytes_read, &envelope)?;
+            Ok(((format.decoder)(input, &options)?, guard))
         };
         return Ok(Box::new(PartsDecoder {
             parts,
@@ -705,53 +776,66 @@ fn open_decoder(
         &plan.source,
         &job.read_options,
         bytes_read,
-        &InputEnvelope::of(job),
+        &InputEnvelope::of(job, plan),
     )?;
     (format.decoder)(input, &job.read_options)
 }
 
-/// Reads the parts a manifest lists, in order, as one input, checking each part's record count.
+/// Reads the parts a manifest lists, in order, as one input. Each part's size and SHA-256 are checked before
+/// it is decoded and again once it has been read, and its record count at its end.
 struct PartsDecoder {
     parts: Vec<(PathBuf, u64)>,
     next: usize,
-    /// The part being read and the records read from it so far.
-    current: Option<(Box<dyn Decoder>, u64)>,
+    /// The part being read, its guard and the records read from it so far.
+    current: Option<(Box<dyn Decoder>, PartGuard, u64)>,
     open: OpenPart,
 }
 
-/// Opens one part of a split input as a decoder.
-type OpenPart = Box<dyn FnMut(&std::path::Path) -> Result<Box<dyn Decoder>> + Send>;
+/// Checks and opens part `index` of a split input as a decoder.
+type OpenPart = Box<dyn FnMut(usize) -> Result<(Box<dyn Decoder>, PartGuard)> + Send>;
+
+impl PartsDecoder {
+    /// Ends the current part: its bytes and its record count must be the manifest's.
+    fn end_part(&mut self) -> Result<()> {
+        let Some((decoder, guard, read)) = self.current.take() else {
+            return Ok(());
+        };
+        drop(decoder);
+        guard.finish()?;
+        let (path, expected) = &self.parts[self.next - 1];
+        if read != *expected {
+            return Err(Error::data(
+                Stage::Source,
+                Position::file(path.display().to_string()),
+                format!("the manifest lists {expected} records in this part, but it holds {read}"),
+            ));
+        }
+        Ok(())
+    }
+}
 
 impl Iterator for PartsDecoder {
     type Item = Result<Record>;
 
     fn next(&mut self) -> Option<Result<Record>> {
         loop {
-            if let Some((decoder, count)) = &mut self.current {
-                match decoder.next() {
-                    Some(item) => {
-                        *count += 1;
-                        return Some(item);
-                    }
-                    None => {
-                        let (path, expected) = &self.parts[self.next - 1];
-                        let read = *count;
-                        self.current = None;
-                        if read != *expected {
-                            return Some(Err(Error::data(
-                                Stage::Source,
-                                Position::file(path.display().to_string()),
-                                format!("the manifest lists {expected} records in this part, but it holds {read}"),
-                            )));
-                        }
-                    }
+            if let Some((decoder, _, count)) = &mut self.current {
+                if let Some(item) = decoder.next() {
+                    *count += 1;
+                    return Some(item);
+                }
+                if let Err(e) = self.end_part() {
+                    self.next = self.parts.len(); // nothing after a part that fails
+                    return Some(Err(e));
                 }
             }
-            let (path, _) = self.parts.get(self.next)?;
-            let path = path.clone();
+            if self.next >= self.parts.len() {
+                return None;
+            }
+            let index = self.next;
             self.next += 1;
-            match (self.open)(&path) {
-                Ok(decoder) => self.current = Some((decoder, 0)),
+            match (self.open)(index) {
+                Ok((decoder, guard)) => self.current = Some((decoder, guard, 0)),
                 Err(e) => {
                     self.next = self.parts.len(); // nothing after a part that cannot be opened
                     return Some(Err(e));
@@ -829,7 +913,11 @@ fn split_encoder(
         };
         (format.encoder)(layers::wrap_sink(sink, &write_layers)?, &options)
     });
-    SplitEncoder::new(names, job.split, head, created, layers)
+    let encoder = SplitEncoder::new(names, job.split, head, created, layers);
+    match &plan.key {
+        Some(key) => encoder.sealed_with(key.clone()),
+        None => encoder,
+    }
 }
 
 /// True for an extension that is part of an output's extension chain (format, compression, encryption).
@@ -1200,15 +1288,30 @@ fn open_input(
         Endpoint::File(path) => layers::from_extensions(path).0,
         _ => Compression::None,
     };
+    wrap_input(raw, name, (named, false), options, &counter, envelope)
+}
+
+/// Takes the envelope off raw input bytes and makes them an [`Input`]. `named` is the compression the
+/// name says, and whether a manifest declares it (then the first bytes must agree).
+fn wrap_input(
+    raw: Box<dyn Read + Send>,
+    name: String,
+    named: (Compression, bool),
+    options: &FormatOptions,
+    counter: &Arc<AtomicU64>,
+    envelope: &InputEnvelope,
+) -> Result<Input> {
     let read_layers = ReadLayers {
         key: envelope.key.as_ref(),
-        named,
+        named: named.0,
+        declared: named.1,
+        expect: envelope.expect.clone(),
         max_decompressed: envelope.max_decompressed,
     };
     // The bytes read count the file as it is on disk (compressed, encrypted).
     let counted = CountingReader {
         inner: raw,
-        count: counter,
+        count: counter.clone(),
     };
     let counted = layers::unwrap_reader(Box::new(counted), &read_layers, &name)?;
     let reader: Box<dyn BufRead + Send> = match options.encoding {
@@ -1223,17 +1326,20 @@ fn open_input(
     Ok(Input { reader, name })
 }
 
-/// How to take the envelope off an input: the key's source and the decompression cap.
+/// How to take the envelope off an input: the key's source, what its encryption must be, and the
+/// decompression cap.
 #[derive(Clone)]
 struct InputEnvelope {
     key: Option<KeySource>,
+    expect: Expect,
     max_decompressed: u64,
 }
 
 impl InputEnvelope {
-    fn of(job: &ConvertJob) -> InputEnvelope {
+    fn of(job: &ConvertJob, plan: &Plan) -> InputEnvelope {
         InputEnvelope {
             key: job.key_source.clone(),
+            expect: plan.expect.clone(),
             max_decompressed: job.max_decompressed,
         }
     }

@@ -106,6 +106,11 @@ pub struct InputArgs {
     #[command(flatten)]
     keys: super::KeyArgs,
 
+    /// Read the input as it is although it should be encrypted (its name ends in .enc, a key option was
+    /// given for it, or its manifest says so) and is not. Without it such an input is refused.
+    #[arg(long)]
+    allow_plaintext: bool,
+
     /// Stop with an error once a compressed input has given this many bytes (guards against compression
     /// bombs): 16GiB by default.
     #[arg(long, value_name = "SIZE", value_parser = crate::envelope::split::parse_size)]
@@ -128,6 +133,7 @@ impl InputArgs {
         job.input = self.input.clone();
         job.input_format = self.from_format.clone();
         job.key_source = self.keys.source();
+        job.allow_plaintext = self.allow_plaintext;
         if let Some(max) = self.max_decompressed_size {
             job.max_decompressed = max;
         }

@@ -8,7 +8,8 @@ use clap::Args;
 use sha2::{Digest as _, Sha256};
 
 use crate::envelope::layers::source_error;
-use crate::envelope::split::{is_manifest, Manifest};
+use crate::envelope::manifest::{not_encrypted, PartSet};
+use crate::envelope::split::is_manifest;
 use crate::envelope::KeySource;
 use crate::error::{Error, Position, Result, Stage};
 use crate::pipeline::{convert, ConvertJob};
@@ -16,11 +17,13 @@ use crate::pipeline::{convert, ConvertJob};
 const EXAMPLES: &str = "Examples:
   ferry verify contexts.manifest.json      # every part: size, SHA-256, record count
   ferry verify export.csv                  # against export.csv.sha256
-  ferry verify parts.manifest.json --key-file export.key   # encrypted parts: also every chunk authenticated
+  ferry verify parts.manifest.json --key-file export.key   # encrypted set: also the manifest's MAC, every chunk
   ferry verify export.ndjson.gz.enc --key-file export.key  # one encrypted file: every chunk authenticated
 
-Encrypted parts are only counted and authenticated when the key is given (or FERRY_KEY is set); without
-it, sizes and SHA-256 are still checked.
+An encrypted set is only verified with its key (a key option, or FERRY_KEY / EXPORT_ENCRYPTION_KEY): the
+key checks the manifest's MAC and authenticates every part. Without it, sizes and SHA-256 are checked and
+the output says that nothing was authenticated. A file named .enc, or checked with a key option, must be a
+ferry-encrypted file (--allow-plaintext lifts that).
 
 Exit codes: 0 everything matches, 1 a part or file does not (the first one is named), 2 usage error.";
 
@@ -34,15 +37,20 @@ pub struct VerifyArgs {
 
     #[command(flatten)]
     keys: super::KeyArgs,
+
+    /// Check a file or set that should be encrypted (named .enc, checked with a key option) as it is when
+    /// it is not. Without it such a file is refused.
+    #[arg(long)]
+    allow_plaintext: bool,
 }
 
 /// Runs `ferry verify`.
 pub fn run(args: VerifyArgs) -> Result<()> {
-    let key = args.keys.source().or_else(KeySource::from_default_env);
+    let explicit = args.keys.source();
     if is_manifest(&args.path) {
-        return verify_manifest(&args.path, key.as_ref());
+        return verify_manifest(&args.path, explicit, args.allow_plaintext);
     }
-    verify_file(&args.path, key.as_ref())
+    verify_file(&args.path, explicit, args.allow_plaintext)
 }
 
 fn failure(path: &Path, message: String) -> Error {
@@ -73,104 +81,87 @@ fn sha256_of(path: &Path) -> Result<(u64, String)> {
     Ok((total, crate::envelope::split::hex(&hasher.finalize())))
 }
 
-fn verify_manifest(path: &Path, key: Option<&KeySource>) -> Result<()> {
-    let manifest = Manifest::read(path)?;
-    let countable = manifest.head.encryption.is_none() || key.is_some();
-    if !countable {
-        eprintln!(
-            "ferry: the parts are encrypted and no key was given: checking sizes and SHA-256 only"
-        );
-    }
-    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut records = 0;
-    for part in &manifest.parts {
-        let file = dir.join(&part.file);
-        if !file.exists() {
-            return Err(failure(
-                &file,
-                "the manifest lists this part, but it is missing".into(),
-            ));
-        }
-        let (bytes, sha256) = sha256_of(&file)?;
-        if bytes != part.bytes {
-            return Err(failure(
-                &file,
-                format!(
-                    "its size is {bytes} bytes, but the manifest says {}",
-                    part.bytes
-                ),
-            ));
-        }
-        if sha256 != part.sha256 {
-            return Err(failure(
-                &file,
-                format!(
-                    "its SHA-256 is {sha256}, but the manifest says {}",
-                    part.sha256
-                ),
-            ));
-        }
-        if !countable {
+/// A split set: with the key (or for an unencrypted set), every part goes through the same read side as
+/// `convert --in MANIFEST` — manifest structure and MAC, each part's size, SHA-256, encryption, chunks and
+/// record count. Without the key, an encrypted set gets what needs none: structure, sizes, SHA-256 and
+/// that every part is encrypted.
+fn verify_manifest(path: &Path, explicit: Option<KeySource>, allow_plaintext: bool) -> Result<()> {
+    let set = PartSet::open(path)?;
+    let key = explicit.clone().or_else(KeySource::from_default_env);
+    if set.is_encrypted() && key.is_none() {
+        for index in 0..set.len() {
+            set.check_part(index, allow_plaintext)?;
+            let part = &set.manifest().parts[index];
             println!(
                 "ok  {}  {} bytes  sha256 {}",
                 part.file,
-                bytes,
-                &sha256[..16]
+                part.bytes,
+                &part.sha256[..16]
             );
-            records += part.records;
-            continue;
         }
-        let count = count_records(&file, &manifest.head.format, key)?;
-        if count != part.records {
-            return Err(failure(
-                &file,
-                format!(
-                    "it holds {count} records, but the manifest says {}",
-                    part.records
-                ),
-            ));
-        }
-        records += count;
         println!(
-            "ok  {}  {} records  {} bytes  sha256 {}",
-            part.file,
-            count,
-            bytes,
-            &sha256[..16]
+            "ferry: checked {}: {} parts match the manifest's sizes and SHA-256, but NOT verified: the \
+             parts are encrypted and no key was given, so neither the manifest's MAC nor any part was \
+             authenticated",
+            path.display(),
+            set.len()
         );
+        return Ok(());
     }
-    if records != manifest.total_records {
+    let mut job = ConvertJob::new(path.display().to_string(), "-");
+    job.key_source = explicit;
+    job.allow_plaintext = allow_plaintext;
+    job.validate_only = true;
+    let report = convert(&job)?;
+    let manifest = set.manifest();
+    if report.read != manifest.total_records {
         return Err(failure(
             path,
             format!(
-                "parts hold {records} records, the manifest's total says {}",
-                manifest.total_records
+                "parts hold {} records, the manifest's total says {}",
+                report.read, manifest.total_records
             ),
         ));
     }
+    for part in &manifest.parts {
+        println!(
+            "ok  {}  {} records  {} bytes  sha256 {}",
+            part.file,
+            part.records,
+            part.bytes,
+            &part.sha256[..16]
+        );
+    }
+    let proof = if set.is_encrypted() {
+        "manifest authenticated"
+    } else {
+        "an unencrypted set has no MAC: anyone who can rewrite the manifest and the parts together \
+         goes unnoticed"
+    };
     println!(
-        "ferry: verified {}: {} parts, {records} records",
+        "ferry: verified {}: {} parts, {} records ({proof})",
         path.display(),
-        manifest.parts.len()
+        manifest.parts.len(),
+        report.read
     );
     Ok(())
 }
 
-/// Reads a part through the whole read side (envelope and format) and counts its records.
-fn count_records(file: &Path, format: &str, key: Option<&KeySource>) -> Result<u64> {
-    let mut job = ConvertJob::new(file.display().to_string(), "-");
-    job.input_format = Some(format.to_owned());
-    job.key_source = key.cloned();
-    job.validate_only = true;
-    let report = convert(&job).map_err(|e| failure(file, format!("cannot be read back: {e}")))?;
-    Ok(report.read)
-}
-
 /// A single file: its `.sha256` when there is one, and, when it is encrypted and the key is at hand, every
-/// chunk authenticated.
-fn verify_file(path: &Path, key: Option<&KeySource>) -> Result<()> {
+/// chunk authenticated. A file named `.enc`, or checked with a key option, must be encrypted.
+fn verify_file(path: &Path, explicit: Option<KeySource>, allow_plaintext: bool) -> Result<()> {
     let sidecar = PathBuf::from(format!("{}.sha256", path.display()));
     let encrypted = is_encrypted_file(path)?;
+    let named = crate::envelope::layers::from_extensions(path).1;
+    if !encrypted && !allow_plaintext && (named || explicit.is_some()) {
+        let why = if named {
+            "its name ends in .enc"
+        } else {
+            "a key option was given to authenticate it"
+        };
+        return Err(failure(path, not_encrypted(why)));
+    }
+    let key = explicit.or_else(KeySource::from_default_env);
     let can_authenticate = encrypted && key.is_some();
     if !sidecar.exists() && !can_authenticate {
         return Err(Error::usage(format!(
@@ -187,12 +178,19 @@ fn verify_file(path: &Path, key: Option<&KeySource>) -> Result<()> {
     if sidecar.exists() {
         verify_checksum(path, &sidecar)?;
     }
-    if let (true, Some(key)) = (encrypted, key) {
-        let bytes = authenticate(path, key)?;
-        println!(
-            "ferry: authenticated every chunk of {}: {bytes} bytes of content",
+    match (encrypted, key) {
+        (true, Some(key)) => {
+            let bytes = authenticate(path, &key)?;
+            println!(
+                "ferry: authenticated every chunk of {}: {bytes} bytes of content",
+                path.display()
+            );
+        }
+        (true, None) => eprintln!(
+            "ferry: {} is encrypted and no key was given: its chunks were not authenticated",
             path.display()
-        );
+        ),
+        _ => {}
     }
     Ok(())
 }

@@ -430,7 +430,13 @@ impl<R: BufRead> Read for DecompressReader<R> {
         let n = match &mut self.inner {
             Decoder::None(r) => r.read(buf)?,
             Decoder::Gzip(r) => r.read(buf)?,
-            Decoder::Brotli(r) => r.read(buf)?,
+            Decoder::Brotli(r) => {
+                let n = r.read(buf)?;
+                if n == 0 && !buf.is_empty() {
+                    brotli_ends_here(r)?;
+                }
+                n
+            }
             Decoder::Zstd(r) => r.read(buf)?,
         };
         if n as u64 > room {
@@ -445,6 +451,20 @@ impl<R: BufRead> Read for DecompressReader<R> {
         self.total += n as u64;
         Ok(n)
     }
+}
+
+/// Fails when bytes follow the end of a brotli stream, as gzip and zstd do: brotli's reader stops at the
+/// stream's end and would otherwise ignore whatever was appended. A second read reports what its own buffer
+/// still holds; what it has not read yet is still in the reader beneath.
+fn brotli_ends_here<R: BufRead>(r: &mut brotli::Decompressor<R>) -> io::Result<()> {
+    let appended = r.read(&mut [0u8; 1]).is_err() || !r.get_mut().fill_buf()?.is_empty();
+    if appended {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "data after the end of the brotli stream: something was appended to the file",
+        ));
+    }
+    Ok(())
 }
 
 /// The error a [`DecompressReader`] returns past its cap, inside an `io::Error` of kind `InvalidData`:
@@ -698,6 +718,29 @@ mod tests {
                     result.is_err(),
                     "{kind} cut at {cut} of {} read without error",
                     packed.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_after_the_stream_are_an_error_for_every_format() {
+        let data = sample(300_000);
+        for kind in KINDS {
+            let packed = compress(kind, &data, 2);
+            assert!(
+                decompress(kind, &packed, u64::MAX).unwrap() == data,
+                "{kind}"
+            );
+            // A few bytes, and more than the brotli reader's own 64 KiB buffer holds.
+            for extra in [&b"x"[..], b"appended garbage", &[b'z'; 200_000]] {
+                let mut longer = packed.clone();
+                longer.extend_from_slice(extra);
+                let result = decompress(kind, &longer, u64::MAX);
+                assert!(
+                    result.is_err(),
+                    "{kind}: {} bytes appended were ignored",
+                    extra.len()
                 );
             }
         }

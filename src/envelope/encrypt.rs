@@ -119,6 +119,11 @@ impl Key {
         text
     }
 
+    /// The key's bytes, for deriving subkeys from it.
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(aes_gcm::Key::<Aes256Gcm>::from_slice(&self.0))
     }
@@ -199,13 +204,13 @@ impl KeySource {
             .map(|name| KeySource::Env(name.to_owned()))
     }
 
-    /// Reads the key or passphrase. Errors are usage errors and never quote what was read.
+    /// Reads the key or passphrase. Errors are usage errors and never quote what was read, nor a value that
+    /// might be the key itself: a name given to `--key-env` or `--passphrase-env` and a path that does not exist
+    /// are not repeated, since a key pasted there by mistake would otherwise end up in the terminal and logs.
     pub fn resolve(&self) -> Result<KeyMaterial> {
         match self {
             KeySource::KeyFile(path) => {
-                let bytes = Zeroizing::new(fs::read(path).map_err(|e| {
-                    Error::usage(format!("cannot read the key file {}: {e}", path.display()))
-                })?);
+                let bytes = Zeroizing::new(read_secret_file(path, "--key-file")?);
                 // 32 bytes is raw: no text form of a key has that length (hex has 64, base64 43 or 44).
                 if let Ok(raw) = <[u8; 32]>::try_from(&bytes[..]) {
                     return Ok(KeyMaterial::Key(Key(raw)));
@@ -222,38 +227,67 @@ impl KeySource {
                     })
             }
             KeySource::Env(name) => {
-                let text = Zeroizing::new(env_text(name)?);
+                let shown = self.variable();
+                let text = Zeroizing::new(env_text(name, &shown)?);
                 Key::parse(&text).map(KeyMaterial::Key).ok_or_else(|| {
                     Error::usage(format!(
-                        "the environment variable {name} holds neither 64 hex digits nor the base64 of 32 bytes"
+                        "{shown} holds neither 64 hex digits nor the base64 of 32 bytes"
                     ))
                 })
             }
-            KeySource::PassphraseEnv(name) => passphrase(Zeroizing::new(env_text(name)?), name),
+            KeySource::PassphraseEnv(name) => {
+                let shown = self.variable();
+                passphrase(Zeroizing::new(env_text(name, &shown)?), &shown)
+            }
             KeySource::PassphraseFile(path) => {
-                let text = fs::read_to_string(path).map_err(|e| {
+                let bytes = Zeroizing::new(read_secret_file(path, "--passphrase-file")?);
+                let text = std::str::from_utf8(&bytes).map_err(|_| {
                     Error::usage(format!(
-                        "cannot read the passphrase file {}: {e}",
+                        "the passphrase file {} is not valid UTF-8",
                         path.display()
                     ))
                 })?;
-                let mut text = Zeroizing::new(text);
-                let end = text.trim_end_matches(['\r', '\n']).len();
-                text.truncate(end);
-                passphrase(text, &path.display().to_string())
+                let text = Zeroizing::new(text.trim_end_matches(['\r', '\n']).to_owned());
+                passphrase(text, &format!("the passphrase file {}", path.display()))
             }
+        }
+    }
+
+    /// How messages name an environment variable: the default names as they are; a name given on the command
+    /// line only by its option, because a key pasted there by mistake must not be printed.
+    fn variable(&self) -> String {
+        match self {
+            KeySource::Env(name) if name == KeySource::ENV || name == KeySource::FALLBACK_ENV => {
+                format!("the environment variable {name}")
+            }
+            KeySource::Env(_) => "the environment variable named by --key-env".to_owned(),
+            KeySource::PassphraseEnv(_) => {
+                "the environment variable named by --passphrase-env".to_owned()
+            }
+            KeySource::KeyFile(_) | KeySource::PassphraseFile(_) => String::new(),
         }
     }
 }
 
-fn env_text(name: &str) -> Result<String> {
-    std::env::var(name).map_err(|e| match e {
-        std::env::VarError::NotPresent => {
-            Error::usage(format!("the environment variable {name} is not set"))
+/// Reads a key or passphrase file. A path that does not exist is not repeated in the error: it may be the key
+/// itself, given to the option by mistake. A path that exists is a file name, and is shown.
+fn read_secret_file(path: &Path, option: &str) -> Result<Vec<u8>> {
+    fs::read(path).map_err(|e| {
+        if path.exists() {
+            Error::usage(format!("cannot read the file {} ({option}): {e}", path.display()))
+        } else {
+            Error::usage(format!(
+                "the file named by {option} does not exist (its name is not repeated here, in case it was \
+                 the key itself)"
+            ))
         }
-        std::env::VarError::NotUnicode(_) => Error::usage(format!(
-            "the environment variable {name} is not valid UTF-8"
-        )),
+    })
+}
+
+fn env_text(name: &str, shown: &str) -> Result<String> {
+    std::env::var(name).map_err(|e| match e {
+        std::env::VarError::NotPresent => Error::usage(format!("{shown} is not set")),
+        std::env::VarError::NotUnicode(_) => Error::usage(format!("{shown} is not valid UTF-8")),
     })
 }
 
@@ -383,6 +417,34 @@ fn derive_key(material: &KeyMaterial, kdf: &Kdf) -> std::result::Result<Key, Dec
             "this file was encrypted with a key, not a passphrase: give the key",
         )),
     }
+}
+
+/// The 32-byte key `material` gives: a raw key as it is, a passphrase stretched with Argon2id under `argon2`
+/// (costs and salt). The manifest of an encrypted split set derives its MAC key from this (see
+/// [`crate::envelope::manifest`]); a key for the wrong kind of material is a [`DecryptErrorKind::WrongKey`].
+pub(crate) fn file_key(
+    material: &KeyMaterial,
+    argon2: Option<(Argon2Params, Vec<u8>)>,
+) -> std::result::Result<Key, DecryptError> {
+    let kdf = match argon2 {
+        None => Kdf::Raw,
+        Some((params, salt)) => {
+            if !params.within_max() || !(8..=64).contains(&salt.len()) {
+                return Err(DecryptError::new(
+                    DecryptErrorKind::Format,
+                    None,
+                    "Argon2id parameters beyond what ferry accepts",
+                ));
+            }
+            Kdf::Argon2id { params, salt }
+        }
+    };
+    derive_key(material, &kdf)
+}
+
+/// A new random salt for Argon2id, as ferry writes them (16 bytes).
+pub(crate) fn new_salt() -> io::Result<Vec<u8>> {
+    Ok(random::<SALT_LEN>()?.to_vec())
 }
 
 /// The header bytes before the key check: the associated data of the key check and of every chunk.
@@ -1452,8 +1514,30 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "the environment variable FERRY_TEST_UNSET is not set"
+            "the environment variable named by --key-env is not set"
         );
+        // The default names are ferry's own, and are shown.
+        if std::env::var_os(KeySource::FALLBACK_ENV).is_none() {
+            let err = KeySource::Env(KeySource::FALLBACK_ENV.into())
+                .resolve()
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "the environment variable EXPORT_ENCRYPTION_KEY is not set"
+            );
+        }
+        // A key given by mistake where a name or path belongs is never repeated.
+        let pasted = "3f".repeat(32);
+        for source in [
+            KeySource::Env(pasted.clone()),
+            KeySource::PassphraseEnv(pasted.clone()),
+            KeySource::KeyFile(pasted.clone().into()),
+            KeySource::PassphraseFile(pasted.clone().into()),
+        ] {
+            let err = source.resolve().unwrap_err();
+            assert!(err.is_usage(), "{err}");
+            assert!(!err.to_string().contains(&pasted[..16]), "{err}");
+        }
     }
 
     #[test]

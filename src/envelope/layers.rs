@@ -5,6 +5,7 @@
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
+use super::manifest::{not_encrypted, unexpectedly_encrypted};
 use super::{
     detect, is_encrypted, peek, CompressWriter, Compression, CompressionSpec, DecompressReader,
     DecryptError, DecryptReader, EncryptWriter, KeyMaterial, KeySource, SNIFF_LEN,
@@ -114,26 +115,52 @@ impl ByteSink for Layer {
 /// How to take the layers off an input.
 pub struct ReadLayers<'a> {
     /// Where the key comes from, if one was given (an encrypted input without one is an error that says how
-    /// to give it).
+    /// to give it; without one, `FERRY_KEY` or `EXPORT_ENCRYPTION_KEY` is tried).
     pub key: Option<&'a KeySource>,
     /// The input's compression when its name says (brotli has no magic bytes); gzip and zstd are also
     /// recognised by their first bytes.
     pub named: Compression,
+    /// True when `named` is declared by a manifest rather than guessed from a name: first bytes that say
+    /// otherwise are then an error.
+    pub declared: bool,
+    /// Whether the input must be, or must not be, encrypted.
+    pub expect: Expect,
     /// Decompressed bytes allowed (`--max-decompressed-size`).
     pub max_decompressed: u64,
 }
 
+/// What an input's encryption must be. Decided once per input from its name, the key options and the
+/// manifest; the input's first bytes are then held to it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Expect {
+    /// Encrypted or not, as its first bytes say.
+    #[default]
+    Either,
+    /// It must be a ferry-encrypted stream, for the reason given (`its name ends in .enc`).
+    Encrypted(String),
+    /// It must not be encrypted: a part of a set whose manifest says so.
+    Plain,
+}
+
 /// Takes the envelope off `raw`: decrypts if it starts with ferry's encryption header, then decompresses if
-/// what follows is gzip or zstd (or brotli by name). `name` is for messages.
+/// what follows is gzip or zstd (or brotli by name). An input that [`Expect`]s encryption and does not start
+/// with ferry's header is refused before a byte of it is decoded. `name` is for messages.
 pub fn unwrap_reader(
     raw: Box<dyn Read + Send>,
     layers: &ReadLayers<'_>,
     name: &str,
 ) -> Result<Box<dyn Read + Send>> {
     let io_err = |e: io::Error| source_error(name, e);
+    let refuse = |message: String| Error::data(Stage::Source, Position::file(name), message);
     let (first, reader) = peek(raw, SNIFF_LEN).map_err(io_err)?;
     let mut reader: Box<dyn Read + Send> = Box::new(reader);
-    if is_encrypted(&first) {
+    let encrypted = is_encrypted(&first);
+    match &layers.expect {
+        Expect::Encrypted(why) if !encrypted => return Err(refuse(not_encrypted(why))),
+        Expect::Plain if encrypted => return Err(refuse(unexpectedly_encrypted())),
+        _ => {}
+    }
+    if encrypted {
         let source = match layers.key.cloned().or_else(KeySource::from_default_env) {
             Some(source) => source,
             None => {
@@ -150,6 +177,12 @@ pub fn unwrap_reader(
     let (first, peeked) = peek(reader, SNIFF_LEN).map_err(io_err)?;
     let kind = match detect(&first) {
         Compression::None => layers.named,
+        found if layers.declared && found != layers.named => {
+            return Err(refuse(format!(
+                "the manifest says the parts are compressed with {}, but this part is {found}",
+                layers.named
+            )))
+        }
         found => found,
     };
     if kind == Compression::None {

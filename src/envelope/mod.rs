@@ -14,6 +14,7 @@
 mod compress;
 pub mod encrypt;
 pub mod layers;
+pub mod manifest;
 pub mod split;
 
 use std::fmt;

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use super::KeyMaterial;
 use crate::error::{Error, Position, Result, Stage};
 use crate::format::Encoder;
 use crate::record::Record;
@@ -167,6 +168,9 @@ pub struct Manifest {
     pub total_records: u64,
     /// The parts, in order.
     pub parts: Vec<PartEntry>,
+    /// The MAC over the rest of the manifest, when the parts are encrypted (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<super::manifest::ManifestMac>,
 }
 
 impl Manifest {
@@ -279,6 +283,8 @@ pub struct SplitEncoder {
     current: Option<OpenPart>,
     done: Vec<(PartEntry, PendingFile)>,
     bytes_before: u64,
+    /// The key the parts are encrypted with: the manifest gets a MAC under it.
+    seal: Option<Arc<KeyMaterial>>,
 }
 
 struct OpenPart {
@@ -310,7 +316,14 @@ impl SplitEncoder {
             current: None,
             done: Vec::new(),
             bytes_before: 0,
+            seal: None,
         }
+    }
+
+    /// Authenticates the manifest with a MAC under `key` (for parts encrypted with it).
+    pub fn sealed_with(mut self, key: Arc<KeyMaterial>) -> SplitEncoder {
+        self.seal = Some(key);
+        self
     }
 
     fn open_part(&mut self) -> Result<()> {
@@ -393,14 +406,18 @@ impl Encoder for SplitEncoder {
             self.open_part()?;
         }
         self.close_part()?;
-        let manifest = Manifest {
-            manifest_version: 1,
+        let mut manifest = Manifest {
+            manifest_version: super::manifest::MANIFEST_VERSION,
             ferry_version: env!("CARGO_PKG_VERSION").to_owned(),
             created: std::mem::take(&mut self.created),
             head: std::mem::take(&mut self.head),
             total_records: self.done.iter().map(|(e, _)| e.records).sum(),
             parts: self.done.iter().map(|(e, _)| e.clone()).collect(),
+            mac: None,
         };
+        if let Some(key) = &self.seal {
+            super::manifest::seal(&mut manifest, key)?;
+        }
         let path = self.names.manifest();
         let mut file = AtomicFile::create(&path)?;
         let json = serde_json::to_vec_pretty(&manifest)

@@ -11,4 +11,5 @@ mod migrate_pg;
 mod pg;
 mod roundtrip;
 mod support;
+mod tamper;
 mod templates;
