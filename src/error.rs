@@ -7,6 +7,9 @@
 use std::fmt;
 use std::io;
 
+/// The sentence a cancelled run ends with.
+const CANCELLED: &str = "the run was cancelled; the target was left as it was";
+
 /// A `Result` whose error is ferry's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -145,15 +148,55 @@ impl fmt::Display for Position {
 /// ```
 pub struct Error(Box<ErrorKind>);
 
+/// The database's own account of an error, kept so that a caller can tell a unique violation (HTTP 409)
+/// from a lost connection (503) without reading the message. SQLite's constraint errors carry the
+/// SQLSTATE PostgreSQL would give for the same violation (23505 unique, 23502 not null, 23503 foreign key,
+/// 23514 check), so one test serves both databases.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DbCause {
+    /// The SQLSTATE code (`23505`), where the database gives one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sqlstate: Option<String>,
+    /// The constraint at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<String>,
+    /// The table at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// The column at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+}
+
+/// SQLSTATE class 23 codes by name.
+pub mod sqlstate {
+    /// A duplicate key.
+    pub const UNIQUE_VIOLATION: &str = "23505";
+    /// A null where NOT NULL holds.
+    pub const NOT_NULL_VIOLATION: &str = "23502";
+    /// A reference to a missing parent.
+    pub const FOREIGN_KEY_VIOLATION: &str = "23503";
+    /// A CHECK constraint refused the row.
+    pub const CHECK_VIOLATION: &str = "23514";
+}
+
 /// What kind of error happened.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// The command line or a configuration file is wrong. Exit code 2.
+    /// The command line is wrong (an unknown flag, a missing argument). Exit code 2.
     Usage {
         /// What is wrong, as one sentence.
         message: String,
     },
+    /// The job cannot run as configured: a bad URL, a missing key, an unreadable or invalid template or
+    /// schema, options that contradict each other. Found before any record moves. Exit code 2.
+    Config {
+        /// What is wrong, as one sentence.
+        message: String,
+    },
+    /// The run was cancelled through its token (or a signal): it ended like a failed strict run.
+    Cancelled,
     /// Reading or writing bytes failed.
     Io {
         /// The stage that was reading or writing.
@@ -172,6 +215,8 @@ pub enum ErrorKind {
         position: Position,
         /// What is wrong with it.
         message: String,
+        /// The database's account, when a database refused the record.
+        db: Option<Box<DbCause>>,
     },
     /// The input cannot be read further (broken syntax in a JSON or XML document), or an output refused a
     /// record: the run stops.
@@ -182,6 +227,8 @@ pub enum ErrorKind {
         position: Position,
         /// What is wrong with it.
         message: String,
+        /// The database's account, when the error came from a database.
+        db: Option<Box<DbCause>>,
     },
 }
 
@@ -191,6 +238,18 @@ impl Error {
         Error(Box::new(ErrorKind::Usage {
             message: message.into(),
         }))
+    }
+
+    /// A configuration error: the job cannot run as given (exit code 2).
+    pub fn config(message: impl Into<String>) -> Error {
+        Error(Box::new(ErrorKind::Config {
+            message: message.into(),
+        }))
+    }
+
+    /// The run was cancelled.
+    pub fn cancelled() -> Error {
+        Error(Box::new(ErrorKind::Cancelled))
     }
 
     /// An I/O error while `stage` was working on `path`.
@@ -208,6 +267,7 @@ impl Error {
             stage,
             position,
             message: message.into(),
+            db: None,
         }))
     }
 
@@ -217,7 +277,34 @@ impl Error {
             stage,
             position,
             message: message.into(),
+            db: None,
         }))
+    }
+
+    /// Keeps the database's account of a data or record error (other kinds are returned unchanged).
+    pub fn with_db_cause(mut self, cause: DbCause) -> Error {
+        if let ErrorKind::Data { db, .. } | ErrorKind::Record { db, .. } = &mut *self.0 {
+            *db = Some(Box::new(cause));
+        }
+        self
+    }
+
+    /// The database's account of the error, when a database raised it.
+    pub fn db_cause(&self) -> Option<&DbCause> {
+        match &*self.0 {
+            ErrorKind::Data { db, .. } | ErrorKind::Record { db, .. } => db.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The SQLSTATE code, when a database raised the error.
+    pub fn sqlstate(&self) -> Option<&str> {
+        self.db_cause().and_then(|c| c.sqlstate.as_deref())
+    }
+
+    /// True for a duplicate key (SQLSTATE 23505, or SQLite's UNIQUE / PRIMARY KEY constraint).
+    pub fn is_unique_violation(&self) -> bool {
+        self.sqlstate() == Some(sqlstate::UNIQUE_VIOLATION)
     }
 
     /// The kind of this error.
@@ -230,9 +317,19 @@ impl Error {
         *self.0
     }
 
-    /// True for command-line and configuration errors.
+    /// True for command-line errors.
     pub fn is_usage(&self) -> bool {
         matches!(*self.0, ErrorKind::Usage { .. })
+    }
+
+    /// True for configuration errors (the job cannot run as given).
+    pub fn is_config(&self) -> bool {
+        matches!(*self.0, ErrorKind::Config { .. })
+    }
+
+    /// True when the run was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(*self.0, ErrorKind::Cancelled)
     }
 
     /// True for per-record data errors (bad input, not a broken machine).
@@ -261,7 +358,7 @@ impl Error {
             ErrorKind::Io { stage, .. }
             | ErrorKind::Data { stage, .. }
             | ErrorKind::Record { stage, .. } => Some(*stage),
-            ErrorKind::Usage { .. } => None,
+            ErrorKind::Usage { .. } | ErrorKind::Config { .. } | ErrorKind::Cancelled => None,
         }
     }
 
@@ -277,16 +374,21 @@ impl Error {
     pub fn message(&self) -> String {
         match &*self.0 {
             ErrorKind::Usage { message }
+            | ErrorKind::Config { message }
             | ErrorKind::Data { message, .. }
             | ErrorKind::Record { message, .. } => message.clone(),
             ErrorKind::Io { source, .. } => source.to_string(),
+            ErrorKind::Cancelled => CANCELLED.to_owned(),
         }
     }
 
-    /// The process exit code this error calls for: 2 for usage errors, 0 for a broken pipe, 1 otherwise.
+    /// The process exit code this error calls for: 2 for usage and configuration errors, 130 for a
+    /// cancelled run (as a shell reports an interrupted command), 0 for a broken pipe, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
-        if self.is_usage() {
+        if self.is_usage() || self.is_config() {
             2
+        } else if self.is_cancelled() {
+            130
         } else if self.is_broken_pipe() {
             0
         } else {
@@ -312,7 +414,8 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &*self.0 {
-            ErrorKind::Usage { message } => f.write_str(message),
+            ErrorKind::Usage { message } | ErrorKind::Config { message } => f.write_str(message),
+            ErrorKind::Cancelled => f.write_str(CANCELLED),
             ErrorKind::Io {
                 stage,
                 path: Some(path),
@@ -327,11 +430,13 @@ impl fmt::Display for Error {
                 stage,
                 position,
                 message,
+                ..
             }
             | ErrorKind::Record {
                 stage,
                 position,
                 message,
+                ..
             } => {
                 if position.is_empty() {
                     write!(f, "{stage} error: {message}")
@@ -390,6 +495,34 @@ mod tests {
         );
         assert!(pipe.is_broken_pipe());
         assert_eq!(pipe.exit_code(), 0);
+    }
+
+    #[test]
+    fn config_and_cancel_have_their_own_kinds_and_codes() {
+        let config = Error::config("no key");
+        assert!(config.is_config() && !config.is_usage());
+        assert_eq!(config.exit_code(), 2);
+        let cancelled = Error::cancelled();
+        assert!(cancelled.is_cancelled() && cancelled.stage().is_none());
+        assert_eq!(cancelled.exit_code(), 130);
+        assert!(cancelled.to_string().contains("cancelled"));
+    }
+
+    #[test]
+    fn a_database_cause_survives_context() {
+        let err = Error::record(Stage::Sink, Position::default(), "duplicate key")
+            .with_db_cause(DbCause {
+                sqlstate: Some(sqlstate::UNIQUE_VIOLATION.to_owned()),
+                constraint: Some("t_pkey".to_owned()),
+                ..DbCause::default()
+            })
+            .with_context(Some("in.csv"), Some(3));
+        assert!(err.is_unique_violation() && err.is_record());
+        assert_eq!(
+            err.db_cause().unwrap().constraint.as_deref(),
+            Some("t_pkey")
+        );
+        assert_eq!(err.position().unwrap().record, Some(3));
     }
 
     #[test]

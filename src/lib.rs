@@ -23,10 +23,12 @@
 pub mod cli;
 pub mod db;
 mod endpoint;
+pub mod env;
 pub mod envelope;
 mod error;
 pub mod format;
 pub mod migrate;
+pub mod observe;
 mod pipeline;
 pub mod progress;
 mod record;
@@ -37,8 +39,10 @@ pub mod template;
 pub mod validate;
 
 pub use endpoint::{format_from_path, Endpoint};
-pub use error::{Error, ErrorKind, Position, Result, Stage};
+pub use env::Environment;
+pub use error::{sqlstate, DbCause, Error, ErrorKind, Position, Result, Stage};
 pub use format::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, FORMATS};
+pub use observe::{CancelToken, Event, Failed, Observer, RunContext, RunResult, Status};
 pub use pipeline::{convert, ConvertJob, ErrorPolicy, DEFAULT_BATCH_SIZE};
 pub use record::{
     number_from_text, write_json, write_json_record, Decimal, Key, Record, Timestamp, Value,
