@@ -47,4 +47,4 @@ pub use pipeline::{convert, ConvertJob, ErrorPolicy, DEFAULT_BATCH_SIZE};
 pub use record::{
     number_from_text, write_json, write_json_record, Decimal, Key, Record, Timestamp, Value,
 };
-pub use report::{Report, ReportedError};
+pub use report::{Counts, Report, ReportedError};

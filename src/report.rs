@@ -14,6 +14,38 @@ pub const VALIDATION_ONLY: &str = "(validation only)";
 /// How many errors a report lists in full (the counts are always complete).
 pub const MAX_REPORTED_ERRORS: usize = 100;
 
+/// Where every record of a run went: the counts both report kinds (convert's [`Report`] and migrate's)
+/// share, flattened into their JSON. `read = written + rejected + filtered + skipped` always holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Counts {
+    /// Records (rows) read from the source.
+    pub read: u64,
+    /// Records written to the target.
+    pub written: u64,
+    /// Records refused (bad data), each with its reason in the rejects file.
+    pub rejected: u64,
+    /// Records a filter left out.
+    pub filtered: u64,
+    /// Records skipped: duplicates left alone, records an earlier run loaded.
+    pub skipped: u64,
+}
+
+impl Counts {
+    /// True when every record read is accounted for.
+    pub fn balances(&self) -> bool {
+        self.read == self.written + self.rejected + self.filtered + self.skipped
+    }
+
+    /// Adds another run's (or table's) counts to these.
+    pub fn add(&mut self, other: &Counts) {
+        self.read += other.read;
+        self.written += other.written;
+        self.rejected += other.rejected;
+        self.filtered += other.filtered;
+        self.skipped += other.skipped;
+    }
+}
+
 /// The outcome of one run. `read = written + rejected + filtered + skipped` always holds.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
