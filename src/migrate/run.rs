@@ -1500,6 +1500,7 @@ impl Run<'_> {
                 &self.context(true),
             )?;
             crash_point("table-copied");
+            crash_point(&format!("table-copied:{}", table.name));
             say(self.job.progress, &table_line(&table.name, &copied, false));
             let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
             let (state, reports, not_created) = &mut *guard;
@@ -1800,8 +1801,8 @@ fn missing(target: &mut Conn, statements: &[String], resume: bool) -> Result<Vec
 
 /// A test hook: `FERRY_CRASH_AT=<point>` makes the process stop right there, as `kill -9` would (no
 /// rollback, no cleanup, no state saved; exit code 137), so the tests can land in the windows between a
-/// commit and the state file's next save: `tables-created`, `table-copied`, `constraints-added`,
-/// `validated`.
+/// commit and the state file's next save: `tables-created`, `table-copied` (the first table committed;
+/// `table-copied:NAME` for that table), `constraints-added`, `validated`.
 fn crash_point(point: &str) {
     if std::env::var_os("FERRY_CRASH_AT").is_some_and(|v| v == point) {
         std::process::exit(137);
