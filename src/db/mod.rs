@@ -402,10 +402,11 @@ pub(crate) fn check_key_enforced(
         return Ok(());
     }
     let columns: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
+    let index = quote_ident(&format!("{table}_{}_key", key.join("_")));
     Err(Error::usage(format!(
         "table {} has no primary key or unique index on its key ({}), so the database would accept a \
          duplicate key and --on-conflict {} could not catch it (two loads at once would each load every \
-         row); add one, e.g. CREATE UNIQUE INDEX ON {} ({}), or load without a key",
+         row); add one, e.g. CREATE UNIQUE INDEX {index} ON {} ({}), or load without a key",
         quote_ident(table),
         columns.join(", "),
         on_conflict.name(),

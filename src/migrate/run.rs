@@ -980,6 +980,20 @@ pub fn migrate(job: &MigrateJob) -> Result<MigrateReport> {
         ));
     }
     let mut state = prepare_state(job)?;
+    // A resumed run finishes the migration its state describes, with the same schema choices.
+    let resumed;
+    let job = match job.resume {
+        true => {
+            resumed = MigrateJob {
+                schema_only: state.schema_only,
+                data_only: state.data_only,
+                cast_rules: job.cast_rules.clone().or_else(|| state.cast_rules.clone()),
+                ..job.clone()
+            };
+            &resumed
+        }
+        false => job,
+    };
     let source_db = Db::parse(&job.from, "--from")?;
     let target_db = Db::parse(&job.to, "--to")?;
     if matches!(
