@@ -1287,6 +1287,8 @@ impl Run<'_> {
                      ferry migrate --resume {shown}, or undo it with --rollback {shown}"
                 ))
             } else if state.created_tables.is_empty() && !state.created_file {
+                // Nothing to undo: a new run may start over with this state file.
+                state.phase = Phase::RolledBack;
                 Ok(String::from("nothing had been created"))
             } else {
                 rollback_state(state, self.target_db, &self.job.connect).map(|n| {
@@ -1325,7 +1327,17 @@ impl Run<'_> {
             }
             state.save(state_path)?;
         }
-        let mut target = self.target_db.open(&self.job.connect, true)?;
+        let mut target = match self.target_db.open(&self.job.connect, true) {
+            Ok(target) => target,
+            Err(e) => {
+                if state.phase == Phase::Planned && !self.job.resume {
+                    // Not reached: nothing was created.
+                    state.created_tables.clear();
+                    state.created_file &= matches!(self.target_db, Db::Sqlite(p) if p.exists());
+                }
+                return Err(e);
+            }
+        };
         if state.phase == Phase::Planned {
             if !self.job.data_only {
                 self.create_tables(&mut target, state, ddl)?;

@@ -39,8 +39,17 @@ fn run_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     ferry_env(dir, args, &all)
 }
 
-/// Starts ferry and kills it with SIGKILL after `delay`, unless it ended first: then its exit status.
-fn run_killed(dir: &Path, args: &[&str], delay: Duration) -> Option<ExitStatus> {
+/// When a trial kills a run.
+#[derive(Debug, Clone, Copy)]
+enum Kill {
+    /// This long after it started.
+    After(Duration),
+    /// This long after its state file first shows this phase (short phases are hit too).
+    Into(&'static str, Duration),
+}
+
+/// Starts ferry and kills it with SIGKILL when `kill` says, unless it ended first: then its exit status.
+fn run_killed(dir: &Path, args: &[&str], state: &Path, kill: Kill) -> Option<ExitStatus> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(args)
         .current_dir(dir)
@@ -50,12 +59,20 @@ fn run_killed(dir: &Path, args: &[&str], delay: Duration) -> Option<ExitStatus> 
         .stderr(Stdio::null())
         .spawn()
         .expect("start ferry");
-    let until = Instant::now() + delay;
+    let mut until = match kill {
+        Kill::After(delay) => Some(Instant::now() + delay),
+        Kill::Into(..) => None,
+    };
     loop {
         if let Some(status) = child.try_wait().expect("wait for ferry") {
             return Some(status);
         }
-        if Instant::now() >= until {
+        if let (None, Kill::Into(wanted, delay)) = (until, kill) {
+            if phase(state).starts_with(wanted) {
+                until = Some(Instant::now() + delay);
+            }
+        }
+        if until.is_some_and(|t| Instant::now() >= t) {
             child.kill().expect("kill ferry");
             child.wait().expect("reap ferry");
             return None;
@@ -354,15 +371,24 @@ fn kill_and_resume(r: &Reference, direction: Direction, trial: usize, rng: &mut 
             "resume"
         };
         if attempt == 1 || (attempt <= 3 && rng.below(3) == 0) {
-            let delay = rng.below(longest.max(1));
-            match run_killed(r.dir.path(), args, Duration::from_millis(delay)) {
-                None => line.push_str(&format!(
-                    " {verb} killed at {delay} ms ({});",
-                    phase(&state)
-                )),
+            // Half the kills at a random moment, half a little into a random phase.
+            let kill = match rng.below(2) {
+                0 => Kill::After(Duration::from_millis(rng.below(longest.max(1)))),
+                _ => {
+                    let phases = ["planned", "copying", "constraints", "validating"];
+                    let wanted = phases[rng.below(phases.len() as u64) as usize];
+                    Kill::Into(wanted, Duration::from_millis(rng.below(40)))
+                }
+            };
+            let when = match kill {
+                Kill::After(d) => format!("at {} ms", d.as_millis()),
+                Kill::Into(p, d) => format!("{} ms into {p}", d.as_millis()),
+            };
+            match run_killed(r.dir.path(), args, &state, kill) {
+                None => line.push_str(&format!(" {verb} killed {when} ({});", phase(&state))),
                 Some(status) => {
                     assert!(status.success(), "{line} {verb} failed by itself: {status}");
-                    line.push_str(&format!(" {verb} ended before {delay} ms;"));
+                    line.push_str(&format!(" {verb} ended before being killed {when};"));
                 }
             }
         } else {
