@@ -380,6 +380,37 @@ impl Conn {
         Ok(found)
     }
 
+    /// Which of `names` (existing tables) hold rows.
+    fn tables_with_rows(&mut self, names: &[String]) -> Result<Vec<String>> {
+        let mut filled = Vec::new();
+        for name in names {
+            let sql = format!(
+                "SELECT count(*) FROM (SELECT 1 FROM {} LIMIT 1) AS t",
+                quote_ident(name)
+            );
+            let rows = match self {
+                Conn::Sqlite(c) => c
+                    .query_row(&sql, [], |r| r.get::<_, i64>(0))
+                    .map_err(|e| Error::usage(format!("cannot read the target's tables: {e}")))?,
+                Conn::Postgres(c) => {
+                    c.query_one(&sql, &[])
+                        .map(|r| r.get::<_, i64>(0))
+                        .map_err(|e| {
+                            crate::db::postgres::pg_error(
+                                Stage::Sink,
+                                "cannot read the target's tables",
+                                &e,
+                            )
+                        })?
+                }
+            };
+            if rows > 0 {
+                filled.push(name.clone());
+            }
+        }
+        Ok(filled)
+    }
+
     fn begin(&mut self) -> std::result::Result<(), String> {
         self.exec(if self.is_postgres() {
             "BEGIN"
@@ -721,6 +752,9 @@ struct CopyContext<'a> {
     jobs: usize,
     /// A resumed run: keys, indexes and checks the interrupted run committed with the rows are skipped.
     resume: bool,
+    /// A resumed `--data-only` run: its tables were empty when the migration began, so rows in a table
+    /// not finished are the interrupted copy's, deleted before it is loaded again.
+    reload: bool,
 }
 
 /// Copies one table and adds its keys, indexes and checks: all of it commits, or none. Then reads it
@@ -808,8 +842,9 @@ fn copy_rows(
     cx: &CopyContext<'_>,
 ) -> Result<Copied> {
     let fresh_freeze = cx.fresh && cx.own_transaction && target.is_postgres();
-    if cx.fresh {
-        let empty = if target.is_postgres() {
+    if cx.fresh || cx.reload {
+        // A reload keeps DELETE: TRUNCATE refuses a table other tables' foreign keys point at.
+        let empty = if cx.fresh && target.is_postgres() {
             format!("TRUNCATE {}", quote_ident(&table.name))
         } else {
             format!("DELETE FROM {}", quote_ident(&table.name))
@@ -1054,6 +1089,16 @@ pub fn migrate(job: &MigrateJob) -> Result<MigrateReport> {
         None => Vec::new(),
     };
     check_existing(job, &state, &names, &existing, &target_label)?;
+    if let (true, false, Some(target)) = (job.data_only, job.resume, target.as_mut()) {
+        // Rows already there would fail validation, and a resume could not tell them from its own.
+        let filled = target.tables_with_rows(&names)?;
+        if !filled.is_empty() {
+            return Err(Error::usage(format!(
+                "--data-only loads into empty tables (made by --schema-only), and {target_label} has rows in {}",
+                filled.iter().map(|t| quote_ident(t)).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
 
     let violations = if job.schema_only {
         Vec::new()
@@ -1225,6 +1270,7 @@ impl Run<'_> {
             connect: &self.job.connect,
             jobs: self.job.jobs.max(1),
             resume: self.job.resume,
+            reload: self.job.data_only && self.job.resume,
         }
     }
 
