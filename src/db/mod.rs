@@ -362,6 +362,14 @@ pub(crate) fn check_table_name(table: &str, postgres: bool) -> Result<()> {
     }
 }
 
+/// Checks the names a sink is opened with (table, template fields, key) before the server sees them.
+pub(crate) fn check_sink_names(options: &SinkOptions, postgres: bool) -> Result<()> {
+    check_table_name(&options.table, postgres)?;
+    let declared = options.declared.iter().map(|(n, _)| n.as_str());
+    let key = options.key.iter().map(String::as_str);
+    check_field_names(&options.table, declared.chain(key), postgres)
+}
+
 /// Checks the field names a load would give columns (the first record's, a CSV header say, and the
 /// template's) before the server sees them; the error names the field.
 pub(crate) fn check_field_names<'a>(

@@ -19,7 +19,7 @@ use postgres::types::{FromSql, Kind, ToSql, Type};
 use postgres::{Client, Config};
 
 use super::{
-    check_field_names, check_key_enforced, check_table_name, coerce, loaded_columns,
+    check_field_names, check_key_enforced, check_sink_names, coerce, loaded_columns,
     new_table_columns, quote_ident, with_retries, Cell, Column, ColumnKind, ConnectOptions,
     Database, DbEndpoint, FieldLookup, OnConflict, SinkOptions, TableSink, Tally,
 };
@@ -570,13 +570,7 @@ fn kind_of(ty: &Type) -> Option<ColumnKind> {
 }
 
 fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<Box<dyn TableSink>> {
-    check_table_name(&options.table, true)?;
-    let declared = options.declared.iter().map(|(n, _)| n.as_str());
-    check_field_names(
-        &options.table,
-        declared.chain(options.key.iter().map(String::as_str)),
-        true,
-    )?;
+    check_sink_names(&options, true)?;
     let mut client = connect(endpoint, &options.connect, Stage::Sink)?;
     let name = endpoint.to_string();
     client

@@ -12,7 +12,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
 use super::{
-    check_field_names, check_key_enforced, check_table_name, loaded_columns, new_table_columns,
+    check_field_names, check_key_enforced, check_sink_names, loaded_columns, new_table_columns,
     quote_ident, Cell, Column, ColumnKind, ConnectOptions, Database, DbEndpoint, FieldLookup,
     OnConflict, SinkOptions, TableSink, Tally,
 };
@@ -218,13 +218,7 @@ impl rusqlite::ToSql for Cell<'_> {
 }
 
 fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<Box<dyn TableSink>> {
-    check_table_name(&options.table, false)?;
-    let declared = options.declared.iter().map(|(n, _)| n.as_str());
-    check_field_names(
-        &options.table,
-        declared.chain(options.key.iter().map(String::as_str)),
-        false,
-    )?;
+    check_sink_names(&options, false)?;
     let path = PathBuf::from(endpoint.connection());
     let name = endpoint.connection().to_owned();
     let exists = path.exists();

@@ -1105,11 +1105,20 @@ fn two_hundred_thousand(path: &Path) {
     fs::write(path, text).unwrap();
 }
 
-/// Runs ferry twice at the same moment with the same arguments.
-fn twice_at_once(dir: &Path, args: &[&str]) -> [Output; 2] {
+/// Loads rows.ndjson into `url` with `--key id` twice at the same moment.
+fn two_loads_at_once(dir: &Path, url: &str) -> [Output; 2] {
     let start = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(args)
+            .args([
+                "convert",
+                "--in",
+                "rows.ndjson",
+                "--to",
+                url,
+                "--key",
+                "id",
+                "-q",
+            ])
             .current_dir(dir)
             .env_remove("DATABASE_URL")
             .stdout(std::process::Stdio::piped())
@@ -1153,21 +1162,12 @@ fn concurrent_loads_never_double_rows_of_a_table_that_does_not_enforce_the_key()
                 .unwrap(),
         }
     };
-    for (name, url) in [
+    let targets = [
         ("postgres", table_url(&pg, "t")),
         ("sqlite", format!("sqlite://{}?table=t", sqlite.display())),
-    ] {
-        let args = [
-            "convert",
-            "--in",
-            "rows.ndjson",
-            "--to",
-            &url,
-            "--key",
-            "id",
-            "-q",
-        ];
-        for out in twice_at_once(d, &args) {
+    ];
+    for (name, url) in &targets {
+        for out in two_loads_at_once(d, url) {
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
             assert!(
@@ -1185,7 +1185,7 @@ fn concurrent_loads_never_double_rows_of_a_table_that_does_not_enforce_the_key()
                 "--in",
                 "rows.ndjson",
                 "--to",
-                &url,
+                url,
                 "--key",
                 "id",
                 "--on-conflict",
@@ -1203,21 +1203,8 @@ fn concurrent_loads_never_double_rows_of_a_table_that_does_not_enforce_the_key()
         .unwrap()
         .execute_batch("CREATE UNIQUE INDEX t_id_key ON t (id)")
         .unwrap();
-    for (name, url) in [
-        ("postgres", table_url(&pg, "t")),
-        ("sqlite", format!("sqlite://{}?table=t", sqlite.display())),
-    ] {
-        let args = [
-            "convert",
-            "--in",
-            "rows.ndjson",
-            "--to",
-            &url,
-            "--key",
-            "id",
-            "-q",
-        ];
-        let outs = twice_at_once(d, &args);
+    for (name, url) in &targets {
+        let outs = two_loads_at_once(d, url);
         let codes: Vec<Option<i32>> = outs.iter().map(|o| o.status.code()).collect();
         let loser = outs.iter().find(|o| o.status.code() == Some(1));
         assert!(

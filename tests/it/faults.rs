@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::migrate_copy::{run, target};
 use crate::pg::{cluster, PASSWORD};
 use crate::support::{corpus, ferry_env, ok};
 
@@ -21,16 +22,6 @@ fn chinook(dir: &Path) -> Option<PathBuf> {
     let path = dir.join("chinook.db");
     std::fs::copy(folder.join("Chinook_Sqlite.sqlite"), &path).expect("copy Chinook");
     Some(path)
-}
-
-/// A fresh database: (URL without the password, URL with it for the test's own client).
-fn target(name: &str) -> (String, String) {
-    let full = cluster().fresh_database(name);
-    (full.replace(&format!(":{PASSWORD}@"), "@"), full)
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    ferry_env(dir, args, &[("PGPASSWORD", PASSWORD)])
 }
 
 fn run_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {

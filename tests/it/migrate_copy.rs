@@ -14,13 +14,13 @@ fn corpus(file: &str) -> PathBuf {
 }
 
 /// A fresh database: (URL without the password, URL with it for the test's own client).
-fn target(name: &str) -> (String, String) {
+pub(crate) fn target(name: &str) -> (String, String) {
     let full = cluster().fresh_database(name);
     (full.replace(&format!(":{PASSWORD}@"), "@"), full)
 }
 
 /// Runs ferry with the password in PGPASSWORD.
-fn run(dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn run(dir: &Path, args: &[&str]) -> Output {
     ferry_env(dir, args, &[("PGPASSWORD", PASSWORD)])
 }
 
