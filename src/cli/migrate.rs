@@ -26,8 +26,9 @@ const EXAMPLES: &str = "Examples:
 
 Passwords: give them in PGPASSWORD, DATABASE_URL or ~/.pgpass, not in a URL on the command line.
 The state file (--state, default ferry-migrate.state.json) is written before the target is touched and
-after every table; it never holds a password. A failed run drops what it created, so the target is left as it
-was; a killed run continues with --resume. Exit codes: 0 done and valid, 1 failed or not valid, 2 usage.";
+before and after every step; it never holds a password. A failed run drops what it created, so the target is
+left as it was; a killed run continues with --resume (what it had committed is found in the target's catalog),
+and a failed resume drops nothing. Exit codes: 0 done and valid, 1 failed or not valid, 2 usage.";
 
 /// Arguments of `ferry migrate`.
 #[derive(Debug, Args)]
@@ -94,7 +95,7 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "STATE", conflicts_with_all = ["state", "rollback"])]
     resume: Option<PathBuf>,
 
-    /// Undo the migration this state file describes: drop exactly the tables it created.
+    /// Undo the migration this state file describes: drop exactly the views and tables it created.
     #[arg(long, value_name = "STATE", conflicts_with_all = ["state", "from", "dry_run"])]
     rollback: Option<PathBuf>,
 

@@ -329,6 +329,100 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// The longest name PostgreSQL keeps, in bytes (`NAMEDATALEN - 1`); it cuts longer ones silently.
+pub const PG_NAME_BYTES: usize = 63;
+
+/// Why `name` cannot be a table or column name as written, or `None` when it can: a NUL character
+/// (no database accepts one; PostgreSQL's protocol cannot even carry it), or on PostgreSQL more than
+/// [`PG_NAME_BYTES`] bytes, which the server would cut silently (so two long names could become one).
+pub fn unfit_name(name: &str, postgres: bool) -> Option<String> {
+    if name.contains('\0') {
+        return Some("holds a NUL character, which no database accepts in a name".into());
+    }
+    if postgres && name.len() > PG_NAME_BYTES {
+        return Some(format!(
+            "is {} bytes long; PostgreSQL keeps only {PG_NAME_BYTES} and would cut the rest off silently",
+            name.len()
+        ));
+    }
+    None
+}
+
+/// Checks a table name before the server sees it (on PostgreSQL each part of `schema.table` alone).
+pub(crate) fn check_table_name(table: &str, postgres: bool) -> Result<()> {
+    let parts = match table.split_once('.') {
+        Some((schema, name)) if postgres && !schema.is_empty() && !name.is_empty() => {
+            vec![schema, name]
+        }
+        _ => vec![table],
+    };
+    match parts.into_iter().find_map(|p| unfit_name(p, postgres)) {
+        Some(why) => Err(Error::usage(format!("table name {table:?} {why}"))),
+        None => Ok(()),
+    }
+}
+
+/// Checks the names a sink is opened with (table, template fields, key) before the server sees them.
+pub(crate) fn check_sink_names(options: &SinkOptions, postgres: bool) -> Result<()> {
+    check_table_name(&options.table, postgres)?;
+    let declared = options.declared.iter().map(|(n, _)| n.as_str());
+    let key = options.key.iter().map(String::as_str);
+    check_field_names(&options.table, declared.chain(key), postgres)
+}
+
+/// Checks the field names a load would give columns (the first record's, a CSV header say, and the
+/// template's) before the server sees them; the error names the field.
+pub(crate) fn check_field_names<'a>(
+    table: &str,
+    fields: impl IntoIterator<Item = &'a str>,
+    postgres: bool,
+) -> Result<()> {
+    for field in fields {
+        if let Some(why) = unfit_name(field, postgres) {
+            return Err(Error::data(
+                Stage::Sink,
+                Position::default().with_field(field.to_owned()),
+                format!(
+                    "the field's name {why}, so it cannot name a column of table {table:?}: rename the field (a template's `name:` does)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a load whose key the table does not enforce. `unique` lists the column sets of the table's
+/// primary key and unique indexes (whole-table, on plain columns). A key is enforced when one of them
+/// lies within it. Without that, the database accepts a duplicate key: `--on-conflict error` would
+/// load it, and two loads at once would each load every row, so ferry refuses rather than pretend.
+pub(crate) fn check_key_enforced(
+    table: &str,
+    key: &[String],
+    unique: &[Vec<String>],
+    on_conflict: OnConflict,
+) -> Result<()> {
+    let in_key = |column: &String| key.iter().any(|k| k.eq_ignore_ascii_case(column));
+    if key.is_empty()
+        || unique
+            .iter()
+            .any(|set| !set.is_empty() && set.iter().all(in_key))
+    {
+        return Ok(());
+    }
+    let columns: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
+    let index = quote_ident(&format!("{table}_{}_key", key.join("_")));
+    Err(Error::usage(format!(
+        "table {} has no primary key or unique index on its key ({}), so the database would accept a \
+         duplicate key and --on-conflict {} could not catch it (two loads at once would each load every \
+         row); add one, e.g. CREATE UNIQUE INDEX {index} ON {} ({}), or load without a key",
+        quote_ident(table),
+        columns.join(", "),
+        on_conflict.name(),
+        quote_ident(table),
+        columns.join(", ")
+    )))
+}
+
 /// Tries `attempt` up to `1 + retries` times while `retryable` says the failure may pass, waiting 0.25 s,
 /// 0.5 s, 1 s … (at most 5 s) between tries.
 pub(crate) fn with_retries<T, E>(
@@ -550,6 +644,44 @@ mod tests {
         assert!(DbEndpoint::parse("out.ndjson").unwrap().is_none());
         assert!(DbEndpoint::parse("mysql://x/y").is_err());
         assert!(DbEndpoint::parse("sqlite://a.db?table=t&query=SELECT 1").is_err());
+    }
+
+    #[test]
+    fn names_postgres_would_cut_or_no_database_takes_are_refused() {
+        assert!(unfit_name(&"a".repeat(63), true).is_none());
+        assert!(unfit_name(&"a".repeat(64), true)
+            .unwrap()
+            .contains("64 bytes"));
+        assert!(unfit_name(&"é".repeat(32), true)
+            .unwrap()
+            .contains("64 bytes"));
+        assert!(unfit_name(&"a".repeat(64), false).is_none());
+        assert!(unfit_name("a\0b", false).unwrap().contains("NUL"));
+        let e = check_field_names("t", ["ok", "bad\0"], false).unwrap_err();
+        assert_eq!(e.position().and_then(|p| p.field.as_deref()), Some("bad\0"));
+        let long = format!("public.{}", "t".repeat(63));
+        assert!(check_table_name(&long, true).is_ok());
+        assert!(check_table_name(&long, false).is_ok());
+        assert!(check_table_name(&format!("{long}x"), true).is_err());
+    }
+
+    #[test]
+    fn a_key_is_enforced_by_a_unique_set_within_it() {
+        let key = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let sets = vec![key(&["id"]), key(&["a", "b"])];
+        for k in [&["id"][..], &["ID"], &["id", "x"], &["b", "a"]] {
+            assert!(
+                check_key_enforced("t", &key(k), &sets, OnConflict::Error).is_ok(),
+                "{k:?}"
+            );
+        }
+        assert!(check_key_enforced("t", &key(&["a"]), &sets, OnConflict::Error).is_err());
+        let e = check_key_enforced("t", &key(&["x"]), &[], OnConflict::Error).unwrap_err();
+        assert!(
+            e.is_usage() && e.to_string().contains("no primary key or unique index"),
+            "{e}"
+        );
+        assert!(check_key_enforced("t", &[], &[], OnConflict::Error).is_ok());
     }
 
     #[test]

@@ -19,8 +19,9 @@ use postgres::types::{FromSql, Kind, ToSql, Type};
 use postgres::{Client, Config};
 
 use super::{
-    coerce, loaded_columns, new_table_columns, quote_ident, with_retries, Cell, Column, ColumnKind,
-    ConnectOptions, Database, DbEndpoint, FieldLookup, OnConflict, SinkOptions, TableSink, Tally,
+    check_field_names, check_key_enforced, check_sink_names, coerce, loaded_columns,
+    new_table_columns, quote_ident, with_retries, Cell, Column, ColumnKind, ConnectOptions,
+    Database, DbEndpoint, FieldLookup, OnConflict, SinkOptions, TableSink, Tally,
 };
 use crate::error::{Error, Position, Result, Stage};
 use crate::format::Decoder;
@@ -569,6 +570,7 @@ fn kind_of(ty: &Type) -> Option<ColumnKind> {
 }
 
 fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<Box<dyn TableSink>> {
+    check_sink_names(&options, true)?;
     let mut client = connect(endpoint, &options.connect, Stage::Sink)?;
     let name = endpoint.to_string();
     client
@@ -576,6 +578,14 @@ fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<Box<dyn Tabl
         .map_err(|e| pg_error(Stage::Sink, "cannot start a transaction", &e))?;
     let table = qualified_name(&options.table);
     let existing = table_columns(&mut client, &table)?;
+    if existing.is_some() && !options.key.is_empty() {
+        // Held to the end: the unique index this check finds cannot be dropped under the load.
+        client
+            .batch_execute(&format!("LOCK TABLE {table} IN ROW EXCLUSIVE MODE"))
+            .map_err(|e| pg_error(Stage::Sink, "cannot lock the table", &e))?;
+        let unique = unique_keys(&mut client, &table)?;
+        check_key_enforced(&options.table, &options.key, &unique, options.on_conflict)?;
+    }
     let mut key = options.key.clone();
     if key.is_empty() && existing.is_some() {
         key = primary_key(&mut client, &table)?;
@@ -654,6 +664,21 @@ fn table_columns(client: &mut Client, table: &str) -> Result<Option<Vec<(Column,
     Ok(Some(columns))
 }
 
+/// The column sets of the table's primary key and unique indexes that make a key unique: valid, over
+/// the whole table (no WHERE), on plain columns (no expressions); INCLUDE columns left out.
+fn unique_keys(client: &mut Client, table: &str) -> Result<Vec<Vec<String>>> {
+    let sql = "SELECT array_agg(a.attname::text ORDER BY k.n) FROM pg_index i \
+               CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) \
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+               WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indisvalid \
+               AND i.indpred IS NULL AND i.indexprs IS NULL AND k.n <= i.indnkeyatts \
+               GROUP BY i.indexrelid";
+    let rows = client
+        .query(sql, &[&table])
+        .map_err(|e| pg_error(Stage::Sink, "cannot read the table's unique indexes", &e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 fn primary_key(client: &mut Client, table: &str) -> Result<Vec<String>> {
     let sql = "SELECT a.attname::text FROM pg_index i \
                CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) \
@@ -727,6 +752,8 @@ impl PgSink {
 
     /// Creates the table if needed and fixes the columns and statements, from the first record.
     fn prepare(&mut self, first: Option<&Record>) -> Result<()> {
+        let fields = first.into_iter().flat_map(|r| r.keys());
+        check_field_names(&self.options.table, fields, true)?;
         let (columns, types) = match (self.existing.take(), first) {
             (Some(existing), Some(first)) => {
                 let types_by_name: Vec<(String, Type)> = existing
@@ -781,9 +808,20 @@ impl PgSink {
             defs.push(format!("PRIMARY KEY ({})", key.join(", ")));
         }
         let sql = format!("CREATE TABLE {} ({})", self.table, defs.join(", "));
-        self.wire
-            .exec(&sql)
-            .map_err(|e| self.fatal("cannot create the table", &e))?;
+        self.wire.exec(&sql).map_err(|e| {
+            if created_meanwhile(&e) {
+                return Error::data(
+                    Stage::Sink,
+                    Position::default(),
+                    format!(
+                        "table {} was created by another session (another load?) while this run was \
+                         creating it; this run wrote nothing: run it again to load into that table",
+                        self.table
+                    ),
+                );
+            }
+            self.fatal("cannot create the table", &e)
+        })?;
         self.tally.created_table = true;
         Ok(())
     }
@@ -1059,6 +1097,17 @@ impl PgSink {
             format!("table {} refused the row: {message}", self.options.table),
         )
     }
+}
+
+/// True when a CREATE TABLE lost a race: another transaction created the table (or its row type) and
+/// committed first, which PostgreSQL reports as `relation … already exists` or as a duplicate key in
+/// its catalog index `pg_type_typname_nsp_index`.
+fn created_meanwhile(e: &WireError) -> bool {
+    let WireError::Db(e) = e else { return false };
+    e.as_db_error().is_some_and(|db| {
+        let code = db.code().code();
+        code == "42P07" || (code == "23505" && db.constraint() == Some("pg_type_typname_nsp_index"))
+    })
 }
 
 /// True when the server refused rows for what they hold (a data exception, a constraint, a duplicate key

@@ -12,8 +12,9 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
 use super::{
-    loaded_columns, new_table_columns, quote_ident, Cell, Column, ColumnKind, ConnectOptions,
-    Database, DbEndpoint, FieldLookup, OnConflict, SinkOptions, TableSink, Tally,
+    check_field_names, check_key_enforced, check_sink_names, loaded_columns, new_table_columns,
+    quote_ident, Cell, Column, ColumnKind, ConnectOptions, Database, DbEndpoint, FieldLookup,
+    OnConflict, SinkOptions, TableSink, Tally,
 };
 use crate::error::{Error, Position, Result, Stage};
 use crate::format::Decoder;
@@ -217,6 +218,7 @@ impl rusqlite::ToSql for Cell<'_> {
 }
 
 fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<Box<dyn TableSink>> {
+    check_sink_names(&options, false)?;
     let path = PathBuf::from(endpoint.connection());
     let name = endpoint.connection().to_owned();
     let exists = path.exists();
@@ -273,6 +275,17 @@ impl SqliteSink {
         setup().map_err(|e| self.fatal("cannot start a transaction", e))?;
         let existing = table_columns(conn, &self.options.table)
             .map_err(|e| self.fatal("cannot read the table's columns", e))?;
+        if existing.is_some() {
+            // BEGIN IMMEDIATE holds the write lock, so no other load runs between this check and the end.
+            let unique = unique_keys(conn, &self.options.table)
+                .map_err(|e| self.fatal("cannot read the table's unique indexes", e))?;
+            check_key_enforced(
+                &self.options.table,
+                &self.options.key,
+                &unique,
+                self.options.on_conflict,
+            )?;
+        }
         if self.key.is_empty() {
             self.key = primary_key(conn, &self.options.table)
                 .map_err(|e| self.fatal("cannot read the primary key", e))?;
@@ -323,6 +336,28 @@ fn table_columns(conn: &Connection, table: &str) -> rusqlite::Result<Option<Vec<
     Ok((!columns.is_empty()).then_some(columns))
 }
 
+/// The column sets that make rows of `table` unique: its primary key (always unique, as the rowid or
+/// through its own index) and its unique indexes over the whole table on plain columns.
+fn unique_keys(conn: &Connection, table: &str) -> rusqlite::Result<Vec<Vec<String>>> {
+    let mut sets = vec![primary_key(conn, table)?];
+    let mut list = conn
+        .prepare("SELECT name FROM pragma_index_list(?1) WHERE \"unique\" = 1 AND partial = 0")?;
+    let indexes: Vec<String> = list
+        .query_map([table], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut info = conn.prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")?;
+    for index in indexes {
+        // An expression term has no name.
+        let columns: Vec<Option<String>> = info
+            .query_map([&index], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if let Some(columns) = columns.into_iter().collect::<Option<Vec<String>>>() {
+            sets.push(columns);
+        }
+    }
+    Ok(sets)
+}
+
 fn primary_key(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
     let mut statement =
         conn.prepare("SELECT name FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")?;
@@ -361,6 +396,7 @@ impl SqliteSink {
     /// Creates the table if needed and prepares the statements, from the first record.
     fn prepare(&mut self, first: Option<&Record>) -> Result<()> {
         let table = self.options.table.clone();
+        check_field_names(&table, first.into_iter().flat_map(|r| r.keys()), false)?;
         let columns = match (self.existing.take(), first) {
             (Some(existing), Some(first)) => loaded_columns(&table, existing, first)?,
             (Some(_), None) => return Ok(()),

@@ -14,6 +14,7 @@
 //! exports the source first, and [`diff`] compares two databases through the same canonical values.
 
 pub mod backup;
+mod catalog;
 pub mod diff;
 pub mod introspect;
 pub mod pg_schema;

@@ -13,7 +13,7 @@ use super::introspect::{Generated, Schema, Table};
 use super::profile::{profile_table, TableProfile};
 use super::sql::{self, ExprColumn};
 use super::types::{translate, CastRules, ColumnContext, PgType, Translation};
-use crate::db::quote_ident;
+use crate::db::{quote_ident, PG_NAME_BYTES};
 use crate::error::Result;
 
 /// The whole plan.
@@ -137,7 +137,9 @@ fn view_select(sql: &str, names: &std::collections::HashMap<String, String>) -> 
     Some(out.trim().trim_end_matches(';').to_owned())
 }
 
-/// PostgreSQL truncates identifiers to 63 bytes.
+/// A name for an index or constraint: `base` when PostgreSQL keeps it as written and no table, index or
+/// constraint of the plan has it; else cut to fit its 63 bytes (PostgreSQL would cut it silently) and
+/// made unique with `_2`, `_3` … .
 fn pg_name(taken: &mut HashSet<String>, base: &str) -> String {
     let cut = |s: &str, max: usize| {
         let mut end = max.min(s.len());
@@ -146,14 +148,25 @@ fn pg_name(taken: &mut HashSet<String>, base: &str) -> String {
         }
         s[..end].to_owned()
     };
-    let mut name = cut(base, 63);
+    let mut name = cut(base, PG_NAME_BYTES);
     let mut n = 1;
     while !taken.insert(name.clone()) {
         n += 1;
         let suffix = format!("_{n}");
-        name = format!("{}{suffix}", cut(base, 63 - suffix.len()));
+        name = format!("{}{suffix}", cut(base, PG_NAME_BYTES - suffix.len()));
     }
     name
+}
+
+/// The plan's note when a name the source gave had to change in PostgreSQL.
+fn renamed(kind: &str, from: &str, to: &str) -> Option<String> {
+    (from != to).then(|| {
+        format!(
+            "{kind} {} is named {} in PostgreSQL (names longer than {PG_NAME_BYTES} bytes are shortened, and each must be unique)",
+            quote_ident(from),
+            quote_ident(to)
+        )
+    })
 }
 
 fn quote_literal(text: &str) -> String {
@@ -612,7 +625,10 @@ fn plan_table(
     }
     for index in &table.indexes {
         match index_statement(table, index, &expr_columns, taken) {
-            Ok(stmt) => out.indexes.push((index.name.clone(), stmt)),
+            Ok((stmt, name)) => {
+                out.notes.extend(renamed("index", &index.name, &name));
+                out.indexes.push((index.name.clone(), stmt))
+            }
             Err(why) => skip("index", &index.name, why),
         }
     }
@@ -622,7 +638,13 @@ fn plan_table(
             .clone()
             .unwrap_or_else(|| format!("{}_check{}", table.name, n + 1));
         match sql::translate_expr(&check.expr, &expr_columns) {
-            Ok(expr) => out.checks.push((pg_name(taken, &base), expr)),
+            Ok(expr) => {
+                let name = pg_name(taken, &base);
+                if check.name.is_some() {
+                    out.notes.extend(renamed("CHECK", &base, &name));
+                }
+                out.checks.push((name, expr))
+            }
             Err(why) => skip("check", &base, format!("{}: {why}", check.expr)),
         }
     }
@@ -632,6 +654,9 @@ fn plan_table(
             .clone()
             .unwrap_or_else(|| format!("{}_{}_fkey", table.name, fk.from.join("_")));
         let name = pg_name(taken, &base);
+        if fk.name.is_some() {
+            out.notes.extend(renamed("foreign key", &base, &name));
+        }
         let Some(target) = schema.table(&fk.table) else {
             skip(
                 "foreign key",
@@ -685,7 +710,7 @@ fn index_statement(
     index: &super::introspect::Index,
     columns: &[ExprColumn<'_>],
     taken: &mut HashSet<String>,
-) -> Result<String, String> {
+) -> Result<(String, String), String> {
     let mut terms = Vec::new();
     for term in &index.terms {
         let mut text = match (&term.column, &term.text) {
@@ -723,17 +748,19 @@ fn index_statement(
         }
         terms.push(text);
     }
-    let mut stmt = format!(
-        "CREATE {}INDEX {} ON {} ({})",
+    let where_clause = match &index.where_clause {
+        Some(w) => format!(" WHERE {}", sql::translate_expr(w, columns)?),
+        None => String::new(),
+    };
+    let name = pg_name(taken, &index.name);
+    let stmt = format!(
+        "CREATE {}INDEX {} ON {} ({}){where_clause}",
         if index.unique { "UNIQUE " } else { "" },
-        quote_ident(&pg_name(taken, &index.name)),
+        quote_ident(&name),
         quote_ident(&table.name),
         terms.join(", ")
     );
-    if let Some(w) = &index.where_clause {
-        let _ = write!(stmt, " WHERE {}", sql::translate_expr(w, columns)?);
-    }
-    Ok(stmt)
+    Ok((stmt, name))
 }
 
 /// Translates a DEFAULT expression; `Ok(None)` for `DEFAULT NULL`.

@@ -15,6 +15,7 @@ use postgres::Client;
 use rusqlite::Connection;
 use serde::Serialize;
 
+use super::catalog::{self, Object};
 use super::plan::Plan;
 use super::rows::{loader, scan, CopyTable, Misfit, Side};
 use super::state::{without_password, Phase, State, TableDone};
@@ -379,6 +380,37 @@ impl Conn {
         Ok(found)
     }
 
+    /// Which of `names` (existing tables) hold rows.
+    fn tables_with_rows(&mut self, names: &[String]) -> Result<Vec<String>> {
+        let mut filled = Vec::new();
+        for name in names {
+            let sql = format!(
+                "SELECT count(*) FROM (SELECT 1 FROM {} LIMIT 1) AS t",
+                quote_ident(name)
+            );
+            let rows = match self {
+                Conn::Sqlite(c) => c
+                    .query_row(&sql, [], |r| r.get::<_, i64>(0))
+                    .map_err(|e| Error::usage(format!("cannot read the target's tables: {e}")))?,
+                Conn::Postgres(c) => {
+                    c.query_one(&sql, &[])
+                        .map(|r| r.get::<_, i64>(0))
+                        .map_err(|e| {
+                            crate::db::postgres::pg_error(
+                                Stage::Sink,
+                                "cannot read the target's tables",
+                                &e,
+                            )
+                        })?
+                }
+            };
+            if rows > 0 {
+                filled.push(name.clone());
+            }
+        }
+        Ok(filled)
+    }
+
     fn begin(&mut self) -> std::result::Result<(), String> {
         self.exec(if self.is_postgres() {
             "BEGIN"
@@ -444,7 +476,53 @@ pub fn build_plan(
             keep
         });
     }
+    if matches!(source, Conn::Sqlite(_)) {
+        fit_postgres_names(&mut plan, label)?;
+    }
     Ok(plan)
+}
+
+/// PostgreSQL cuts names longer than 63 bytes silently, so two long names could become one: a table or
+/// column of the plan with such a name stops the migration before anything is written (rename it in the
+/// source, or leave the table out with `--exclude`), and a view with one is not created (listed with the
+/// reason). Index and constraint names ferry shortens itself (see the plan's notes).
+fn fit_postgres_names(plan: &mut Plan, label: &str) -> Result<()> {
+    for t in &plan.tables {
+        let columns = t.columns.iter().map(|c| (c.name.as_str(), true));
+        for (name, is_column) in std::iter::once((t.name.as_str(), false)).chain(columns) {
+            let Some(why) = crate::db::unfit_name(name, true) else {
+                continue;
+            };
+            let what = match is_column {
+                true => format!(
+                    "column {} of table {}",
+                    quote_ident(name),
+                    quote_ident(&t.name)
+                ),
+                false => format!("table {}", quote_ident(name)),
+            };
+            return Err(Error::usage(format!(
+                "{label}: the name of {what} {why}; rename it in the source, or leave the table out with --exclude"
+            )));
+        }
+    }
+    let mut refused = Vec::new();
+    plan.views
+        .retain(|(name, _)| match crate::db::unfit_name(name, true) {
+            Some(why) => {
+                refused.push((name.clone(), why));
+                false
+            }
+            None => true,
+        });
+    for (name, why) in refused {
+        for u in &mut plan.untranslated {
+            if u.kind == "view" && u.name == name {
+                u.reason = format!("its name {why}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// PostgreSQL types ferry cannot encode (named in `--cast-rules`) are loaded as text and converted after the
@@ -477,8 +555,8 @@ struct TargetDdl {
     last: Vec<String>,
 }
 
-fn target_ddl(plan: &mut Plan, target: &Conn) -> TargetDdl {
-    if target.is_postgres() {
+fn target_ddl(plan: &mut Plan, postgres: bool) -> TargetDdl {
+    if postgres {
         let alters = text_first(plan);
         let ddl = plan.ddl();
         let mut last = alters;
@@ -672,6 +750,11 @@ struct CopyContext<'a> {
     connect: &'a ConnectOptions,
     /// Connections a read-back may use at once.
     jobs: usize,
+    /// A resumed run: keys, indexes and checks the interrupted run committed with the rows are skipped.
+    resume: bool,
+    /// A resumed `--data-only` run: its tables were empty when the migration began, so rows in a table
+    /// not finished are the interrupted copy's, deleted before it is loaded again.
+    reload: bool,
 }
 
 /// Copies one table and adds its keys, indexes and checks: all of it commits, or none. Then reads it
@@ -695,7 +778,8 @@ fn copy_table(
         target.begin().map_err(fail)?;
     }
     let result = copy_rows(source, target, table, cx).and_then(|mut copied| {
-        copied.not_created = run_statements(target, statements, cx.policy, cx.target_label)?;
+        let statements = missing(target, statements, cx.resume)?;
+        copied.not_created = run_statements(target, &statements, cx.policy, cx.target_label)?;
         Ok(copied)
     });
     let mut copied = match result {
@@ -758,8 +842,9 @@ fn copy_rows(
     cx: &CopyContext<'_>,
 ) -> Result<Copied> {
     let fresh_freeze = cx.fresh && cx.own_transaction && target.is_postgres();
-    if cx.fresh {
-        let empty = if target.is_postgres() {
+    if cx.fresh || cx.reload {
+        // A reload keeps DELETE: TRUNCATE refuses a table other tables' foreign keys point at.
+        let empty = if cx.fresh && target.is_postgres() {
             format!("TRUNCATE {}", quote_ident(&table.name))
         } else {
             format!("DELETE FROM {}", quote_ident(&table.name))
@@ -930,6 +1015,20 @@ pub fn migrate(job: &MigrateJob) -> Result<MigrateReport> {
         ));
     }
     let mut state = prepare_state(job)?;
+    // A resumed run finishes the migration its state describes, with the same schema choices.
+    let resumed;
+    let job = match job.resume {
+        true => {
+            resumed = MigrateJob {
+                schema_only: state.schema_only,
+                data_only: state.data_only,
+                cast_rules: job.cast_rules.clone().or_else(|| state.cast_rules.clone()),
+                ..job.clone()
+            };
+            &resumed
+        }
+        false => job,
+    };
     let source_db = Db::parse(&job.from, "--from")?;
     let target_db = Db::parse(&job.to, "--to")?;
     if matches!(
@@ -966,8 +1065,12 @@ pub fn migrate(job: &MigrateJob) -> Result<MigrateReport> {
         job.jobs,
     )?;
     let target_is_new_sqlite = matches!(&target_db, Db::Sqlite(p) if !p.exists());
-    let mut target = target_db.open(&job.connect, true)?;
-    let ddl = target_ddl(&mut plan, &target);
+    let ddl = target_ddl(&mut plan, matches!(target_db, Db::Postgres(_)));
+    // A new SQLite target is only made once the state file says this migration makes it.
+    let mut target = match target_is_new_sqlite && !job.dry_run {
+        true => None,
+        false => Some(target_db.open(&job.connect, true)?),
+    };
     let tables: Vec<CopyTable> = plan.tables.iter().map(CopyTable::from_plan).collect();
     let names: Vec<String> = plan.tables.iter().map(|t| t.name.clone()).collect();
 
@@ -981,8 +1084,21 @@ pub fn migrate(job: &MigrateJob) -> Result<MigrateReport> {
         ..MigrateReport::default()
     };
 
-    let existing = target.existing_tables(&names)?;
+    let existing = match &mut target {
+        Some(target) => target.existing_tables(&names)?,
+        None => Vec::new(),
+    };
     check_existing(job, &state, &names, &existing, &target_label)?;
+    if let (true, false, Some(target)) = (job.data_only, job.resume, target.as_mut()) {
+        // Rows already there would fail validation, and a resume could not tell them from its own.
+        let filled = target.tables_with_rows(&names)?;
+        if !filled.is_empty() {
+            return Err(Error::usage(format!(
+                "--data-only loads into empty tables (made by --schema-only), and {target_label} has rows in {}",
+                filled.iter().map(|t| quote_ident(t)).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
 
     let violations = if job.schema_only {
         Vec::new()
@@ -1029,12 +1145,14 @@ pub fn migrate(job: &MigrateJob) -> Result<MigrateReport> {
         target_label: &target_label,
         not_valid: &not_valid,
     };
-    let outcome = if job.dry_run {
-        run.dry(&mut source, &mut target, &ddl, &mut report)
-    } else {
-        drop(target);
-        state.created_file = state.created_file || target_is_new_sqlite;
-        run.real(&mut state, &ddl, &mut report)
+    let outcome = match target.as_mut() {
+        // A dry run always has its target open (a new SQLite file is made and removed below).
+        Some(target) if job.dry_run => run.dry(&mut source, target, &ddl, &mut report),
+        _ => {
+            drop(target);
+            state.created_file = state.created_file || target_is_new_sqlite;
+            run.real(&mut state, &ddl, &mut report)
+        }
     };
     if job.dry_run && target_is_new_sqlite {
         if let Db::Sqlite(path) = &target_db {
@@ -1151,6 +1269,8 @@ impl Run<'_> {
             target_db: self.target_db,
             connect: &self.job.connect,
             jobs: self.job.jobs.max(1),
+            resume: self.job.resume,
+            reload: self.job.data_only && self.job.resume,
         }
     }
 
@@ -1190,7 +1310,7 @@ impl Run<'_> {
                         .push(table_report(&table.name, &copied, false));
                 }
             }
-            self.after_data(target, ddl, report)?;
+            self.after_data(target, &mut State::default(), ddl, report)?;
             if self.job.validate && !self.job.schema_only {
                 self.validate(target, report)?;
             }
@@ -1201,11 +1321,20 @@ impl Run<'_> {
     }
 
     /// A real run: tables created and committed, each table copied and committed by a worker, the state
-    /// file kept at every step; a failure drops what this run created.
+    /// file kept before and after every step. A failed first run drops what it created; a failed resumed
+    /// run drops nothing (an earlier run finished some of it), so it can be resumed again or rolled back.
     fn real(&self, state: &mut State, ddl: &TargetDdl, report: &mut MigrateReport) -> Result<()> {
         let result = self.real_steps(state, ddl, report);
         if let Err(e) = result {
-            let undone = if state.created_tables.is_empty() && !state.created_file {
+            let shown = self.job.state.display();
+            let undone = if self.job.resume {
+                Ok(format!(
+                    "nothing was dropped (an earlier run copied part of it): fix the cause and continue with \
+                     ferry migrate --resume {shown}, or undo it with --rollback {shown}"
+                ))
+            } else if state.created_tables.is_empty() && !state.created_file {
+                // Nothing to undo: a new run may start over with this state file.
+                state.phase = Phase::RolledBack;
                 Ok(String::from("nothing had been created"))
             } else {
                 rollback_state(state, self.target_db, &self.job.connect).map(|n| {
@@ -1216,9 +1345,8 @@ impl Run<'_> {
             let note = match undone {
                 Ok(note) => note,
                 Err(r) => format!(
-                    "undoing it failed too ({}); ferry migrate --resume {} continues it, --rollback undoes it",
+                    "undoing it failed too ({}); ferry migrate --resume {shown} continues it, --rollback undoes it",
                     r.message(),
-                    self.job.state.display()
                 ),
             };
             return Err(Error::data(
@@ -1237,27 +1365,30 @@ impl Run<'_> {
         report: &mut MigrateReport,
     ) -> Result<()> {
         let state_path = &self.job.state;
-        let names: Vec<String> = self.tables.iter().map(|t| t.name.clone()).collect();
-        let mut target = self.target_db.open(&self.job.connect, true)?;
         if state.phase == Phase::Planned {
-            state.tables = names.clone();
-            state.save(state_path)?;
+            // What this migration is about to create is written down before any of it exists.
+            state.tables = self.tables.iter().map(|t| t.name.clone()).collect();
             if !self.job.data_only {
-                let fail = |s: &str, r: String| target_error(self.target_label, s, &r);
-                target.begin().map_err(|r| fail("BEGIN", r))?;
-                for s in &ddl.create {
-                    if let Err(r) = target.exec(s) {
-                        target.rollback();
-                        return Err(fail(s, r));
-                    }
-                }
-                target.exec("COMMIT").map_err(|r| fail("COMMIT", r))?;
-                state.created_tables = names.clone();
+                state.created_tables = state.tables.clone();
             }
-            say(
-                self.job.progress,
-                &format!("created {} tables", ddl.create.len()),
-            );
+            state.save(state_path)?;
+        }
+        let mut target = match self.target_db.open(&self.job.connect, true) {
+            Ok(target) => target,
+            Err(e) => {
+                if state.phase == Phase::Planned && !self.job.resume {
+                    // Not reached: nothing was created.
+                    state.created_tables.clear();
+                    state.created_file &= matches!(self.target_db, Db::Sqlite(p) if p.exists());
+                }
+                return Err(e);
+            }
+        };
+        if state.phase == Phase::Planned {
+            if !self.job.data_only {
+                self.create_tables(&mut target, state, ddl)?;
+            }
+            crash_point("tables-created");
             state.phase = if self.job.schema_only {
                 Phase::Constraints
             } else {
@@ -1276,18 +1407,56 @@ impl Run<'_> {
             let fail =
                 |r: String| target_error(self.target_label, "adding keys and constraints", &r);
             target.begin().map_err(fail)?;
-            if let Err(e) = self.after_data(&mut target, ddl, report) {
+            if let Err(e) = self.after_data(&mut target, state, ddl, report) {
                 target.rollback();
                 return Err(e);
             }
             target.exec("COMMIT").map_err(fail)?;
             say(self.job.progress, "foreign keys, sequences and views added");
+            crash_point("constraints-added");
+            state.phase = Phase::Validating;
+            state.save(state_path)?;
+        } else if state.phase == Phase::Validating {
+            // Done by the interrupted run: only the views it made are counted again.
+            self.count_views(&mut target, state, report)?;
         }
         if self.job.validate && !self.job.schema_only {
             self.validate(&mut target, report)?;
         }
+        crash_point("validated");
         state.phase = Phase::Done;
         state.save(state_path)
+    }
+
+    /// Creates the tables in one transaction; a resumed run skips those the target already has (the
+    /// interrupted run committed them and was stopped before saying so).
+    fn create_tables(&self, target: &mut Conn, state: &mut State, ddl: &TargetDdl) -> Result<()> {
+        let fail = |s: &str, r: String| target_error(self.target_label, s, &r);
+        let statements = missing(target, &ddl.create, self.job.resume)?;
+        target.begin().map_err(|r| fail("BEGIN", r))?;
+        for s in &statements {
+            if let Err(r) = target.exec(s) {
+                target.rollback();
+                if !self.job.resume {
+                    // Rolled back: none of them was made, and a table someone else made is not ours to drop.
+                    state.created_tables.clear();
+                }
+                return Err(fail(s, r));
+            }
+        }
+        target.exec("COMMIT").map_err(|r| fail("COMMIT", r))?;
+        say(
+            self.job.progress,
+            &format!(
+                "created {} tables{}",
+                statements.len(),
+                match ddl.create.len() - statements.len() {
+                    0 => String::new(),
+                    n => format!(" ({n} made by the interrupted run)"),
+                }
+            ),
+        );
+        Ok(())
     }
 
     fn resumed_reports(&self, state: &State, report: &mut MigrateReport) {
@@ -1376,9 +1545,24 @@ impl Run<'_> {
                 return Ok(());
             };
             let table = &self.tables[i];
+            let again = {
+                let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
+                let state = &mut guard.0;
+                let again = state.copying.contains(&table.name);
+                if !again {
+                    state.copying.push(table.name.clone());
+                    state.save(&self.job.state)?;
+                }
+                again
+            };
+            let note = if again {
+                " (again: it was being copied when the run stopped)"
+            } else {
+                ""
+            };
             say(
                 self.job.progress,
-                &format!("  copying {} …", quote_ident(&table.name)),
+                &format!("  copying {} …{note}", quote_ident(&table.name)),
             );
             let copied = copy_table(
                 &mut source,
@@ -1387,6 +1571,8 @@ impl Run<'_> {
                 self.own_statements(ddl, i),
                 &self.context(true),
             )?;
+            crash_point("table-copied");
+            crash_point(&format!("table-copied:{}", table.name));
             say(self.job.progress, &table_line(&table.name, &copied, false));
             let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
             let (state, reports, not_created) = &mut *guard;
@@ -1394,6 +1580,7 @@ impl Run<'_> {
             state
                 .finished
                 .insert(table.name.clone(), copied.done.clone());
+            state.copying.retain(|t| *t != table.name);
             state.save(&self.job.state)?;
             reports.push(table_report(&table.name, &copied, false));
         }
@@ -1409,10 +1596,12 @@ impl Run<'_> {
     }
 
     /// What runs once every table is loaded, on the caller's transaction: foreign keys, sequences, type
-    /// conversions, views (and every table's keys when no rows were copied, `--schema-only`).
+    /// conversions, views (and every table's keys when no rows were copied, `--schema-only`). A resumed
+    /// run skips what the target already has.
     fn after_data(
         &self,
         target: &mut Conn,
+        state: &mut State,
         ddl: &TargetDdl,
         report: &mut MigrateReport,
     ) -> Result<()> {
@@ -1427,30 +1616,59 @@ impl Run<'_> {
             .filter(|s| !self.job.data_only || s.starts_with("SELECT setval"))
             .map(|s| self.known_not_valid(s))
             .collect();
+        let statements = missing(target, &statements, self.job.resume)?;
         let not_created =
             run_statements(target, &statements, self.job.on_error, self.target_label)?;
         report.not_created.extend(not_created);
         if target.is_postgres() && !self.job.data_only {
-            self.create_views(target, report);
+            self.create_views(target, state, report)?;
         }
         Ok(())
     }
 
     /// Tries each view on the target (a view may use another, so until no more succeed); those PostgreSQL
-    /// refuses stay listed with its reason.
-    fn create_views(&self, target: &mut Conn, report: &mut MigrateReport) {
-        let mut pending: Vec<&(String, String)> = self.plan.views.iter().collect();
+    /// refuses stay listed with its reason. Each view is written into the state before it is tried, so
+    /// `--rollback` drops it; a relation of that name this migration did not make is left alone.
+    fn create_views(
+        &self,
+        target: &mut Conn,
+        state: &mut State,
+        report: &mut MigrateReport,
+    ) -> Result<()> {
         let mut reasons: BTreeMap<&str, String> = BTreeMap::new();
+        let mut pending: Vec<&(String, String)> = Vec::new();
+        for view in &self.plan.views {
+            let name = &view.0;
+            if state.created_views.contains(name) {
+                if catalog::exists(target, &Object::View(name.clone()))? {
+                    view_created(report, name);
+                    continue;
+                }
+            } else if !target
+                .existing_tables(std::slice::from_ref(name))?
+                .is_empty()
+            {
+                reasons.insert(
+                    name,
+                    "the target already has a relation of that name".into(),
+                );
+                continue;
+            }
+            pending.push(view);
+        }
+        for (name, _) in &pending {
+            if !state.created_views.contains(name) {
+                state.created_views.push(name.clone());
+            }
+        }
+        self.save(state)?;
         loop {
             let before = pending.len();
             pending.retain(|(name, select)| {
                 let sql = format!("CREATE VIEW {} AS {select}", quote_ident(name));
                 match savepoint(target, &sql) {
                     Ok(()) => {
-                        report
-                            .untranslated
-                            .retain(|u| !(u.kind == "view" && u.name == *name));
-                        report.objects.views += 1;
+                        view_created(report, name);
                         false
                     }
                     Err(reason) => {
@@ -1463,10 +1681,38 @@ impl Run<'_> {
                 break;
             }
         }
+        // Those refused never existed; the list is saved with the next phase, once the views are committed.
+        state
+            .created_views
+            .retain(|v| !pending.iter().any(|(name, _)| name == v));
         for u in &mut report.untranslated {
             if let Some(reason) = reasons.get(u.name.as_str()).filter(|_| u.kind == "view") {
                 u.reason = format!("PostgreSQL refused its SQL: {reason}");
             }
+        }
+        Ok(())
+    }
+
+    /// Counts the views an interrupted run created (after its keys and views were committed).
+    fn count_views(
+        &self,
+        target: &mut Conn,
+        state: &State,
+        report: &mut MigrateReport,
+    ) -> Result<()> {
+        for name in &state.created_views {
+            if catalog::exists(target, &Object::View(name.clone()))? {
+                view_created(report, name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves the state file (not in a dry run, which keeps none).
+    fn save(&self, state: &mut State) -> Result<()> {
+        match self.job.dry_run {
+            true => Ok(()),
+            false => state.save(&self.job.state),
         }
     }
 
@@ -1604,6 +1850,37 @@ impl Run<'_> {
     }
 }
 
+/// Counts a view as created and takes it off the list of what was not translated.
+fn view_created(report: &mut MigrateReport, name: &str) {
+    report
+        .untranslated
+        .retain(|u| !(u.kind == "view" && u.name == name));
+    report.objects.views += 1;
+}
+
+/// The statements whose object the target does not have yet: all of them for a first run, whose
+/// target was checked before anything was created; on a resumed run, those the catalog does not show
+/// (the interrupted run may have committed them and been stopped before its state file said so).
+fn missing(target: &mut Conn, statements: &[String], resume: bool) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(statements.len());
+    for s in statements {
+        if !resume || !catalog::exists(target, &catalog::object_of(s))? {
+            out.push(s.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// A test hook: `FERRY_CRASH_AT=<point>` makes the process stop right there, as `kill -9` would (no
+/// rollback, no cleanup, no state saved; exit code 137), so the tests can land in the windows between a
+/// commit and the state file's next save: `tables-created`, `table-copied` (the first table committed;
+/// `table-copied:NAME` for that table), `constraints-added`, `validated`.
+fn crash_point(point: &str) {
+    if std::env::var_os("FERRY_CRASH_AT").is_some_and(|v| v == point) {
+        std::process::exit(137);
+    }
+}
+
 /// Runs `sql` under a savepoint, so a failure leaves the transaction usable.
 fn savepoint(target: &mut Conn, sql: &str) -> std::result::Result<(), String> {
     target.exec("SAVEPOINT ferry_ddl")?;
@@ -1655,9 +1932,22 @@ fn table_report(name: &str, copied: &Copied, resumed: bool) -> TableReport {
 fn rollback_state(state: &mut State, target_db: &Db, connect: &ConnectOptions) -> Result<usize> {
     let mut target = target_db.open(connect, true)?;
     let present = target.existing_tables(&state.created_tables)?;
+    let mut views = Vec::new();
+    for view in &state.created_views {
+        if catalog::exists(&mut target, &Object::View(view.clone()))? {
+            views.push(quote_ident(view));
+        }
+    }
+    // Its views first (they depend on its tables), all in one implicit transaction.
+    let mut sql = match views.is_empty() {
+        true => String::new(),
+        false => format!("DROP VIEW {};\n", views.join(", ")),
+    };
     if !present.is_empty() {
         let list: Vec<String> = present.iter().map(|t| quote_ident(t)).collect();
-        let sql = format!("DROP TABLE {}", list.join(", "));
+        sql.push_str(&format!("DROP TABLE {}", list.join(", ")));
+    }
+    if !sql.is_empty() {
         target
             .exec(&sql)
             .map_err(|r| target_error(&target_db.label(), "rolling back", &r))?;

@@ -1,6 +1,8 @@
-//! The migration's state file: written before the target is touched and after every step, so a killed
-//! run can be resumed (`--resume STATE`) or undone (`--rollback STATE`). It names what ferry created and
-//! which tables are fully copied; it never holds a password.
+//! The migration's state file: written before the target is touched and before and after every schema
+//! step, so a killed run can be resumed (`--resume STATE`) or undone (`--rollback STATE`). What ferry is
+//! about to create is written down before the statement runs (so a kill between a commit and the next
+//! save never leaves an object the state does not name), and which tables are fully copied after their
+//! commit; a resumed run checks the target's catalog for anything in between. It never holds a password.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,8 @@ pub enum Phase {
     Copying,
     /// Rows copied; keys, indexes and constraints being added.
     Constraints,
+    /// Schema complete; the target being read back and compared.
+    Validating,
     /// Finished.
     Done,
     /// Undone: what ferry created was dropped.
@@ -68,8 +72,15 @@ pub struct State {
     pub cast_rules: Option<PathBuf>,
     /// Where it got to.
     pub phase: Phase,
-    /// Tables ferry created in the target (what `--rollback` drops).
+    /// Tables ferry created in the target, or was about to create when the state was saved (what
+    /// `--rollback` drops, those that exist).
     pub created_tables: Vec<String>,
+    /// Views ferry created, or was about to (dropped first by `--rollback`).
+    #[serde(default)]
+    pub created_views: Vec<String>,
+    /// Tables whose copy transaction had begun and whose end was not yet recorded.
+    #[serde(default)]
+    pub copying: Vec<String>,
     /// True when ferry created the target SQLite file.
     pub created_file: bool,
     /// Tables fully copied.
@@ -91,6 +102,8 @@ impl Default for State {
             cast_rules: None,
             phase: Phase::Planned,
             created_tables: Vec::new(),
+            created_views: Vec::new(),
+            copying: Vec::new(),
             created_file: false,
             finished: BTreeMap::new(),
             updated: String::new(),
@@ -102,8 +115,17 @@ impl State {
     /// Reads a state file.
     pub fn load(path: &Path) -> Result<State> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::usage(format!("cannot read the migration state {shown}: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (the state is written before the target is touched: a migration stopped before \
+                 writing it changed nothing, so run it again without --resume)"
+            } else {
+                ""
+            };
+            Error::usage(format!(
+                "cannot read the migration state {shown}: {e}{hint}"
+            ))
+        })?;
         let state: State = serde_json::from_str(&text).map_err(|e| {
             Error::usage(format!("{shown} is not a ferry migration state file: {e}"))
         })?;
@@ -189,22 +211,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.state.json");
         let mut state = State {
-            ferry_migrate_state: STATE_VERSION,
             source: "sqlite://a.db".into(),
             target: "postgres://u@h/db".into(),
             tables: vec!["t".into()],
-            schema_only: false,
-            data_only: false,
-            cast_rules: None,
             phase: Phase::Copying,
             created_tables: vec!["t".into()],
-            created_file: false,
-            finished: BTreeMap::new(),
-            updated: String::new(),
+            copying: vec!["t".into()],
+            ..State::default()
         };
         state.save(&path).unwrap();
         let back = State::load(&path).unwrap();
         assert_eq!(back.phase, Phase::Copying);
         assert_eq!(back.created_tables, ["t"]);
+        assert_eq!(back.copying, ["t"]);
+    }
+
+    #[test]
+    fn a_state_written_before_views_were_recorded_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.json");
+        let mut text = serde_json::to_value(State::default()).unwrap();
+        let object = text.as_object_mut().unwrap();
+        object.remove("created_views");
+        object.remove("copying");
+        std::fs::write(&path, text.to_string()).unwrap();
+        let back = State::load(&path).unwrap();
+        assert!(back.created_views.is_empty() && back.copying.is_empty());
+    }
+
+    #[test]
+    fn a_missing_state_says_nothing_was_changed() {
+        let e = State::load(Path::new("/nonexistent/ferry.state.json")).unwrap_err();
+        assert!(
+            e.to_string().contains("run it again without --resume"),
+            "{e}"
+        );
     }
 }

@@ -1095,3 +1095,281 @@ fn overwriting_a_table_of_only_key_columns_counts_updates() {
         );
     }
 }
+
+/// 200,000 records with ids 0…199,999, as in issue 12.
+fn two_hundred_thousand(path: &Path) {
+    let mut text = String::with_capacity(6 << 20);
+    for id in 0..200_000 {
+        text.push_str(&format!("{{\"id\":{id},\"name\":\"n{id}\"}}\n"));
+    }
+    fs::write(path, text).unwrap();
+}
+
+/// Loads rows.ndjson into `url` with `--key id` twice at the same moment.
+fn two_loads_at_once(dir: &Path, url: &str) -> [Output; 2] {
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args([
+                "convert",
+                "--in",
+                "rows.ndjson",
+                "--to",
+                url,
+                "--key",
+                "id",
+                "-q",
+            ])
+            .current_dir(dir)
+            .env_remove("DATABASE_URL")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start ferry")
+    };
+    let (a, b) = (start(), start());
+    [
+        a.wait_with_output().expect("wait"),
+        b.wait_with_output().expect("wait"),
+    ]
+}
+
+/// Issue 12: two loads at once with `--key id` into a table without a unique index on `id` both exited
+/// 0, leaving 400,000 rows with 200,000 distinct ids. Such a table cannot catch a duplicate key, so
+/// ferry refuses to load it with a key (on both databases); with a unique index, one load wins and the
+/// other fails on the duplicate keys, leaving every id once.
+#[test]
+fn concurrent_loads_never_double_rows_of_a_table_that_does_not_enforce_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    two_hundred_thousand(&d.join("rows.ndjson"));
+    let pg = cluster().fresh_database("concurrent");
+    let sqlite = d.join("c.db");
+    rusqlite::Connection::open(&sqlite)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (id INTEGER, name TEXT)")
+        .unwrap();
+    cluster().psql(&pg, "CREATE TABLE t (id bigint, name text)");
+    let count = |target: &str| -> (i64, i64) {
+        let sql = "SELECT count(*), count(DISTINCT id) FROM t";
+        match target {
+            "postgres" => {
+                let row = cluster().client(&pg).query_one(sql, &[]).unwrap();
+                (row.get(0), row.get(1))
+            }
+            _ => rusqlite::Connection::open(&sqlite)
+                .unwrap()
+                .query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap(),
+        }
+    };
+    let targets = [
+        ("postgres", table_url(&pg, "t")),
+        ("sqlite", format!("sqlite://{}?table=t", sqlite.display())),
+    ];
+    for (name, url) in &targets {
+        for out in two_loads_at_once(d, url) {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+            assert!(
+                stderr.contains("has no primary key or unique index on its key (\"id\")")
+                    && stderr.contains("CREATE UNIQUE INDEX \"t_id_key\" ON \"t\" (\"id\")"),
+                "{name}: {stderr}"
+            );
+        }
+        assert_eq!(count(name), (0, 0), "{name}: nothing loaded");
+        // The other conflict modes need the same index, and say so before reading a record.
+        let skip = ferry(
+            d,
+            &[
+                "convert",
+                "--in",
+                "rows.ndjson",
+                "--to",
+                url,
+                "--key",
+                "id",
+                "--on-conflict",
+                "skip",
+            ],
+        );
+        assert!(
+            String::from_utf8_lossy(&skip.stderr).contains("--on-conflict skip could not catch it"),
+            "{name}: {}",
+            String::from_utf8_lossy(&skip.stderr)
+        );
+    }
+    cluster().psql(&pg, "CREATE UNIQUE INDEX t_id_key ON t (id)");
+    rusqlite::Connection::open(&sqlite)
+        .unwrap()
+        .execute_batch("CREATE UNIQUE INDEX t_id_key ON t (id)")
+        .unwrap();
+    for (name, url) in &targets {
+        let outs = two_loads_at_once(d, url);
+        let codes: Vec<Option<i32>> = outs.iter().map(|o| o.status.code()).collect();
+        let loser = outs.iter().find(|o| o.status.code() == Some(1));
+        assert!(
+            codes.contains(&Some(0)) && loser.is_some(),
+            "{name}: one load wins, the other fails: {codes:?}"
+        );
+        let stderr = String::from_utf8_lossy(&loser.unwrap().stderr).to_lowercase();
+        assert!(
+            stderr.contains("duplicate key") || stderr.contains("unique constraint failed"),
+            "{name}: {stderr}"
+        );
+        assert_eq!(count(name), (200_000, 200_000), "{name}: every id once");
+    }
+}
+
+/// Issue 12: the losing run of two concurrent table creations failed with PostgreSQL's
+/// `duplicate key value violates unique constraint "pg_type_typname_nsp_index"`. Here the first load
+/// creates the table and holds its transaction open (its input is still coming); the second, which
+/// cannot see the uncommitted table, tries to create it too and waits; when the first commits, the
+/// second is told what happened.
+#[test]
+fn the_loser_of_two_concurrent_table_creations_is_told_so() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pg = cluster().fresh_database("create_race");
+    let url = table_url(&pg, "u");
+    let wait_for = |what: &str, sql: &str| {
+        let started = std::time::Instant::now();
+        while cluster().psql(&pg, sql) == "0" {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "convert",
+            "--in",
+            "-",
+            "--from-format",
+            "ndjson",
+            "--to",
+            &url,
+            "--key",
+            "id",
+            "-q",
+        ])
+        .current_dir(d)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = first.stdin.take().unwrap();
+    for id in 0..10_000 {
+        writeln!(input, "{{\"id\":{id}}}").unwrap();
+    }
+    input.flush().unwrap();
+    wait_for(
+        "the first load to create the table",
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+         WHERE a.datname = current_database() AND a.application_name = 'ferry' \
+         AND l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'",
+    );
+    fs::write(d.join("second.ndjson"), "{\"id\":20000}\n{\"id\":20001}\n").unwrap();
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "convert",
+            "--in",
+            "second.ndjson",
+            "--to",
+            &url,
+            "--key",
+            "id",
+            "-q",
+        ])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the second load to wait for the first",
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND application_name = 'ferry' AND wait_event_type = 'Lock'",
+    );
+    drop(input);
+    let first = first.wait_with_output().unwrap();
+    ok(&first);
+    let second = second.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("table \"u\" was created by another session (another load?) while this run was creating it")
+            && stderr.contains("run it again")
+            && !stderr.contains("pg_type_typname_nsp_index"),
+        "{stderr}"
+    );
+    assert_eq!(cluster().psql(&pg, "SELECT count(*) FROM u"), "10000");
+    // Run again, as it says, it loads into the table the first run made.
+    ok(&ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "second.ndjson",
+            "--to",
+            &url,
+            "--key",
+            "id",
+        ],
+    ));
+    assert_eq!(cluster().psql(&pg, "SELECT count(*) FROM u"), "10002");
+}
+
+/// Issue 12: PostgreSQL cut names over 63 bytes silently, and a NUL in a header cell failed with the
+/// driver's `error encoding message to server`. Both are refused before the server sees them, naming
+/// the field; a NUL is refused on SQLite too.
+#[test]
+fn names_postgres_would_cut_and_nul_characters_are_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pg = cluster().fresh_database("names");
+    let long = "c".repeat(70);
+    fs::write(d.join("long.csv"), format!("id,{long}\n1,2\n")).unwrap();
+    fs::write(d.join("nul.csv"), "id,na\0me\n1,2\n").unwrap();
+    let tables = || {
+        cluster().psql(
+            &pg,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+        )
+    };
+
+    let stderr = failed(&ferry(
+        d,
+        &["convert", "--in", "long.csv", "--to", &table_url(&pg, "l")],
+    ));
+    assert!(
+        stderr.contains(&format!("field \"{long}\""))
+            && stderr.contains("is 70 bytes long; PostgreSQL keeps only 63"),
+        "{stderr}"
+    );
+    let out = ferry(
+        d,
+        &["convert", "--in", "nul.csv", "--to", &table_url(&pg, &long)],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("table name \"{long}\" is 70 bytes long")),
+        "{stderr}"
+    );
+
+    for target in [table_url(&pg, "n"), "sqlite://n.db?table=n".to_owned()] {
+        let stderr = failed(&ferry(d, &["convert", "--in", "nul.csv", "--to", &target]));
+        assert!(
+            stderr.contains("field \"na\\0me\"")
+                && stderr.contains("holds a NUL character")
+                && !stderr.contains("error encoding message"),
+            "{target}: {stderr}"
+        );
+    }
+    assert_eq!(tables(), "0", "no table was created");
+    assert!(!d.join("n.db").exists(), "no SQLite file was left behind");
+}

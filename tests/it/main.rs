@@ -4,6 +4,7 @@ mod cli;
 mod corpus;
 mod db;
 mod envelope;
+mod faults;
 mod golden;
 mod migrate;
 mod migrate_copy;

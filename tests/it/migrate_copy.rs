@@ -14,13 +14,13 @@ fn corpus(file: &str) -> PathBuf {
 }
 
 /// A fresh database: (URL without the password, URL with it for the test's own client).
-fn target(name: &str) -> (String, String) {
+pub(crate) fn target(name: &str) -> (String, String) {
     let full = cluster().fresh_database(name);
     (full.replace(&format!(":{PASSWORD}@"), "@"), full)
 }
 
 /// Runs ferry with the password in PGPASSWORD.
-fn run(dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn run(dir: &Path, args: &[&str]) -> Output {
     ferry_env(dir, args, &[("PGPASSWORD", PASSWORD)])
 }
 
@@ -643,5 +643,92 @@ fn diff_shows_the_rows_that_differ() {
             && stdout.contains(r#"  - {"GenreId":3,"Name":"Metal"}"#)
             && stdout.contains(r#"  + {"GenreId":3,"Name":"Polka"}"#),
         "{stdout}"
+    );
+}
+
+/// Issue 12: PostgreSQL cuts names over 63 bytes silently. A table or column with such a name stops the
+/// migration before anything is written (the table can be left out with --exclude); index names ferry
+/// shortens itself, each unique, and the plan says so.
+#[test]
+fn names_over_63_bytes_are_refused_or_shortened_and_said_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("long.db");
+    let (table, column, index) = ("L".repeat(70), "c".repeat(70), "i".repeat(70));
+    rusqlite::Connection::open(&source)
+        .unwrap()
+        .execute_batch(&format!(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);
+             CREATE INDEX \"{index}_a\" ON t (v);
+             CREATE INDEX \"{index}_b\" ON t (v, id);
+             CREATE TABLE \"{table}\" (x TEXT);
+             CREATE TABLE w (id INTEGER PRIMARY KEY, \"{column}\" TEXT);
+             INSERT INTO t (v) VALUES ('a'), ('b');"
+        ))
+        .unwrap();
+    let (url, full) = target("copy_long_names");
+    let src = source.to_str().unwrap();
+    let out = run(dir.path(), &["migrate", "--from", src, "--to", &url]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the name of table \"{table}\" is 70 bytes long; PostgreSQL keeps only 63"
+        )) && stderr.contains("--exclude"),
+        "{stderr}"
+    );
+    let out = run(
+        dir.path(),
+        &["migrate", "--from", src, "--to", &url, "--exclude", &table],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "column \"{column}\" of table \"w\" is 70 bytes long"
+        )),
+        "{stderr}"
+    );
+    let mut pg = cluster().client(&full);
+    assert_eq!(public_tables(&mut pg), 0, "nothing was written");
+
+    let exclude = format!("{table},w");
+    let plan = run(
+        dir.path(),
+        &["migrate", "--from", src, "--plan", "--exclude", &exclude],
+    );
+    let shown = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        shown.contains(&format!(
+            "index \"{index}_a\" is named \"{}\"",
+            &index[..63]
+        )),
+        "{shown}"
+    );
+    ok(&run(
+        dir.path(),
+        &[
+            "migrate",
+            "--from",
+            src,
+            "--to",
+            &url,
+            "--exclude",
+            &exclude,
+            "-q",
+        ],
+    ));
+    let names: std::collections::BTreeSet<String> = pg
+        .query(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 't' AND indexname <> 't_pkey'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        names,
+        [index[..63].to_owned(), format!("{}_2", &index[..61])].into(),
+        "shortened, and still two indexes"
     );
 }
