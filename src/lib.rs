@@ -27,11 +27,13 @@ pub mod envelope;
 mod error;
 pub mod format;
 pub mod migrate;
+mod paths;
 mod pipeline;
 pub mod progress;
 mod record;
 mod rejects;
 mod report;
+pub mod secret;
 pub mod sink;
 pub mod template;
 pub mod validate;
@@ -39,6 +41,7 @@ pub mod validate;
 pub use endpoint::{format_from_path, Endpoint};
 pub use error::{Error, ErrorKind, Position, Result, Stage};
 pub use format::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, FORMATS};
+pub use paths::{Access, RunPaths};
 pub use pipeline::{convert, ConvertJob, ErrorPolicy, DEFAULT_BATCH_SIZE};
 pub use record::{
     number_from_text, write_json, write_json_record, Decimal, Key, Record, Timestamp, Value,

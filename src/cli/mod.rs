@@ -163,7 +163,7 @@ pub(crate) fn shown_endpoint(text: &str) -> String {
     match crate::endpoint::Endpoint::parse(text) {
         Ok(endpoint) => endpoint.display_name(),
         Err(_) if text.contains("://") => "(unparsable URL)".to_owned(),
-        Err(_) => text.to_owned(),
+        Err(_) => crate::secret::redact(text).into_owned(),
     }
 }
 
