@@ -26,6 +26,7 @@ mod endpoint;
 pub mod envelope;
 mod error;
 pub mod format;
+pub mod interrupt;
 pub mod migrate;
 mod paths;
 mod pipeline;
@@ -44,6 +45,7 @@ pub use format::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, FORMA
 pub use paths::{Access, RunPaths};
 pub use pipeline::{convert, ConvertJob, ErrorPolicy, DEFAULT_BATCH_SIZE};
 pub use record::{
-    number_from_text, write_json, write_json_record, Decimal, Key, Record, Timestamp, Value,
+    number_from_text, write_json, write_json_record, Decimal, Key, Record, RecordBuilder,
+    Timestamp, Value,
 };
 pub use report::{Report, ReportedError};

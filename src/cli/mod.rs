@@ -82,6 +82,8 @@ where
             };
         }
     };
+    // From here on, a run may create temporary files: SIGTERM, SIGINT and SIGHUP remove them.
+    crate::interrupt::remove_temp_files_on_signals()?;
     match cli.command {
         Command::Convert(args) => convert::run(*args),
         Command::Validate(args) => validate::run(*args),

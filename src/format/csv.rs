@@ -204,13 +204,15 @@ impl CsvDecoder {
             }
             match result {
                 csv_core::ReadRecordResult::InputEmpty => {}
+                // Never more room than the limit allows: a row holds at most as many bytes, and one more
+                // cell, as it took from the input, and taking more than the limit has stopped above.
                 csv_core::ReadRecordResult::OutputFull => {
                     let len = self.row.bytes.len();
-                    self.row.bytes.resize(len * 2, 0);
+                    self.row.bytes.resize(grown(len, self.max_row), 0);
                 }
                 csv_core::ReadRecordResult::OutputEndsFull => {
                     let len = self.row.ends.len();
-                    self.row.ends.resize(len * 2, 0);
+                    self.row.ends.resize(grown(len, self.max_row), 0);
                 }
                 csv_core::ReadRecordResult::Record => {
                     self.row.ends.truncate(ends);
@@ -297,6 +299,12 @@ impl CsvDecoder {
         }
         Ok(Some(record))
     }
+}
+
+/// A row buffer's next size: doubled, but no larger than a row of `max_row` bytes can need.
+fn grown(len: usize, max_row: u64) -> usize {
+    let cap = usize::try_from(max_row.saturating_add(2)).unwrap_or(usize::MAX);
+    (len * 2).min(cap).max(len + 1)
 }
 
 /// A cell's value: its text, or with `json_cells` the nested value its JSON array/object text stands for.
@@ -486,6 +494,26 @@ mod tests {
         };
         let decoder = csv_decoder(input, &FormatOptions::default()).unwrap();
         decoder.collect()
+    }
+
+    #[test]
+    fn rows_know_their_line_under_crlf_blank_and_comment_lines() {
+        let text = b"#c\r\na,b\r\n\r\n#x\r\n1,\"2\r\nz\"\r\n3\r\n\n4\n5,6";
+        let input = Input {
+            reader: Box::new(&text[..]),
+            name: "t.csv".to_owned(),
+        };
+        let options = FormatOptions {
+            comment: Some(b'#'),
+            ..FormatOptions::default()
+        };
+        let items: Vec<_> = csv_decoder(input, &options).unwrap().collect();
+        let lines: Vec<Option<u64>> = items
+            .iter()
+            .map(|item| item.as_ref().err().and_then(|e| e.position()?.line))
+            .collect();
+        // Rows: `1,"2\r\nz"` (line 5, good), `3` (line 7), `4` (line 9), `5,6` (line 10, good).
+        assert_eq!(lines, [None, Some(7), Some(9), None]);
     }
 
     #[test]

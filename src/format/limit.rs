@@ -66,25 +66,22 @@ pub fn read_whole(
     Ok(bytes)
 }
 
-/// Where the current record started, shared between a decoder and its [`Limited`] reader.
+/// The decoder's handle on its [`Limited`] reader: marks where each record starts, and reads back what
+/// happened.
 #[derive(Debug, Clone)]
 pub struct Budget {
-    state: Arc<State>,
+    shared: Arc<Shared>,
 }
 
+/// What the decoder and the reader share. The reader keeps its counts to itself (it runs for every byte a
+/// parser pulls, one at a time for serde_json) and looks at one flag per call.
 #[derive(Debug)]
-struct State {
+struct Shared {
     limit: u64,
-    /// Bytes handed to the parser so far.
-    consumed: AtomicU64,
-    /// Line breaks among them (for positions, where the parser has none).
-    lines: AtomicU64,
-    /// `consumed` when the current record started.
-    start: AtomicU64,
-    /// Line breaks before the current record's first byte.
-    start_lines: AtomicU64,
-    /// True until the current record's first byte (not a separator) has been handed out.
-    seeking: AtomicBool,
+    /// Set by [`Budget::next_record`]; the reader starts a new record at its next call.
+    mark: AtomicBool,
+    /// The line the current record starts on (0-based), once its first byte has been handed out.
+    start_line: AtomicU64,
     exceeded: AtomicBool,
 }
 
@@ -96,115 +93,163 @@ fn is_separator(b: u8) -> bool {
 impl Budget {
     /// Marks the start of the next record: what the parser takes from now on counts against it.
     pub fn next_record(&self) {
-        let s = &self.state;
-        s.start
-            .store(s.consumed.load(Ordering::Relaxed), Ordering::Relaxed);
-        s.start_lines
-            .store(s.lines.load(Ordering::Relaxed), Ordering::Relaxed);
-        s.seeking.store(true, Ordering::Relaxed);
+        self.shared.mark.store(true, Ordering::Relaxed);
     }
 
     /// True once the reader refused to go on because the current record passed the limit.
     pub fn exceeded(&self) -> bool {
-        self.state.exceeded.load(Ordering::Relaxed)
+        self.shared.exceeded.load(Ordering::Relaxed)
     }
 
     /// The limit.
     pub fn limit(&self) -> u64 {
-        self.state.limit
+        self.shared.limit
     }
 
     /// The 1-based line the current record starts on: its first byte that is not whitespace (or a JSON
     /// array's `[` or `,`).
     pub fn record_line(&self) -> u64 {
-        self.state.start_lines.load(Ordering::Relaxed) + 1
-    }
-}
-
-impl State {
-    /// Counts bytes handed to the parser. There is one writer (the decoding thread), so plain loads and
-    /// stores do.
-    fn count(&self, taken: &[u8]) {
-        let newlines = |bytes: &[u8]| bytes.iter().filter(|&&b| b == b'\n').count() as u64;
-        let lines = self.lines.load(Ordering::Relaxed);
-        if self.seeking.load(Ordering::Relaxed) {
-            if let Some(first) = taken.iter().position(|&b| !is_separator(b)) {
-                let before = lines + newlines(&taken[..first]);
-                self.start_lines.store(before, Ordering::Relaxed);
-                self.seeking.store(false, Ordering::Relaxed);
-            }
-        }
-        let consumed = self.consumed.load(Ordering::Relaxed) + taken.len() as u64;
-        self.consumed.store(consumed, Ordering::Relaxed);
-        self.lines.store(lines + newlines(taken), Ordering::Relaxed);
+        self.shared.start_line.load(Ordering::Relaxed) + 1
     }
 }
 
 /// A reader that refuses more bytes once the current record has taken more than its budget's limit.
+///
+/// It reads `inner` in blocks into a buffer of its own, so that a parser pulling one byte at a time
+/// (serde_json) pays a few instructions per byte rather than a call into the reader below.
 pub struct Limited<R> {
     inner: R,
-    state: Arc<State>,
+    buf: Box<[u8]>,
+    /// The bytes not yet handed out: `buf[pos..end]`.
+    pos: usize,
+    end: usize,
+    counts: Counts,
+}
+
+/// The size of [`Limited`]'s buffer.
+const BLOCK: usize = 64 * 1024;
+
+/// The reader's own counts.
+struct Counts {
+    shared: Arc<Shared>,
+    /// Bytes handed to the parser so far, and when the current record started.
+    consumed: u64,
+    start: u64,
+    /// Line breaks handed out so far.
+    lines: u64,
+    /// True until the current record's first byte (not a separator) has been handed out.
+    seeking: bool,
 }
 
 impl<R> Limited<R> {
     /// Wraps `inner`; the budget marks record starts.
     pub fn new(inner: R, limit: u64) -> (Limited<R>, Budget) {
-        let state = Arc::new(State {
+        let shared = Arc::new(Shared {
             limit,
-            consumed: AtomicU64::new(0),
-            lines: AtomicU64::new(0),
-            start: AtomicU64::new(0),
-            start_lines: AtomicU64::new(0),
-            seeking: AtomicBool::new(true),
+            mark: AtomicBool::new(false),
+            start_line: AtomicU64::new(0),
             exceeded: AtomicBool::new(false),
         });
         let budget = Budget {
-            state: state.clone(),
+            shared: shared.clone(),
         };
-        (Limited { inner, state }, budget)
+        let counts = Counts {
+            shared,
+            consumed: 0,
+            start: 0,
+            lines: 0,
+            seeking: true,
+        };
+        let reader = Limited {
+            inner,
+            buf: vec![0; BLOCK].into_boxed_slice(),
+            pos: 0,
+            end: 0,
+            counts,
+        };
+        (reader, budget)
     }
+}
 
+impl Counts {
     /// How many more bytes the current record may take: one past the limit, so that a record of exactly
     /// the limit can still be told from a larger one. Fails once the record has passed the limit.
-    fn allowance(&self) -> io::Result<usize> {
-        let s = &self.state;
-        let used = s.consumed.load(Ordering::Relaxed) - s.start.load(Ordering::Relaxed);
-        if used > s.limit {
-            s.exceeded.store(true, Ordering::Relaxed);
+    #[inline]
+    fn allowance(&mut self) -> io::Result<usize> {
+        if self.shared.mark.load(Ordering::Relaxed) {
+            self.shared.mark.store(false, Ordering::Relaxed);
+            self.start = self.consumed;
+            self.seeking = true;
+        }
+        let used = self.consumed - self.start;
+        let limit = self.shared.limit;
+        if used > limit {
+            self.shared.exceeded.store(true, Ordering::Relaxed);
             return Err(io::Error::other(
                 "the record is larger than --max-record-size",
             ));
         }
-        Ok(usize::try_from(s.limit - used + 1).unwrap_or(usize::MAX))
+        Ok(usize::try_from(limit - used + 1).unwrap_or(usize::MAX))
+    }
+
+    /// Counts bytes handed to the parser.
+    #[inline]
+    fn count(&mut self, taken: &[u8]) {
+        let newlines = |bytes: &[u8]| bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+        if self.seeking {
+            if let Some(first) = taken.iter().position(|&b| !is_separator(b)) {
+                let line = self.lines + newlines(&taken[..first]);
+                self.shared.start_line.store(line, Ordering::Relaxed);
+                self.seeking = false;
+            }
+        }
+        self.consumed += taken.len() as u64;
+        self.lines += newlines(taken);
     }
 }
 
 impl<R: Read> Read for Limited<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let allowed = self.allowance()?.min(buf.len());
-        let n = self.inner.read(&mut buf[..allowed])?;
-        self.state.count(&buf[..n]);
+    #[inline]
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        // serde_json's way: one byte at a time, from the buffer, well within the record's budget.
+        if let ([slot], Some(&byte)) = (&mut *out, self.buf[..self.end].get(self.pos)) {
+            let c = &mut self.counts;
+            if !c.seeking
+                && c.consumed - c.start < c.shared.limit
+                && !c.shared.mark.load(Ordering::Relaxed)
+            {
+                *slot = byte;
+                self.pos += 1;
+                c.consumed += 1;
+                c.lines += u64::from(byte == b'\n');
+                return Ok(1);
+            }
+        }
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
         Ok(n)
     }
 }
 
-impl<R: BufRead> BufRead for Limited<R> {
+impl<R: Read> BufRead for Limited<R> {
+    #[inline]
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        let allowed = self.allowance()?;
-        let buf = self.inner.fill_buf()?;
-        Ok(&buf[..allowed.min(buf.len())])
+        let allowed = self.counts.allowance()?;
+        if self.pos == self.end {
+            self.end = self.inner.read(&mut self.buf)?;
+            self.pos = 0;
+        }
+        let end = self.end.min(self.pos.saturating_add(allowed));
+        Ok(&self.buf[self.pos..end])
     }
 
+    #[inline]
     fn consume(&mut self, amount: usize) {
-        // The bytes are still in the buffer until consumed: count them first. (With `amount > 0` the
-        // buffer holds them, so this reads nothing new.)
-        if amount == 0 {
-            return;
-        }
-        if let Ok(buf) = self.inner.fill_buf() {
-            self.state.count(&buf[..amount.min(buf.len())]);
-        }
-        self.inner.consume(amount);
+        let amount = amount.min(self.end - self.pos);
+        self.counts.count(&self.buf[self.pos..self.pos + amount]);
+        self.pos += amount;
     }
 }
 
@@ -220,10 +265,10 @@ mod tests {
         reader.read_until(b'\n', &mut line).unwrap();
         assert_eq!(line, b"abcdef\n");
         budget.next_record();
-        assert_eq!(budget.record_line(), 2);
         line.clear();
         let err = reader.read_until(b'\n', &mut line).unwrap_err();
         assert!(budget.exceeded(), "{err}");
+        assert_eq!(budget.record_line(), 2);
         assert_eq!(
             line, b"ghijklmno",
             "the parser saw one byte past the limit, no more"

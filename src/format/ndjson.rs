@@ -9,7 +9,9 @@ use super::json::{into_record, json_error};
 use super::limit::too_large;
 use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
 use crate::error::{Error, Position, Result, Stage};
-use crate::record::{number_from_text, write_json, write_json_str, Key, Record, Value};
+use crate::record::{
+    number_from_text, write_json, write_json_str, Key, Record, RecordBuilder, Value,
+};
 use crate::sink::ByteSink;
 
 pub(super) const FORMAT: Format = Format {
@@ -86,7 +88,7 @@ impl<'de> de::Visitor<'de> for RecordVisitor<'_> {
 
     fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Record, A::Error> {
         let cached = &*self.keys;
-        let mut record = Record::with_capacity(cached.len().max(8));
+        let mut record = RecordBuilder::with_capacity(cached.len().max(8));
         // True while every key so far is the cached key at its position: cached keys are distinct, so the
         // next one can then be appended without searching for a duplicate.
         let mut same = true;
@@ -113,6 +115,7 @@ impl<'de> de::Visitor<'de> for RecordVisitor<'_> {
                 record.insert(key, value);
             }
         }
+        let record = record.finish();
         if !same || record.len() != cached.len() {
             *self.keys = record.iter().map(|(k, _)| k.clone()).collect();
         }

@@ -22,7 +22,7 @@ use quick_xml::{NsReader, XmlVersion};
 use super::limit::{too_large, Budget, Limited};
 use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
 use crate::error::{Error, Position, Result, Stage};
-use crate::record::{Key, Record, Value};
+use crate::record::{Key, Record, RecordBuilder, Value};
 use crate::sink::ByteSink;
 
 pub(super) const FORMAT: Format = Format {
@@ -119,7 +119,7 @@ enum RootState {
 
 struct Frame {
     name: Key,
-    fields: Record,
+    fields: RecordBuilder,
     text: String,
     nil: bool,
 }
@@ -248,7 +248,7 @@ impl XmlDecoder {
         let raw = start.name().as_ref().to_owned();
         let mut frame = Frame {
             name: Key::from(decode_name(&raw)),
-            fields: Record::new(),
+            fields: RecordBuilder::default(),
             text: String::new(),
             nil: false,
         };
@@ -256,9 +256,10 @@ impl XmlDecoder {
             if key == NIL_ATTR {
                 frame.nil = value == "true" || value == "1";
             } else if key != "xmlns:xsi" {
-                frame
-                    .fields
-                    .insert(format!("@{}", decode_name(&key)), Value::String(value));
+                frame.fields.insert(
+                    Key::from(format!("@{}", decode_name(&key))),
+                    Value::String(value),
+                );
             }
         }
         self.stack.push(frame);
@@ -335,7 +336,7 @@ fn predefined_entity(name: &str) -> Option<char> {
     })
 }
 
-fn frame_value(nil: bool, mut fields: Record, text: String) -> Value {
+fn frame_value(nil: bool, mut fields: RecordBuilder, text: String) -> Value {
     if nil {
         return Value::Null;
     }
@@ -343,13 +344,13 @@ fn frame_value(nil: bool, mut fields: Record, text: String) -> Value {
         return Value::String(text);
     }
     if !text.trim().is_empty() {
-        fields.insert("#text", Value::String(text));
+        fields.insert(Key::from("#text"), Value::String(text));
     }
-    Value::Object(fields)
+    Value::Object(fields.finish())
 }
 
 /// Repeated child elements become an array, in document order.
-fn add_child(fields: &mut Record, name: Key, value: Value) {
+fn add_child(fields: &mut RecordBuilder, name: Key, value: Value) {
     match fields.get_mut(&name) {
         Some(Value::Array(items)) => items.push(value),
         Some(existing) => {

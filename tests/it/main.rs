@@ -10,5 +10,6 @@ mod migrate_copy;
 mod migrate_pg;
 mod pg;
 mod roundtrip;
+mod safety;
 mod support;
 mod templates;
