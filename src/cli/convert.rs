@@ -116,8 +116,9 @@ pub struct InputArgs {
     #[arg(long, value_name = "SIZE", value_parser = crate::envelope::split::parse_size, default_value = "64MiB")]
     max_record_size: u64,
 
-    /// The most input a format that is read whole (YAML, Markdown) may take.
-    #[arg(long, value_name = "SIZE", value_parser = crate::envelope::split::parse_size, default_value = "256MiB")]
+    /// The most input a format that is read whole (YAML, Markdown) may take; parsing needs some 15 to 30
+    /// times as much memory.
+    #[arg(long, value_name = "SIZE", value_parser = crate::envelope::split::parse_size, default_value = "64MiB")]
     max_document_size: u64,
 }
 

@@ -326,6 +326,15 @@ pub struct DiffArgs {
 /// Runs `ferry diff`.
 pub fn run_diff(args: DiffArgs) -> Result<()> {
     super::warn_about_passwords(&[&args.source, &args.target]);
+    if let Some(report) = &args.report {
+        let mut paths = RunPaths::new();
+        for (label, text) in [("SRC", &args.source), ("DST", &args.target)] {
+            if let Ok(Db::Sqlite(file)) = Db::parse(text, label) {
+                paths.database(label, &file);
+            }
+        }
+        paths.write("--report", report).check()?;
+    }
     let job = DiffJob {
         source: args.source,
         target: args.target,

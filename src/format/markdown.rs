@@ -5,7 +5,7 @@
 //! (GFM would trim them). Nested values are compact JSON text, read back as nested values with `--json-cells`.
 //! Every table in the document is read, in order, each with its own header. The whole document is parsed at
 //! once (Markdown has no streaming parser), so this decoder's memory grows with its input, up to
-//! `--max-document-size` (256 MiB by default).
+//! `--max-document-size` (64 MiB by default).
 
 use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 

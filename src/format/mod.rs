@@ -79,7 +79,7 @@ pub struct FormatOptions {
     pub encoding: Option<&'static encoding_rs::Encoding>,
     /// `--max-record-size`: input bytes one record may take (default 64 MiB).
     pub max_record_size: u64,
-    /// `--max-document-size`: input bytes a format read whole (YAML, Markdown) may take (default 256 MiB).
+    /// `--max-document-size`: input bytes a format read whole (YAML, Markdown) may take (default 64 MiB).
     pub max_document_size: u64,
 }
 

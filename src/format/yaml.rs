@@ -2,9 +2,10 @@
 //! (or a sequence of them).
 //!
 //! The YAML parser needs the whole input in memory, so this decoder reads it at once — at most
-//! `--max-document-size` bytes (256 MiB by default): a format limit, said in `ferry formats`. Aliases are expanded by serde_yaml, which stops a "billion laughs" document with an error.
-//! Tags are dropped and their values kept, as YAML → JSON converters do. Decimals, dates, timestamps and bytes
-//! are written as strings, because a YAML float could not keep every digit.
+//! `--max-document-size` bytes (64 MiB by default): a format limit, said in `ferry formats`. Aliases are
+//! expanded by serde_yaml, which stops a "billion laughs" document with an error. Tags are dropped and their
+//! values kept, as YAML → JSON converters do. Decimals, dates, timestamps and bytes are written as strings,
+//! because a YAML float could not keep every digit.
 
 use std::fmt;
 

@@ -392,6 +392,19 @@ fn migrate_paths_never_name_the_sqlite_source() {
         .concat(),
     );
     refused(&out, ["--rejects", "--report"]);
+    // `ferry diff` writes a report too.
+    let out = ferry(
+        dir.path(),
+        &[
+            "diff",
+            "app.db",
+            "postgres://nobody@127.0.0.1:1/none",
+            "--report",
+            "app.db",
+        ],
+    );
+    refused(&out, ["SRC", "--report"]);
+    assert_eq!(fs::read(&path).unwrap(), db);
 }
 
 // --- 5. a cap on the size of one record -----------------------------------------------------------------------
