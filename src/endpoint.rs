@@ -35,6 +35,14 @@ impl Endpoint {
         if text.is_empty() {
             return Err(Error::usage("an empty path was given for --in or --to"));
         }
+        if crate::secret::looks_like_libpq(text) {
+            // Never echoed: it may hold a password.
+            return Err(Error::usage(
+                "a libpq keyword/value connection string (host=… dbname=…) was given for --in or --to; \
+                 ferry takes a URL: postgres://USER@HOST:PORT/DB?table=T, or `postgres` with DATABASE_URL \
+                 or the PG* variables (put the password in PGPASSWORD, never on the command line)",
+            ));
+        }
         if let Some(database) = DbEndpoint::parse(text)? {
             return Ok(Endpoint::Database(database));
         }
@@ -49,7 +57,7 @@ impl Endpoint {
     pub fn display_name(&self) -> String {
         match self {
             Endpoint::Stdio => "-".to_owned(),
-            Endpoint::File(p) => p.display().to_string(),
+            Endpoint::File(p) => crate::secret::redact(&p.display().to_string()).into_owned(),
             Endpoint::Database(db) => db.to_string(),
         }
     }
@@ -69,7 +77,7 @@ impl Endpoint {
             Endpoint::File(path) => format_from_path(path).ok_or_else(|| {
                 Error::usage(format!(
                     "cannot tell the format of {} from its extension; pass {flag} (one of: {})",
-                    path.display(),
+                    crate::secret::redact(&path.display().to_string()),
                     format::names().join(", ")
                 ))
             }),

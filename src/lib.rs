@@ -27,13 +27,16 @@ pub mod env;
 pub mod envelope;
 mod error;
 pub mod format;
+pub mod interrupt;
 pub mod migrate;
 pub mod observe;
+mod paths;
 mod pipeline;
 pub mod progress;
 mod record;
 mod rejects;
 mod report;
+pub mod secret;
 pub mod sink;
 pub mod template;
 pub mod validate;
@@ -43,8 +46,10 @@ pub use env::Environment;
 pub use error::{sqlstate, DbCause, Error, ErrorKind, Position, Result, Stage};
 pub use format::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, FORMATS};
 pub use observe::{CancelToken, Event, Failed, Observer, RunContext, RunResult, Status};
+pub use paths::{Access, RunPaths};
 pub use pipeline::{convert, ConvertJob, ErrorPolicy, DEFAULT_BATCH_SIZE};
 pub use record::{
-    number_from_text, write_json, write_json_record, Decimal, Key, Record, Timestamp, Value,
+    number_from_text, write_json, write_json_record, Decimal, Key, Record, RecordBuilder,
+    Timestamp, Value,
 };
 pub use report::{Counts, Report, ReportedError};

@@ -10,7 +10,11 @@ fn main() -> ExitCode {
             let code = error.exit_code();
             if code != 0 {
                 let error = anyhow::Error::new(error);
-                eprintln!("ferry: error: {error}");
+                // The last net: no message shows a password, whatever spelled it.
+                eprintln!(
+                    "ferry: error: {}",
+                    ferry::secret::redact(&error.to_string())
+                );
             }
             ExitCode::from(code as u8)
         }

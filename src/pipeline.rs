@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
@@ -29,6 +29,7 @@ use crate::envelope::{
 };
 use crate::error::{Error, Position, Result, Stage};
 use crate::format::{Decoder, Encoder, Format, FormatOptions, Input};
+use crate::paths::RunPaths;
 use crate::progress::{Progress, ProgressMode};
 use crate::record::Record;
 use crate::rejects::RejectsWriter;
@@ -133,6 +134,9 @@ pub struct ConvertJob {
     /// `--allow-plaintext`: read an input as it is although its name (`.enc`), a key option or its manifest
     /// says it should be encrypted.
     pub allow_plaintext: bool,
+    /// `--report`: where the front end writes the JSON report. The run only checks that it names no file
+    /// the run reads or writes.
+    pub report: Option<PathBuf>,
 }
 
 impl ConvertJob {
@@ -168,6 +172,7 @@ impl ConvertJob {
             key_source: None,
             max_decompressed: DEFAULT_MAX_DECOMPRESSED,
             allow_plaintext: false,
+            report: None,
         }
     }
 }
@@ -225,18 +230,6 @@ fn plan(job: &ConvertJob) -> Result<Plan> {
     } else {
         endpoint_format(&target, job.output_format.as_deref(), "--to-format")?
     };
-    if let (Endpoint::File(a), Endpoint::File(b)) = (&source, &target) {
-        let same = match (a.canonicalize(), b.canonicalize()) {
-            (Ok(a), Ok(b)) => a == b,
-            _ => a == b,
-        };
-        if same && !job.validate_only {
-            return Err(Error::usage(format!(
-                "--in and --to both name {}; write to another file",
-                a.display()
-            )));
-        }
-    }
     if job.batch_size == 0 {
         return Err(Error::usage("--batch-size must be at least 1"));
     }
@@ -293,7 +286,7 @@ fn plan(job: &ConvertJob) -> Result<Plan> {
         }
         _ => rejects,
     };
-    Ok(Plan {
+    let plan = Plan {
         source,
         target,
         input_format,
@@ -305,7 +298,86 @@ fn plan(job: &ConvertJob) -> Result<Plan> {
         expect,
         compression,
         key,
-    })
+    };
+    run_paths(job, &plan).check()?;
+    Ok(plan)
+}
+
+/// Every path the run reads and writes, derived ones included, for the collision check.
+fn run_paths(job: &ConvertJob, plan: &Plan) -> RunPaths {
+    let mut paths = RunPaths::new();
+    match &plan.source {
+        Endpoint::File(path) => {
+            paths.read("--in", path);
+            if let Some(set) = &plan.manifest {
+                for index in 0..set.len() {
+                    paths.read("a part --in's manifest lists", &set.part_path(index));
+                }
+            }
+        }
+        Endpoint::Database(db) if db.database.name == "sqlite" => {
+            paths.database("--in", Path::new(db.connection()));
+        }
+        Endpoint::Stdio | Endpoint::Database(_) => {}
+    }
+    match &plan.target {
+        _ if job.validate_only => {}
+        Endpoint::File(path) if job.split.splits() => {
+            let names = PartNames::new(path, is_envelope_extension);
+            paths.write("the manifest of --to", &names.manifest());
+            // Parts are `<stem>-<number><suffix>`: the first one's name gives both ends.
+            let first = names.part(1);
+            let name = first.file_name().unwrap_or_default().to_string_lossy();
+            if let Some((prefix, suffix)) = name.rsplit_once("-00001") {
+                let dir = first.parent().unwrap_or(Path::new(""));
+                let prefix = format!("{prefix}-");
+                paths.write_family("the parts of --to", dir, &prefix, true, &[suffix]);
+            }
+        }
+        Endpoint::File(path) => {
+            paths.write("--to", path);
+            if job.checksum {
+                let sidecar = PathBuf::from(format!("{}.sha256", path.display()));
+                paths.write("the checksum file of --to", &sidecar);
+            }
+        }
+        Endpoint::Database(db) if db.database.name == "sqlite" => {
+            paths.database("--to", Path::new(db.connection()));
+        }
+        Endpoint::Stdio | Endpoint::Database(_) => {}
+    }
+    if let Some(rejects) = &plan.rejects {
+        let label = if job.rejects.is_some() {
+            "--rejects"
+        } else {
+            "the default rejects file"
+        };
+        paths.write(label, rejects);
+    }
+    if let Some(report) = &job.report {
+        paths.write("--report", report);
+    }
+    if let Some(schema) = &job.schema {
+        paths.read("--schema", schema);
+    }
+    if let Some(template) = job
+        .template
+        .as_deref()
+        .map(Path::new)
+        .filter(|p| p.is_file())
+    {
+        paths.read("--template", template);
+    }
+    match &job.key_source {
+        Some(KeySource::KeyFile(file)) => {
+            paths.read("--key-file", file);
+        }
+        Some(KeySource::PassphraseFile(file)) => {
+            paths.read("--passphrase-file", file);
+        }
+        _ => {}
+    }
+    paths
 }
 
 /// What the input's encryption must be. A split set's parts are what its manifest says. Any other input

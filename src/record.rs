@@ -380,6 +380,77 @@ pub struct Record {
     fields: Vec<(Key, Value)>,
 }
 
+/// Builds a record field by field where a repeated name's last value wins, in the first one's place — in
+/// time linear in the number of fields: past a few dozen fields, names are found through a hash index
+/// rather than by a search of the record (a wide JSON object or XML element may have hundreds of thousands).
+#[derive(Debug, Default)]
+pub struct RecordBuilder {
+    record: Record,
+    index: Option<std::collections::HashMap<Key, usize>>,
+}
+
+impl RecordBuilder {
+    /// Fields up to which a search beats a hash index.
+    const SEARCHED: usize = 32;
+
+    /// An empty builder with room for `n` fields.
+    pub fn with_capacity(n: usize) -> RecordBuilder {
+        RecordBuilder {
+            record: Record::with_capacity(n),
+            index: None,
+        }
+    }
+
+    /// The number of fields so far.
+    pub fn len(&self) -> usize {
+        self.record.len()
+    }
+
+    /// True when there are no fields yet.
+    pub fn is_empty(&self) -> bool {
+        self.record.is_empty()
+    }
+
+    /// The position of `key`, if present.
+    fn position(&mut self, key: &str) -> Option<usize> {
+        if self.index.is_none() && self.record.len() > Self::SEARCHED {
+            let index = self.record.fields.iter().enumerate();
+            self.index = Some(index.map(|(i, (k, _))| (k.clone(), i)).collect());
+        }
+        match &self.index {
+            Some(index) => index.get(key).copied(),
+            None => self.record.fields.iter().position(|(k, _)| &**k == key),
+        }
+    }
+
+    /// Sets `key` to `value`, keeping the key's first position if it is already present.
+    pub fn insert(&mut self, key: Key, value: Value) {
+        match self.position(&key) {
+            Some(i) => self.record.fields[i].1 = value,
+            None => self.push_unchecked(key, value),
+        }
+    }
+
+    /// Appends a field whose key the caller knows is not present yet.
+    pub fn push_unchecked(&mut self, key: Key, value: Value) {
+        if let Some(index) = &mut self.index {
+            index.insert(key.clone(), self.record.fields.len());
+        }
+        self.record.fields.push((key, value));
+    }
+
+    /// The value of `key`, mutably.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
+        let i = self.position(key)?;
+        Some(&mut self.record.fields[i].1)
+    }
+
+    /// The record.
+    pub fn finish(self) -> Record {
+        self.record
+    }
+}
+
 impl Record {
     /// An empty record.
     pub fn new() -> Record {
@@ -613,13 +684,13 @@ impl<'de> Visitor<'de> for ValueVisitor {
             return number_from_text(&text)
                 .ok_or_else(|| de::Error::custom(format!("invalid number {text}")));
         }
-        let mut record = Record::with_capacity(map.size_hint().unwrap_or(8).min(256));
-        record.insert(first, map.next_value()?);
+        let mut record = RecordBuilder::with_capacity(map.size_hint().unwrap_or(8).min(256));
+        record.push_unchecked(first, map.next_value()?);
         while let Some(key) = map.next_key_seed(KeySeed)? {
             // Duplicate keys: the last one wins, as in JSON.parse and serde_json.
             record.insert(key, map.next_value()?);
         }
-        Ok(Value::Object(record))
+        Ok(Value::Object(record.finish()))
     }
 
     fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {

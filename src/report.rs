@@ -133,7 +133,7 @@ impl From<&Error> for ReportedError {
         ReportedError {
             stage: e.stage(),
             position: e.position().cloned(),
-            message: e.to_string(),
+            message: crate::secret::redact(&e.to_string()).into_owned(),
         }
     }
 }

@@ -10,6 +10,187 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, Stage};
+use crate::interrupt::Registration;
+
+/// What ends every temporary file's name.
+const TEMP_SUFFIX: &str = ".tmp";
+/// Random characters in a temporary file's name.
+const TEMP_RANDOM: usize = 6;
+
+/// The folder a target is written in.
+fn folder_of(target: &Path) -> &Path {
+    match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// This process's part of a temporary file's name: `ferry-<host>-<pid>-`.
+fn temp_tag() -> String {
+    format!("ferry-{}-{}-", host_tag(), std::process::id())
+}
+
+/// The host name, letters and digits only (at most 32): runs on other hosts sharing a folder (NFS, a
+/// container's volume) are told apart from this one's, whose process ids mean nothing here.
+fn host_tag() -> String {
+    let mut buf = [0u8; 256];
+    #[cfg(unix)]
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that many bytes.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    #[cfg(not(unix))]
+    let ok = false;
+    let name = if ok {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    let tag: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(32)
+        .collect();
+    if tag.is_empty() {
+        "host".to_owned()
+    } else {
+        tag
+    }
+}
+
+/// The process id in a temporary file name of ferry's made on this host, else `None`:
+/// `.<name>.ferry-<host>-<pid>-<six letters or digits>.tmp`.
+fn temp_file_owner(file_name: &str, host: &str) -> Option<u32> {
+    let body = file_name.strip_prefix('.')?.strip_suffix(TEMP_SUFFIX)?;
+    let mut pieces = body.rsplitn(4, '-');
+    let random = pieces.next()?;
+    let pid = pieces.next()?;
+    let tagged_host = pieces.next()?;
+    let rest = pieces.next()?;
+    let ours = random.len() == TEMP_RANDOM
+        && random.bytes().all(|b| b.is_ascii_alphanumeric())
+        && !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && tagged_host == host
+        && rest.len() > ".ferry".len()
+        && rest.ends_with(".ferry");
+    ours.then(|| pid.parse().ok()).flatten()
+}
+
+/// True while process `pid` exists (or cannot be told not to: another user's process counts as alive).
+#[cfg(unix)]
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return true;
+    };
+    // SAFETY: signal 0 only asks whether the process exists; nothing is sent.
+    let sent = unsafe { libc::kill(pid, 0) } == 0;
+    sent || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+#[cfg(not(unix))]
+fn process_alive(_pid: u32) -> bool {
+    true
+}
+
+/// Removes, once per folder and process, the temporary files that runs on this host left in `dir` when
+/// they were killed without a chance to clean up: only names of ferry's exact pattern, only of processes
+/// that are gone.
+fn remove_stale_temp_files(dir: &Path) {
+    static CLEANED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let key = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    {
+        let mut cleaned = CLEANED.lock().unwrap_or_else(|p| p.into_inner());
+        if cleaned.contains(&key) {
+            return;
+        }
+        cleaned.push(key);
+    }
+    let host = host_tag();
+    let own = std::process::id();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| temp_file_owner(n, &host)) else {
+            continue;
+        };
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && pid != own && !process_alive(pid) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Refuses to replace an existing `target` that the running user could not have opened for writing: the
+/// permission bits decide, for the file's owner, group or others (root, whom the bits do not bind, is
+/// refused a file no one may write). Renaming over a file needs only the folder's permission, so without
+/// this a read-only file in a shared folder would be replaced.
+fn check_replaceable(target: &Path) -> Result<()> {
+    let Ok(meta) = fs::metadata(target) else {
+        return Ok(()); // nothing there yet
+    };
+    if !meta.is_file() || may_write(&meta) {
+        return Ok(());
+    }
+    let message = format!(
+        "it is read-only for you{}: ferry does not replace a file you could not write; make it writable \
+         (chmod u+w) or remove it first",
+        mode_text(&meta)
+    );
+    Err(Error::io(
+        Stage::Sink,
+        Some(&target.display().to_string()),
+        io::Error::new(io::ErrorKind::PermissionDenied, message),
+    ))
+}
+
+#[cfg(unix)]
+fn may_write(meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let mode = meta.mode();
+    // SAFETY: these calls take no arguments and cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if uid == 0 {
+        mode & 0o222 != 0
+    } else if meta.uid() == uid {
+        mode & 0o200 != 0
+    } else if meta.gid() == gid || supplementary_groups().contains(&meta.gid()) {
+        mode & 0o020 != 0
+    } else {
+        mode & 0o002 != 0
+    }
+}
+
+#[cfg(not(unix))]
+fn may_write(meta: &fs::Metadata) -> bool {
+    !meta.permissions().readonly()
+}
+
+#[cfg(unix)]
+fn supplementary_groups() -> Vec<libc::gid_t> {
+    // SAFETY: a count of 0 with a null pointer asks only for the number of groups.
+    let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    let Ok(len) = usize::try_from(count) else {
+        return Vec::new();
+    };
+    let mut groups = vec![0; len];
+    // SAFETY: the buffer holds `count` entries.
+    let filled = unsafe { libc::getgroups(count, groups.as_mut_ptr()) };
+    groups.truncate(usize::try_from(filled).unwrap_or(0));
+    groups
+}
+
+#[cfg(unix)]
+fn mode_text(meta: &fs::Metadata) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    format!(" (mode {:04o})", meta.permissions().mode() & 0o7777)
+}
+
+#[cfg(not(unix))]
+fn mode_text(_meta: &fs::Metadata) -> String {
+    String::new()
+}
 
 /// A byte destination that must be finished explicitly to make its output final.
 pub trait ByteSink: Write + Send {
@@ -22,31 +203,39 @@ pub trait ByteSink: Write + Send {
 }
 
 /// A file written under a temporary name beside the target and renamed into place by `finish()`.
+///
+/// The temporary name is `.<name>.ferry-<host>-<pid>-<random>.tmp`: ferry's, and whose. It is registered
+/// with [`crate::interrupt`] so that a signal removes it, and a later run in the same folder removes those
+/// of runs on this host whose process is gone.
 pub struct AtomicFile {
     target: PathBuf,
     temp: Option<io::BufWriter<tempfile::NamedTempFile>>,
+    registration: Option<Registration>,
     written: u64,
 }
 
 impl AtomicFile {
-    /// Creates the temporary file in `target`'s directory (which must exist).
+    /// Creates the temporary file in `target`'s directory (which must exist). An existing target the user
+    /// could not write is refused before anything is written.
     pub fn create(target: &Path) -> Result<AtomicFile> {
-        let dir = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
+        let dir = folder_of(target);
+        check_replaceable(target)?;
+        remove_stale_temp_files(dir);
         let name = target
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("output");
         let temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".tmp")
+            .prefix(&format!(".{name}.{}", temp_tag()))
+            .rand_bytes(TEMP_RANDOM)
+            .suffix(TEMP_SUFFIX)
             .tempfile_in(dir)
             .map_err(|e| Error::io(Stage::Sink, Some(&dir.display().to_string()), e))?;
+        let registration = crate::interrupt::register(temp.path());
         Ok(AtomicFile {
             target: target.to_owned(),
             temp: Some(io::BufWriter::with_capacity(256 * 1024, temp)),
+            registration: Some(registration),
             written: 0,
         })
     }
@@ -108,6 +297,7 @@ impl AtomicFile {
         let pending = PendingFile {
             temp: temp.into_temp_path(),
             target: std::mem::take(&mut self.target),
+            registration: self.registration.take(),
         };
         Ok((self.written, pending))
     }
@@ -117,15 +307,25 @@ impl AtomicFile {
 pub struct PendingFile {
     temp: tempfile::TempPath,
     target: PathBuf,
+    registration: Option<Registration>,
 }
 
 impl PendingFile {
-    /// Renames the file to its final name.
-    pub fn persist(self) -> Result<()> {
+    /// Renames the file to its final name (unless the target has meanwhile become a file the user could
+    /// not write).
+    pub fn persist(mut self) -> Result<()> {
         let path = self.target.display().to_string();
+        check_replaceable(&self.target)?;
+        // Under the registry's lock, so that a signal either removes the file before the rename or finds it
+        // renamed and no longer registered.
+        let mut registry = crate::interrupt::in_flight();
         self.temp
             .persist(&self.target)
-            .map_err(|e| Error::io(Stage::Sink, Some(&path), e.error))
+            .map_err(|e| Error::io(Stage::Sink, Some(&path), e.error))?;
+        if let Some(registration) = self.registration.take() {
+            registration.release(&mut registry);
+        }
+        Ok(())
     }
 
     /// The final name.
@@ -277,6 +477,74 @@ mod tests {
             fs::read_dir(dir.path()).unwrap().count(),
             0,
             "temporary file must be removed"
+        );
+    }
+
+    #[test]
+    fn temporary_names_say_whose_they_are() {
+        let host = host_tag();
+        let dir = tempfile::tempdir().unwrap();
+        let sink = AtomicFile::create(&dir.path().join("out.csv")).unwrap();
+        let name = fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .file_name();
+        let name = name.to_str().unwrap();
+        assert_eq!(
+            temp_file_owner(name, &host),
+            Some(std::process::id()),
+            "{name}"
+        );
+        assert!(crate::interrupt::in_flight()
+            .iter()
+            .any(|p| p.ends_with(name)));
+        drop(sink);
+        assert!(!crate::interrupt::in_flight()
+            .iter()
+            .any(|p| p.ends_with(name)));
+        for other in [
+            ".out.csv.tmp",
+            "out.csv.ferry-h-1-abcdef.tmp",
+            ".out.csv.ferry-h-x1-abcdef.tmp",
+            ".out.csv.ferry-h-1-abcdefg.tmp",
+            ".out.csv.ferry-h-1-abc-ef.tmp",
+            ".ferry-h-1-abcdef.tmp",
+            ".out.csv.ferry-h-1-abcdef.tmpx",
+        ] {
+            assert_eq!(temp_file_owner(other, "h"), None, "{other}");
+        }
+        assert_eq!(
+            temp_file_owner(".out.csv.ferry-h-1-abcdef.tmp", "h"),
+            Some(1)
+        );
+        assert_eq!(
+            temp_file_owner(".out.csv.ferry-h-1-abcdef.tmp", "other"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_file_no_one_may_write_is_not_replaced() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.csv");
+        fs::write(&target, "old").unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o444)).unwrap();
+        let err = AtomicFile::create(&target).err().expect("refused");
+        assert!(err.to_string().contains("read-only"), "{err}");
+        // Made read-only while the run was writing: the rename is refused too.
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o644)).unwrap();
+        let mut sink = AtomicFile::create(&target).unwrap();
+        sink.write_all(b"new").unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o444)).unwrap();
+        assert!(Box::new(sink).finish().is_err());
+        assert_eq!(fs::read(&target).unwrap(), b"old");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file left"
         );
     }
 

@@ -115,6 +115,16 @@ pub struct InputArgs {
     /// bombs): 16GiB by default.
     #[arg(long, value_name = "SIZE", value_parser = crate::envelope::split::parse_size)]
     max_decompressed_size: Option<u64>,
+
+    /// The most input one record may take (a CSV row, an NDJSON line, a JSON array element, an XML
+    /// record element): a larger one stops the run, naming it. Bounds memory whatever the input.
+    #[arg(long, value_name = "SIZE", value_parser = crate::envelope::split::parse_size, default_value = "64MiB")]
+    max_record_size: u64,
+
+    /// The most input a format that is read whole (YAML, Markdown) may take; parsing needs some 15 to 30
+    /// times as much memory.
+    #[arg(long, value_name = "SIZE", value_parser = crate::envelope::split::parse_size, default_value = "64MiB")]
+    max_document_size: u64,
 }
 
 impl InputArgs {
@@ -147,6 +157,8 @@ impl InputArgs {
             allow_ragged: self.allow_ragged,
             json_cells: self.json_cells,
             encoding,
+            max_record_size: self.max_record_size,
+            max_document_size: self.max_document_size,
         };
         Ok(())
     }
@@ -299,6 +311,7 @@ impl ConvertArgs {
             max_records: self.split_records,
         };
         job.checksum = self.checksum;
+        job.report = self.report.clone();
         job.compress = self.compress;
         job.encrypt = self.encrypt;
         job.connect = ConnectOptions {
@@ -316,7 +329,9 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     match convert(&job) {
         Ok(report) => super::finish_report(&report, args.report.as_deref(), args.quiet),
         Err(error) => {
-            if let Some(path) = &args.report {
+            // A usage error stopped the run before it began; the report file may even be what the error is
+            // about (a --report that names the input), so none is written.
+            if let Some(path) = args.report.as_ref().filter(|_| !error.is_usage()) {
                 let mut report = crate::report::Report {
                     ferry_version: env!("CARGO_PKG_VERSION").to_owned(),
                     input: super::shown_endpoint(&job.input),

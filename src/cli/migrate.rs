@@ -1,15 +1,17 @@
 //! `ferry migrate` and `ferry diff`: whole databases, SQLite ⇄ PostgreSQL. Parses the flags into a
 //! [`MigrateJob`] (or a plan, DDL, rollback or diff request), runs it and prints the summary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
 use crate::db::ConnectOptions;
+use crate::envelope::KeySource;
 use crate::error::{Error, Result};
 use crate::migrate::diff::{diff, render, DiffJob};
 use crate::migrate::run::{build_plan, migrate, rollback, Db, MigrateJob};
 use crate::migrate::CastRules;
+use crate::paths::RunPaths;
 use crate::pipeline::ErrorPolicy;
 
 const EXAMPLES: &str = "Examples:
@@ -193,6 +195,7 @@ pub fn run(args: MigrateArgs) -> Result<()> {
         connect,
         progress: !args.quiet,
     };
+    migrate_paths(&job, args.report.as_deref()).check()?;
     let report = migrate(&job)?;
     eprintln!("{}", report.summary());
     if let Some(path) = &args.report {
@@ -206,6 +209,49 @@ pub fn run(args: MigrateArgs) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Every path a migration reads and writes: SQLite files, the state file, the report, the rejects and
+/// backup folders' files, the cast rules and key files.
+fn migrate_paths(job: &MigrateJob, report: Option<&Path>) -> RunPaths {
+    let mut paths = RunPaths::new();
+    for (flag, text) in [("--from", &job.from), ("--to", &job.to)] {
+        if let Ok(Db::Sqlite(file)) = Db::parse(text, flag) {
+            paths.database(flag, &file);
+        }
+    }
+    let state_flag = if job.resume { "--resume" } else { "--state" };
+    paths.write(state_flag, &job.state);
+    if let Some(report) = report {
+        paths.write("--report", report);
+    }
+    if job.on_error != ErrorPolicy::Strict {
+        let label = "--rejects";
+        paths.write_family(label, &job.rejects_dir, "", false, &[".rejects.ndjson"]);
+    }
+    if let Some(dir) = &job.backup {
+        paths.write("--backup (its backup.json)", &dir.join("backup.json"));
+        let suffixes = [
+            ".ndjson.zst",
+            ".ndjson.zst.sha256",
+            ".ndjson.zst.enc",
+            ".ndjson.zst.enc.sha256",
+        ];
+        paths.write_family("--backup", dir, "", false, &suffixes);
+    }
+    if let Some(rules) = &job.cast_rules {
+        paths.read("--cast-rules", rules);
+    }
+    match &job.backup_key {
+        Some(KeySource::KeyFile(file)) => {
+            paths.read("--key-file", file);
+        }
+        Some(KeySource::PassphraseFile(file)) => {
+            paths.read("--passphrase-file", file);
+        }
+        _ => {}
+    }
+    paths
 }
 
 fn show_plan(from: &str, args: &MigrateArgs, connect: &ConnectOptions) -> Result<()> {
@@ -281,6 +327,15 @@ pub struct DiffArgs {
 /// Runs `ferry diff`.
 pub fn run_diff(args: DiffArgs) -> Result<()> {
     super::warn_about_passwords(&[&args.source, &args.target]);
+    if let Some(report) = &args.report {
+        let mut paths = RunPaths::new();
+        for (label, text) in [("SRC", &args.source), ("DST", &args.target)] {
+            if let Ok(Db::Sqlite(file)) = Db::parse(text, label) {
+                paths.database(label, &file);
+            }
+        }
+        paths.write("--report", report).check()?;
+    }
     let job = DiffJob {
         source: args.source,
         target: args.target,

@@ -82,6 +82,8 @@ where
             };
         }
     };
+    // From here on, a run may create temporary files: SIGTERM, SIGINT and SIGHUP remove them.
+    crate::interrupt::remove_temp_files_on_signals()?;
     match cli.command {
         Command::Convert(args) => convert::run(*args),
         Command::Validate(args) => validate::run(*args),
@@ -163,7 +165,7 @@ pub(crate) fn shown_endpoint(text: &str) -> String {
     match crate::endpoint::Endpoint::parse(text) {
         Ok(endpoint) => endpoint.display_name(),
         Err(_) if text.contains("://") => "(unparsable URL)".to_owned(),
-        Err(_) => text.to_owned(),
+        Err(_) => crate::secret::redact(text).into_owned(),
     }
 }
 

@@ -69,6 +69,7 @@ pub fn run(args: ValidateArgs) -> Result<()> {
     job.jobs = args.jobs;
     job.progress = ProgressMode::Auto;
     job.quiet = args.quiet;
+    job.report = args.report.clone();
     let report = convert(&job)?;
     super::finish_report(&report, args.report.as_deref(), args.quiet)?;
     if report.rejected > 0 {

@@ -5,6 +5,9 @@
 //! values. The header is fixed by the first record; a later record with a field the header lacks is an error,
 //! not a silently dropped value.
 
+use std::collections::HashSet;
+use std::io::BufRead;
+
 use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input};
 use crate::error::{Error, Position, Result, Stage};
 use crate::record::{Key, Record, Value};
@@ -48,14 +51,46 @@ fn tsv_encoder(sink: Box<dyn ByteSink>, options: &FormatOptions) -> Result<Box<d
 }
 
 struct CsvDecoder {
-    reader: csv::Reader<Box<dyn std::io::BufRead + Send>>,
+    input: Box<dyn BufRead + Send>,
+    parser: csv_core::Reader,
     name: String,
     header: Option<Vec<Key>>,
-    row: csv::ByteRecord,
+    row: Row,
+    /// `--comment`: lines starting with it are skipped.
+    comment: Option<u8>,
+    /// `--max-record-size`: the input bytes one row may take.
+    max_row: u64,
     records: u64,
     allow_ragged: bool,
     json_cells: bool,
     done: bool,
+}
+
+/// The cells of the row just read, one after another, and where each ends.
+#[derive(Default)]
+struct Row {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    /// The line the row starts on (1-based).
+    line: u64,
+}
+
+impl Row {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn cells(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| &self.bytes[start..end])
+    }
+
+    /// All the cells' bytes.
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.ends.last().copied().unwrap_or(0)]
+    }
 }
 
 impl CsvDecoder {
@@ -64,21 +99,21 @@ impl CsvDecoder {
         options: &FormatOptions,
         default_delimiter: u8,
     ) -> Result<Box<dyn Decoder>> {
-        let reader = csv::ReaderBuilder::new()
+        let parser = csv_core::ReaderBuilder::new()
             .delimiter(options.delimiter.unwrap_or(default_delimiter))
             .quote(options.quote)
             .escape(options.escape)
             .double_quote(options.escape.is_none())
             .comment(options.comment)
-            .has_headers(false)
-            .flexible(true)
-            .buffer_capacity(256 * 1024)
-            .from_reader(input.reader);
+            .build();
         let mut decoder = CsvDecoder {
-            reader,
+            input: input.reader,
+            parser,
             name: input.name,
             header: None,
-            row: csv::ByteRecord::new(),
+            row: Row::default(),
+            comment: options.comment,
+            max_row: options.max_record_size,
             records: 0,
             allow_ragged: options.allow_ragged,
             json_cells: options.json_cells,
@@ -96,49 +131,119 @@ impl CsvDecoder {
         Ok(Box::new(decoder))
     }
 
-    fn pos_at(&self, pos: Option<&csv::Position>) -> Position {
-        let mut p = Position::file(self.name.clone());
-        if let Some(pos) = pos {
-            p = p.with_line(pos.line());
+    fn row_position(&self) -> Position {
+        Position::file(self.name.clone()).with_line(self.row.line)
+    }
+
+    /// Skips what lies between rows — blank lines, the `\n` of a `\r\n`, comment lines — so that the row
+    /// read next starts exactly where its line number says. (Left to the parser, they would be skipped as
+    /// part of the next row, whose line would then be where the skipping began: one too low under CRLF.)
+    fn skip_to_row(&mut self) -> Result<()> {
+        let mut in_comment = false;
+        loop {
+            let buf = self
+                .input
+                .fill_buf()
+                .map_err(|e| Error::io(Stage::Decode, Some(&self.name), e))?;
+            let Some(&first) = buf.first() else {
+                return Ok(());
+            };
+            let (skip, newlines) = if in_comment {
+                match buf.iter().position(|&b| b == b'\n') {
+                    Some(end) => {
+                        in_comment = false;
+                        (end + 1, 1)
+                    }
+                    None => (buf.len(), 0),
+                }
+            } else if first == b'\r' || first == b'\n' {
+                let skip = buf
+                    .iter()
+                    .take_while(|&&b| b == b'\r' || b == b'\n')
+                    .count();
+                (skip, buf[..skip].iter().filter(|&&b| b == b'\n').count())
+            } else if Some(first) == self.comment {
+                in_comment = true;
+                (0, 0)
+            } else {
+                return Ok(());
+            };
+            self.input.consume(skip);
+            let line = self.parser.line() + newlines as u64;
+            self.parser.set_line(line);
         }
-        p
+    }
+
+    /// Reads the next row into `self.row`; false at the end of the input.
+    fn read_row(&mut self) -> Result<bool> {
+        self.skip_to_row()?;
+        self.row.line = self.parser.line();
+        if self.row.bytes.is_empty() {
+            self.row.bytes.resize(1024, 0);
+        }
+        self.row.ends.clear();
+        self.row.ends.resize(64, 0);
+        let (mut out, mut ends, mut taken) = (0, 0, 0u64);
+        loop {
+            let input = self
+                .input
+                .fill_buf()
+                .map_err(|e| Error::io(Stage::Decode, Some(&self.name), e))?;
+            let (result, read, written, ended) = self.parser.read_record(
+                input,
+                &mut self.row.bytes[out..],
+                &mut self.row.ends[ends..],
+            );
+            self.input.consume(read);
+            taken += read as u64;
+            out += written;
+            ends += ended;
+            if taken > self.max_row {
+                let position = self.row_position().with_record(self.records + 1);
+                return Err(super::limit::too_large(position, self.max_row));
+            }
+            match result {
+                csv_core::ReadRecordResult::InputEmpty => {}
+                // Never more room than the limit allows: a row holds at most as many bytes, and one more
+                // cell, as it took from the input, and taking more than the limit has stopped above.
+                csv_core::ReadRecordResult::OutputFull => {
+                    let len = self.row.bytes.len();
+                    self.row.bytes.resize(grown(len, self.max_row), 0);
+                }
+                csv_core::ReadRecordResult::OutputEndsFull => {
+                    let len = self.row.ends.len();
+                    self.row.ends.resize(grown(len, self.max_row), 0);
+                }
+                csv_core::ReadRecordResult::Record => {
+                    self.row.ends.truncate(ends);
+                    return Ok(true);
+                }
+                csv_core::ReadRecordResult::End => {
+                    self.row.ends.clear();
+                    return Ok(false);
+                }
+            }
+        }
     }
 
     fn read_header(&mut self) -> Result<Option<Vec<Key>>> {
-        match self.reader.read_byte_record(&mut self.row) {
-            Ok(false) => Ok(None),
-            Ok(true) => {
-                let mut names = Vec::with_capacity(self.row.len());
-                for (i, cell) in self.row.iter().enumerate() {
-                    let name = std::str::from_utf8(cell).map_err(|e| {
-                        let pos = self.pos_at(self.row.position()).with_column(i as u64 + 1);
-                        Error::data(Stage::Decode, pos, format!("header cell is not valid UTF-8 ({e}); pass --encoding if the file is not UTF-8"))
-                    })?;
-                    names.push(name);
-                }
-                checked_names(names.into_iter(), &self.name).map(Some)
-            }
-            Err(e) => Err(self.csv_error(&e)),
+        if !self.read_row()? {
+            return Ok(None);
         }
-    }
-
-    fn csv_error(&self, e: &csv::Error) -> Error {
-        let pos = self.pos_at(e.position()).with_record(self.records + 1);
-        match e.kind() {
-            csv::ErrorKind::Io(io) => Error::io(
-                Stage::Decode,
-                Some(&self.name),
-                std::io::Error::new(io.kind(), io.to_string()),
-            ),
-            _ => Error::data(Stage::Decode, pos, e.to_string()),
+        let mut names = Vec::with_capacity(self.row.len());
+        for (i, cell) in self.row.cells().enumerate() {
+            let name = std::str::from_utf8(cell).map_err(|e| {
+                let pos = self.row_position().with_column(i as u64 + 1);
+                Error::data(Stage::Decode, pos, format!("header cell is not valid UTF-8 ({e}); pass --encoding if the file is not UTF-8"))
+            })?;
+            names.push(name);
         }
+        checked_names(names.into_iter(), &self.name).map(Some)
     }
 
     fn next_record(&mut self) -> Result<Option<Record>> {
-        match self.reader.read_byte_record(&mut self.row) {
-            Ok(false) => return Ok(None),
-            Ok(true) => {}
-            Err(e) => return Err(self.csv_error(&e)),
+        if !self.read_row()? {
+            return Ok(None);
         }
         self.records += 1;
         if self.header.is_none() {
@@ -146,7 +251,7 @@ impl CsvDecoder {
             self.header = Some(generated.collect());
         }
         let header = self.header.as_deref().unwrap_or_default();
-        let pos = || self.pos_at(self.row.position()).with_record(self.records);
+        let pos = || self.row_position().with_record(self.records);
         if self.row.len() != header.len() && !self.allow_ragged {
             let message = format!(
                 "the row has {} fields but the header has {}; pass --allow-ragged to pad short rows",
@@ -161,7 +266,7 @@ impl CsvDecoder {
         // its own, so that the error names it.
         let row_text = std::str::from_utf8(self.row.as_slice()).unwrap_or_default();
         let mut end = 0;
-        for (i, cell) in self.row.iter().enumerate() {
+        for (i, cell) in self.row.cells().enumerate() {
             let start = end;
             end += cell.len();
             let text = match row_text.get(start..end) {
@@ -196,6 +301,12 @@ impl CsvDecoder {
     }
 }
 
+/// A row buffer's next size: doubled, but no larger than a row of `max_row` bytes can need.
+fn grown(len: usize, max_row: u64) -> usize {
+    let cap = usize::try_from(max_row.saturating_add(2)).unwrap_or(usize::MAX);
+    (len * 2).min(cap).max(len + 1)
+}
+
 /// A cell's value: its text, or with `json_cells` the nested value its JSON array/object text stands for.
 pub(super) fn cell_value(text: &str, json_cells: bool) -> Value {
     if json_cells && (text.starts_with('[') || text.starts_with('{')) {
@@ -214,8 +325,10 @@ pub(super) fn checked_names<'a>(
     file: &str,
 ) -> Result<Vec<Key>> {
     let mut keys: Vec<Key> = Vec::new();
+    // A set, not a search of the names so far: a header may have hundreds of thousands of columns.
+    let mut seen: HashSet<&str> = HashSet::new();
     for (i, name) in names.enumerate() {
-        if keys.iter().any(|k| &**k == name) {
+        if !seen.insert(name) {
             let pos = Position::file(file)
                 .with_column(i as u64 + 1)
                 .with_field(name);
@@ -381,6 +494,26 @@ mod tests {
         };
         let decoder = csv_decoder(input, &FormatOptions::default()).unwrap();
         decoder.collect()
+    }
+
+    #[test]
+    fn rows_know_their_line_under_crlf_blank_and_comment_lines() {
+        let text = b"#c\r\na,b\r\n\r\n#x\r\n1,\"2\r\nz\"\r\n3\r\n\n4\n5,6";
+        let input = Input {
+            reader: Box::new(&text[..]),
+            name: "t.csv".to_owned(),
+        };
+        let options = FormatOptions {
+            comment: Some(b'#'),
+            ..FormatOptions::default()
+        };
+        let items: Vec<_> = csv_decoder(input, &options).unwrap().collect();
+        let lines: Vec<Option<u64>> = items
+            .iter()
+            .map(|item| item.as_ref().err().and_then(|e| e.position()?.line))
+            .collect();
+        // Rows: `1,"2\r\nz"` (line 5, good), `3` (line 7), `4` (line 9), `5,6` (line 10, good).
+        assert_eq!(lines, [None, Some(7), Some(9), None]);
     }
 
     #[test]

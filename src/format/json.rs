@@ -11,6 +11,7 @@ use std::io::BufRead;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use super::limit::{too_large, Budget, Limited};
 use super::{pushed_records, Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
 use crate::error::{Error, Position, Result, Stage};
 use crate::record::{write_json_record, Key, Record, Value};
@@ -67,27 +68,38 @@ pub(super) fn into_record(value: Value) -> Record {
     }
 }
 
-fn decoder(input: Input, _options: &FormatOptions) -> Result<Box<dyn Decoder>> {
+fn decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {
     let Input { mut reader, name } = input;
+    let max_record = options.max_record_size;
     Ok(Box::new(pushed_records(move |emit| {
         if let Err(e) = skip_bom(&mut reader) {
             emit(Err(Error::io(Stage::Decode, Some(&name), e)));
             return;
         }
         let mut count = 0u64;
+        // Each array element (or the one root object) may take at most `max_record` bytes.
+        let (reader, budget) = Limited::new(reader, max_record);
         let mut de = serde_json::Deserializer::from_reader(reader);
         let root = RootVisitor {
             emit: &mut *emit,
             count: &mut count,
+            budget: &budget,
             cancelled: false,
         };
         let result = de.deserialize_any(root).and_then(|()| de.end());
-        if let Err(e) = result {
-            if !e.to_string().starts_with(CANCELLED) {
+        match result {
+            Err(_) if budget.exceeded() => {
+                let position = Position::file(name.clone())
+                    .with_record(count + 1)
+                    .with_line(budget.record_line());
+                emit(Err(too_large(position, budget.limit())));
+            }
+            Err(e) if !e.to_string().starts_with(CANCELLED) => {
                 emit(Err(
                     json_error(&e, Some(count + 1)).with_context(Some(&name), None)
                 ));
             }
+            _ => {}
         }
     })))
 }
@@ -105,6 +117,8 @@ const CANCELLED: &str = "ferry: reader went away";
 struct RootVisitor<'a> {
     emit: &'a mut dyn FnMut(Result<Record>) -> bool,
     count: &'a mut u64,
+    /// Marks where each element starts, for `--max-record-size`.
+    budget: &'a Budget,
     cancelled: bool,
 }
 
@@ -125,6 +139,7 @@ impl<'de> Visitor<'de> for RootVisitor<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(value) = seq.next_element_seed(ElementSeed)? {
+            self.budget.next_record();
             *self.count += 1;
             if !(self.emit)(Ok(into_record(value))) {
                 return Err(de::Error::custom(CANCELLED));

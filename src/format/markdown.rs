@@ -4,13 +4,13 @@
 //! backslash-escaped (`\|`, `\*`, ...), a newline becomes `<br>`, and leading or trailing spaces become `&#32;`
 //! (GFM would trim them). Nested values are compact JSON text, read back as nested values with `--json-cells`.
 //! Every table in the document is read, in order, each with its own header. The whole document is parsed at
-//! once (Markdown has no streaming parser), so this decoder's memory grows with its input.
-
-use std::io::Read as _;
+//! once (Markdown has no streaming parser), so this decoder's memory grows with its input, up to
+//! `--max-document-size` (64 MiB by default).
 
 use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 
 use super::csv::{cell_value, checked_names};
+use super::limit::read_whole;
 use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
 use crate::error::{Error, Position, Result, Stage};
 use crate::record::{Key, Record, Value};
@@ -28,10 +28,7 @@ pub(super) const FORMAT: Format = Format {
 
 fn decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {
     let Input { mut reader, name } = input;
-    let mut bytes = Vec::new();
-    reader
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(Stage::Decode, Some(&name), e))?;
+    let bytes = read_whole(&mut reader, options.max_document_size, &name, "Markdown")?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let message = format!(
             "Markdown input is not valid UTF-8 ({}); pass --encoding if it is not",

@@ -11,6 +11,7 @@ use crate::sink::ByteSink;
 
 mod csv;
 mod json;
+pub mod limit;
 mod markdown;
 mod ndjson;
 mod xml;
@@ -76,6 +77,10 @@ pub struct FormatOptions {
     pub json_cells: bool,
     /// The character encoding of the input (an encoding_rs label such as `latin1`); default UTF-8.
     pub encoding: Option<&'static encoding_rs::Encoding>,
+    /// `--max-record-size`: input bytes one record may take (default 64 MiB).
+    pub max_record_size: u64,
+    /// `--max-document-size`: input bytes a format read whole (YAML, Markdown) may take (default 64 MiB).
+    pub max_document_size: u64,
 }
 
 impl Default for FormatOptions {
@@ -90,6 +95,8 @@ impl Default for FormatOptions {
             allow_ragged: false,
             json_cells: false,
             encoding: None,
+            max_record_size: limit::DEFAULT_MAX_RECORD_SIZE,
+            max_document_size: limit::DEFAULT_MAX_DOCUMENT_SIZE,
         }
     }
 }

@@ -1,14 +1,17 @@
 //! NDJSON / JSON Lines codec: one JSON value per line, blank lines skipped, the line number in every error.
 
-use std::io::BufRead;
+use std::io::{BufRead, Read as _};
 use std::sync::Arc;
 
 use serde::de;
 
 use super::json::{into_record, json_error};
+use super::limit::too_large;
 use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
-use crate::error::{Error, Result, Stage};
-use crate::record::{number_from_text, write_json, write_json_str, Key, Record, Value};
+use crate::error::{Error, Position, Result, Stage};
+use crate::record::{
+    number_from_text, write_json, write_json_str, Key, Record, RecordBuilder, Value,
+};
 use crate::sink::ByteSink;
 
 pub(super) const FORMAT: Format = Format {
@@ -21,9 +24,10 @@ pub(super) const FORMAT: Format = Format {
     encoder,
 };
 
-fn decoder(input: Input, _options: &FormatOptions) -> Result<Box<dyn Decoder>> {
+fn decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {
     Ok(Box::new(NdjsonDecoder {
         input,
+        max_line: options.max_record_size,
         line: Vec::with_capacity(4096),
         line_no: 0,
         records: 0,
@@ -34,6 +38,8 @@ fn decoder(input: Input, _options: &FormatOptions) -> Result<Box<dyn Decoder>> {
 
 struct NdjsonDecoder {
     input: Input,
+    /// `--max-record-size`: the longest line read (a longer one stops the run before it fills memory).
+    max_line: u64,
     line: Vec<u8>,
     line_no: u64,
     records: u64,
@@ -82,7 +88,7 @@ impl<'de> de::Visitor<'de> for RecordVisitor<'_> {
 
     fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Record, A::Error> {
         let cached = &*self.keys;
-        let mut record = Record::with_capacity(cached.len().max(8));
+        let mut record = RecordBuilder::with_capacity(cached.len().max(8));
         // True while every key so far is the cached key at its position: cached keys are distinct, so the
         // next one can then be appended without searching for a duplicate.
         let mut same = true;
@@ -109,6 +115,7 @@ impl<'de> de::Visitor<'de> for RecordVisitor<'_> {
                 record.insert(key, value);
             }
         }
+        let record = record.finish();
         if !same || record.len() != cached.len() {
             *self.keys = record.iter().map(|(k, _)| k.clone()).collect();
         }
@@ -151,15 +158,20 @@ impl NdjsonDecoder {
     fn next_record(&mut self) -> Result<Option<Record>> {
         loop {
             self.line.clear();
-            let n = self
-                .input
-                .reader
+            let n = (&mut self.input.reader)
+                .take(self.max_line.saturating_add(1))
                 .read_until(b'\n', &mut self.line)
                 .map_err(|e| Error::io(Stage::Decode, Some(&self.input.name), e))?;
             if n == 0 {
                 return Ok(None);
             }
             self.line_no += 1;
+            if n as u64 > self.max_line {
+                let position = Position::file(self.input.name.clone())
+                    .with_record(self.records + 1)
+                    .with_line(self.line_no);
+                return Err(too_large(position, self.max_line));
+            }
             let mut text: &[u8] = &self.line;
             if self.line_no == 1 {
                 text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);

@@ -13,14 +13,16 @@
 //! entity bomb is an "undefined entity" error rather than a memory blow-up.
 
 use std::borrow::Cow;
+use std::io::{BufRead, Read as _};
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::{NsReader, XmlVersion};
 
+use super::limit::{too_large, Budget, Limited};
 use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
 use crate::error::{Error, Position, Result, Stage};
-use crate::record::{Key, Record, Value};
+use crate::record::{Key, Record, RecordBuilder, Value};
 use crate::sink::ByteSink;
 
 pub(super) const FORMAT: Format = Format {
@@ -39,18 +41,73 @@ const MAX_DEPTH: usize = 256;
 const NIL_ATTR: &str = "xsi:nil";
 const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
 
-fn decoder(input: Input, _options: &FormatOptions) -> Result<Box<dyn Decoder>> {
-    let mut reader = NsReader::from_reader(input.reader);
+fn decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {
+    let Input { mut reader, name } = input;
+    let declared = match options.encoding {
+        Some(_) => None, // transcoded to UTF-8 before it gets here
+        None => sniff_encoding(&mut reader, &name)?,
+    };
+    // Each record element may take at most `--max-record-size` bytes.
+    let (limited, budget) = Limited::new(reader, options.max_record_size);
+    let mut reader = NsReader::from_reader(limited);
     reader.config_mut().trim_text(false);
     Ok(Box::new(XmlDecoder {
         reader,
-        name: input.name,
+        name,
+        budget,
+        declared,
         buf: Vec::with_capacity(4096),
         stack: Vec::new(),
         state: RootState::Before,
         records: 0,
         done: false,
     }))
+}
+
+/// How much of the document is read ahead for its XML declaration.
+const PROLOG: usize = 512;
+
+/// Looks at the document's first bytes: UTF-16 (a byte order mark, or `<` next to a zero byte) is refused
+/// with the `--encoding` to pass, since it can only be read transcoded; otherwise returns the encoding the
+/// XML declaration names (`<?xml … encoding="windows-1252"?>`), for the hint of a later decoding error.
+fn sniff_encoding(reader: &mut Box<dyn BufRead + Send>, name: &str) -> Result<Option<String>> {
+    // The first bytes, read ahead and then put back in front of the rest.
+    let mut head = Vec::with_capacity(PROLOG);
+    reader
+        .by_ref()
+        .take(PROLOG as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io(Stage::Decode, Some(name), e))?;
+    let rest = std::mem::replace(reader, Box::new(std::io::empty()));
+    *reader = Box::new(std::io::Cursor::new(head.clone()).chain(rest));
+    let head = head.as_slice();
+    let utf16 = match head {
+        [0xFF, 0xFE, ..] | [b'<', 0, ..] => Some("utf-16le"),
+        [0xFE, 0xFF, ..] | [0, b'<', ..] => Some("utf-16be"),
+        _ => None,
+    };
+    if let Some(label) = utf16 {
+        let message = format!(
+            "the document is UTF-16, and XML is read as UTF-8 unless told otherwise; pass --encoding {label}"
+        );
+        return Err(Error::data(Stage::Decode, Position::file(name), message));
+    }
+    let prolog = String::from_utf8_lossy(head);
+    let declared = prolog
+        .strip_prefix('\u{feff}')
+        .unwrap_or(&prolog)
+        .strip_prefix("<?xml")
+        .and_then(|rest| rest.split("?>").next())
+        .and_then(|decl| decl.split_once("encoding"))
+        .and_then(|(_, rest)| {
+            let rest = rest.trim_start().strip_prefix('=')?.trim_start();
+            let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+            rest[1..].split(quote).next().map(str::to_owned)
+        })
+        .filter(|label| {
+            !label.eq_ignore_ascii_case("utf-8") && !label.eq_ignore_ascii_case("utf8")
+        });
+    Ok(declared)
 }
 
 #[derive(PartialEq)]
@@ -62,14 +119,18 @@ enum RootState {
 
 struct Frame {
     name: Key,
-    fields: Record,
+    fields: RecordBuilder,
     text: String,
     nil: bool,
 }
 
 struct XmlDecoder {
-    reader: NsReader<Box<dyn std::io::BufRead + Send>>,
+    reader: NsReader<Limited<Box<dyn BufRead + Send>>>,
     name: String,
+    /// Where the current record started, for `--max-record-size`.
+    budget: Budget,
+    /// The encoding the XML declaration names, when it is not UTF-8 (for the hint of a decoding error).
+    declared: Option<String>,
     buf: Vec<u8>,
     stack: Vec<Frame>,
     state: RootState,
@@ -93,7 +154,13 @@ impl XmlDecoder {
                     return Err(self.error(format!("namespace prefix {prefix:?} is not declared")));
                 }
                 Ok((_, event)) => event.into_owned(),
-                Err(e) => return Err(self.error(e.to_string())),
+                Err(_) if self.budget.exceeded() => {
+                    let position = Position::file(self.name.clone())
+                        .with_record(self.records + 1)
+                        .with_byte(self.reader.buffer_position());
+                    return Err(too_large(position, self.budget.limit()));
+                }
+                Err(e) => return Err(self.read_error(&e)),
             };
             match event {
                 Event::Start(start) => self.open(&start)?,
@@ -127,6 +194,22 @@ impl XmlDecoder {
                 Event::Comment(_) | Event::PI(_) | Event::Decl(_) | Event::DocType(_) => {}
             }
         }
+    }
+
+    /// A parser error; one about decoding says which `--encoding` to pass.
+    fn read_error(&self, e: &quick_xml::Error) -> Error {
+        let message = e.to_string();
+        if !matches!(e, quick_xml::Error::Encoding(_)) {
+            return self.error(message);
+        }
+        let hint = match &self.declared {
+            Some(label) => {
+                format!("the document declares encoding=\"{label}\": pass --encoding {label}")
+            }
+            None => "pass --encoding (e.g. --encoding windows-1252) if the document is not UTF-8"
+                .to_owned(),
+        };
+        self.error(format!("{message}; {hint}"))
     }
 
     fn end_of_input(&self) -> Result<Option<Record>> {
@@ -165,7 +248,7 @@ impl XmlDecoder {
         let raw = start.name().as_ref().to_owned();
         let mut frame = Frame {
             name: Key::from(decode_name(&raw)),
-            fields: Record::new(),
+            fields: RecordBuilder::default(),
             text: String::new(),
             nil: false,
         };
@@ -173,9 +256,10 @@ impl XmlDecoder {
             if key == NIL_ATTR {
                 frame.nil = value == "true" || value == "1";
             } else if key != "xmlns:xsi" {
-                frame
-                    .fields
-                    .insert(format!("@{}", decode_name(&key)), Value::String(value));
+                frame.fields.insert(
+                    Key::from(format!("@{}", decode_name(&key))),
+                    Value::String(value),
+                );
             }
         }
         self.stack.push(frame);
@@ -214,6 +298,7 @@ impl XmlDecoder {
             }
             None => {
                 self.records += 1;
+                self.budget.next_record();
                 Ok(Some(match value {
                     Value::Object(record) => record,
                     Value::String(text) if !text.is_empty() => {
@@ -251,7 +336,7 @@ fn predefined_entity(name: &str) -> Option<char> {
     })
 }
 
-fn frame_value(nil: bool, mut fields: Record, text: String) -> Value {
+fn frame_value(nil: bool, mut fields: RecordBuilder, text: String) -> Value {
     if nil {
         return Value::Null;
     }
@@ -259,13 +344,13 @@ fn frame_value(nil: bool, mut fields: Record, text: String) -> Value {
         return Value::String(text);
     }
     if !text.trim().is_empty() {
-        fields.insert("#text", Value::String(text));
+        fields.insert(Key::from("#text"), Value::String(text));
     }
-    Value::Object(fields)
+    Value::Object(fields.finish())
 }
 
 /// Repeated child elements become an array, in document order.
-fn add_child(fields: &mut Record, name: Key, value: Value) {
+fn add_child(fields: &mut RecordBuilder, name: Key, value: Value) {
     match fields.get_mut(&name) {
         Some(Value::Array(items)) => items.push(value),
         Some(existing) => {

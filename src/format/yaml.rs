@@ -1,18 +1,19 @@
 //! YAML codec (serde_yaml): a sequence of mappings, or a stream of `---` documents each holding a mapping
 //! (or a sequence of them).
 //!
-//! The YAML parser needs the whole input in memory, so this decoder reads it at once: a format limit, said in
-//! `ferry formats`. Aliases are expanded by serde_yaml, which stops a "billion laughs" document with an error.
-//! Tags are dropped and their values kept, as YAML → JSON converters do. Decimals, dates, timestamps and bytes
-//! are written as strings, because a YAML float could not keep every digit.
+//! The YAML parser needs the whole input in memory, so this decoder reads it at once — at most
+//! `--max-document-size` bytes (64 MiB by default): a format limit, said in `ferry formats`. Aliases are
+//! expanded by serde_yaml, which stops a "billion laughs" document with an error. Tags are dropped and their
+//! values kept, as YAML → JSON converters do. Decimals, dates, timestamps and bytes are written as strings,
+//! because a YAML float could not keep every digit.
 
 use std::fmt;
-use std::io::Read as _;
 
 use serde::de::{self, Deserializer, EnumAccess, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::json::into_record;
+use super::limit::read_whole;
 use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
 use crate::error::{Error, Position, Result, Stage};
 use crate::record::{Record, Value, ValueVisitor};
@@ -119,12 +120,9 @@ fn yaml_error(e: &serde_yaml::Error) -> Error {
     Error::data(Stage::Decode, pos, message)
 }
 
-fn decoder(input: Input, _options: &FormatOptions) -> Result<Box<dyn Decoder>> {
+fn decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {
     let Input { mut reader, name } = input;
-    let mut bytes = Vec::new();
-    reader
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(Stage::Decode, Some(&name), e))?;
+    let bytes = read_whole(&mut reader, options.max_document_size, &name, "YAML")?;
     let items: Vec<Result<Record>> = match parse_documents(&bytes) {
         Ok(documents) => documents
             .into_iter()

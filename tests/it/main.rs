@@ -11,6 +11,7 @@ mod migrate_copy;
 mod migrate_pg;
 mod pg;
 mod roundtrip;
+mod safety;
 mod support;
 mod tamper;
 mod templates;
