@@ -35,7 +35,7 @@ impl Endpoint {
         if text.is_empty() {
             return Err(Error::usage("an empty path was given for --in or --to"));
         }
-        if let Some(database) = DbEndpoint::parse(text)? {
+        if let Some(database) = DbEndpoint::parse(text, &crate::env::Environment::from_process())? {
             return Ok(Endpoint::Database(database));
         }
         Ok(if text == "-" {
@@ -102,7 +102,7 @@ mod tests {
     fn unknown_schemes_are_refused_clearly() {
         let err = Endpoint::parse("mysql://u@h/db").unwrap_err();
         assert!(
-            err.is_usage() && err.to_string().contains("mysql://"),
+            err.is_config() && err.to_string().contains("mysql://"),
             "{err}"
         );
     }

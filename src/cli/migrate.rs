@@ -1,15 +1,17 @@
-//! `ferry migrate` and `ferry diff`: whole databases, SQLite ⇄ PostgreSQL. Parses the flags into a
-//! [`MigrateJob`] (or a plan, DDL, rollback or diff request), runs it and prints the summary.
+//! `ferry migrate` and `ferry diff`: whole databases, SQLite ⇄ PostgreSQL. Turns the flags into a
+//! [`MigrateJob`] (or a plan, DDL, rollback or diff request), hands it to the library with an observer that
+//! prints the run's lines on stderr, and turns the report into the summary and an exit code.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
 
 use crate::db::ConnectOptions;
-use crate::error::{Error, Result};
-use crate::migrate::diff::{diff, render, DiffJob};
-use crate::migrate::run::{build_plan, migrate, rollback, Db, MigrateJob};
-use crate::migrate::CastRules;
+use crate::env::Environment;
+use crate::error::{Error, Position, Result, Stage};
+use crate::migrate::{diff, migrate, rollback, show_plan, DiffJob, MigrateJob};
+use crate::observe::{Event, Observer, RunContext};
 use crate::pipeline::ErrorPolicy;
 
 const EXAMPLES: &str = "Examples:
@@ -28,7 +30,8 @@ Passwords: give them in PGPASSWORD, DATABASE_URL or ~/.pgpass, not in a URL on t
 The state file (--state, default ferry-migrate.state.json) is written before the target is touched and
 before and after every step; it never holds a password. A failed run drops what it created, so the target is
 left as it was; a killed run continues with --resume (what it had committed is found in the target's catalog),
-and a failed resume drops nothing. Exit codes: 0 done and valid, 1 failed or not valid, 2 usage.";
+and a failed resume drops nothing. --print-job prints the job these flags make, as JSON, without running it.
+Exit codes: 0 done and valid, 1 failed or not valid, 2 usage or configuration, 130 cancelled.";
 
 /// Arguments of `ferry migrate`.
 #[derive(Debug, Args)]
@@ -126,6 +129,10 @@ pub struct MigrateArgs {
     /// No progress lines on stderr (the summary is still printed).
     #[arg(long, short)]
     quiet: bool,
+
+    /// Print the job these flags make (JSON, no password) and exit without running it.
+    #[arg(long)]
+    print_job: bool,
 }
 
 fn connect_options(retries: u32, timeout: u64) -> ConnectOptions {
@@ -135,18 +142,70 @@ fn connect_options(retries: u32, timeout: u64) -> ConnectOptions {
     }
 }
 
-fn required<'a>(value: &'a Option<String>, flag: &str) -> Result<&'a str> {
-    value
-        .as_deref()
-        .ok_or_else(|| Error::usage(format!("ferry migrate needs {flag} (see --help)")))
+impl MigrateArgs {
+    /// The job the flags describe.
+    fn job(&self) -> MigrateJob {
+        MigrateJob {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            tables: self.tables.clone(),
+            exclude: self.exclude.clone(),
+            schema_only: self.schema_only,
+            data_only: self.data_only,
+            dry_run: self.dry_run,
+            jobs: self.jobs.max(1),
+            on_error: self.on_error,
+            rejects: self.rejects.clone(),
+            validate: !self.no_validate,
+            backup: self.backup.clone(),
+            backup_key: self.keys.source(),
+            state: self.resume.clone().unwrap_or_else(|| self.state.clone()),
+            resume: self.resume.is_some(),
+            cast_rules: self.cast_rules.clone(),
+            connect: connect_options(self.connect_retries, self.connect_timeout),
+        }
+    }
+}
+
+/// A migrate job as a job file holds it: `{"job": "migrate", …}`.
+#[derive(serde::Serialize)]
+struct JobFile<'a> {
+    job: &'static str,
+    #[serde(flatten)]
+    migrate: &'a MigrateJob,
+}
+
+/// Prints what the run says, line by line, on stderr: each table as it finishes and the notes between
+/// steps (none with `--quiet`).
+struct Lines;
+
+impl Observer for Lines {
+    fn event(&self, event: &Event) {
+        match event {
+            Event::Notice { message } => eprintln!("{message}"),
+            Event::TableDone { line, .. } => eprintln!("{line}"),
+            _ => {}
+        }
+    }
 }
 
 /// Runs `ferry migrate`.
 pub fn run(args: MigrateArgs) -> Result<()> {
-    let connect = connect_options(args.connect_retries, args.connect_timeout);
+    let env = Environment::from_process();
+    let job = args.job();
+    if args.print_job {
+        let file = JobFile {
+            job: "migrate",
+            migrate: &job,
+        };
+        let text = serde_json::to_string_pretty(&file)
+            .map_err(|e| Error::io(Stage::Sink, Some("-"), std::io::Error::other(e)))?;
+        println!("{text}");
+        return Ok(());
+    }
     if let Some(state) = &args.rollback {
         super::warn_about_passwords(&[args.to.as_deref().unwrap_or("")]);
-        let dropped = rollback(state, args.to.as_deref(), &connect)?;
+        let dropped = rollback(state, args.to.as_deref(), &env, &job.connect)?;
         eprintln!(
             "rolled back: dropped {} table(s) this migration created ({})",
             dropped.len(),
@@ -154,88 +213,40 @@ pub fn run(args: MigrateArgs) -> Result<()> {
         );
         return Ok(());
     }
-    // A resumed run may take --from and --to from its state file (which holds no password).
-    let resumed = match &args.resume {
-        Some(path) => Some(crate::migrate::state::State::load(path)?),
-        None => None,
-    };
-    let from_state = resumed.as_ref().map(|s| s.source.clone());
-    let to_state = resumed.as_ref().map(|s| s.target.clone());
-    let from = match &args.from {
-        Some(f) => f.as_str(),
-        None => required(&from_state, "--from")?,
-    };
     if args.plan || args.ddl {
-        return show_plan(from, &args, &connect);
+        let view = show_plan(&job, &env)?;
+        if args.plan {
+            print!("{}", view.render_plan());
+        }
+        if args.ddl {
+            print!("{}", view.render_ddl());
+        }
+        return Ok(());
     }
-    let to = match &args.to {
-        Some(t) => t.as_str(),
-        None => required(&to_state, "--to")?,
+    super::warn_about_passwords(&[
+        args.from.as_deref().unwrap_or(""),
+        args.to.as_deref().unwrap_or(""),
+    ]);
+    let observer: Arc<dyn Observer> = match args.quiet {
+        true => Arc::new(crate::observe::Silent),
+        false => Arc::new(Lines),
     };
-    super::warn_about_passwords(&[from, to]);
-    let job = MigrateJob {
-        from: from.to_owned(),
-        to: to.to_owned(),
-        tables: args.tables.clone(),
-        exclude: args.exclude.clone(),
-        schema_only: args.schema_only,
-        data_only: args.data_only,
-        dry_run: args.dry_run,
-        jobs: args.jobs.max(1),
-        on_error: args.on_error,
-        rejects_dir: args.rejects.clone(),
-        validate: !args.no_validate,
-        backup: args.backup.clone(),
-        backup_key: args.keys.source(),
-        state: args.resume.clone().unwrap_or_else(|| args.state.clone()),
-        resume: args.resume.is_some(),
-        cast_rules: args.cast_rules.clone(),
-        connect,
-        progress: !args.quiet,
+    let result = migrate(&job, &env, &RunContext::new(observer));
+    let report = match &result {
+        Ok(report) => report,
+        Err(failed) => &failed.report,
     };
-    let report = migrate(&job)?;
-    eprintln!("{}", report.summary());
     if let Some(path) = &args.report {
         report.write_json(path)?;
     }
+    let report = result?;
+    eprintln!("{}", report.summary());
     if report.valid == Some(false) {
         return Err(Error::data(
-            crate::error::Stage::Sink,
-            crate::error::Position::default(),
+            Stage::Sink,
+            Position::default(),
             "the migrated data does not match the source (see the report above)",
         ));
-    }
-    Ok(())
-}
-
-fn show_plan(from: &str, args: &MigrateArgs, connect: &ConnectOptions) -> Result<()> {
-    let rules = match &args.cast_rules {
-        Some(path) => CastRules::load(path)?,
-        None => CastRules::default(),
-    };
-    let db = Db::parse(from, "--from")?;
-    let mut conn = db.open(connect, false)?;
-    let plan = build_plan(
-        &mut conn,
-        &db.label(),
-        &rules,
-        &args.tables,
-        &args.exclude,
-        args.jobs,
-    )?;
-    if args.plan {
-        print!("{}", plan.render());
-    }
-    if args.ddl {
-        let ddl = plan.ddl();
-        println!("-- before the data");
-        for stmt in &ddl.create {
-            println!("{stmt};");
-        }
-        println!("-- after the data");
-        for stmt in &ddl.after_data {
-            println!("{stmt};");
-        }
     }
     Ok(())
 }
@@ -282,33 +293,19 @@ pub struct DiffArgs {
 pub fn run_diff(args: DiffArgs) -> Result<()> {
     super::warn_about_passwords(&[&args.source, &args.target]);
     let job = DiffJob {
-        source: args.source,
-        target: args.target,
         tables: args.table,
         limit: args.limit,
         cast_rules: args.cast_rules,
         connect: connect_options(0, 10),
+        ..DiffJob::new(args.source, args.target)
     };
-    let diffs = diff(&job)?;
-    print!("{}", render(&diffs));
+    let report = diff(&job, &Environment::from_process())?;
+    print!("{}", report.render());
     if let Some(path) = &args.report {
-        let text = serde_json::to_string_pretty(&diffs)
-            .map_err(|e| Error::usage(format!("cannot encode the report: {e}")))?;
-        std::fs::write(path, text + "\n").map_err(|e| {
-            Error::io(
-                crate::error::Stage::Sink,
-                Some(&path.display().to_string()),
-                e,
-            )
-        })?;
+        report.write_json(path)?;
     }
-    let different = diffs.iter().filter(|d| !d.equal()).count();
-    if different > 0 {
-        return Err(Error::data(
-            crate::error::Stage::Source,
-            crate::error::Position::default(),
-            format!("{different} of {} table(s) differ", diffs.len()),
-        ));
+    match report.difference() {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    Ok(())
 }

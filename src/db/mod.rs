@@ -1,17 +1,22 @@
 //! Databases as source and sink stages: a database endpoint (`sqlite://…`, `postgres://…`, a bare `.db`
-//! path, or `postgres` for `DATABASE_URL`) is read as a stream of typed records or loaded from one, in a
+//! path, `postgres` for `DATABASE_URL`, or `sqlite` for `DB_PATH`) is read as a stream of typed records or loaded from one, in a
 //! transaction, with per-record errors for values that do not fit and `--on-conflict` for duplicate keys.
 //!
 //! Adding a database is one file implementing [`Database`] and one line in [`DATABASES`].
 
 mod column;
+pub(crate) mod pgcopy;
 pub mod postgres;
 pub mod sqlite;
+pub mod sqlite_type;
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 pub use column::{coerce, Cell, Column, ColumnKind};
 
+use crate::env::Environment;
 use crate::error::{Error, Position, Result, Stage};
 use crate::format::Decoder;
 use crate::record::{Record, Value};
@@ -41,7 +46,8 @@ pub static DATABASES: &[&Database] = &[&sqlite::DATABASE, &postgres::DATABASE];
 const SQLITE_EXTENSIONS: &[&str] = &["db", "sqlite", "sqlite3", "db3"];
 
 /// What to do when a record's key is already in the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OnConflict {
     /// The record is rejected with the database's message (the error policy decides what follows).
     #[default]
@@ -64,15 +70,58 @@ impl OnConflict {
             OnConflict::Merge => "merge",
         }
     }
+
+    /// Every mode, in the order `--help` lists them.
+    pub const ALL: [OnConflict; 4] = [
+        OnConflict::Error,
+        OnConflict::Skip,
+        OnConflict::Overwrite,
+        OnConflict::Merge,
+    ];
 }
 
-/// How hard to try to reach a database server.
-#[derive(Debug, Clone, Copy)]
+impl std::str::FromStr for OnConflict {
+    type Err = String;
+
+    /// `error`, `skip`, `overwrite` or `merge`.
+    fn from_str(text: &str) -> std::result::Result<OnConflict, String> {
+        OnConflict::ALL
+            .into_iter()
+            .find(|mode| mode.name() == text)
+            .ok_or_else(|| format!("{text:?} is not one of error, skip, overwrite, merge"))
+    }
+}
+
+impl std::fmt::Display for OnConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How hard to try to reach a database server. In a job file: `{"retries": 3, "timeout": 10}` (seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ConnectOptions {
     /// Attempts after the first one fails.
     pub retries: u32,
-    /// The time allowed for each attempt.
+    /// The time allowed for each attempt (whole seconds in a job file).
+    #[serde(with = "seconds")]
     pub timeout: Duration,
+}
+
+/// A [`Duration`] as whole seconds (at least one) in job files.
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(|s| Duration::from_secs(s.max(1)))
+    }
 }
 
 impl Default for ConnectOptions {
@@ -157,6 +206,9 @@ pub struct DbEndpoint {
     pub table: Option<String>,
     /// `?query=`.
     pub query: Option<String>,
+    /// For PostgreSQL, libpq's variables (`PGHOST`, `PGUSER`, `PGPASSWORD`, …) from the environment the
+    /// endpoint was parsed with, read at connect time for what the URL leaves out. May hold a password.
+    env: Environment,
 }
 
 impl std::fmt::Debug for DbEndpoint {
@@ -182,19 +234,26 @@ impl std::fmt::Display for DbEndpoint {
 }
 
 impl DbEndpoint {
-    /// Parses a database endpoint, or returns `None` when `text` names a file or `-`.
+    /// Parses a database endpoint, or returns `None` when `text` names a file or `-`. A bare `postgres`
+    /// means `DATABASE_URL` (else libpq's `PG*` variables) and a bare `sqlite` means the file `DB_PATH`,
+    /// both read from `env`; a PostgreSQL endpoint keeps libpq's variables from `env` for connect time.
+    /// A URL ferry cannot use is a configuration error.
     ///
     /// ```
-    /// use ferry::db::DbEndpoint;
-    /// let e = DbEndpoint::parse("sqlite://out/app.db?table=contexts").unwrap().unwrap();
+    /// use ferry::{db::DbEndpoint, Environment};
+    /// let env = Environment::empty().with("DB_PATH", "data/app.sqlite");
+    /// let e = DbEndpoint::parse("sqlite://out/app.db?table=contexts", &env).unwrap().unwrap();
     /// assert_eq!((e.database.name, e.table.as_deref()), ("sqlite", Some("contexts")));
-    /// let e = DbEndpoint::parse("postgres://u:secret@db:5433/app?table=t&sslmode=require").unwrap().unwrap();
+    /// let e = DbEndpoint::parse("postgres://u:secret@db:5433/app?table=t&sslmode=require", &env).unwrap().unwrap();
     /// assert_eq!(e.to_string(), "postgres://u@db:5433/app?table=t");
-    /// assert!(DbEndpoint::parse("export.csv").unwrap().is_none());
+    /// assert_eq!(DbEndpoint::parse("sqlite", &env).unwrap().unwrap().to_string(), "sqlite://data/app.sqlite");
+    /// assert!(DbEndpoint::parse("export.csv", &env).unwrap().is_none());
     /// ```
-    pub fn parse(text: &str) -> Result<Option<DbEndpoint>> {
-        if text == "postgres" || text == "postgresql" {
-            return postgres::from_environment().map(Some);
+    pub fn parse(text: &str, env: &Environment) -> Result<Option<DbEndpoint>> {
+        match text {
+            "postgres" | "postgresql" => return postgres::from_environment(env).map(Some),
+            "sqlite" | "sqlite3" => return sqlite::from_environment(env).map(Some),
+            _ => {}
         }
         let Some((scheme, rest)) = text
             .split_once("://")
@@ -207,7 +266,7 @@ impl DbEndpoint {
             .iter()
             .find(|d| d.schemes.contains(&scheme.as_str()))
             .ok_or_else(|| {
-                Error::usage(format!(
+                Error::config(format!(
                     "{scheme}:// is not a database ferry knows; use sqlite://PATH or postgres://…"
                 ))
             })?;
@@ -218,7 +277,7 @@ impl DbEndpoint {
         let (own, passed) = split_params(params)?;
         let connection = if database.name == "sqlite" {
             if location.is_empty() {
-                return Err(Error::usage(
+                return Err(Error::config(
                     "sqlite:// needs a file path, as in sqlite://data/app.db",
                 ));
             }
@@ -236,13 +295,28 @@ impl DbEndpoint {
             connection,
             table: own.table,
             query: own.query,
+            env: match database.name {
+                "postgres" => postgres::libpq_environment(env),
+                _ => Environment::empty(),
+            },
         };
         if endpoint.table.is_some() && endpoint.query.is_some() {
-            return Err(Error::usage(format!(
+            return Err(Error::config(format!(
                 "{endpoint}: give ?table= or ?query=, not both"
             )));
         }
         Ok(Some(endpoint))
+    }
+
+    /// A SQLite endpoint for the file `path`.
+    pub(crate) fn sqlite_file(path: &str) -> DbEndpoint {
+        DbEndpoint {
+            database: &sqlite::DATABASE,
+            connection: path.to_owned(),
+            table: None,
+            query: None,
+            env: Environment::empty(),
+        }
     }
 
     /// What the driver connects with (may hold a password: never print it).
@@ -278,10 +352,9 @@ fn bare_sqlite_path(text: &str) -> Option<DbEndpoint> {
     let params = text.split_once('?').map_or("", |(_, q)| q);
     let (own, _) = split_params(params).ok()?;
     Some(DbEndpoint {
-        database: &sqlite::DATABASE,
-        connection: path.to_owned(),
         table: own.table,
         query: own.query,
+        ..DbEndpoint::sqlite_file(path)
     })
 }
 
@@ -312,7 +385,7 @@ fn split_params(params: &str) -> Result<(OwnParams, Vec<String>)> {
     }
     if own.table.as_deref() == Some("") || own.query.as_deref().is_some_and(|q| q.trim().is_empty())
     {
-        return Err(Error::usage("?table= and ?query= must not be empty"));
+        return Err(Error::config("?table= and ?query= must not be empty"));
     }
     Ok((own, passed))
 }
@@ -321,7 +394,7 @@ fn decode(value: &str) -> Result<String> {
     percent_encoding::percent_decode_str(value)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| Error::usage("a URL parameter is not valid UTF-8 once percent-decoded"))
+        .map_err(|_| Error::config("a URL parameter is not valid UTF-8 once percent-decoded"))
 }
 
 /// Quotes an SQL identifier (PostgreSQL and SQLite spell it alike): `a"b` → `"a""b"`.
@@ -357,7 +430,7 @@ pub(crate) fn check_table_name(table: &str, postgres: bool) -> Result<()> {
         _ => vec![table],
     };
     match parts.into_iter().find_map(|p| unfit_name(p, postgres)) {
-        Some(why) => Err(Error::usage(format!("table name {table:?} {why}"))),
+        Some(why) => Err(Error::config(format!("table name {table:?} {why}"))),
         None => Ok(()),
     }
 }
@@ -411,7 +484,7 @@ pub(crate) fn check_key_enforced(
     }
     let columns: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
     let index = quote_ident(&format!("{table}_{}_key", key.join("_")));
-    Err(Error::usage(format!(
+    Err(Error::config(format!(
         "table {} has no primary key or unique index on its key ({}), so the database would accept a \
          duplicate key and --on-conflict {} could not catch it (two loads at once would each load every \
          row); add one, e.g. CREATE UNIQUE INDEX {index} ON {} ({}), or load without a key",
@@ -621,29 +694,75 @@ mod tests {
 
     #[test]
     fn urls_keep_driver_parameters_and_take_ferrys_own() {
-        let e = DbEndpoint::parse("postgresql://u:p%40ss@h/db?sslmode=require&table=my%20table")
-            .unwrap()
-            .unwrap();
+        let e = DbEndpoint::parse(
+            "postgresql://u:p%40ss@h/db?sslmode=require&table=my%20table",
+            &Environment::empty(),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(e.table.as_deref(), Some("my table"));
         assert_eq!(e.connection(), "postgresql://u:p%40ss@h/db?sslmode=require");
         assert!(!e.to_string().contains("p%40ss"), "{e}");
-        let q = DbEndpoint::parse("sqlite://a.db?query=SELECT * FROM t WHERE a=1 & b=2")
-            .unwrap()
-            .unwrap();
+        let q = DbEndpoint::parse(
+            "sqlite://a.db?query=SELECT * FROM t WHERE a=1 & b=2",
+            &Environment::empty(),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(q.query.as_deref(), Some("SELECT * FROM t WHERE a=1 & b=2"));
         assert_eq!(q.connection(), "a.db");
     }
 
     #[test]
     fn bare_paths_with_database_extensions_are_sqlite() {
-        let e = DbEndpoint::parse("out/app.sqlite3").unwrap().unwrap();
+        let e = DbEndpoint::parse("out/app.sqlite3", &Environment::empty())
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (e.database.name, e.connection()),
             ("sqlite", "out/app.sqlite3")
         );
-        assert!(DbEndpoint::parse("out.ndjson").unwrap().is_none());
-        assert!(DbEndpoint::parse("mysql://x/y").is_err());
-        assert!(DbEndpoint::parse("sqlite://a.db?table=t&query=SELECT 1").is_err());
+        assert!(DbEndpoint::parse("out.ndjson", &Environment::empty())
+            .unwrap()
+            .is_none());
+        assert!(DbEndpoint::parse("mysql://x/y", &Environment::empty())
+            .unwrap_err()
+            .is_config());
+        assert!(DbEndpoint::parse(
+            "sqlite://a.db?table=t&query=SELECT 1",
+            &Environment::empty()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn bare_sqlite_is_the_file_db_path_names() {
+        let env = Environment::empty().with("DB_PATH", "./data.sqlite");
+        let e = DbEndpoint::parse("sqlite", &env).unwrap().unwrap();
+        assert_eq!(
+            (e.database.name, e.connection()),
+            ("sqlite", "./data.sqlite")
+        );
+        let e = DbEndpoint::parse("sqlite", &Environment::empty()).unwrap_err();
+        assert!(e.is_config() && e.to_string().contains("DB_PATH"), "{e}");
+    }
+
+    #[test]
+    fn conflict_modes_and_connect_options_read_and_write_as_job_data() {
+        for mode in OnConflict::ALL {
+            assert_eq!(mode.name().parse::<OnConflict>(), Ok(mode));
+            let json = serde_json::to_string(&mode).unwrap();
+            assert_eq!(json, format!("\"{}\"", mode.name()));
+        }
+        assert!("replace".parse::<OnConflict>().is_err());
+        let options: ConnectOptions = serde_json::from_str(r#"{"timeout": 3}"#).unwrap();
+        assert_eq!(options.retries, ConnectOptions::default().retries);
+        assert_eq!(options.timeout, Duration::from_secs(3));
+        assert_eq!(
+            serde_json::to_string(&options).unwrap(),
+            r#"{"retries":3,"timeout":3}"#
+        );
+        assert!(serde_json::from_str::<ConnectOptions>(r#"{"tries": 3}"#).is_err());
     }
 
     #[test]
@@ -678,7 +797,7 @@ mod tests {
         assert!(check_key_enforced("t", &key(&["a"]), &sets, OnConflict::Error).is_err());
         let e = check_key_enforced("t", &key(&["x"]), &[], OnConflict::Error).unwrap_err();
         assert!(
-            e.is_usage() && e.to_string().contains("no primary key or unique index"),
+            e.is_config() && e.to_string().contains("no primary key or unique index"),
             "{e}"
         );
         assert!(check_key_enforced("t", &[], &[], OnConflict::Error).is_ok());

@@ -11,7 +11,8 @@ use rusqlite::Connection;
 
 use super::introspect::{Generated, Schema, Table};
 use super::profile::{profile_table, TableProfile};
-use super::sql::{self, ExprColumn};
+use super::sql::sqlite::{translate_default, translate_expr, ExprColumn};
+use super::sql::{self, quote_literal, Dialect};
 use super::types::{translate, CastRules, ColumnContext, PgType, Translation};
 use crate::db::{quote_ident, PG_NAME_BYTES};
 use crate::error::Result;
@@ -119,7 +120,7 @@ pub struct Ddl {
 /// name a table or column of the schema, in any case, are written double-quoted in the schema's exact
 /// spelling, since PostgreSQL folds bare names to lower case and SQLite does not care.
 fn view_select(sql: &str, names: &std::collections::HashMap<String, String>) -> Option<String> {
-    let tokens = sql::tokenize(sql).ok()?;
+    let tokens = sql::tokenize(sql, Dialect::Sqlite).ok()?;
     let view = tokens.iter().position(|t| t.is_word("VIEW"))?;
     let select = tokens.iter().skip(view).position(|t| t.is_word("AS"))? + view + 1;
     let mut out = String::with_capacity(sql.len());
@@ -167,10 +168,6 @@ fn renamed(kind: &str, from: &str, to: &str) -> Option<String> {
             quote_ident(to)
         )
     })
-}
-
-fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 impl Plan {
@@ -570,7 +567,7 @@ fn plan_table(
             match c
                 .generated_expr
                 .as_deref()
-                .map(|e| sql::translate_expr(e, &expr_columns))
+                .map(|e| translate_expr(e, &expr_columns))
             {
                 Some(Ok(g)) => generated = Some(g),
                 Some(Err(why)) => skip(
@@ -637,7 +634,7 @@ fn plan_table(
             .name
             .clone()
             .unwrap_or_else(|| format!("{}_check{}", table.name, n + 1));
-        match sql::translate_expr(&check.expr, &expr_columns) {
+        match translate_expr(&check.expr, &expr_columns) {
             Ok(expr) => {
                 let name = pg_name(taken, &base);
                 if check.name.is_some() {
@@ -717,14 +714,14 @@ fn index_statement(
             (Some(c), _) => quote_ident(c),
             (None, Some(expr)) => {
                 // The written term may end in COLLATE/ASC/DESC; the pragma already told those.
-                let toks = sql::tokenize(expr)?;
+                let toks = sql::tokenize(expr, Dialect::Sqlite)?;
                 let cut = toks
                     .iter()
                     .position(|t| t.is_word("COLLATE") || t.is_word("ASC") || t.is_word("DESC"))
                     .unwrap_or(toks.len());
                 format!(
                     "({})",
-                    sql::translate_expr(sql::text_of(expr, &toks[..cut]), columns)?
+                    translate_expr(sql::text_of(expr, &toks[..cut]), columns)?
                 )
             }
             (None, None) => return Err("expression term without its SQL text".into()),
@@ -749,7 +746,7 @@ fn index_statement(
         terms.push(text);
     }
     let where_clause = match &index.where_clause {
-        Some(w) => format!(" WHERE {}", sql::translate_expr(w, columns)?),
+        Some(w) => format!(" WHERE {}", translate_expr(w, columns)?),
         None => String::new(),
     };
     let name = pg_name(taken, &index.name);
@@ -761,102 +758,6 @@ fn index_statement(
         terms.join(", ")
     );
     Ok((stmt, name))
-}
-
-/// Translates a DEFAULT expression; `Ok(None)` for `DEFAULT NULL`.
-fn translate_default(
-    text: &str,
-    pg: &PgType,
-    columns: &[ExprColumn<'_>],
-) -> Result<Option<String>, String> {
-    let toks = sql::tokenize(text)?;
-    let mut inner: &[sql::Token] = &toks;
-    while inner.len() >= 2
-        && inner[0].is_punct("(")
-        && sql::matching_paren(inner, 0) == Some(inner.len() - 1)
-    {
-        inner = &inner[1..inner.len() - 1];
-    }
-    let body = sql::text_of(text, inner);
-    let upper = body.to_ascii_uppercase();
-    if upper == "NULL" {
-        return Ok(None);
-    }
-    let is_number = !inner.is_empty()
-        && inner
-            .iter()
-            .all(|t| t.kind == sql::Kind::Number || t.is_punct("-") || t.is_punct("+"));
-    let unquoted = (inner.len() == 1 && inner[0].kind == sql::Kind::Str)
-        .then(|| body[1..body.len() - 1].replace("''", "'"));
-    match pg {
-        PgType::Boolean => {
-            let v = unquoted
-                .as_deref()
-                .unwrap_or(body)
-                .trim()
-                .to_ascii_lowercase();
-            return match v.as_str() {
-                "1" | "true" | "t" => Ok(Some("true".into())),
-                "0" | "false" | "f" => Ok(Some("false".into())),
-                _ => Err("not a boolean".into()),
-            };
-        }
-        PgType::Bytea => {
-            if let [t] = inner {
-                if t.kind == sql::Kind::Blob {
-                    return Ok(Some(format!(
-                        "'\\x{}'::bytea",
-                        &t.text[2..t.text.len() - 1]
-                    )));
-                }
-            }
-        }
-        _ => {}
-    }
-    match upper.as_str() {
-        "CURRENT_TIMESTAMP" if matches!(pg, PgType::Text | PgType::Varchar(_)) => {
-            // SQLite's text form, so the column keeps one format.
-            return Ok(Some(
-                "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')".into(),
-            ));
-        }
-        "CURRENT_TIMESTAMP" | "CURRENT_DATE" | "CURRENT_TIME" => return Ok(Some(upper)),
-        "TRUE" | "FALSE" if pg.is_integer() => {
-            return Ok(Some(if upper == "TRUE" { "1" } else { "0" }.into()))
-        }
-        _ => {}
-    }
-    if is_number {
-        return match pg {
-            PgType::Date | PgType::Timestamptz | PgType::Timestamp | PgType::Jsonb => {
-                Err(format!("a number is not a {}", pg.sql()))
-            }
-            _ => Ok(Some(body.to_owned())),
-        };
-    }
-    if let Some(s) = unquoted {
-        let fits = match pg {
-            t if t.is_integer() => s.trim().parse::<i64>().is_ok(),
-            PgType::Double | PgType::Real | PgType::Numeric(_) => s.trim().parse::<f64>().is_ok(),
-            PgType::Date => super::profile::is_date(&s),
-            PgType::Timestamptz | PgType::Timestamp => {
-                super::profile::is_date(&s) || super::profile::is_datetime(&s)
-            }
-            PgType::Jsonb => serde_json::from_str::<serde_json::Value>(&s).is_ok(),
-            _ => true,
-        };
-        return if fits {
-            Ok(Some(quote_literal(&s)))
-        } else {
-            Err(format!("{s:?} is not a valid {}", pg.sql()))
-        };
-    }
-    let expr = sql::translate_expr(body, columns)?;
-    Ok(Some(if expr.contains(' ') {
-        format!("({expr})")
-    } else {
-        expr
-    }))
 }
 
 /// Table indexes in creation order (Kahn's algorithm over foreign keys, self references ignored,
