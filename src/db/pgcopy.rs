@@ -28,19 +28,75 @@ pub(crate) fn put_null(out: &mut BytesMut) {
     out.put_i32(-1);
 }
 
-/// Appends one field: its length word, then the bytes `write` appends (the value in its type's binary
-/// form), the length filled in afterwards so no value is encoded twice.
+/// Appends one field: NULL when `null`, else its length word, then the bytes `write` appends (the value
+/// in its type's binary form), the length filled in afterwards so no value is encoded twice.
 #[inline]
 pub(crate) fn put_field(
     out: &mut BytesMut,
+    null: bool,
     write: impl FnOnce(&mut BytesMut) -> std::result::Result<(), String>,
 ) -> std::result::Result<(), String> {
+    if null {
+        put_null(out);
+        return Ok(());
+    }
     let at = out.len();
     out.put_i32(0);
     write(out)?;
     let length = i32::try_from(out.len() - at - 4).map_err(|_| "value larger than 2 GiB")?;
     out[at..at + 4].copy_from_slice(&length.to_be_bytes());
     Ok(())
+}
+
+/// The value of an integer column `bytes` wide (2, 4 or 8; already checked to fit).
+#[inline]
+pub(crate) fn put_int(out: &mut BytesMut, n: i64, bytes: u8) {
+    match bytes {
+        2 => out.put_i16(n as i16),
+        4 => out.put_i32(n as i32),
+        _ => out.put_i64(n),
+    }
+}
+
+/// The value of a `real` (`single`) or `double precision` column; a finite number too large for `real`
+/// is refused rather than sent as infinity.
+#[inline]
+pub(crate) fn put_float(
+    out: &mut BytesMut,
+    f: f64,
+    single: bool,
+) -> std::result::Result<(), String> {
+    if !single {
+        out.put_f64(f);
+        return Ok(());
+    }
+    let narrow = f as f32;
+    if f.is_finite() && !narrow.is_finite() {
+        return Err("too large for a 32-bit real".into());
+    }
+    out.put_f32(narrow);
+    Ok(())
+}
+
+/// JSON text for a `jsonb` column (`binary`: the format version byte first) or a `json` one.
+#[inline]
+pub(crate) fn put_json(out: &mut BytesMut, text: &str, binary: bool) {
+    if binary {
+        out.put_u8(1);
+    }
+    out.put_slice(text.as_bytes());
+}
+
+/// A `date` given as days since 1970-01-01.
+#[inline]
+pub(crate) fn put_date(out: &mut BytesMut, days: i32) {
+    out.put_i32(days - EPOCH_DAYS);
+}
+
+/// A `timestamp`/`timestamptz` given as microseconds since 1970-01-01 (UTC for timestamptz).
+#[inline]
+pub(crate) fn put_timestamp(out: &mut BytesMut, micros: i64) {
+    out.put_i64(micros - EPOCH_MICROS);
 }
 
 /// Why a binary COPY stream could not be read.
@@ -271,12 +327,12 @@ mod tests {
         let mut out = BytesMut::new();
         out.extend_from_slice(HEADER);
         put_tuple_start(&mut out, 2);
-        put_field(&mut out, |o| {
+        put_field(&mut out, false, |o| {
             o.put_slice(b"abc");
             Ok(())
         })
         .unwrap();
-        put_null(&mut out);
+        put_field(&mut out, true, |_| Err("not called".into())).unwrap();
         out.extend_from_slice(&TRAILER);
         let mut reader = TupleReader::new(&out[..]).unwrap();
         assert_eq!(reader.next_tuple().unwrap(), Some(2));

@@ -21,7 +21,7 @@ use crate::error::{Error, Result, Stage};
 
 /// What `ferry diff` compares, as plain data (`{"source": "app.db", "target": "postgres", …}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DiffJob {
     /// The first database (its schema decides the types).
     #[serde(serialize_with = "serialize_without_password")]
@@ -30,21 +30,15 @@ pub struct DiffJob {
     #[serde(serialize_with = "serialize_without_password")]
     pub target: String,
     /// Only these tables (empty: all of SRC's).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tables: Vec<String>,
     /// Rows shown per side and table.
-    #[serde(default = "default_limit")]
     pub limit: usize,
     /// `--cast-rules`, as the migration used them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cast_rules: Option<PathBuf>,
     /// Connection retries and timeout.
-    #[serde(default)]
     pub connect: ConnectOptions,
-}
-
-fn default_limit() -> usize {
-    10
 }
 
 fn serialize_without_password<S: serde::Serializer>(
@@ -60,8 +54,18 @@ impl DiffJob {
         DiffJob {
             source: source.into(),
             target: target.into(),
+            ..DiffJob::default()
+        }
+    }
+}
+
+impl Default for DiffJob {
+    fn default() -> DiffJob {
+        DiffJob {
+            source: String::new(),
+            target: String::new(),
             tables: Vec::new(),
-            limit: default_limit(),
+            limit: 10,
             cast_rules: None,
             connect: ConnectOptions::default(),
         }

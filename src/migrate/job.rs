@@ -28,76 +28,50 @@ pub const DEFAULT_REJECTS: &str = "migrate-rejects";
 /// file (the `job` tag belongs to the job file, not to this struct). Every field but `from` and `to` has
 /// a default; a resumed run (`resume`) may leave those out too and take them from its state file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct MigrateJob {
     /// The source database: `sqlite://PATH`, a `.db` path, `postgres://…`, `postgres` (`DATABASE_URL`,
     /// `PG*`) or `sqlite` (`DB_PATH`).
-    #[serde(default, with = "url_without_password")]
+    #[serde(with = "url_without_password")]
     pub from: Option<String>,
     /// The target database (same forms).
-    #[serde(default, with = "url_without_password")]
+    #[serde(with = "url_without_password")]
     pub to: Option<String>,
     /// Only these tables (empty: all).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tables: Vec<String>,
     /// Not these tables.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
     /// Create the schema, copy no rows.
-    #[serde(default)]
     pub schema_only: bool,
     /// Copy rows into tables that already exist (made by `schema_only`).
-    #[serde(default)]
     pub data_only: bool,
     /// Do everything inside one transaction and roll it back.
-    #[serde(default)]
     pub dry_run: bool,
     /// Tables copied at once.
-    #[serde(default = "default_jobs")]
     pub jobs: usize,
     /// What a value that does not fit its column does: `strict`, `lenient` or `skip`.
-    #[serde(default)]
     pub on_error: ErrorPolicy,
     /// Where per-table rejects files go.
-    #[serde(default = "default_rejects")]
     pub rejects: PathBuf,
     /// Read every table back and compare (off with `--no-validate`).
-    #[serde(default = "yes")]
     pub validate: bool,
     /// Export every migrated source table here first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub backup: Option<PathBuf>,
     /// Encrypt the backup with the key this names (a file or a variable, never the key itself).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub backup_key: Option<KeySource>,
     /// The state file.
-    #[serde(default = "default_state")]
     pub state: PathBuf,
     /// Continue the migration the state file describes.
-    #[serde(default)]
     pub resume: bool,
     /// Type overrides (`--cast-rules`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cast_rules: Option<PathBuf>,
     /// Connection retries and timeout (seconds).
-    #[serde(default)]
     pub connect: ConnectOptions,
-}
-
-fn default_jobs() -> usize {
-    2
-}
-
-fn default_rejects() -> PathBuf {
-    PathBuf::from(DEFAULT_REJECTS)
-}
-
-fn default_state() -> PathBuf {
-    PathBuf::from(DEFAULT_STATE)
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// Database URLs in job files: written without a password, read as given.
@@ -126,13 +100,13 @@ impl Default for MigrateJob {
             schema_only: false,
             data_only: false,
             dry_run: false,
-            jobs: default_jobs(),
+            jobs: 2,
             on_error: ErrorPolicy::Strict,
-            rejects: default_rejects(),
+            rejects: PathBuf::from(DEFAULT_REJECTS),
             validate: true,
             backup: None,
             backup_key: None,
-            state: default_state(),
+            state: PathBuf::from(DEFAULT_STATE),
             resume: false,
             cast_rules: None,
             connect: ConnectOptions::default(),

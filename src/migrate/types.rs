@@ -103,6 +103,15 @@ impl PgType {
         }
     }
 
+    /// The width in bytes of an integer type's binary form (8 for anything but smallint and integer).
+    pub fn int_bytes(&self) -> u8 {
+        match self {
+            PgType::SmallInt => 2,
+            PgType::Integer => 4,
+            _ => 8,
+        }
+    }
+
     /// True for the integer types.
     pub fn is_integer(&self) -> bool {
         matches!(self, PgType::BigInt | PgType::Integer | PgType::SmallInt)

@@ -134,32 +134,19 @@ impl Datum {
 
     /// Appends the value as one field of a PostgreSQL binary COPY row (length word included).
     pub fn write_pg(&self, ty: &PgType, out: &mut BytesMut) -> Result<(), Misfit> {
-        if let Datum::Null = self {
-            pgcopy::put_null(out);
-            return Ok(());
-        }
-        pgcopy::put_field(out, |out| {
+        pgcopy::put_field(out, matches!(self, Datum::Null), |out| {
             match (self, ty) {
                 (Datum::Null, _) => {}
-                (Datum::Int(i), PgType::SmallInt) => out.put_i16(*i as i16),
-                (Datum::Int(i), PgType::Integer) => out.put_i32(*i as i32),
-                (Datum::Int(i), _) => out.put_i64(*i),
-                (Datum::Float(f), PgType::Real) => out.put_f32(*f as f32),
-                (Datum::Float(f), _) => out.put_f64(*f),
+                (Datum::Int(i), ty) => pgcopy::put_int(out, *i, ty.int_bytes()),
+                (Datum::Float(f), ty) => pgcopy::put_float(out, *f, *ty == PgType::Real)?,
                 (Datum::Numeric(n), _) => pgcopy::numeric_to_binary(n, out)?,
                 (Datum::Bool(b), _) => out.put_u8(u8::from(*b)),
                 (Datum::Text(t), _) => out.put_slice(t.as_bytes()),
                 (Datum::Bytes(b), _) => out.put_slice(b),
-                (Datum::Date(d), _) => out.put_i32(d - PG_EPOCH_DAYS),
-                (Datum::Timestamp(t), _) => out.put_i64(t - PG_EPOCH_MICROS),
-                (Datum::Json(_, Some(text)), _) => {
-                    out.put_u8(1);
-                    out.put_slice(text.as_bytes());
-                }
-                (Datum::Json(j, None), _) => {
-                    out.put_u8(1);
-                    out.put_slice(j.to_string().as_bytes());
-                }
+                (Datum::Date(d), _) => pgcopy::put_date(out, *d),
+                (Datum::Timestamp(t), _) => pgcopy::put_timestamp(out, *t),
+                (Datum::Json(_, Some(text)), _) => pgcopy::put_json(out, text, true),
+                (Datum::Json(j, None), _) => pgcopy::put_json(out, &j.to_string(), true),
             }
             Ok(())
         })

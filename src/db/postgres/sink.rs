@@ -661,25 +661,15 @@ fn encode_cell(
     ty: &Type,
     out: &mut BytesMut,
 ) -> std::result::Result<(), String> {
-    if let Cell::Null = cell {
-        pgcopy::put_null(out);
-        return Ok(());
-    }
-    pgcopy::put_field(out, |out| {
+    pgcopy::put_field(out, matches!(cell, Cell::Null), |out| {
         match (cell, kind) {
             (Cell::Null, _) => {}
             (Cell::Text(s), _) => out.put_slice(s.as_bytes()),
-            (Cell::Int(n), ColumnKind::Integer { bits: 16 }) => out.put_i16(*n as i16),
-            (Cell::Int(n), ColumnKind::Integer { bits: 32 }) => out.put_i32(*n as i32),
-            (Cell::Int(n), _) => out.put_i64(*n),
-            (Cell::Float(f), ColumnKind::Float { single: true }) => {
-                let single = *f as f32;
-                if f.is_finite() && !single.is_finite() {
-                    return Err("too large for a 32-bit real".into());
-                }
-                out.put_f32(single)
+            (Cell::Int(n), ColumnKind::Integer { bits }) => pgcopy::put_int(out, *n, bits / 8),
+            (Cell::Int(n), _) => pgcopy::put_int(out, *n, 8),
+            (Cell::Float(f), kind) => {
+                pgcopy::put_float(out, *f, kind == ColumnKind::Float { single: true })?
             }
-            (Cell::Float(f), _) => out.put_f64(*f),
             (Cell::Decimal(d), _) => numeric_to_binary(d, out)?,
             (Cell::Bool(b), _) => out.put_u8(u8::from(*b)),
             (Cell::Date(d), _) => put_sql(d, ty, out)?,
@@ -693,11 +683,9 @@ fn encode_cell(
                 let instant = (t.datetime - offset).and_utc();
                 put_sql(&instant, ty, out)?
             }
-            (Cell::Json(text), ColumnKind::Json { binary: true }) => {
-                out.put_u8(1);
-                out.put_slice(text.as_bytes());
+            (Cell::Json(text), kind) => {
+                pgcopy::put_json(out, text, kind == ColumnKind::Json { binary: true })
             }
-            (Cell::Json(text), _) => out.put_slice(text.as_bytes()),
             (Cell::Bytes(b), _) => out.put_slice(b),
             (Cell::TextArray(items), _) => put_sql(items, ty, out)?,
             (Cell::Uuid(b), _) => out.put_slice(b),
