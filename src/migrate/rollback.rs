@@ -29,19 +29,27 @@ pub(crate) fn rollback_state(
             views.push(quote_ident(view));
         }
     }
-    // Its views first (they depend on its tables), all in one implicit transaction.
-    let mut sql = match views.is_empty() {
-        true => String::new(),
-        false => format!("DROP VIEW {};\n", views.join(", ")),
+    // Its views first (they depend on its tables), all in one transaction. PostgreSQL drops a list in
+    // one statement; SQLite takes one name per DROP.
+    let tables: Vec<String> = present.iter().map(|t| quote_ident(t)).collect();
+    let statements: Vec<String> = match target_db {
+        Db::Postgres(_) => [("VIEW", &views), ("TABLE", &tables)]
+            .into_iter()
+            .filter(|(_, names)| !names.is_empty())
+            .map(|(kind, names)| format!("DROP {kind} {}", names.join(", ")))
+            .collect(),
+        Db::Sqlite(_) => views
+            .iter()
+            .map(|v| format!("DROP VIEW {v}"))
+            .chain(tables.iter().map(|t| format!("DROP TABLE {t}")))
+            .collect(),
     };
-    if !present.is_empty() {
-        let list: Vec<String> = present.iter().map(|t| quote_ident(t)).collect();
-        sql.push_str(&format!("DROP TABLE {}", list.join(", ")));
-    }
-    if !sql.is_empty() {
-        target
-            .exec(&sql)
-            .map_err(|r| r.error(&target_db.label(), "rolling back"))?;
+    if !statements.is_empty() {
+        let sql = format!("BEGIN;\n{};\nCOMMIT", statements.join(";\n"));
+        target.exec(&sql).map_err(|r| {
+            target.rollback();
+            r.error(&target_db.label(), "rolling back")
+        })?;
     }
     if let (Db::Sqlite(path), true) = (target_db, state.created_file) {
         drop(target);
