@@ -150,6 +150,45 @@ fn refused_rows_keep_the_databases_sqlstate_on_every_kind() {
 }
 
 #[test]
+fn a_lenient_load_reports_each_refused_rows_sqlstate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(
+        d.join("dup.ndjson"),
+        "{\"id\": 1, \"name\": \"a\"}\n{\"id\": 1, \"name\": \"b\"}\n{\"id\": 2, \"name\": \"c\"}\n",
+    )
+    .unwrap();
+    for kind in DATABASES {
+        let url = empty_database(kind, d, &format!("lenient_{}", kind.name));
+        let report = format!("{}.report.json", kind.name);
+        ok(&ferry(
+            d,
+            &[
+                "convert",
+                "--in",
+                "dup.ndjson",
+                "--to",
+                &table_url(&url, "t"),
+                "--key",
+                "id",
+                "--on-error",
+                "lenient",
+                "--report",
+                &report,
+            ],
+        ));
+        let report: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(d.join(&report)).unwrap()).unwrap();
+        assert_eq!(report["rejected"], 1, "{}: {report}", kind.name);
+        assert_eq!(
+            report["errors"][0]["db"]["sqlstate"], "23505",
+            "{}: {report}",
+            kind.name
+        );
+    }
+}
+
+#[test]
 fn a_bad_database_url_is_a_configuration_error() {
     let env = Environment::empty();
     for text in [
