@@ -21,7 +21,8 @@ const EXAMPLES: &str = "Examples:
   ferry migrate --from app.db --to postgres --dry-run     # DATABASE_URL or PG* names the server; all rolled back
   ferry migrate --from app.db --to postgres --backup backups/ --key-file backup.key
   ferry migrate --from app.db --to postgres --on-error lenient --rejects rejects/
-  ferry migrate --resume ferry-migrate.state.json --from app.db --to postgres   # after a crash or kill
+  ferry migrate --resume ferry-migrate.state.json         # after a crash or kill
+  ferry migrate --from app.db --to postgres --print-job > migrate.json          # the job, as a job file
   ferry migrate --rollback ferry-migrate.state.json       # drop exactly what that migration created
   ferry migrate --from postgres://app@db/app --to fallback.db                    # the way back
   ferry diff app.db postgres://app@db/app --table users
@@ -37,7 +38,8 @@ Exit codes: 0 done and valid, 1 failed or not valid, 2 usage or configuration, 1
 #[derive(Debug, Args)]
 #[command(after_help = EXAMPLES)]
 pub struct MigrateArgs {
-    /// The source database: sqlite://PATH, a .db path, postgres://… or `postgres` (DATABASE_URL / PG*).
+    /// The source database: sqlite://PATH, a .db path, postgres://…, `postgres` (DATABASE_URL / PG*) or
+    /// `sqlite` (DB_PATH).
     #[arg(long, value_name = "DATABASE")]
     from: Option<String>,
 
@@ -94,7 +96,8 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "FILE", default_value = "ferry-migrate.state.json")]
     state: PathBuf,
 
-    /// Continue the migration this state file describes (give --from and --to as before).
+    /// Continue the migration this state file describes (--from and --to default to the state's; give
+    /// them when a URL needs what the state leaves out).
     #[arg(long, value_name = "STATE", conflicts_with_all = ["state", "rollback"])]
     resume: Option<PathBuf>,
 

@@ -32,10 +32,10 @@ pub const DEFAULT_REJECTS: &str = "migrate-rejects";
 pub struct MigrateJob {
     /// The source database: `sqlite://PATH`, a `.db` path, `postgres://…`, `postgres` (`DATABASE_URL`,
     /// `PG*`) or `sqlite` (`DB_PATH`).
-    #[serde(with = "url_without_password")]
+    #[serde(with = "url_without_password", skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
     /// The target database (same forms).
-    #[serde(with = "url_without_password")]
+    #[serde(with = "url_without_password", skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
     /// Only these tables (empty: all).
     #[serde(skip_serializing_if = "Vec::is_empty")]
