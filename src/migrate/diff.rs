@@ -20,7 +20,7 @@ use crate::env::Environment;
 use crate::error::{Error, Result, Stage};
 
 /// What `ferry diff` compares, as plain data (`{"source": "app.db", "target": "postgres", …}`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DiffJob {
     /// The first database (its schema decides the types).
@@ -56,6 +56,14 @@ impl DiffJob {
             target: target.into(),
             ..DiffJob::default()
         }
+    }
+}
+
+impl std::fmt::Debug for DiffJob {
+    /// The job as a job file shows it: no password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+        write!(f, "DiffJob {text}")
     }
 }
 

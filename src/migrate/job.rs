@@ -27,7 +27,7 @@ pub const DEFAULT_REJECTS: &str = "migrate-rejects";
 /// One migration, as plain data: `{"job": "migrate", "from": "app.db", "to": "postgres", …}` in a job
 /// file (the `job` tag belongs to the job file, not to this struct). Every field but `from` and `to` has
 /// a default; a resumed run (`resume`) may leave those out too and take them from its state file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MigrateJob {
     /// The source database: `sqlite://PATH`, a `.db` path, `postgres://…`, `postgres` (`DATABASE_URL`,
@@ -87,6 +87,14 @@ mod url_without_password {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
         Option::<String>::deserialize(d)
+    }
+}
+
+impl std::fmt::Debug for MigrateJob {
+    /// The job as a job file shows it: no password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+        write!(f, "MigrateJob {text}")
     }
 }
 
@@ -265,6 +273,7 @@ mod tests {
         assert!(job.validate && job.state == std::path::Path::new(DEFAULT_STATE));
         let text = serde_json::to_string(&job).unwrap();
         assert!(!text.contains("pw"), "{text}");
+        assert!(!format!("{job:?}").contains("pw"));
         assert!(text.contains("postgres://me@db/app"), "{text}");
         let back: MigrateJob = serde_json::from_str(&text).unwrap();
         assert_eq!(back.to.as_deref(), Some("postgres://me@db/app"));
