@@ -27,6 +27,8 @@ pub mod env;
 pub mod envelope;
 mod error;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod interrupt;
 pub mod migrate;
 pub mod observe;

@@ -95,6 +95,12 @@ pub struct InputArgs {
     #[arg(long)]
     allow_ragged: bool,
 
+    /// Accept malformed CSV quoting as it comes: a quote inside an unquoted field is kept as text, text after
+    /// a closing quote is appended, an unterminated quote runs to the end of the input (by default each is an
+    /// error naming its line and column).
+    #[arg(long)]
+    csv_lenient_quotes: bool,
+
     /// Read CSV/Markdown cells that hold a JSON array or object back as nested values.
     #[arg(long)]
     json_cells: bool,
@@ -155,6 +161,7 @@ impl InputArgs {
             header: !self.no_header,
             columns: self.columns.clone(),
             allow_ragged: self.allow_ragged,
+            csv_lenient_quotes: self.csv_lenient_quotes,
             json_cells: self.json_cells,
             encoding,
             max_record_size: self.max_record_size,

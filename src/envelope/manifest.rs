@@ -194,7 +194,15 @@ pub struct PartSet {
 impl PartSet {
     /// Reads `path` and checks everything that needs neither a part nor a key.
     pub fn open(path: &Path) -> Result<PartSet> {
-        let manifest = Manifest::read(path)?;
+        PartSet::checked(path, Manifest::read(path)?)
+    }
+
+    /// Parses and checks a manifest's bytes as [`PartSet::open`] does the file at `path`.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<PartSet> {
+        PartSet::checked(path, Manifest::parse(bytes, path.display().to_string())?)
+    }
+
+    fn checked(path: &Path, manifest: Manifest) -> Result<PartSet> {
         let bad = |message: String| failure(path, message);
         match manifest.manifest_version {
             1 | MANIFEST_VERSION => {}

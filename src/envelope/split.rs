@@ -178,7 +178,12 @@ impl Manifest {
     pub fn read(path: &Path) -> Result<Manifest> {
         let name = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| Error::io(Stage::Source, Some(&name), e))?;
-        serde_json::from_slice(&bytes).map_err(|e| {
+        Manifest::parse(&bytes, name)
+    }
+
+    /// Parses a manifest's bytes; `name` is for the error.
+    pub fn parse(bytes: &[u8], name: String) -> Result<Manifest> {
+        serde_json::from_slice(bytes).map_err(|e| {
             Error::data(
                 Stage::Source,
                 Position::file(name),

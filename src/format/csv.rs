@@ -60,6 +60,8 @@ struct CsvDecoder {
     comment: Option<u8>,
     /// `--max-record-size`: the input bytes one row may take.
     max_row: u64,
+    /// Malformed quoting in the row just read (`None` with `--csv-lenient-quotes`).
+    quotes: Option<QuoteCheck>,
     records: u64,
     allow_ragged: bool,
     json_cells: bool,
@@ -114,6 +116,8 @@ impl CsvDecoder {
             row: Row::default(),
             comment: options.comment,
             max_row: options.max_record_size,
+            quotes: (!options.csv_lenient_quotes)
+                .then(|| QuoteCheck::new(options, default_delimiter)),
             records: 0,
             allow_ragged: options.allow_ragged,
             json_cells: options.json_cells,
@@ -184,6 +188,9 @@ impl CsvDecoder {
         self.row.ends.clear();
         self.row.ends.resize(64, 0);
         let (mut out, mut ends, mut taken) = (0, 0, 0u64);
+        if let Some(quotes) = &mut self.quotes {
+            quotes.start_row(self.row.line);
+        }
         loop {
             let input = self
                 .input
@@ -194,6 +201,9 @@ impl CsvDecoder {
                 &mut self.row.bytes[out..],
                 &mut self.row.ends[ends..],
             );
+            if let Some(quotes) = &mut self.quotes {
+                quotes.scan(&input[..read]);
+            }
             self.input.consume(read);
             taken += read as u64;
             out += written;
@@ -230,6 +240,12 @@ impl CsvDecoder {
         if !self.read_row()? {
             return Ok(None);
         }
+        if let Some(problem) = self.quote_problem() {
+            let pos = Position::file(self.name.clone())
+                .with_line(problem.line)
+                .with_column(problem.column);
+            return Err(Error::data(Stage::Decode, pos, format!("in the header, {}", problem.kind)));
+        }
         let mut names = Vec::with_capacity(self.row.len());
         for (i, cell) in self.row.cells().enumerate() {
             let name = std::str::from_utf8(cell).map_err(|e| {
@@ -252,6 +268,17 @@ impl CsvDecoder {
         }
         let header = self.header.as_deref().unwrap_or_default();
         let pos = || self.row_position().with_record(self.records);
+        if let Some(problem) = self.quote_problem() {
+            let field = header
+                .get(problem.field)
+                .map_or_else(|| format!("column{}", problem.field + 1), |k| k.to_string());
+            let pos = Position::file(self.name.clone())
+                .with_record(self.records)
+                .with_line(problem.line)
+                .with_column(problem.column)
+                .with_field(field);
+            return Err(Error::record(Stage::Decode, pos, problem.kind.to_string()));
+        }
         if self.row.len() != header.len() && !self.allow_ragged {
             let message = format!(
                 "the row has {} fields but the header has {}; pass --allow-ragged to pad short rows",
@@ -298,6 +325,187 @@ impl CsvDecoder {
             record.push_unchecked(key.clone(), Value::Null);
         }
         Ok(Some(record))
+    }
+}
+
+impl CsvDecoder {
+    /// The first quoting problem of the row just read, if quotes are checked.
+    fn quote_problem(&self) -> Option<QuoteProblem> {
+        self.quotes.as_ref().and_then(QuoteCheck::problem)
+    }
+}
+
+/// Finds the quoting the csv crate accepts silently: a quote inside an unquoted field (kept as text), text
+/// after a field's closing quote (appended to it), and a quote that is never closed (which swallows the rest
+/// of the input into one field). It follows the bytes csv-core parses, row by row, in step with csv-core's
+/// own state machine, and notes where the first problem of the row is.
+struct QuoteCheck {
+    quote: u8,
+    delimiter: u8,
+    escape: Option<u8>,
+    state: QuoteState,
+    /// Where the scan is: line (1-based), column in characters (1-based) and field index (0-based).
+    line: u64,
+    column: u64,
+    field: usize,
+    /// Where the open quoted field began, for an unterminated quote.
+    opened: (u64, u64, usize),
+    problem: Option<QuoteProblem>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuoteState {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// After the escape character inside a quoted field (`--escape`).
+    Escaped,
+    /// After a quote inside a quoted field: the closing quote, or the first of a doubled one.
+    QuoteInQuoted,
+}
+
+/// A quoting problem and where it is.
+#[derive(Debug, Clone, Copy)]
+struct QuoteProblem {
+    kind: QuoteProblemKind,
+    line: u64,
+    column: u64,
+    field: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum QuoteProblemKind {
+    StrayQuote,
+    TextAfterQuote,
+    Unterminated,
+}
+
+impl std::fmt::Display for QuoteProblemKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            QuoteProblemKind::StrayQuote => {
+                "a quote inside an unquoted field: quote the whole field and double the quote (\"a \"\"b\"\"\"), \
+                 or pass --csv-lenient-quotes to keep it as text"
+            }
+            QuoteProblemKind::TextAfterQuote => {
+                "text after the closing quote of a quoted field: a quote inside a quoted field must be doubled, \
+                 or pass --csv-lenient-quotes to append the text to the field"
+            }
+            QuoteProblemKind::Unterminated => {
+                "the quote opened here is never closed, so the field would run to the end of the input; \
+                 close it, or pass --csv-lenient-quotes to read it that way"
+            }
+        })
+    }
+}
+
+impl QuoteCheck {
+    fn new(options: &FormatOptions, default_delimiter: u8) -> QuoteCheck {
+        QuoteCheck {
+            quote: options.quote,
+            delimiter: options.delimiter.unwrap_or(default_delimiter),
+            escape: options.escape,
+            state: QuoteState::FieldStart,
+            line: 1,
+            column: 1,
+            field: 0,
+            opened: (1, 1, 0),
+            problem: None,
+        }
+    }
+
+    fn start_row(&mut self, line: u64) {
+        self.state = QuoteState::FieldStart;
+        self.line = line;
+        self.column = 1;
+        self.field = 0;
+        self.problem = None;
+    }
+
+    /// Follows `bytes`, the next bytes of the row as csv-core consumed them.
+    fn scan(&mut self, bytes: &[u8]) {
+        // Most rows have no quote at all: then only the state after the last byte matters.
+        let plain = matches!(self.state, QuoteState::FieldStart | QuoteState::Unquoted)
+            && !bytes.contains(&self.quote);
+        if plain {
+            if let Some(&last) = bytes.last() {
+                self.state = if last == self.delimiter || last == b'\n' || last == b'\r' {
+                    QuoteState::FieldStart
+                } else {
+                    QuoteState::Unquoted
+                };
+            }
+            return;
+        }
+        for &b in bytes {
+            self.step(b);
+            if b == b'\n' {
+                self.line += 1;
+                self.column = 1;
+            } else if b & 0xC0 != 0x80 {
+                self.column += 1;
+            }
+        }
+    }
+
+    fn step(&mut self, b: u8) {
+        let ends_field = b == self.delimiter || b == b'\n' || b == b'\r';
+        self.state = match self.state {
+            QuoteState::FieldStart | QuoteState::Unquoted if ends_field => {
+                self.field += usize::from(b == self.delimiter);
+                QuoteState::FieldStart
+            }
+            QuoteState::FieldStart if b == self.quote => {
+                self.opened = (self.line, self.column, self.field);
+                QuoteState::Quoted
+            }
+            QuoteState::Unquoted if b == self.quote => {
+                self.note(QuoteProblemKind::StrayQuote);
+                QuoteState::Unquoted
+            }
+            QuoteState::FieldStart | QuoteState::Unquoted => QuoteState::Unquoted,
+            QuoteState::Quoted if Some(b) == self.escape => QuoteState::Escaped,
+            QuoteState::Quoted if b == self.quote => QuoteState::QuoteInQuoted,
+            QuoteState::Quoted | QuoteState::Escaped => QuoteState::Quoted,
+            QuoteState::QuoteInQuoted if b == self.quote && self.escape.is_none() => {
+                QuoteState::Quoted
+            }
+            QuoteState::QuoteInQuoted if ends_field => {
+                self.field += usize::from(b == self.delimiter);
+                QuoteState::FieldStart
+            }
+            QuoteState::QuoteInQuoted => {
+                self.note(QuoteProblemKind::TextAfterQuote);
+                QuoteState::Unquoted
+            }
+        };
+    }
+
+    fn note(&mut self, kind: QuoteProblemKind) {
+        if self.problem.is_none() {
+            self.problem = Some(QuoteProblem {
+                kind,
+                line: self.line,
+                column: self.column,
+                field: self.field,
+            });
+        }
+    }
+
+    /// The row's first problem, once the row is read: a row that ends inside quotes ended with the input.
+    fn problem(&self) -> Option<QuoteProblem> {
+        if self.problem.is_some() {
+            return self.problem;
+        }
+        matches!(self.state, QuoteState::Quoted | QuoteState::Escaped).then(|| {
+            let (line, column, field) = self.opened;
+            QuoteProblem {
+                kind: QuoteProblemKind::Unterminated,
+                line,
+                column,
+                field,
+            }
+        })
     }
 }
 
@@ -514,6 +722,103 @@ mod tests {
             .collect();
         // Rows: `1,"2\r\nz"` (line 5, good), `3` (line 7), `4` (line 9), `5,6` (line 10, good).
         assert_eq!(lines, [None, Some(7), Some(9), None]);
+    }
+
+    fn decode_with(bytes: &[u8], options: &FormatOptions) -> Vec<Result<Record>> {
+        let input = Input {
+            reader: Box::new(std::io::Cursor::new(bytes.to_vec())),
+            name: "t.csv".to_owned(),
+        };
+        csv_decoder(input, options).unwrap().collect()
+    }
+
+    /// (line, column, field, message) of an error.
+    fn located(item: &Result<Record>) -> (Option<u64>, Option<u64>, Option<String>, String) {
+        let e = item.as_ref().unwrap_err();
+        let p = e.position().cloned().unwrap_or_default();
+        (p.line, p.column, p.field, e.to_string())
+    }
+
+    #[test]
+    fn a_stray_quote_in_an_unquoted_field_is_an_error_at_its_line_and_column() {
+        let rows = decode(b"a,b\n1,x\"y\n\"2\",ok\n");
+        assert_eq!(rows.len(), 2);
+        let (line, column, field, message) = located(&rows[0]);
+        assert_eq!((line, column, field.as_deref()), (Some(2), Some(4), Some("b")));
+        assert!(message.contains("a quote inside an unquoted field"), "{message}");
+        assert!(message.contains("record 1"), "{message}");
+        // The next row is read as usual: a lenient run rejects the one record and goes on.
+        assert_eq!(rows[1].as_ref().unwrap().get("a"), Some(&Value::String("2".into())));
+    }
+
+    #[test]
+    fn text_after_a_closing_quote_is_an_error() {
+        let rows = decode(b"a,b\n\"x\"y,2\n");
+        let (line, column, field, message) = located(&rows[0]);
+        assert_eq!((line, column, field.as_deref()), (Some(2), Some(4), Some("a")));
+        assert!(message.contains("text after the closing quote"), "{message}");
+    }
+
+    #[test]
+    fn an_unterminated_quote_is_an_error_where_it_opens() {
+        let rows = decode(b"a,b\n1,2\n3,\"unclosed\n4,5\n6,7\n");
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(rows[0].is_ok());
+        let (line, column, field, message) = located(&rows[1]);
+        assert_eq!((line, column, field.as_deref()), (Some(3), Some(3), Some("b")));
+        assert!(message.contains("never closed"), "{message}");
+    }
+
+    #[test]
+    fn columns_count_characters_and_lines_count_quoted_newlines() {
+        // The stray quote is on the row's second line, after a two-byte character.
+        let rows = decode("a,b\n\"multi\nline\",é\"\n".as_bytes());
+        let (line, column, ..) = located(&rows[0]);
+        assert_eq!((line, column), (Some(3), Some(8)));
+    }
+
+    #[test]
+    fn a_bad_header_quote_stops_the_read() {
+        let input = Input {
+            reader: Box::new(&b"a\"b,c\n1,2\n"[..]),
+            name: "t.csv".to_owned(),
+        };
+        let err = csv_decoder(input, &FormatOptions::default()).err().unwrap();
+        assert!(err.to_string().contains("in the header"), "{err}");
+        assert_eq!(err.position().and_then(|p| p.column), Some(2));
+    }
+
+    #[test]
+    fn well_formed_quoting_passes_in_every_dialect() {
+        let good = b"a,b\n\"x,\"\"y\"\"\",\"\"\n\"multi\r\nline\",z\r\n";
+        assert!(decode(good).iter().all(Result::is_ok));
+        let escaped = FormatOptions {
+            escape: Some(b'\\'),
+            delimiter: Some(b';'),
+            ..FormatOptions::default()
+        };
+        let rows = decode_with(b"a;b\n\"x\\\"y\";2\n", &escaped);
+        assert_eq!(rows[0].as_ref().unwrap().get("a"), Some(&Value::String("x\"y".into())));
+        let tsv = Input {
+            reader: Box::new(&b"a\tb\n\"x\"\t2\n"[..]),
+            name: "t.tsv".to_owned(),
+        };
+        let rows: Vec<_> = tsv_decoder(tsv, &FormatOptions::default()).unwrap().collect();
+        assert!(rows[0].is_ok(), "{rows:?}");
+    }
+
+    #[test]
+    fn lenient_quotes_read_malformed_quoting_as_the_csv_crate_does() {
+        let options = FormatOptions {
+            csv_lenient_quotes: true,
+            ..FormatOptions::default()
+        };
+        let rows = decode_with(b"a,b\n1,x\"y\n\"p\"q,2\n3,\"open\n4\n", &options);
+        let texts: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| r.as_ref().unwrap().values().map(Value::to_text).collect())
+            .collect();
+        assert_eq!(texts, [["1", "x\"y"], ["pq", "2"], ["3", "open\n4\n"]]);
     }
 
     #[test]

@@ -73,6 +73,10 @@ pub struct FormatOptions {
     pub columns: Option<Vec<String>>,
     /// CSV: rows with fewer fields than the header are padded with nulls instead of failing.
     pub allow_ragged: bool,
+    /// CSV: accept malformed quoting as the csv crate does (`--csv-lenient-quotes`): a quote inside an
+    /// unquoted field is kept as text, text after a closing quote is appended, and an unterminated quote runs
+    /// to the end of the input. By default each of these is an error naming its line and column.
+    pub csv_lenient_quotes: bool,
     /// CSV/Markdown: cells holding a JSON array or object are read back as nested values.
     pub json_cells: bool,
     /// The character encoding of the input (an encoding_rs label such as `latin1`); default UTF-8.
@@ -93,6 +97,7 @@ impl Default for FormatOptions {
             header: true,
             columns: None,
             allow_ragged: false,
+            csv_lenient_quotes: false,
             json_cells: false,
             encoding: None,
             max_record_size: limit::DEFAULT_MAX_RECORD_SIZE,

@@ -34,7 +34,7 @@ mod report;
 mod rollback;
 pub mod rows;
 mod run;
-mod sql;
+pub(crate) mod sql;
 pub mod sqlite_ddl;
 pub mod state;
 mod tables;

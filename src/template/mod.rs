@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::error::{Error, Position, Result, Stage};
 use crate::record::{Key, Record, Value};
 
-mod expr;
+pub(crate) mod expr;
 mod transform;
 
 pub use expr::{Evaluator, Expression};

@@ -165,15 +165,30 @@ fn csv_spectrum_matches_expected_json() {
 
 /// Upstream's `location_coordinates.json` is a single object with a different phone number, so it is not
 /// compared. The CSV holds an unquoted field containing `"`: strict RFC 4180 parsers reject it, lenient ones
-/// keep it literally. ferry's CSV reader is the csv crate, which is always lenient here (ferry has no strict
-/// quoting mode), so the lenient expectation from SOURCE.md is asserted.
+/// keep it literally. ferry rejects it by default, naming line and column, and with `--csv-lenient-quotes`
+/// gives the lenient expectation from SOURCE.md.
 #[test]
-fn csv_spectrum_location_coordinates_is_read_leniently() {
+fn csv_spectrum_location_coordinates_is_strict_by_default_and_lenient_on_request() {
     let Some(dir) = support::corpus("csv-spectrum") else {
         return;
     };
     let bytes = read(&dir.join("csvs/location_coordinates.csv"));
-    let records = support::decode_ok("csv", &bytes, &FormatOptions::default());
+    let items = guarded_decode("csv", bytes.clone()).expect("no panic or hang");
+    let [Err(e)] = items.as_slice() else {
+        panic!("the stray quote must be the record's error: {items:?}");
+    };
+    let position = e.position().cloned().unwrap_or_default();
+    assert_eq!(
+        (position.line, position.column, position.field.as_deref()),
+        (Some(2), Some(22), Some("Location Coordinates")),
+        "{e}"
+    );
+    assert!(e.is_record() && e.to_string().contains("--csv-lenient-quotes"), "{e}");
+    let lenient = FormatOptions {
+        csv_lenient_quotes: true,
+        ..FormatOptions::default()
+    };
+    let records = support::decode_ok("csv", &bytes, &lenient);
     assert_eq!(records.len(), 1);
     let fields: Vec<(&str, String)> = records[0]
         .iter()
@@ -281,9 +296,23 @@ fn rust_csv_strange_dialect() {
     assert_eq!(got, expected);
     assert_eq!(records[2].get("column2"), Some(&Value::Null));
 
-    // With default settings (comma, header row, no comments, strict row length) the file is garbage: the
-    // comment line has a comma, so its row is longer than the header. That must be an error, not a panic.
-    let items = guarded_decode("csv", bytes).expect("no panic or hang");
+    // With default settings (comma, header row, no comments, doubled quotes) the file is garbage: its first
+    // line, the header, has text after a closing quote (`"\"Hacksaw\" …`: the backslash does not escape).
+    let items = guarded_decode("csv", bytes.clone()).expect("no panic or hang");
+    let [Err(e)] = items.as_slice() else {
+        panic!("the header's quoting must stop the read: {items:?}");
+    };
+    let at = e.position().map(|p| (p.line, p.column));
+    assert_eq!(at, Some((Some(1), Some(4))), "{e}");
+    assert!(e.to_string().contains("text after the closing quote"), "{e}");
+
+    // Read as the csv crate reads it (--csv-lenient-quotes), the comment line has a comma, so its row is
+    // longer than the header. That must be an error, not a panic.
+    let lenient = FormatOptions {
+        csv_lenient_quotes: true,
+        ..FormatOptions::default()
+    };
+    let items = guarded(move || support::decode_with("csv", &bytes, &lenient)).expect("no panic or hang");
     let errors: Vec<_> = items.iter().filter_map(|i| i.as_ref().err()).collect();
     assert!(
         !errors.is_empty(),
