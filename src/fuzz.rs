@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 
 use crate::envelope::layers::{unwrap_reader, Expect, ReadLayers};
 use crate::envelope::{
-    Compression, CompressionSpec, CompressWriter, EncryptOptions, EncryptWriter, Key, KeyMaterial,
+    CompressWriter, Compression, CompressionSpec, EncryptOptions, EncryptWriter, Key, KeyMaterial,
     KeySource,
 };
 use crate::format::{by_name, FormatOptions, Input};
@@ -147,12 +147,12 @@ fn key_source() -> &'static KeySource {
 }
 
 /// Reads `data` through the envelope layers the way an input file is read, to its end.
-fn read_envelope(data: Vec<u8>, named: Compression) -> std::io::Result<Vec<u8>> {
+fn read_envelope(data: Vec<u8>, named: Compression, expect: Expect) -> std::io::Result<Vec<u8>> {
     let layers = ReadLayers {
         key: Some(key_source()),
         named,
         declared: false,
-        expect: Expect::Either,
+        expect,
         max_decompressed: MAX_DECOMPRESSED,
     };
     let mut reader = unwrap_reader(Box::new(std::io::Cursor::new(data)), &layers, "fuzz")
@@ -179,7 +179,7 @@ pub fn envelope(data: &[u8]) {
     };
     let compression = COMPRESSIONS[usize::from(mode >> 1) % 4];
     if mode & 1 == 0 {
-        let _ = read_envelope(body.to_vec(), compression);
+        let _ = read_envelope(body.to_vec(), compression, Expect::Either);
         return;
     }
     tampered_envelope(compression, mode >> 3, body);
@@ -211,7 +211,9 @@ fn tampered_envelope(compression: Compression, truncate: u8, body: &[u8]) {
         15 => altered.push(0),
         cut => altered.truncate(altered.len().saturating_sub(usize::from(cut))),
     }
-    let result = read_envelope(altered.clone(), compression);
+    // As ferry reads a file named .enc, or given a key option: it must be encrypted.
+    let must_be_encrypted = Expect::Encrypted("the fuzz target reads it so".to_owned());
+    let result = read_envelope(altered.clone(), compression, must_be_encrypted);
     if altered == sealed {
         match result {
             Ok(out) => assert!(out == plaintext, "the envelope gave back other bytes"),
@@ -327,7 +329,14 @@ pub fn sql_sqlite_to_pg(data: &[u8]) {
         let tokens = crate::migrate::sql::tokenize(&expr, crate::migrate::sql::Dialect::Postgres);
         assert!(tokens.is_ok(), "{expr:?} from {text:?}: {tokens:?}");
     }
-    for pg in ["bigint", "boolean", "numeric(10,2)", "timestamptz", "jsonb", "text"] {
+    for pg in [
+        "bigint",
+        "boolean",
+        "numeric(10,2)",
+        "timestamptz",
+        "jsonb",
+        "text",
+    ] {
         if let Ok(ty) = crate::migrate::types::PgType::parse(pg) {
             let _ = sqlite::translate_default(text, &ty, &columns);
         }

@@ -75,6 +75,8 @@ struct Row {
     ends: Vec<usize>,
     /// The line the row starts on (1-based).
     line: u64,
+    /// The row has more than [`super::limit::MAX_FIELDS`] fields (and `bytes`/`ends` hold only its end).
+    too_wide: bool,
 }
 
 impl Row {
@@ -187,6 +189,7 @@ impl CsvDecoder {
         }
         self.row.ends.clear();
         self.row.ends.resize(64, 0);
+        self.row.too_wide = false;
         let (mut out, mut ends, mut taken) = (0, 0, 0u64);
         if let Some(quotes) = &mut self.quotes {
             quotes.start_row(self.row.line);
@@ -220,11 +223,18 @@ impl CsvDecoder {
                     let len = self.row.bytes.len();
                     self.row.bytes.resize(grown(len, self.max_row), 0);
                 }
+                // Past the field limit the row is read to its end with its field ends overwritten, so that
+                // the error is the row's alone (a lenient run goes on with the next row).
+                csv_core::ReadRecordResult::OutputEndsFull if ends > super::limit::MAX_FIELDS => {
+                    self.row.too_wide = true;
+                    (out, ends) = (0, 0);
+                }
                 csv_core::ReadRecordResult::OutputEndsFull => {
                     let len = self.row.ends.len();
                     self.row.ends.resize(grown(len, self.max_row), 0);
                 }
                 csv_core::ReadRecordResult::Record => {
+                    self.row.too_wide |= ends > super::limit::MAX_FIELDS;
                     self.row.ends.truncate(ends);
                     return Ok(true);
                 }
@@ -240,11 +250,23 @@ impl CsvDecoder {
         if !self.read_row()? {
             return Ok(None);
         }
+        if self.row.too_wide {
+            let pos = Position::file(self.name.clone()).with_line(self.row.line);
+            return Err(Error::data(
+                Stage::Decode,
+                pos,
+                format!("in the header, {}", super::limit::too_many_fields()),
+            ));
+        }
         if let Some(problem) = self.quote_problem() {
             let pos = Position::file(self.name.clone())
                 .with_line(problem.line)
                 .with_column(problem.column);
-            return Err(Error::data(Stage::Decode, pos, format!("in the header, {}", problem.kind)));
+            return Err(Error::data(
+                Stage::Decode,
+                pos,
+                format!("in the header, {}", problem.kind),
+            ));
         }
         let mut names = Vec::with_capacity(self.row.len());
         for (i, cell) in self.row.cells().enumerate() {
@@ -268,6 +290,13 @@ impl CsvDecoder {
         }
         let header = self.header.as_deref().unwrap_or_default();
         let pos = || self.row_position().with_record(self.records);
+        if self.row.too_wide {
+            return Err(Error::record(
+                Stage::Decode,
+                pos(),
+                super::limit::too_many_fields(),
+            ));
+        }
         if let Some(problem) = self.quote_problem() {
             let field = header
                 .get(problem.field)
@@ -744,19 +773,34 @@ mod tests {
         let rows = decode(b"a,b\n1,x\"y\n\"2\",ok\n");
         assert_eq!(rows.len(), 2);
         let (line, column, field, message) = located(&rows[0]);
-        assert_eq!((line, column, field.as_deref()), (Some(2), Some(4), Some("b")));
-        assert!(message.contains("a quote inside an unquoted field"), "{message}");
+        assert_eq!(
+            (line, column, field.as_deref()),
+            (Some(2), Some(4), Some("b"))
+        );
+        assert!(
+            message.contains("a quote inside an unquoted field"),
+            "{message}"
+        );
         assert!(message.contains("record 1"), "{message}");
         // The next row is read as usual: a lenient run rejects the one record and goes on.
-        assert_eq!(rows[1].as_ref().unwrap().get("a"), Some(&Value::String("2".into())));
+        assert_eq!(
+            rows[1].as_ref().unwrap().get("a"),
+            Some(&Value::String("2".into()))
+        );
     }
 
     #[test]
     fn text_after_a_closing_quote_is_an_error() {
         let rows = decode(b"a,b\n\"x\"y,2\n");
         let (line, column, field, message) = located(&rows[0]);
-        assert_eq!((line, column, field.as_deref()), (Some(2), Some(4), Some("a")));
-        assert!(message.contains("text after the closing quote"), "{message}");
+        assert_eq!(
+            (line, column, field.as_deref()),
+            (Some(2), Some(4), Some("a"))
+        );
+        assert!(
+            message.contains("text after the closing quote"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -765,7 +809,10 @@ mod tests {
         assert_eq!(rows.len(), 2, "{rows:?}");
         assert!(rows[0].is_ok());
         let (line, column, field, message) = located(&rows[1]);
-        assert_eq!((line, column, field.as_deref()), (Some(3), Some(3), Some("b")));
+        assert_eq!(
+            (line, column, field.as_deref()),
+            (Some(3), Some(3), Some("b"))
+        );
         assert!(message.contains("never closed"), "{message}");
     }
 
@@ -798,12 +845,17 @@ mod tests {
             ..FormatOptions::default()
         };
         let rows = decode_with(b"a;b\n\"x\\\"y\";2\n", &escaped);
-        assert_eq!(rows[0].as_ref().unwrap().get("a"), Some(&Value::String("x\"y".into())));
+        assert_eq!(
+            rows[0].as_ref().unwrap().get("a"),
+            Some(&Value::String("x\"y".into()))
+        );
         let tsv = Input {
             reader: Box::new(&b"a\tb\n\"x\"\t2\n"[..]),
             name: "t.tsv".to_owned(),
         };
-        let rows: Vec<_> = tsv_decoder(tsv, &FormatOptions::default()).unwrap().collect();
+        let rows: Vec<_> = tsv_decoder(tsv, &FormatOptions::default())
+            .unwrap()
+            .collect();
         assert!(rows[0].is_ok(), "{rows:?}");
     }
 
@@ -819,6 +871,44 @@ mod tests {
             .map(|r| r.as_ref().unwrap().values().map(Value::to_text).collect())
             .collect();
         assert_eq!(texts, [["1", "x\"y"], ["pq", "2"], ["3", "open\n4\n"]]);
+    }
+
+    #[test]
+    fn a_row_with_more_fields_than_the_limit_is_its_own_error() {
+        let max = crate::format::limit::MAX_FIELDS;
+        let mut text = b"a\n".to_vec();
+        for fields in [max + 1, 3 * max] {
+            text.extend(std::iter::repeat_n(b',', fields - 1));
+            text.push(b'\n');
+        }
+        text.extend_from_slice(b"ok\n");
+        let options = FormatOptions {
+            allow_ragged: true,
+            ..FormatOptions::default()
+        };
+        let rows = decode_with(&text, &options);
+        assert_eq!(rows.len(), 3);
+        for (i, row) in rows[..2].iter().enumerate() {
+            let (line, _, _, message) = located(row);
+            assert_eq!(line, Some(i as u64 + 2));
+            assert!(message.contains("more than 1048576 fields"), "{message}");
+        }
+        assert_eq!(
+            rows[2].as_ref().unwrap().get("a"),
+            Some(&Value::String("ok".into()))
+        );
+        let mut wide_header = vec![b','; max + 1];
+        wide_header.push(b'\n');
+        let input = Input {
+            reader: Box::new(std::io::Cursor::new(wide_header)),
+            name: "t.csv".to_owned(),
+        };
+        let err = csv_decoder(input, &FormatOptions::default()).err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("in the header, the record has more than"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub(super) fn json_error(e: &serde_json::Error, record: Option<u64>) -> Error {
         Some(i) => text[..i].to_owned(),
         None => text,
     };
+    let message = super::limit::clear_depth_message(message);
     let mut position = Position::default();
     if e.line() > 0 {
         position = position

@@ -21,6 +21,38 @@ pub const DEFAULT_MAX_RECORD_SIZE: u64 = 64 << 20;
 /// (Markdown) to 30 (YAML) times the document's size in memory, so this is already about 2 GB.
 pub const DEFAULT_MAX_DOCUMENT_SIZE: u64 = 64 << 20;
 
+/// The most fields one record, or one object inside a record, may have (CSV and Markdown columns, JSON and
+/// YAML object keys, XML attributes and child names of one element): far above any real table's columns,
+/// low enough that one record cannot take gigabytes of memory (a field costs some 50 bytes however few
+/// bytes of input it took).
+pub const MAX_FIELDS: usize = 1 << 20;
+
+/// The deepest nesting of arrays and objects (JSON, YAML) or elements (XML) a record may have: serde_json's
+/// own limit, which bounds the parsers' recursion.
+pub const MAX_DEPTH: usize = 128;
+
+/// The message for a record or object with more than [`MAX_FIELDS`] fields.
+pub fn too_many_fields() -> String {
+    format!(
+        "the record has more than {MAX_FIELDS} fields (ferry's limit for one record or one object in it)"
+    )
+}
+
+/// The message for nesting deeper than [`MAX_DEPTH`].
+pub fn too_deep() -> String {
+    format!("the record nests deeper than {MAX_DEPTH} levels (ferry's limit)")
+}
+
+/// serde_json's and serde_yaml's "recursion limit exceeded" (both stop at [`MAX_DEPTH`]) in ferry's words;
+/// other messages as they are.
+pub fn clear_depth_message(message: String) -> String {
+    if message.starts_with("recursion limit exceeded") {
+        too_deep()
+    } else {
+        message
+    }
+}
+
 /// A size as messages show it: `64 MiB`, or bytes when it is not a whole number of KiB.
 pub fn shown_size(bytes: u64) -> String {
     match bytes {

@@ -10,7 +10,7 @@
 use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 
 use super::csv::{cell_value, checked_names};
-use super::limit::read_whole;
+use super::limit::{read_whole, too_many_fields, MAX_FIELDS};
 use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
 use crate::error::{Error, Position, Result, Stage};
 use crate::record::{Key, Record, Value};
@@ -46,13 +46,24 @@ fn read_tables(text: &str, name: &str, json_cells: bool) -> Result<Vec<Record>> 
     let mut header: Vec<Key> = Vec::new();
     let mut row: Vec<String> = Vec::new();
     let mut cell: Option<String> = None;
+    // The line of a table's header, counted on from the last one found (a count from the start each time
+    // would take quadratic time over a document of many small tables).
+    let (mut counted, mut line) = (0, 1u64);
     for (event, range) in Parser::new_ext(text, Options::ENABLE_TABLES).into_offset_iter() {
         match event {
             Event::Start(Tag::TableHead | Tag::TableRow) => row.clear(),
             Event::Start(Tag::TableCell) => cell = Some(String::new()),
-            Event::End(TagEnd::TableCell) => row.extend(cell.take()),
+            Event::End(TagEnd::TableCell) => {
+                row.extend(cell.take());
+                if row.len() > MAX_FIELDS {
+                    let position = Position::file(name).with_record(records.len() as u64 + 1);
+                    return Err(Error::data(Stage::Decode, position, too_many_fields()));
+                }
+            }
             Event::End(TagEnd::TableHead) => {
-                let line = text[..range.start].matches('\n').count() as u64 + 1;
+                let start = range.start.max(counted);
+                line += text[counted..start].matches('\n').count() as u64;
+                counted = start;
                 header = checked_names(row.iter().map(String::as_str), name).map_err(|e| {
                     Error::data(
                         Stage::Decode,

@@ -13,13 +13,14 @@
 //! entity bomb is an "undefined entity" error rather than a memory blow-up.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::io::{BufRead, Read as _};
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::{NsReader, XmlVersion};
 
-use super::limit::{too_large, Budget, Limited};
+use super::limit::{self, too_large, Budget, Limited, MAX_DEPTH};
 use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
 use crate::error::{Error, Position, Result, Stage};
 use crate::record::{Key, Record, RecordBuilder, Value};
@@ -36,8 +37,6 @@ pub(super) const FORMAT: Format = Format {
     encoder,
 };
 
-/// Deeper nesting than this is refused: no real record needs it, and it bounds the work per element.
-const MAX_DEPTH: usize = 256;
 const NIL_ATTR: &str = "xsi:nil";
 const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
 
@@ -232,6 +231,11 @@ impl XmlDecoder {
         // Read before anything else, so that the root's start tag is checked too although the root is only
         // the container of the records.
         let attributes = self.attributes(start)?;
+        if start.name().as_ref().starts_with("xmlns:") {
+            return Err(
+                self.error("the xmlns prefix is reserved for declarations: no element may use it")
+            );
+        }
         match self.state {
             RootState::Before => {
                 self.state = RootState::Inside;
@@ -243,7 +247,7 @@ impl XmlDecoder {
             RootState::Inside => {}
         }
         if self.stack.len() >= MAX_DEPTH {
-            return Err(self.error(format!("elements nest deeper than {MAX_DEPTH} levels")));
+            return Err(self.error(limit::too_deep()));
         }
         let raw = start.name().as_ref().to_owned();
         let mut frame = Frame {
@@ -267,19 +271,40 @@ impl XmlDecoder {
     }
 
     /// The attributes of `start`: names as written, values with references resolved and whitespace
-    /// normalised. A duplicate name, a bad reference or an undeclared prefix is an error.
+    /// normalised. A duplicate name (as written, or as namespace and local name: `n1:a` and `n2:a` with both
+    /// prefixes bound to one URI), a bad reference, an undeclared prefix or a misuse of the reserved `xml`
+    /// and `xmlns` prefixes and URIs (Namespaces in XML 1.0, section 3) is an error.
     fn attributes(&self, start: &BytesStart<'_>) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
+        let mut expanded: HashSet<(String, String)> = HashSet::new();
         for attr in start.attributes() {
             let attr = attr.map_err(|e| self.error(e.to_string()))?;
             let resolver = self.reader.resolver();
-            if let (ResolveResult::Unknown(prefix), _) = resolver.resolve_attribute(attr.key) {
-                return Err(self.error(format!("namespace prefix {prefix:?} is not declared")));
+            let (namespace, local) = resolver.resolve_attribute(attr.key);
+            match namespace {
+                ResolveResult::Unknown(prefix) => {
+                    return Err(self.error(format!("namespace prefix {prefix:?} is not declared")))
+                }
+                ResolveResult::Bound(ns) if attr.key.prefix().is_some() => {
+                    let name = (ns.as_ref().to_owned(), local.as_ref().to_owned());
+                    if !expanded.insert(name) {
+                        let written = attr.key.as_ref();
+                        return Err(self.error(format!(
+                            "attribute {written:?} names an attribute already given under another prefix \
+                             bound to the same namespace"
+                        )));
+                    }
+                }
+                _ => {}
             }
             let value = attr
                 .normalized_value(XmlVersion::Implicit1_0)
                 .map_err(|e| self.error(e.to_string()))?;
+            check_declaration(attr.key.as_ref(), &value).map_err(|m| self.error(m))?;
             out.push((attr.key.as_ref().to_owned(), value.into_owned()));
+        }
+        if out.len() > limit::MAX_FIELDS {
+            return Err(self.error(limit::too_many_fields()));
         }
         Ok(out)
     }
@@ -294,6 +319,9 @@ impl XmlDecoder {
         match self.stack.last_mut() {
             Some(parent) => {
                 add_child(&mut parent.fields, frame.name, value);
+                if parent.fields.len() > limit::MAX_FIELDS {
+                    return Err(self.error(limit::too_many_fields()));
+                }
                 Ok(None)
             }
             None => {
@@ -322,6 +350,35 @@ impl XmlDecoder {
             None => return Err(self.error("text outside the root element")),
         }
         Ok(())
+    }
+}
+
+/// The URI only the `xml` prefix may have, and the one no prefix may have.
+const XML_NAMESPACE: &str = "http://www.w3.org/XML/1998/namespace";
+const XMLNS_NAMESPACE: &str = "http://www.w3.org/2000/xmlns/";
+
+/// Checks a namespace declaration (`xmlns="…"`, `xmlns:p="…"`) against the reserved prefixes and URIs;
+/// other attributes pass.
+fn check_declaration(key: &str, uri: &str) -> std::result::Result<(), String> {
+    let prefix = match key.strip_prefix("xmlns") {
+        Some("") => None,
+        Some(rest) if rest.starts_with(':') => Some(&rest[1..]),
+        _ => return Ok(()),
+    };
+    match prefix {
+        Some("xmlns") => Err("the xmlns prefix is reserved and must not be declared".to_owned()),
+        Some("xml") if uri != XML_NAMESPACE => Err(format!(
+            "the xml prefix may only be bound to {XML_NAMESPACE}"
+        )),
+        Some("xml") => Ok(()),
+        _ if uri == XML_NAMESPACE => Err(format!(
+            "{XML_NAMESPACE} is the xml prefix's namespace: no other prefix, nor the default namespace, may \
+             be bound to it"
+        )),
+        _ if uri == XMLNS_NAMESPACE => Err(format!(
+            "{XMLNS_NAMESPACE} is reserved for xmlns declarations and must not be bound"
+        )),
+        _ => Ok(()),
     }
 }
 

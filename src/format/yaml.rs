@@ -117,6 +117,7 @@ fn yaml_error(e: &serde_yaml::Error) -> Error {
     let text = e.to_string();
     // serde_yaml appends " at line L column C"; the position already says it.
     let message = text.split(" at line ").next().unwrap_or(&text).to_owned();
+    let message = super::limit::clear_depth_message(message);
     Error::data(Stage::Decode, pos, message)
 }
 
@@ -225,6 +226,60 @@ mod tests {
         assert_eq!(
             record.get("18446744073709551616"),
             Some(&Value::String("k".into()))
+        );
+    }
+
+    #[test]
+    fn the_non_specific_tag_keeps_a_scalar_as_written_text() {
+        let docs =
+            parse_documents(b"a: ! 012\nb: ! true\nc: !!int 12\nd: !local 7\ne: !local [1]\n")
+                .unwrap();
+        let Value::Object(record) = &docs[0] else {
+            panic!("not a mapping: {docs:?}")
+        };
+        assert_eq!(record.get("a"), Some(&Value::String("012".into())));
+        assert_eq!(record.get("b"), Some(&Value::String("true".into())));
+        assert_eq!(record.get("c"), Some(&Value::Int(12)));
+        assert_eq!(
+            record.get("d"),
+            Some(&Value::Int(7)),
+            "other tags are dropped"
+        );
+        assert_eq!(record.get("e"), Some(&Value::Array(vec![Value::Int(1)])));
+        let err = parse_documents(b"e: ! [1]\n").unwrap_err();
+        assert!(err.to_string().contains("on scalars only"), "{err}");
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_a_clear_error() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let err = parse_documents(deep.as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().contains("nests deeper than 128 levels"),
+            "{err}"
+        );
+        let mut block = String::new();
+        for level in 0..200 {
+            block.push_str(&format!("{}k{level}:\n", "  ".repeat(level)));
+        }
+        let err = parse_documents(block.as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().contains("nests deeper than 128 levels"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_alias_bomb_ends_fast_with_an_error() {
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..30 {
+            let p = i - 1;
+            bomb.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+        }
+        let err = parse_documents(bomb.as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().contains("repetition limit exceeded"),
+            "{err}"
         );
     }
 }

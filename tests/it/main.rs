@@ -7,6 +7,7 @@ mod db_kinds;
 mod envelope;
 mod faults;
 mod golden;
+mod hardening;
 mod migrate;
 mod migrate_copy;
 mod migrate_job;

@@ -1,0 +1,219 @@
+//! The fuzz targets on stable, inside `cargo test`: every seed and every regression input of every target
+//! (fuzz/seeds, fuzz/regressions, and the corpus files the fuzzers start from) goes through the same
+//! `ferry::fuzz` function the libFuzzer target calls, and then a few hundred deterministic mutations of them
+//! do — a short smoke pass of the fuzzers that needs no nightly compiler and no cargo-fuzz. Each input runs
+//! under a time limit: a hang fails the test as a crash does. See TESTING.md.
+//!
+//! `cargo run --example fuzz_replay TARGET FILE` runs one input (a libFuzzer artifact, say) on stable, so its
+//! panic and backtrace show.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::support;
+
+/// How long one input may take here (debug build, shared machine): libFuzzer's own limit is 1 s on an
+/// optimised build.
+const PER_INPUT: Duration = Duration::from_secs(20);
+/// Mutations per target in the smoke pass.
+const MUTATIONS: usize = 300;
+
+/// Runs `target` on `data` in a thread of its own; the panic message, or a hang, as an error.
+fn guarded(target: &'static str, data: Vec<u8>) -> Result<(), String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(move || {
+            let outcome = std::panic::catch_unwind(|| ferry::fuzz::run(target, &data));
+            let _ = tx.send(outcome.map_err(|p| {
+                p.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default()
+            }));
+        })
+        .expect("spawn");
+    match rx.recv_timeout(PER_INPUT) {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) => Err(format!("no fuzz target {target}")),
+        Ok(Err(message)) => Err(format!("panicked: {message}")),
+        Err(_) => Err(format!("took more than {PER_INPUT:?}")),
+    }
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+/// The inputs a target starts from: its committed seeds and regression inputs, and for decoders the
+/// corpus files of their format (after the option byte 0, and the first few once more after 0xFF, every
+/// option on).
+fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+    let fuzz = support::root().join("fuzz");
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    for kind in ["seeds", "regressions"] {
+        for path in files_in(&fuzz.join(kind).join(target)) {
+            out.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+        }
+    }
+    let corpus: &[(&str, &str)] = match target {
+        "csv" => &[("csv-spectrum", "csvs"), ("csv-rust-csv-examples", "")],
+        "json" => &[("json-test-suite", "test_parsing")],
+        "ndjson" => &[("json-test-suite", "test_parsing")],
+        "xml" => &[("xml-roxmltree", ""), ("xml-quick-xml-documents", "")],
+        "yaml" => &[("yaml-test-suite", "cases")],
+        _ => &[],
+    };
+    for (folder, sub) in corpus {
+        let Some(dir) = support::corpus(folder) else {
+            continue;
+        };
+        let mut paths = files_in(&dir.join(sub));
+        if target == "yaml" {
+            paths = case_files(&dir.join(sub), "in.yaml");
+        }
+        let wanted = |p: &PathBuf| match target {
+            "csv" => p.extension().is_some_and(|e| e == "csv"),
+            "json" => p.extension().is_some_and(|e| e == "json"),
+            "ndjson" => p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("y_")),
+            "xml" => p.extension().is_some_and(|e| e == "xml"),
+            _ => true,
+        };
+        for (i, path) in paths.into_iter().filter(wanted).enumerate() {
+            let bytes = std::fs::read(&path).unwrap();
+            for option in [0u8, 0xFF].into_iter().take(if i < 20 { 2 } else { 1 }) {
+                let mut data = vec![option];
+                data.extend_from_slice(&bytes);
+                out.push((format!("{} (options {option:#x})", path.display()), data));
+            }
+        }
+    }
+    out
+}
+
+/// The `name` files of the yaml-test-suite's cases (one level of sub-cases deep).
+fn case_files(cases: &Path, name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for case in files_and_dirs(cases) {
+        let file = case.join(name);
+        if file.is_file() {
+            out.push(file);
+        }
+        for sub in files_and_dirs(&case) {
+            if sub.join(name).is_file() {
+                out.push(sub.join(name));
+            }
+        }
+    }
+    out
+}
+
+fn files_and_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[test]
+fn every_fuzz_seed_and_regression_input_runs_cleanly() {
+    let mut failures = Vec::new();
+    let mut counts = Vec::new();
+    for &target in ferry::fuzz::TARGETS {
+        let inputs = inputs(target);
+        assert!(!inputs.is_empty(), "{target}: no seeds");
+        counts.push(format!("{target} {}", inputs.len()));
+        for (name, data) in inputs {
+            if let Err(e) = guarded(target, data) {
+                failures.push(format!("{target} {name}: {e}"));
+            }
+        }
+    }
+    eprintln!("fuzz inputs replayed: {}", counts.join(", "));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// xorshift64*: a fixed sequence, so a failing mutation is the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// One of libFuzzer's simpler mutations: flip, set, insert, erase, duplicate or splice bytes.
+fn mutate(rng: &mut Rng, data: &mut Vec<u8>, other: &[u8]) {
+    const INTERESTING: &[u8] = b"\"'\\,;:\n\r\t{}[]<>&#|-!*%0\x00\xFF";
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(data.len() + 1);
+        match rng.below(7) {
+            0 if at < data.len() => data[at] ^= 1 << rng.below(8),
+            1 if at < data.len() => data[at] = INTERESTING[rng.below(INTERESTING.len())],
+            2 => data.insert(at, INTERESTING[rng.below(INTERESTING.len())]),
+            3 if at < data.len() => {
+                let end = (at + 1 + rng.below(16)).min(data.len());
+                data.drain(at..end);
+            }
+            4 if at < data.len() => {
+                let end = (at + 1 + rng.below(32)).min(data.len());
+                let piece = data[at..end].repeat(1 + rng.below(8));
+                data.splice(at..at, piece);
+            }
+            5 if !other.is_empty() => {
+                let from = rng.below(other.len());
+                let end = (from + 1 + rng.below(64)).min(other.len());
+                data.splice(at..at, other[from..end].iter().copied());
+            }
+            _ => data.truncate(at),
+        }
+    }
+}
+
+#[test]
+fn fuzz_smoke_pass_of_every_target_on_stable() {
+    let mut failures = Vec::new();
+    for &target in ferry::fuzz::TARGETS {
+        let seeds: Vec<Vec<u8>> = inputs(target)
+            .into_iter()
+            .map(|(_, d)| d)
+            .filter(|d| d.len() <= 16 << 10)
+            .collect();
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ target.len() as u64);
+        for _ in 0..MUTATIONS {
+            let mut data = seeds[rng.below(seeds.len())].clone();
+            let other = seeds[rng.below(seeds.len())].clone();
+            mutate(&mut rng, &mut data, &other);
+            if let Err(e) = guarded(target, data.clone()) {
+                let dump: String = data.iter().map(|b| format!("{b:02x}")).collect();
+                failures.push(format!("{target}: {e}\n  input (hex): {dump}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
