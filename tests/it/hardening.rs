@@ -17,7 +17,7 @@ use crate::support;
 /// optimised build.
 const PER_INPUT: Duration = Duration::from_secs(20);
 /// Mutations per target in the smoke pass.
-const MUTATIONS: usize = 300;
+const MUTATIONS: usize = 2000;
 
 /// Runs `target` on `data` in a thread of its own; the panic message, or a hang, as an error.
 fn guarded(target: &'static str, data: Vec<u8>) -> Result<(), String> {
@@ -66,6 +66,33 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
             out.push((path.display().to_string(), std::fs::read(&path).unwrap()));
         }
     }
+    let samples: &[&str] = match target {
+        "csv" => &[
+            "samples/contexts.csv",
+            "samples/legacy.csv",
+            "samples/users.csv",
+        ],
+        "json" => &["samples/contexts.json"],
+        "ndjson" => &["samples/contexts.ndjson"],
+        "xml" => &["samples/contexts.xml"],
+        "yaml" => &["samples/contexts.yaml"],
+        "markdown" => &["samples/contexts.md"],
+        "template" => &["templates/std-context.yaml", "templates/user-export.yaml"],
+        _ => &[],
+    };
+    for sample in samples {
+        let mut data = std::fs::read(support::root().join(sample)).unwrap();
+        if target != "template" {
+            data.insert(0, 0);
+        }
+        out.push((sample.to_string(), data));
+    }
+    if target == "markdown" {
+        out.extend(gfm_tables());
+    }
+    if target == "sql_sqlite_to_pg" {
+        out.extend(sqlite_schemas());
+    }
     let corpus: &[(&str, &str)] = match target {
         "csv" => &[("csv-spectrum", "csvs"), ("csv-rust-csv-examples", "")],
         "json" => &[("json-test-suite", "test_parsing")],
@@ -98,6 +125,57 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
                 data.extend_from_slice(&bytes);
                 out.push((format!("{} (options {option:#x})", path.display()), data));
             }
+        }
+    }
+    out
+}
+
+/// The GFM spec's examples that hold a pipe (its table examples among them), after the option byte 0.
+fn gfm_tables() -> Vec<(String, Vec<u8>)> {
+    let Some(dir) = support::corpus("markdown-gfm-spec") else {
+        return Vec::new();
+    };
+    let examples: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(dir.join("gfm_examples.json")).unwrap()).unwrap();
+    examples
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            let markdown = e.get("markdown")?.as_str()?;
+            markdown.contains('|').then(|| {
+                let mut data = vec![0];
+                data.extend_from_slice(markdown.as_bytes());
+                (format!("gfm example {i}"), data)
+            })
+        })
+        .collect()
+}
+
+/// Every `CREATE` statement of the corpus's SQLite databases (tables, indexes, views, triggers).
+fn sqlite_schemas() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let databases = [
+        ("sqlite-chinook", "Chinook_Sqlite.sqlite"),
+        ("sqlite-northwind", "northwind.db"),
+        ("sqlite-sakila", "sakila.db"),
+    ];
+    for (folder, file) in databases {
+        let Some(dir) = support::corpus(folder) else {
+            continue;
+        };
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+        let db = rusqlite::Connection::open_with_flags(dir.join(file), flags).unwrap();
+        let mut statement = db
+            .prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL")
+            .unwrap();
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .unwrap();
+        for row in rows {
+            let (name, sql) = row.unwrap();
+            out.push((format!("{file}: {name}"), sql.into_bytes()));
         }
     }
     out

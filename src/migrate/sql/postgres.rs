@@ -212,6 +212,14 @@ pub(crate) fn translate_expr(expr: &str, columns: &[&str]) -> Result<String, Str
     for (i, t) in toks.iter().enumerate() {
         let call = toks.get(i + 1).is_some_and(|n| n.is_punct("("));
         let piece = match t.kind {
+            // Two values in a row (`0 '-2.5'::numeric`) are no expression PostgreSQL prints; rendered, the
+            // second one's sign would become an operator.
+            Kind::Str | Kind::Number if i > 0 && is_value(&toks[i - 1]) => {
+                return Err(format!(
+                    "two values with no operator between them ({})",
+                    t.text
+                ));
+            }
             Kind::Str | Kind::Number => t.text.clone(),
             // Not in this dialect.
             Kind::Blob | Kind::Param => return Err(format!("the token {}", t.text)),
@@ -261,7 +269,9 @@ pub(crate) fn translate_expr(expr: &str, columns: &[&str]) -> Result<String, Str
             }
             Kind::Word | Kind::Ident => column(&t.text)?,
         };
-        let sign = t.is_op("-") || t.is_op("+");
+        // A sign sticks to its operand only: glued to an operator (`- >`) it would make another one (`->`).
+        let sign =
+            (t.is_op("-") || t.is_op("+")) && toks.get(i + 1).is_some_and(|n| n.kind != Kind::Op);
         let unary = sign
             && i.checked_sub(1).is_none_or(|p| {
                 let p = &toks[p];
@@ -285,6 +295,17 @@ pub(crate) fn translate_expr(expr: &str, columns: &[&str]) -> Result<String, Str
         text.push_str(piece);
     }
     Ok(text)
+}
+
+/// True for a literal, a quoted name, or a bare word that is not a keyword (a column).
+fn is_value(t: &Token) -> bool {
+    match t.kind {
+        Kind::Str | Kind::Number | Kind::Ident => true,
+        Kind::Word => {
+            !KEYWORDS.contains(&t.text.to_ascii_uppercase().as_str()) && !t.is_word("ILIKE")
+        }
+        _ => false,
+    }
 }
 
 /// The expression inside `pg_get_constraintdef`'s `CHECK (…)` (a `NO INHERIT` after it is ignored).
@@ -531,6 +552,11 @@ mod tests {
         assert!(err("(md5(name) <> ''::text)").contains("md5"));
         assert!(err("(other > 0)").contains("\"other\""));
         assert!(err("((name)::date > '2000-01-01'::date)").contains("::date"));
+        // Found by fuzzing: two values in a row, and a sign before an operator.
+        assert!(err("0'-2.5'::numeric").contains("two values"));
+        let spaced = "(\"age\" < - > 1)";
+        assert_eq!(check("(age < - >1)", &cols).as_deref(), Ok(spaced));
+        assert_eq!(check(spaced, &cols).as_deref(), Ok(spaced));
         // The output translates to itself.
         for e in [
             "((\"Discount\" >= (0)) AND (\"Discount\" <= (1)))",
