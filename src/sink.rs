@@ -251,7 +251,7 @@ impl Write for AtomicFile {
             .temp
             .as_mut()
             .ok_or_else(|| io::Error::other("write after finish"))?;
-        let n = temp.write(buf)?;
+        let n = temp.write(buf).map_err(|e| naming(&self.target, e))?;
         self.written += n as u64;
         Ok(n)
     }
@@ -261,13 +261,37 @@ impl Write for AtomicFile {
             .temp
             .as_mut()
             .ok_or_else(|| io::Error::other("write after finish"))?;
-        temp.write_all(buf)?;
+        temp.write_all(buf).map_err(|e| naming(&self.target, e))?;
         self.written += buf.len() as u64;
         Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.temp.as_mut().map_or(Ok(()), |t| t.flush())
+        let flushed = self.temp.as_mut().map_or(Ok(()), |t| t.flush());
+        flushed.map_err(|e| naming(&self.target, e))
+    }
+}
+
+/// A write error as the user should read it: naming the output (not the temporary file, which the failed
+/// run removes), with the system's own words (`No space left on device`) and kind kept.
+fn naming(target: &Path, e: io::Error) -> io::Error {
+    let cause = os_error(e);
+    io::Error::new(
+        cause.kind(),
+        format!("cannot write {}: {cause}", target.display()),
+    )
+}
+
+/// The error without the temporary file's path the tempfile crate appends (`… at path "…"`; its wrapper
+/// gives no access to the system's error beneath), kind kept.
+fn os_error(e: io::Error) -> io::Error {
+    if e.raw_os_error().is_some() {
+        return e;
+    }
+    let text = e.to_string();
+    match text.split_once(" at path ") {
+        Some((cause, _)) => io::Error::new(e.kind(), cause.to_owned()),
+        None => e,
     }
 }
 
@@ -281,7 +305,9 @@ impl AtomicFile {
             .temp
             .take()
             .ok_or_else(|| io_err(io::Error::other("closed twice")))?;
-        let temp = temp.into_inner().map_err(|e| io_err(e.into_error()))?;
+        let temp = temp
+            .into_inner()
+            .map_err(|e| io_err(os_error(e.into_error())))?;
         temp.as_file().sync_all().map_err(io_err)?;
         // New files get the usual permissions (tempfile creates them 0600).
         #[cfg(unix)]

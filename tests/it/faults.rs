@@ -723,3 +723,585 @@ fn a_data_only_migration_resumes_without_doubling_rows() {
         "{stderr}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// convert: the same kill -9 trials for a load or an export, one test per sink, and the faults a run meets
+// from outside — a full disk, a database server that stops mid-COPY, a connection cut during a dry run.
+
+/// Records in the trials' input, and rows every target table holds before a trial.
+const ROWS: i64 = 20_000;
+const KEPT: i64 = 5;
+/// `--commit-every` of the sinks that commit as they go.
+const EVERY: i64 = 5_000;
+
+/// Writes `name`: NDJSON records with ids `1..=rows` (so a table's ids tell what was loaded).
+fn items(dir: &Path, name: &str, rows: i64) -> PathBuf {
+    let mut text = String::with_capacity(rows as usize * 48);
+    for id in 1..=rows {
+        text.push_str(&format!(
+            "{{\"id\":{id},\"name\":\"item {id}\",\"n\":{}}}\n",
+            id * 3
+        ));
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write the input");
+    path
+}
+
+/// The number of trials: `FERRY_FAULT_TRIALS`, 3 by default.
+fn trials() -> usize {
+    std::env::var("FERRY_FAULT_TRIALS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3)
+}
+
+/// A seed for the kill times: `FERRY_FAULT_SEED`, else the clock (printed, so a run can be repeated).
+fn seed(what: &str) -> u64 {
+    let seed = std::env::var("FERRY_FAULT_SEED")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("faults: {what}: seed {seed} (FERRY_FAULT_SEED={seed} repeats it)");
+    seed
+}
+
+/// Where a convert trial writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sink {
+    /// A compressed NDJSON file.
+    File,
+    Sqlite,
+    Postgres,
+    /// The databases with `--commit-every`, finished with `--resume N`.
+    SqliteCommitting,
+    PostgresCommitting,
+}
+
+impl Sink {
+    fn commits(self) -> bool {
+        matches!(self, Sink::SqliteCommitting | Sink::PostgresCommitting)
+    }
+
+    fn is_postgres(self) -> bool {
+        matches!(self, Sink::Postgres | Sink::PostgresCommitting)
+    }
+}
+
+/// One sink's trials: the input, and (for PostgreSQL) the database the trials' tables are in.
+struct ConvertTrials {
+    sink: Sink,
+    dir: tempfile::TempDir,
+    input: PathBuf,
+    pg: Option<String>,
+}
+
+impl ConvertTrials {
+    fn new(sink: Sink) -> ConvertTrials {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let input = items(dir.path(), "items.ndjson", ROWS);
+        let pg = sink
+            .is_postgres()
+            .then(|| cluster().fresh_database(&format!("convert_{sink:?}")));
+        ConvertTrials {
+            sink,
+            dir,
+            input,
+            pg,
+        }
+    }
+
+    /// A new target for trial `tag` holding the `KEPT` rows (none for a file): what `--to` takes.
+    fn target(&self, tag: &str) -> String {
+        let create = "CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, n bigint)";
+        let fill = "INSERT INTO items VALUES (-1, 'kept', 0), (-2, 'kept', 0), (-3, 'kept', 0), \
+                    (-4, 'kept', 0), (-5, 'kept', 0)";
+        match &self.pg {
+            Some(url) => {
+                let table = format!("items_{tag}");
+                let sql = format!("{};{}", create, fill).replace("items", &table);
+                cluster()
+                    .client(url)
+                    .batch_execute(&sql)
+                    .expect("create the table");
+                let plain = url.replace(&format!(":{PASSWORD}@"), "@");
+                format!("{plain}?table={table}")
+            }
+            None if self.sink == Sink::File => format!("out-{tag}.ndjson.gz"),
+            None => {
+                let path = self.dir.path().join(format!("t-{tag}.db"));
+                let conn = rusqlite::Connection::open(&path).expect("create the SQLite target");
+                conn.execute_batch(&format!("{create};{fill}"))
+                    .expect("fill the SQLite target");
+                format!("sqlite://{}?table=items", path.display())
+            }
+        }
+    }
+
+    fn args<'a>(&'a self, to: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "convert",
+            "--in",
+            self.input.to_str().unwrap(),
+            "--to",
+            to,
+            "--batch-size",
+            "500",
+            "-q",
+        ];
+        if self.sink.commits() {
+            args.extend(["--commit-every", "5000"]);
+        }
+        args.extend_from_slice(extra);
+        args
+    }
+
+    /// The ids the target holds: a file's records, or a table's rows (the `KEPT` ones included).
+    fn ids(&self, to: &str, tag: &str) -> Option<Vec<i64>> {
+        let mut ids: Vec<i64> = match (&self.pg, self.sink) {
+            (Some(url), _) => cluster()
+                .client(url)
+                .query(&format!("SELECT id FROM items_{tag}"), &[])
+                .expect("read the table")
+                .iter()
+                .map(|r| r.get(0))
+                .collect(),
+            (None, Sink::File) => {
+                let file = std::fs::File::open(self.dir.path().join(to)).ok()?;
+                let mut text = String::new();
+                std::io::Read::read_to_string(
+                    &mut flate2::read::MultiGzDecoder::new(file),
+                    &mut text,
+                )
+                .expect("a finished output is a whole gzip stream");
+                text.lines()
+                    .map(|l| {
+                        serde_json::from_str::<serde_json::Value>(l).expect("a JSON line")["id"]
+                            .as_i64()
+                            .expect("an id")
+                    })
+                    .collect()
+            }
+            (None, _) => {
+                let path = self.dir.path().join(format!("t-{tag}.db"));
+                let conn = rusqlite::Connection::open(path).expect("open the SQLite target");
+                let mut statement = conn
+                    .prepare("SELECT id FROM items")
+                    .expect("read the table");
+                let rows = statement
+                    .query_map([], |r| r.get(0))
+                    .expect("read the table");
+                rows.map(|r| r.expect("an id")).collect()
+            }
+        };
+        ids.sort_unstable();
+        Some(ids)
+    }
+
+    /// Records of the input the target holds, checking that none is there twice and that the kept rows are
+    /// still there; `None` for a file output that does not exist.
+    fn loaded(&self, to: &str, tag: &str, what: &str) -> Option<i64> {
+        let ids = self.ids(to, tag)?;
+        let mut distinct = ids.clone();
+        distinct.dedup();
+        assert_eq!(distinct.len(), ids.len(), "{what}: a record is there twice");
+        let kept = ids.iter().filter(|&&id| id < 0).count() as i64;
+        let expected_kept = if self.sink == Sink::File { 0 } else { KEPT };
+        assert_eq!(
+            kept, expected_kept,
+            "{what}: the rows that were there before changed"
+        );
+        let loaded = ids.len() as i64 - kept;
+        assert!(
+            ids.iter()
+                .filter(|&&id| id > 0)
+                .eq((1..=loaded).collect::<Vec<_>>().iter()),
+            "{what}: the records loaded are not the input's first {loaded}"
+        );
+        Some(loaded)
+    }
+
+    /// Temporary files left in the trials' folder.
+    fn temporaries(&self) -> Vec<String> {
+        crate::support::file_names(self.dir.path())
+            .into_iter()
+            .filter(|n| n.contains(".ferry-") && n.ends_with(".tmp"))
+            .collect()
+    }
+
+    /// How long an uninterrupted run takes, in milliseconds (and that it loads everything).
+    fn uninterrupted_ms(&self) -> u64 {
+        let to = self.target("reference");
+        let started = Instant::now();
+        ok(&run(self.dir.path(), &self.args(&to, &[])));
+        let ms = started.elapsed().as_millis() as u64;
+        assert_eq!(self.loaded(&to, "reference", "reference"), Some(ROWS));
+        ms
+    }
+
+    /// One trial: a run killed after a random delay, the invariants, then the way to finish the job (a
+    /// plain rerun, or `--resume N` after what was committed), which must end with every record once.
+    fn trial(&self, trial: usize, longest: u64, rng: &mut Rng) -> String {
+        let tag = format!("t{trial}");
+        let to = self.target(&tag);
+        let what = format!("{:?} trial {trial}", self.sink);
+        let delay = Duration::from_millis(rng.below(longest.max(1)));
+        let args = self.args(&to, &[]);
+        let outcome = run_killed(
+            self.dir.path(),
+            &args,
+            Path::new("/nonexistent"),
+            Kill::After(delay),
+        );
+        let mut line = format!("{what}:");
+        match outcome {
+            Some(status) => {
+                assert!(status.success(), "{what}: failed by itself: {status}");
+                line.push_str(&format!(
+                    " ended before the kill at {} ms;",
+                    delay.as_millis()
+                ));
+            }
+            None => line.push_str(&format!(" killed at {} ms;", delay.as_millis())),
+        }
+        // Never partial: nothing or everything, or (committing) whole commits.
+        let loaded = self.loaded(&to, &tag, &what);
+        match loaded {
+            None => line.push_str(" no output;"),
+            Some(n) => line.push_str(&format!(" {n} records there;")),
+        }
+        let finished = loaded == Some(ROWS);
+        if self.sink.commits() {
+            let n = loaded.unwrap_or(0);
+            assert!(
+                n % EVERY == 0 || n == ROWS,
+                "{what}: {n} rows is not a whole number of commits"
+            );
+        } else {
+            assert!(
+                matches!(loaded, None | Some(0) | Some(ROWS)),
+                "{what}: partial: {loaded:?}"
+            );
+        }
+        if !finished {
+            let committed = loaded.unwrap_or(0).to_string();
+            let resume = if self.sink.commits() && committed != "0" {
+                vec!["--resume", committed.as_str()]
+            } else {
+                Vec::new()
+            };
+            let out = run(self.dir.path(), &self.args(&to, &resume));
+            ok(&out);
+            line.push_str(&format!(
+                " finished by a rerun{};",
+                resume.iter().map(|a| format!(" {a}")).collect::<String>()
+            ));
+            assert_eq!(
+                self.loaded(&to, &tag, &what),
+                Some(ROWS),
+                "{what}: after the rerun"
+            );
+        }
+        if self.sink == Sink::File {
+            // The rerun (or the next run writing into the folder) removes what the killed run left.
+            let out = run(
+                self.dir.path(),
+                &self.args(&format!("other-{tag}.ndjson.gz"), &[]),
+            );
+            ok(&out);
+            assert_eq!(
+                self.temporaries(),
+                Vec::<String>::new(),
+                "{what}: temporary files left"
+            );
+        }
+        line
+    }
+}
+
+fn convert_kill_trials(sink: Sink) {
+    let t = ConvertTrials::new(sink);
+    let ms = t.uninterrupted_ms();
+    let mut rng = Rng(seed(&format!("convert {sink:?}")));
+    let n = trials();
+    let mut killed = 0;
+    for trial in 1..=n {
+        let line = t.trial(trial, ms * 12 / 10, &mut rng);
+        killed += usize::from(line.contains("killed"));
+        eprintln!("faults: {line} every record once");
+    }
+    eprintln!("faults: convert {sink:?}: {n} trials ({killed} killed mid-run), uninterrupted {ms} ms: passed");
+}
+
+#[test]
+fn a_killed_file_export_leaves_no_output_or_a_whole_one() {
+    convert_kill_trials(Sink::File);
+}
+
+#[test]
+fn a_killed_sqlite_load_leaves_the_table_as_it_was_or_loaded() {
+    convert_kill_trials(Sink::Sqlite);
+}
+
+#[test]
+fn a_killed_postgres_load_leaves_the_table_as_it_was_or_loaded() {
+    convert_kill_trials(Sink::Postgres);
+}
+
+#[test]
+fn a_killed_sqlite_load_with_commit_every_resumes_to_every_row_once() {
+    convert_kill_trials(Sink::SqliteCommitting);
+}
+
+#[test]
+fn a_killed_postgres_load_with_commit_every_resumes_to_every_row_once() {
+    convert_kill_trials(Sink::PostgresCommitting);
+}
+
+/// Mounts a 1 MiB tmpfs at `dir` (as root); false where mounting is not permitted.
+fn mount_small_tmpfs(dir: &Path) -> bool {
+    Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs ferry with writes past `limit` bytes per file failing (RLIMIT_FSIZE, with SIGXFSZ ignored so the
+/// write returns EFBIG instead of killing the process): a full disk where no file system can be mounted.
+fn run_with_file_size_limit(dir: &Path, args: &[&str], limit: u64) -> Output {
+    use std::os::unix::process::CommandExt as _;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command.args(args).current_dir(dir);
+    // SAFETY: only async-signal-safe calls (signal, setrlimit) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let rlimit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.output().expect("run ferry")
+}
+
+/// Each export into `full/` must fail naming `cause`, leaving nothing there.
+fn exports_into_a_full_folder(
+    dir: &Path,
+    cause: &str,
+    run: impl Fn(&[&str]) -> Output,
+) -> Vec<String> {
+    let outputs = [
+        vec!["full/out.csv"],
+        vec!["full/out.ndjson", "--split-records", "30000"],
+        vec!["full/out.json.enc", "--key-file", "k.key"],
+    ];
+    let mut failures = Vec::new();
+    for extra in &outputs {
+        let mut args = vec!["convert", "--in", "items.ndjson", "--to"];
+        args.extend_from_slice(extra);
+        let out = run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let left = crate::support::file_names(&dir.join("full"));
+        // The error names the output, not the temporary file the failed run removed.
+        let named = stderr.contains(&format!("cannot write full/out")) && !stderr.contains(".tmp");
+        if out.status.code() != Some(1) || !stderr.contains(cause) || !named || !left.is_empty() {
+            failures.push(format!(
+                "{cause} {extra:?}: exit {:?}, left {left:?}: {stderr}",
+                out.status.code()
+            ));
+        }
+    }
+    failures
+}
+
+/// A full disk during an export, two ways: a 1 MiB tmpfs where this process may mount one (as root), and
+/// always a 1 MiB RLIMIT_FSIZE (a write error the kernel injects, needing no privilege).
+#[test]
+fn a_full_disk_fails_an_export_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    items(d, "items.ndjson", 60_000);
+    std::fs::write(d.join("k.key"), "07".repeat(32)).unwrap();
+    let full = d.join("full");
+    std::fs::create_dir(&full).unwrap();
+    let mut failures = Vec::new();
+    if mount_small_tmpfs(&full) {
+        failures.extend(exports_into_a_full_folder(
+            d,
+            "No space left on device",
+            |args| crate::support::ferry(d, args),
+        ));
+        let _ = Command::new("umount").arg(&full).status();
+        eprintln!("faults: disk full: a 1 MiB tmpfs, 3 exports");
+    } else {
+        eprintln!("faults: disk full: no tmpfs (mounting is not permitted here)");
+    }
+    failures.extend(exports_into_a_full_folder(d, "File too large", |args| {
+        run_with_file_size_limit(d, args, 1 << 20)
+    }));
+    eprintln!("faults: disk full: RLIMIT_FSIZE of 1 MiB, 3 exports");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Waits until `url`'s database runs a COPY (ferry's load) — up to 60 s.
+fn wait_for_copy(client: &mut postgres::Client, database: &str) -> i32 {
+    let started = Instant::now();
+    loop {
+        let row = client
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND query ILIKE 'COPY%' LIMIT 1",
+                &[&database],
+            )
+            .expect("read pg_stat_activity");
+        if let Some(row) = row {
+            return row.get(0);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no COPY started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits for `child` to end, at most 120 s (a run that hangs on a dead server fails the test).
+fn wait_bounded(mut child: std::process::Child) -> Output {
+    let started = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("ferry did not end within 120 s of losing its server");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("ferry's output")
+}
+
+fn spawn_load(dir: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .current_dir(dir)
+        .env("PGPASSWORD", PASSWORD)
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ferry")
+}
+
+fn database_of(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or_default()
+}
+
+#[test]
+fn a_server_stopped_mid_copy_fails_the_load_and_recovery_leaves_the_table_as_it_was() {
+    let server = crate::pg::private_cluster();
+    let url = server.fresh_database("stopped");
+    let mut client = server.client(&url);
+    client
+        .batch_execute(
+            "CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, n bigint);
+             INSERT INTO items VALUES (-1, 'kept', 0), (-2, 'kept', 0), (-3, 'kept', 0), (-4, 'kept', 0), (-5, 'kept', 0)",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    items(dir.path(), "items.ndjson", 400_000);
+    let to = format!("{}?table=items", url.replace(&format!(":{PASSWORD}@"), "@"));
+    let child = spawn_load(
+        dir.path(),
+        &[
+            "convert",
+            "--in",
+            "items.ndjson",
+            "--to",
+            &to,
+            "-q",
+            "--connect-retries",
+            "0",
+        ],
+    );
+    wait_for_copy(&mut client, database_of(&url));
+    drop(client);
+    server.stop_now();
+    let out = wait_bounded(child);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    server.restart();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("items") && !stderr.contains(PASSWORD),
+        "{stderr}"
+    );
+    let rows = server.psql(&url, "SELECT count(*), min(id), max(id) FROM items");
+    assert_eq!(
+        rows, "5|-5|-1",
+        "after crash recovery the table is as it was"
+    );
+    eprintln!(
+        "faults: server stopped mid-COPY: {}",
+        stderr.lines().last().unwrap_or_default()
+    );
+}
+
+#[test]
+fn a_connection_cut_during_a_dry_run_fails_it_and_changes_nothing() {
+    let url = cluster().fresh_database("dry_cut");
+    let mut client = cluster().client(&url);
+    client
+        .batch_execute(
+            "CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, n bigint);
+             INSERT INTO items VALUES (-1, 'kept', 0), (-2, 'kept', 0), (-3, 'kept', 0), (-4, 'kept', 0), (-5, 'kept', 0)",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    items(dir.path(), "items.ndjson", 400_000);
+    let to = format!("{}?table=items", url.replace(&format!(":{PASSWORD}@"), "@"));
+    let child = spawn_load(
+        dir.path(),
+        &[
+            "convert",
+            "--in",
+            "items.ndjson",
+            "--to",
+            &to,
+            "--dry-run",
+            "--report",
+            "r.json",
+        ],
+    );
+    let pid = wait_for_copy(&mut client, database_of(&url));
+    client
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .expect("terminate ferry's connection");
+    let out = wait_bounded(child);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("items") && !stderr.contains(PASSWORD),
+        "{stderr}"
+    );
+    assert_eq!(cluster().psql(&url, "SELECT count(*) FROM items"), "5");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(
+        crate::support::file_names(dir.path()),
+        ["items.ndjson", "r.json"],
+        "a dry run writes nothing but its report"
+    );
+    eprintln!(
+        "faults: connection cut in a dry run: {}",
+        stderr.lines().last().unwrap_or_default()
+    );
+}

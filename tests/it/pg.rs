@@ -39,10 +39,19 @@ pub struct PgCluster {
     /// The server log.
     pub log: PathBuf,
     psql: PathBuf,
+    /// Shell command lines that stop the server at once (as a crash would) and start it again.
+    stop_line: String,
+    start_line: String,
     databases: AtomicUsize,
     /// The write end of the watchdog's stdin: when this process exits the kernel closes it, the watchdog
     /// reads end-of-file and stops the cluster.
     _watchdog: ChildStdin,
+}
+
+/// A cluster of the calling test's own, for tests that stop the server (every other test shares
+/// [`cluster`]). It is stopped and removed when the test binary exits, as the shared one is.
+pub fn private_cluster() -> PgCluster {
+    start().unwrap_or_else(|e| panic!("cannot start a private PostgreSQL cluster: {e}"))
 }
 
 /// The cluster of this test binary, started on first use. Panics (in every test that asks) when it
@@ -88,6 +97,24 @@ impl PgCluster {
             .batch_execute(&format!("CREATE DATABASE \"{name}\""))
             .unwrap_or_else(|e| panic!("CREATE DATABASE {name} failed: {e}"));
         self.url(&name)
+    }
+
+    /// Stops the server at once (`pg_ctl stop -m immediate`: connections are cut, as in a crash).
+    pub fn stop_now(&self) {
+        self.shell(&self.stop_line, "pg_ctl stop -m immediate");
+    }
+
+    /// Starts the server again (after [`PgCluster::stop_now`]), on the same port; crash recovery runs.
+    pub fn restart(&self) {
+        self.shell(&self.start_line, "pg_ctl start");
+    }
+
+    fn shell(&self, line: &str, what: &str) {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", line]).current_dir(&self.dir);
+        if let Err(e) = run(cmd, what) {
+            panic!("{e}");
+        }
     }
 
     /// A plain (no TLS) client for `url`.
@@ -549,6 +576,22 @@ fn start() -> Result<PgCluster, String> {
             }
         }
     };
+    let start_line = runner.shell_line(
+        &pg_ctl,
+        &os_args([
+            &"-D",
+            &data,
+            &"-l",
+            &log,
+            &"-o",
+            &format!("-p {port}"),
+            &"-w",
+            &"-t",
+            &"30",
+            &"-s",
+            &"start",
+        ]),
+    );
     eprintln!(
         "pg harness: PostgreSQL on 127.0.0.1:{port}, data in {}, started in {:.1?}",
         data.display(),
@@ -561,6 +604,8 @@ fn start() -> Result<PgCluster, String> {
         cert,
         log,
         psql,
+        stop_line: stop,
+        start_line,
         databases: AtomicUsize::new(0),
         _watchdog: watchdog,
     })
