@@ -8,6 +8,7 @@ mod envelope;
 mod faults;
 mod golden;
 mod hardening;
+mod hardening_concurrency;
 mod migrate;
 mod migrate_copy;
 mod migrate_job;
