@@ -1115,7 +1115,7 @@ fn exports_into_a_full_folder(
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let left = crate::support::file_names(&dir.join("full"));
         // The error names the output, not the temporary file the failed run removed.
-        let named = stderr.contains(&format!("cannot write full/out")) && !stderr.contains(".tmp");
+        let named = stderr.contains("cannot write full/out") && !stderr.contains(".tmp");
         if out.status.code() != Some(1) || !stderr.contains(cause) || !named || !left.is_empty() {
             failures.push(format!(
                 "{cause} {extra:?}: exit {:?}, left {left:?}: {stderr}",
