@@ -369,18 +369,7 @@ impl SplitEncoder {
             return Ok(());
         };
         part.encoder.finish()?;
-        let closed = part
-            .closed
-            .lock()
-            .ok()
-            .and_then(|mut c| c.take())
-            .ok_or_else(|| {
-                Error::data(
-                    Stage::Sink,
-                    Position::default(),
-                    "a part was not closed (internal error)",
-                )
-            })?;
+        let closed = take_closed(&part.closed)?;
         self.bytes_before += closed.bytes;
         let entry = PartEntry {
             file: part.file_name,
@@ -497,6 +486,17 @@ impl ByteSink for CountingSink {
     }
 }
 
+/// What a [`HashedFile`] left when it was finished.
+fn take_closed(slot: &Mutex<Option<Closed>>) -> Result<Closed> {
+    slot.lock().ok().and_then(|mut c| c.take()).ok_or_else(|| {
+        Error::data(
+            Stage::Sink,
+            Position::default(),
+            "a file was not closed (internal error)",
+        )
+    })
+}
+
 /// An unsplit output that also gets a `sha256sum`-compatible `<file>.sha256` beside it (`--checksum`).
 pub struct ChecksummedFile {
     file: HashedFile,
@@ -529,17 +529,7 @@ impl ByteSink for ChecksummedFile {
         let bytes = Box::new(self.file).finish()?;
         let Closed {
             sha256, pending, ..
-        } = closed
-            .lock()
-            .ok()
-            .and_then(|mut c| c.take())
-            .ok_or_else(|| {
-                Error::data(
-                    Stage::Sink,
-                    Position::default(),
-                    "the file was not closed (internal error)",
-                )
-            })?;
+        } = take_closed(&closed)?;
         let name = self
             .target
             .file_name()

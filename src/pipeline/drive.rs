@@ -218,7 +218,12 @@ impl Run<'_> {
             match output.write(number, to_write) {
                 Ok(()) => self.report.counts.written += 1,
                 Err(e) if e.is_record() => self.reject(number, Some(record), vec![e])?,
-                Err(e) => return Err(e.with_context(None, Some(number))),
+                Err(e) => {
+                    // The output failed on this record: it stops the run, and counts as rejected so that
+                    // the failed run's report balances.
+                    self.report.counts.rejected += 1;
+                    return Err(e.with_context(None, Some(number)));
+                }
             }
         }
         if let Output::Table(table) = output {
