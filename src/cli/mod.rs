@@ -146,8 +146,23 @@ pub(crate) fn finish_report(
         Err(failed) if failed.error.exit_code() == 2 => return Err(failed.error),
         Err(failed) => (failed.report, Some(failed.error)),
     };
-    // The error that stopped the run is printed last, by the binary.
-    let listed = report.errors.len() - usize::from(error.is_some());
+    // A reader that went away (`| head`) ends the run quietly.
+    if !error.as_ref().is_some_and(Error::is_broken_pipe) {
+        print_report(&report, error.is_some(), quiet);
+    }
+    let written = job.report.as_deref().map(|path| report.write_json(path));
+    match (error, written) {
+        // The run's own error matters more than a failure to write its report.
+        (Some(error), _) => Err(error),
+        (None, Some(Err(e))) => Err(e),
+        (None, _) => Ok(report),
+    }
+}
+
+/// Prints a report's record errors and its summary line (`quiet` leaves out the line of a run that
+/// succeeded). The error that stopped a `failed` run is its last, and the binary prints it.
+fn print_report(report: &Report, failed: bool, quiet: bool) {
+    let listed = report.errors.len() - usize::from(failed);
     for error in report.errors.iter().take(listed.min(ERRORS_SHOWN)) {
         eprintln!("ferry: {}", error.message);
     }
@@ -163,15 +178,8 @@ pub(crate) fn finish_report(
             .unwrap_or_default();
         eprintln!("ferry: ... and {unshown} more rejected records{whereto}");
     }
-    if !quiet || error.is_some() {
+    if !quiet || failed {
         eprintln!("{}", report.summary_line());
-    }
-    let written = job.report.as_deref().map(|path| report.write_json(path));
-    match (error, written) {
-        // The run's own error matters more than a failure to write its report.
-        (Some(error), _) => Err(error),
-        (None, Some(Err(e))) => Err(e),
-        (None, _) => Ok(report),
     }
 }
 
