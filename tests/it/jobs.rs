@@ -1,6 +1,6 @@
 //! Jobs as data through the binary: `ferry convert … --print-job` prints the job a command line makes, and
 //! `ferry run` of that job gives byte for byte what the command line gives. A failed run's `--report`
-//! keeps what it counted; a signal cancels a database load cleanly.
+//! keeps what it counted; a signal cancels a database load cleanly; `ferry run` runs a migrate job too.
 
 use std::fs;
 use std::io::Write as _;
@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{ferry, file_names, ok, root};
+use crate::support::{ferry, ferry_env, file_names, ok, root};
 
 /// A folder's files, by name, with their bytes.
 type Files = Vec<(String, Vec<u8>)>;
@@ -302,4 +302,40 @@ fn a_signal_during_a_sqlite_load_rolls_back_and_removes_the_database_it_created(
     );
     assert!(stderr.contains("cancelled"), "{stderr}");
     assert_eq!(file_names(dir.path()), ["in.csv"], "{stderr}");
+}
+
+#[test]
+fn ferry_run_runs_a_printed_migrate_job() {
+    let dir = tempfile::tempdir().unwrap();
+    rusqlite::Connection::open(dir.path().join("app.db"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL);
+             INSERT INTO users VALUES (1, 'a@x'), (2, 'b@x');",
+        )
+        .unwrap();
+    let url = crate::pg::cluster().fresh_database("run_migrate");
+    let printed = ferry_env(
+        dir.path(),
+        &["migrate", "--from", "app.db", "--to", &url, "--print-job"],
+        &[],
+    );
+    ok(&printed);
+    let text = String::from_utf8(printed.stdout).unwrap();
+    assert!(!text.contains(crate::pg::PASSWORD), "{text}");
+    fs::write(dir.path().join("job.json"), text).unwrap();
+    let out = ferry_env(
+        dir.path(),
+        &["run", "job.json"],
+        &[("PGPASSWORD", crate::pg::PASSWORD)],
+    );
+    let stderr = ok(&out);
+    assert!(
+        stderr.contains("migrated 1 tables: 2 rows read = 2 written"),
+        "{stderr}"
+    );
+    assert_eq!(
+        crate::pg::cluster().psql(&url, "SELECT string_agg(email, ',' ORDER BY id) FROM users"),
+        "a@x,b@x"
+    );
 }
