@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::progress::ProgressMode;
 use crate::env::Environment;
-use crate::error::{Error, Result, Stage};
+use crate::error::{Error, Result};
 use crate::job::Job;
 
 const EXAMPLES: &str = "Examples:
@@ -22,7 +22,7 @@ folder ferry runs in. A job file holds no secret: give passwords in PGPASSWORD o
 a file or variable the job names. The report goes where the job's `report` says.
 
 Exit codes: as for the job's command: 0 ok, 1 the run failed, 2 usage or configuration error (a file that
-is not a job), 128 + the signal's number when a signal cancelled the run.";
+is not a job, or cannot be read), 128 + the signal's number when a signal cancelled the run.";
 
 /// Arguments of `ferry run`.
 #[derive(Debug, Args)]
@@ -50,7 +50,7 @@ pub fn run(args: RunArgs, env: &Environment) -> Result<()> {
     } else {
         std::fs::File::open(&args.path).and_then(|mut f| f.read_to_string(&mut text))
     };
-    read.map_err(|e| Error::io(Stage::Source, Some(&shown), e))?;
+    read.map_err(|e| Error::config(format!("cannot read the job file {shown}: {e}")))?;
     let job =
         Job::from_json(&text).map_err(|e| Error::config(format!("{shown}: {}", e.message())))?;
     match job {
