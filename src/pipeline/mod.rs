@@ -160,6 +160,7 @@ impl BuiltConvert {
     /// The report before any record moves: the run's endpoints, formats, template, schema and table.
     fn report(&self) -> Report {
         let job = &self.job;
+        let (template, schema) = self.stages.names();
         Report {
             input: self.source.display_name(),
             output: if job.validate_only {
@@ -175,12 +176,8 @@ impl BuiltConvert {
             },
             table: self.table.as_ref().map(|t| t.table.clone()),
             on_conflict: self.table.as_ref().map(|t| t.on_conflict.name().to_owned()),
-            template: self
-                .stages
-                .template
-                .as_ref()
-                .map(|t| format!("{} {}", t.name, t.version).trim().to_owned()),
-            schema: self.stages.schema.as_ref().map(|s| s.name().to_owned()),
+            template,
+            schema,
             ..begin_report(job)
         }
     }

@@ -215,6 +215,7 @@ pub(super) fn open_output(
 fn split_encoder(plan: &BuiltConvert, path: &Path, format: &'static Format) -> SplitEncoder {
     let job = &plan.job;
     let names = PartNames::new(path, is_envelope_extension);
+    let (template, schema) = plan.stages.names();
     let head = ManifestHead {
         format: format.name.to_owned(),
         compression: plan.compression.kind.name().to_owned(),
@@ -225,12 +226,8 @@ fn split_encoder(plan: &BuiltConvert, path: &Path, format: &'static Format) -> S
                 KeyMaterial::Passphrase(_) => "argon2id".to_owned(),
             },
         }),
-        template: plan
-            .stages
-            .template
-            .as_ref()
-            .map(|t| format!("{} {}", t.name, t.version).trim().to_owned()),
-        schema: plan.stages.schema.as_ref().map(|s| s.name().to_owned()),
+        template,
+        schema,
     };
     let created = plan
         .stages

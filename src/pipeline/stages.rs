@@ -98,6 +98,15 @@ impl Stages {
         Pending { batch, outcomes }
     }
 
+    /// The template as reports and manifests name it (`name version`), and the schema's name.
+    pub fn names(&self) -> (Option<String>, Option<String>) {
+        let template = self
+            .template
+            .as_ref()
+            .map(|t| format!("{} {}", t.name, t.version).trim().to_owned());
+        (template, self.schema.as_ref().map(|s| s.name().to_owned()))
+    }
+
     /// True when there is a template or a schema to apply.
     pub fn maps(&self) -> bool {
         self.template.is_some() || self.schema.is_some()
