@@ -12,13 +12,12 @@
 //! The first byte of a decoder's input chooses its options, so that one corpus covers the option space.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
-use crate::envelope::layers::{unwrap_reader, Expect, ReadLayers};
+use crate::envelope::layers::{unwrap_reader, Expect, InputKey, ReadLayers};
 use crate::envelope::{
     CompressWriter, Compression, CompressionSpec, EncryptOptions, EncryptWriter, Key, KeyMaterial,
-    KeySource,
 };
 use crate::format::{by_name, FormatOptions, Input};
 use crate::sink::Memory;
@@ -75,7 +74,7 @@ fn options_from(selector: u8) -> FormatOptions {
         escape: bit(4).then_some(b'\\'),
         delimiter: bit(5).then_some(b';'),
         csv_lenient_quotes: bit(6),
-        encoding: bit(7).then_some(encoding_rs::WINDOWS_1252),
+        encoding: bit(7).then(|| "windows-1252".to_owned()),
         max_record_size: MAX_RECORD,
         max_document_size: MAX_DOCUMENT,
         ..FormatOptions::default()
@@ -133,23 +132,16 @@ fn fuzz_key() -> KeyMaterial {
     KeyMaterial::Key(Key::parse(KEY_HEX).unwrap_or_else(|| Key::from_bytes([7; 32])))
 }
 
-/// A key file holding the fuzz key, for [`ReadLayers`] (which takes key sources, not keys).
-fn key_source() -> &'static KeySource {
-    static SOURCE: OnceLock<KeySource> = OnceLock::new();
-    SOURCE.get_or_init(|| {
-        let path: PathBuf =
-            std::env::temp_dir().join(format!("ferry-fuzz-{}.key", std::process::id()));
-        if std::fs::write(&path, KEY_HEX).is_err() {
-            panic!("cannot write the fuzz key file {}", path.display());
-        }
-        KeySource::KeyFile(path)
-    })
+/// The fuzz key, as the envelope reader takes it.
+fn input_key() -> &'static InputKey {
+    static KEY: OnceLock<InputKey> = OnceLock::new();
+    KEY.get_or_init(|| InputKey::Ready(std::sync::Arc::new(fuzz_key())))
 }
 
 /// Reads `data` through the envelope layers the way an input file is read, to its end.
 fn read_envelope(data: Vec<u8>, named: Compression, expect: Expect) -> std::io::Result<Vec<u8>> {
     let layers = ReadLayers {
-        key: Some(key_source()),
+        key: input_key(),
         named,
         declared: false,
         expect,
@@ -263,7 +255,8 @@ pub fn template(data: &[u8]) {
     let Ok(template) = crate::template::Template::parse(text, source) else {
         return;
     };
-    let _ = template.schema();
+    let search = crate::template::TemplateSearch::new(&crate::Environment::empty());
+    let _ = search.schema_of(&template);
     let Ok(compiled) = template.compile() else {
         return;
     };

@@ -1294,7 +1294,7 @@ fn a_connection_cut_during_a_dry_run_fails_it_and_changes_nothing() {
     assert_eq!(cluster().psql(&url, "SELECT count(*) FROM items"), "5");
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
-    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["status"], "failed", "{report}");
     assert_eq!(
         crate::support::file_names(dir.path()),
         ["items.ndjson", "r.json"],

@@ -9,6 +9,8 @@ mod faults;
 mod golden;
 mod hardening;
 mod hardening_concurrency;
+mod jobs;
+mod library;
 mod migrate;
 mod migrate_copy;
 mod migrate_job;
