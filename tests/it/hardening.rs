@@ -295,3 +295,88 @@ fn fuzz_smoke_pass_of_every_target_on_stable() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Hand-made malformed quoting through the command line: strict stops at the first problem naming line,
+/// column and field; lenient rejects those records (and nothing else); `--csv-lenient-quotes` reads them as
+/// the csv crate does.
+#[test]
+fn malformed_csv_quoting_is_refused_rejected_or_read_as_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = "id,size,note\n\
+                1,\"5 in\",ok\n\
+                2,5\" disk,stray quote\n\
+                3,\"a\"b,text after the quote\n\
+                4,\"multi\nline\",ok\n\
+                5,x,\"never closed\n\
+                6,y,swallowed\n";
+    std::fs::write(d.join("bad.csv"), text).unwrap();
+    let strict = support::ferry(d, &["convert", "--in", "bad.csv", "--to", "out.ndjson"]);
+    let stderr = String::from_utf8_lossy(&strict.stderr);
+    assert_eq!(strict.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("bad.csv at record 2, line 3, column 4, field \"size\": a quote inside an unquoted field"),
+        "{stderr}"
+    );
+    assert!(!d.join("out.ndjson").exists());
+
+    let lenient = support::ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "bad.csv",
+            "--to",
+            "out.ndjson",
+            "--on-error",
+            "lenient",
+            "--rejects",
+            "r.ndjson",
+        ],
+    );
+    support::ok(&lenient);
+    let ids: Vec<String> = std::fs::read_to_string(d.join("out.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids, ["1", "4"]);
+    let rejects: Vec<serde_json::Value> = std::fs::read_to_string(d.join("r.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let lines: Vec<u64> = rejects
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [3, 4, 7], "{rejects:?}");
+    assert!(rejects[2]["reasons"][0]
+        .as_str()
+        .unwrap()
+        .contains("never closed"));
+
+    let as_before = support::ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "bad.csv",
+            "--to",
+            "all.ndjson",
+            "--csv-lenient-quotes",
+        ],
+    );
+    support::ok(&as_before);
+    let all = std::fs::read_to_string(d.join("all.ndjson")).unwrap();
+    assert_eq!(all.lines().count(), 5, "{all}");
+    assert!(
+        all.contains("\"5\\\" disk\"") && all.contains("never closed\\n6,y,swallowed\\n"),
+        "{all}"
+    );
+}
