@@ -170,11 +170,7 @@ impl Report {
     /// The counts as an observer's [`Progress`].
     pub fn progress(&self) -> Progress {
         Progress {
-            read: self.counts.read,
-            written: self.counts.written,
-            rejected: self.counts.rejected,
-            filtered: self.counts.filtered,
-            skipped: self.counts.skipped,
+            counts: self.counts,
             bytes_read: self.bytes_read,
             seconds: self.seconds,
             ..Progress::default()

@@ -63,7 +63,7 @@ impl Observer for Bar {
                     bar.set_position(p.bytes_read);
                     bar.set_message(format!(
                         "{} records, {:.0}/s",
-                        p.read,
+                        p.counts.read,
                         p.records_per_second()
                     ));
                 }
@@ -91,7 +91,7 @@ impl JsonLines {
     fn emit(&self, event: &str, p: &Progress) {
         let line = serde_json::json!({
             "event": event,
-            "records": p.read,
+            "records": p.counts.read,
             "bytes": p.bytes_read,
             "total_bytes": self.total_bytes.get().copied().flatten(),
             "seconds": (p.seconds * 1000.0).round() / 1000.0,

@@ -147,9 +147,7 @@ impl MigrateReport {
     /// The counts as an observer's final [`Progress`].
     pub fn progress(&self) -> Progress {
         Progress {
-            read: self.counts.read,
-            written: self.counts.written,
-            rejected: self.counts.rejected,
+            counts: self.counts,
             seconds: self.seconds,
             ..Progress::default()
         }
