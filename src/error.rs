@@ -8,7 +8,7 @@ use std::fmt;
 use std::io;
 
 /// The sentence a cancelled run ends with.
-const CANCELLED: &str = "the run was cancelled; the target was left as it was";
+const CANCELLED: &str = "the run was cancelled; whatever it had not committed was undone";
 
 /// A `Result` whose error is ferry's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
