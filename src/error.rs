@@ -197,6 +197,12 @@ pub enum ErrorKind {
     },
     /// The run was cancelled through its token (or a signal): it ended like a failed strict run.
     Cancelled,
+    /// The run did its work and its answer is no (`ferry diff`: the databases differ). Exit code 1; the
+    /// message is the answer, without a stage.
+    Verdict {
+        /// The answer, as one sentence.
+        message: String,
+    },
     /// Reading or writing bytes failed.
     Io {
         /// The stage that was reading or writing.
@@ -245,6 +251,18 @@ impl Error {
         Error(Box::new(ErrorKind::Config {
             message: message.into(),
         }))
+    }
+
+    /// A negative answer of a run that worked (exit code 1): the databases differ.
+    pub fn verdict(message: impl Into<String>) -> Error {
+        Error(Box::new(ErrorKind::Verdict {
+            message: message.into(),
+        }))
+    }
+
+    /// True for a negative answer ([`Error::verdict`]).
+    pub fn is_verdict(&self) -> bool {
+        matches!(*self.0, ErrorKind::Verdict { .. })
     }
 
     /// The run was cancelled.
@@ -334,6 +352,9 @@ impl Error {
                 db: None,
             },
             ErrorKind::Cancelled => ErrorKind::Cancelled,
+            ErrorKind::Verdict { message } => ErrorKind::Verdict {
+                message: add(message),
+            },
         };
         Error(Box::new(kind))
     }
@@ -407,7 +428,10 @@ impl Error {
             ErrorKind::Io { stage, .. }
             | ErrorKind::Data { stage, .. }
             | ErrorKind::Record { stage, .. } => Some(*stage),
-            ErrorKind::Usage { .. } | ErrorKind::Config { .. } | ErrorKind::Cancelled => None,
+            ErrorKind::Usage { .. }
+            | ErrorKind::Config { .. }
+            | ErrorKind::Cancelled
+            | ErrorKind::Verdict { .. } => None,
         }
     }
 
@@ -424,6 +448,7 @@ impl Error {
         match &*self.0 {
             ErrorKind::Usage { message }
             | ErrorKind::Config { message }
+            | ErrorKind::Verdict { message }
             | ErrorKind::Data { message, .. }
             | ErrorKind::Record { message, .. } => message.clone(),
             ErrorKind::Io { source, .. } => source.to_string(),
@@ -463,7 +488,9 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &*self.0 {
-            ErrorKind::Usage { message } | ErrorKind::Config { message } => f.write_str(message),
+            ErrorKind::Usage { message }
+            | ErrorKind::Config { message }
+            | ErrorKind::Verdict { message } => f.write_str(message),
             ErrorKind::Cancelled => f.write_str(CANCELLED),
             ErrorKind::Io {
                 stage,

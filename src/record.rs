@@ -82,6 +82,11 @@ impl Decimal {
         Decimal(value.to_string())
     }
 
+    /// An integer beyond 64 bits as a decimal.
+    pub fn from_u128(value: u128) -> Decimal {
+        Decimal(value.to_string())
+    }
+
     /// The decimal's text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -590,9 +595,84 @@ impl Serialize for Value {
 /// test below fails loudly should serde_json ever change it.
 const JSON_NUMBER_TOKEN: &str = "$serde_json::private::Number";
 
+/// How the exponents of a JSON input's numbers were spelled. serde_json hands a number's text over with its
+/// exponent rewritten (`1E3` and `1e3` both become `1e+3`); a JSON decoder that scans its input for the
+/// spellings ([`crate::format`]) queues them here, on its own thread, and [`number_from_text`] puts them
+/// back, so `1e3` is written out as `1e3`.
+pub(crate) mod exponents {
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    /// One exponent as written: `E` rather than `e`, and an explicit sign.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Spelling {
+        /// `E` rather than `e`.
+        pub upper: bool,
+        /// A sign was written (`e+3`, `e-3`).
+        pub signed: bool,
+    }
+
+    thread_local! {
+        static QUEUE: RefCell<Option<VecDeque<Spelling>>> = const { RefCell::new(None) };
+        static SEEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Starts queueing on this thread (the spellings of what is parsed next).
+    pub fn start() {
+        QUEUE.with(|q| *q.borrow_mut() = Some(VecDeque::new()));
+    }
+
+    /// Stops queueing on this thread.
+    pub fn stop() {
+        QUEUE.with(|q| *q.borrow_mut() = None);
+    }
+
+    /// Queues the next exponent's spelling.
+    pub fn push(spelling: Spelling) {
+        QUEUE.with(|q| {
+            if let Some(q) = q.borrow_mut().as_mut() {
+                q.push_back(spelling);
+            }
+        });
+    }
+
+    /// True once a number with an exponent was read on this thread while nothing queued (then the input
+    /// should be scanned and read again); clears the flag.
+    pub fn take_seen() -> bool {
+        SEEN.with(|s| s.replace(false))
+    }
+
+    /// serde_json's text of a number with an exponent, spelled as the input spelled it.
+    pub(super) fn respell(text: &str) -> Option<String> {
+        let spelling = QUEUE.with(|q| q.borrow_mut().as_mut().map(VecDeque::pop_front));
+        let Some(Some(spelling)) = spelling else {
+            SEEN.with(|s| s.set(true));
+            return None;
+        };
+        let i = text.find('e')?;
+        let (mantissa, rest) = (&text[..i], &text[i + 1..]);
+        let exponent = if spelling.signed {
+            rest
+        } else {
+            rest.strip_prefix('+').unwrap_or(rest)
+        };
+        let e = if spelling.upper { "E" } else { "e" };
+        Some(format!("{mantissa}{e}{exponent}"))
+    }
+}
+
 /// Classifies the exact text of a JSON/YAML number: integers that fit in i64 are `Int`, numbers that a
 /// float prints back identically are `Float`, everything else (1.10, 1e400, 2^70) is an exact `Decimal`.
 pub fn number_from_text(text: &str) -> Option<Value> {
+    if text.contains('e') {
+        if let Some(respelled) = exponents::respell(text) {
+            return classify_number(&respelled);
+        }
+    }
+    classify_number(text)
+}
+
+fn classify_number(text: &str) -> Option<Value> {
     if let Ok(i) = text.parse::<i64>() {
         return Some(Value::Int(i));
     }

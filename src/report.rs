@@ -97,6 +97,10 @@ pub struct Report {
     /// Database loads: true when ferry created the table (for a dry run: would have).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub created_table: bool,
+    /// Database loads into a table ferry created (for a dry run: would have): its columns, each with its
+    /// type and where the type came from (`declared`, `types`, `inferred`, `default`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<crate::db::NewColumn>,
     /// Database loads with `--commit-every`: the last record committed (a rerun resumes after it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_committed_record: Option<u64>,

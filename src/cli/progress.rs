@@ -14,6 +14,8 @@ pub enum ProgressMode {
     /// A bar when stderr is a terminal, nothing otherwise.
     #[default]
     Auto,
+    /// A bar (what `--progress` alone asks for); a stderr that is not a terminal shows nothing.
+    Bar,
     /// One JSON object per second on stderr: `{"event":"progress","records":…,"bytes":…,…}`.
     Json,
     /// Nothing.
@@ -24,6 +26,7 @@ pub enum ProgressMode {
 pub fn observer(mode: ProgressMode, quiet: bool) -> Arc<dyn Observer> {
     match mode {
         ProgressMode::Auto if !quiet && std::io::stderr().is_terminal() => Arc::new(Bar::default()),
+        ProgressMode::Bar => Arc::new(Bar::default()),
         ProgressMode::Json => Arc::new(JsonLines::default()),
         _ => Arc::new(Silent),
     }

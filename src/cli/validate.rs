@@ -59,7 +59,7 @@ pub fn run(args: ValidateArgs, env: &Environment) -> Result<()> {
             "ferry validate needs --template or --schema (or both)",
         ));
     }
-    let mut job = ConvertJob::new(args.input.input.clone(), "-");
+    let mut job = ConvertJob::new("", "-");
     args.input.apply(&mut job);
     job.output_format = Some("ndjson".into());
     job.template = args.template.clone();

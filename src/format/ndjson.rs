@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use serde::de;
 
-use super::json::{into_record, json_error};
+use super::json::{into_record, json_error, ExponentScan};
 use super::limit::too_large;
 use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
 use crate::error::{Error, Position, Result, Stage};
+use crate::record::exponents;
 use crate::record::{
     number_from_text, write_json, write_json_str, Key, Record, RecordBuilder, Value,
 };
@@ -52,7 +53,23 @@ struct NdjsonDecoder {
 /// shared with the previous record's where the names repeat (as they do, line after line, in most files):
 /// no allocation per key and no duplicate search. Anything else goes through [`Value`] and [`into_record`].
 /// Either way the result, and every error, is what `serde_json::from_slice::<Value>` gives.
+///
+/// A line holding a number with an exponent is read again with the exponents' spellings queued (see
+/// [`ExponentScan`]), so that `1e3` keeps its text; the others are read once.
 fn parse_line(text: &[u8], keys: &mut Vec<Key>) -> serde_json::Result<Record> {
+    exponents::take_seen();
+    let record = parse_line_once(text, keys)?;
+    if !exponents::take_seen() {
+        return Ok(record);
+    }
+    exponents::start();
+    ExponentScan::default().feed(text);
+    let again = parse_line_once(text, keys);
+    exponents::stop();
+    again
+}
+
+fn parse_line_once(text: &[u8], keys: &mut Vec<Key>) -> serde_json::Result<Record> {
     let first = text.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         return serde_json::from_slice::<Value>(text).map(into_record);

@@ -153,6 +153,7 @@ impl BuiltConvert {
             total_bytes,
             started,
             resume_after: self.job.resume_after.unwrap_or(0),
+            limit: self.job.limit.filter(|_| self.sort.is_none()),
         };
         run.drive(decoder, output, self.job.batch_size)
     }
