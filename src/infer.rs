@@ -197,7 +197,7 @@ pub fn parse_types(text: &str) -> Result<Vec<(String, Kind)>, String> {
 pub struct FieldStats {
     /// The field's name.
     pub name: String,
-    /// The inferred type; `None` when no value said anything (all null or empty).
+    /// The inferred type; `None` when no value said anything (all null or empty): `"null"` in JSON.
     #[serde(rename = "type", serialize_with = "kind_name")]
     pub kind: Option<Kind>,
     /// Values that were there (not null, not an empty cell of a text format).
@@ -217,7 +217,7 @@ pub struct FieldStats {
 }
 
 fn kind_name<S: serde::Serializer>(kind: &Option<Kind>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(kind.unwrap_or(Kind::Text).name())
+    s.serialize_str(kind.map_or("null", Kind::name))
 }
 
 impl FieldStats {

@@ -26,6 +26,7 @@
 
 pub mod cli;
 pub mod db;
+pub mod describe;
 mod endpoint;
 pub mod env;
 pub mod envelope;
