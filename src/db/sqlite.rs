@@ -198,7 +198,7 @@ impl ReadHint {
                 .ok()
                 .map(Value::Date),
             ReadHint::Timestamp => Timestamp::parse(text).map(Value::Timestamp),
-            ReadHint::Json => serde_json::from_str::<Value>(text).ok(),
+            ReadHint::Json => crate::format::parse_json_value(text.as_bytes()).ok(),
             ReadHint::Decimal => Decimal::parse(text).map(Value::Decimal),
             ReadHint::Plain | ReadHint::Boolean => None,
         };

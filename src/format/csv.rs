@@ -319,7 +319,7 @@ fn grown(len: usize, max_row: u64) -> usize {
 pub(super) fn cell_value(text: &str, json_cells: bool) -> Value {
     if json_cells && (text.starts_with('[') || text.starts_with('{')) {
         if let Ok(value @ (Value::Array(_) | Value::Object(_))) =
-            serde_json::from_str::<Value>(text)
+            super::json::parse_value(text.as_bytes())
         {
             return value;
         }

@@ -72,7 +72,7 @@ fn parse_line(text: &[u8], keys: &mut Vec<Key>) -> serde_json::Result<Record> {
 fn parse_line_once(text: &[u8], keys: &mut Vec<Key>) -> serde_json::Result<Record> {
     let first = text.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
-        return serde_json::from_slice::<Value>(text).map(into_record);
+        return serde_json::from_slice::<Value>(text).map(into_record); // exponents: see parse_line
     }
     // One UTF-8 check for the whole line is cheaper than one per string; a line that fails it is parsed
     // from bytes, so that the error is serde_json's own.
