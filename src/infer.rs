@@ -6,9 +6,11 @@
 //!
 //! Text from a text-only format (CSV, TSV, Markdown, XML) is read like DuckDB's `read_csv` does: `42` is an
 //! integer, `1.50` a decimal, `true` a boolean, `2024-05-01` a date, `2024-05-01T10:00:00Z` a datetime, a JSON
-//! array or object JSON; an empty cell says nothing. A value with a leading zero (`08123`) or a sign (`+5`)
-//! is text, so codes keep their digits. From typed formats (JSON, YAML, databases) a value's own type counts,
-//! and text is only looked at for dates and datetimes.
+//! array or object JSON; an empty cell says nothing; a column with any other text is text. A value with a
+//! leading zero (`08123`) or a sign (`+5`) is text, so codes keep their digits. From typed formats (JSON,
+//! YAML, databases) a value's own type counts — text is text — and for a table's columns the first kind
+//! seen wins over a stray value of another kind (a string among integers), which then fails its own
+//! record rather than turn the column into text.
 //!
 //! The sample is the first [`DEFAULT_SAMPLE_RECORDS`] records (`--sample-records`), at most
 //! [`SAMPLE_BYTES`] of their text. A later value that does not fit its column's type is an error for its own
@@ -237,6 +239,9 @@ pub struct Inference {
     text_source: bool,
     /// Keep the smallest and largest values (for `ferry describe`).
     extremes: bool,
+    /// A value that does not fit the kind so far does not widen it to text (a table's column: the value
+    /// is the error, not the column).
+    first_kind_wins: bool,
 }
 
 impl Inference {
@@ -246,6 +251,14 @@ impl Inference {
             text_source,
             ..Inference::default()
         }
+    }
+
+    /// For typed values (JSON, YAML, databases): a value of another kind than the field's so far (a string
+    /// among integers) does not make the field text; it will not fit the column and fails its own record.
+    /// Numbers still widen (integer → decimal → number) and dates to datetimes.
+    pub fn first_kind_wins(mut self) -> Inference {
+        self.first_kind_wins = true;
+        self
     }
 
     /// Also keeps each field's smallest and largest value.
@@ -278,12 +291,17 @@ impl Inference {
             };
             let text_source = self.text_source;
             let extremes = self.extremes;
+            let first_wins = self.first_kind_wins;
             let stats = &mut self.fields[i];
             match kind_of(value, text_source) {
                 None => stats.nulls += 1,
                 Some(kind) => {
                     stats.values += 1;
-                    stats.kind = Some(stats.kind.map_or(kind, |k| k.join(kind)));
+                    stats.kind = Some(match stats.kind {
+                        None => kind,
+                        Some(k) if first_wins && k != Kind::Text && k.join(kind) == Kind::Text => k,
+                        Some(k) => k.join(kind),
+                    });
                     if extremes {
                         note_extremes(stats, value);
                     }
@@ -385,7 +403,8 @@ pub fn kind_of(value: &Value, text_source: bool) -> Option<Kind> {
         Value::Array(_) | Value::Object(_) => Kind::Json,
         Value::String(s) if text_source && s.is_empty() => return None,
         Value::String(s) if text_source => kind_of_text(s),
-        Value::String(s) => time_kind(s).unwrap_or(Kind::Text),
+        // From a typed format, text is text: `"2024-01-01"` in JSON was written as a string.
+        Value::String(_) => Kind::Text,
     })
 }
 
@@ -494,15 +513,20 @@ mod tests {
         ] {
             assert_eq!(text(code), Some(Kind::Text), "{code}");
         }
-        // From a typed format, text stays text unless it is a date.
+        // From a typed format, text stays text.
         assert_eq!(
             kind_of(&Value::String("42".into()), false),
             Some(Kind::Text)
         );
         assert_eq!(
             kind_of(&Value::String("2024-01-01".into()), false),
-            Some(Kind::Date)
+            Some(Kind::Text)
         );
+        let mut typed = Inference::new(false).first_kind_wins();
+        for v in [Value::Int(1), Value::String("x".into()), Value::Float(1.5)] {
+            typed.add(&Record::from_iter([(Key::from("n"), v)]));
+        }
+        assert_eq!(typed.kind("n"), Some(Kind::Number));
     }
 
     #[test]

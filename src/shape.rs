@@ -49,6 +49,9 @@ pub fn parse_select(text: &str) -> std::result::Result<Vec<Selected>, String> {
 pub(crate) struct Shape {
     types: Vec<(String, Kind)>,
     filter: Option<Expression>,
+    /// The records come from a text-only format: `--where` sees number- and boolean-shaped text as
+    /// numbers and booleans (`total > 10` on a CSV), as [`crate::infer`] reads them.
+    text_source: bool,
     env: Arc<cel::Env>,
     select: Vec<(String, Key)>,
 }
@@ -60,6 +63,7 @@ impl Shape {
         types: &[(String, Kind)],
         filter: Option<&str>,
         select: &[Selected],
+        text_source: bool,
     ) -> Result<Option<Shape>> {
         if types.is_empty() && filter.is_none() && select.is_empty() {
             return Ok(None);
@@ -75,6 +79,7 @@ impl Shape {
         Ok(Some(Shape {
             types: types.to_vec(),
             filter,
+            text_source,
             env,
             select: select
                 .iter()
@@ -129,6 +134,13 @@ impl Shape {
             return Ok(true);
         };
         let fail = |message: String| Error::record(Stage::Map, Position::default(), message);
+        let typed;
+        let record = if self.text_source {
+            typed = typed_view(record);
+            &typed
+        } else {
+            record
+        };
         match evaluator.eval(filter, record) {
             Ok(Value::Bool(keep)) => Ok(keep),
             Ok(Value::Null) => Ok(false),
@@ -159,6 +171,26 @@ impl Shape {
     pub(crate) fn changes_records(&self) -> bool {
         !self.types.is_empty() || !self.select.is_empty()
     }
+}
+
+/// A text record as `--where` sees it: text that is a number or a boolean (as [`crate::infer`] reads a CSV
+/// cell) becomes one — integers as integers, other numbers as doubles, as CEL compares them.
+fn typed_view(record: &Record) -> Record {
+    record
+        .iter()
+        .map(|(key, value)| {
+            let typed = match value {
+                Value::String(s) => match crate::infer::kind_of_text(s) {
+                    Kind::Integer => s.parse().map(Value::Int).ok(),
+                    Kind::Decimal | Kind::Number => s.parse().map(Value::Float).ok(),
+                    Kind::Boolean => Some(Value::Bool(s.eq_ignore_ascii_case("true"))),
+                    _ => None,
+                },
+                _ => None,
+            };
+            (key.clone(), typed.unwrap_or_else(|| value.clone()))
+        })
+        .collect()
 }
 
 /// Converts a value to a `--types` type, as a template field's declared type converts it.
@@ -202,7 +234,7 @@ mod tests {
     fn types_where_and_select_shape_a_record() {
         let types = [("n".to_owned(), Kind::Integer)];
         let select = parse_select("n:count,missing").unwrap();
-        let shape = Shape::build(&types, Some("n > 1"), &select)
+        let shape = Shape::build(&types, Some("n > 1"), &select, false)
             .unwrap()
             .unwrap();
         let now = chrono::Utc::now().fixed_offset();
@@ -223,6 +255,16 @@ mod tests {
             "{}",
             errors[0]
         );
-        assert!(Shape::build(&[], Some("n >"), &[]).is_err());
+        assert!(Shape::build(&[], Some("n >"), &[], false).is_err());
+        // From a CSV, number-shaped text compares as a number.
+        let csv = Shape::build(&[], Some("total > 10 && paid"), &[], true)
+            .unwrap()
+            .unwrap();
+        let mut row = Record::new();
+        row.insert("total", Value::String("12.5".into()));
+        row.insert("paid", Value::String("true".into()));
+        assert!(csv.keep(csv.evaluator(now).as_ref(), &row).unwrap());
+        row.insert("total", Value::String("9".into()));
+        assert!(!csv.keep(csv.evaluator(now).as_ref(), &row).unwrap());
     }
 }

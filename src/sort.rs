@@ -5,8 +5,8 @@
 //! merged at the end, so any input sorts with a few hundred MiB of memory and its size in temporary disk.
 //!
 //! Order: values of one kind compare naturally (numbers as numbers — text that is a number too, so a CSV's
-//! `9` sorts before `10` — dates and times by instant, text by its bytes); null and missing values come
-//! last, ascending or descending; records that compare equal keep their input order. With `--limit N` the
+//! `9` sorts before `10` — dates and times by instant, text by its bytes); null, missing and empty values
+//! come last, ascending or descending; records that compare equal keep their input order. With `--limit N` the
 //! first N records in that order are written and the others count as filtered.
 
 use std::cmp::Ordering;
@@ -82,8 +82,13 @@ pub fn compare(keys: &[SortKey], a: &Record, b: &Record) -> Ordering {
     Ordering::Equal
 }
 
+/// No value to sort by: missing, null, or empty text (an empty CSV cell).
 fn absent(value: Option<&Value>) -> bool {
-    matches!(value, None | Some(Value::Null))
+    match value {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(_) => false,
+    }
 }
 
 /// The number a value stands for, if it is one (text included).

@@ -216,6 +216,15 @@ fn print_report(report: &Report, failed: bool, quiet: bool) {
     if !quiet || failed {
         eprintln!("{}", report.summary_line());
     }
+    if !quiet && !report.columns.is_empty() {
+        let columns: Vec<String> = report
+            .columns
+            .iter()
+            .map(|c| format!("{} {} ({})", c.name, c.type_name, c.from))
+            .collect();
+        let table = report.table.as_deref().unwrap_or_default();
+        eprintln!("ferry: table {table:?} columns: {}", columns.join(", "));
+    }
 }
 
 /// A value parser for a flag whose values a library type parses (`FromStr`): `--help` lists `values`.

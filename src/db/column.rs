@@ -161,6 +161,16 @@ pub fn coerce<'a>(value: &'a Value, column: &Column) -> Result<Cell<'a>, String>
     if matches!(value, Value::Null) {
         return Ok(Cell::Null);
     }
+    // An empty cell of a CSV export means "no value": null, not an error, for every column but text.
+    if let Value::String(s) = value {
+        let textual = matches!(
+            column.kind,
+            ColumnKind::Text | ColumnKind::Json { .. } | ColumnKind::Any | ColumnKind::TextArray
+        );
+        if !textual && s.trim().is_empty() {
+            return Ok(Cell::Null);
+        }
+    }
     let cell = match column.kind {
         ColumnKind::Any => any_cell(value),
         ColumnKind::Text => Some(text_cell(value)),

@@ -363,7 +363,10 @@ pub(crate) fn with_retries<T, E>(
 /// `--types`, else the template, else the schema, else what the sample's values say ([`crate::infer`]),
 /// else text.
 pub(crate) fn new_table_columns(options: &SinkOptions, sample: &[Record]) -> Vec<Column> {
-    let mut inference = Inference::new(options.text_source);
+    let mut inference = match options.text_source {
+        true => Inference::new(true),
+        false => Inference::new(false).first_kind_wins(),
+    };
     sample.iter().for_each(|r| inference.add(r));
     let kind_of = |name: &str, declared: Option<ColumnKind>| -> (ColumnKind, &'static str) {
         if let Some((_, kind)) = options.types.iter().find(|(n, _)| n == name) {

@@ -463,7 +463,8 @@ impl SqliteSink {
                 self.tally.columns = new_columns_shown(&columns, &self.options, declared_type);
                 columns
                     .into_iter()
-                    .map(|c| {
+                    .map(|mut c| {
+                        c.type_name = declared_type(c.kind);
                         let f = c.name.clone();
                         (c, f)
                     })

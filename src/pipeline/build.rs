@@ -115,10 +115,10 @@ pub(crate) fn build(job: &ConvertJob, env: &Environment) -> Result<BuiltConvert>
             ));
         }
     };
-    let stages = Arc::new(Stages::build(job, env)?);
+    let text_source = input_format.is_some_and(|f| f.fidelity == Fidelity::Text);
+    let stages = Arc::new(Stages::build(job, env, text_source)?);
     let table = match &target {
         Endpoint::Database(db) if !job.validate_only => {
-            let text_source = input_format.is_some_and(|f| f.fidelity == Fidelity::Text);
             Some(sink_options(job, db, &source, &stages, text_source)?)
         }
         _ => None,

@@ -40,9 +40,9 @@ pub(super) enum Outcome {
 }
 
 impl Stages {
-    /// Finds and compiles the template and schema (templates are looked for as `env` says), and starts
-    /// the worker pool.
-    pub fn build(job: &ConvertJob, env: &Environment) -> Result<Stages> {
+    /// Finds and compiles the template and schema (templates are looked for as `env` says) and the
+    /// shaping steps (`text_source`: the input is a text-only format), and starts the worker pool.
+    pub fn build(job: &ConvertJob, env: &Environment, text_source: bool) -> Result<Stages> {
         let search = TemplateSearch::new(env);
         let template = match &job.template {
             Some(name) => Some(search.find(name)?),
@@ -64,7 +64,7 @@ impl Stages {
             .collect::<std::result::Result<Vec<_>, String>>()
             .map_err(|e| Error::config(format!("--select: {e}")))?
             .concat();
-        let shape = Shape::build(&job.types, job.filter.as_deref(), &select)?;
+        let shape = Shape::build(&job.types, job.filter.as_deref(), &select, text_source)?;
         let threads = match job.jobs {
             Some(0) => return Err(Error::config("--jobs must be at least 1")),
             Some(n) => n,
