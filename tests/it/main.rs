@@ -7,6 +7,7 @@ mod db_kinds;
 mod envelope;
 mod faults;
 mod golden;
+mod inference;
 mod jobs;
 mod library;
 mod migrate;

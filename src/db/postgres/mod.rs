@@ -217,13 +217,14 @@ pub(crate) fn connect(
                 "postgres at {place} refused the connection: {}",
                 db.message()
             ),
-            None if e.to_string().contains("server does not support TLS") => format!(
+            None if chain(&e).contains("server does not support TLS") => format!(
                 "postgres at {place} does not offer TLS, and sslmode (or PGSSLMODE) requires it: turn \
                  on ssl in the server's configuration, or connect with sslmode=prefer or sslmode=disable"
             ),
             None if is_tls_failure(&e) => format!(
-                "the TLS handshake with postgres at {place} failed: {e}; check sslmode and the server's \
-                 certificate"
+                "the TLS handshake with postgres at {place} failed: {}; check sslmode and the server's \
+                 certificate",
+                chain(&e)
             ),
             None => format!("cannot connect to postgres at {place}: {e}; is the server running?"),
         };
@@ -233,6 +234,21 @@ pub(crate) fn connect(
             None => error,
         }
     })
+}
+
+/// An error with its causes: `error performing TLS handshake: server does not support TLS`.
+fn chain(e: &postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// True when connecting failed in the TLS handshake (the server offers no TLS, or its certificate does not
