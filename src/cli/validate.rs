@@ -15,10 +15,11 @@ const EXAMPLES: &str = "Examples:
   ferry validate --in samples/legacy.csv --template std-context
 
   # Check records against a schema without mapping them
-  ferry validate --in samples/contexts.json --schema schemas/context.schema.json
+  ferry validate --in samples/contexts.json --schema \\
+    schemas/context.schema.json
 
-Exit codes: 0 every record is valid, 1 some records are invalid (each is listed), 2 usage or configuration
-error.";
+Exit codes: 0 every record is valid, 1 some records are invalid (each is
+listed), 2 usage or configuration error.";
 
 /// Arguments of `ferry validate`.
 #[derive(Debug, Args)]

@@ -49,7 +49,16 @@ fn a_csv_loaded_into_new_tables_gets_inferred_column_types() {
     let d = dir.path();
     fs::write(d.join("orders.csv"), ORDERS).unwrap();
     let pg = cluster().fresh_database("infer");
-    ok(&ferry(d, &["convert", "orders.csv", &table_url(&pg, "orders"), "--key", "id"]));
+    ok(&ferry(
+        d,
+        &[
+            "convert",
+            "orders.csv",
+            &table_url(&pg, "orders"),
+            "--key",
+            "id",
+        ],
+    ));
     assert_eq!(
         pg_columns(&pg, "orders"),
         "id bigint, zip text, total numeric, paid boolean, ordered date, \
@@ -72,13 +81,19 @@ fn a_csv_loaded_into_new_tables_gets_inferred_column_types() {
     );
     assert_eq!(key, "id");
 
-    ok(&ferry(d, &["convert", "orders.csv", "sqlite://shop.db?table=orders"]));
+    ok(&ferry(
+        d,
+        &["convert", "orders.csv", "sqlite://shop.db?table=orders"],
+    ));
     assert_eq!(
         sqlite_columns(&d.join("shop.db"), "orders"),
         "id INTEGER, zip TEXT, total DECIMAL_TEXT, paid BOOLEAN, ordered DATE, shipped_at TIMESTAMP, \
          tags JSON, note TEXT"
     );
-    ok(&ferry(d, &["convert", "sqlite://shop.db?table=orders", "back.ndjson"]));
+    ok(&ferry(
+        d,
+        &["convert", "sqlite://shop.db?table=orders", "back.ndjson"],
+    ));
     let back = ndjson(&d.join("back.ndjson"));
     assert_eq!(back[0]["zip"], Json::from("08123"));
     assert_eq!(back[0]["paid"], Json::from(true));
@@ -103,17 +118,29 @@ fn types_override_and_a_late_value_fails_its_own_record() {
         ],
     ));
     assert!(
-        pg_columns(&pg, "orders").starts_with("id text, zip text, total double precision, paid boolean, ordered text"),
+        pg_columns(&pg, "orders")
+            .starts_with("id text, zip text, total double precision, paid boolean, ordered text"),
         "{}",
         pg_columns(&pg, "orders")
     );
     // The sample is the first two records: the third breaks the inferred integer type. Strict fails and
     // leaves nothing; lenient rejects that record alone and names the override.
     fs::write(d.join("late.csv"), "n\n1\n2\nthree\n4\n").unwrap();
-    for target in [table_url(&pg, "late"), "sqlite://late.db?table=late".to_owned()] {
+    for target in [
+        table_url(&pg, "late"),
+        "sqlite://late.db?table=late".to_owned(),
+    ] {
         let out = ferry(
             d,
-            &["convert", "late.csv", &target, "--sample-records", "2", "--batch-size", "2"],
+            &[
+                "convert",
+                "late.csv",
+                &target,
+                "--sample-records",
+                "2",
+                "--batch-size",
+                "2",
+            ],
         );
         assert_eq!(out.status.code(), Some(1), "{target}");
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -124,14 +151,26 @@ fn types_override_and_a_late_value_fails_its_own_record() {
         let out = ferry(
             d,
             &[
-                "convert", "late.csv", &target, "--sample-records", "2", "--batch-size", "2",
-                "--on-error", "lenient", "--rejects", "late.rejects.ndjson",
+                "convert",
+                "late.csv",
+                &target,
+                "--sample-records",
+                "2",
+                "--batch-size",
+                "2",
+                "--on-error",
+                "lenient",
+                "--rejects",
+                "late.rejects.ndjson",
             ],
         );
         let stderr = ok(&out);
         assert!(stderr.contains("written 3 + rejected 1"), "{stderr}");
     }
-    assert_eq!(cluster().psql(&pg, "SELECT string_agg(n::text, ',' ORDER BY n) FROM late"), "1,2,4");
+    assert_eq!(
+        cluster().psql(&pg, "SELECT string_agg(n::text, ',' ORDER BY n) FROM late"),
+        "1,2,4"
+    );
 }
 
 #[test]
@@ -144,13 +183,25 @@ fn records_with_differing_fields_get_the_union_as_columns() {
     )
     .unwrap();
     let pg = cluster().fresh_database("union");
-    ok(&ferry(d, &["convert", "differing.json", &table_url(&pg, "t")]));
-    assert_eq!(pg_columns(&pg, "t"), "id bigint, name text, empty_s text, extra boolean");
+    ok(&ferry(
+        d,
+        &["convert", "differing.json", &table_url(&pg, "t")],
+    ));
     assert_eq!(
-        cluster().psql(&pg, "SELECT count(*) || ',' || count(empty_s) || ',' || count(extra) FROM t"),
+        pg_columns(&pg, "t"),
+        "id bigint, name text, empty_s text, extra boolean"
+    );
+    assert_eq!(
+        cluster().psql(
+            &pg,
+            "SELECT count(*) || ',' || count(empty_s) || ',' || count(extra) FROM t"
+        ),
         "3,1,1"
     );
-    ok(&ferry(d, &["convert", "differing.json", "sqlite://u.db?table=t"]));
+    ok(&ferry(
+        d,
+        &["convert", "differing.json", "sqlite://u.db?table=t"],
+    ));
     assert_eq!(
         sqlite_columns(&d.join("u.db"), "t"),
         "id INTEGER, name TEXT, empty_s TEXT, extra BOOLEAN"
@@ -233,7 +284,14 @@ fn a_bare_postgres_takes_a_table_and_the_report_shows_the_real_target() {
     ];
     let out = ferry_env(
         d,
-        &["convert", "rows.csv", "--to", "postgres?table=people", "--report", "r.json"],
+        &[
+            "convert",
+            "rows.csv",
+            "--to",
+            "postgres?table=people",
+            "--report",
+            "r.json",
+        ],
         &env,
     );
     let stderr = ok(&out);
@@ -254,9 +312,24 @@ fn a_source_tables_name_is_the_target_tables_default() {
         .unwrap();
     drop(conn);
     let pg = cluster().fresh_database("sourcetable");
-    let stderr = ok(&ferry(d, &["convert", "--in", "sqlite://app.db?table=contexts", "--to", &pg]));
+    let stderr = ok(&ferry(
+        d,
+        &[
+            "convert",
+            "--in",
+            "sqlite://app.db?table=contexts",
+            "--to",
+            &pg,
+        ],
+    ));
     assert!(stderr.contains("table \"contexts\""), "{stderr}");
-    assert_eq!(cluster().psql(&pg, "SELECT string_agg(title, ',' ORDER BY id) FROM contexts"), "a,b");
+    assert_eq!(
+        cluster().psql(
+            &pg,
+            "SELECT string_agg(title, ',' ORDER BY id) FROM contexts"
+        ),
+        "a,b"
+    );
 }
 
 /// A server that answers PostgreSQL's TLS request with "N" (no TLS), as a server without `ssl = on` does,

@@ -1,6 +1,7 @@
 //! ferry's integration tests: one binary, one module per concern.
 
 mod cli;
+mod cli_habits;
 mod corpus;
 mod db;
 mod db_kinds;
