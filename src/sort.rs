@@ -616,11 +616,8 @@ mod tests {
         let mut input = &bytes[..];
         assert_eq!(read_entry(&mut input).unwrap(), Some((7, nested)));
         assert_eq!(read_entry(&mut input).unwrap(), None);
-        assert_eq!(
-            parse_sort(&["a:up".into()])
-                .unwrap_err()
-                .contains("asc or desc"),
-            true
-        );
+        assert!(parse_sort(&["a:up".into()])
+            .unwrap_err()
+            .contains("asc or desc"));
     }
 }

@@ -500,7 +500,7 @@ fn is_yaml11_number(text: &str) -> bool {
         None => (unsigned, None),
     };
     let exponent_ok =
-        exponent.is_none_or(|e| e.strip_prefix(['-', '+']).is_some_and(|rest| digits(rest)));
+        exponent.is_none_or(|e| e.strip_prefix(['-', '+']).is_some_and(&digits));
     let mantissa_ok = match mantissa.split_once('.') {
         None => {
             exponent.is_none()
