@@ -21,7 +21,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::record::{Key, Record, Timestamp, Value};
+use crate::record::{Key, NumberParts, Record, Timestamp, Value};
 
 /// Records a sample holds by default (`--sample-records`).
 pub const DEFAULT_SAMPLE_RECORDS: usize = 4096;
@@ -429,25 +429,15 @@ pub fn kind_of_text(text: &str) -> Kind {
 }
 
 /// `-?(0|[1-9][0-9]*)` is an integer (a decimal beyond 64 bits), with `.[0-9]+` a decimal, with an exponent
-/// a number. No leading zero, no `+`, no spaces: `08123`, `+5` and ` 7` are text.
+/// a number. No leading zero, no `+`, no bare dot: `08123`, `+5`, `1.`, `.5` and ` 7` are text.
 fn number_kind(text: &str) -> Option<Kind> {
-    let unsigned = text.strip_prefix('-').unwrap_or(text);
-    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
-        Some(i) => (&unsigned[..i], Some(&unsigned[i + 1..])),
-        None => (unsigned, None),
-    };
-    let (int, frac) = match mantissa.split_once('.') {
-        Some((i, f)) => (i, Some(f)),
-        None => (mantissa, None),
-    };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let int_ok = digits(int) && (int == "0" || !int.starts_with('0'));
-    let frac_ok = frac.is_none_or(digits);
-    let exp_ok = exponent.is_none_or(|e| digits(e.strip_prefix(['-', '+']).unwrap_or(e)));
-    if !(int_ok && frac_ok && exp_ok) {
+    let parts = NumberParts::of(text)?;
+    let int_ok = !parts.int.is_empty() && (parts.int == "0" || !parts.int.starts_with('0'));
+    let frac_ok = parts.frac.is_none_or(|f| !f.is_empty());
+    if parts.sign == Some('+') || !int_ok || !frac_ok {
         return None;
     }
-    Some(match (frac, exponent) {
+    Some(match (parts.frac, parts.exp) {
         (_, Some(_)) => Kind::Number,
         (Some(_), None) => Kind::Decimal,
         (None, None) if text.parse::<i64>().is_ok() => Kind::Integer,

@@ -54,11 +54,27 @@ pub enum Value {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Decimal(String);
 
-impl Decimal {
-    /// Accepts `[-+]digits[.digits][e[-+]digits]` (a leading `+` is dropped); anything else is `None`.
-    pub fn parse(text: &str) -> Option<Decimal> {
-        let body = text.strip_prefix('+').unwrap_or(text);
-        let unsigned = body.strip_prefix('-').unwrap_or(body);
+/// The parts of a number written as `[-+]int[.frac][(e|E)[-+]exp]`, for the readers that must decide what a
+/// number's text is (decimals, YAML's number forms, a CSV cell's inferred type): one grammar, split once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NumberParts<'a> {
+    /// The sign written before the number, if any.
+    pub sign: Option<char>,
+    /// The digits before the dot (may be empty: `.5`).
+    pub int: &'a str,
+    /// The digits after the dot, when there is a dot (may be empty: `1.`).
+    pub frac: Option<&'a str>,
+    /// The exponent's sign (if written) and digits.
+    pub exp: Option<(Option<char>, &'a str)>,
+}
+
+impl<'a> NumberParts<'a> {
+    /// Splits `text`; `None` unless it is digits with at most a sign, a dot and an exponent, and at least
+    /// one digit before or after the dot.
+    pub fn of(text: &'a str) -> Option<NumberParts<'a>> {
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        let sign = text.chars().next().filter(|c| matches!(c, '+' | '-'));
+        let unsigned = &text[sign.map_or(0, char::len_utf8)..];
         let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
             Some(i) => (&unsigned[..i], Some(&unsigned[i + 1..])),
             None => (unsigned, None),
@@ -67,14 +83,32 @@ impl Decimal {
             Some((i, f)) => (i, Some(f)),
             None => (mantissa, None),
         };
-        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-        let ok_int = digits(int) && (!int.is_empty() || frac.is_some_and(|f| !f.is_empty()));
-        let ok_frac = frac.is_none_or(|f| digits(f) && (!f.is_empty() || !int.is_empty()));
-        let ok_exp = exponent.is_none_or(|e| {
-            let e = e.strip_prefix(['+', '-']).unwrap_or(e);
-            !e.is_empty() && digits(e)
-        });
-        (ok_int && ok_frac && ok_exp).then(|| Decimal(body.to_owned()))
+        let has_digit = !int.is_empty() || frac.is_some_and(|f| !f.is_empty());
+        let exp = match exponent {
+            None => None,
+            Some(e) => {
+                let exp_sign = e.chars().next().filter(|c| matches!(c, '+' | '-'));
+                let e_digits = &e[exp_sign.map_or(0, char::len_utf8)..];
+                if e_digits.is_empty() || !digits(e_digits) {
+                    return None;
+                }
+                Some((exp_sign, e_digits))
+            }
+        };
+        (has_digit && digits(int) && frac.is_none_or(digits)).then_some(NumberParts {
+            sign,
+            int,
+            frac,
+            exp,
+        })
+    }
+}
+
+impl Decimal {
+    /// Accepts `[-+]digits[.digits][e[-+]digits]` (a leading `+` is dropped); anything else is `None`.
+    pub fn parse(text: &str) -> Option<Decimal> {
+        NumberParts::of(text)?;
+        Some(Decimal(text.strip_prefix('+').unwrap_or(text).to_owned()))
     }
 
     /// An integer as a decimal.

@@ -22,7 +22,7 @@ use super::json::into_record;
 use super::limit::read_whole;
 use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
 use crate::error::{Error, Position, Result, Stage};
-use crate::record::{number_from_text, Decimal, Key, Record, RecordBuilder, Value};
+use crate::record::{number_from_text, Decimal, Key, NumberParts, Record, RecordBuilder, Value};
 use crate::sink::ByteSink;
 
 pub(super) const FORMAT: Format = Format {
@@ -302,18 +302,7 @@ fn radix(digits: &str, base: u32) -> Option<Value> {
 
 /// `(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`, the unsigned float of the YAML 1.2 core schema.
 fn is_core_float(text: &str) -> bool {
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let (mantissa, exponent) = match text.find(['e', 'E']) {
-        Some(i) => (&text[..i], Some(&text[i + 1..])),
-        None => (text, None),
-    };
-    let mantissa_ok = match mantissa.split_once('.') {
-        Some(("", frac)) => digits(frac),
-        Some((int, frac)) => digits(int) && (frac.is_empty() || digits(frac)),
-        None => digits(mantissa),
-    };
-    let exponent_ok = exponent.is_none_or(|e| digits(e.strip_prefix(['-', '+']).unwrap_or(e)));
-    mantissa_ok && exponent_ok
+    NumberParts::of(text).is_some_and(|p| p.sign.is_none())
 }
 
 fn decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {
@@ -491,26 +480,18 @@ fn write_number(out: &mut String, text: &str) {
 }
 
 /// YAML 1.1's implicit integers and floats, as numbers ferry writes spell them (no `_`, no `+` sign):
-/// `-?(0|[1-9][0-9]*)`, `-?[0-9]+\.[0-9]*([eE][-+][0-9]+)?`, `\.[0-9]+([eE][-+][0-9]+)?`.
+/// `-?(0|[1-9][0-9]*)`, `-?[0-9]+\\.[0-9]*([eE][-+][0-9]+)?`, `\\.[0-9]+([eE][-+][0-9]+)?`.
 fn is_yaml11_number(text: &str) -> bool {
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let unsigned = text.strip_prefix('-').unwrap_or(text);
-    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
-        Some(i) => (&unsigned[..i], Some(&unsigned[i + 1..])),
-        None => (unsigned, None),
+    let Some(parts) = NumberParts::of(text) else {
+        return false;
     };
-    let exponent_ok =
-        exponent.is_none_or(|e| e.strip_prefix(['-', '+']).is_some_and(&digits));
-    let mantissa_ok = match mantissa.split_once('.') {
-        None => {
-            exponent.is_none()
-                && digits(mantissa)
-                && (mantissa == "0" || !mantissa.starts_with('0'))
-        }
-        Some(("", frac)) => digits(frac) && unsigned.len() == text.len(),
-        Some((int, frac)) => digits(int) && (frac.is_empty() || digits(frac)),
-    };
-    mantissa_ok && exponent_ok
+    let signed_exponent = parts.exp.is_none_or(|(sign, _)| sign.is_some());
+    match (parts.frac, parts.exp) {
+        (None, None) => parts.int == "0" || !parts.int.starts_with('0'),
+        (None, Some(_)) => false,
+        (Some(_), _) if parts.int.is_empty() => parts.sign.is_none() && signed_exponent,
+        (Some(_), _) => signed_exponent,
+    }
 }
 
 /// True when `text` is read back by [`plain_number`] as a number with this very text.
