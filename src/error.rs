@@ -217,6 +217,9 @@ pub enum ErrorKind {
         message: String,
         /// The database's account, when a database refused the record.
         db: Option<Box<DbCause>>,
+        /// The record's text as read, when it could not be decoded (the rejects file keeps it, so that
+        /// the record can be fixed and fed back).
+        raw: Option<Box<str>>,
     },
     /// The input cannot be read further (broken syntax in a JSON or XML document), or an output refused a
     /// record: the run stops.
@@ -268,7 +271,36 @@ impl Error {
             position,
             message: message.into(),
             db: None,
+            raw: None,
         }))
+    }
+
+    /// Keeps the text of a record that could not be decoded (only per-record errors carry it).
+    pub fn with_raw(mut self, text: impl Into<String>) -> Error {
+        if let ErrorKind::Record { raw, .. } = &mut *self.0 {
+            *raw = Some(text.into().into_boxed_str());
+        }
+        self
+    }
+
+    /// The text of the record that could not be decoded, when the decoder kept it.
+    pub fn raw(&self) -> Option<&str> {
+        match &*self.0 {
+            ErrorKind::Record { raw, .. } => raw.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Fills in the line of the record at fault when the error does not name one (a map, validate or
+    /// sink error learns it from the record the decoder read).
+    pub fn with_line(mut self, line: Option<u64>) -> Error {
+        if let ErrorKind::Data { position, .. } | ErrorKind::Record { position, .. } = &mut *self.0
+        {
+            if position.line.is_none() {
+                position.line = line;
+            }
+        }
+        self
     }
 
     /// A data error that ends the run: the input cannot be read past `position`, or the output refused it.
@@ -306,11 +338,13 @@ impl Error {
                 position,
                 message,
                 db,
+                raw,
             } => ErrorKind::Record {
                 stage,
                 position,
                 message: add(message),
                 db,
+                raw,
             },
             ErrorKind::Data {
                 stage,

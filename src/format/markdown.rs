@@ -46,9 +46,18 @@ fn read_tables(text: &str, name: &str, json_cells: bool) -> Result<Vec<Record>> 
     let mut header: Vec<Key> = Vec::new();
     let mut row: Vec<String> = Vec::new();
     let mut cell: Option<String> = None;
+    // The line of the row being read, counted on from the last row's (not from the top each time).
+    let (mut counted_to, mut line) = (0, 1u64);
+    let mut row_line = 0;
     for (event, range) in Parser::new_ext(text, Options::ENABLE_TABLES).into_offset_iter() {
         match event {
-            Event::Start(Tag::TableHead | Tag::TableRow) => row.clear(),
+            Event::Start(Tag::TableHead | Tag::TableRow) => {
+                row.clear();
+                let start = range.start.max(counted_to);
+                line += text[counted_to..start].matches('\n').count() as u64;
+                counted_to = start;
+                row_line = line;
+            }
             Event::Start(Tag::TableCell) => cell = Some(String::new()),
             Event::End(TagEnd::TableCell) => row.extend(cell.take()),
             Event::End(TagEnd::TableHead) => {
@@ -63,6 +72,7 @@ fn read_tables(text: &str, name: &str, json_cells: bool) -> Result<Vec<Record>> 
             }
             Event::End(TagEnd::TableRow) => {
                 let mut record = Record::with_capacity(header.len());
+                record.set_line(row_line);
                 for (key, text) in header.iter().zip(row.drain(..)) {
                     record.push_unchecked(key.clone(), cell_value(&text, json_cells));
                 }

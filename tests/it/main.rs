@@ -14,6 +14,7 @@ mod migrate_copy;
 mod migrate_job;
 mod migrate_pg;
 mod pg;
+mod rejects;
 mod roundtrip;
 mod safety;
 mod support;
