@@ -197,6 +197,14 @@ pub enum ErrorKind {
     },
     /// The run was cancelled through its token (or a signal): it ended like a failed strict run.
     Cancelled,
+    /// The run succeeded but set records aside, and the job asked that this count as a failure
+    /// (`--fail-on-rejects`). Exit code 3; the output and the rejects file stay.
+    Rejected {
+        /// How many records were rejected.
+        rejected: u64,
+        /// Where they are, when a rejects file was written.
+        rejects_file: Option<String>,
+    },
     /// Reading or writing bytes failed.
     Io {
         /// The stage that was reading or writing.
@@ -253,6 +261,19 @@ impl Error {
     /// The run was cancelled.
     pub fn cancelled() -> Error {
         Error(Box::new(ErrorKind::Cancelled))
+    }
+
+    /// A run that succeeded rejected `rejected` records, and was asked to fail on that (exit code 3).
+    pub fn rejected(rejected: u64, rejects_file: Option<String>) -> Error {
+        Error(Box::new(ErrorKind::Rejected {
+            rejected,
+            rejects_file,
+        }))
+    }
+
+    /// True for a run that rejected records under `--fail-on-rejects`.
+    pub fn is_rejected(&self) -> bool {
+        matches!(*self.0, ErrorKind::Rejected { .. })
     }
 
     /// An I/O error while `stage` was working on `path`.
@@ -367,7 +388,7 @@ impl Error {
                 message: add(source.to_string()),
                 db: None,
             },
-            ErrorKind::Cancelled => ErrorKind::Cancelled,
+            other @ (ErrorKind::Cancelled | ErrorKind::Rejected { .. }) => other,
         };
         Error(Box::new(kind))
     }
@@ -441,7 +462,10 @@ impl Error {
             ErrorKind::Io { stage, .. }
             | ErrorKind::Data { stage, .. }
             | ErrorKind::Record { stage, .. } => Some(*stage),
-            ErrorKind::Usage { .. } | ErrorKind::Config { .. } | ErrorKind::Cancelled => None,
+            ErrorKind::Usage { .. }
+            | ErrorKind::Config { .. }
+            | ErrorKind::Cancelled
+            | ErrorKind::Rejected { .. } => None,
         }
     }
 
@@ -462,14 +486,18 @@ impl Error {
             | ErrorKind::Record { message, .. } => message.clone(),
             ErrorKind::Io { source, .. } => source.to_string(),
             ErrorKind::Cancelled => CANCELLED.to_owned(),
+            ErrorKind::Rejected { .. } => self.to_string(),
         }
     }
 
-    /// The process exit code this error calls for: 2 for usage and configuration errors, 130 for a
-    /// cancelled run (as a shell reports an interrupted command), 0 for a broken pipe, 1 otherwise.
+    /// The process exit code this error calls for: 2 for usage and configuration errors, 3 for a run that
+    /// rejected records under `--fail-on-rejects`, 130 for a cancelled run (as a shell reports an
+    /// interrupted command), 0 for a broken pipe, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         if self.is_usage() || self.is_config() {
             2
+        } else if self.is_rejected() {
+            3
         } else if self.is_cancelled() {
             130
         } else if self.is_broken_pipe() {
@@ -499,6 +527,21 @@ impl fmt::Display for Error {
         match &*self.0 {
             ErrorKind::Usage { message } | ErrorKind::Config { message } => f.write_str(message),
             ErrorKind::Cancelled => f.write_str(CANCELLED),
+            ErrorKind::Rejected {
+                rejected,
+                rejects_file,
+            } => {
+                let plural = if *rejected == 1 {
+                    "record was"
+                } else {
+                    "records were"
+                };
+                write!(f, "{rejected} {plural} rejected")?;
+                if let Some(file) = rejects_file {
+                    write!(f, " (they are in {file})")?;
+                }
+                f.write_str("; --fail-on-rejects makes that exit code 3")
+            }
             ErrorKind::Io {
                 stage,
                 path: Some(path),

@@ -58,8 +58,8 @@ no partial file behind. A database load runs in one transaction (unless --commit
 leaves the table as it was. Ctrl-C (SIGINT), SIGTERM and SIGHUP cancel the run the same way: the output is
 not written, a load is rolled back. Passwords: put them in DATABASE_URL or PGPASSWORD (or ~/.pgpass-style
 tooling), not in a URL on the command line, where other users can see them. Exit codes: 0 ok, 1 the run
-failed (bad data or output), 2 usage or configuration error, 128 + the signal's number when a signal
-cancelled the run (130 for Ctrl-C).";
+failed (bad data or output), 2 usage or configuration error, 3 the run succeeded but rejected records and
+--fail-on-rejects was given, 128 + the signal's number when a signal cancelled the run (130 for Ctrl-C).";
 
 /// Where records come from and how to read them (shared by `convert` and `validate`).
 #[derive(Debug, Args)]
@@ -260,6 +260,11 @@ pub struct ConvertArgs {
     #[arg(long)]
     dry_run: bool,
 
+    /// Exit with code 3 when the run succeeded but rejected records (lenient or skip); the output and
+    /// the rejects file stay.
+    #[arg(long)]
+    fail_on_rejects: bool,
+
     /// Records per batch.
     #[arg(long, value_name = "N", env = "FERRY_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE)]
     batch_size: usize,
@@ -301,6 +306,7 @@ impl ConvertArgs {
         job.on_error = self.on_error;
         job.rejects = self.rejects.clone();
         job.dry_run = self.dry_run;
+        job.fail_on_rejects = self.fail_on_rejects;
         job.batch_size = self.batch_size;
         job.jobs = self.jobs;
         job.table = self.table.clone();

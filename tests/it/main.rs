@@ -13,6 +13,7 @@ mod migrate;
 mod migrate_copy;
 mod migrate_job;
 mod migrate_pg;
+mod migrate_truth;
 mod pg;
 mod rejects;
 mod roundtrip;
