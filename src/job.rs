@@ -121,6 +121,10 @@ pub struct ConvertJob {
     pub rejects: Option<PathBuf>,
     /// Do everything but write.
     pub dry_run: bool,
+    /// `--fail-on-rejects`: a run that succeeded but rejected records ends with exit code 3 (its output
+    /// and rejects file stay); for the library, [`Report::rejected_error`] says so.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fail_on_rejects: bool,
     /// Only read, map and validate (`ferry validate`): implies `dry_run`.
     pub validate_only: bool,
     /// Worker threads for mapping and validation (default: one per core but one).
@@ -204,6 +208,7 @@ impl Default for ConvertJob {
             on_error: ErrorPolicy::Strict,
             rejects: None,
             dry_run: false,
+            fail_on_rejects: false,
             validate_only: false,
             jobs: None,
             table: None,

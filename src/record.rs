@@ -414,9 +414,19 @@ static JSON_ESCAPE: [u8; 256] = {
 /// assert_eq!(r.keys().collect::<Vec<_>>(), ["b", "a"]);
 /// assert_eq!(r.get("b"), Some(&Value::Int(3)));
 /// ```
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Record {
     fields: Vec<(Key, Value)>,
+    /// The line of its input the record starts on, where the format has lines: decoders set it, so that
+    /// an error of a later stage (map, validate, sink) can name the line too. Not part of its value.
+    line: Option<std::num::NonZeroU64>,
+}
+
+/// Records are equal when their fields are: where they were read does not count.
+impl PartialEq for Record {
+    fn eq(&self, other: &Self) -> bool {
+        self.fields == other.fields
+    }
 }
 
 /// Builds a record field by field where a repeated name's last value wins, in the first one's place — in
@@ -500,7 +510,18 @@ impl Record {
     pub fn with_capacity(n: usize) -> Record {
         Record {
             fields: Vec::with_capacity(n),
+            line: None,
         }
+    }
+
+    /// The line of its input the record starts on (1-based), when the decoder knows it.
+    pub fn line(&self) -> Option<u64> {
+        self.line.map(std::num::NonZeroU64::get)
+    }
+
+    /// Sets the line the record starts on (0 means unknown).
+    pub fn set_line(&mut self, line: u64) {
+        self.line = std::num::NonZeroU64::new(line);
     }
 
     /// Sets `key` to `value`, keeping the key's position if it is already present; returns the old value.
@@ -869,6 +890,18 @@ mod tests {
 
     fn json(text: &str) -> Value {
         serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn a_line_is_where_a_record_was_read_not_part_of_it() {
+        let mut a = Record::new();
+        a.insert("x", Value::Int(1));
+        let mut b = a.clone();
+        b.set_line(7);
+        assert_eq!((a.line(), b.line()), (None, Some(7)));
+        assert_eq!(a, b);
+        // Carrying the line makes no value larger.
+        assert_eq!(std::mem::size_of::<Value>(), 32);
     }
 
     #[test]

@@ -190,13 +190,20 @@ impl Report {
             (false, false) => ("written", "rejected"),
         };
         let c = &self.counts;
+        // A run that succeeded but set records aside says so in its verdict, not only in its counts.
+        let verdict = match self.status {
+            Status::Succeeded | Status::Running if validating && c.rejected > 0 => {
+                "INVALID".to_owned()
+            }
+            Status::Succeeded | Status::Running if c.rejected > 0 => {
+                format!("ok with {} rejected", c.rejected)
+            }
+            Status::Succeeded | Status::Running => "ok".to_owned(),
+            Status::Failed => "FAILED".to_owned(),
+            Status::Cancelled => "CANCELLED".to_owned(),
+        };
         let mut line = format!(
-            "ferry: {} {}: read {} = {verb} {} + {rejected} {} + filtered {} + skipped {} in {:.2} s ({:.0} records/s)",
-            match self.status {
-                Status::Succeeded | Status::Running => "ok",
-                Status::Failed => "FAILED",
-                Status::Cancelled => "CANCELLED",
-            },
+            "ferry: {verdict} {}: read {} = {verb} {} + {rejected} {} + filtered {} + skipped {} in {:.2} s ({:.0} records/s)",
             self.output,
             c.read,
             c.written,
@@ -224,6 +231,13 @@ impl Report {
             ));
         }
         line
+    }
+
+    /// The error a run that rejected records ends with when its job asks (`fail_on_rejects`): exit code 3,
+    /// the output and rejects file kept. `None` when nothing was rejected.
+    pub fn rejected_error(&self) -> Option<Error> {
+        (self.ok && self.counts.rejected > 0)
+            .then(|| Error::rejected(self.counts.rejected, self.rejects_file.clone()))
     }
 
     /// Writes the report as pretty JSON to `path` (atomically, like every other output).

@@ -80,9 +80,11 @@ The output is written under a temporary name and renamed only when the
 run succeeds: a failed run leaves no partial file behind. A database load
 runs in one transaction (unless --commit-every), so a failed run leaves
 the table as it was. Ctrl-C (SIGINT), SIGTERM and SIGHUP cancel the run
-the same way. Passwords: put them in DATABASE_URL or PGPASSWORD, not in a
-URL on the command line, where other users can see them. Exit codes: 0 ok,
-1 the run failed (bad data or output), 2 usage or configuration error,
+the same way: the output is not written, a load is rolled back.
+Passwords: put them in DATABASE_URL or PGPASSWORD, not in a URL on the
+command line, where other users can see them. Exit codes: 0 ok, 1 the
+run failed (bad data or output), 2 usage or configuration error, 3 the
+run succeeded but rejected records and --fail-on-rejects was given,
 128 + the signal's number when a signal cancelled the run (130 for
 Ctrl-C).";
 
@@ -360,6 +362,11 @@ pub struct ConvertArgs {
     #[arg(long)]
     dry_run: bool,
 
+    /// Exit with code 3 when the run succeeded but rejected records (lenient or skip); the output and
+    /// the rejects file stay.
+    #[arg(long)]
+    fail_on_rejects: bool,
+
     /// Records per batch.
     #[arg(long, value_name = "N", env = "FERRY_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE)]
     batch_size: usize,
@@ -417,6 +424,7 @@ impl ConvertArgs {
         job.on_error = self.on_error;
         job.rejects = self.rejects.clone();
         job.dry_run = self.dry_run;
+        job.fail_on_rejects = self.fail_on_rejects;
         job.batch_size = self.batch_size;
         job.jobs = self.jobs;
         job.table = self.table.clone();

@@ -40,13 +40,16 @@ const EXAMPLES: &str = "Examples:
 Passwords: give them in PGPASSWORD, DATABASE_URL or ~/.pgpass, not in a URL on
 the command line. The state file (--state, default ferry-migrate.state.json)
 is written before the target is touched and before and after every step; it
-never holds a password. A failed run drops what it created, so the target is
-left as it was; a killed run continues with --resume (what it had committed is
-found in the target's catalog), and a failed resume drops nothing. --print-job
-prints the job these flags make, as JSON, without running it.
+never holds a password, and a new migration never overwrites the state of one
+that was not rolled back (--rollback needs it): give each migration its own
+--state. A failed run drops what it created, so the target is left as it was;
+a killed run continues with --resume (what it had committed is found in the
+target's catalog), and a failed resume drops nothing. --print-job prints the
+job these flags make, as JSON, without running it.
 
-Exit codes: 0 done and valid, 1 failed or not valid, 2 usage or
-configuration, 130 cancelled.";
+Exit codes: 0 done (valid, or valid but for the rows a lenient run rejected),
+1 failed or a table differs from its source, 2 usage or configuration, 3 rows
+were rejected and --fail-on-rejects was given, 130 cancelled.";
 
 /// Arguments of `ferry migrate`.
 #[derive(Debug, Args)]
@@ -99,6 +102,10 @@ pub struct MigrateArgs {
     #[arg(long)]
     no_validate: bool,
 
+    /// Exit with code 3 when the migration succeeded but rejected rows (lenient or skip).
+    #[arg(long)]
+    fail_on_rejects: bool,
+
     /// Export every migrated source table here first (NDJSON, zstd, SHA-256 per file, backup.json
     /// manifest; encrypted when a key option is given).
     #[arg(long, value_name = "DIR")]
@@ -136,8 +143,9 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "FILE")]
     cast_rules: Option<PathBuf>,
 
-    /// Retries when the server cannot be reached (with backoff).
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// Connection attempts after the first fails (waits 0.25 s, 0.5 s, 1 s, … between them), as for
+    /// `ferry convert`.
+    #[arg(long, value_name = "N", default_value_t = ConnectOptions::default().retries)]
     connect_retries: u32,
 
     /// Seconds allowed for each connection attempt.
@@ -175,6 +183,7 @@ impl MigrateArgs {
             on_error: self.on_error,
             rejects: self.rejects.clone(),
             validate: !self.no_validate,
+            fail_on_rejects: self.fail_on_rejects,
             backup: self.backup.clone(),
             backup_key: self.keys.source(),
             state: self.resume.clone().unwrap_or_else(|| self.state.clone()),
@@ -272,12 +281,16 @@ pub(super) fn run_job(job: &MigrateJob, env: &Environment, quiet: bool) -> Resul
     }
     let report = result?;
     eprintln!("{}", report.summary());
-    if report.valid == Some(false) {
+    if report.differs() {
         return Err(Error::data(
             Stage::Sink,
             Position::default(),
             "the migrated data does not match the source (see the report above)",
         ));
+    }
+    if job.fail_on_rejects && report.counts.rejected > 0 {
+        let rejects = job.rejects.display().to_string();
+        return Err(Error::rejected(report.counts.rejected, Some(rejects)));
     }
     Ok(())
 }

@@ -190,6 +190,7 @@ pub(crate) fn finish_report(
         // The run's own error matters more than a failure to write its report.
         (Some(error), _) => Err(error),
         (None, Some(Err(e))) => Err(e),
+        (None, _) if job.fail_on_rejects => report.rejected_error().map_or(Ok(report), Err),
         (None, _) => Ok(report),
     }
 }

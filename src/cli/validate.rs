@@ -71,16 +71,25 @@ pub fn run(args: ValidateArgs, env: &Environment) -> Result<()> {
     job.batch_size = args.batch_size;
     job.jobs = args.jobs;
     job.report = args.report.clone();
-    let report = super::run_convert(&job, env, ProgressMode::Auto, args.quiet)?;
-    if report.counts.rejected > 0 {
-        return Err(Error::data(
-            crate::error::Stage::Validate,
-            crate::error::Position::file(report.input.clone()),
-            format!(
-                "{} of {} records are invalid",
-                report.counts.rejected, report.counts.read
-            ),
-        ));
+    // One verdict: the summary line when every record is valid, else the error that ends the run (the
+    // invalid records are listed before it).
+    let (ctx, _signals) =
+        super::context(super::progress::observer(ProgressMode::Auto, args.quiet))?;
+    let result = crate::pipeline::convert(&job, env, &ctx);
+    let report = super::finish_report(result, &job, true)?;
+    let c = &report.counts;
+    if c.rejected == 0 {
+        if !args.quiet {
+            eprintln!("{}", report.summary_line());
+        }
+        return Ok(());
     }
-    Ok(())
+    Err(Error::data(
+        crate::error::Stage::Validate,
+        crate::error::Position::file(report.input.clone()),
+        format!(
+            "{} of {} records are invalid (read {} = valid {} + invalid {} + filtered {} + skipped {})",
+            c.rejected, c.read, c.read, c.written, c.rejected, c.filtered, c.skipped
+        ),
+    ))
 }

@@ -76,6 +76,8 @@ struct Row {
     ends: Vec<usize>,
     /// The line the row starts on (1-based).
     line: u64,
+    /// The row's text as read (kept for the rejects file when the row is bad).
+    raw: Vec<u8>,
 }
 
 impl Row {
@@ -93,6 +95,12 @@ impl Row {
     /// All the cells' bytes.
     fn as_slice(&self) -> &[u8] {
         &self.bytes[..self.ends.last().copied().unwrap_or(0)]
+    }
+
+    /// The row's text as read, without its line ending (invalid UTF-8 shown as U+FFFD).
+    fn raw_text(&self) -> String {
+        let end = self.raw.iter().rposition(|&b| b != b'\n' && b != b'\r');
+        String::from_utf8_lossy(&self.raw[..end.map_or(0, |i| i + 1)]).into_owned()
     }
 }
 
@@ -187,6 +195,7 @@ impl CsvDecoder {
         }
         self.row.ends.clear();
         self.row.ends.resize(64, 0);
+        self.row.raw.clear();
         let (mut out, mut ends, mut taken) = (0, 0, 0u64);
         loop {
             let input = self
@@ -198,6 +207,7 @@ impl CsvDecoder {
                 &mut self.row.bytes[out..],
                 &mut self.row.ends[ends..],
             );
+            self.row.raw.extend_from_slice(&input[..read]);
             self.input.consume(read);
             taken += read as u64;
             out += written;
@@ -262,9 +272,11 @@ impl CsvDecoder {
                 self.row.len(),
                 header.len()
             );
-            return Err(Error::record(Stage::Decode, pos(), message));
+            let error = Error::record(Stage::Decode, pos(), message);
+            return Err(error.with_raw(self.row.raw_text()));
         }
         let mut record = Record::with_capacity(header.len().max(self.row.len()));
+        record.set_line(self.row.line);
         // One UTF-8 check for the whole row is cheaper than one per cell, each cell then a slice of it. If
         // the row is not valid UTF-8, or a cell's ends are not character boundaries, the cell is checked on
         // its own, so that the error names it.
@@ -289,6 +301,7 @@ impl CsvDecoder {
                     pos().with_column(i as u64 + 1).with_field(field),
                     message,
                 )
+                .with_raw(self.row.raw_text())
             })?;
             let value = if self.null_marker.as_deref() == Some(text) {
                 Value::Null

@@ -213,7 +213,9 @@ struct RootVisitor<'a> {
 impl RootVisitor<'_> {
     fn single<E: de::Error>(mut self, value: Value) -> Result<(), E> {
         *self.count += 1;
-        self.cancelled = !(self.emit)(Ok(into_record(value)));
+        let mut record = into_record(value);
+        record.set_line(self.budget.record_line());
+        self.cancelled = !(self.emit)(Ok(record));
         Ok(())
     }
 }
@@ -227,9 +229,12 @@ impl<'de> Visitor<'de> for RootVisitor<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(value) = seq.next_element_seed(ElementSeed)? {
+            let line = self.budget.record_line();
             self.budget.next_record();
             *self.count += 1;
-            if !(self.emit)(Ok(into_record(value))) {
+            let mut record = into_record(value);
+            record.set_line(line);
+            if !(self.emit)(Ok(record)) {
                 return Err(de::Error::custom(CANCELLED));
             }
         }

@@ -47,9 +47,18 @@ fn read_tables(text: &str, name: &str, options: &FormatOptions) -> Result<Vec<Re
     let mut header: Vec<Key> = Vec::new();
     let mut row: Vec<String> = Vec::new();
     let mut cell: Option<String> = None;
+    // The line of the row being read, counted on from the last row's (not from the top each time).
+    let (mut counted_to, mut line) = (0, 1u64);
+    let mut row_line = 0;
     for (event, range) in Parser::new_ext(text, Options::ENABLE_TABLES).into_offset_iter() {
         match event {
-            Event::Start(Tag::TableHead | Tag::TableRow) => row.clear(),
+            Event::Start(Tag::TableHead | Tag::TableRow) => {
+                row.clear();
+                let start = range.start.max(counted_to);
+                line += text[counted_to..start].matches('\n').count() as u64;
+                counted_to = start;
+                row_line = line;
+            }
             Event::Start(Tag::TableCell) => cell = Some(String::new()),
             Event::End(TagEnd::TableCell) => row.extend(cell.take()),
             Event::End(TagEnd::TableHead) => {
@@ -64,6 +73,7 @@ fn read_tables(text: &str, name: &str, options: &FormatOptions) -> Result<Vec<Re
             }
             Event::End(TagEnd::TableRow) => {
                 let mut record = Record::with_capacity(header.len());
+                record.set_line(row_line);
                 for (key, text) in header.iter().zip(row.drain(..)) {
                     let value = if options.is_null_marker(&text) {
                         Value::Null

@@ -198,13 +198,17 @@ impl NdjsonDecoder {
             }
             self.records += 1;
             return match parse_line(text, &mut self.keys) {
-                Ok(record) => Ok(Some(record)),
+                Ok(mut record) => {
+                    record.set_line(self.line_no);
+                    Ok(Some(record))
+                }
                 Err(e) => {
                     let err = json_error(&e, Some(self.records));
                     let mut pos = err.position().cloned().unwrap_or_default();
                     pos.line = Some(self.line_no);
                     pos.file = Some(self.input.name.clone());
-                    Err(Error::record(Stage::Decode, pos, err.message()))
+                    let raw = String::from_utf8_lossy(text.trim_ascii_end()).into_owned();
+                    Err(Error::record(Stage::Decode, pos, err.message()).with_raw(raw))
                 }
             };
         }

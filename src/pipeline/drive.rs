@@ -230,7 +230,7 @@ impl Run<'_> {
                     // The output failed on this record: it stops the run, and counts as rejected so that
                     // the failed run's report balances.
                     self.report.counts.rejected += 1;
-                    return Err(e.with_context(None, Some(number)));
+                    return Err(e.with_context(None, Some(number)).with_line(record.line()));
                 }
             }
         }
@@ -280,9 +280,14 @@ impl Run<'_> {
 
     /// Applies the error policy to a bad record: strict fails the run; lenient and skip set it aside.
     fn reject(&mut self, number: u64, record: Option<&Record>, errors: Vec<Error>) -> Result<()> {
+        // A map, validate or sink error names the line the decoder read the record from.
+        let line = record.and_then(Record::line);
         let errors: Vec<Error> = errors
             .into_iter()
-            .map(|e| e.with_context(Some(&self.input_name), Some(number)))
+            .map(|e| {
+                e.with_context(Some(&self.input_name), Some(number))
+                    .with_line(line)
+            })
             .collect();
         // Counted either way, so that a failed run's report balances too.
         self.report.counts.rejected += 1;
