@@ -37,6 +37,9 @@ pub struct Expression {
     variables: Vec<String>,
     /// Functions it calls that neither CEL nor ferry declares.
     unknown_functions: Vec<String>,
+    /// Methods it calls as functions (`upperAscii(s)` for `s.upperAscii()`): CEL resolves them only on a
+    /// receiver, so the call would fail on every record.
+    methods_called_as_functions: Vec<String>,
     wants_record: bool,
     /// The value of an expression that reads no field (`now()`, a literal): the same for every record of a
     /// run, so it is evaluated once.
@@ -65,6 +68,7 @@ impl Expression {
             expr,
             variables: names.variables.into_iter().collect(),
             unknown_functions: names.unknown.into_iter().collect(),
+            methods_called_as_functions: names.methods.into_iter().collect(),
             wants_record,
             constant: std::sync::OnceLock::new(),
         })
@@ -84,21 +88,30 @@ impl Expression {
     pub fn unknown_functions(&self) -> &[String] {
         &self.unknown_functions
     }
+
+    /// The methods it calls without a receiver (`upperAscii(s)`), which only exist as `s.upperAscii()`.
+    pub fn methods_called_as_functions(&self) -> &[String] {
+        &self.methods_called_as_functions
+    }
 }
 
 /// What an expression reads and calls, found by walking it once when it is compiled.
 struct Names {
+    env: Arc<Env>,
     probe: Context<'static, 'static>,
     variables: BTreeSet<String>,
     unknown: BTreeSet<String>,
+    methods: BTreeSet<String>,
 }
 
 impl Names {
     fn new(env: &Arc<Env>) -> Names {
         Names {
+            env: env.clone(),
             probe: Context::with_env(env.clone()),
             variables: BTreeSet::new(),
             unknown: BTreeSet::new(),
+            methods: BTreeSet::new(),
         }
     }
 
@@ -108,10 +121,35 @@ impl Names {
         functions::FUNCTIONS.contains(&name) || self.probe.add_function(name, || false).is_err()
     }
 
-    fn call(&mut self, name: &str) {
+    /// True when `name(…)` without a receiver resolves: ferry's functions, and CEL's global ones. The
+    /// environment declares methods (`s.upperAscii()`) under the same names, so a call of the bare name is
+    /// tried once with no arguments: an undeclared reference is the one answer that means "no such function";
+    /// any other error (no overload for no arguments) means there is one.
+    fn declared_global(&self, name: &str) -> bool {
+        if functions::FUNCTIONS.contains(&name) {
+            return true;
+        }
+        let Ok(program) = self.env.compile(&format!("{name}()")) else {
+            return false;
+        };
+        let context = Context::with_env(self.env.clone());
+        !matches!(
+            program.execute(&context),
+            Err(cel::ExecutionError::UndeclaredReference(_))
+        )
+    }
+
+    /// Notes a call of `name`, `global` when it has no receiver.
+    fn call(&mut self, name: &str, global: bool) {
         // Operators and macros' internals (`_+_`, `!_`, `@in`, `_[_]`) are the language's own.
         let is_function = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
-        if is_function && !self.declared(name) {
+        if !is_function {
+            return;
+        }
+        let declared = self.declared(name);
+        if global && declared && !self.declared_global(name) {
+            self.methods.insert(name.to_owned());
+        } else if !declared {
             self.unknown.insert(name.to_owned());
         }
     }
@@ -131,10 +169,10 @@ impl Names {
                             self.declared(&format!("{ns}.{}", call.func_name))
                         }) => {}
                     Some(target) => {
-                        self.call(&call.func_name);
+                        self.call(&call.func_name, false);
                         self.walk(target, bound);
                     }
-                    None => self.call(&call.func_name),
+                    None => self.call(&call.func_name, true),
                 }
                 for arg in &call.args {
                     self.walk(arg, bound);
@@ -316,8 +354,40 @@ impl Evaluator {
         }
         let result = context
             .resolve(&expr.expr)
-            .map_err(|e| format!("{}: {e}", expr.source))?;
+            .map_err(|e| format!("{}: {}", expr.source, explain(e)))?;
         from_cel(result).map_err(|e| format!("{}: {e}", expr.source))
+    }
+}
+
+/// CEL's error as a sentence a template author can act on. Arithmetic on text is the usual case: every
+/// value a CSV holds is text until a field's `type` (or `decimal(x)`, `int(x)`) makes it a number.
+fn explain(error: cel::ExecutionError) -> String {
+    match &error {
+        cel::ExecutionError::UnsupportedBinaryOperator(op, l, r)
+            if matches!(l, Cel::String(_)) || matches!(r, Cel::String(_)) =>
+        {
+            let text = [l, r]
+                .into_iter()
+                .find_map(|v| match v {
+                    Cel::String(s) => Some(s.to_string()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let op = match op.trim_start_matches('@') {
+                "add" => "add",
+                "sub" => "subtract",
+                "mul" => "multiply",
+                "div" => "divide",
+                "rem" => "take the remainder of",
+                other => other,
+            };
+            format!(
+                "cannot {op} the text {text:?} and a number: map that field with a type \
+                 (`type: decimal` or `integer`) above this one and read it by its name, or convert it \
+                 with decimal(x) or int(x)"
+            )
+        }
+        _ => error.to_string(),
     }
 }
 
@@ -431,6 +501,36 @@ mod tests {
         r.insert("n", Value::Int(4));
         r.insert("Order ID", Value::Int(7));
         r
+    }
+
+    #[test]
+    fn methods_called_as_functions_are_found_at_compile_time() {
+        let env = Arc::new(environment());
+        let expr = Expression::compile(
+            &env,
+            "upperAscii(title) + lowerAscii(title) + split(title, ' ')[0] + replace(title, 'a', 'b')",
+        )
+        .unwrap();
+        assert_eq!(
+            expr.methods_called_as_functions(),
+            ["lowerAscii", "replace", "split", "upperAscii"]
+        );
+        assert!(expr.unknown_functions().is_empty());
+        // The same functions as methods, CEL's global functions and ferry's own are fine.
+        let fine = Expression::compile(
+            &env,
+            "title.upperAscii() + title.split(' ')[0] + string(size(title)) + upper(title) + \
+             string(math.ceil(1.5)) + string(max(1, 2))",
+        )
+        .unwrap();
+        assert!(fine.methods_called_as_functions().is_empty());
+        assert!(fine.unknown_functions().is_empty());
+        assert_eq!(
+            eval("title.upperAscii() + title.split('l')[0]", &record()).unwrap(),
+            Value::String("HELLOHe".into())
+        );
+        let typo = Expression::compile(&env, "uper(title)").unwrap();
+        assert_eq!(typo.unknown_functions(), ["uper"]);
     }
 
     #[test]

@@ -553,6 +553,16 @@ impl Checker<'_> {
                         ),
                     );
                 }
+                for f in expr.methods_called_as_functions() {
+                    self.problem(
+                        at,
+                        field,
+                        format!(
+                            "{what}: {f:?} in {source:?} is a method, called on its first argument: write \
+                             x.{f}(…) for {f}(x, …)"
+                        ),
+                    );
+                }
                 Some(expr)
             }
             Err(e) => {
