@@ -35,7 +35,7 @@ const EXAMPLES: &str = "Examples:
 
   # Some fields of some records, renamed, sorted, the first 10
   ferry convert orders.csv top.json --where 'amount > 100' \\
-    --select id,amount,cust:customer --sort amount:desc --limit 10
+    --select id,amount,customer:cust --sort amount:desc --limit 10
 
   # Load into a new SQLite table: column types are inferred from the
   # first records (see them with --dry-run), or given with --types
