@@ -26,6 +26,7 @@
 
 pub mod cli;
 pub mod db;
+pub mod describe;
 mod endpoint;
 pub mod env;
 pub mod envelope;
@@ -33,6 +34,7 @@ mod error;
 pub mod format;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod infer;
 pub mod interrupt;
 mod job;
 pub mod migrate;
@@ -43,7 +45,9 @@ mod record;
 mod rejects;
 mod report;
 pub mod secret;
+pub mod shape;
 pub mod sink;
+pub mod sort;
 pub mod template;
 pub mod validate;
 pub mod verify;

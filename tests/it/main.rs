@@ -1,6 +1,7 @@
 //! ferry's integration tests: one binary, one module per concern.
 
 mod cli;
+mod cli_habits;
 mod corpus;
 mod db;
 mod db_kinds;
@@ -9,13 +10,16 @@ mod faults;
 mod golden;
 mod hardening;
 mod hardening_concurrency;
+mod inference;
 mod jobs;
 mod library;
 mod migrate;
 mod migrate_copy;
 mod migrate_job;
 mod migrate_pg;
+mod migrate_truth;
 mod pg;
+mod rejects;
 mod roundtrip;
 mod safety;
 mod support;
