@@ -834,39 +834,8 @@ impl<'de> Visitor<'de> for ValueVisitor {
     fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
         // YAML tags (`!foo value`) arrive as enums; the tag is dropped and the value kept, as in JSON.
         use serde::de::VariantAccess as _;
-        // The non-specific tag `!` (`! 12`) makes a scalar a string, its text as written (YAML 1.2, 6.9.1).
-        let (tag, variant): (std::borrow::Cow<'de, str>, _) = data.variant()?;
-        if tag == "!" {
-            return variant.newtype_variant_seed(ScalarText);
-        }
+        let (_tag, variant): (de::IgnoredAny, _) = data.variant()?;
         variant.newtype_variant()
-    }
-}
-
-/// A scalar's text as written, whatever it would resolve to (for YAML's non-specific tag). serde gives no way
-/// to look at a node before choosing how to read it, so a sequence or mapping with the tag is refused with a
-/// message that says so, rather than read with its scalars resolved.
-struct ScalarText;
-
-impl<'de> de::DeserializeSeed<'de> for ScalarText {
-    type Value = Value;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl Visitor<'_> for ScalarText {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "a scalar (ferry reads the non-specific tag `!` on scalars only; drop it from a sequence or mapping)",
-        )
-    }
-
-    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
-        Ok(Value::String(s.to_owned()))
     }
 }
 

@@ -43,7 +43,7 @@ pub fn too_deep() -> String {
     format!("the record nests deeper than {MAX_DEPTH} levels (ferry's limit)")
 }
 
-/// serde_json's and serde_yaml's "recursion limit exceeded" (both stop at [`MAX_DEPTH`]) in ferry's words;
+/// serde_json's "recursion limit exceeded" (it stops at [`MAX_DEPTH`]) in ferry's words;
 /// other messages as they are.
 pub fn clear_depth_message(message: String) -> String {
     if message.starts_with("recursion limit exceeded") {
