@@ -165,7 +165,10 @@ impl Builder {
                 Event::Alias(id) => {
                     let (value, count, height) =
                         self.anchors.get(&id).cloned().ok_or_else(|| {
-                            structure_error(at(), "an alias refers to an anchor that is not defined")
+                            structure_error(
+                                at(),
+                                "an alias refers to an anchor that is not defined",
+                            )
                         })?;
                     (value, 0, count, height)
                 }
@@ -755,13 +758,19 @@ mod tests {
     fn nesting_past_the_limit_is_a_clear_error() {
         let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
         let err = parse_documents(deep.as_bytes()).unwrap_err();
-        assert!(err.to_string().contains("nests deeper than 128 levels"), "{err}");
+        assert!(
+            err.to_string().contains("nests deeper than 128 levels"),
+            "{err}"
+        );
         let mut block = String::new();
         for level in 0..200 {
             block.push_str(&format!("{}k{level}:\n", "  ".repeat(level)));
         }
         let err = parse_documents(block.as_bytes()).unwrap_err();
-        assert!(err.to_string().contains("nests deeper than 128 levels"), "{err}");
+        assert!(
+            err.to_string().contains("nests deeper than 128 levels"),
+            "{err}"
+        );
         // 128 levels are allowed.
         let limit = format!("{}1{}", "[".repeat(128), "]".repeat(128));
         parse_documents(limit.as_bytes()).unwrap();
@@ -778,7 +787,10 @@ mod tests {
             doc.push_str(&format!("- &a{i} {open}*a{}{close}\n", i - 1));
         }
         let err = parse_documents(doc.as_bytes()).unwrap_err();
-        assert!(err.to_string().contains("nests deeper than 128 levels"), "{err}");
+        assert!(
+            err.to_string().contains("nests deeper than 128 levels"),
+            "{err}"
+        );
     }
 
     #[test]
