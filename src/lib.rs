@@ -39,6 +39,7 @@ mod report;
 pub mod secret;
 pub mod sink;
 pub mod template;
+pub mod tenant;
 pub mod validate;
 
 pub use endpoint::{format_from_path, Endpoint};

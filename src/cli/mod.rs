@@ -11,7 +11,10 @@ use crate::error::{Error, Result};
 use crate::report::Report;
 
 mod convert;
+mod databases;
+mod export;
 mod formats;
+mod import;
 mod keygen;
 mod migrate;
 mod templates;
@@ -59,6 +62,12 @@ enum Command {
     Migrate(Box<migrate::MigrateArgs>),
     /// Compare the tables of two databases row by row and show the first differing rows.
     Diff(migrate::DiffArgs),
+    /// Export everything that belongs to one user (tenant) into a sanitized, checksummed bundle.
+    Export(Box<export::ExportArgs>),
+    /// Verify a bundle and import it into a database in one transaction.
+    Import(Box<import::ImportArgs>),
+    /// List the configured databases (DB_TYPE, DATABASE_URL, DB_PATH) and whether they answer.
+    Databases(databases::DatabasesArgs),
 }
 
 /// Parses `args` (program name first) and runs the subcommand.
@@ -93,6 +102,9 @@ where
         Command::Keygen(args) => keygen::run(args),
         Command::Migrate(args) => migrate::run(*args),
         Command::Diff(args) => migrate::run_diff(args),
+        Command::Export(args) => export::run(*args),
+        Command::Import(args) => import::run(*args),
+        Command::Databases(args) => databases::run(args),
     }
 }
 

@@ -47,6 +47,9 @@ pub struct VerifyArgs {
 /// Runs `ferry verify`.
 pub fn run(args: VerifyArgs) -> Result<()> {
     let explicit = args.keys.source();
+    if crate::tenant::bundle::is_bundle_name(&args.path) {
+        return super::export::verify_bundle(&args.path, explicit);
+    }
     if is_manifest(&args.path) {
         return verify_manifest(&args.path, explicit, args.allow_plaintext);
     }

@@ -126,6 +126,9 @@ pub struct MigrateReport {
     pub seconds: f64,
     /// The first errors (at most 100): rows a lenient run rejected, and what stopped a failed run.
     pub errors: Vec<ReportedError>,
+    /// A tenant migration's line per tenant.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<crate::tenant::TenantOutcome>,
 }
 
 impl MigrateReport {
