@@ -496,11 +496,10 @@ impl BundleWriter {
     /// Writes the metadata and makes the bundle final; returns the bytes written.
     pub fn finish(mut self, meta: &BundleMeta) -> Result<u64> {
         self.end_table()?;
-        let meta_json = serde_json::to_value(meta).map_err(|e| self.encode_error(&e))?;
         match self.out {
             Out::Doc(_) => {
                 self.buf.extend_from_slice(b"\n},\n\"metadata\":");
-                let text = serde_json::to_vec(&meta_json).map_err(|e| self.encode_error(&e))?;
+                let text = serde_json::to_vec(meta).map_err(|e| self.encode_error(&e))?;
                 self.buf.extend_from_slice(&text);
                 self.buf.extend_from_slice(b"}\n");
                 self.flush(true)?;
@@ -511,6 +510,7 @@ impl BundleWriter {
             }
             Out::Split(mut split) => {
                 let name = self.name.clone();
+                let meta_json = serde_json::to_value(meta).map_err(|e| Error::data(Stage::Encode, Position::file(&name), e.to_string()))?;
                 let fail = |what: String| Error::data(Stage::Encode, Position::file(&name), what);
                 let mut last = serde_json::to_value(&self.head).map_err(|e| fail(e.to_string()))?;
                 if let Some(map) = last.as_object_mut() {

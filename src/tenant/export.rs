@@ -767,13 +767,15 @@ impl Exporter<'_> {
         for (position, &i) in self.subset.tables.iter().enumerate() {
             ctx.cancel.check()?;
             let node = &self.graph.nodes[i];
-            let (keys, _) = self.subset.sets[i].ordered();
+            let (keys, leading) = self.subset.sets[i].ordered();
             let names: Vec<FieldName> = exported[position].1.iter().map(|(n, _)| FieldName::from(n.as_str())).collect();
             let types: Vec<crate::migrate::PgType> = exported[position].1.iter().map(|(_, t)| t.clone()).collect();
             writer.begin_table(position)?;
             let sanitizer = &mut sanitizers[position];
             let mut in_table = 0u64;
-            reader.rows(node, &keys, self.label, &mut |row| {
+            // References first, then the tenant's own rows (each query returns its rows in key order).
+            let (references, own) = keys.split_at(leading);
+            let mut each_row = |row: Vec<crate::migrate::value::Datum>| -> Result<()> {
                 let row: Vec<_> = sanitizer.apply(row).into_iter().map(carried).collect();
                 sums.add(position, &row);
                 let mut record = Record::with_capacity(row.len());
@@ -795,7 +797,9 @@ impl Exporter<'_> {
                     ctx.cancel.check()?;
                 }
                 Ok(())
-            })?;
+            };
+            reader.rows(node, references, self.label, &mut each_row)?;
+            reader.rows(node, own, self.label, &mut each_row)?;
             if in_table != keys.len() as u64 {
                 return Err(Error::data(
                     Stage::Source,

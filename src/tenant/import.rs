@@ -600,11 +600,16 @@ fn root_index(head: &BundleHead) -> usize {
     head.tables.iter().position(|t| t.name == head.root_table).unwrap_or(0)
 }
 
-/// The position, among a table's exported columns, of its single generated integer key.
+/// The position, among a table's exported columns, of its single generated integer key — unless the key
+/// also references another row (a one-to-one table keyed by its user's key), which gives it that row's new
+/// key instead.
 fn generated_position(table: &BundleTable) -> Option<usize> {
     let [key] = table.primary_key.as_slice() else {
         return None;
     };
+    if table.foreign_keys.iter().any(|fk| fk.columns.contains(key)) {
+        return None;
+    }
     let column = table.columns.iter().find(|c| &c.name == key && c.generated && !c.omitted)?;
     if !PgType::parse(&column.ty).is_ok_and(|t| t.is_integer()) {
         return None;
@@ -654,9 +659,8 @@ fn remap_row(
         if let Some(Datum::Int(old)) = row.get(at) {
             let new = map.get(old).ok_or_else(|| {
                 format!(
-                    "key {old} of {} is not in the bundle, so --remap-keys has no new value for it (a relation the \
-                     spec stops?)",
-                    quote_ident(&format!("table #{table}"))
+                    "it references key {old}, which is not in the bundle, so --remap-keys has no new value for it \
+                     (a relation the spec stops?)"
                 )
             })?;
             row[at] = Datum::Int(*new);

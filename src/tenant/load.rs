@@ -107,6 +107,19 @@ impl<'a> Load<'a> {
     }
 
     fn refused(&self, e: Error) -> Error {
+        if e.sqlstate() == Some(crate::error::sqlstate::NOT_NULL_VIOLATION) {
+            let message = format!(
+                "{}; the bundle leaves sanitized columns out (omit): give the column a DEFAULT on the target, \
+                 or export it with `keep` in the spec (into an encrypted bundle)",
+                e.message()
+            );
+            let cause = e.db_cause().cloned();
+            let error = Error::data(Stage::Sink, Position::file(self.label), message);
+            return match cause {
+                Some(c) => error.with_db_cause(c),
+                None => error,
+            };
+        }
         if e.is_unique_violation() && self.mode == OnConflict::Error {
             let message = format!(
                 "{}; the target already has a row with this key: --on-conflict skip|overwrite|merge decides what \
@@ -137,7 +150,8 @@ impl<'a> Load<'a> {
         let rows = std::mem::take(&mut self.held);
         let mode = if self.held_reference { OnConflict::Skip } else { self.mode };
         let text_only = self.target.columns.iter().any(|(_, t)| matches!(t, PgType::Other(_)));
-        if mode == OnConflict::Error && !text_only {
+        // A table this import made holds nothing that could conflict: straight in.
+        if mode == OnConflict::Error && !text_only && self.target.created {
             let table = CopyTable {
                 name: self.target.name.clone(),
                 columns: self.target.columns.clone(),
@@ -179,6 +193,41 @@ impl<'a> Load<'a> {
             hashed: false,
         };
         let n = self.copy(conn, &staging, &rows)?;
+        // Rows already there are taken out before the insert sees them: under `skip` every row whose key is
+        // there (a sanitized, left-out NOT NULL column would otherwise fail a row never to be written), under
+        // `error` the rows that are there exactly as the bundle has them (no conflict: nothing would change).
+        let mut unchanged = 0;
+        if matches!(mode, OnConflict::Skip | OnConflict::Error) && self.has_key() {
+            let mut matches: Vec<String> = self
+                .target
+                .key
+                .iter()
+                .map(|k| format!("s.{0} = t.{0}", quote_ident(k)))
+                .collect();
+            if mode == OnConflict::Error {
+                let staged: Vec<String> = self
+                    .target
+                    .columns
+                    .iter()
+                    .map(|(c, ty)| match ty {
+                        PgType::Other(t) => format!("s.{}::{t}", quote_ident(c)),
+                        _ => format!("s.{}", quote_ident(c)),
+                    })
+                    .collect();
+                let there: Vec<String> = self.target.columns.iter().map(|(c, _)| format!("t.{}", quote_ident(c))).collect();
+                matches.push(format!("ROW({}) IS NOT DISTINCT FROM ROW({})", staged.join(", "), there.join(", ")));
+            }
+            let sql = format!(
+                "DELETE FROM pg_temp.{STAGING} s USING {} t WHERE {}",
+                quote_ident(&self.target.name),
+                matches.join(" AND ")
+            );
+            if let Conn::Postgres(client) = &mut *conn {
+                unchanged = client.execute(&sql, &[]).map_err(|e| {
+                    crate::db::postgres::pg_error(Stage::Sink, &format!("{}: {sql}", self.label), &e)
+                })?;
+            }
+        }
         let sql = pg_upsert(
             &quote_ident(&self.target.name),
             &format!("pg_temp.{STAGING}"),
@@ -201,7 +250,18 @@ impl<'a> Load<'a> {
         self.tally.inserted += inserted;
         self.tally.updated += updated;
         self.tally.skipped += n - inserted - updated;
+        debug_assert!(unchanged <= n);
         self.exec(conn, &format!("TRUNCATE pg_temp.{STAGING}"))
+    }
+
+    /// True when every key column is loaded (rows can be matched by key).
+    fn has_key(&self) -> bool {
+        !self.target.key.is_empty()
+            && self
+                .target
+                .key
+                .iter()
+                .all(|k| self.target.columns.iter().any(|(c, _)| c == k))
     }
 
     fn copy(&self, conn: &mut Conn, table: &CopyTable, rows: &[Vec<Datum>]) -> Result<u64> {
@@ -213,6 +273,47 @@ impl<'a> Load<'a> {
         load.finish()
     }
 
+    /// SQLite: true when a row with `values`' key is there.
+    fn sqlite_exists(&self, conn: &rusqlite::Connection, values: &[rusqlite::types::Value]) -> Result<bool> {
+        let mut matches = Vec::new();
+        let mut params = Vec::new();
+        for k in &self.target.key {
+            if let Some(at) = self.target.columns.iter().position(|(c, _)| c == k) {
+                params.push(&values[at]);
+                matches.push(format!("{} IS ?{}", quote_ident(k), params.len()));
+            }
+        }
+        let sql = format!(
+            "SELECT count(*) FROM {} WHERE {}",
+            quote_ident(&self.target.name),
+            matches.join(" AND ")
+        );
+        conn.prepare_cached(&sql)
+            .and_then(|mut s| s.query_row(rusqlite::params_from_iter(params), |r| r.get::<_, i64>(0)))
+            .map(|n| n > 0)
+            .map_err(|e| crate::db::sqlite::sql_error(Stage::Sink, self.label, &sql, e))
+    }
+
+    /// SQLite: true when the row is there exactly as the bundle has it (then it is no conflict).
+    fn sqlite_identical(&self, conn: &rusqlite::Connection, values: &[rusqlite::types::Value]) -> Result<bool> {
+        let matches: Vec<String> = self
+            .target
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, (c, _))| format!("{} IS ?{}", quote_ident(c), i + 1))
+            .collect();
+        let sql = format!(
+            "SELECT count(*) FROM {} WHERE {}",
+            quote_ident(&self.target.name),
+            matches.join(" AND ")
+        );
+        conn.prepare_cached(&sql)
+            .and_then(|mut s| s.query_row(rusqlite::params_from_iter(values), |r| r.get::<_, i64>(0)))
+            .map(|n| n > 0)
+            .map_err(|e| crate::db::sqlite::sql_error(Stage::Sink, self.label, &sql, e))
+    }
+
     /// SQLite: one row, its insert (and the update of `overwrite`/`merge` when the key was taken).
     fn sqlite_row(&mut self, conn: &mut Conn, row: &[Datum], mode: OnConflict) -> Result<()> {
         let Conn::Sqlite(conn) = &*conn else {
@@ -221,6 +322,10 @@ impl<'a> Load<'a> {
         let columns = self.columns();
         let (insert, update) = sqlite_statements(&self.target.name, &columns, &self.target.key, mode);
         let values: Vec<rusqlite::types::Value> = row.iter().map(Datum::to_sqlite).collect();
+        if mode == OnConflict::Skip && self.has_key() && self.sqlite_exists(conn, &values)? {
+            self.tally.skipped += 1;
+            return Ok(());
+        }
         let fail = |e: rusqlite::Error| {
             crate::db::sqlite::sql_error(
                 Stage::Sink,
@@ -229,10 +334,17 @@ impl<'a> Load<'a> {
                 e,
             )
         };
-        let changed = conn
+        let inserted = conn
             .prepare_cached(&insert)
             .and_then(|mut s| s.execute(rusqlite::params_from_iter(values.iter())))
-            .map_err(|e| self.refused(fail(e)))?;
+            .map_err(fail);
+        let changed = match inserted {
+            Err(e) if e.is_unique_violation() && self.sqlite_identical(conn, &values)? => {
+                self.tally.skipped += 1;
+                return Ok(());
+            }
+            other => other.map_err(|e| self.refused(e))?,
+        };
         if changed > 0 {
             self.tally.inserted += 1;
             return Ok(());

@@ -21,7 +21,7 @@ use crate::db::{quote_ident, OnConflict};
 use crate::env::Environment;
 use crate::error::{Error, Position, Result, Stage};
 use crate::migrate::state::without_password;
-use crate::migrate::{Db, MigrateJob, MigrateReport, TableReport};
+use crate::migrate::{Db, MigrateJob, MigrateReport};
 use crate::observe::{Event, Failed, Progress, RunContext, RunKind, RunResult, Status};
 use crate::report::Counts;
 
@@ -140,7 +140,7 @@ fn every_row(job: &MigrateJob, options: &TenantMigrateJob, root: &Root, env: &En
     let plan = read_plan(&mut conn, &label, &spec)?;
     let graph = Graph::new(&plan, &spec, conn.is_postgres())?;
     let node = &graph.nodes[graph.find(&root.table)?];
-    let [key] = node.plan.primary_key.as_slice() else {
+    let [_] = node.plan.primary_key.as_slice() else {
         return Err(Error::config(format!(
             "--tenant {root}: {} needs a one-column primary key to list its rows",
             quote_ident(&root.table)
@@ -156,10 +156,7 @@ fn every_row(job: &MigrateJob, options: &TenantMigrateJob, root: &Root, env: &En
         .into_iter()
         .map(|k| Root {
             table: root.table.clone(),
-            select: Select::Column {
-                column: key.clone(),
-                value: k.parts().first().and_then(|p| p.text()).unwrap_or_default(),
-            },
+            select: Select::Key(k.parts().first().and_then(|p| p.text()).unwrap_or_default()),
         })
         .collect())
 }
@@ -185,10 +182,10 @@ pub fn migrate_tenants(job: &MigrateJob, env: &Environment, ctx: &RunContext) ->
         target: job.to.as_deref().map(without_password).unwrap_or_default(),
         dry_run: job.dry_run,
         on_error: job.on_error.name().into(),
+        tenant: Some(asked(job)),
         ..MigrateReport::default()
     };
     let result = run(job, env, ctx, &mut report);
-    report.add_up();
     report.seconds = started.elapsed().as_secs_f64();
     report.status = Status::of(&result);
     if let Err(e) = &result {
@@ -202,6 +199,41 @@ pub fn migrate_tenants(job: &MigrateJob, env: &Environment, ctx: &RunContext) ->
         Ok(()) => Ok(report),
         Err(error) => Err(Box::new(Failed { report, error })),
     }
+}
+
+/// The tenants a job asks for, as the report names them.
+fn asked(job: &MigrateJob) -> String {
+    let options = job.tenant.clone().unwrap_or_default();
+    let mut parts: Vec<String> = options.tenant.iter().map(Root::to_string).collect();
+    if let Some(file) = &options.tenants_from {
+        parts.push(format!("--tenants-from {}", file.display()));
+    }
+    parts.join(" and ")
+}
+
+/// The closing lines of a tenant migration (`ferry migrate --tenant …`).
+pub fn summary(report: &MigrateReport) -> String {
+    let failed = report.tenants.iter().filter(|t| t.error.is_some()).count();
+    let c = &report.counts;
+    let verb = match (report.dry_run, report.status) {
+        (_, Status::Failed | Status::Cancelled) => "stopped after migrating",
+        (true, _) => "would migrate",
+        (false, _) => "migrated",
+    };
+    let mut out = format!(
+        "{verb} {} tenant(s) of {} ({failed} failed): {} rows read = {} written + {} skipped",
+        report.tenants.len() - failed,
+        report.tenant.as_deref().unwrap_or_default(),
+        c.read,
+        c.written,
+        c.skipped
+    );
+    match report.valid {
+        Some(true) => out.push_str("\nvalidation: each tenant's rows read back equal before its commit"),
+        Some(false) => out.push_str("\nvalidation FAILED for some tenant (nothing of it was committed)"),
+        None => {}
+    }
+    out
 }
 
 fn check(job: &MigrateJob) -> Result<()> {
@@ -346,15 +378,10 @@ fn summarize(report: &mut MigrateReport, outcomes: &[TenantOutcome]) {
         true => Some(outcomes.iter().all(|o| o.valid == Some(true))),
         false => None,
     };
-    report.tables = vec![TableReport {
-        name: "(tenants)".into(),
-        counts: outcomes.iter().fold(Counts::default(), |mut c, o| {
-            c.add(&o.counts);
-            c
-        }),
-        equal: report.valid,
-        ..TableReport::default()
-    }];
+    report.counts = outcomes.iter().fold(Counts::default(), |mut c, o| {
+        c.add(&o.counts);
+        c
+    });
     report.tenants = outcomes.to_vec();
 }
 

@@ -32,7 +32,7 @@ use std::path::Path;
 
 pub use export::{export, BuiltExport, ExportJob, ExportReport, ExportTable};
 pub use import::{import, BuiltImport, ImportJob, ImportReport, ImportTable};
-pub use migrate::{migrate_tenants, TenantMigrateJob, TenantOutcome};
+pub use migrate::{migrate_tenants, summary, TenantMigrateJob, TenantOutcome};
 pub use spec::{Action, Root, Select, Spec};
 
 use bundle::{row_of, BundleHead, BundleMeta, Checksums, Event, Source};
@@ -94,8 +94,13 @@ pub fn verify(
             Event::Row(index, record) => {
                 rows += 1;
                 let (name, cols) = &columns[index];
-                let row = row_of(&record, cols, name)
-                    .map_err(|why| fail(format!("table {name:?}, row {}: {why}", sums.table(index).0 + 1)))?;
+                let row = row_of(&record, cols, name).map_err(|why| {
+                    fail(format!(
+                        "data integrity check failed: table {name:?}, row {}: {why}; the bundle was altered or \
+                         damaged after it was exported",
+                        sums.table(index).0 + 1
+                    ))
+                })?;
                 sums.add(index, &row);
                 if let Some(head) = &seen {
                     each(head, index, &row);
