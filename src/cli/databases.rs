@@ -27,9 +27,8 @@ pub struct DatabasesArgs {
 }
 
 /// Runs `ferry databases`.
-pub fn run(args: DatabasesArgs) -> Result<()> {
-    let env = Environment::from_process();
-    let inventory = list(&env, &super::migrate::connect_options(0, args.connect_timeout));
+pub fn run(args: DatabasesArgs, env: &Environment) -> Result<()> {
+    let inventory = list(env, &super::migrate::connect_options(0, args.connect_timeout));
     if args.json {
         let text = serde_json::to_string_pretty(&inventory)
             .map_err(|e| Error::io(Stage::Sink, Some("-"), std::io::Error::other(e)))?;

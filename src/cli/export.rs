@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::env::Environment;
 use crate::error::{Error, Result, Stage};
-use crate::observe::{Observer, RunContext};
+use crate::observe::Observer;
 use crate::tenant::{export, ExportJob, Root};
 
 const EXAMPLES: &str = "Examples:
@@ -120,6 +120,7 @@ impl ExportArgs {
             checksum: self.checksum,
             plan: self.plan,
             connect: super::migrate::connect_options(self.connect_retries, self.connect_timeout),
+            report: self.report.clone(),
         }
     }
 }
@@ -140,50 +141,36 @@ pub(super) fn print_job<T: serde::Serialize>(name: &str, job: &T) -> Result<()> 
 }
 
 /// Runs `ferry export`.
-pub fn run(args: ExportArgs) -> Result<()> {
-    let env = Environment::from_process();
-    let mut job = args.job();
-    if let Some(from) = &job.from {
-        super::warn_about_passwords(&[from]);
-        job.from = Some(from.clone());
-    }
+pub fn run(args: ExportArgs, env: &Environment) -> Result<()> {
+    let job = args.job();
     if args.print_job {
-        let mut shown = job.clone();
-        shown.from = shown.from.as_deref().map(crate::migrate::state::without_password);
-        return print_job("export", &shown);
+        return print_job("export", &job);
     }
-    let observer: Arc<dyn Observer> = match args.quiet || args.plan {
+    run_job(&job, env, args.quiet)
+}
+
+/// Runs an export job as `ferry export` (and `ferry run`) does: per-table lines unless `quiet`, the plan
+/// or the summary, the report file when asked.
+pub(super) fn run_job(job: &ExportJob, env: &Environment, quiet: bool) -> Result<()> {
+    super::warn_about_passwords(&[job.from.as_deref().unwrap_or("")]);
+    let observer: Arc<dyn Observer> = match quiet || job.plan {
         true => Arc::new(crate::observe::Silent),
         false => Arc::new(super::migrate::Lines),
     };
-    let result = export(&job, &env, &RunContext::new(observer));
+    let (ctx, _signals) = super::context(observer)?;
+    let result = export(job, env, &ctx);
     let (report, refused) = match &result {
         Ok(report) => (report, false),
         Err(failed) => (&failed.report, failed.error.is_config() || failed.error.is_usage()),
     };
-    if let (Some(path), false) = (&args.report, refused) {
+    if let (Some(path), false) = (&job.report, refused) {
         report.write_json(path)?;
     }
     let report = result?;
-    if args.plan {
+    if job.plan {
         print!("{}", report.render_plan());
     } else {
         eprintln!("{}", report.summary());
     }
-    Ok(())
-}
-
-/// `ferry verify NAME.bundle.…`: the bundle's rows against its checksum and counts.
-pub(super) fn verify_bundle(path: &std::path::Path, key: Option<crate::envelope::KeySource>) -> Result<()> {
-    let verified = crate::tenant::verify_file(path, key.as_ref(), &Environment::from_process())?;
-    println!(
-        "ferry: verified bundle {}: {} ({}), {} rows in {} tables, checksum {}",
-        path.display(),
-        verified.head.tenant,
-        verified.head.user_id,
-        verified.meta.total_records,
-        verified.head.tables.len(),
-        verified.meta.checksum
-    );
     Ok(())
 }

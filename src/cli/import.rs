@@ -9,7 +9,7 @@ use clap::Args;
 use crate::db::OnConflict;
 use crate::env::Environment;
 use crate::error::Result;
-use crate::observe::{Observer, RunContext};
+use crate::observe::Observer;
 use crate::tenant::{import, ImportJob};
 
 const EXAMPLES: &str = "Examples:
@@ -88,8 +88,7 @@ pub struct ImportArgs {
 }
 
 /// Runs `ferry import`.
-pub fn run(args: ImportArgs) -> Result<()> {
-    let env = Environment::from_process();
+pub fn run(args: ImportArgs, env: &Environment) -> Result<()> {
     let job = ImportJob {
         bundle: args.bundle.clone(),
         to: args.to.clone(),
@@ -101,23 +100,29 @@ pub fn run(args: ImportArgs) -> Result<()> {
         validate: args.validate,
         max_decompressed_size: args.max_decompressed_size,
         connect: super::migrate::connect_options(args.connect_retries, args.connect_timeout),
+        report: args.report.clone(),
     };
-    super::warn_about_passwords(&[args.to.as_deref().unwrap_or("")]);
     if args.print_job {
-        let mut shown = job.clone();
-        shown.to = shown.to.as_deref().map(crate::migrate::state::without_password);
-        return super::export::print_job("import", &shown);
+        return super::export::print_job("import", &job);
     }
-    let observer: Arc<dyn Observer> = match args.quiet {
+    run_job(&job, env, args.quiet)
+}
+
+/// Runs an import job as `ferry import` (and `ferry run`) does: per-table lines unless `quiet`, the
+/// summary, the report file when asked.
+pub(super) fn run_job(job: &ImportJob, env: &Environment, quiet: bool) -> Result<()> {
+    super::warn_about_passwords(&[job.to.as_deref().unwrap_or("")]);
+    let observer: Arc<dyn Observer> = match quiet {
         true => Arc::new(crate::observe::Silent),
         false => Arc::new(super::migrate::Lines),
     };
-    let result = import(&job, &env, &RunContext::new(observer));
+    let (ctx, _signals) = super::context(observer)?;
+    let result = import(job, env, &ctx);
     let (report, refused) = match &result {
         Ok(report) => (report, false),
         Err(failed) => (&failed.report, failed.error.is_config() || failed.error.is_usage()),
     };
-    if let (Some(path), false) = (&args.report, refused) {
+    if let (Some(path), false) = (&job.report, refused) {
         report.write_json(path)?;
     }
     let report = result?;

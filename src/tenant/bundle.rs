@@ -37,12 +37,12 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::envelope::layers::{self, Expect, ReadLayers, WriteLayers};
+use crate::envelope::layers::{self, Expect, InputKey, ReadLayers, WriteLayers};
 use crate::envelope::manifest::PartSet;
 use crate::envelope::split::{
     is_manifest, ChecksummedFile, EncryptionInfo, ManifestHead, PartNames, SplitEncoder, SplitOptions,
 };
-use crate::envelope::{Compression, CompressionSpec, KeyMaterial, KeySource};
+use crate::envelope::{Compression, CompressionSpec, KeyMaterial};
 use crate::error::{Error, Position, Result, Stage};
 use crate::format::{Encoder, FormatOptions, Input};
 use crate::migrate::value::{Datum, TableChecksum};
@@ -590,7 +590,7 @@ pub struct Source<'a> {
     /// The bundle file, or a split set's manifest.
     pub path: &'a Path,
     /// The key, if any (an encrypted bundle without one is refused with the options to give it).
-    pub key: Option<&'a KeySource>,
+    pub key: &'a InputKey,
     /// Decompressed bytes allowed.
     pub max_decompressed: u64,
 }
@@ -796,7 +796,7 @@ impl<'de> Visitor<'de> for RowsSeed<'_, '_> {
 
 /// Reads one part of a split set through the same checks `ferry convert --in MANIFEST` makes (size,
 /// SHA-256, encryption as declared), handing each record to `each`; returns how many it held.
-fn read_part(set: &PartSet, index: usize, key: Option<&KeySource>, max: u64, each: &mut dyn FnMut(Record) -> Result<()>) -> Result<u64> {
+fn read_part(set: &PartSet, index: usize, key: &InputKey, max: u64, each: &mut dyn FnMut(Record) -> Result<()>) -> Result<u64> {
     set.check_part(index, false)?;
     let (raw, guard) = set.open_part(index)?;
     let name = set.part_path(index).display().to_string();
@@ -834,14 +834,7 @@ fn read_part(set: &PartSet, index: usize, key: Option<&KeySource>, max: u64, eac
 fn read_split(source: &Source<'_>, each: &mut dyn FnMut(Event<'_>) -> Result<()>) -> Result<(BundleHead, BundleMeta)> {
     let set = PartSet::open(source.path)?;
     if set.is_encrypted() {
-        let key = source.key.ok_or_else(|| {
-            Error::usage(format!(
-                "{} is encrypted: give the key with --key-file, FERRY_KEY (or --key-env NAME), or a passphrase with \
-                 --passphrase-env NAME / --passphrase-file",
-                source.path.display()
-            ))
-        })?;
-        set.authenticate(&key.resolve()?)?;
+        set.authenticate(source.key.material(&source.path.display().to_string())?)?;
     }
     let last = set.len() - 1;
     let mut tail = None;

@@ -43,8 +43,12 @@ pub struct ExportJob {
     /// The root row: `users:123` or `users:email=a@b.c`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<Root>,
-    /// The source database (`sqlite://…`, a `.db` path, `postgres://…`, `postgres`, `sqlite`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The source database (`sqlite://…`, a `.db` path, `postgres://…`, `postgres`, `sqlite`); a job file
+    /// shows it without its password.
+    #[serde(
+        serialize_with = "super::url_without_password",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub from: Option<String>,
     /// The bundle: `NAME.bundle.json[.gz|.zst|.br][.enc]`, or `NAME.bundle.ndjson…` split into parts.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -77,6 +81,9 @@ pub struct ExportJob {
     pub plan: bool,
     /// Connection retries and timeout.
     pub connect: ConnectOptions,
+    /// Where the front end writes the JSON report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<PathBuf>,
 }
 
 impl Default for ExportJob {
@@ -96,6 +103,7 @@ impl Default for ExportJob {
             checksum: false,
             plan: false,
             connect: ConnectOptions::default(),
+            report: None,
         }
     }
 }
@@ -103,9 +111,7 @@ impl Default for ExportJob {
 impl std::fmt::Debug for ExportJob {
     /// The job as a job file shows it: no password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut shown = self.clone();
-        shown.from = shown.from.as_deref().map(without_password);
-        let text = serde_json::to_string(&shown).map_err(|_| std::fmt::Error)?;
+        let text = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
         write!(f, "ExportJob {text}")
     }
 }
@@ -263,20 +269,16 @@ pub struct BuiltExport {
 pub(crate) struct EnvelopePlan {
     pub path: PathBuf,
     pub compression: CompressionSpec,
-    pub key: Option<KeySource>,
+    pub key: Option<Arc<crate::envelope::KeyMaterial>>,
     pub split: SplitOptions,
     pub checksum_file: bool,
 }
 
 impl EnvelopePlan {
     fn open(&self) -> Result<Envelope> {
-        let key = match &self.key {
-            Some(source) => Some(Arc::new(source.resolve()?)),
-            None => None,
-        };
         Ok(Envelope {
             compression: self.compression,
-            key,
+            key: self.key.clone(),
             split: self.split,
             checksum_file: self.checksum_file,
         })
@@ -331,6 +333,9 @@ impl ExportJob {
         }
         if let Some(spec) = &self.spec {
             paths.read("--spec", spec);
+        }
+        if let Some(report) = &self.report {
+            paths.write("--report", report);
         }
         let envelope = match (&self.to, self.plan) {
             (_, true) => None,
@@ -411,6 +416,10 @@ impl ExportJob {
             }
             _ => {}
         }
+        let key = match key {
+            Some(source) => Some(Arc::new(source.resolve(env)?)),
+            None => None,
+        };
         Ok(EnvelopePlan {
             path: path.to_owned(),
             compression,

@@ -38,8 +38,11 @@ pub struct ImportJob {
     /// The bundle file, or a split set's manifest.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bundle: Option<PathBuf>,
-    /// The target database.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The target database; a job file shows it without its password.
+    #[serde(
+        serialize_with = "super::url_without_password",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub to: Option<String>,
     /// The key of an encrypted bundle (a file or variable name): default `FERRY_KEY`, then
     /// `EXPORT_ENCRYPTION_KEY`.
@@ -59,6 +62,9 @@ pub struct ImportJob {
     pub max_decompressed_size: u64,
     /// Connection retries and timeout.
     pub connect: ConnectOptions,
+    /// Where the front end writes the JSON report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<PathBuf>,
 }
 
 impl Default for ImportJob {
@@ -74,6 +80,7 @@ impl Default for ImportJob {
             validate: false,
             max_decompressed_size: DEFAULT_MAX_DECOMPRESSED,
             connect: ConnectOptions::default(),
+            report: None,
         }
     }
 }
@@ -81,9 +88,7 @@ impl Default for ImportJob {
 impl std::fmt::Debug for ImportJob {
     /// The job as a job file shows it: no password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut shown = self.clone();
-        shown.to = shown.to.as_deref().map(without_password);
-        let text = serde_json::to_string(&shown).map_err(|_| std::fmt::Error)?;
+        let text = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
         write!(f, "ImportJob {text}")
     }
 }
@@ -202,7 +207,7 @@ pub struct BuiltImport {
     pub(crate) job: ImportJob,
     pub(crate) bundle: PathBuf,
     pub(crate) db: Db,
-    pub(crate) key: Option<KeySource>,
+    pub(crate) key: crate::envelope::layers::InputKey,
     pub(crate) crash_at: Option<String>,
 }
 
@@ -238,6 +243,9 @@ impl ImportJob {
         }
         let mut paths = RunPaths::new();
         paths.read("BUNDLE", &bundle);
+        if let Some(report) = &self.report {
+            paths.write("--report", report);
+        }
         if let Db::Sqlite(file) = &db {
             paths.database("--to", file);
         }
@@ -252,6 +260,7 @@ impl ImportJob {
             _ => {}
         }
         paths.check()?;
+        let key = crate::envelope::layers::InputKey::resolve(self.key.as_ref(), env)?;
         Ok(BuiltImport {
             job: self.clone(),
             bundle,
@@ -334,7 +343,7 @@ impl BuiltImport {
     fn source(&self) -> Source<'_> {
         Source {
             path: &self.bundle,
-            key: self.key.as_ref(),
+            key: &self.key,
             max_decompressed: self.job.max_decompressed_size,
         }
     }

@@ -43,16 +43,19 @@ use crate::error::{Error, Position, Result, Stage};
 /// The key a job uses: the one it names, else `FERRY_KEY`, else `EXPORT_ENCRYPTION_KEY` when the run's
 /// environment has it (the reference document's variable).
 pub(crate) fn key_source(named: Option<&KeySource>, env: &Environment) -> Option<KeySource> {
-    named.cloned().or_else(|| {
-        [KeySource::ENV, KeySource::FALLBACK_ENV]
-            .into_iter()
-            .find(|name| env.contains(name))
-            .map(|name| KeySource::Env(name.to_owned()))
-    })
+    named.cloned().or_else(|| KeySource::from_default_env(env))
+}
+
+/// Database URLs in job files: written without their password.
+pub(crate) fn url_without_password<S: serde::Serializer>(url: &Option<String>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => s.serialize_some(&crate::migrate::state::without_password(url)),
+        None => s.serialize_none(),
+    }
 }
 
 /// What [`verify`] found: the bundle's head and metadata, both checked against its rows.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     /// The head.
     pub head: BundleHead,
@@ -151,11 +154,11 @@ pub fn verify(
 /// (`NAME.bundle.json…`, or a split set's `NAME.bundle.manifest.json`). The key comes from `key`, else
 /// from `FERRY_KEY` / `EXPORT_ENCRYPTION_KEY` in `env`.
 pub fn verify_file(path: &Path, key: Option<&KeySource>, env: &Environment) -> Result<Verified> {
-    let key = key_source(key, env);
+    let key = crate::envelope::layers::InputKey::resolve(key, env)?;
     verify(
         &Source {
             path,
-            key: key.as_ref(),
+            key: &key,
             max_decompressed: crate::envelope::DEFAULT_MAX_DECOMPRESSED,
         },
         &mut |_, _, _| {},
