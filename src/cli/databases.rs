@@ -28,7 +28,10 @@ pub struct DatabasesArgs {
 
 /// Runs `ferry databases`.
 pub fn run(args: DatabasesArgs, env: &Environment) -> Result<()> {
-    let inventory = list(env, &super::migrate::connect_options(0, args.connect_timeout));
+    let inventory = list(
+        env,
+        &super::migrate::connect_options(0, args.connect_timeout),
+    );
     if args.json {
         let text = serde_json::to_string_pretty(&inventory)
             .map_err(|e| Error::io(Stage::Sink, Some("-"), std::io::Error::other(e)))?;
@@ -39,6 +42,10 @@ pub fn run(args: DatabasesArgs, env: &Environment) -> Result<()> {
     if inventory.all_reachable() {
         Ok(())
     } else {
-        Err(Error::data(Stage::Source, Position::default(), "a configured database cannot be reached"))
+        Err(Error::data(
+            Stage::Source,
+            Position::default(),
+            "a configured database cannot be reached",
+        ))
     }
 }

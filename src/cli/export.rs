@@ -127,7 +127,8 @@ impl ExportArgs {
 
 /// Prints a job as its job file: `{"job": NAME, …}`.
 pub(super) fn print_job<T: serde::Serialize>(name: &str, job: &T) -> Result<()> {
-    let mut value = serde_json::to_value(job).map_err(|e| Error::io(Stage::Sink, Some("-"), std::io::Error::other(e)))?;
+    let mut value = serde_json::to_value(job)
+        .map_err(|e| Error::io(Stage::Sink, Some("-"), std::io::Error::other(e)))?;
     if let Some(map) = value.as_object_mut() {
         let mut file = serde_json::Map::new();
         file.insert("job".into(), name.into());
@@ -161,7 +162,10 @@ pub(super) fn run_job(job: &ExportJob, env: &Environment, quiet: bool) -> Result
     let result = export(job, env, &ctx);
     let (report, refused) = match &result {
         Ok(report) => (report, false),
-        Err(failed) => (&failed.report, failed.error.is_config() || failed.error.is_usage()),
+        Err(failed) => (
+            &failed.report,
+            failed.error.is_config() || failed.error.is_usage(),
+        ),
     };
     if let (Some(path), false) = (&job.report, refused) {
         report.write_json(path)?;

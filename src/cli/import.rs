@@ -120,7 +120,10 @@ pub(super) fn run_job(job: &ImportJob, env: &Environment, quiet: bool) -> Result
     let result = import(job, env, &ctx);
     let (report, refused) = match &result {
         Ok(report) => (report, false),
-        Err(failed) => (&failed.report, failed.error.is_config() || failed.error.is_usage()),
+        Err(failed) => (
+            &failed.report,
+            failed.error.is_config() || failed.error.is_usage(),
+        ),
     };
     if let (Some(path), false) = (&job.report, refused) {
         report.write_json(path)?;

@@ -153,11 +153,21 @@ pub struct MigrateArgs {
     spec: Option<PathBuf>,
 
     /// Lookup tables taken whole into each tenant's bundle (comma-separated).
-    #[arg(long, value_name = "TABLES", value_delimiter = ',', help_heading = "One user's data")]
+    #[arg(
+        long,
+        value_name = "TABLES",
+        value_delimiter = ',',
+        help_heading = "One user's data"
+    )]
     include: Vec<String>,
 
     /// A tenant's row whose key is already on the target: error, skip, overwrite or merge.
-    #[arg(long, value_name = "MODE", default_value = "error", help_heading = "One user's data")]
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "error",
+        help_heading = "One user's data"
+    )]
     on_conflict: crate::db::OnConflict,
 
     /// Give generated keys new values on the target and rewrite every reference to them.

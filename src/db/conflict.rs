@@ -73,7 +73,10 @@ pub(crate) fn pg_upsert(
     };
     // With only key columns loaded, the update is a no-op that still counts the row as updated.
     let sets = if sets.is_empty() {
-        key_list.iter().map(|k| format!("{k} = EXCLUDED.{k}")).collect()
+        key_list
+            .iter()
+            .map(|k| format!("{k} = EXCLUDED.{k}"))
+            .collect()
     } else {
         sets
     };

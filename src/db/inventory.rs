@@ -113,17 +113,29 @@ pub fn list(env: &Environment, connect: &ConnectOptions) -> Inventory {
         db_type: db_type.clone(),
         ..Inventory::default()
     };
-    let libpq = ["PGHOST", "PGDATABASE", "PGUSER", "PGPORT"].into_iter().any(|v| env.non_empty(v).is_some());
+    let libpq = ["PGHOST", "PGDATABASE", "PGUSER", "PGPORT"]
+        .into_iter()
+        .any(|v| env.non_empty(v).is_some());
     if env.non_empty("DATABASE_URL").is_some() || libpq {
-        let variable = if env.non_empty("DATABASE_URL").is_some() { "DATABASE_URL" } else { "PG*" };
-        inventory.databases.push(probe(variable, "postgres", env, connect));
+        let variable = if env.non_empty("DATABASE_URL").is_some() {
+            "DATABASE_URL"
+        } else {
+            "PG*"
+        };
+        inventory
+            .databases
+            .push(probe(variable, "postgres", env, connect));
     }
     if env.non_empty("DB_PATH").is_some() {
-        inventory.databases.push(probe("DB_PATH", "sqlite", env, connect));
+        inventory
+            .databases
+            .push(probe("DB_PATH", "sqlite", env, connect));
     }
     for d in &mut inventory.databases {
         d.default = db_type.as_deref().is_some_and(|t| {
-            t == d.kind || (t == "postgresql" && d.kind == "postgres") || (t == "sqlite3" && d.kind == "sqlite")
+            t == d.kind
+                || (t == "postgresql" && d.kind == "postgres")
+                || (t == "sqlite3" && d.kind == "sqlite")
         });
     }
     inventory.note = match db_type.as_deref() {
@@ -132,7 +144,11 @@ pub fn list(env: &Environment, connect: &ConnectOptions) -> Inventory {
         }
         Some(t) if !inventory.databases.iter().any(|d| d.default) => Some(format!(
             "DB_TYPE={t}, but no {t} database is configured ({})",
-            if t.starts_with("sqlite") { "set DB_PATH" } else { "set DATABASE_URL" }
+            if t.starts_with("sqlite") {
+                "set DB_PATH"
+            } else {
+                "set DATABASE_URL"
+            }
         )),
         _ => None,
     };
@@ -163,7 +179,8 @@ fn probe(variable: &str, kind: &str, env: &Environment, connect: &ConnectOptions
     };
     if let Db::Sqlite(path) = &db {
         if !path.exists() {
-            info.problem = Some("the file does not exist (a load or import would create it)".into());
+            info.problem =
+                Some("the file does not exist (a load or import would create it)".into());
             return info;
         }
         info.size_bytes = std::fs::metadata(path).ok().map(|m| m.len());
@@ -229,7 +246,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data.sqlite");
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch("CREATE TABLE a (x); CREATE TABLE b (y);").unwrap();
+        conn.execute_batch("CREATE TABLE a (x); CREATE TABLE b (y);")
+            .unwrap();
         drop(conn);
         let env = Environment::empty()
             .with("DB_PATH", path.display().to_string())
@@ -239,7 +257,9 @@ mod tests {
         assert!(d.reachable && d.default, "{d:?}");
         assert_eq!(d.tables, Some(2));
         assert!(d.version.as_deref().unwrap().starts_with("SQLite 3."));
-        let missing = Environment::empty().with("DB_PATH", "/nonexistent/x.db").with("DB_TYPE", "postgres");
+        let missing = Environment::empty()
+            .with("DB_PATH", "/nonexistent/x.db")
+            .with("DB_TYPE", "postgres");
         let inventory = list(&missing, &ConnectOptions::default());
         assert!(!inventory.databases[0].reachable);
         assert!(inventory.note.as_deref().unwrap().contains("DATABASE_URL"));

@@ -40,7 +40,8 @@ use sha2::{Digest as _, Sha256};
 use crate::envelope::layers::{self, Expect, InputKey, ReadLayers, WriteLayers};
 use crate::envelope::manifest::PartSet;
 use crate::envelope::split::{
-    is_manifest, ChecksummedFile, EncryptionInfo, ManifestHead, PartNames, SplitEncoder, SplitOptions,
+    is_manifest, ChecksummedFile, EncryptionInfo, ManifestHead, PartNames, SplitEncoder,
+    SplitOptions,
 };
 use crate::envelope::{Compression, CompressionSpec, KeyMaterial};
 use crate::error::{Error, Position, Result, Stage};
@@ -200,7 +201,9 @@ pub fn value_of(datum: &Datum, ty: &PgType) -> Value {
         Datum::Null => Value::Null,
         Datum::Int(i) => Value::Int(*i),
         Datum::Float(f) => Value::Float(*f),
-        Datum::Numeric(n) => Decimal::parse(n).map_or_else(|| Value::String(n.clone()), Value::Decimal),
+        Datum::Numeric(n) => {
+            Decimal::parse(n).map_or_else(|| Value::String(n.clone()), Value::Decimal)
+        }
         Datum::Bool(b) => Value::Bool(*b),
         Datum::Text(t) => Value::String(t.clone()),
         Datum::Bytes(b) => Value::Bytes(b.clone()),
@@ -210,7 +213,9 @@ pub fn value_of(datum: &Datum, ty: &PgType) -> Value {
         Datum::Timestamp(micros) => match DateTime::from_timestamp_micros(*micros) {
             Some(t) => Value::Timestamp(Timestamp {
                 datetime: t.naive_utc(),
-                offset: (*ty != PgType::Timestamp).then(|| FixedOffset::east_opt(0)).flatten(),
+                offset: (*ty != PgType::Timestamp)
+                    .then(|| FixedOffset::east_opt(0))
+                    .flatten(),
             }),
             None => Value::Int(*micros),
         },
@@ -239,7 +244,9 @@ pub fn datum_of(value: &Value, ty: &PgType) -> std::result::Result<Datum, String
         (Value::Null, _) => Ok(Datum::Null),
         (Value::Bool(b), PgType::Boolean) => Ok(Datum::Bool(*b)),
         (Value::Bool(b), PgType::Jsonb) => Ok(Datum::Json(serde_json::Value::Bool(*b), None)),
-        (Value::Bool(b), _) => Datum::from_sqlite(ValueRef::Text(if *b { b"true" } else { b"false" }), ty),
+        (Value::Bool(b), _) => {
+            Datum::from_sqlite(ValueRef::Text(if *b { b"true" } else { b"false" }), ty)
+        }
         (Value::Int(i), _) => Datum::from_sqlite(ValueRef::Integer(*i), ty),
         (Value::Float(f), _) => Datum::from_sqlite(ValueRef::Real(*f), ty),
         (Value::String(s), PgType::Bytea) => {
@@ -249,26 +256,38 @@ pub fn datum_of(value: &Value, ty: &PgType) -> std::result::Result<Datum, String
                 .map(Datum::Bytes)
                 .map_err(|_| "bytes must be base64 text".to_owned())
         }
-        (Value::String(s), PgType::Jsonb) => Ok(Datum::Json(serde_json::Value::String(s.clone()), None)),
+        (Value::String(s), PgType::Jsonb) => {
+            Ok(Datum::Json(serde_json::Value::String(s.clone()), None))
+        }
         (Value::Array(_) | Value::Object(_), PgType::Jsonb) => {
             let text = text_json(value);
             let parsed: serde_json::Value =
                 serde_json::from_slice(&text).map_err(|e| format!("JSON does not parse: {e}"))?;
             Ok(Datum::Json(parsed, String::from_utf8(text).ok()))
         }
-        (Value::Array(_) | Value::Object(_), _) => Datum::from_sqlite(ValueRef::Text(&text_json(value)), ty),
+        (Value::Array(_) | Value::Object(_), _) => {
+            Datum::from_sqlite(ValueRef::Text(&text_json(value)), ty)
+        }
         (Value::Bytes(b), _) => Datum::from_sqlite(ValueRef::Blob(b), ty),
         (other, _) => Datum::from_sqlite(ValueRef::Text(other.to_text().as_bytes()), ty),
     }
 }
 
 /// The row of a bundled table as datums of `columns`' types: every column present, no other field.
-pub fn row_of(record: &Record, columns: &[(String, PgType)], table: &str) -> std::result::Result<Vec<Datum>, String> {
+pub fn row_of(
+    record: &Record,
+    columns: &[(String, PgType)],
+    table: &str,
+) -> std::result::Result<Vec<Datum>, String> {
     if record.len() != columns.len() {
         let extra = record.keys().find(|k| !columns.iter().any(|(c, _)| c == k));
         return Err(match extra {
             Some(field) => format!("field {field:?} is not a column of {table} in the bundle"),
-            None => format!("the row has {} of the {} columns of {table}", record.len(), columns.len()),
+            None => format!(
+                "the row has {} of the {} columns of {table}",
+                record.len(),
+                columns.len()
+            ),
         });
     }
     columns
@@ -297,7 +316,10 @@ impl Checksums {
             tables: tables
                 .iter()
                 .map(|(name, cols)| {
-                    let cols = cols.iter().map(|(c, t)| format!("{c}:{}", t.sql())).collect();
+                    let cols = cols
+                        .iter()
+                        .map(|(c, t)| format!("{c}:{}", t.sql()))
+                        .collect();
                     (name.clone(), cols, TableChecksum::default())
                 })
                 .collect(),
@@ -510,7 +532,9 @@ impl BundleWriter {
             }
             Out::Split(mut split) => {
                 let name = self.name.clone();
-                let meta_json = serde_json::to_value(meta).map_err(|e| Error::data(Stage::Encode, Position::file(&name), e.to_string()))?;
+                let meta_json = serde_json::to_value(meta).map_err(|e| {
+                    Error::data(Stage::Encode, Position::file(&name), e.to_string())
+                })?;
                 let fail = |what: String| Error::data(Stage::Encode, Position::file(&name), what);
                 let mut last = serde_json::to_value(&self.head).map_err(|e| fail(e.to_string()))?;
                 if let Some(map) = last.as_object_mut() {
@@ -518,7 +542,11 @@ impl BundleWriter {
                 }
                 let record = match serde_json::from_value::<Value>(last) {
                     Ok(Value::Object(record)) => record,
-                    _ => return Err(fail("the bundle's head is not an object (internal error)".into())),
+                    _ => {
+                        return Err(fail(
+                            "the bundle's head is not an object (internal error)".into(),
+                        ))
+                    }
                 };
                 split.write_record(&record)?;
                 split.finish()
@@ -529,7 +557,8 @@ impl BundleWriter {
 
 /// True for an extension of a bundle's extension chain (format, compression, encryption).
 fn is_envelope_extension(extension: &str) -> bool {
-    ["json", "ndjson", "jsonl", "gz", "br", "zst", "zstd", "enc"].contains(&extension.to_ascii_lowercase().as_str())
+    ["json", "ndjson", "jsonl", "gz", "br", "zst", "zstd", "enc"]
+        .contains(&extension.to_ascii_lowercase().as_str())
 }
 
 /// The split set's encoder: NDJSON parts, each through its own layers, and a manifest (with a MAC under
@@ -597,7 +626,10 @@ pub struct Source<'a> {
 
 /// Reads a bundle from its head to its metadata, handing each row to `each`; returns head and metadata
 /// (as the bundle states them: checking them is [`super::verify`]'s).
-pub fn read(source: &Source<'_>, each: &mut dyn FnMut(Event<'_>) -> Result<()>) -> Result<(BundleHead, BundleMeta)> {
+pub fn read(
+    source: &Source<'_>,
+    each: &mut dyn FnMut(Event<'_>) -> Result<()>,
+) -> Result<(BundleHead, BundleMeta)> {
     if is_manifest(source.path) {
         read_split(source, each)
     } else {
@@ -606,24 +638,40 @@ pub fn read(source: &Source<'_>, each: &mut dyn FnMut(Event<'_>) -> Result<()>) 
 }
 
 fn bad(path: &Path, message: impl Into<String>) -> Error {
-    Error::data(Stage::Decode, Position::file(path.display().to_string()), message.into())
+    Error::data(
+        Stage::Decode,
+        Position::file(path.display().to_string()),
+        message.into(),
+    )
 }
 
 fn check_head(path: &Path, head: &BundleHead) -> Result<()> {
     if head.format != FORMAT {
-        return Err(bad(path, format!("not a ferry tenant bundle (its format is {:?})", head.format)));
+        return Err(bad(
+            path,
+            format!(
+                "not a ferry tenant bundle (its format is {:?})",
+                head.format
+            ),
+        ));
     }
     let major = |v: &str| v.split('.').next().map(str::to_owned);
     if major(&head.version) != major(VERSION) {
-        return Err(bad(path, format!(
-            "bundle version {} is not one this ferry reads ({VERSION})",
-            head.version
-        )));
+        return Err(bad(
+            path,
+            format!(
+                "bundle version {} is not one this ferry reads ({VERSION})",
+                head.version
+            ),
+        ));
     }
     Ok(())
 }
 
-fn read_document(source: &Source<'_>, each: &mut dyn FnMut(Event<'_>) -> Result<()>) -> Result<(BundleHead, BundleMeta)> {
+fn read_document(
+    source: &Source<'_>,
+    each: &mut dyn FnMut(Event<'_>) -> Result<()>,
+) -> Result<(BundleHead, BundleMeta)> {
     let path = source.path;
     let name = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| Error::io(Stage::Source, Some(&name), e))?;
@@ -649,8 +697,10 @@ fn read_document(source: &Source<'_>, each: &mut dyn FnMut(Event<'_>) -> Result<
         head: None,
         meta: None,
     };
-    let mut de = serde_json::Deserializer::from_reader(BufReader::with_capacity(256 * 1024, reader));
-    let outcome = serde::Deserializer::deserialize_map(&mut de, &mut visitor).and_then(|()| de.end());
+    let mut de =
+        serde_json::Deserializer::from_reader(BufReader::with_capacity(256 * 1024, reader));
+    let outcome =
+        serde::Deserializer::deserialize_map(&mut de, &mut visitor).and_then(|()| de.end());
     let (head, meta) = (visitor.head.take(), visitor.meta.take());
     if let Some(e) = failed {
         return Err(e);
@@ -686,13 +736,16 @@ impl<'de> Visitor<'de> for &mut DocVisitor<'_, '_, '_> {
             match key.as_str() {
                 "data" => {
                     let fields = std::mem::take(&mut self.head_fields);
-                    let head: BundleHead = serde_json::from_value(serde_json::Value::Object(fields))
-                        .map_err(|e| {
-                            let found = bad(self.path, format!("the bundle's head is not valid: {e}"));
+                    let head: BundleHead =
+                        serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| {
+                            let found =
+                                bad(self.path, format!("the bundle's head is not valid: {e}"));
                             *self.failed = Some(found);
                             A::Error::custom("bad head")
                         })?;
-                    if let Err(e) = check_head(self.path, &head).and_then(|()| (self.each)(Event::Head(&head))) {
+                    if let Err(e) =
+                        check_head(self.path, &head).and_then(|()| (self.each)(Event::Head(&head)))
+                    {
                         *self.failed = Some(e);
                         return Err(A::Error::custom("stopped"));
                     }
@@ -745,7 +798,10 @@ impl<'de> Visitor<'de> for DataSeed<'_, '_> {
         use serde::de::Error as _;
         while let Some(table) = map.next_key::<String>()? {
             let Some(index) = self.head.tables.iter().position(|t| t.name == table) else {
-                *self.failed = Some(bad(self.path, format!("data holds table {table:?}, which the bundle's tables do not list")));
+                *self.failed = Some(bad(
+                    self.path,
+                    format!("data holds table {table:?}, which the bundle's tables do not list"),
+                ));
                 return Err(A::Error::custom("stopped"));
             };
             map.next_value_seed(RowsSeed {
@@ -796,7 +852,13 @@ impl<'de> Visitor<'de> for RowsSeed<'_, '_> {
 
 /// Reads one part of a split set through the same checks `ferry convert --in MANIFEST` makes (size,
 /// SHA-256, encryption as declared), handing each record to `each`; returns how many it held.
-fn read_part(set: &PartSet, index: usize, key: &InputKey, max: u64, each: &mut dyn FnMut(Record) -> Result<()>) -> Result<u64> {
+fn read_part(
+    set: &PartSet,
+    index: usize,
+    key: &InputKey,
+    max: u64,
+    each: &mut dyn FnMut(Record) -> Result<()>,
+) -> Result<u64> {
     set.check_part(index, false)?;
     let (raw, guard) = set.open_part(index)?;
     let name = set.part_path(index).display().to_string();
@@ -826,30 +888,50 @@ fn read_part(set: &PartSet, index: usize, key: &InputKey, max: u64, each: &mut d
     guard.finish()?;
     let expected = set.manifest().parts[index].records;
     if count != expected {
-        return Err(bad(set.part_path(index).as_path(), format!("the manifest lists {expected} records in this part, but it holds {count}")));
+        return Err(bad(
+            set.part_path(index).as_path(),
+            format!("the manifest lists {expected} records in this part, but it holds {count}"),
+        ));
     }
     Ok(count)
 }
 
-fn read_split(source: &Source<'_>, each: &mut dyn FnMut(Event<'_>) -> Result<()>) -> Result<(BundleHead, BundleMeta)> {
+fn read_split(
+    source: &Source<'_>,
+    each: &mut dyn FnMut(Event<'_>) -> Result<()>,
+) -> Result<(BundleHead, BundleMeta)> {
     let set = PartSet::open(source.path)?;
     if set.is_encrypted() {
         set.authenticate(source.key.material(&source.path.display().to_string())?)?;
     }
     let last = set.len() - 1;
     let mut tail = None;
-    read_part(&set, last, source.key, source.max_decompressed, &mut |record| {
-        tail = Some(record);
-        Ok(())
-    })?;
-    let mut tail = serde_json::to_value(Value::Object(tail.ok_or_else(|| bad(source.path, "the set's last part is empty"))?))
-        .map_err(|e| bad(source.path, e.to_string()))?;
+    read_part(
+        &set,
+        last,
+        source.key,
+        source.max_decompressed,
+        &mut |record| {
+            tail = Some(record);
+            Ok(())
+        },
+    )?;
+    let mut tail = serde_json::to_value(Value::Object(
+        tail.ok_or_else(|| bad(source.path, "the set's last part is empty"))?,
+    ))
+    .map_err(|e| bad(source.path, e.to_string()))?;
     let meta = tail
         .as_object_mut()
         .and_then(|m| m.remove("metadata"))
         .ok_or_else(|| bad(source.path, "the set's last part holds no metadata"))?;
-    let head: BundleHead = serde_json::from_value(tail).map_err(|e| bad(source.path, format!("the bundle's head is not valid: {e}")))?;
-    let meta: BundleMeta = serde_json::from_value(meta).map_err(|e| bad(source.path, format!("the bundle's metadata is not valid: {e}")))?;
+    let head: BundleHead = serde_json::from_value(tail)
+        .map_err(|e| bad(source.path, format!("the bundle's head is not valid: {e}")))?;
+    let meta: BundleMeta = serde_json::from_value(meta).map_err(|e| {
+        bad(
+            source.path,
+            format!("the bundle's metadata is not valid: {e}"),
+        )
+    })?;
     check_head(source.path, &head)?;
     each(Event::Head(&head))?;
     let mut next = 1;
@@ -858,10 +940,22 @@ fn read_split(source: &Source<'_>, each: &mut dyn FnMut(Event<'_>) -> Result<()>
             continue;
         };
         if first != next || end < first || end > last {
-            return Err(bad(source.path, format!("table {:?} claims parts {first} to {end}, out of order", table.name)));
+            return Err(bad(
+                source.path,
+                format!(
+                    "table {:?} claims parts {first} to {end}, out of order",
+                    table.name
+                ),
+            ));
         }
         for part in first..=end {
-            read_part(&set, part - 1, source.key, source.max_decompressed, &mut |record| each(Event::Row(index, record)))?;
+            read_part(
+                &set,
+                part - 1,
+                source.key,
+                source.max_decompressed,
+                &mut |record| each(Event::Row(index, record)),
+            )?;
         }
         next = end + 1;
     }

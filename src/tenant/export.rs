@@ -307,10 +307,9 @@ impl ExportJob {
 
     /// Checks the job before anything is opened: a configuration error (exit code 2) names what is wrong.
     pub fn build(&self, env: &Environment) -> Result<BuiltExport> {
-        let root = self
-            .tenant
-            .clone()
-            .ok_or_else(|| Error::config("ferry export needs --tenant TABLE:KEY (as in users:123)"))?;
+        let root = self.tenant.clone().ok_or_else(|| {
+            Error::config("ferry export needs --tenant TABLE:KEY (as in users:123)")
+        })?;
         if root.select == Select::All {
             return Err(Error::config(
                 "--tenant users:all exports every user: a bundle holds one; use ferry migrate --tenant users:all, \
@@ -356,7 +355,12 @@ impl ExportJob {
         })
     }
 
-    fn envelope(&self, path: &std::path::Path, env: &Environment, paths: &mut RunPaths) -> Result<EnvelopePlan> {
+    fn envelope(
+        &self,
+        path: &std::path::Path,
+        env: &Environment,
+        paths: &mut RunPaths,
+    ) -> Result<EnvelopePlan> {
         let (named, named_encrypted) = bundle::named_envelope(path);
         let compression = match &self.compress {
             Some(text) => Compression::parse(text)?,
@@ -383,7 +387,10 @@ impl ExportJob {
             max_bytes: self.split_size,
             max_records: self.split_records,
         };
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if split.splits() && !name.contains(".ndjson") {
             return Err(Error::config(format!(
                 "a split bundle is NDJSON: name it NAME.bundle.ndjson[.gz][.enc], not {name}"
@@ -398,13 +405,25 @@ impl ExportJob {
         if split.splits() {
             paths.write("the manifest of --to", &bundle::manifest_path(path));
             let first = bundle::manifest_path(path);
-            let dir = first.parent().unwrap_or(std::path::Path::new("")).to_owned();
+            let dir = first
+                .parent()
+                .unwrap_or(std::path::Path::new(""))
+                .to_owned();
             let stem = name.split('.').next().unwrap_or_default();
-            paths.write_family("--to (its parts)", &dir, &format!("{stem}."), false, &[".ndjson", ".gz", ".zst", ".br", ".enc"]);
+            paths.write_family(
+                "--to (its parts)",
+                &dir,
+                &format!("{stem}."),
+                false,
+                &[".ndjson", ".gz", ".zst", ".br", ".enc"],
+            );
         } else {
             paths.write("--to", path);
             if self.checksum {
-                paths.write("the checksum of --to", &PathBuf::from(format!("{}.sha256", path.display())));
+                paths.write(
+                    "the checksum of --to",
+                    &PathBuf::from(format!("{}.sha256", path.display())),
+                );
             }
         }
         match &key {
@@ -447,7 +466,11 @@ impl ExportReport {
         ExportReport {
             ferry_version: env!("CARGO_PKG_VERSION").to_owned(),
             tenant: job.tenant.as_ref().map(Root::to_string).unwrap_or_default(),
-            source: job.from.as_deref().map(without_password).unwrap_or_default(),
+            source: job
+                .from
+                .as_deref()
+                .map(without_password)
+                .unwrap_or_default(),
             ..ExportReport::default()
         }
     }
@@ -493,7 +516,11 @@ impl BuiltExport {
         ctx.emit(Event::Started {
             kind: RunKind::Export,
             input: label.clone(),
-            output: self.envelope.as_ref().map(EnvelopePlan::shown).unwrap_or_default(),
+            output: self
+                .envelope
+                .as_ref()
+                .map(EnvelopePlan::shown)
+                .unwrap_or_default(),
             total_bytes: None,
         });
         let mut conn = self.db.open(&self.job.connect, false)?;
@@ -532,7 +559,15 @@ impl BuiltExport {
                 .iter()
                 .map(|t| graph.find(t))
                 .collect::<Result<_>>()?;
-            let subset = subset::find(reader, &graph, root, vec![key.clone()], &include, &label, ctx)?;
+            let subset = subset::find(
+                reader,
+                &graph,
+                root,
+                vec![key.clone()],
+                &include,
+                &label,
+                ctx,
+            )?;
             let mut export = Exporter {
                 graph: &graph,
                 subset: &subset,
@@ -542,7 +577,11 @@ impl BuiltExport {
                 key: &key,
                 tenant: &self.root,
                 label: &label,
-                kind: if matches!(self.db, Db::Postgres(_)) { "postgres" } else { "sqlite" },
+                kind: if matches!(self.db, Db::Postgres(_)) {
+                    "postgres"
+                } else {
+                    "sqlite"
+                },
             };
             export.describe(report);
             let Some(envelope) = &self.envelope else {
@@ -571,7 +610,13 @@ pub(crate) fn read_transaction(
         }
         Conn::Postgres(c) => {
             c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                .map_err(|e| crate::db::postgres::pg_error(Stage::Source, "cannot start a read transaction", &e))?;
+                .map_err(|e| {
+                    crate::db::postgres::pg_error(
+                        Stage::Source,
+                        "cannot start a read transaction",
+                        &e,
+                    )
+                })?;
             let result = work(&mut Reader::Postgres(c, std::marker::PhantomData));
             let _ = c.batch_execute("ROLLBACK");
             result
@@ -580,7 +625,12 @@ pub(crate) fn read_transaction(
 }
 
 /// The identities of the root rows a tenant names.
-pub(crate) fn root_keys(reader: &mut Reader<'_, '_>, graph: &Graph, root: &Root, label: &str) -> Result<Vec<Key>> {
+pub(crate) fn root_keys(
+    reader: &mut Reader<'_, '_>,
+    graph: &Graph,
+    root: &Root,
+    label: &str,
+) -> Result<Vec<Key>> {
     let node = &graph.nodes[graph.find(&root.table)?];
     let filter = match &root.select {
         Select::All => Filter::All,
@@ -691,7 +741,10 @@ impl Exporter<'_> {
                     .iter()
                     .map(|(name, ty)| {
                         let plan = node.plan.columns.iter().find(|c| &c.name == name);
-                        let ty = exported.iter().find(|(n, _)| n == name).map_or(ty, |(_, t)| t);
+                        let ty = exported
+                            .iter()
+                            .find(|(n, _)| n == name)
+                            .map_or(ty, |(_, t)| t);
                         BundleColumn {
                             name: name.clone(),
                             ty: ty.sql(),
@@ -717,7 +770,12 @@ impl Exporter<'_> {
                     name: node.name().to_owned(),
                     columns,
                     primary_key: node.plan.primary_key.clone(),
-                    uniques: node.plan.uniques.iter().map(|(_, cols)| cols.clone()).collect(),
+                    uniques: node
+                        .plan
+                        .uniques
+                        .iter()
+                        .map(|(_, cols)| cols.clone())
+                        .collect(),
                     foreign_keys,
                     records: set.len() as u64,
                     references: (set.len() - set.owned()) as u64,
@@ -730,7 +788,9 @@ impl Exporter<'_> {
         for ((column, _), part) in root.identity_columns().iter().zip(self.key.parts()) {
             let value = match part {
                 KeyVal::Int(i) => serde_json::Value::from(i),
-                other => other.text().map_or(serde_json::Value::Null, serde_json::Value::String),
+                other => other
+                    .text()
+                    .map_or(serde_json::Value::Null, serde_json::Value::String),
             };
             root_key.insert(column.clone(), value);
         }
@@ -777,8 +837,16 @@ impl Exporter<'_> {
             ctx.cancel.check()?;
             let node = &self.graph.nodes[i];
             let (keys, leading) = self.subset.sets[i].ordered();
-            let names: Vec<FieldName> = exported[position].1.iter().map(|(n, _)| FieldName::from(n.as_str())).collect();
-            let types: Vec<crate::migrate::PgType> = exported[position].1.iter().map(|(_, t)| t.clone()).collect();
+            let names: Vec<FieldName> = exported[position]
+                .1
+                .iter()
+                .map(|(n, _)| FieldName::from(n.as_str()))
+                .collect();
+            let types: Vec<crate::migrate::PgType> = exported[position]
+                .1
+                .iter()
+                .map(|(_, t)| t.clone())
+                .collect();
             writer.begin_table(position)?;
             let sanitizer = &mut sanitizers[position];
             let mut in_table = 0u64;
@@ -831,7 +899,10 @@ impl Exporter<'_> {
                 line: format!("  {:<28} {:>10} rows", quote_ident(node.name()), in_table),
             });
         }
-        report.sanitized = sanitizers.iter().flat_map(TableSanitizer::treated).collect();
+        report.sanitized = sanitizers
+            .iter()
+            .flat_map(TableSanitizer::treated)
+            .collect();
         let meta = BundleMeta {
             total_records: written,
             tables: report

@@ -176,12 +176,18 @@ impl ImportReport {
             self.tables.iter().map(|t| t.updated).sum::<u64>(),
             c.skipped
         );
-        let created: Vec<&str> = self.tables.iter().filter(|t| t.created).map(|t| t.name.as_str()).collect();
+        let created: Vec<&str> = self
+            .tables
+            .iter()
+            .filter(|t| t.created)
+            .map(|t| t.name.as_str())
+            .collect();
         if !created.is_empty() {
             out.push_str(&format!("\ncreated tables: {}", created.join(", ")));
         }
         match self.valid {
-            Some(true) => out.push_str("\nvalidation: the tenant's rows read back equal (counts and checksums)"),
+            Some(true) => out
+                .push_str("\nvalidation: the tenant's rows read back equal (counts and checksums)"),
             Some(false) => out.push_str("\nvalidation FAILED: the rows read back differ"),
             None => {}
         }
@@ -223,19 +229,22 @@ impl ImportJob {
 
     /// Checks the job before anything is touched.
     pub fn build(&self, env: &Environment) -> Result<BuiltImport> {
-        let bundle = self
-            .bundle
-            .clone()
-            .ok_or_else(|| Error::config("ferry import needs a bundle (BUNDLE, or `bundle` in a job file)"))?;
+        let bundle = self.bundle.clone().ok_or_else(|| {
+            Error::config("ferry import needs a bundle (BUNDLE, or `bundle` in a job file)")
+        })?;
         let to = self
             .to
             .as_deref()
             .ok_or_else(|| Error::config("ferry import needs --to DATABASE"))?;
         let db = Db::parse(to, "--to", env)?;
         if !bundle.exists() {
-            return Err(Error::config(format!("the bundle {} does not exist", bundle.display())));
+            return Err(Error::config(format!(
+                "the bundle {} does not exist",
+                bundle.display()
+            )));
         }
-        if self.remap_keys && matches!(self.on_conflict, OnConflict::Overwrite | OnConflict::Merge) {
+        if self.remap_keys && matches!(self.on_conflict, OnConflict::Overwrite | OnConflict::Merge)
+        {
             return Err(Error::config(
                 "--remap-keys gives every imported row a new key, so none can overwrite or merge into a row \
                  already there: use --on-conflict error or skip with it",
@@ -287,7 +296,11 @@ impl ImportReport {
     fn begin(job: &ImportJob) -> ImportReport {
         ImportReport {
             ferry_version: env!("CARGO_PKG_VERSION").to_owned(),
-            bundle: job.bundle.as_ref().map(|b| b.display().to_string()).unwrap_or_default(),
+            bundle: job
+                .bundle
+                .as_ref()
+                .map(|b| b.display().to_string())
+                .unwrap_or_default(),
             target: job.to.as_deref().map(without_password).unwrap_or_default(),
             dry_run: job.dry_run,
             on_conflict: job.on_conflict.name().to_owned(),
@@ -364,8 +377,14 @@ impl BuiltImport {
             if !remap {
                 return;
             }
-            let columns = remap_columns.get_or_insert_with(|| head.tables.iter().map(generated_position).collect());
-            if let Some(Datum::Int(old)) = columns.get(index).copied().flatten().and_then(|at| row.get(at)) {
+            let columns = remap_columns
+                .get_or_insert_with(|| head.tables.iter().map(generated_position).collect());
+            if let Some(Datum::Int(old)) = columns
+                .get(index)
+                .copied()
+                .flatten()
+                .and_then(|at| row.get(at))
+            {
                 old_keys.entry(index).or_default().push(*old);
             }
         })?;
@@ -449,7 +468,10 @@ impl BuiltImport {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("target");
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("target");
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{name}.ferry-import-"))
             .suffix(".tmp")
@@ -484,26 +506,42 @@ impl BuiltImport {
         }
         let created = targets.iter().filter(|t| t.created).count();
         if created > 0 {
-            ctx.notice(format!("created {created} table(s) from the bundle's schema"));
+            ctx.notice(format!(
+                "created {created} table(s) from the bundle's schema"
+            ));
         }
         let remaps = allocate(conn, head, &targets, old_keys, label)?;
         for (i, map) in remaps.iter().enumerate() {
             report.tables[i].remapped = map.as_ref().map_or(0, |m| m.len() as u64);
         }
         let root_map = remaps.get(root_index(head)).and_then(Option::as_ref);
-        if let Some(new) = root_map.and_then(|m| head.user_id.parse::<i64>().ok().and_then(|old| m.get(&old))) {
+        if let Some(new) =
+            root_map.and_then(|m| head.user_id.parse::<i64>().ok().and_then(|old| m.get(&old)))
+        {
             report.target_user_id = new.to_string();
         }
-        let rewrites: Vec<Vec<(usize, usize)>> = head.tables.iter().map(|t| rewrites_of(t, head, &remaps)).collect();
+        let rewrites: Vec<Vec<(usize, usize)>> = head
+            .tables
+            .iter()
+            .map(|t| rewrites_of(t, head, &remaps))
+            .collect();
         ctx.step("load");
-        let mut expected: Vec<(TableChecksum, Vec<Key>)> = vec![(TableChecksum::default(), Vec::new()); head.tables.len()];
-        let bundle_columns: Vec<Vec<(String, PgType)>> = head.tables.iter().map(|t| t.exported()).collect::<Result<_>>()?;
+        let mut expected: Vec<(TableChecksum, Vec<Key>)> =
+            vec![(TableChecksum::default(), Vec::new()); head.tables.len()];
+        let bundle_columns: Vec<Vec<(String, PgType)>> = head
+            .tables
+            .iter()
+            .map(|t| t.exported())
+            .collect::<Result<_>>()?;
         let mut current: Option<(usize, Load<'_>, u64)> = None;
         let mut loaded = 0u64;
         let started = Instant::now();
         let mode = self.job.on_conflict;
         let validate = self.job.validate;
-        let finish_table = |done: Option<(usize, Load<'_>, u64)>, conn: &mut Conn, report: &mut ImportReport| -> Result<()> {
+        let finish_table = |done: Option<(usize, Load<'_>, u64)>,
+                            conn: &mut Conn,
+                            report: &mut ImportReport|
+         -> Result<()> {
             let Some((index, load, _)) = done else {
                 return Ok(());
             };
@@ -555,7 +593,8 @@ impl BuiltImport {
             remap_row(&mut row, &rewrites[index], &remaps).map_err(fail)?;
             let reference = *position < table.references;
             if validate && !reference {
-                let mut ours = row_of(&record, &bundle_columns[index], &table.name).map_err(fail)?;
+                let mut ours =
+                    row_of(&record, &bundle_columns[index], &table.name).map_err(fail)?;
                 remap_row(&mut ours, &rewrites[index], &remaps).map_err(fail)?;
                 expected[index].0.add(&ours);
                 if let Some(key) = row_key(&ours, &bundle_columns[index], &table.primary_key) {
@@ -580,16 +619,30 @@ impl BuiltImport {
         finish_table(current.take(), conn, report)?;
         ctx.step("keys");
         for statement in &after {
-            conn.exec(statement).map_err(|r| r.error(label, statement))?;
+            conn.exec(statement)
+                .map_err(|r| r.error(label, statement))?;
         }
         advance_sequences(conn, &targets, label)?;
         check_references(conn, &targets, label)?;
         if validate {
             ctx.step("validate");
-            let valid = validate_rows(conn, head, &targets, &bundle_columns, &expected, label, report)?;
+            let valid = validate_rows(
+                conn,
+                head,
+                &targets,
+                &bundle_columns,
+                &expected,
+                label,
+                report,
+            )?;
             report.valid = Some(valid);
             if !valid {
-                let bad: Vec<&str> = report.tables.iter().filter(|t| t.equal == Some(false)).map(|t| t.name.as_str()).collect();
+                let bad: Vec<&str> = report
+                    .tables
+                    .iter()
+                    .filter(|t| t.equal == Some(false))
+                    .map(|t| t.name.as_str())
+                    .collect();
                 return Err(Error::data(
                     Stage::Sink,
                     Position::file(label),
@@ -606,7 +659,10 @@ impl BuiltImport {
 
 /// The index of the root table among the bundle's tables.
 fn root_index(head: &BundleHead) -> usize {
-    head.tables.iter().position(|t| t.name == head.root_table).unwrap_or(0)
+    head.tables
+        .iter()
+        .position(|t| t.name == head.root_table)
+        .unwrap_or(0)
 }
 
 /// The position, among a table's exported columns, of its single generated integer key — unless the key
@@ -619,16 +675,32 @@ fn generated_position(table: &BundleTable) -> Option<usize> {
     if table.foreign_keys.iter().any(|fk| fk.columns.contains(key)) {
         return None;
     }
-    let column = table.columns.iter().find(|c| &c.name == key && c.generated && !c.omitted)?;
+    let column = table
+        .columns
+        .iter()
+        .find(|c| &c.name == key && c.generated && !c.omitted)?;
     if !PgType::parse(&column.ty).is_ok_and(|t| t.is_integer()) {
         return None;
     }
-    table.columns.iter().filter(|c| !c.omitted).position(|c| c.name == column.name)
+    table
+        .columns
+        .iter()
+        .filter(|c| !c.omitted)
+        .position(|c| c.name == column.name)
 }
 
 /// For each column of `table` that references a remapped key: (its position, the referenced table).
-fn rewrites_of(table: &BundleTable, head: &BundleHead, remaps: &[Option<HashMap<i64, i64>>]) -> Vec<(usize, usize)> {
-    let exported: Vec<&str> = table.columns.iter().filter(|c| !c.omitted).map(|c| c.name.as_str()).collect();
+fn rewrites_of(
+    table: &BundleTable,
+    head: &BundleHead,
+    remaps: &[Option<HashMap<i64, i64>>],
+) -> Vec<(usize, usize)> {
+    let exported: Vec<&str> = table
+        .columns
+        .iter()
+        .filter(|c| !c.omitted)
+        .map(|c| c.name.as_str())
+        .collect();
     let mut out = Vec::new();
     let own = head.tables.iter().position(|t| t.name == table.name);
     if let (Some(own), Some(at)) = (own, generated_position(table)) {
@@ -643,7 +715,8 @@ fn rewrites_of(table: &BundleTable, head: &BundleHead, remaps: &[Option<HashMap<
         if remaps.get(parent).is_none_or(Option::is_none) || fk.columns.len() != 1 {
             continue;
         }
-        let parent_key = generated_position(&head.tables[parent]).map(|_| &head.tables[parent].primary_key);
+        let parent_key =
+            generated_position(&head.tables[parent]).map(|_| &head.tables[parent].primary_key);
         if parent_key != Some(&fk.to) {
             continue;
         }
@@ -699,10 +772,19 @@ fn row_key(row: &[Datum], columns: &[(String, PgType)], key: &[String]) -> Optio
 /// Finds or makes every bundled table on the target: existing tables are matched column by column (each
 /// bundle column needs one of the same name); missing ones are created from the bundle's schema when
 /// allowed. Returns the tables and the statements to run after the data (foreign keys, sequences, types).
-fn prepare_targets(conn: &mut Conn, head: &BundleHead, create: bool, label: &str) -> Result<(Vec<Target>, Vec<String>)> {
+fn prepare_targets(
+    conn: &mut Conn,
+    head: &BundleHead,
+    create: bool,
+    label: &str,
+) -> Result<(Vec<Target>, Vec<String>)> {
     let names: Vec<String> = head.tables.iter().map(|t| t.name.clone()).collect();
     let existing = conn.existing_tables(&names)?;
-    let missing: Vec<&BundleTable> = head.tables.iter().filter(|t| !existing.contains(&t.name)).collect();
+    let missing: Vec<&BundleTable> = head
+        .tables
+        .iter()
+        .filter(|t| !existing.contains(&t.name))
+        .collect();
     if !missing.is_empty() && !create {
         return Err(Error::config(format!(
             "{label} has no table {}; import creates missing tables unless --no-create-tables is given",
@@ -729,7 +811,14 @@ fn prepare_targets(conn: &mut Conn, head: &BundleHead, create: bool, label: &str
     let mut targets = Vec::with_capacity(head.tables.len());
     for t in &head.tables {
         let table = plan.table(&t.name).ok_or_else(|| {
-            Error::data(Stage::Sink, Position::file(label), format!("table {} was not found after it was created (internal error)", quote_ident(&t.name)))
+            Error::data(
+                Stage::Sink,
+                Position::file(label),
+                format!(
+                    "table {} was not found after it was created (internal error)",
+                    quote_ident(&t.name)
+                ),
+            )
         })?;
         let mut columns = Vec::new();
         for (name, _) in t.exported()? {
@@ -737,7 +826,12 @@ fn prepare_targets(conn: &mut Conn, head: &BundleHead, create: bool, label: &str
                 .columns
                 .iter()
                 .find(|c| c.name == name)
-                .or_else(|| table.columns.iter().find(|c| c.name.eq_ignore_ascii_case(&name)))
+                .or_else(|| {
+                    table
+                        .columns
+                        .iter()
+                        .find(|c| c.name.eq_ignore_ascii_case(&name))
+                })
                 .ok_or_else(|| {
                     Error::config(format!(
                         "table {} on {label} has no column {} that the bundle has values for",
@@ -791,7 +885,8 @@ fn existing_plan(conn: &mut Conn, label: &str) -> Result<Plan> {
 fn plan_of(tables: &[&BundleTable], existing: &[String]) -> (Plan, Vec<String>) {
     let mut plan = Plan::default();
     let mut alters = Vec::new();
-    let known = |name: &str| tables.iter().any(|t| t.name == name) || existing.iter().any(|e| e == name);
+    let known =
+        |name: &str| tables.iter().any(|t| t.name == name) || existing.iter().any(|e| e == name);
     let short = |name: String| -> String {
         let mut end = name.len().min(crate::db::PG_NAME_BYTES);
         while !name.is_char_boundary(end) {
@@ -836,9 +931,16 @@ fn plan_of(tables: &[&BundleTable], existing: &[String]) -> (Plan, Vec<String>) 
             });
         }
         for cols in &t.uniques {
-            table.uniques.push((short(format!("{}_{}_key", t.name, cols.join("_"))), cols.clone()));
+            table.uniques.push((
+                short(format!("{}_{}_key", t.name, cols.join("_"))),
+                cols.clone(),
+            ));
         }
-        for fk in t.foreign_keys.iter().filter(|fk| fk.declared && known(&fk.references)) {
+        for fk in t
+            .foreign_keys
+            .iter()
+            .filter(|fk| fk.declared && known(&fk.references))
+        {
             table.foreign_keys.push(PlanForeignKey {
                 name: short(format!("{}_{}_fkey", t.name, fk.columns.join("_"))),
                 from: fk.columns.clone(),
@@ -879,16 +981,29 @@ fn allocate(
                 let sql = "SELECT nextval(pg_get_serial_sequence($1, $2)) FROM generate_series(1, $3::bigint)";
                 let rows = client
                     .query(sql, &[&quote_ident(&target.name), column, &n])
-                    .map_err(|e| crate::db::postgres::pg_error(Stage::Sink, &format!("{label}: new keys for {}", quote_ident(&target.name)), &e))?;
+                    .map_err(|e| {
+                        crate::db::postgres::pg_error(
+                            Stage::Sink,
+                            &format!("{label}: new keys for {}", quote_ident(&target.name)),
+                            &e,
+                        )
+                    })?;
                 rows.iter().map(|r| r.get::<_, i64>(0)).collect()
             }
             Conn::Sqlite(c) => {
-                let sql = format!("SELECT coalesce(max(rowid), 0) FROM {}", quote_ident(&target.name));
+                let sql = format!(
+                    "SELECT coalesce(max(rowid), 0) FROM {}",
+                    quote_ident(&target.name)
+                );
                 let max: i64 = c
                     .query_row(&sql, [], |r| r.get(0))
                     .map_err(|e| crate::db::sqlite::sql_error(Stage::Sink, label, &sql, e))?;
                 let seq: i64 = c
-                    .query_row("SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = ?1", [&target.name], |r| r.get(0))
+                    .query_row(
+                        "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = ?1",
+                        [&target.name],
+                        |r| r.get(0),
+                    )
                     .unwrap_or(0);
                 let start = max.max(seq);
                 (1..=n).map(|i| start + i).collect()
@@ -918,7 +1033,13 @@ fn advance_sequences(conn: &mut Conn, targets: &[Target], label: &str) -> Result
         );
         client
             .query(&sql, &[&quote_ident(&t.name), column])
-            .map_err(|e| crate::db::postgres::pg_error(Stage::Sink, &format!("{label}: the sequence of {}", quote_ident(&t.name)), &e))?;
+            .map_err(|e| {
+                crate::db::postgres::pg_error(
+                    Stage::Sink,
+                    &format!("{label}: the sequence of {}", quote_ident(&t.name)),
+                    &e,
+                )
+            })?;
     }
     Ok(())
 }
@@ -932,8 +1053,11 @@ fn check_references(conn: &mut Conn, targets: &[Target], label: &str) -> Result<
             .map_err(|r| r.error(label, "checking foreign keys")),
         Conn::Sqlite(c) => {
             for t in targets {
-                let fail = |e| crate::db::sqlite::sql_error(Stage::Sink, label, "foreign_key_check", e);
-                let mut statement = c.prepare("SELECT parent, rowid FROM pragma_foreign_key_check(?1)").map_err(fail)?;
+                let fail =
+                    |e| crate::db::sqlite::sql_error(Stage::Sink, label, "foreign_key_check", e);
+                let mut statement = c
+                    .prepare("SELECT parent, rowid FROM pragma_foreign_key_check(?1)")
+                    .map_err(fail)?;
                 let mut rows = statement.query([&t.name]).map_err(fail)?;
                 if let Some(row) = rows.next().map_err(fail)? {
                     let parent: String = row.get(0).map_err(fail)?;

@@ -71,14 +71,20 @@ impl<'a> Load<'a> {
     /// Adds one row; `reference` rows are skipped when their key is already there.
     pub fn push(&mut self, conn: &mut Conn, row: Vec<Datum>, reference: bool) -> Result<()> {
         if conn.is_postgres() {
-            if !self.held.is_empty() && (self.held_reference != reference || self.held.len() >= PG_BATCH) {
+            if !self.held.is_empty()
+                && (self.held_reference != reference || self.held.len() >= PG_BATCH)
+            {
                 self.flush(conn)?;
             }
             self.held_reference = reference;
             self.held.push(row);
             return Ok(());
         }
-        let mode = if reference { OnConflict::Skip } else { self.mode };
+        let mode = if reference {
+            OnConflict::Skip
+        } else {
+            self.mode
+        };
         self.sqlite_row(conn, &row, mode)
     }
 
@@ -137,8 +143,12 @@ impl<'a> Load<'a> {
     }
 
     fn exec(&self, conn: &mut Conn, sql: &str) -> Result<()> {
-        conn.exec(sql)
-            .map_err(|r| r.error(self.label, &format!("table {}", quote_ident(&self.target.name))))
+        conn.exec(sql).map_err(|r| {
+            r.error(
+                self.label,
+                &format!("table {}", quote_ident(&self.target.name)),
+            )
+        })
     }
 
     /// PostgreSQL: sends the held rows, straight into the table when nothing can conflict and every type
@@ -148,8 +158,16 @@ impl<'a> Load<'a> {
             return Ok(());
         }
         let rows = std::mem::take(&mut self.held);
-        let mode = if self.held_reference { OnConflict::Skip } else { self.mode };
-        let text_only = self.target.columns.iter().any(|(_, t)| matches!(t, PgType::Other(_)));
+        let mode = if self.held_reference {
+            OnConflict::Skip
+        } else {
+            self.mode
+        };
+        let text_only = self
+            .target
+            .columns
+            .iter()
+            .any(|(_, t)| matches!(t, PgType::Other(_)));
         // A table this import made holds nothing that could conflict: straight in.
         if mode == OnConflict::Error && !text_only && self.target.created {
             let table = CopyTable {
@@ -159,7 +177,9 @@ impl<'a> Load<'a> {
                 pages: None,
                 hashed: false,
             };
-            let n = self.copy(conn, &table, &rows).map_err(|e| self.refused(e))?;
+            let n = self
+                .copy(conn, &table, &rows)
+                .map_err(|e| self.refused(e))?;
             self.tally.inserted += n;
             return Ok(());
         }
@@ -186,7 +206,16 @@ impl<'a> Load<'a> {
                 .target
                 .columns
                 .iter()
-                .map(|(n, t)| (n.clone(), if let PgType::Other(_) = t { PgType::Text } else { t.clone() }))
+                .map(|(n, t)| {
+                    (
+                        n.clone(),
+                        if let PgType::Other(_) = t {
+                            PgType::Text
+                        } else {
+                            t.clone()
+                        },
+                    )
+                })
                 .collect(),
             key: Vec::new(),
             pages: None,
@@ -214,8 +243,17 @@ impl<'a> Load<'a> {
                         _ => format!("s.{}", quote_ident(c)),
                     })
                     .collect();
-                let there: Vec<String> = self.target.columns.iter().map(|(c, _)| format!("t.{}", quote_ident(c))).collect();
-                matches.push(format!("ROW({}) IS NOT DISTINCT FROM ROW({})", staged.join(", "), there.join(", ")));
+                let there: Vec<String> = self
+                    .target
+                    .columns
+                    .iter()
+                    .map(|(c, _)| format!("t.{}", quote_ident(c)))
+                    .collect();
+                matches.push(format!(
+                    "ROW({}) IS NOT DISTINCT FROM ROW({})",
+                    staged.join(", "),
+                    there.join(", ")
+                ));
             }
             let sql = format!(
                 "DELETE FROM pg_temp.{STAGING} s USING {} t WHERE {}",
@@ -224,7 +262,11 @@ impl<'a> Load<'a> {
             );
             if let Conn::Postgres(client) = &mut *conn {
                 unchanged = client.execute(&sql, &[]).map_err(|e| {
-                    crate::db::postgres::pg_error(Stage::Sink, &format!("{}: {sql}", self.label), &e)
+                    crate::db::postgres::pg_error(
+                        Stage::Sink,
+                        &format!("{}: {sql}", self.label),
+                        &e,
+                    )
                 })?;
             }
         }
@@ -239,13 +281,20 @@ impl<'a> Load<'a> {
             return Ok(());
         };
         let what = format!("table {}", quote_ident(&self.target.name));
-        let fail = |e: postgres::Error| crate::db::postgres::pg_error(Stage::Sink, &format!("{}: {what}", self.label), &e);
+        let fail = |e: postgres::Error| {
+            crate::db::postgres::pg_error(Stage::Sink, &format!("{}: {what}", self.label), &e)
+        };
         let (inserted, updated) = match mode {
             OnConflict::Overwrite | OnConflict::Merge => {
                 let row = client.query_one(&sql, &[]).map_err(fail)?;
                 (row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64)
             }
-            _ => (client.execute(&sql, &[]).map_err(|e| self.refused(fail(e)))?, 0),
+            _ => (
+                client
+                    .execute(&sql, &[])
+                    .map_err(|e| self.refused(fail(e)))?,
+                0,
+            ),
         };
         self.tally.inserted += inserted;
         self.tally.updated += updated;
@@ -274,7 +323,11 @@ impl<'a> Load<'a> {
     }
 
     /// SQLite: true when a row with `values`' key is there.
-    fn sqlite_exists(&self, conn: &rusqlite::Connection, values: &[rusqlite::types::Value]) -> Result<bool> {
+    fn sqlite_exists(
+        &self,
+        conn: &rusqlite::Connection,
+        values: &[rusqlite::types::Value],
+    ) -> Result<bool> {
         let mut matches = Vec::new();
         let mut params = Vec::new();
         for k in &self.target.key {
@@ -289,13 +342,19 @@ impl<'a> Load<'a> {
             matches.join(" AND ")
         );
         conn.prepare_cached(&sql)
-            .and_then(|mut s| s.query_row(rusqlite::params_from_iter(params), |r| r.get::<_, i64>(0)))
+            .and_then(|mut s| {
+                s.query_row(rusqlite::params_from_iter(params), |r| r.get::<_, i64>(0))
+            })
             .map(|n| n > 0)
             .map_err(|e| crate::db::sqlite::sql_error(Stage::Sink, self.label, &sql, e))
     }
 
     /// SQLite: true when the row is there exactly as the bundle has it (then it is no conflict).
-    fn sqlite_identical(&self, conn: &rusqlite::Connection, values: &[rusqlite::types::Value]) -> Result<bool> {
+    fn sqlite_identical(
+        &self,
+        conn: &rusqlite::Connection,
+        values: &[rusqlite::types::Value],
+    ) -> Result<bool> {
         let matches: Vec<String> = self
             .target
             .columns
@@ -309,7 +368,9 @@ impl<'a> Load<'a> {
             matches.join(" AND ")
         );
         conn.prepare_cached(&sql)
-            .and_then(|mut s| s.query_row(rusqlite::params_from_iter(values), |r| r.get::<_, i64>(0)))
+            .and_then(|mut s| {
+                s.query_row(rusqlite::params_from_iter(values), |r| r.get::<_, i64>(0))
+            })
             .map(|n| n > 0)
             .map_err(|e| crate::db::sqlite::sql_error(Stage::Sink, self.label, &sql, e))
     }
@@ -320,7 +381,8 @@ impl<'a> Load<'a> {
             return Ok(());
         };
         let columns = self.columns();
-        let (insert, update) = sqlite_statements(&self.target.name, &columns, &self.target.key, mode);
+        let (insert, update) =
+            sqlite_statements(&self.target.name, &columns, &self.target.key, mode);
         let values: Vec<rusqlite::types::Value> = row.iter().map(Datum::to_sqlite).collect();
         if mode == OnConflict::Skip && self.has_key() && self.sqlite_exists(conn, &values)? {
             self.tally.skipped += 1;

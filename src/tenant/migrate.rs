@@ -100,36 +100,61 @@ impl TenantOutcome {
 fn tenants(job: &MigrateJob, options: &TenantMigrateJob, env: &Environment) -> Result<Vec<Root>> {
     let mut roots = Vec::new();
     if let Some(file) = &options.tenants_from {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| Error::config(format!("cannot read --tenants-from {}: {e}", file.display())))?;
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            Error::config(format!(
+                "cannot read --tenants-from {}: {e}",
+                file.display()
+            ))
+        })?;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
             let root: Root = line.parse().map_err(|e: Error| {
-                Error::config(format!("{}, line {}: {}", file.display(), n + 1, e.message()))
+                Error::config(format!(
+                    "{}, line {}: {}",
+                    file.display(),
+                    n + 1,
+                    e.message()
+                ))
             })?;
             if root.select == Select::All {
-                return Err(Error::config(format!("{}, line {}: one tenant per line, not TABLE:all", file.display(), n + 1)));
+                return Err(Error::config(format!(
+                    "{}, line {}: one tenant per line, not TABLE:all",
+                    file.display(),
+                    n + 1
+                )));
             }
             roots.push(root);
         }
     }
     match &options.tenant {
-        Some(root) if root.select == Select::All => roots.extend(every_row(job, options, root, env)?),
+        Some(root) if root.select == Select::All => {
+            roots.extend(every_row(job, options, root, env)?)
+        }
         Some(root) => roots.push(root.clone()),
         None => {}
     }
     if roots.is_empty() && options.tenants_from.is_none() {
-        return Err(Error::config("a tenant migration needs --tenant TABLE:KEY (or TABLE:all) or --tenants-from FILE"));
+        return Err(Error::config(
+            "a tenant migration needs --tenant TABLE:KEY (or TABLE:all) or --tenants-from FILE",
+        ));
     }
     Ok(roots)
 }
 
 /// `users:all`: every row of the root table, by its primary key.
-fn every_row(job: &MigrateJob, options: &TenantMigrateJob, root: &Root, env: &Environment) -> Result<Vec<Root>> {
-    let from = job.from.as_deref().ok_or_else(|| Error::config("ferry migrate needs --from"))?;
+fn every_row(
+    job: &MigrateJob,
+    options: &TenantMigrateJob,
+    root: &Root,
+    env: &Environment,
+) -> Result<Vec<Root>> {
+    let from = job
+        .from
+        .as_deref()
+        .ok_or_else(|| Error::config("ferry migrate needs --from"))?;
     let db = Db::parse(from, "--from", env)?;
     let label = db.label();
     let spec = match &options.spec {
@@ -166,7 +191,13 @@ fn bundle_name(root: &Root, job: &MigrateJob) -> String {
     let stem: String = root
         .to_string()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let enc = if job.backup_key.is_some() { ".enc" } else { "" };
     format!("{stem}.bundle.json.zst{enc}")
@@ -174,11 +205,19 @@ fn bundle_name(root: &Root, job: &MigrateJob) -> String {
 
 /// Runs a tenant migration (the `tenant` part of a migrate job); the report comes back either way, with a
 /// line per tenant. It fails when any tenant failed (the others are committed, each whole).
-pub fn migrate_tenants(job: &MigrateJob, env: &Environment, ctx: &RunContext) -> RunResult<MigrateReport> {
+pub fn migrate_tenants(
+    job: &MigrateJob,
+    env: &Environment,
+    ctx: &RunContext,
+) -> RunResult<MigrateReport> {
     let started = Instant::now();
     let mut report = MigrateReport {
         ferry_version: env!("CARGO_PKG_VERSION").to_owned(),
-        source: job.from.as_deref().map(without_password).unwrap_or_default(),
+        source: job
+            .from
+            .as_deref()
+            .map(without_password)
+            .unwrap_or_default(),
         target: job.to.as_deref().map(without_password).unwrap_or_default(),
         dry_run: job.dry_run,
         on_error: job.on_error.name().into(),
@@ -229,8 +268,12 @@ pub fn summary(report: &MigrateReport) -> String {
         c.skipped
     );
     match report.valid {
-        Some(true) => out.push_str("\nvalidation: each tenant's rows read back equal before its commit"),
-        Some(false) => out.push_str("\nvalidation FAILED for some tenant (nothing of it was committed)"),
+        Some(true) => {
+            out.push_str("\nvalidation: each tenant's rows read back equal before its commit")
+        }
+        Some(false) => {
+            out.push_str("\nvalidation FAILED for some tenant (nothing of it was committed)")
+        }
         None => {}
     }
     out
@@ -240,15 +283,23 @@ fn check(job: &MigrateJob) -> Result<()> {
     let defaults = MigrateJob::default();
     let refused = [
         (!job.tables.is_empty(), "--tables (use the spec's exclude)"),
-        (!job.exclude.is_empty(), "--exclude (use the spec's exclude)"),
+        (
+            !job.exclude.is_empty(),
+            "--exclude (use the spec's exclude)",
+        ),
         (job.schema_only, "--schema-only"),
         (job.data_only, "--data-only"),
         (job.resume, "--resume"),
-        (job.cast_rules.is_some(), "--cast-rules (use the spec's casts)"),
+        (
+            job.cast_rules.is_some(),
+            "--cast-rules (use the spec's casts)",
+        ),
         (job.on_error != defaults.on_error, "--on-error"),
     ];
     if let Some((_, flag)) = refused.iter().find(|(set, _)| *set) {
-        return Err(Error::config(format!("{flag} does not apply to a tenant migration")));
+        return Err(Error::config(format!(
+            "{flag} does not apply to a tenant migration"
+        )));
     }
     if job.from.is_none() || job.to.is_none() {
         return Err(Error::config("a tenant migration needs --from and --to"));
@@ -256,11 +307,19 @@ fn check(job: &MigrateJob) -> Result<()> {
     Ok(())
 }
 
-fn run(job: &MigrateJob, env: &Environment, ctx: &RunContext, report: &mut MigrateReport) -> Result<()> {
+fn run(
+    job: &MigrateJob,
+    env: &Environment,
+    ctx: &RunContext,
+    report: &mut MigrateReport,
+) -> Result<()> {
     check(job)?;
     let options = job.tenant.clone().unwrap_or_default();
     let roots = tenants(job, &options, env)?;
-    let (from, to) = (job.from.clone().unwrap_or_default(), job.to.clone().unwrap_or_default());
+    let (from, to) = (
+        job.from.clone().unwrap_or_default(),
+        job.to.clone().unwrap_or_default(),
+    );
     ctx.emit(Event::Started {
         kind: RunKind::Migrate,
         input: without_password(&from),
@@ -270,7 +329,8 @@ fn run(job: &MigrateJob, env: &Environment, ctx: &RunContext, report: &mut Migra
     let temp;
     let dir: &Path = match &job.backup {
         Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(Stage::Sink, Some(&dir.display().to_string()), e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(Stage::Sink, Some(&dir.display().to_string()), e))?;
             dir
         }
         None => {
@@ -354,7 +414,10 @@ fn run(job: &MigrateJob, env: &Environment, ctx: &RunContext, report: &mut Migra
     ctx.cancel.check()?;
     let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
     if failed > 0 {
-        let first = outcomes.iter().find_map(|o| o.error.clone()).unwrap_or_default();
+        let first = outcomes
+            .iter()
+            .find_map(|o| o.error.clone())
+            .unwrap_or_default();
         return Err(Error::data(
             Stage::Sink,
             Position::default(),
@@ -406,7 +469,11 @@ fn migrate_one(
     let exported = match super::export(export, env, &quiet) {
         Ok(r) => r,
         Err(failed) => {
-            outcome.status = if failed.error.is_cancelled() { Status::Cancelled } else { Status::Failed };
+            outcome.status = if failed.error.is_cancelled() {
+                Status::Cancelled
+            } else {
+                Status::Failed
+            };
             outcome.error = Some(failed.error.to_string());
             outcome.seconds = started.elapsed().as_secs_f64();
             return outcome;
@@ -433,7 +500,11 @@ fn migrate_one(
             outcome.valid = imported.valid;
         }
         Err(failed) => {
-            outcome.status = if failed.error.is_cancelled() { Status::Cancelled } else { Status::Failed };
+            outcome.status = if failed.error.is_cancelled() {
+                Status::Cancelled
+            } else {
+                Status::Failed
+            };
             outcome.counts.read = failed.report.counts.read;
             outcome.error = Some(failed.error.to_string());
         }

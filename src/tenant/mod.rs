@@ -35,10 +35,10 @@ pub use import::{import, BuiltImport, ImportJob, ImportReport, ImportTable};
 pub use migrate::{migrate_tenants, summary, TenantMigrateJob, TenantOutcome};
 pub use spec::{Action, Root, Select, Spec};
 
-use bundle::{row_of, BundleHead, BundleMeta, Checksums, Event, Source};
 use crate::env::Environment;
 use crate::envelope::KeySource;
 use crate::error::{Error, Position, Result, Stage};
+use bundle::{row_of, BundleHead, BundleMeta, Checksums, Event, Source};
 
 /// The key a job uses: the one it names, else `FERRY_KEY`, else `EXPORT_ENCRYPTION_KEY` when the run's
 /// environment has it (the reference document's variable).
@@ -47,7 +47,10 @@ pub(crate) fn key_source(named: Option<&KeySource>, env: &Environment) -> Option
 }
 
 /// Database URLs in job files: written without their password.
-pub(crate) fn url_without_password<S: serde::Serializer>(url: &Option<String>, s: S) -> std::result::Result<S::Ok, S::Error> {
+pub(crate) fn url_without_password<S: serde::Serializer>(
+    url: &Option<String>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
     match url {
         Some(url) => s.serialize_some(&crate::migrate::state::without_password(url)),
         None => s.serialize_none(),
@@ -119,10 +122,12 @@ pub fn verify(
     };
     for (index, table) in head.tables.iter().enumerate() {
         let (count, sum) = sums.table(index);
-        let stated = meta
-            .tables
-            .get(&table.name)
-            .ok_or_else(|| altered(format!("the metadata has no entry for table {:?}", table.name)))?;
+        let stated = meta.tables.get(&table.name).ok_or_else(|| {
+            altered(format!(
+                "the metadata has no entry for table {:?}",
+                table.name
+            ))
+        })?;
         if count != table.records || count != stated.records {
             return Err(altered(format!(
                 "table {:?} holds {count} rows, its entries say {} and {}",
@@ -130,10 +135,16 @@ pub fn verify(
             )));
         }
         if stated.references != table.references || table.references > count {
-            return Err(altered(format!("table {:?}: its reference counts disagree", table.name)));
+            return Err(altered(format!(
+                "table {:?}: its reference counts disagree",
+                table.name
+            )));
         }
         if sum != stated.checksum {
-            return Err(altered(format!("checksum mismatch in table {:?}", table.name)));
+            return Err(altered(format!(
+                "checksum mismatch in table {:?}",
+                table.name
+            )));
         }
     }
     if meta.tables.len() != head.tables.len() || meta.total_records != rows {

@@ -131,7 +131,11 @@ impl Statement {
             let mut casts = Vec::with_capacity(width);
             for (array, ty) in arrays.into_iter().zip(types) {
                 self.pg.push(PgParam::Array(array));
-                casts.push(format!("${}::text[]::{}[]", self.pg.len(), Statement::cast(ty)));
+                casts.push(format!(
+                    "${}::text[]::{}[]",
+                    self.pg.len(),
+                    Statement::cast(ty)
+                ));
             }
             return match (columns, casts.as_slice()) {
                 ([column], [cast]) => format!("{column} = ANY({cast})"),
@@ -143,7 +147,8 @@ impl Statement {
             };
         }
         for key in keys {
-            self.sqlite.extend(key.parts().iter().map(KeyVal::to_sqlite));
+            self.sqlite
+                .extend(key.parts().iter().map(KeyVal::to_sqlite));
         }
         let marks = |n: usize| vec!["?"; n].join(", ");
         if width == 1 {
@@ -169,7 +174,9 @@ impl<'a> FromSql<'a> for Raw<'a> {
         Ok(Raw(Some(raw)))
     }
 
-    fn from_sql_null(_: &Type) -> std::result::Result<Raw<'a>, Box<dyn std::error::Error + Sync + Send>> {
+    fn from_sql_null(
+        _: &Type,
+    ) -> std::result::Result<Raw<'a>, Box<dyn std::error::Error + Sync + Send>> {
         Ok(Raw(None))
     }
 
@@ -191,7 +198,11 @@ impl Reader<'_, '_> {
         label: &str,
         each: &mut dyn FnMut(Key) -> Result<()>,
     ) -> Result<()> {
-        let chunk = if self.postgres() { PG_CHUNK } else { SQLITE_CHUNK };
+        let chunk = if self.postgres() {
+            PG_CHUNK
+        } else {
+            SQLITE_CHUNK
+        };
         match filter {
             Filter::Down { .. } | Filter::Up { .. } => {
                 for keys in filter.keys().chunks(chunk) {
@@ -233,14 +244,15 @@ impl Reader<'_, '_> {
                     st.pg.push(PgParam::Text(Some(value.to_owned())));
                     format!("{column} = $1::text::{}", Statement::cast(&ty))
                 } else {
-                    let datum = Datum::from_sqlite(ValueRef::Text(value.as_bytes()), &ty)
-                        .map_err(|why| {
+                    let datum = Datum::from_sqlite(ValueRef::Text(value.as_bytes()), &ty).map_err(
+                        |why| {
                             Error::config(format!(
                                 "{}.{}: {value:?} does not fit the column ({why})",
                                 table.name(),
                                 column
                             ))
-                        })?;
+                        },
+                    )?;
                     st.sqlite.push(datum.to_sqlite());
                     format!("{column} = ?")
                 }
@@ -318,10 +330,13 @@ impl Reader<'_, '_> {
             Reader::Postgres(client, _) => pg_stream(client, &sql, &st.pg, label, &mut |row| {
                 let mut parts = Vec::with_capacity(width);
                 for (i, integer) in integer.iter().enumerate() {
-                    let text: Option<String> = row.try_get(i).map_err(|e| pg_fail(label, &sql, &e))?;
+                    let text: Option<String> =
+                        row.try_get(i).map_err(|e| pg_fail(label, &sql, &e))?;
                     parts.push(match text {
                         None => KeyVal::Null,
-                        Some(t) if *integer => t.parse().map(KeyVal::Int).unwrap_or(KeyVal::Text(t)),
+                        Some(t) if *integer => {
+                            t.parse().map(KeyVal::Int).unwrap_or(KeyVal::Text(t))
+                        }
                         Some(t) => KeyVal::Text(t),
                     });
                 }
@@ -356,7 +371,11 @@ impl Reader<'_, '_> {
                 let names: Vec<String> = columns.iter().map(|(c, _)| quote_ident(c)).collect();
                 names.join(", ")
             };
-            let list = if list.is_empty() { "NULL".to_owned() } else { list };
+            let list = if list.is_empty() {
+                "NULL".to_owned()
+            } else {
+                list
+            };
             let sql = format!(
                 "SELECT {list} FROM {} a WHERE {condition} ORDER BY {}",
                 quote_ident(table.name()),
@@ -373,24 +392,34 @@ impl Reader<'_, '_> {
                         let mut values = Vec::with_capacity(columns.len());
                         for (i, (name, ty)) in columns.iter().enumerate() {
                             let value = row.get_ref(i).map_err(fail)?;
-                            let datum = Datum::from_sqlite(value, ty)
-                                .map_err(|why| misfit(label, table, name, &describe(value), &why))?;
+                            let datum = Datum::from_sqlite(value, ty).map_err(|why| {
+                                misfit(label, table, name, &describe(value), &why)
+                            })?;
                             values.push(datum);
                         }
                         each(values)?;
                     }
                 }
-                Reader::Postgres(client, _) => pg_stream(client, &sql, &st.pg, label, &mut |row| {
-                    let mut values = Vec::with_capacity(columns.len());
-                    for (i, (name, ty)) in columns.iter().enumerate() {
-                        let raw: Raw<'_> = row.try_get(i).map_err(|e| pg_fail(label, &sql, &e))?;
-                        let datum = Datum::from_pg(raw.0, ty).map_err(|why| {
-                            misfit(label, table, name, &format!("{} bytes", raw.0.map_or(0, <[u8]>::len)), &why)
-                        })?;
-                        values.push(datum);
-                    }
-                    each(values)
-                })?,
+                Reader::Postgres(client, _) => {
+                    pg_stream(client, &sql, &st.pg, label, &mut |row| {
+                        let mut values = Vec::with_capacity(columns.len());
+                        for (i, (name, ty)) in columns.iter().enumerate() {
+                            let raw: Raw<'_> =
+                                row.try_get(i).map_err(|e| pg_fail(label, &sql, &e))?;
+                            let datum = Datum::from_pg(raw.0, ty).map_err(|why| {
+                                misfit(
+                                    label,
+                                    table,
+                                    name,
+                                    &format!("{} bytes", raw.0.map_or(0, <[u8]>::len)),
+                                    &why,
+                                )
+                            })?;
+                            values.push(datum);
+                        }
+                        each(values)
+                    })?
+                }
             }
         }
         Ok(())

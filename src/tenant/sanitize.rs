@@ -68,7 +68,11 @@ pub fn by_name(name: &str) -> Option<(Action, &'static str)> {
     let words = words(name);
     let joined: String = words.concat();
     let has = |w: &str| words.iter().any(|x| x == w);
-    if joined.contains("password") || joined.contains("passwd") || has("pwd") || joined.contains("passphrase") {
+    if joined.contains("password")
+        || joined.contains("passwd")
+        || has("pwd")
+        || joined.contains("passphrase")
+    {
         return Some((Action::Omit, "its name says it holds a password"));
     }
     let secret = has("token")
@@ -82,7 +86,10 @@ pub fn by_name(name: &str) -> Option<(Action, &'static str)> {
         || joined.contains("secretkey")
         || joined.contains("authkey")
         || (has("recovery") && (has("code") || has("codes")));
-    secret.then_some((Action::Redact, "its name says it holds a token, secret or key"))
+    secret.then_some((
+        Action::Redact,
+        "its name says it holds a token, secret or key",
+    ))
 }
 
 /// True when a text value looks like a secret whatever its column is called.
@@ -135,14 +142,21 @@ pub struct TableSanitizer {
 impl TableSanitizer {
     /// The rules for `columns` (name and type, in read order) of `table`; `sanitize: false` keeps
     /// everything (`--no-sanitize`, allowed only into an encrypted bundle).
-    pub fn new(table: &str, columns: &[(String, PgType)], spec: &Spec, sanitize: bool) -> TableSanitizer {
+    pub fn new(
+        table: &str,
+        columns: &[(String, PgType)],
+        spec: &Spec,
+        sanitize: bool,
+    ) -> TableSanitizer {
         let rules = columns
             .iter()
             .map(|(name, ty)| {
                 let (action, reason) = match (sanitize, spec.rule(table, name), by_name(name)) {
                     (false, _, _) => (Some(Action::Keep), "--no-sanitize".to_owned()),
                     (true, Some(action), _) => (Some(action), "the spec says so".to_owned()),
-                    (true, None, Some((Action::Redact, _))) if !text_like(ty) => (None, String::new()),
+                    (true, None, Some((Action::Redact, _))) if !text_like(ty) => {
+                        (None, String::new())
+                    }
                     (true, None, Some((action, why))) => (Some(action), why.to_owned()),
                     (true, None, None) => (None, String::new()),
                 };
@@ -227,7 +241,9 @@ impl TableSanitizer {
         match ty {
             PgType::Jsonb => Datum::Json(serde_json::Value::String(self.marker.clone()), None),
             PgType::Varchar(n) if (*n as usize) < self.marker.chars().count() => Datum::Null,
-            PgType::Text | PgType::Varchar(_) | PgType::Other(_) => Datum::Text(self.marker.clone()),
+            PgType::Text | PgType::Varchar(_) | PgType::Other(_) => {
+                Datum::Text(self.marker.clone())
+            }
             _ => Datum::Null,
         }
     }
@@ -275,14 +291,40 @@ mod tests {
 
     #[test]
     fn names_say_what_a_column_holds() {
-        for name in ["password", "password_hash", "passwordHash", "hashed_password", "user_pwd", "PASSWD"] {
+        for name in [
+            "password",
+            "password_hash",
+            "passwordHash",
+            "hashed_password",
+            "user_pwd",
+            "PASSWD",
+        ] {
             assert_eq!(by_name(name).map(|r| r.0), Some(Action::Omit), "{name}");
         }
-        for name in ["access_token", "accessToken", "refresh_token", "api_key", "apiKey", "client_secret",
-            "totp_secret", "private_key", "aws_secret_access_key", "credentials", "recovery_codes"] {
+        for name in [
+            "access_token",
+            "accessToken",
+            "refresh_token",
+            "api_key",
+            "apiKey",
+            "client_secret",
+            "totp_secret",
+            "private_key",
+            "aws_secret_access_key",
+            "credentials",
+            "recovery_codes",
+        ] {
             assert_eq!(by_name(name).map(|r| r.0), Some(Action::Redact), "{name}");
         }
-        for name in ["email", "tokenizer", "keynote", "secretary", "username", "posted_at", "monkey"] {
+        for name in [
+            "email",
+            "tokenizer",
+            "keynote",
+            "secretary",
+            "username",
+            "posted_at",
+            "monkey",
+        ] {
             assert_eq!(by_name(name), None, "{name}");
         }
     }
@@ -302,7 +344,12 @@ mod tests {
         ] {
             assert!(looks_secret(v), "{v}");
         }
-        for v in ["hello world, this is a post", "2024-01-01T00:00:00Z", "john@example.com", "$2 off today only!!"] {
+        for v in [
+            "hello world, this is a post",
+            "2024-01-01T00:00:00Z",
+            "john@example.com",
+            "$2 off today only!!",
+        ] {
             assert!(!looks_secret(v), "{v}");
         }
     }
@@ -338,7 +385,11 @@ mod tests {
         assert_eq!(out[5], Datum::Text("kept-on-purpose".into()));
         assert_eq!(s.omitted(), ["password_hash"]);
         assert_eq!(s.exported()[3], ("email".to_owned(), PgType::Text));
-        let treated: Vec<(String, String)> = s.treated().into_iter().map(|t| (t.column, t.action)).collect();
+        let treated: Vec<(String, String)> = s
+            .treated()
+            .into_iter()
+            .map(|t| (t.column, t.action))
+            .collect();
         assert_eq!(
             treated,
             [

@@ -20,7 +20,8 @@ use crate::support::{corpus, ferry_env};
 pub const PASSWORD_HASH: &str = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW";
 pub const ACCESS_TOKEN: &str = "ya29.a0AfH6SMBx-fixture-access-token-of-user-one";
 pub const REFRESH_TOKEN: &str = "1//0gFixtureRefreshTokenOfUserOne";
-pub const JWT_IN_BIO: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg";
+pub const JWT_IN_BIO: &str =
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg";
 
 /// A SQLite database shaped like the reference document's application. `seed` changes names and
 /// contents (not keys), so two databases made with different seeds hold different users with the same ids.
@@ -47,10 +48,23 @@ pub fn app_db(path: &Path, seed: &str) {
          INSERT INTO platforms VALUES ('twitter', 'Twitter'), ('linkedin', 'LinkedIn'), ('mastodon', 'Mastodon');",
     )
     .unwrap();
-    let hash_of = |user: i64| format!("$2b$12${}{:02}", "R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWM", user);
+    let hash_of = |user: i64| {
+        format!(
+            "$2b$12${}{:02}",
+            "R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWM", user
+        )
+    };
     for user in 1..=3i64 {
-        let hash = if user == 1 { PASSWORD_HASH.to_owned() } else { hash_of(user) };
-        let bio = if user == 1 { JWT_IN_BIO.to_owned() } else { format!("{seed} bio {user}") };
+        let hash = if user == 1 {
+            PASSWORD_HASH.to_owned()
+        } else {
+            hash_of(user)
+        };
+        let bio = if user == 1 {
+            JWT_IN_BIO.to_owned()
+        } else {
+            format!("{seed} bio {user}")
+        };
         conn.execute(
             "INSERT INTO users VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, '2024-01-01 00:00:00', '2024-01-15T10:30:00Z')",
             rusqlite::params![
@@ -103,12 +117,14 @@ pub fn app_db(path: &Path, seed: &str) {
 
 /// Runs an export; panics with the error if it fails.
 pub fn export_ok(job: &ExportJob, env: &Environment) -> ExportReport {
-    export(job, env, &RunContext::default()).unwrap_or_else(|f| panic!("export failed: {}", f.error))
+    export(job, env, &RunContext::default())
+        .unwrap_or_else(|f| panic!("export failed: {}", f.error))
 }
 
 /// Runs an import; panics with the error if it fails.
 pub fn import_ok(job: &ImportJob, env: &Environment) -> ImportReport {
-    import(job, env, &RunContext::default()).unwrap_or_else(|f| panic!("import failed: {}", f.error))
+    import(job, env, &RunContext::default())
+        .unwrap_or_else(|f| panic!("import failed: {}", f.error))
 }
 
 fn root(text: &str) -> Root {
@@ -141,13 +157,25 @@ fn one_user_into_an_empty_sqlite_database_is_exactly_their_rows_without_secrets(
     app_db(&app, "a");
     let bundle = d.path.join("user1.bundle.json");
     let env = Environment::empty();
-    let report = export_ok(&ExportJob::new(root("users:1"), app.display().to_string(), &bundle), &env);
+    let report = export_ok(
+        &ExportJob::new(root("users:1"), app.display().to_string(), &bundle),
+        &env,
+    );
     assert_eq!(report.user_id, "1");
     let text = std::fs::read_to_string(&bundle).unwrap();
-    for secret in [PASSWORD_HASH, ACCESS_TOKEN, REFRESH_TOKEN, JWT_IN_BIO, "$2b$12$"] {
+    for secret in [
+        PASSWORD_HASH,
+        ACCESS_TOKEN,
+        REFRESH_TOKEN,
+        JWT_IN_BIO,
+        "$2b$12$",
+    ] {
         assert!(!text.contains(secret), "the bundle holds {secret}");
     }
-    assert!(text.contains("[ENCRYPTED]") && text.contains("\"userId\":\"1\""), "{text}");
+    assert!(
+        text.contains("[ENCRYPTED]") && text.contains("\"userId\":\"1\""),
+        "{text}"
+    );
     let treated: Vec<(String, String)> = report
         .sanitized
         .iter()
@@ -185,16 +213,37 @@ fn one_user_into_an_empty_sqlite_database_is_exactly_their_rows_without_secrets(
     assert_eq!(own("comments"), (4, 0));
     assert_eq!(own("users"), (1, 2));
     assert_eq!(own("platforms"), (0, 2));
-    assert_eq!(count(&conn, "SELECT count(*) FROM posts WHERE user_id = 1"), 3);
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM posts WHERE user_id = 1"),
+        3
+    );
     assert_eq!(count(&conn, "SELECT count(*) FROM posts"), 4);
     assert_eq!(count(&conn, "SELECT count(*) FROM comments"), 4);
     assert_eq!(count(&conn, "SELECT count(*) FROM social_accounts"), 1);
-    assert_eq!(count(&conn, "SELECT count(*) FROM notification_preferences"), 1);
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM notification_preferences"),
+        1
+    );
     assert_eq!(count(&conn, "SELECT count(*) FROM users"), 3);
     assert_eq!(count(&conn, "SELECT count(*) FROM platforms"), 2);
-    assert_eq!(count(&conn, "SELECT count(*) FROM sqlite_schema WHERE name = 'audit_log'"), 0);
-    assert_eq!(count(&conn, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
-    assert_eq!(count(&conn, "SELECT count(*) FROM users WHERE password_hash IS NOT NULL"), 0);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'audit_log'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM pragma_foreign_key_check"),
+        0
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM users WHERE password_hash IS NOT NULL"
+        ),
+        0
+    );
     let token: String = conn
         .query_row("SELECT access_token FROM social_accounts", [], |r| r.get(0))
         .unwrap();
@@ -216,20 +265,40 @@ fn a_tampered_bundle_is_refused_and_nothing_is_written() {
     app_db(&app, "t");
     let bundle = d.path.join("u.bundle.json");
     let env = Environment::empty();
-    export_ok(&ExportJob::new(root("users:1"), app.display().to_string(), &bundle), &env);
+    export_ok(
+        &ExportJob::new(root("users:1"), app.display().to_string(), &bundle),
+        &env,
+    );
     let text = std::fs::read_to_string(&bundle).unwrap();
     let target = d.path.join("target.db");
     for (what, tampered) in [
-        ("a value", text.replacen("post 0 of user 1", "post 0 of user 9", 1)),
-        ("a count", text.replacen("\"totalRecords\":", "\"totalRecords\":1", 1)),
-        ("a row removed", text.replacen(",\n{\"id\":3,", ",\n{\"removed\":3,", 1)),
+        (
+            "a value",
+            text.replacen("post 0 of user 1", "post 0 of user 9", 1),
+        ),
+        (
+            "a count",
+            text.replacen("\"totalRecords\":", "\"totalRecords\":1", 1),
+        ),
+        (
+            "a row removed",
+            text.replacen(",\n{\"id\":3,", ",\n{\"removed\":3,", 1),
+        ),
     ] {
         assert_ne!(tampered, text, "{what}: nothing was changed");
         std::fs::write(&bundle, &tampered).unwrap();
-        let failed = import(&ImportJob::new(&bundle, target.display().to_string()), &env, &RunContext::default())
-            .expect_err(what);
+        let failed = import(
+            &ImportJob::new(&bundle, target.display().to_string()),
+            &env,
+            &RunContext::default(),
+        )
+        .expect_err(what);
         assert!(!failed.error.is_config(), "{what}: {}", failed.error);
-        assert!(failed.error.to_string().contains("integrity check failed"), "{what}: {}", failed.error);
+        assert!(
+            failed.error.to_string().contains("integrity check failed"),
+            "{what}: {}",
+            failed.error
+        );
         assert!(!target.exists(), "{what}: the target was created");
         let verify = ferry_env(&d.path, &["verify", "u.bundle.json"], &[]);
         assert_eq!(verify.status.code(), Some(1), "{what}");
@@ -256,7 +325,11 @@ fn a_tampered_bundle_is_refused_and_nothing_is_written() {
         &RunContext::default(),
     )
     .expect_err("flipped bit");
-    assert!(failed.error.to_string().contains("altered"), "{}", failed.error);
+    assert!(
+        failed.error.to_string().contains("altered"),
+        "{}",
+        failed.error
+    );
     assert!(!target.exists());
 }
 
@@ -290,7 +363,11 @@ fn the_checksum_ignores_row_and_table_order_and_sees_any_value() {
     ]);
     rows_a.iter().for_each(|r| renamed.add(0, r));
     rows_b.iter().for_each(|r| renamed.add(1, r));
-    assert_ne!(forward.digest(), renamed.digest(), "a column's name is part of it");
+    assert_ne!(
+        forward.digest(),
+        renamed.digest(),
+        "a column's name is part of it"
+    );
     assert_eq!(forward.digest().len(), 64);
 }
 
@@ -301,7 +378,10 @@ fn sqlite_to_postgres_to_sqlite_of_one_user_is_equal() {
     app_db(&app, "r");
     let env = Environment::empty();
     let first = d.path.join("first.bundle.json.gz");
-    let a = export_ok(&ExportJob::new(root("users:1"), app.display().to_string(), &first), &env);
+    let a = export_ok(
+        &ExportJob::new(root("users:1"), app.display().to_string(), &first),
+        &env,
+    );
     let url = cluster().fresh_database("tenant_roundtrip");
     let into_pg = import_ok(
         &ImportJob {
@@ -314,12 +394,22 @@ fn sqlite_to_postgres_to_sqlite_of_one_user_is_equal() {
     assert_eq!(pg_count(&url, "SELECT count(*) FROM posts"), 4);
     // Foreign keys were created, validated by PostgreSQL, and the identity sequence moved past the rows.
     assert_eq!(
-        pg_count(&url, "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated"),
+        pg_count(
+            &url,
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated"
+        ),
         8
     );
     cluster().psql(&url, "INSERT INTO platforms VALUES ('x', 'X'); INSERT INTO posts (user_id, platform, content, status, created_at) VALUES (1, 'x', 'new', 'draft', now())");
-    assert_eq!(pg_count(&url, "SELECT max(id) FROM posts"), 5, "the next id follows the imported ones");
-    cluster().psql(&url, "DELETE FROM posts WHERE id = 5; DELETE FROM platforms WHERE code = 'x'");
+    assert_eq!(
+        pg_count(&url, "SELECT max(id) FROM posts"),
+        5,
+        "the next id follows the imported ones"
+    );
+    cluster().psql(
+        &url,
+        "DELETE FROM posts WHERE id = 5; DELETE FROM platforms WHERE code = 'x'",
+    );
     assert_eq!(
         cluster().psql(&url, "SELECT pg_typeof(created_at)::text || ' ' || pg_typeof(settings)::text FROM users LIMIT 1"),
         "timestamp with time zone jsonb"
@@ -329,11 +419,18 @@ fn sqlite_to_postgres_to_sqlite_of_one_user_is_equal() {
     let back = d.path.join("back.db");
     import_ok(&ImportJob::new(&second, back.display().to_string()), &env);
     let third = d.path.join("third.bundle.json");
-    let c = export_ok(&ExportJob::new(root("users:1"), back.display().to_string(), &third), &env);
+    let c = export_ok(
+        &ExportJob::new(root("users:1"), back.display().to_string(), &third),
+        &env,
+    );
     assert_eq!(a.checksum, b.checksum, "SQLite → PostgreSQL");
     assert_eq!(a.checksum, c.checksum, "→ SQLite again");
     let tables = |r: &ExportReport| -> Vec<(String, u64, String)> {
-        let mut t: Vec<_> = r.tables.iter().map(|t| (t.name.clone(), t.records, t.checksum.clone())).collect();
+        let mut t: Vec<_> = r
+            .tables
+            .iter()
+            .map(|t| (t.name.clone(), t.records, t.checksum.clone()))
+            .collect();
         t.sort();
         t
     };
@@ -349,7 +446,10 @@ fn two_users_from_two_databases_merge_with_remapped_keys() {
         let app = d.path.join(format!("{seed}.db"));
         app_db(&app, seed);
         let bundle = d.path.join(format!("{seed}.bundle.json"));
-        export_ok(&ExportJob::new(root("users:1"), app.display().to_string(), &bundle), &env);
+        export_ok(
+            &ExportJob::new(root("users:1"), app.display().to_string(), &bundle),
+            &env,
+        );
         bundles.push(bundle);
     }
     let url = cluster().fresh_database("tenant_merge");
@@ -398,30 +498,56 @@ fn two_users_from_two_databases_merge_with_remapped_keys() {
             let name = query(&format!("SELECT name FROM users WHERE id = {id}"));
             assert_eq!(name, format!("{seed} user 1"));
         }
-        assert_eq!(query("SELECT count(*) FROM users"), "6", "{target}: two users and their references");
-        assert_eq!(query("SELECT count(*) FROM platforms"), "2", "{target}: natural keys are merged");
+        assert_eq!(
+            query("SELECT count(*) FROM users"),
+            "6",
+            "{target}: two users and their references"
+        );
+        assert_eq!(
+            query("SELECT count(*) FROM platforms"),
+            "2",
+            "{target}: natural keys are merged"
+        );
     }
     let conn = rusqlite::Connection::open(&sqlite).unwrap();
-    assert_eq!(count(&conn, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM pragma_foreign_key_check"),
+        0
+    );
 }
 
 #[test]
 fn chinook_customer_with_invoices_and_their_tracks() {
-    let Some(dir) = corpus("sqlite-chinook") else { return };
+    let Some(dir) = corpus("sqlite-chinook") else {
+        return;
+    };
     let source = dir.join("Chinook_Sqlite.sqlite");
     let d = dirs();
     let env = Environment::empty();
     let bundle = d.path.join("c5.bundle.json.zst");
-    let report = export_ok(&ExportJob::new(root("Customer:5"), source.display().to_string(), &bundle), &env);
+    let report = export_ok(
+        &ExportJob::new(root("Customer:5"), source.display().to_string(), &bundle),
+        &env,
+    );
     let src = rusqlite::Connection::open(&source).unwrap();
     let invoices = count(&src, "SELECT count(*) FROM Invoice WHERE CustomerId = 5");
     let lines = count(&src, "SELECT count(*) FROM InvoiceLine l JOIN Invoice i USING (InvoiceId) WHERE i.CustomerId = 5");
     let tracks = count(&src, "SELECT count(DISTINCT TrackId) FROM InvoiceLine l JOIN Invoice i USING (InvoiceId) WHERE i.CustomerId = 5");
-    let records = |name: &str| report.tables.iter().find(|t| t.name == name).map(|t| t.records as i64);
+    let records = |name: &str| {
+        report
+            .tables
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.records as i64)
+    };
     assert_eq!(records("Invoice"), Some(invoices));
     assert_eq!(records("InvoiceLine"), Some(lines));
     assert_eq!(records("Track"), Some(tracks));
-    assert_eq!(records("Playlist"), None, "playlists reference tracks but are not the customer's");
+    assert_eq!(
+        records("Playlist"),
+        None,
+        "playlists reference tracks but are not the customer's"
+    );
     let url = cluster().fresh_database("tenant_chinook");
     let imported = import_ok(
         &ImportJob {
@@ -431,42 +557,94 @@ fn chinook_customer_with_invoices_and_their_tracks() {
         &env,
     );
     assert_eq!(imported.valid, Some(true));
-    assert_eq!(pg_count(&url, "SELECT count(*) FROM \"InvoiceLine\""), lines);
+    assert_eq!(
+        pg_count(&url, "SELECT count(*) FROM \"InvoiceLine\""),
+        lines
+    );
     assert_eq!(pg_count(&url, "SELECT count(*) FROM \"Customer\""), 1);
     assert_eq!(
-        pg_count(&url, "SELECT (sum(\"Total\") * 100)::bigint FROM \"Invoice\""),
-        count(&src, "SELECT CAST(round(sum(Total) * 100) AS INTEGER) FROM Invoice WHERE CustomerId = 5")
+        pg_count(
+            &url,
+            "SELECT (sum(\"Total\") * 100)::bigint FROM \"Invoice\""
+        ),
+        count(
+            &src,
+            "SELECT CAST(round(sum(Total) * 100) AS INTEGER) FROM Invoice WHERE CustomerId = 5"
+        )
     );
     assert_eq!(
-        pg_count(&url, "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated"),
+        pg_count(
+            &url,
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated"
+        ),
         9
     );
     let sqlite = d.path.join("c5.db");
     import_ok(&ImportJob::new(&bundle, sqlite.display().to_string()), &env);
     let conn = rusqlite::Connection::open(&sqlite).unwrap();
-    assert_eq!(count(&conn, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM pragma_foreign_key_check"),
+        0
+    );
     assert_eq!(count(&conn, "SELECT count(*) FROM Track"), tracks);
 }
 
 #[test]
 fn sakila_customer_rentals_payments_and_the_store_staff_cycle() {
-    let Some(dir) = corpus("sqlite-sakila") else { return };
+    let Some(dir) = corpus("sqlite-sakila") else {
+        return;
+    };
     let source = dir.join("sakila.db");
     let d = dirs();
     let env = Environment::empty();
     let bundle = d.path.join("c1.bundle.json");
-    let report = export_ok(&ExportJob::new(root("customer:1"), source.display().to_string(), &bundle), &env);
+    let report = export_ok(
+        &ExportJob::new(root("customer:1"), source.display().to_string(), &bundle),
+        &env,
+    );
     let src = rusqlite::Connection::open(&source).unwrap();
-    let records = |name: &str| report.tables.iter().find(|t| t.name == name).map(|t| t.records as i64);
-    assert_eq!(records("rental"), Some(count(&src, "SELECT count(*) FROM rental WHERE customer_id = 1")));
-    assert_eq!(records("payment"), Some(count(&src, "SELECT count(*) FROM payment WHERE customer_id = 1")));
-    assert!(records("store").is_some() && records("staff").is_some(), "{:?}", report.tables);
+    let records = |name: &str| {
+        report
+            .tables
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.records as i64)
+    };
+    assert_eq!(
+        records("rental"),
+        Some(count(
+            &src,
+            "SELECT count(*) FROM rental WHERE customer_id = 1"
+        ))
+    );
+    assert_eq!(
+        records("payment"),
+        Some(count(
+            &src,
+            "SELECT count(*) FROM payment WHERE customer_id = 1"
+        ))
+    );
+    assert!(
+        records("store").is_some() && records("staff").is_some(),
+        "{:?}",
+        report.tables
+    );
     let text = std::fs::read_to_string(&bundle).unwrap();
     let staff_password: String = src
-        .query_row("SELECT password FROM staff WHERE password IS NOT NULL LIMIT 1", [], |r| r.get(0))
+        .query_row(
+            "SELECT password FROM staff WHERE password IS NOT NULL LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
-    assert!(!text.contains(&staff_password), "staff passwords are left out");
-    for target in [cluster().fresh_database("tenant_sakila"), d.path.join("s.db").display().to_string()] {
+    assert!(
+        !text.contains(&staff_password),
+        "staff passwords are left out"
+    );
+    for target in [
+        cluster().fresh_database("tenant_sakila"),
+        d.path.join("s.db").display().to_string(),
+    ] {
         let imported = import_ok(
             &ImportJob {
                 validate: true,
@@ -486,19 +664,34 @@ fn a_killed_import_leaves_the_target_as_it_was() {
     app_db(&app, "k");
     let bundle = d.path.join("k.bundle.json");
     let env = Environment::empty();
-    export_ok(&ExportJob::new(root("users:1"), app.display().to_string(), &bundle), &env);
+    export_ok(
+        &ExportJob::new(root("users:1"), app.display().to_string(), &bundle),
+        &env,
+    );
     let url = cluster().fresh_database("tenant_kill");
     // An existing target: another database's user 2, imported before.
     let other = d.path.join("other.db");
     app_db(&other, "other");
     let other_bundle = d.path.join("other.bundle.json");
-    export_ok(&ExportJob::new(root("users:2"), other.display().to_string(), &other_bundle), &env);
+    export_ok(
+        &ExportJob::new(root("users:2"), other.display().to_string(), &other_bundle),
+        &env,
+    );
     let existing = d.path.join("existing.db");
-    import_ok(&ImportJob::new(&other_bundle, existing.display().to_string()), &env);
-    let before = count(&rusqlite::Connection::open(&existing).unwrap(), "SELECT count(*) FROM posts");
+    import_ok(
+        &ImportJob::new(&other_bundle, existing.display().to_string()),
+        &env,
+    );
+    let before = count(
+        &rusqlite::Connection::open(&existing).unwrap(),
+        "SELECT count(*) FROM posts",
+    );
     for (target, new_file) in [
         (url.clone(), None),
-        (d.path.join("fresh.db").display().to_string(), Some(d.path.join("fresh.db"))),
+        (
+            d.path.join("fresh.db").display().to_string(),
+            Some(d.path.join("fresh.db")),
+        ),
         (existing.display().to_string(), None),
     ] {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
@@ -523,12 +716,67 @@ fn a_killed_import_leaves_the_target_as_it_was() {
         child.kill().unwrap();
         child.wait().unwrap();
         if target.starts_with("postgres") {
-            assert_eq!(pg_count(&url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), 0);
+            assert_eq!(
+                pg_count(
+                    &url,
+                    "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+                ),
+                0
+            );
         } else if let Some(file) = &new_file {
-            assert!(!file.exists(), "a new SQLite file appears only after the commit");
+            assert!(
+                !file.exists(),
+                "a new SQLite file appears only after the commit"
+            );
         } else {
             let conn = rusqlite::Connection::open(&existing).unwrap();
             assert_eq!(count(&conn, "SELECT count(*) FROM posts"), before);
         }
     }
+}
+
+#[test]
+fn runs_tell_their_observer_and_stop_at_their_token_leaving_nothing() {
+    use std::sync::{Arc, Mutex};
+    let d = dirs();
+    let app = d.path.join("app.db");
+    app_db(&app, "o");
+    let env = Environment::empty();
+    let bundle = d.path.join("o.bundle.json");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let ctx = RunContext::new(Arc::new(move |e: &ferry::Event| {
+        let name = serde_json::to_value(e).unwrap()["event"].as_str().unwrap().to_owned();
+        sink.lock().unwrap().push(name);
+    }));
+    let job = ExportJob::new(root("users:1"), app.display().to_string(), &bundle);
+    export(&job, &env, &ctx).unwrap();
+    let events = seen.lock().unwrap().clone();
+    assert_eq!(events.first().map(String::as_str), Some("started"));
+    assert_eq!(events.last().map(String::as_str), Some("finished"));
+    assert!(events.iter().filter(|e| *e == "table_done").count() == 6, "{events:?}");
+    let cancelled = RunContext::default();
+    cancelled.cancel.cancel();
+    let other = d.path.join("other.bundle.json");
+    let failed = export(&ExportJob::new(root("users:1"), app.display().to_string(), &other), &env, &cancelled)
+        .expect_err("cancelled");
+    assert!(failed.error.is_cancelled());
+    assert_eq!(failed.report.status, ferry::Status::Cancelled);
+    assert!(!other.exists());
+    let target = d.path.join("t.db");
+    let failed = import(&ImportJob::new(&bundle, target.display().to_string()), &env, &cancelled)
+        .expect_err("cancelled");
+    assert!(failed.error.is_cancelled() && !target.exists());
+    // The jobs are job files: what --print-job prints, `ferry run` runs.
+    let printed = ferry_env(
+        &d.path,
+        &["export", "--tenant", "users:1", "--from", "app.db", "--to", "j.bundle.json", "--print-job"],
+        &[],
+    );
+    std::fs::write(d.path.join("job.json"), &printed.stdout).unwrap();
+    let text = String::from_utf8_lossy(&printed.stdout);
+    assert!(text.contains("\"job\": \"export\"") && text.contains("\"tenant\": \"users:1\""), "{text}");
+    let run = ferry_env(&d.path, &["run", "job.json"], &[]);
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(d.path.join("j.bundle.json").exists());
 }

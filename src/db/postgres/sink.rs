@@ -378,7 +378,13 @@ impl PgSink {
                 cast: None,
             })
             .collect();
-        pg_upsert(&self.table, STAGING, &columns, &self.key, self.options.on_conflict)
+        pg_upsert(
+            &self.table,
+            STAGING,
+            &columns,
+            &self.key,
+            self.options.on_conflict,
+        )
     }
 
     /// Encodes one record as a COPY tuple at the end of `rows`.
