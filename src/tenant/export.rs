@@ -403,20 +403,18 @@ impl ExportJob {
             )));
         }
         if split.splits() {
-            paths.write("the manifest of --to", &bundle::manifest_path(path));
-            let first = bundle::manifest_path(path);
-            let dir = first
-                .parent()
-                .unwrap_or(std::path::Path::new(""))
+            // Parts are `<stem>-00001<suffix>` beside the manifest `<stem>.manifest.json`.
+            let manifest = bundle::manifest_path(path);
+            paths.write("the manifest of --to", &manifest);
+            let stem = manifest
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".manifest.json"))
+                .unwrap_or_default()
                 .to_owned();
-            let stem = name.split('.').next().unwrap_or_default();
-            paths.write_family(
-                "--to (its parts)",
-                &dir,
-                &format!("{stem}."),
-                false,
-                &[".ndjson", ".gz", ".zst", ".br", ".enc"],
-            );
+            let suffix = name.strip_prefix(stem.as_str()).unwrap_or_default().to_owned();
+            let dir = manifest.parent().unwrap_or(std::path::Path::new("")).to_owned();
+            paths.write_family("--to (its parts)", &dir, &format!("{stem}-"), true, &[suffix.as_str()]);
         } else {
             paths.write("--to", path);
             if self.checksum {
@@ -497,13 +495,37 @@ fn finish(report: &mut ExportReport, started: Instant, error: Option<&Error>, ct
     });
 }
 
+/// The source of exports, kept open across tenants: its connection and its schema graph (`ferry migrate
+/// --tenant users:all` reads the catalog once per worker, not once per tenant).
+pub(crate) struct SourceSession {
+    conn: Conn,
+    graph: Graph,
+}
+
 impl BuiltExport {
     /// Runs the checked export; the report comes back either way.
     pub fn run(self, ctx: &RunContext) -> RunResult<ExportReport> {
+        self.run_with(None, ctx)
+    }
+
+    /// Opens the source and reads its schema, for [`BuiltExport::run_in`].
+    pub(crate) fn open_session(&self) -> Result<SourceSession> {
+        let mut conn = self.db.open(&self.job.connect, false)?;
+        let plan = read_plan(&mut conn, &self.db.label(), &self.spec)?;
+        let graph = Graph::new(&plan, &self.spec, conn.is_postgres())?;
+        Ok(SourceSession { conn, graph })
+    }
+
+    /// Runs the checked export on an open session (made by an export of the same source and spec).
+    pub(crate) fn run_in(self, session: &mut SourceSession, ctx: &RunContext) -> RunResult<ExportReport> {
+        self.run_with(Some(session), ctx)
+    }
+
+    fn run_with(self, session: Option<&mut SourceSession>, ctx: &RunContext) -> RunResult<ExportReport> {
         let started = Instant::now();
         let mut report = ExportReport::begin(&self.job);
         report.source = self.db.label();
-        let result = self.execute(ctx, &mut report);
+        let result = self.execute(session, ctx, &mut report);
         finish(&mut report, started, result.as_ref().err(), ctx);
         match result {
             Ok(()) => Ok(report),
@@ -511,7 +533,12 @@ impl BuiltExport {
         }
     }
 
-    fn execute(&self, ctx: &RunContext, report: &mut ExportReport) -> Result<()> {
+    fn execute(
+        &self,
+        session: Option<&mut SourceSession>,
+        ctx: &RunContext,
+        report: &mut ExportReport,
+    ) -> Result<()> {
         let label = self.db.label();
         ctx.emit(Event::Started {
             kind: RunKind::Export,
@@ -523,12 +550,19 @@ impl BuiltExport {
                 .unwrap_or_default(),
             total_bytes: None,
         });
-        let mut conn = self.db.open(&self.job.connect, false)?;
         ctx.step("plan");
-        let plan = read_plan(&mut conn, &label, &self.spec)?;
-        let graph = Graph::new(&plan, &self.spec, conn.is_postgres())?;
+        let mut own;
+        let session = match session {
+            Some(session) => session,
+            None => {
+                own = self.open_session()?;
+                &mut own
+            }
+        };
+        let SourceSession { conn, graph } = session;
+        let graph = &*graph;
         let writer = |reader: &mut Reader<'_, '_>| -> Result<()> {
-            let roots = root_keys(reader, &graph, &self.root, &label)?;
+            let roots = root_keys(reader, graph, &self.root, &label)?;
             let root = graph.find(&self.root.table)?;
             let key = match roots.as_slice() {
                 [key] => key.clone(),
@@ -561,7 +595,7 @@ impl BuiltExport {
                 .collect::<Result<_>>()?;
             let subset = subset::find(
                 reader,
-                &graph,
+                graph,
                 root,
                 vec![key.clone()],
                 &include,
@@ -569,7 +603,7 @@ impl BuiltExport {
                 ctx,
             )?;
             let mut export = Exporter {
-                graph: &graph,
+                graph,
                 subset: &subset,
                 spec: &self.spec,
                 sanitize: self.job.sanitize,
@@ -590,7 +624,7 @@ impl BuiltExport {
             ctx.step("write");
             export.write(reader, envelope, report, ctx)
         };
-        read_transaction(&mut conn, &label, writer)
+        read_transaction(conn, &label, writer)
     }
 }
 

@@ -339,13 +339,41 @@ struct NewFile {
     _registration: crate::interrupt::Registration,
 }
 
+/// The target of imports, kept open across tenants: its connection, and its schema once read (`ferry
+/// migrate --tenant users:all` reads the catalog once per worker, not once per tenant).
+pub(crate) struct TargetSession {
+    conn: Conn,
+    schema: Option<Plan>,
+}
+
 impl BuiltImport {
     /// Runs the checked import; the report comes back either way.
     pub fn run(self, ctx: &RunContext) -> RunResult<ImportReport> {
+        self.run_with(None, ctx)
+    }
+
+    /// Opens the target for [`BuiltImport::run_in`]; `None` when it is a SQLite file that does not exist
+    /// yet (its first import makes it under a temporary name, so it needs a run of its own).
+    pub(crate) fn open_session(&self) -> Result<Option<TargetSession>> {
+        if matches!(&self.db, Db::Sqlite(path) if !path.exists()) {
+            return Ok(None);
+        }
+        Ok(Some(TargetSession {
+            conn: self.db.open(&self.job.connect, true)?,
+            schema: None,
+        }))
+    }
+
+    /// Runs the checked import on an open session.
+    pub(crate) fn run_in(self, session: &mut TargetSession, ctx: &RunContext) -> RunResult<ImportReport> {
+        self.run_with(Some(session), ctx)
+    }
+
+    fn run_with(self, session: Option<&mut TargetSession>, ctx: &RunContext) -> RunResult<ImportReport> {
         let started = Instant::now();
         let mut report = ImportReport::begin(&self.job);
         report.target = self.db.label();
-        let result = self.execute(ctx, &mut report);
+        let result = self.execute(session, ctx, &mut report);
         finish(&mut report, started, result.as_ref().err(), ctx);
         match result {
             Ok(()) => Ok(report),
@@ -361,7 +389,12 @@ impl BuiltImport {
         }
     }
 
-    fn execute(&self, ctx: &RunContext, report: &mut ImportReport) -> Result<()> {
+    fn execute(
+        &self,
+        session: Option<&mut TargetSession>,
+        ctx: &RunContext,
+        report: &mut ImportReport,
+    ) -> Result<()> {
         let label = self.db.label();
         ctx.emit(RunEvent::Started {
             kind: RunKind::Import,
@@ -413,10 +446,23 @@ impl BuiltImport {
             verified.meta.checksum
         ));
         ctx.cancel.check()?;
-        let (db, new_file) = self.target_db()?;
-        let mut conn = db.open(&self.job.connect, true)?;
+        let mut own;
+        let mut new_file = None;
+        let session = match session {
+            Some(session) => session,
+            None => {
+                let (db, file) = self.target_db()?;
+                new_file = file;
+                own = TargetSession {
+                    conn: db.open(&self.job.connect, true)?,
+                    schema: None,
+                };
+                &mut own
+            }
+        };
+        let TargetSession { conn, schema } = session;
         conn.begin().map_err(|r| r.error(&label, "BEGIN"))?;
-        let outcome = self.load(&mut conn, &head, &old_keys, &label, report, ctx);
+        let outcome = self.load(conn, schema, &head, &old_keys, &label, report, ctx);
         let outcome = outcome.and_then(|()| {
             self.crash_point("import-loaded", ctx);
             match self.job.dry_run {
@@ -429,8 +475,9 @@ impl BuiltImport {
         });
         if outcome.is_err() {
             conn.rollback();
+            // What this transaction made is gone again: the schema is read afresh next time.
+            *schema = None;
         }
-        drop(conn);
         outcome?;
         if let (Some(file), false) = (new_file, self.job.dry_run) {
             let shown = file.target.display().to_string();
@@ -490,9 +537,11 @@ impl BuiltImport {
         ))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn load(
         &self,
         conn: &mut Conn,
+        schema: &mut Option<Plan>,
         head: &BundleHead,
         old_keys: &HashMap<usize, Vec<i64>>,
         label: &str,
@@ -500,7 +549,7 @@ impl BuiltImport {
         ctx: &RunContext,
     ) -> Result<()> {
         ctx.step("schema");
-        let (targets, after) = prepare_targets(conn, head, self.job.create_tables, label)?;
+        let (targets, after) = prepare_targets(conn, schema, head, self.job.create_tables, label)?;
         for (t, target) in report.tables.iter_mut().zip(&targets) {
             t.created = target.created;
         }
@@ -774,12 +823,19 @@ fn row_key(row: &[Datum], columns: &[(String, PgType)], key: &[String]) -> Optio
 /// allowed. Returns the tables and the statements to run after the data (foreign keys, sequences, types).
 fn prepare_targets(
     conn: &mut Conn,
+    schema: &mut Option<Plan>,
     head: &BundleHead,
     create: bool,
     label: &str,
 ) -> Result<(Vec<Target>, Vec<String>)> {
     let names: Vec<String> = head.tables.iter().map(|t| t.name.clone()).collect();
-    let existing = conn.existing_tables(&names)?;
+    let known = schema
+        .as_ref()
+        .is_some_and(|plan| names.iter().all(|n| plan.table(n).is_some()));
+    let existing = match known {
+        true => names.clone(),
+        false => conn.existing_tables(&names)?,
+    };
     let missing: Vec<&BundleTable> = head
         .tables
         .iter()
@@ -807,7 +863,12 @@ fn prepare_targets(
             }
         }
     }
-    let plan = existing_plan(conn, label)?;
+    if !known || !missing.is_empty() {
+        *schema = Some(existing_plan(conn, label)?);
+    }
+    let Some(plan) = schema.as_ref() else {
+        return Ok((Vec::new(), after));
+    };
     let mut targets = Vec::with_capacity(head.tables.len());
     for t in &head.tables {
         let table = plan.table(&t.name).ok_or_else(|| {

@@ -374,9 +374,9 @@ fn run(
     let outcomes: Mutex<Vec<Option<TenantOutcome>>> = Mutex::new(vec![None; pairs.len()]);
     let next = AtomicUsize::new(1);
     let keep = job.backup.is_some();
-    let one = |i: usize| {
+    let one = |i: usize, sessions: &mut Sessions| {
         let (root, export, import) = &pairs[i];
-        let outcome = migrate_one(root, export, import, env, ctx, keep);
+        let outcome = migrate_one(root, export, import, env, ctx, keep, sessions);
         ctx.notice(outcome.line());
         ctx.emit(Event::Progress(Progress {
             read: next.load(Ordering::Relaxed).min(pairs.len()) as u64,
@@ -387,19 +387,23 @@ fn run(
     };
     if !pairs.is_empty() {
         // The first alone: it creates the tables the target lacks.
-        one(0);
+        one(0, &mut Sessions::default());
         let workers = job.jobs.max(1).min(pairs.len().saturating_sub(1).max(1));
         std::thread::scope(|s| {
             for _ in 0..workers {
-                s.spawn(|| loop {
-                    if ctx.cancel.is_cancelled() {
-                        return;
+                s.spawn(|| {
+                    // Each worker keeps its connections and the schemas it read, tenant after tenant.
+                    let mut sessions = Sessions::default();
+                    loop {
+                        if ctx.cancel.is_cancelled() {
+                            return;
+                        }
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        if i >= pairs.len() {
+                            return;
+                        }
+                        one(i, &mut sessions);
                     }
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= pairs.len() {
-                        return;
-                    }
-                    one(i);
                 });
             }
         });
@@ -448,7 +452,16 @@ fn summarize(report: &mut MigrateReport, outcomes: &[TenantOutcome]) {
     report.tenants = outcomes.to_vec();
 }
 
-/// One tenant: export, then import (retried once after a deadlock with a parallel tenant).
+/// A worker's open source and target, kept from one tenant to the next.
+#[derive(Default)]
+struct Sessions {
+    source: Option<super::export::SourceSession>,
+    target: Option<super::import::TargetSession>,
+}
+
+/// One tenant: export, then import (retried once after a deadlock with a parallel tenant), each on the
+/// worker's sessions when it has them. A failure drops them: the next tenant starts on fresh connections.
+#[allow(clippy::too_many_arguments)]
 fn migrate_one(
     root: &Root,
     export: &ExportJob,
@@ -456,6 +469,7 @@ fn migrate_one(
     env: &Environment,
     ctx: &RunContext,
     keep: bool,
+    sessions: &mut Sessions,
 ) -> TenantOutcome {
     let started = Instant::now();
     let quiet = RunContext {
@@ -466,25 +480,29 @@ fn migrate_one(
         tenant: root.to_string(),
         ..TenantOutcome::default()
     };
-    let exported = match super::export(export, env, &quiet) {
+    let fail = |outcome: &mut TenantOutcome, error: &Error| {
+        outcome.status = if error.is_cancelled() {
+            Status::Cancelled
+        } else {
+            Status::Failed
+        };
+        outcome.error = Some(error.to_string());
+        outcome.seconds = started.elapsed().as_secs_f64();
+    };
+    let exported = match export_in(export, env, &quiet, sessions) {
         Ok(r) => r,
-        Err(failed) => {
-            outcome.status = if failed.error.is_cancelled() {
-                Status::Cancelled
-            } else {
-                Status::Failed
-            };
-            outcome.error = Some(failed.error.to_string());
-            outcome.seconds = started.elapsed().as_secs_f64();
+        Err(error) => {
+            sessions.source = None;
+            fail(&mut outcome, &error);
             return outcome;
         }
     };
     outcome.user_id = exported.user_id.clone();
     outcome.checksum = exported.checksum.clone();
-    let mut result = super::import(import, env, &quiet);
-    let retry = matches!(&result, Err(f) if matches!(f.error.sqlstate(), Some("40P01" | "40001")));
+    let mut result = import_in(import, env, &quiet, sessions);
+    let retry = matches!(&result, Err((_, e)) if matches!(e.sqlstate(), Some("40P01" | "40001")));
     if retry {
-        result = super::import(import, env, &quiet);
+        result = import_in(import, env, &quiet, sessions);
     }
     let bundle = export.to.clone().unwrap_or_default();
     if keep {
@@ -498,17 +516,47 @@ fn migrate_one(
             outcome.target_user_id = imported.target_user_id;
             outcome.counts = imported.counts;
             outcome.valid = imported.valid;
+            outcome.seconds = started.elapsed().as_secs_f64();
         }
-        Err(failed) => {
-            outcome.status = if failed.error.is_cancelled() {
-                Status::Cancelled
-            } else {
-                Status::Failed
-            };
-            outcome.counts.read = failed.report.counts.read;
-            outcome.error = Some(failed.error.to_string());
+        Err((read, error)) => {
+            sessions.target = None;
+            outcome.counts.read = read;
+            fail(&mut outcome, &error);
         }
     }
-    outcome.seconds = started.elapsed().as_secs_f64();
     outcome
+}
+
+fn export_in(
+    job: &ExportJob,
+    env: &Environment,
+    ctx: &RunContext,
+    sessions: &mut Sessions,
+) -> Result<super::ExportReport> {
+    let built = job.build(env)?;
+    if sessions.source.is_none() {
+        sessions.source = Some(built.open_session()?);
+    }
+    match sessions.source.as_mut() {
+        Some(session) => built.run_in(session, ctx).map_err(|f| f.error),
+        None => built.run(ctx).map_err(|f| f.error),
+    }
+}
+
+/// The import on the worker's target session; a failure comes with the rows the bundle holds.
+fn import_in(
+    job: &ImportJob,
+    env: &Environment,
+    ctx: &RunContext,
+    sessions: &mut Sessions,
+) -> std::result::Result<super::ImportReport, (u64, Error)> {
+    let built = job.build(env).map_err(|e| (0, e))?;
+    if sessions.target.is_none() {
+        sessions.target = built.open_session().map_err(|e| (0, e))?;
+    }
+    let result = match sessions.target.as_mut() {
+        Some(session) => built.run_in(session, ctx),
+        None => built.run(ctx),
+    };
+    result.map_err(|f| (f.report.counts.read, f.error))
 }
