@@ -412,9 +412,21 @@ impl ExportJob {
                 .and_then(|n| n.strip_suffix(".manifest.json"))
                 .unwrap_or_default()
                 .to_owned();
-            let suffix = name.strip_prefix(stem.as_str()).unwrap_or_default().to_owned();
-            let dir = manifest.parent().unwrap_or(std::path::Path::new("")).to_owned();
-            paths.write_family("--to (its parts)", &dir, &format!("{stem}-"), true, &[suffix.as_str()]);
+            let suffix = name
+                .strip_prefix(stem.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let dir = manifest
+                .parent()
+                .unwrap_or(std::path::Path::new(""))
+                .to_owned();
+            paths.write_family(
+                "--to (its parts)",
+                &dir,
+                &format!("{stem}-"),
+                true,
+                &[suffix.as_str()],
+            );
         } else {
             paths.write("--to", path);
             if self.checksum {
@@ -517,11 +529,19 @@ impl BuiltExport {
     }
 
     /// Runs the checked export on an open session (made by an export of the same source and spec).
-    pub(crate) fn run_in(self, session: &mut SourceSession, ctx: &RunContext) -> RunResult<ExportReport> {
+    pub(crate) fn run_in(
+        self,
+        session: &mut SourceSession,
+        ctx: &RunContext,
+    ) -> RunResult<ExportReport> {
         self.run_with(Some(session), ctx)
     }
 
-    fn run_with(self, session: Option<&mut SourceSession>, ctx: &RunContext) -> RunResult<ExportReport> {
+    fn run_with(
+        self,
+        session: Option<&mut SourceSession>,
+        ctx: &RunContext,
+    ) -> RunResult<ExportReport> {
         let started = Instant::now();
         let mut report = ExportReport::begin(&self.job);
         report.source = self.db.label();

@@ -365,11 +365,19 @@ impl BuiltImport {
     }
 
     /// Runs the checked import on an open session.
-    pub(crate) fn run_in(self, session: &mut TargetSession, ctx: &RunContext) -> RunResult<ImportReport> {
+    pub(crate) fn run_in(
+        self,
+        session: &mut TargetSession,
+        ctx: &RunContext,
+    ) -> RunResult<ImportReport> {
         self.run_with(Some(session), ctx)
     }
 
-    fn run_with(self, session: Option<&mut TargetSession>, ctx: &RunContext) -> RunResult<ImportReport> {
+    fn run_with(
+        self,
+        session: Option<&mut TargetSession>,
+        ctx: &RunContext,
+    ) -> RunResult<ImportReport> {
         let started = Instant::now();
         let mut report = ImportReport::begin(&self.job);
         report.target = self.db.label();

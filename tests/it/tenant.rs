@@ -746,7 +746,10 @@ fn runs_tell_their_observer_and_stop_at_their_token_leaving_nothing() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seen);
     let ctx = RunContext::new(Arc::new(move |e: &ferry::Event| {
-        let name = serde_json::to_value(e).unwrap()["event"].as_str().unwrap().to_owned();
+        let name = serde_json::to_value(e).unwrap()["event"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         sink.lock().unwrap().push(name);
     }));
     let job = ExportJob::new(root("users:1"), app.display().to_string(), &bundle);
@@ -754,29 +757,57 @@ fn runs_tell_their_observer_and_stop_at_their_token_leaving_nothing() {
     let events = seen.lock().unwrap().clone();
     assert_eq!(events.first().map(String::as_str), Some("started"));
     assert_eq!(events.last().map(String::as_str), Some("finished"));
-    assert!(events.iter().filter(|e| *e == "table_done").count() == 6, "{events:?}");
+    assert!(
+        events.iter().filter(|e| *e == "table_done").count() == 6,
+        "{events:?}"
+    );
     let cancelled = RunContext::default();
     cancelled.cancel.cancel();
     let other = d.path.join("other.bundle.json");
-    let failed = export(&ExportJob::new(root("users:1"), app.display().to_string(), &other), &env, &cancelled)
-        .expect_err("cancelled");
+    let failed = export(
+        &ExportJob::new(root("users:1"), app.display().to_string(), &other),
+        &env,
+        &cancelled,
+    )
+    .expect_err("cancelled");
     assert!(failed.error.is_cancelled());
     assert_eq!(failed.report.status, ferry::Status::Cancelled);
     assert!(!other.exists());
     let target = d.path.join("t.db");
-    let failed = import(&ImportJob::new(&bundle, target.display().to_string()), &env, &cancelled)
-        .expect_err("cancelled");
+    let failed = import(
+        &ImportJob::new(&bundle, target.display().to_string()),
+        &env,
+        &cancelled,
+    )
+    .expect_err("cancelled");
     assert!(failed.error.is_cancelled() && !target.exists());
     // The jobs are job files: what --print-job prints, `ferry run` runs.
     let printed = ferry_env(
         &d.path,
-        &["export", "--tenant", "users:1", "--from", "app.db", "--to", "j.bundle.json", "--print-job"],
+        &[
+            "export",
+            "--tenant",
+            "users:1",
+            "--from",
+            "app.db",
+            "--to",
+            "j.bundle.json",
+            "--print-job",
+        ],
         &[],
     );
     std::fs::write(d.path.join("job.json"), &printed.stdout).unwrap();
     let text = String::from_utf8_lossy(&printed.stdout);
-    assert!(text.contains("\"job\": \"export\"") && text.contains("\"tenant\": \"users:1\""), "{text}");
+    assert!(
+        text.contains("\"job\": \"export\"") && text.contains("\"tenant\": \"users:1\""),
+        "{text}"
+    );
     let run = ferry_env(&d.path, &["run", "job.json"], &[]);
-    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert!(d.path.join("j.bundle.json").exists());
 }
