@@ -168,8 +168,9 @@ impl<'a> Load<'a> {
             .columns
             .iter()
             .any(|(_, t)| matches!(t, PgType::Other(_)));
-        // A table this import made holds nothing that could conflict: straight in.
-        if mode == OnConflict::Error && !text_only && self.target.created {
+        // Straight in with COPY when nothing can conflict: into a table this import made, or — under a
+        // savepoint — when no row is there yet; a duplicate sends the batch the staging way instead.
+        if mode == OnConflict::Error && !text_only {
             let table = CopyTable {
                 name: self.target.name.clone(),
                 columns: self.target.columns.clone(),
@@ -177,11 +178,24 @@ impl<'a> Load<'a> {
                 pages: None,
                 hashed: false,
             };
-            let n = self
-                .copy(conn, &table, &rows)
-                .map_err(|e| self.refused(e))?;
-            self.tally.inserted += n;
-            return Ok(());
+            if self.target.created {
+                let n = self
+                    .copy(conn, &table, &rows)
+                    .map_err(|e| self.refused(e))?;
+                self.tally.inserted += n;
+                return Ok(());
+            }
+            self.exec(conn, "SAVEPOINT ferry_batch")?;
+            match self.copy(conn, &table, &rows) {
+                Ok(n) => {
+                    self.tally.inserted += n;
+                    return self.exec(conn, "RELEASE SAVEPOINT ferry_batch");
+                }
+                Err(e) if e.is_unique_violation() => {
+                    self.exec(conn, "ROLLBACK TO SAVEPOINT ferry_batch; RELEASE SAVEPOINT ferry_batch")?;
+                }
+                Err(e) => return Err(self.refused(e)),
+            }
         }
         if !self.staging_made {
             let select: Vec<String> = self
