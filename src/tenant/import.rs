@@ -1084,33 +1084,34 @@ fn allocate(
 }
 
 /// PostgreSQL: moves each loaded table's key sequence past the largest key (never back), so the
-/// application's next insert does not collide with an imported row.
+/// application's next insert does not collide with an imported row — one statement for all of them.
 fn advance_sequences(conn: &mut Conn, targets: &[Target], label: &str) -> Result<()> {
-    let Conn::Postgres(client) = conn else {
+    use crate::migrate::quote_literal;
+    if !conn.is_postgres() {
         return Ok(());
-    };
-    for t in targets {
-        let Some(column) = &t.generated else {
-            continue;
-        };
-        let sql = format!(
-            "SELECT setval(s, GREATEST((SELECT max({col}) FROM {table}), (SELECT last_value FROM pg_sequences WHERE \
-             format('%I.%I', schemaname, sequencename)::regclass = s::regclass))) \
-             FROM pg_get_serial_sequence($1, $2) AS s WHERE s IS NOT NULL AND (SELECT max({col}) FROM {table}) IS NOT NULL",
-            col = quote_ident(column),
-            table = quote_ident(&t.name)
-        );
-        client
-            .query(&sql, &[&quote_ident(&t.name), column])
-            .map_err(|e| {
-                crate::db::postgres::pg_error(
-                    Stage::Sink,
-                    &format!("{label}: the sequence of {}", quote_ident(&t.name)),
-                    &e,
-                )
-            })?;
     }
-    Ok(())
+    let moves: Vec<String> = targets
+        .iter()
+        .filter_map(|t| {
+            let column = t.generated.as_ref()?;
+            let (table, col) = (quote_ident(&t.name), quote_ident(column));
+            let sequence = format!(
+                "pg_get_serial_sequence({}, {})",
+                quote_literal(&table),
+                quote_literal(column)
+            );
+            Some(format!(
+                "SELECT setval({sequence}, GREATEST(m, (SELECT last_value FROM pg_sequences \
+                 WHERE format('%I.%I', schemaname, sequencename)::regclass = {sequence}::regclass))) \
+                 FROM (SELECT max({col}) AS m FROM {table}) AS x WHERE m IS NOT NULL AND {sequence} IS NOT NULL"
+            ))
+        })
+        .collect();
+    if moves.is_empty() {
+        return Ok(());
+    }
+    conn.exec(&moves.join(";\n"))
+        .map_err(|r| r.error(label, "moving the key sequences past the imported keys"))
 }
 
 /// Every foreign key of the loaded tables holds: SQLite's `foreign_key_check` (the load ran with keys

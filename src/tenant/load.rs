@@ -192,7 +192,10 @@ impl<'a> Load<'a> {
                     return self.exec(conn, "RELEASE SAVEPOINT ferry_batch");
                 }
                 Err(e) if e.is_unique_violation() => {
-                    self.exec(conn, "ROLLBACK TO SAVEPOINT ferry_batch; RELEASE SAVEPOINT ferry_batch")?;
+                    self.exec(
+                        conn,
+                        "ROLLBACK TO SAVEPOINT ferry_batch; RELEASE SAVEPOINT ferry_batch",
+                    )?;
                 }
                 Err(e) => return Err(self.refused(e)),
             }

@@ -199,8 +199,12 @@ fn bundle_name(root: &Root, job: &MigrateJob) -> String {
             }
         })
         .collect();
-    let enc = if job.backup_key.is_some() { ".enc" } else { "" };
-    format!("{stem}.bundle.json.zst{enc}")
+    // A kept bundle is compressed (and encrypted with a key); a passing one is not worth the work.
+    match (&job.backup, &job.backup_key) {
+        (Some(_), Some(_)) => format!("{stem}.bundle.json.zst.enc"),
+        (Some(_), None) => format!("{stem}.bundle.json.zst"),
+        (None, _) => format!("{stem}.bundle.json"),
+    }
 }
 
 /// Runs a tenant migration (the `tenant` part of a migrate job); the report comes back either way, with a
@@ -346,13 +350,13 @@ fn run(
             let export = ExportJob {
                 spec: options.spec.clone(),
                 include: options.include.clone(),
-                key: job.backup_key.clone(),
-                encrypt: job.backup_key.is_some(),
+                key: job.backup.as_ref().and(job.backup_key.clone()),
+                encrypt: job.backup.is_some() && job.backup_key.is_some(),
                 connect: job.connect,
                 ..ExportJob::new(root.clone(), from.clone(), bundle.clone())
             };
             let import = ImportJob {
-                key: job.backup_key.clone(),
+                key: job.backup.as_ref().and(job.backup_key.clone()),
                 on_conflict: options.on_conflict,
                 remap_keys: options.remap_keys,
                 dry_run: job.dry_run,

@@ -394,11 +394,23 @@ fn sqlite_to_postgres_to_sqlite_of_one_user_is_equal() {
     assert_eq!(pg_count(&url, "SELECT count(*) FROM posts"), 4);
     // The same bundle again changes nothing (its rows are there as it has them); a changed row conflicts.
     let again = import_ok(&ImportJob::new(&first, url.clone()), &env);
-    assert_eq!((again.counts.written, again.counts.skipped), (0, again.counts.read));
+    assert_eq!(
+        (again.counts.written, again.counts.skipped),
+        (0, again.counts.read)
+    );
     cluster().psql(&url, "UPDATE posts SET status = 'edited' WHERE id = 2");
-    let conflict = import(&ImportJob::new(&first, url.clone()), &env, &RunContext::default()).expect_err("conflict");
+    let conflict = import(
+        &ImportJob::new(&first, url.clone()),
+        &env,
+        &RunContext::default(),
+    )
+    .expect_err("conflict");
     assert!(conflict.error.is_unique_violation(), "{}", conflict.error);
-    assert!(conflict.error.to_string().contains("--on-conflict"), "{}", conflict.error);
+    assert!(
+        conflict.error.to_string().contains("--on-conflict"),
+        "{}",
+        conflict.error
+    );
     cluster().psql(&url, "UPDATE posts SET status = 'scheduled' WHERE id = 2");
     // Foreign keys were created, validated by PostgreSQL, and the identity sequence moved past the rows.
     assert_eq!(
