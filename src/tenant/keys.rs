@@ -158,6 +158,15 @@ impl KeySet {
         }
     }
 
+    /// True when `key` is taken.
+    pub fn contains(&self, key: &Key) -> bool {
+        match (self, key) {
+            (KeySet::Ints(m), Key::Int(i)) => m.contains_key(i),
+            (KeySet::Keys(m), key) => m.contains_key(key),
+            _ => false,
+        }
+    }
+
     /// Rows taken.
     pub fn len(&self) -> usize {
         match self {

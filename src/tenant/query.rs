@@ -51,6 +51,11 @@ pub enum Filter<'k> {
         /// Identities of parent rows.
         keys: &'k [Key],
     },
+    /// The rows of this table whose identities are `keys` (those that exist).
+    Keys {
+        /// Identities.
+        keys: &'k [Key],
+    },
     /// The rows of `edge`'s parent that rows `keys` of `child` reference.
     Up {
         /// The relation.
@@ -65,7 +70,7 @@ pub enum Filter<'k> {
 impl Filter<'_> {
     fn keys(&self) -> &[Key] {
         match self {
-            Filter::Down { keys, .. } | Filter::Up { keys, .. } => keys,
+            Filter::Down { keys, .. } | Filter::Up { keys, .. } | Filter::Keys { keys } => keys,
             _ => &[],
         }
     }
@@ -77,6 +82,7 @@ impl Filter<'_> {
         match *self {
             Filter::Down { edge, parent, .. } => Filter::Down { edge, parent, keys },
             Filter::Up { edge, child, .. } => Filter::Up { edge, child, keys },
+            Filter::Keys { .. } => Filter::Keys { keys },
             other => other,
         }
     }
@@ -204,7 +210,7 @@ impl Reader<'_, '_> {
             SQLITE_CHUNK
         };
         match filter {
-            Filter::Down { .. } | Filter::Up { .. } => {
+            Filter::Down { .. } | Filter::Up { .. } | Filter::Keys { .. } => {
                 for keys in filter.keys().chunks(chunk) {
                     self.identities_once(table, filter.with_keys(keys), label, each)?;
                 }
@@ -237,6 +243,7 @@ impl Reader<'_, '_> {
             .collect();
         let condition = match filter {
             Filter::All => "TRUE".to_owned(),
+            Filter::Keys { keys } => key_match(&mut st, table, "a", keys),
             Filter::Equals { column, value } => {
                 let ty = table.type_of(column);
                 let column = Statement::column("a", column, &table.identity);
@@ -309,12 +316,73 @@ impl Reader<'_, '_> {
             select.join(", "),
             quote_ident(table.name())
         );
-        let width = idents.len();
         let integer: Vec<bool> = idents.iter().map(|(_, t)| t.is_integer()).collect();
+        self.keys_of(&sql, &st, &integer, label, each)
+    }
+
+    /// The distinct values of `edge`'s referencing columns in rows `keys` of `child`, as keys of `edge`'s
+    /// parent (whose identity they must be): which parent rows those rows point at, without visiting the
+    /// parent (the caller skips those already taken and looks the others up).
+    pub fn referenced(
+        &mut self,
+        child: &Node,
+        parent: &Node,
+        edge: &Edge,
+        keys: &[Key],
+        label: &str,
+        each: &mut dyn FnMut(Key) -> Result<()>,
+    ) -> Result<()> {
+        let postgres = self.postgres();
+        let chunk = if postgres { PG_CHUNK } else { SQLITE_CHUNK };
+        let integer: Vec<bool> = edge
+            .to
+            .iter()
+            .map(|c| parent.type_of(c).is_integer())
+            .collect();
+        let from: Vec<String> = edge
+            .from
+            .iter()
+            .map(|c| Statement::column("c", c, &child.identity))
+            .collect();
+        let select: Vec<String> = from
+            .iter()
+            .map(|c| {
+                if postgres {
+                    format!("{c}::text")
+                } else {
+                    c.clone()
+                }
+            })
+            .collect();
+        let present: Vec<String> = from.iter().map(|c| format!("{c} IS NOT NULL")).collect();
+        for keys in keys.chunks(chunk) {
+            let mut st = Statement::new(postgres);
+            let condition = key_match(&mut st, child, "c", keys);
+            let sql = format!(
+                "SELECT DISTINCT {} FROM {} c WHERE {condition} AND {}",
+                select.join(", "),
+                quote_ident(child.name()),
+                present.join(" AND ")
+            );
+            self.keys_of(&sql, &st, &integer, label, each)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `sql`, whose columns are one key's parts, handing each row's key to `each`.
+    fn keys_of(
+        &mut self,
+        sql: &str,
+        st: &Statement,
+        integer: &[bool],
+        label: &str,
+        each: &mut dyn FnMut(Key) -> Result<()>,
+    ) -> Result<()> {
+        let width = integer.len();
         match self {
             Reader::Sqlite(conn) => {
-                let fail = |e| crate::db::sqlite::sql_error(Stage::Source, label, &sql, e);
-                let mut statement = conn.prepare_cached(&sql).map_err(fail)?;
+                let fail = |e| crate::db::sqlite::sql_error(Stage::Source, label, sql, e);
+                let mut statement = conn.prepare_cached(sql).map_err(fail)?;
                 let mut rows = statement
                     .query(rusqlite::params_from_iter(st.sqlite.iter()))
                     .map_err(fail)?;
@@ -327,11 +395,11 @@ impl Reader<'_, '_> {
                 }
                 Ok(())
             }
-            Reader::Postgres(client, _) => pg_stream(client, &sql, &st.pg, label, &mut |row| {
+            Reader::Postgres(client, _) => pg_stream(client, sql, &st.pg, label, &mut |row| {
                 let mut parts = Vec::with_capacity(width);
                 for (i, integer) in integer.iter().enumerate() {
                     let text: Option<String> =
-                        row.try_get(i).map_err(|e| pg_fail(label, &sql, &e))?;
+                        row.try_get(i).map_err(|e| pg_fail(label, sql, &e))?;
                     parts.push(match text {
                         None => KeyVal::Null,
                         Some(t) if *integer => {

@@ -14,7 +14,7 @@
 
 use serde::Serialize;
 
-use super::graph::Graph;
+use super::graph::{Graph, Identity};
 use super::keys::{Key, KeySet, Taken};
 use super::query::{Filter, Reader};
 use crate::error::Result;
@@ -151,13 +151,47 @@ pub fn find(
                 continue;
             }
             let parent = e.parent;
+            let by_identity =
+                matches!(&graph.nodes[parent].identity, Identity::Key(cols) if *cols == e.to);
+            let count = &mut counts[e_index * 2 + 1];
+            if by_identity {
+                // The values the rows point at, then only those not taken yet, looked up in the parent
+                // (so a dangling reference takes nothing).
+                let mut unknown = Vec::new();
+                let set = &sets[parent];
+                reader.referenced(
+                    &graph.nodes[i],
+                    &graph.nodes[parent],
+                    e,
+                    &batch,
+                    label,
+                    &mut |key| {
+                        if !set.contains(&key) {
+                            unknown.push(key);
+                        }
+                        Ok(())
+                    },
+                )?;
+                if unknown.is_empty() {
+                    continue;
+                }
+                let (set, up_q) = (&mut sets[parent], &mut up[parent]);
+                let filter = Filter::Keys { keys: &unknown };
+                reader.identities(&graph.nodes[parent], filter, label, &mut |key| {
+                    if set.take(&key, false) == Taken::New {
+                        *count += 1;
+                        up_q.push(key);
+                    }
+                    Ok(())
+                })?;
+                continue;
+            }
             let filter = Filter::Up {
                 edge: e,
                 child: &graph.nodes[i],
                 keys: &batch,
             };
             let (set, up_q) = (&mut sets[parent], &mut up[parent]);
-            let count = &mut counts[e_index * 2 + 1];
             reader.identities(&graph.nodes[parent], filter, label, &mut |key| {
                 if set.take(&key, false) == Taken::New {
                     *count += 1;
