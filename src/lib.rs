@@ -26,11 +26,13 @@
 
 pub mod cli;
 pub mod db;
+pub mod describe;
 mod endpoint;
 pub mod env;
 pub mod envelope;
 mod error;
 pub mod format;
+pub mod infer;
 pub mod interrupt;
 mod job;
 pub mod migrate;
@@ -41,7 +43,9 @@ mod record;
 mod rejects;
 mod report;
 pub mod secret;
+pub mod shape;
 pub mod sink;
+pub mod sort;
 pub mod template;
 pub mod tenant;
 pub mod validate;

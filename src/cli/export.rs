@@ -12,17 +12,25 @@ use crate::observe::Observer;
 use crate::tenant::{export, ExportJob, Root};
 
 const EXAMPLES: &str = "Examples:
-  ferry export --tenant users:123 --from app.db --plan                   # what would be exported, and why
+  # what would be exported, and why
+  ferry export --tenant users:123 --from app.db --plan
   ferry export --tenant users:123 --from app.db --to user123.bundle.json.gz
-  ferry export --tenant 'users:email=a@b.c' --from postgres --to user.bundle.json.zst.enc --key-file k.key
-  ferry export --tenant users:123 --from app.db --to user123.bundle.ndjson --split-size 50MB
-  ferry export --tenant users:123 --from app.db --spec subset.yaml --include countries --to u.bundle.json
+  ferry export --tenant 'users:email=a@b.c' --from postgres \\
+    --to user.bundle.json.zst.enc --key-file k.key
+  ferry export --tenant users:123 --from app.db --to user123.bundle.ndjson \\
+    --split-size 50MB
+  ferry export --tenant users:123 --from app.db --spec subset.yaml \\
+    --include countries --to u.bundle.json
 
-From the root row, foreign keys are followed downstream (rows that reference the user's rows are the
-user's) and upstream (rows they reference are taken as references). Passwords are left out, tokens, secrets
-and keys replaced by [ENCRYPTED], values that look like password hashes or tokens redacted; the report
-lists every column so treated. --no-sanitize is allowed only into an encrypted bundle.
-Exit codes: 0 exported, 1 failed (user not found, a database error), 2 usage or configuration, 130 cancelled.";
+From the root row, foreign keys are followed downstream (rows that reference
+the user's rows are the user's) and upstream (rows they reference are taken as
+references). Passwords are left out, tokens, secrets and keys replaced by
+[ENCRYPTED], values that look like password hashes or tokens redacted; the
+report lists every column so treated. --no-sanitize is allowed only into an
+encrypted bundle.
+
+Exit codes: 0 exported, 1 failed (user not found, a database error), 2 usage or
+configuration, 130 cancelled.";
 
 /// Arguments of `ferry export`.
 #[derive(Debug, Args)]

@@ -13,18 +13,24 @@ use crate::observe::Observer;
 use crate::tenant::{import, ImportJob};
 
 const EXAMPLES: &str = "Examples:
-  ferry import user123.bundle.json.gz --to postgres://app@db/app      # PGPASSWORD / DATABASE_URL for secrets
+  # PGPASSWORD or DATABASE_URL give the password
+  ferry import user123.bundle.json.gz --to postgres://app@db/app
   ferry import user123.bundle.json.gz.enc --to postgres --key-file export.key
   ferry import user123.bundle.json --to app.db --on-conflict overwrite
-  ferry import alice.bundle.json --to merged.db --remap-keys && ferry import bob.bundle.json --to merged.db --remap-keys
+  # two users from two databases into one, each with new keys
+  ferry import alice.bundle.json --to merged.db --remap-keys
+  ferry import bob.bundle.json --to merged.db --remap-keys
   ferry import user123.bundle.manifest.json --to postgres --dry-run
 
-The checksum and counts are verified before the target is touched. Every table is then loaded in foreign-key
-order in one transaction, which also creates the tables the target lacks (with the bundle's column types,
-keys and foreign keys); any failure rolls it back, leaving the target as it was. Rows the tenant refers to
-(a lookup row, another user) are skipped when their key is already there.
-Exit codes: 0 imported, 1 failed (tampered bundle, a conflict, a database error), 2 usage or configuration,
-130 cancelled.";
+The checksum and counts are verified before the target is touched. Every table
+is then loaded in foreign-key order in one transaction, which also creates the
+tables the target lacks (with the bundle's column types, keys and foreign
+keys); any failure rolls it back, leaving the target as it was. Rows the tenant
+refers to (a lookup row, another user) are skipped when their key is already
+there.
+
+Exit codes: 0 imported, 1 failed (tampered bundle, a conflict, a database
+error), 2 usage or configuration, 130 cancelled.";
 
 /// Arguments of `ferry import`.
 #[derive(Debug, Args)]

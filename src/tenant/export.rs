@@ -499,8 +499,7 @@ fn finish(report: &mut ExportReport, started: Instant, error: Option<&Error>, ct
     ctx.emit(Event::Finished {
         status: report.status,
         progress: Progress {
-            read: report.counts.read,
-            written: report.counts.written,
+            counts: report.counts,
             seconds: report.seconds,
             ..Progress::default()
         },
@@ -918,8 +917,11 @@ impl Exporter<'_> {
                 in_table += 1;
                 if written % BATCH_ROWS == 0 {
                     ctx.emit(Event::Progress(Progress {
-                        read: written,
-                        written,
+                        counts: Counts {
+                            read: written,
+                            written,
+                            ..Counts::default()
+                        },
                         total_records: Some(total),
                         table: Some(node.name().to_owned()),
                         seconds: started.elapsed().as_secs_f64(),

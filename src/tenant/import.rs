@@ -323,9 +323,7 @@ fn finish(report: &mut ImportReport, started: Instant, error: Option<&Error>, ct
     ctx.emit(RunEvent::Finished {
         status: report.status,
         progress: Progress {
-            read: report.counts.read,
-            written: report.counts.written,
-            skipped: report.counts.skipped,
+            counts: report.counts,
             seconds: report.seconds,
             ..Progress::default()
         },
@@ -663,8 +661,11 @@ impl BuiltImport {
             loaded += 1;
             if loaded % 4096 == 0 {
                 ctx.emit(RunEvent::Progress(Progress {
-                    read: loaded,
-                    written: loaded,
+                    counts: Counts {
+                        read: loaded,
+                        written: loaded,
+                        ..Counts::default()
+                    },
                     table: Some(table.name.clone()),
                     seconds: started.elapsed().as_secs_f64(),
                     ..Progress::default()

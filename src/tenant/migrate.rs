@@ -383,7 +383,10 @@ fn run(
         let outcome = migrate_one(root, export, import, env, ctx, keep, sessions);
         ctx.notice(outcome.line());
         ctx.emit(Event::Progress(Progress {
-            read: next.load(Ordering::Relaxed).min(pairs.len()) as u64,
+            counts: Counts {
+                read: next.load(Ordering::Relaxed).min(pairs.len()) as u64,
+                ..Counts::default()
+            },
             total_records: Some(pairs.len() as u64),
             ..Progress::default()
         }));
