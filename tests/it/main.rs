@@ -25,3 +25,5 @@ mod safety;
 mod support;
 mod tamper;
 mod templates;
+mod tenant;
+mod tenant_cli;
