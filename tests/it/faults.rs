@@ -1210,9 +1210,12 @@ fn a_server_stopped_mid_copy_fails_the_load_and_recovery_leaves_the_table_as_it_
     let server = crate::pg::private_cluster();
     let url = server.fresh_database("stopped");
     let mut client = server.client(&url);
+    // The test clusters run with synchronous_commit off: the table's commit must reach the WAL before the
+    // server is killed, or recovery may lose the table itself (it did once, on a loaded machine).
     client
         .batch_execute(
-            "CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, n bigint);
+            "SET synchronous_commit = on;
+             CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, n bigint);
              INSERT INTO items VALUES (-1, 'kept', 0), (-2, 'kept', 0), (-3, 'kept', 0), (-4, 'kept', 0), (-5, 'kept', 0)",
         )
         .unwrap();
