@@ -64,16 +64,18 @@ fn strip_casts(toks: Vec<Token>) -> Vec<Token> {
         });
         // The operand: one literal or column, bare or alone in parentheses (not a function's arguments).
         let operand = match out.last() {
-            Some(t) if t.is_punct(")") => opening_paren(&out).filter(|&open| {
-                out.len() - open == 3
-                    && !out
-                        .get(open.wrapping_sub(1))
-                        .is_some_and(|f| matches!(f.kind, Kind::Word | Kind::Ident))
-            }),
+            Some(t) if t.is_punct(")") => opening_paren(&out)
+                .filter(|&open| {
+                    out.len() - open == 3
+                        && !out
+                            .get(open.wrapping_sub(1))
+                            .is_some_and(|f| matches!(f.kind, Kind::Word | Kind::Ident))
+                })
+                .map(|open| open + 1),
+            // Bare: the token before the cast (an opening parenthesis there is no operand).
             Some(_) => Some(out.len() - 1),
             None => None,
         }
-        .map(|at| if out[at].is_punct("(") { at + 1 } else { at })
         .filter(|&at| {
             matches!(
                 out[at].kind,
@@ -572,6 +574,17 @@ mod tests {
             check("\"name\" ILIKE 'a%' AND strpos(\"name\", 'b') > 0", &cols),
             Ok("\"name\" LIKE 'a%' AND instr(\"name\", 'b') > 0".into())
         );
+    }
+
+    #[test]
+    fn a_cast_after_an_opening_parenthesis_has_no_operand() {
+        // libFuzzer: the cast's operand was looked for one past the end of the tokens read so far.
+        let cols = ["no"];
+        for e in ["(no)w( ::interval)", "f( ::integer)", "( ::text)"] {
+            let _ = check(e, &cols);
+        }
+        // A parenthesised operand still loses its cast.
+        assert_eq!(check("(('1')::integer)", &cols).as_deref(), Ok("((1))"));
     }
 
     #[test]
