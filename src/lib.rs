@@ -37,6 +37,7 @@ mod record;
 mod rejects;
 mod report;
 pub mod secret;
+pub mod serve;
 pub mod sink;
 pub mod template;
 pub mod validate;

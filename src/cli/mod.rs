@@ -14,6 +14,7 @@ mod convert;
 mod formats;
 mod keygen;
 mod migrate;
+mod serve;
 mod templates;
 mod validate;
 mod verify;
@@ -59,6 +60,8 @@ enum Command {
     Migrate(Box<migrate::MigrateArgs>),
     /// Compare the tables of two databases row by row and show the first differing rows.
     Diff(migrate::DiffArgs),
+    /// Serve the data-migration REST API (export, import, validate, operations, templates) over HTTP.
+    Serve(serve::ServeArgs),
 }
 
 /// Parses `args` (program name first) and runs the subcommand.
@@ -82,6 +85,10 @@ where
             };
         }
     };
+    // The service handles its signals itself: SIGTERM lets running operations finish, then cancels them.
+    if let Command::Serve(args) = cli.command {
+        return serve::run(args);
+    }
     // From here on, a run may create temporary files: SIGTERM, SIGINT and SIGHUP remove them.
     crate::interrupt::remove_temp_files_on_signals()?;
     match cli.command {
@@ -93,6 +100,7 @@ where
         Command::Keygen(args) => keygen::run(args),
         Command::Migrate(args) => migrate::run(*args),
         Command::Diff(args) => migrate::run_diff(args),
+        Command::Serve(_) => unreachable!("handled above"),
     }
 }
 
