@@ -43,7 +43,7 @@ impl Endpoint {
                  or the PG* variables (put the password in PGPASSWORD, never on the command line)",
             ));
         }
-        if let Some(database) = DbEndpoint::parse(text)? {
+        if let Some(database) = DbEndpoint::parse(text, &crate::env::Environment::from_process())? {
             return Ok(Endpoint::Database(database));
         }
         Ok(if text == "-" {
@@ -110,7 +110,7 @@ mod tests {
     fn unknown_schemes_are_refused_clearly() {
         let err = Endpoint::parse("mysql://u@h/db").unwrap_err();
         assert!(
-            err.is_usage() && err.to_string().contains("mysql://"),
+            err.is_config() && err.to_string().contains("mysql://"),
             "{err}"
         );
     }

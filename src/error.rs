@@ -289,6 +289,55 @@ impl Error {
         self
     }
 
+    /// Adds a sentence to the message — what the run did about the failure — keeping the kind, stage,
+    /// position and database cause. A cancelled run keeps its own sentence; an I/O error becomes a data
+    /// error of its stage, positioned at its file, so the sentence can follow it.
+    pub fn with_note(self, note: &str) -> Error {
+        let add = |message: String| format!("{message}\n{note}");
+        let kind = match *self.0 {
+            ErrorKind::Usage { message } => ErrorKind::Usage {
+                message: add(message),
+            },
+            ErrorKind::Config { message } => ErrorKind::Config {
+                message: add(message),
+            },
+            ErrorKind::Record {
+                stage,
+                position,
+                message,
+                db,
+            } => ErrorKind::Record {
+                stage,
+                position,
+                message: add(message),
+                db,
+            },
+            ErrorKind::Data {
+                stage,
+                position,
+                message,
+                db,
+            } => ErrorKind::Data {
+                stage,
+                position,
+                message: add(message),
+                db,
+            },
+            ErrorKind::Io {
+                stage,
+                path,
+                source,
+            } => ErrorKind::Data {
+                stage,
+                position: path.map(Position::file).unwrap_or_default(),
+                message: add(source.to_string()),
+                db: None,
+            },
+            ErrorKind::Cancelled => ErrorKind::Cancelled,
+        };
+        Error(Box::new(kind))
+    }
+
     /// The database's account of the error, when a database raised it.
     pub fn db_cause(&self) -> Option<&DbCause> {
         match &*self.0 {
@@ -523,6 +572,24 @@ mod tests {
             Some("t_pkey")
         );
         assert_eq!(err.position().unwrap().record, Some(3));
+    }
+
+    #[test]
+    fn a_note_keeps_the_kind_and_the_cause() {
+        let err = Error::data(Stage::Sink, Position::file("db"), "refused")
+            .with_db_cause(DbCause {
+                sqlstate: Some(sqlstate::NOT_NULL_VIOLATION.to_owned()),
+                ..DbCause::default()
+            })
+            .with_note("migration failed: nothing was dropped");
+        assert!(err.is_data() && err.sqlstate() == Some("23502"));
+        assert!(err
+            .to_string()
+            .ends_with("refused\nmigration failed: nothing was dropped"));
+        assert!(Error::config("x").with_note("y").is_config());
+        assert!(Error::cancelled().with_note("y").is_cancelled());
+        let io = Error::io(Stage::Sink, Some("f"), io::Error::other("disk full")).with_note("n");
+        assert_eq!(io.to_string(), "sink error in f: disk full\nn");
     }
 
     #[test]

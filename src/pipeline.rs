@@ -49,7 +49,18 @@ const BATCHES_IN_FLIGHT: usize = 4;
 const BATCH_INPUT_BYTES: u64 = 1 << 20;
 
 /// What a bad record (one that will not decode, map, validate or encode) does to the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum ErrorPolicy {
     /// The first bad record fails the run, and nothing is written.
     #[default]
@@ -58,6 +69,7 @@ pub enum ErrorPolicy {
     Lenient,
     /// Bad records go to the rejects file; the run goes on and only counts them.
     #[value(alias = "skip-errors")]
+    #[serde(alias = "skip-errors")]
     Skip,
 }
 
@@ -473,16 +485,7 @@ fn output_envelope(
 /// Where rejected records of a database load go by default: beside a SQLite file, or in the current folder
 /// for a server.
 fn default_table_rejects(db: &crate::db::DbEndpoint, table: &str) -> PathBuf {
-    let safe: String = table
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let safe = crate::rejects::file_stem(table);
     match db.database.name {
         "sqlite" => PathBuf::from(format!("{}.{safe}.rejects.ndjson", db.connection())),
         _ => PathBuf::from(format!("{safe}.rejects.ndjson")),

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::error::{Error, Position, Result, Stage};
+use crate::error::{DbCause, Error, Position, Result, Stage};
 
 /// The output name of a `ferry validate` run, which writes nothing.
 pub const VALIDATION_ONLY: &str = "(validation only)";
@@ -126,6 +126,9 @@ pub struct ReportedError {
     pub position: Option<Position>,
     /// The full sentence.
     pub message: String,
+    /// The database's account (SQLSTATE, constraint, table, column), when a database refused it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db: Option<DbCause>,
 }
 
 impl From<&Error> for ReportedError {
@@ -134,6 +137,7 @@ impl From<&Error> for ReportedError {
             stage: e.stage(),
             position: e.position().cloned(),
             message: crate::secret::redact(&e.to_string()).into_owned(),
+            db: e.db_cause().cloned(),
         }
     }
 }

@@ -188,7 +188,7 @@ pub struct ConvertArgs {
     /// What a record whose key is already in the table does: error (rejected, with the database's
     /// message), skip (the row stays), overwrite (the record replaces it), merge (non-null values
     /// overwrite; JSON objects are merged key by key).
-    #[arg(long, value_enum, value_name = "MODE", default_value_t = OnConflict::Error)]
+    #[arg(long, value_name = "MODE", default_value_t = OnConflict::Error, value_parser = clap::builder::TypedValueParser::try_map(clap::builder::PossibleValuesParser::new(OnConflict::ALL.map(OnConflict::name)), |s: String| s.parse::<OnConflict>()))]
     on_conflict: OnConflict,
 
     /// Commit a database load every N records instead of once at the end (for very large loads). A failed

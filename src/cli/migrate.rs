@@ -1,17 +1,17 @@
-//! `ferry migrate` and `ferry diff`: whole databases, SQLite ⇄ PostgreSQL. Parses the flags into a
-//! [`MigrateJob`] (or a plan, DDL, rollback or diff request), runs it and prints the summary.
+//! `ferry migrate` and `ferry diff`: whole databases, SQLite ⇄ PostgreSQL. Turns the flags into a
+//! [`MigrateJob`] (or a plan, DDL, rollback or diff request), hands it to the library with an observer that
+//! prints the run's lines on stderr, and turns the report into the summary and an exit code.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
 
 use crate::db::ConnectOptions;
-use crate::envelope::KeySource;
-use crate::error::{Error, Result};
-use crate::migrate::diff::{diff, render, DiffJob};
-use crate::migrate::run::{build_plan, migrate, rollback, Db, MigrateJob};
-use crate::migrate::CastRules;
-use crate::paths::RunPaths;
+use crate::env::Environment;
+use crate::error::{Error, Position, Result, Stage};
+use crate::migrate::{diff, migrate, rollback, show_plan, DiffJob, MigrateJob};
+use crate::observe::{Event, Observer, RunContext};
 use crate::pipeline::ErrorPolicy;
 
 const EXAMPLES: &str = "Examples:
@@ -21,7 +21,8 @@ const EXAMPLES: &str = "Examples:
   ferry migrate --from app.db --to postgres --dry-run     # DATABASE_URL or PG* names the server; all rolled back
   ferry migrate --from app.db --to postgres --backup backups/ --key-file backup.key
   ferry migrate --from app.db --to postgres --on-error lenient --rejects rejects/
-  ferry migrate --resume ferry-migrate.state.json --from app.db --to postgres   # after a crash or kill
+  ferry migrate --resume ferry-migrate.state.json         # after a crash or kill
+  ferry migrate --from app.db --to postgres --print-job > migrate.json          # the job, as a job file
   ferry migrate --rollback ferry-migrate.state.json       # drop exactly what that migration created
   ferry migrate --from postgres://app@db/app --to fallback.db                    # the way back
   ferry diff app.db postgres://app@db/app --table users
@@ -30,13 +31,15 @@ Passwords: give them in PGPASSWORD, DATABASE_URL or ~/.pgpass, not in a URL on t
 The state file (--state, default ferry-migrate.state.json) is written before the target is touched and
 before and after every step; it never holds a password. A failed run drops what it created, so the target is
 left as it was; a killed run continues with --resume (what it had committed is found in the target's catalog),
-and a failed resume drops nothing. Exit codes: 0 done and valid, 1 failed or not valid, 2 usage.";
+and a failed resume drops nothing. --print-job prints the job these flags make, as JSON, without running it.
+Exit codes: 0 done and valid, 1 failed or not valid, 2 usage or configuration, 130 cancelled.";
 
 /// Arguments of `ferry migrate`.
 #[derive(Debug, Args)]
 #[command(after_help = EXAMPLES)]
 pub struct MigrateArgs {
-    /// The source database: sqlite://PATH, a .db path, postgres://… or `postgres` (DATABASE_URL / PG*).
+    /// The source database: sqlite://PATH, a .db path, postgres://…, `postgres` (DATABASE_URL / PG*) or
+    /// `sqlite` (DB_PATH).
     #[arg(long, value_name = "DATABASE")]
     from: Option<String>,
 
@@ -93,7 +96,8 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "FILE", default_value = "ferry-migrate.state.json")]
     state: PathBuf,
 
-    /// Continue the migration this state file describes (give --from and --to as before).
+    /// Continue the migration this state file describes (--from and --to default to the state's; give
+    /// them when a URL needs what the state leaves out).
     #[arg(long, value_name = "STATE", conflicts_with_all = ["state", "rollback"])]
     resume: Option<PathBuf>,
 
@@ -128,6 +132,10 @@ pub struct MigrateArgs {
     /// No progress lines on stderr (the summary is still printed).
     #[arg(long, short)]
     quiet: bool,
+
+    /// Print the job these flags make (JSON, no password) and exit without running it.
+    #[arg(long)]
+    print_job: bool,
 }
 
 fn connect_options(retries: u32, timeout: u64) -> ConnectOptions {
@@ -137,18 +145,71 @@ fn connect_options(retries: u32, timeout: u64) -> ConnectOptions {
     }
 }
 
-fn required<'a>(value: &'a Option<String>, flag: &str) -> Result<&'a str> {
-    value
-        .as_deref()
-        .ok_or_else(|| Error::usage(format!("ferry migrate needs {flag} (see --help)")))
+impl MigrateArgs {
+    /// The job the flags describe.
+    fn job(&self) -> MigrateJob {
+        MigrateJob {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            tables: self.tables.clone(),
+            exclude: self.exclude.clone(),
+            schema_only: self.schema_only,
+            data_only: self.data_only,
+            dry_run: self.dry_run,
+            jobs: self.jobs.max(1),
+            on_error: self.on_error,
+            rejects: self.rejects.clone(),
+            validate: !self.no_validate,
+            backup: self.backup.clone(),
+            backup_key: self.keys.source(),
+            state: self.resume.clone().unwrap_or_else(|| self.state.clone()),
+            resume: self.resume.is_some(),
+            cast_rules: self.cast_rules.clone(),
+            connect: connect_options(self.connect_retries, self.connect_timeout),
+            report: self.report.clone(),
+        }
+    }
+}
+
+/// A migrate job as a job file holds it: `{"job": "migrate", …}`.
+#[derive(serde::Serialize)]
+struct JobFile<'a> {
+    job: &'static str,
+    #[serde(flatten)]
+    migrate: &'a MigrateJob,
+}
+
+/// Prints what the run says, line by line, on stderr: each table as it finishes and the notes between
+/// steps (none with `--quiet`).
+struct Lines;
+
+impl Observer for Lines {
+    fn event(&self, event: &Event) {
+        match event {
+            Event::Notice { message } => eprintln!("{message}"),
+            Event::TableDone { line, .. } => eprintln!("{line}"),
+            _ => {}
+        }
+    }
 }
 
 /// Runs `ferry migrate`.
 pub fn run(args: MigrateArgs) -> Result<()> {
-    let connect = connect_options(args.connect_retries, args.connect_timeout);
+    let env = Environment::from_process();
+    let job = args.job();
+    if args.print_job {
+        let file = JobFile {
+            job: "migrate",
+            migrate: &job,
+        };
+        let text = serde_json::to_string_pretty(&file)
+            .map_err(|e| Error::io(Stage::Sink, Some("-"), std::io::Error::other(e)))?;
+        println!("{text}");
+        return Ok(());
+    }
     if let Some(state) = &args.rollback {
         super::warn_about_passwords(&[args.to.as_deref().unwrap_or("")]);
-        let dropped = rollback(state, args.to.as_deref(), &connect)?;
+        let dropped = rollback(state, args.to.as_deref(), &env, &job.connect)?;
         eprintln!(
             "rolled back: dropped {} table(s) this migration created ({})",
             dropped.len(),
@@ -156,132 +217,45 @@ pub fn run(args: MigrateArgs) -> Result<()> {
         );
         return Ok(());
     }
-    // A resumed run may take --from and --to from its state file (which holds no password).
-    let resumed = match &args.resume {
-        Some(path) => Some(crate::migrate::state::State::load(path)?),
-        None => None,
-    };
-    let from_state = resumed.as_ref().map(|s| s.source.clone());
-    let to_state = resumed.as_ref().map(|s| s.target.clone());
-    let from = match &args.from {
-        Some(f) => f.as_str(),
-        None => required(&from_state, "--from")?,
-    };
     if args.plan || args.ddl {
-        return show_plan(from, &args, &connect);
+        let view = show_plan(&job, &env)?;
+        if args.plan {
+            print!("{}", view.render_plan());
+        }
+        if args.ddl {
+            print!("{}", view.render_ddl());
+        }
+        return Ok(());
     }
-    let to = match &args.to {
-        Some(t) => t.as_str(),
-        None => required(&to_state, "--to")?,
+    super::warn_about_passwords(&[
+        args.from.as_deref().unwrap_or(""),
+        args.to.as_deref().unwrap_or(""),
+    ]);
+    let observer: Arc<dyn Observer> = match args.quiet {
+        true => Arc::new(crate::observe::Silent),
+        false => Arc::new(Lines),
     };
-    super::warn_about_passwords(&[from, to]);
-    let job = MigrateJob {
-        from: from.to_owned(),
-        to: to.to_owned(),
-        tables: args.tables.clone(),
-        exclude: args.exclude.clone(),
-        schema_only: args.schema_only,
-        data_only: args.data_only,
-        dry_run: args.dry_run,
-        jobs: args.jobs.max(1),
-        on_error: args.on_error,
-        rejects_dir: args.rejects.clone(),
-        validate: !args.no_validate,
-        backup: args.backup.clone(),
-        backup_key: args.keys.source(),
-        state: args.resume.clone().unwrap_or_else(|| args.state.clone()),
-        resume: args.resume.is_some(),
-        cast_rules: args.cast_rules.clone(),
-        connect,
-        progress: !args.quiet,
+    let result = migrate(&job, &env, &RunContext::new(observer));
+    // A job refused before it started (exit 2) writes no report: its --report may be the very path the
+    // collision check refused.
+    let (report, refused) = match &result {
+        Ok(report) => (report, false),
+        Err(failed) => (
+            &failed.report,
+            failed.error.is_config() || failed.error.is_usage(),
+        ),
     };
-    migrate_paths(&job, args.report.as_deref()).check()?;
-    let report = migrate(&job)?;
-    eprintln!("{}", report.summary());
-    if let Some(path) = &args.report {
+    if let (Some(path), false) = (&args.report, refused) {
         report.write_json(path)?;
     }
+    let report = result?;
+    eprintln!("{}", report.summary());
     if report.valid == Some(false) {
         return Err(Error::data(
-            crate::error::Stage::Sink,
-            crate::error::Position::default(),
+            Stage::Sink,
+            Position::default(),
             "the migrated data does not match the source (see the report above)",
         ));
-    }
-    Ok(())
-}
-
-/// Every path a migration reads and writes: SQLite files, the state file, the report, the rejects and
-/// backup folders' files, the cast rules and key files.
-fn migrate_paths(job: &MigrateJob, report: Option<&Path>) -> RunPaths {
-    let mut paths = RunPaths::new();
-    for (flag, text) in [("--from", &job.from), ("--to", &job.to)] {
-        if let Ok(Db::Sqlite(file)) = Db::parse(text, flag) {
-            paths.database(flag, &file);
-        }
-    }
-    let state_flag = if job.resume { "--resume" } else { "--state" };
-    paths.write(state_flag, &job.state);
-    if let Some(report) = report {
-        paths.write("--report", report);
-    }
-    if job.on_error != ErrorPolicy::Strict {
-        let label = "--rejects";
-        paths.write_family(label, &job.rejects_dir, "", false, &[".rejects.ndjson"]);
-    }
-    if let Some(dir) = &job.backup {
-        paths.write("--backup (its backup.json)", &dir.join("backup.json"));
-        let suffixes = [
-            ".ndjson.zst",
-            ".ndjson.zst.sha256",
-            ".ndjson.zst.enc",
-            ".ndjson.zst.enc.sha256",
-        ];
-        paths.write_family("--backup", dir, "", false, &suffixes);
-    }
-    if let Some(rules) = &job.cast_rules {
-        paths.read("--cast-rules", rules);
-    }
-    match &job.backup_key {
-        Some(KeySource::KeyFile(file)) => {
-            paths.read("--key-file", file);
-        }
-        Some(KeySource::PassphraseFile(file)) => {
-            paths.read("--passphrase-file", file);
-        }
-        _ => {}
-    }
-    paths
-}
-
-fn show_plan(from: &str, args: &MigrateArgs, connect: &ConnectOptions) -> Result<()> {
-    let rules = match &args.cast_rules {
-        Some(path) => CastRules::load(path)?,
-        None => CastRules::default(),
-    };
-    let db = Db::parse(from, "--from")?;
-    let mut conn = db.open(connect, false)?;
-    let plan = build_plan(
-        &mut conn,
-        &db.label(),
-        &rules,
-        &args.tables,
-        &args.exclude,
-        args.jobs,
-    )?;
-    if args.plan {
-        print!("{}", plan.render());
-    }
-    if args.ddl {
-        let ddl = plan.ddl();
-        println!("-- before the data");
-        for stmt in &ddl.create {
-            println!("{stmt};");
-        }
-        println!("-- after the data");
-        for stmt in &ddl.after_data {
-            println!("{stmt};");
-        }
     }
     Ok(())
 }
@@ -327,43 +301,32 @@ pub struct DiffArgs {
 /// Runs `ferry diff`.
 pub fn run_diff(args: DiffArgs) -> Result<()> {
     super::warn_about_passwords(&[&args.source, &args.target]);
+    let env = Environment::from_process();
     if let Some(report) = &args.report {
-        let mut paths = RunPaths::new();
+        let mut paths = crate::paths::RunPaths::new();
         for (label, text) in [("SRC", &args.source), ("DST", &args.target)] {
-            if let Ok(Db::Sqlite(file)) = Db::parse(text, label) {
+            if let Ok(crate::migrate::Db::Sqlite(file)) =
+                crate::migrate::Db::parse(text, label, &env)
+            {
                 paths.database(label, &file);
             }
         }
         paths.write("--report", report).check()?;
     }
     let job = DiffJob {
-        source: args.source,
-        target: args.target,
         tables: args.table,
         limit: args.limit,
         cast_rules: args.cast_rules,
         connect: connect_options(0, 10),
+        ..DiffJob::new(args.source, args.target)
     };
-    let diffs = diff(&job)?;
-    print!("{}", render(&diffs));
+    let report = diff(&job, &env)?;
+    print!("{}", report.render());
     if let Some(path) = &args.report {
-        let text = serde_json::to_string_pretty(&diffs)
-            .map_err(|e| Error::usage(format!("cannot encode the report: {e}")))?;
-        std::fs::write(path, text + "\n").map_err(|e| {
-            Error::io(
-                crate::error::Stage::Sink,
-                Some(&path.display().to_string()),
-                e,
-            )
-        })?;
+        report.write_json(path)?;
     }
-    let different = diffs.iter().filter(|d| !d.equal()).count();
-    if different > 0 {
-        return Err(Error::data(
-            crate::error::Stage::Source,
-            crate::error::Position::default(),
-            format!("{different} of {} table(s) differ", diffs.len()),
-        ));
+    match report.difference() {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    Ok(())
 }

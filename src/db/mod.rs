@@ -1,16 +1,22 @@
 //! Databases as source and sink stages: a database endpoint (`sqlite://…`, `postgres://…`, a bare `.db`
-//! path, or `postgres` for `DATABASE_URL`) is read as a stream of typed records or loaded from one, in a
+//! path, `postgres` for `DATABASE_URL`, or `sqlite` for `DB_PATH`) is read as a stream of typed records or loaded from one, in a
 //! transaction, with per-record errors for values that do not fit and `--on-conflict` for duplicate keys.
 //!
 //! Adding a database is one file implementing [`Database`] and one line in [`DATABASES`].
 
 mod column;
+mod endpoint;
+pub(crate) mod pgcopy;
 pub mod postgres;
 pub mod sqlite;
+pub mod sqlite_type;
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 pub use column::{coerce, Cell, Column, ColumnKind};
+pub use endpoint::DbEndpoint;
 
 use crate::error::{Error, Position, Result, Stage};
 use crate::format::Decoder;
@@ -37,11 +43,9 @@ impl std::fmt::Debug for Database {
 /// Every database ferry reads and writes.
 pub static DATABASES: &[&Database] = &[&sqlite::DATABASE, &postgres::DATABASE];
 
-/// File extensions that make a bare path a SQLite database.
-const SQLITE_EXTENSIONS: &[&str] = &["db", "sqlite", "sqlite3", "db3"];
-
 /// What to do when a record's key is already in the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OnConflict {
     /// The record is rejected with the database's message (the error policy decides what follows).
     #[default]
@@ -64,15 +68,58 @@ impl OnConflict {
             OnConflict::Merge => "merge",
         }
     }
+
+    /// Every mode, in the order `--help` lists them.
+    pub const ALL: [OnConflict; 4] = [
+        OnConflict::Error,
+        OnConflict::Skip,
+        OnConflict::Overwrite,
+        OnConflict::Merge,
+    ];
 }
 
-/// How hard to try to reach a database server.
-#[derive(Debug, Clone, Copy)]
+impl std::str::FromStr for OnConflict {
+    type Err = String;
+
+    /// `error`, `skip`, `overwrite` or `merge`.
+    fn from_str(text: &str) -> std::result::Result<OnConflict, String> {
+        OnConflict::ALL
+            .into_iter()
+            .find(|mode| mode.name() == text)
+            .ok_or_else(|| format!("{text:?} is not one of error, skip, overwrite, merge"))
+    }
+}
+
+impl std::fmt::Display for OnConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How hard to try to reach a database server. In a job file: `{"retries": 3, "timeout": 10}` (seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ConnectOptions {
     /// Attempts after the first one fails.
     pub retries: u32,
-    /// The time allowed for each attempt.
+    /// The time allowed for each attempt (whole seconds in a job file).
+    #[serde(with = "seconds")]
     pub timeout: Duration,
+}
+
+/// A [`Duration`] as whole seconds (at least one) in job files.
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(|s| Duration::from_secs(s.max(1)))
+    }
 }
 
 impl Default for ConnectOptions {
@@ -145,185 +192,6 @@ pub trait TableSink: Send {
     fn finish(self: Box<Self>) -> Result<Tally>;
 }
 
-/// A parsed database endpoint. Its `Display` never shows a password.
-#[derive(Clone)]
-pub struct DbEndpoint {
-    /// Which database.
-    pub database: &'static Database,
-    /// What the driver connects with: a file path for SQLite, a URL for PostgreSQL (ferry's own parameters
-    /// removed). May hold a password: never print it.
-    connection: String,
-    /// `?table=`.
-    pub table: Option<String>,
-    /// `?query=`.
-    pub query: Option<String>,
-}
-
-impl std::fmt::Debug for DbEndpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DbEndpoint({self})")
-    }
-}
-
-impl std::fmt::Display for DbEndpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shown = if self.database.name == "sqlite" {
-            format!("sqlite://{}", self.connection)
-        } else {
-            postgres::redacted(&self.connection)
-        };
-        f.write_str(&shown)?;
-        match (&self.table, &self.query) {
-            (Some(table), _) => write!(f, "?table={table}"),
-            (None, Some(_)) => f.write_str("?query=…"),
-            (None, None) => Ok(()),
-        }
-    }
-}
-
-impl DbEndpoint {
-    /// Parses a database endpoint, or returns `None` when `text` names a file or `-`.
-    ///
-    /// ```
-    /// use ferry::db::DbEndpoint;
-    /// let e = DbEndpoint::parse("sqlite://out/app.db?table=contexts").unwrap().unwrap();
-    /// assert_eq!((e.database.name, e.table.as_deref()), ("sqlite", Some("contexts")));
-    /// let e = DbEndpoint::parse("postgres://u:secret@db:5433/app?table=t&sslmode=require").unwrap().unwrap();
-    /// assert_eq!(e.to_string(), "postgres://u@db:5433/app?table=t");
-    /// assert!(DbEndpoint::parse("export.csv").unwrap().is_none());
-    /// ```
-    pub fn parse(text: &str) -> Result<Option<DbEndpoint>> {
-        if text == "postgres" || text == "postgresql" {
-            return postgres::from_environment().map(Some);
-        }
-        let Some((scheme, rest)) = text
-            .split_once("://")
-            .or_else(|| sqlite_without_slashes(text))
-        else {
-            return Ok(bare_sqlite_path(text));
-        };
-        let scheme = scheme.to_ascii_lowercase();
-        let database = DATABASES
-            .iter()
-            .find(|d| d.schemes.contains(&scheme.as_str()))
-            .ok_or_else(|| {
-                Error::usage(format!(
-                    "{scheme}:// is not a database ferry knows; use sqlite://PATH or postgres://…"
-                ))
-            })?;
-        let (location, params) = match rest.split_once('?') {
-            Some((l, p)) => (l, p),
-            None => (rest, ""),
-        };
-        let (own, passed) = split_params(params)?;
-        let connection = if database.name == "sqlite" {
-            if location.is_empty() {
-                return Err(Error::usage(
-                    "sqlite:// needs a file path, as in sqlite://data/app.db",
-                ));
-            }
-            location.to_owned()
-        } else {
-            let mut url = format!("{scheme}://{location}");
-            if !passed.is_empty() {
-                url.push('?');
-                url.push_str(&passed.join("&"));
-            }
-            url
-        };
-        let endpoint = DbEndpoint {
-            database,
-            connection,
-            table: own.table,
-            query: own.query,
-        };
-        if endpoint.table.is_some() && endpoint.query.is_some() {
-            return Err(Error::usage(format!(
-                "{endpoint}: give ?table= or ?query=, not both"
-            )));
-        }
-        Ok(Some(endpoint))
-    }
-
-    /// What the driver connects with (may hold a password: never print it).
-    pub(crate) fn connection(&self) -> &str {
-        &self.connection
-    }
-
-    /// A copy that names another table.
-    pub fn with_table(&self, table: &str) -> DbEndpoint {
-        DbEndpoint {
-            table: Some(table.to_owned()),
-            query: None,
-            ..self.clone()
-        }
-    }
-}
-
-/// `sqlite:path.db` (no slashes) is accepted as well.
-fn sqlite_without_slashes(text: &str) -> Option<(&str, &str)> {
-    let rest = text.strip_prefix("sqlite:")?;
-    Some(("sqlite", rest))
-}
-
-fn bare_sqlite_path(text: &str) -> Option<DbEndpoint> {
-    let path = text.split_once('?').map_or(text, |(p, _)| p);
-    let extension = std::path::Path::new(path)
-        .extension()?
-        .to_str()?
-        .to_ascii_lowercase();
-    if !SQLITE_EXTENSIONS.contains(&extension.as_str()) {
-        return None;
-    }
-    let params = text.split_once('?').map_or("", |(_, q)| q);
-    let (own, _) = split_params(params).ok()?;
-    Some(DbEndpoint {
-        database: &sqlite::DATABASE,
-        connection: path.to_owned(),
-        table: own.table,
-        query: own.query,
-    })
-}
-
-#[derive(Default)]
-struct OwnParams {
-    table: Option<String>,
-    query: Option<String>,
-}
-
-/// Splits URL parameters into ferry's own (`table`, `query`) and the driver's. `query=` takes the rest of
-/// the URL, so SQL may contain `&`; values are percent-decoded.
-fn split_params(params: &str) -> Result<(OwnParams, Vec<String>)> {
-    let mut own = OwnParams::default();
-    let mut passed = Vec::new();
-    let mut rest = params;
-    while !rest.is_empty() {
-        if let Some(query) = rest.strip_prefix("query=") {
-            own.query = Some(decode(query)?);
-            break;
-        }
-        let (pair, tail) = rest.split_once('&').unwrap_or((rest, ""));
-        rest = tail;
-        match pair.split_once('=') {
-            Some(("table", value)) => own.table = Some(decode(value)?),
-            _ if !pair.is_empty() => passed.push(pair.to_owned()),
-            _ => {}
-        }
-    }
-    if own.table.as_deref() == Some("") || own.query.as_deref().is_some_and(|q| q.trim().is_empty())
-    {
-        return Err(Error::usage("?table= and ?query= must not be empty"));
-    }
-    Ok((own, passed))
-}
-
-fn decode(value: &str) -> Result<String> {
-    percent_encoding::percent_decode_str(value)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| Error::usage("a URL parameter is not valid UTF-8 once percent-decoded"))
-}
-
 /// Quotes an SQL identifier (PostgreSQL and SQLite spell it alike): `a"b` → `"a""b"`.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -357,7 +225,7 @@ pub(crate) fn check_table_name(table: &str, postgres: bool) -> Result<()> {
         _ => vec![table],
     };
     match parts.into_iter().find_map(|p| unfit_name(p, postgres)) {
-        Some(why) => Err(Error::usage(format!("table name {table:?} {why}"))),
+        Some(why) => Err(Error::config(format!("table name {table:?} {why}"))),
         None => Ok(()),
     }
 }
@@ -411,7 +279,7 @@ pub(crate) fn check_key_enforced(
     }
     let columns: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
     let index = quote_ident(&format!("{table}_{}_key", key.join("_")));
-    Err(Error::usage(format!(
+    Err(Error::config(format!(
         "table {} has no primary key or unique index on its key ({}), so the database would accept a \
          duplicate key and --on-conflict {} could not catch it (two loads at once would each load every \
          row); add one, e.g. CREATE UNIQUE INDEX {index} ON {} ({}), or load without a key",
@@ -620,30 +488,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_keep_driver_parameters_and_take_ferrys_own() {
-        let e = DbEndpoint::parse("postgresql://u:p%40ss@h/db?sslmode=require&table=my%20table")
-            .unwrap()
-            .unwrap();
-        assert_eq!(e.table.as_deref(), Some("my table"));
-        assert_eq!(e.connection(), "postgresql://u:p%40ss@h/db?sslmode=require");
-        assert!(!e.to_string().contains("p%40ss"), "{e}");
-        let q = DbEndpoint::parse("sqlite://a.db?query=SELECT * FROM t WHERE a=1 & b=2")
-            .unwrap()
-            .unwrap();
-        assert_eq!(q.query.as_deref(), Some("SELECT * FROM t WHERE a=1 & b=2"));
-        assert_eq!(q.connection(), "a.db");
-    }
-
-    #[test]
-    fn bare_paths_with_database_extensions_are_sqlite() {
-        let e = DbEndpoint::parse("out/app.sqlite3").unwrap().unwrap();
+    fn conflict_modes_and_connect_options_read_and_write_as_job_data() {
+        for mode in OnConflict::ALL {
+            assert_eq!(mode.name().parse::<OnConflict>(), Ok(mode));
+            let json = serde_json::to_string(&mode).unwrap();
+            assert_eq!(json, format!("\"{}\"", mode.name()));
+        }
+        assert!("replace".parse::<OnConflict>().is_err());
+        let options: ConnectOptions = serde_json::from_str(r#"{"timeout": 3}"#).unwrap();
+        assert_eq!(options.retries, ConnectOptions::default().retries);
+        assert_eq!(options.timeout, Duration::from_secs(3));
         assert_eq!(
-            (e.database.name, e.connection()),
-            ("sqlite", "out/app.sqlite3")
+            serde_json::to_string(&options).unwrap(),
+            r#"{"retries":3,"timeout":3}"#
         );
-        assert!(DbEndpoint::parse("out.ndjson").unwrap().is_none());
-        assert!(DbEndpoint::parse("mysql://x/y").is_err());
-        assert!(DbEndpoint::parse("sqlite://a.db?table=t&query=SELECT 1").is_err());
+        assert!(serde_json::from_str::<ConnectOptions>(r#"{"tries": 3}"#).is_err());
     }
 
     #[test]
@@ -678,7 +537,7 @@ mod tests {
         assert!(check_key_enforced("t", &key(&["a"]), &sets, OnConflict::Error).is_err());
         let e = check_key_enforced("t", &key(&["x"]), &[], OnConflict::Error).unwrap_err();
         assert!(
-            e.is_usage() && e.to_string().contains("no primary key or unique index"),
+            e.is_config() && e.to_string().contains("no primary key or unique index"),
             "{e}"
         );
         assert!(check_key_enforced("t", &[], &[], OnConflict::Error).is_ok());

@@ -4,19 +4,25 @@
 //! SQLite has no exact decimal or timestamp type. Columns ferry creates for them are declared
 //! `DECIMAL_TEXT` (TEXT affinity, so `12345678901234567890.10` is kept digit for digit rather than rounded
 //! to a double by NUMERIC affinity) and `TIMESTAMP` (ISO 8601 text with its offset); on read, text in
-//! columns declared DATE, DATETIME/TIMESTAMP, JSON or DECIMAL/NUMERIC comes back as that type.
+//! columns declared DATE, DATETIME/TIMESTAMP, JSON or DECIMAL/NUMERIC comes back as that type. What each
+//! declared type means is the [one table](super::sqlite_type) the migration uses too.
+//!
+//! A refused row keeps SQLite's account of why: its constraint errors carry the SQLSTATE PostgreSQL gives
+//! for the same violation, and the table and column SQLite names.
 
 use std::path::{Path, PathBuf};
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
+use super::sqlite_type::SqliteType;
 use super::{
     check_field_names, check_key_enforced, check_sink_names, loaded_columns, new_table_columns,
     quote_ident, Cell, Column, ColumnKind, ConnectOptions, Database, DbEndpoint, FieldLookup,
     OnConflict, SinkOptions, TableSink, Tally,
 };
-use crate::error::{Error, Position, Result, Stage};
+use crate::env::Environment;
+use crate::error::{sqlstate, DbCause, Error, Position, Result, Stage};
 use crate::format::Decoder;
 use crate::record::{Decimal, Record, Timestamp, Value};
 
@@ -28,18 +34,71 @@ pub static DATABASE: Database = Database {
     open_sink,
 };
 
-fn sql_error(stage: Stage, path: &str, what: &str, e: rusqlite::Error) -> Error {
-    Error::data(
+/// The endpoint for a bare `sqlite`: the file `DB_PATH` names (the variable the reference guides use).
+pub(crate) fn from_environment(env: &Environment) -> Result<DbEndpoint> {
+    match env.non_empty("DB_PATH") {
+        Some(path) => Ok(DbEndpoint::sqlite_file(path)),
+        None => Err(Error::config(
+            "`sqlite` means the file DB_PATH names, and DB_PATH is not set; give sqlite://PATH instead",
+        )),
+    }
+}
+
+/// SQLite's account of an error: for a constraint, the SQLSTATE PostgreSQL gives the same violation,
+/// and the table and column from its message (`UNIQUE constraint failed: t.id`).
+pub(crate) fn cause(e: &rusqlite::Error) -> Option<DbCause> {
+    use rusqlite::ffi;
+    let rusqlite::Error::SqliteFailure(failure, message) = e else {
+        return None;
+    };
+    let code = match failure.extended_code {
+        ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+            sqlstate::UNIQUE_VIOLATION
+        }
+        ffi::SQLITE_CONSTRAINT_NOTNULL => sqlstate::NOT_NULL_VIOLATION,
+        ffi::SQLITE_CONSTRAINT_FOREIGNKEY => sqlstate::FOREIGN_KEY_VIOLATION,
+        ffi::SQLITE_CONSTRAINT_CHECK => sqlstate::CHECK_VIOLATION,
+        _ => return None,
+    };
+    // "UNIQUE constraint failed: t.a, t.b" names the first column; "CHECK constraint failed: name"
+    // names the constraint.
+    let named = message
+        .as_deref()
+        .and_then(|m| m.split_once("constraint failed: "))
+        .map(|(_, named)| named.split(", ").next().unwrap_or(named).trim());
+    let (table, column, constraint) = match named {
+        Some(named) if code == sqlstate::CHECK_VIOLATION => (None, None, Some(named)),
+        Some(named) => match named.split_once('.') {
+            Some((table, column)) => (Some(table), Some(column), None),
+            None => (None, None, None),
+        },
+        None => (None, None, None),
+    };
+    Some(DbCause {
+        sqlstate: Some(code.to_owned()),
+        constraint: constraint.map(str::to_owned),
+        table: table.map(str::to_owned),
+        column: column.map(str::to_owned),
+    })
+}
+
+/// A data error naming the database and what failed, with SQLite's cause kept.
+pub(crate) fn sql_error(stage: Stage, path: &str, what: &str, e: rusqlite::Error) -> Error {
+    let error = Error::data(
         stage,
         Position::default(),
         format!("sqlite {path}: {what}: {e}"),
-    )
+    );
+    match cause(&e) {
+        Some(cause) => error.with_db_cause(cause),
+        None => error,
+    }
 }
 
 fn open_source(endpoint: &DbEndpoint, options: &ConnectOptions) -> Result<Box<dyn Decoder>> {
     let path = endpoint.connection().to_owned();
     if !Path::new(&path).exists() {
-        return Err(Error::usage(format!(
+        return Err(Error::config(format!(
             "sqlite database {path} does not exist"
         )));
     }
@@ -47,7 +106,7 @@ fn open_source(endpoint: &DbEndpoint, options: &ConnectOptions) -> Result<Box<dy
         (_, Some(query)) => query.clone(),
         (Some(table), None) => format!("SELECT * FROM {}", quote_ident(table)),
         (None, None) => {
-            return Err(Error::usage(format!(
+            return Err(Error::config(format!(
                 "{endpoint}: say what to read with ?table=NAME or ?query=SELECT…"
             )))
         }
@@ -57,9 +116,9 @@ fn open_source(endpoint: &DbEndpoint, options: &ConnectOptions) -> Result<Box<dy
         .map_err(|e| sql_error(Stage::Source, &path, "cannot open", e))?;
     conn.busy_timeout(options.timeout)
         .map_err(|e| sql_error(Stage::Source, &path, "cannot set the busy timeout", e))?;
-    // Checked here, so a bad table name or query is a usage error before any record moves.
+    // Checked here, so a bad table name or query is a configuration error before any record moves.
     conn.prepare(&sql)
-        .map_err(|e| Error::usage(format!("sqlite {path}: cannot read {sql:?}: {e}")))?;
+        .map_err(|e| Error::config(format!("sqlite {path}: cannot read {sql:?}: {e}")))?;
     let name = endpoint.to_string();
     Ok(Box::new(crate::format::pushed_records(move |emit| {
         if let Err(e) = stream_rows(&conn, &sql, emit) {
@@ -147,47 +206,37 @@ impl ReadHint {
     }
 }
 
-/// The kind of a column from its declared type, following SQLite's affinity rules with ferry's refinements.
+/// The kind of a column from its declared type ([the one table](super::sqlite_type)).
 fn column_kind(declared: &str) -> ColumnKind {
-    let d = declared.to_ascii_uppercase();
-    let has = |s: &str| d.contains(s);
-    if d.is_empty() || has("BLOB") {
-        ColumnKind::Any
-    } else if has("BOOL") {
-        ColumnKind::Boolean
-    } else if has("INT") {
-        ColumnKind::Integer { bits: 64 }
-    } else if has("DATETIME") || has("TIMESTAMP") {
-        ColumnKind::Timestamp { zoned: true }
-    } else if d.starts_with("DATE") {
-        ColumnKind::Date
-    } else if has("JSON") {
-        ColumnKind::Json { binary: false }
-    } else if has("DEC") || has("NUMERIC") || has("MONEY") {
-        ColumnKind::Decimal
-    } else if has("CHAR") || has("CLOB") || has("TEXT") {
-        ColumnKind::Text
-    } else if has("REAL") || has("FLOA") || has("DOUB") {
-        ColumnKind::Float { single: false }
-    } else {
-        ColumnKind::Any
+    match SqliteType::of(declared) {
+        SqliteType::Integer | SqliteType::Year => ColumnKind::Integer { bits: 64 },
+        SqliteType::Boolean => ColumnKind::Boolean,
+        SqliteType::Date => ColumnKind::Date,
+        SqliteType::Timestamp { .. } => ColumnKind::Timestamp { zoned: true },
+        SqliteType::Json => ColumnKind::Json { binary: false },
+        SqliteType::Decimal { .. } => ColumnKind::Decimal,
+        SqliteType::Text { .. } | SqliteType::Enum => ColumnKind::Text,
+        SqliteType::Float => ColumnKind::Float { single: false },
+        SqliteType::Blob => ColumnKind::Bytes,
+        SqliteType::Untyped | SqliteType::Other => ColumnKind::Any,
     }
 }
 
-/// The declared type ferry gives a new column.
-fn declared_type(kind: ColumnKind) -> &'static str {
-    match kind {
-        ColumnKind::Text | ColumnKind::Uuid => "TEXT",
-        ColumnKind::Integer { .. } => "INTEGER",
-        ColumnKind::Float { .. } => "REAL",
-        ColumnKind::Decimal => "DECIMAL_TEXT",
-        ColumnKind::Boolean => "BOOLEAN",
-        ColumnKind::Date => "DATE",
-        ColumnKind::Timestamp { .. } => "TIMESTAMP",
-        ColumnKind::Json { .. } | ColumnKind::TextArray => "JSON",
-        ColumnKind::Bytes => "BLOB",
-        ColumnKind::Any => "",
-    }
+/// The declared type ferry gives a new column ([the one table](super::sqlite_type)).
+fn declared_type(kind: ColumnKind) -> String {
+    let class = match kind {
+        ColumnKind::Text | ColumnKind::Uuid => SqliteType::Text { length: None },
+        ColumnKind::Integer { .. } => SqliteType::Integer,
+        ColumnKind::Float { .. } => SqliteType::Float,
+        ColumnKind::Decimal => SqliteType::Decimal { precision: None },
+        ColumnKind::Boolean => SqliteType::Boolean,
+        ColumnKind::Date => SqliteType::Date,
+        ColumnKind::Timestamp { .. } => SqliteType::Timestamp { zoned: true },
+        ColumnKind::Json { .. } | ColumnKind::TextArray => SqliteType::Json,
+        ColumnKind::Bytes => SqliteType::Blob,
+        ColumnKind::Any => SqliteType::Untyped,
+    };
+    class.declared().unwrap_or_default()
 }
 
 impl rusqlite::ToSql for Cell<'_> {
@@ -226,7 +275,7 @@ fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<Box<dyn Tabl
         .parent()
         .filter(|p| !p.as_os_str().is_empty() && !p.exists())
     {
-        return Err(Error::usage(format!(
+        return Err(Error::config(format!(
             "cannot create sqlite database {name}: folder {} does not exist",
             parent.display()
         )));
@@ -291,7 +340,7 @@ impl SqliteSink {
                 .map_err(|e| self.fatal("cannot read the primary key", e))?;
         }
         if self.options.on_conflict != OnConflict::Error && self.key.is_empty() {
-            return Err(Error::usage(format!(
+            return Err(Error::config(format!(
                 "--on-conflict {} needs a key: table {:?} has no primary key, so give --key COLUMN (or a template target key)",
                 self.options.on_conflict.name(),
                 self.options.table
@@ -508,11 +557,18 @@ impl SqliteSink {
             .execute(rusqlite::params_from_iter(cells.iter()))
             .map_err(|e| match e.sqlite_error_code() {
                 Some(rusqlite::ErrorCode::ConstraintViolation)
-                | Some(rusqlite::ErrorCode::TypeMismatch) => Error::record(
-                    Stage::Sink,
-                    Position::default(),
-                    format!("table {:?} refused the row: {e}", self.options.table),
-                ),
+                | Some(rusqlite::ErrorCode::TypeMismatch) => {
+                    let cause = cause(&e);
+                    let error = Error::record(
+                        Stage::Sink,
+                        Position::default(),
+                        format!("table {:?} refused the row: {e}", self.options.table),
+                    );
+                    match cause {
+                        Some(cause) => error.with_db_cause(cause),
+                        None => error,
+                    }
+                }
                 _ => self.fatal("cannot write the row", e),
             })
     }

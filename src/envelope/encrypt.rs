@@ -178,11 +178,15 @@ impl fmt::Debug for KeyMaterial {
 }
 
 /// Where the key comes from. Never from a command-line argument, which other users can see in the process list.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// In a job file it is the name of a file or variable, never key material: `{"key_file": "backup.key"}`,
+/// `{"key_env": "NAME"}`, `{"passphrase_env": "NAME"}`, `{"passphrase_file": "FILE"}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum KeySource {
     /// A file holding 32 raw bytes, 64 hex digits or the base64 of 32 bytes (`--key-file`).
     KeyFile(PathBuf),
     /// An environment variable holding the key as hex or base64.
+    #[serde(rename = "key_env")]
     Env(String),
     /// An environment variable holding a passphrase.
     PassphraseEnv(String),

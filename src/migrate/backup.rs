@@ -8,10 +8,11 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::run::Db;
+use super::conn::Db;
 use crate::envelope::KeySource;
 use crate::error::{Error, Result, Stage};
 use crate::pipeline::{convert, ConvertJob};
+use crate::rejects::file_stem;
 
 #[derive(Serialize)]
 struct BackupEntry {
@@ -34,35 +35,8 @@ struct BackupManifest {
     tables: Vec<BackupEntry>,
 }
 
-fn percent(name: &str) -> String {
-    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-/// The URL that reads one table of the source through the pipeline.
-fn table_url(from: &str, db: &Db, table: &str) -> Result<String> {
-    match db {
-        Db::Sqlite(path) => Ok(format!(
-            "sqlite://{}?table={}",
-            path.display(),
-            percent(table)
-        )),
-        Db::Postgres(_) => {
-            let base = if from == "postgres" || from == "postgresql" {
-                std::env::var("DATABASE_URL").map_err(|_| {
-                    Error::usage(
-                        "--backup from `postgres` needs DATABASE_URL (or give --from postgres://…)",
-                    )
-                })?
-            } else {
-                from.to_owned()
-            };
-            let join = if base.contains('?') { '&' } else { '?' };
-            Ok(format!("{base}{join}table={}", percent(table)))
-        }
-    }
-}
-
-/// Exports `tables` of the source into `dir`; returns the manifest's path.
+/// Exports `tables` of the source into `dir`; returns the manifest's path. `from` is the source as the job
+/// gave it (the manifest shows it without a password).
 pub fn backup(
     from: &str,
     db: &Db,
@@ -73,7 +47,7 @@ pub fn backup(
     let manifest_path = dir.join("backup.json");
     let shown = manifest_path.display().to_string();
     if manifest_path.exists() {
-        return Err(Error::usage(format!(
+        return Err(Error::config(format!(
             "{shown} exists: choose an empty --backup directory (a backup is never overwritten)"
         )));
     }
@@ -81,7 +55,7 @@ pub fn backup(
     let mut taken = HashSet::new();
     let mut entries = Vec::new();
     for table in tables {
-        let mut stem = super::run::file_stem(table);
+        let mut stem = file_stem(table);
         while !taken.insert(stem.clone()) {
             stem.push('_');
         }
@@ -90,7 +64,7 @@ pub fn backup(
             if key.is_some() { ".enc" } else { "" }
         );
         let path = dir.join(&file);
-        let mut job = ConvertJob::new(table_url(from, db, table)?, path.display().to_string());
+        let mut job = ConvertJob::new(db.table_url(table), path.display().to_string());
         job.checksum = true;
         job.encrypt = key.is_some();
         job.key_source = key.cloned();
@@ -120,7 +94,7 @@ pub fn backup(
         tables: entries,
     };
     let text = serde_json::to_string_pretty(&manifest)
-        .map_err(|e| Error::usage(format!("cannot encode the backup manifest: {e}")))?;
+        .map_err(|e| Error::io(Stage::Sink, Some(&shown), std::io::Error::other(e)))?;
     std::fs::write(&manifest_path, text + "\n")
         .map_err(|e| Error::io(Stage::Sink, Some(&shown), e))?;
     Ok(shown)

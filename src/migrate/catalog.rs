@@ -3,9 +3,9 @@
 //! commit and before its state file caught up resumes by skipping what the catalog shows is there,
 //! instead of failing on `multiple primary keys` or `already exists`.
 
-use super::run::Conn;
-use super::sql::{tokenize, Token};
-use crate::error::{Error, Result, Stage};
+use super::conn::Conn;
+use super::sql::{tokenize, Dialect, Token};
+use crate::error::Result;
 
 /// The schema object a migration statement creates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub(crate) enum Object {
 
 /// The object `statement` (one ferry wrote) creates.
 pub(crate) fn object_of(statement: &str) -> Object {
-    let Ok(tokens) = tokenize(statement) else {
+    let Ok(tokens) = tokenize(statement, Dialect::Sqlite) else {
         return Object::Repeatable;
     };
     let word = |i: usize, w: &str| tokens.get(i).is_some_and(|t| t.is_word(w));
@@ -57,50 +57,37 @@ pub(crate) fn object_of(statement: &str) -> Object {
 
 /// True when the target already has `object` (never for [`Object::Repeatable`]).
 pub(crate) fn exists(target: &mut Conn, object: &Object) -> Result<bool> {
-    match target {
-        Conn::Postgres(client) => {
-            let (sql, params): (&str, Vec<&str>) = match object {
-                Object::Repeatable => return Ok(false),
-                Object::Table(t) => (
-                    "SELECT count(*) FROM pg_class WHERE oid = to_regclass(quote_ident($1)) AND relkind IN ('r', 'p')",
-                    vec![t],
-                ),
-                Object::View(v) => (
-                    "SELECT count(*) FROM pg_class WHERE oid = to_regclass(quote_ident($1)) AND relkind IN ('v', 'm')",
-                    vec![v],
-                ),
-                Object::Index(i) => (
-                    "SELECT count(*) FROM pg_class WHERE oid = to_regclass(quote_ident($1)) AND relkind IN ('i', 'I')",
-                    vec![i],
-                ),
-                Object::PrimaryKey(t) => (
-                    "SELECT count(*) FROM pg_constraint WHERE conrelid = to_regclass(quote_ident($1)) AND contype = 'p'",
-                    vec![t],
-                ),
-                Object::Constraint { table, name } => (
-                    "SELECT count(*) FROM pg_constraint WHERE conrelid = to_regclass(quote_ident($1)) AND conname = $2",
-                    vec![table, name],
-                ),
-                // The column was created as text; any other type means the conversion ran.
-                Object::ColumnType { table, column } => (
-                    "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(quote_ident($1)) \
-                     AND attname = $2 AND atttypid <> 'text'::regtype",
-                    vec![table, column],
-                ),
-            };
-            let params: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-                .iter()
-                .map(|p| p as &(dyn postgres::types::ToSql + Sync))
-                .collect();
-            let found: i64 = client
-                .query_one(sql, &params)
-                .map_err(|e| {
-                    crate::db::postgres::pg_error(Stage::Sink, "reading the target's catalog", &e)
-                })?
-                .get(0);
-            Ok(found > 0)
-        }
-        Conn::Sqlite(conn) => {
+    let (sql, params): (&str, Vec<&str>) = match target {
+        Conn::Postgres(_) => match object {
+            Object::Repeatable => return Ok(false),
+            Object::Table(t) => (
+                "SELECT count(*) FROM pg_class WHERE oid = to_regclass(quote_ident($1)) AND relkind IN ('r', 'p')",
+                vec![t.as_str()],
+            ),
+            Object::View(v) => (
+                "SELECT count(*) FROM pg_class WHERE oid = to_regclass(quote_ident($1)) AND relkind IN ('v', 'm')",
+                vec![v.as_str()],
+            ),
+            Object::Index(i) => (
+                "SELECT count(*) FROM pg_class WHERE oid = to_regclass(quote_ident($1)) AND relkind IN ('i', 'I')",
+                vec![i.as_str()],
+            ),
+            Object::PrimaryKey(t) => (
+                "SELECT count(*) FROM pg_constraint WHERE conrelid = to_regclass(quote_ident($1)) AND contype = 'p'",
+                vec![t.as_str()],
+            ),
+            Object::Constraint { table, name } => (
+                "SELECT count(*) FROM pg_constraint WHERE conrelid = to_regclass(quote_ident($1)) AND conname = $2",
+                vec![table.as_str(), name.as_str()],
+            ),
+            // The column was created as text; any other type means the conversion ran.
+            Object::ColumnType { table, column } => (
+                "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(quote_ident($1)) \
+                 AND attname = $2 AND atttypid <> 'text'::regtype",
+                vec![table.as_str(), column.as_str()],
+            ),
+        },
+        Conn::Sqlite(_) => {
             let (kind, name) = match object {
                 Object::Table(t) => ("table", t),
                 Object::View(v) => ("view", v),
@@ -108,15 +95,30 @@ pub(crate) fn exists(target: &mut Conn, object: &Object) -> Result<bool> {
                 // SQLite targets get their keys and constraints inside CREATE TABLE.
                 _ => return Ok(false),
             };
-            conn.query_row(
+            (
                 "SELECT count(*) FROM sqlite_schema WHERE type = ?1 AND name = ?2",
-                [kind, name.as_str()],
-                |r| r.get::<_, i64>(0),
+                vec![kind, name.as_str()],
             )
-            .map(|n| n > 0)
-            .map_err(|e| Error::usage(format!("reading the target's schema: {e}")))
+        }
+    };
+    target.catalog_has(sql, &params)
+}
+
+/// The statements whose object the target does not have yet: all of them for a first run, whose
+/// target was checked before anything was created; on a resumed run, those the catalog does not show
+/// (the interrupted run may have committed them and been stopped before its state file said so).
+pub(crate) fn missing(
+    target: &mut Conn,
+    statements: &[String],
+    resume: bool,
+) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(statements.len());
+    for s in statements {
+        if !resume || !exists(target, &object_of(s))? {
+            out.push(s.clone());
         }
     }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -186,7 +188,7 @@ mod tests {
                 let repeatable = s.starts_with("SELECT setval(");
                 assert_eq!(object_of(s) == Object::Repeatable, repeatable, "{s}");
             }
-            for s in super::super::pg_schema::sqlite_ddl(&plan) {
+            for s in super::super::sqlite_ddl::sqlite_ddl(&plan) {
                 assert_ne!(object_of(&s), Object::Repeatable, "{s}");
             }
         }

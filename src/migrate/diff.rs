@@ -5,30 +5,124 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use std::path::{Path, PathBuf};
+
+use super::conn::Db;
+use super::job::load_rules;
+use super::planning::build_plan;
 use super::rows::{scan, CopyTable};
-use super::run::{build_plan, Db};
-use super::types::CastRules;
+use super::state::without_password;
 use super::value::{row_hash, Datum};
 use crate::db::{quote_ident, ConnectOptions};
-use crate::error::Result;
+use crate::env::Environment;
+use crate::error::{Error, Result, Stage};
 
-/// What `ferry diff` compares.
-#[derive(Debug, Clone)]
+/// What `ferry diff` compares, as plain data (`{"source": "app.db", "target": "postgres", …}`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DiffJob {
     /// The first database (its schema decides the types).
+    #[serde(serialize_with = "serialize_without_password")]
     pub source: String,
     /// The second database.
+    #[serde(serialize_with = "serialize_without_password")]
     pub target: String,
     /// Only these tables (empty: all of SRC's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tables: Vec<String>,
     /// Rows shown per side and table.
     pub limit: usize,
     /// `--cast-rules`, as the migration used them.
-    pub cast_rules: Option<std::path::PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cast_rules: Option<PathBuf>,
     /// Connection retries and timeout.
     pub connect: ConnectOptions,
+}
+
+fn serialize_without_password<S: serde::Serializer>(
+    url: &str,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&without_password(url))
+}
+
+impl DiffJob {
+    /// A comparison of `source` and `target`, every table, ten rows shown per side.
+    pub fn new(source: impl Into<String>, target: impl Into<String>) -> DiffJob {
+        DiffJob {
+            source: source.into(),
+            target: target.into(),
+            ..DiffJob::default()
+        }
+    }
+}
+
+impl std::fmt::Debug for DiffJob {
+    /// The job as a job file shows it: no password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+        write!(f, "DiffJob {text}")
+    }
+}
+
+impl Default for DiffJob {
+    fn default() -> DiffJob {
+        DiffJob {
+            source: String::new(),
+            target: String::new(),
+            tables: Vec::new(),
+            limit: 10,
+            cast_rules: None,
+            connect: ConnectOptions::default(),
+        }
+    }
+}
+
+/// What `ferry diff` found: one entry per table of SRC.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DiffReport {
+    /// SRC, without a password.
+    pub source: String,
+    /// DST, without a password.
+    pub target: String,
+    /// True when every table holds the same rows on both sides.
+    pub equal: bool,
+    /// How many tables differ.
+    pub different: usize,
+    /// Per table.
+    pub tables: Vec<TableDiff>,
+}
+
+impl DiffReport {
+    /// The readable comparison `ferry diff` prints.
+    pub fn render(&self) -> String {
+        render(&self.tables)
+    }
+
+    /// Writes the comparison as JSON.
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let shown = path.display().to_string();
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::io(Stage::Sink, Some(&shown), std::io::Error::other(e)))?;
+        std::fs::write(path, text + "\n").map_err(|e| Error::io(Stage::Sink, Some(&shown), e))
+    }
+
+    /// The data error a front end ends with when the databases differ (exit code 1), if they do.
+    pub fn difference(&self) -> Option<Error> {
+        (self.different > 0).then(|| {
+            Error::data(
+                Stage::Source,
+                crate::error::Position::default(),
+                format!(
+                    "{} of {} table(s) differ",
+                    self.different,
+                    self.tables.len()
+                ),
+            )
+        })
+    }
 }
 
 /// One table's comparison.
@@ -80,14 +174,11 @@ fn hash_of(table: &CopyTable, row: &super::rows::Scanned) -> (u128, serde_json::
     }
 }
 
-/// Compares the databases; one entry per table.
-pub fn diff(job: &DiffJob) -> Result<Vec<TableDiff>> {
-    let source_db = Db::parse(&job.source, "SRC")?;
-    let target_db = Db::parse(&job.target, "DST")?;
-    let rules = match &job.cast_rules {
-        Some(p) => CastRules::load(p)?,
-        None => CastRules::default(),
-    };
+/// Compares the databases; one entry per table. `env` is read for a bare `postgres` or `sqlite`.
+pub fn diff(job: &DiffJob, env: &Environment) -> Result<DiffReport> {
+    let source_db = Db::parse(&job.source, "SRC", env)?;
+    let target_db = Db::parse(&job.target, "DST", env)?;
+    let rules = load_rules(job.cast_rules.as_ref())?;
     let (source_label, target_label) = (source_db.label(), target_db.label());
     let mut source = source_db.open(&job.connect, false)?;
     let mut target = target_db.open(&job.connect, false)?;
@@ -142,11 +233,18 @@ pub fn diff(job: &DiffJob) -> Result<Vec<TableDiff>> {
         }
         out.push(d);
     }
-    Ok(out)
+    let different = out.iter().filter(|d| !d.equal()).count();
+    Ok(DiffReport {
+        source: without_password(&job.source),
+        target: without_password(&job.target),
+        equal: different == 0,
+        different,
+        tables: out,
+    })
 }
 
-/// The readable comparison `ferry diff` prints.
-pub fn render(diffs: &[TableDiff]) -> String {
+/// The readable comparison of `diffs`.
+fn render(diffs: &[TableDiff]) -> String {
     let mut out = String::new();
     for d in diffs {
         let name = quote_ident(&d.table);

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::sql;
+use super::sql::sqlite as sql;
 use crate::error::{Error, Position, Result, Stage};
 
 /// A SQLite database's schema.
@@ -207,7 +207,7 @@ fn sql_error(path: &str, what: &str, e: rusqlite::Error) -> Error {
 pub fn open(path: &Path) -> Result<Connection> {
     let label = path.display().to_string();
     if !path.exists() {
-        return Err(Error::usage(format!(
+        return Err(Error::config(format!(
             "sqlite database {label} does not exist"
         )));
     }

@@ -2,7 +2,7 @@
 //! types, and loading them into the other (PostgreSQL binary COPY, or prepared SQLite inserts). The copy,
 //! the checksums of `--validate` and `ferry diff` all read through [`scan`].
 
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Write};
 
 use bytes::BytesMut;
 use postgres::Client;
@@ -12,11 +12,10 @@ use rusqlite::Connection;
 use super::plan::PlanTable;
 use super::types::PgType;
 use super::value::{describe, sqlite_json, Datum};
+use crate::db::pgcopy::{self, ReadError, TupleReader};
 use crate::db::quote_ident;
 use crate::error::{Error, Position, Result, Stage};
 
-/// The header of a binary COPY stream: signature, flags, header extension length.
-const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// Bytes of COPY data gathered before they are handed to the connection.
 const COPY_CHUNK: usize = 256 * 1024;
 
@@ -99,11 +98,15 @@ pub fn scan(
 }
 
 fn sqlite_error(label: &str, table: &str, e: &rusqlite::Error) -> Error {
-    Error::data(
+    let error = Error::data(
         Stage::Source,
         Position::file(label),
         format!("sqlite {label}: table {}: {e}", quote_ident(table)),
-    )
+    );
+    match crate::db::sqlite::cause(e) {
+        Some(cause) => error.with_db_cause(cause),
+        None => error,
+    }
 }
 
 fn has_rowid(conn: &Connection, table: &str) -> bool {
@@ -228,7 +231,6 @@ fn scan_postgres(
     let reader = client
         .copy_out(&copy)
         .map_err(|e| pg_fail(label, &table.name, "cannot read", &e))?;
-    let mut reader = BufReader::with_capacity(256 * 1024, reader);
     let broken = |what: &str| {
         Error::data(
             Stage::Source,
@@ -239,44 +241,22 @@ fn scan_postgres(
             ),
         )
     };
-    let io = |e: std::io::Error| Error::io(Stage::Source, Some(label), e);
-    let mut header = [0u8; 19];
-    reader.read_exact(&mut header).map_err(io)?;
-    if header[..11] != COPY_HEADER[..11] {
-        return Err(broken("has a bad header"));
-    }
-    let extension = u32::from_be_bytes([header[15], header[16], header[17], header[18]]);
-    std::io::copy(
-        &mut (&mut reader).take(extension.into()),
-        &mut std::io::sink(),
-    )
-    .map_err(io)?;
+    let fail = |e: ReadError| match e {
+        ReadError::Io(e) => Error::io(Stage::Source, Some(label), e),
+        ReadError::Broken(what) => broken(what),
+    };
+    let mut reader =
+        TupleReader::new(BufReader::with_capacity(256 * 1024, reader)).map_err(fail)?;
     let mut number = 0i64;
-    let mut field = Vec::new();
-    loop {
-        let mut count = [0u8; 2];
-        reader.read_exact(&mut count).map_err(io)?;
-        let count = i16::from_be_bytes(count);
-        if count == -1 {
-            break;
-        }
-        if usize::try_from(count).ok() != Some(table.columns.len()) {
+    while let Some(count) = reader.next_tuple().map_err(fail)? {
+        if count != table.columns.len() {
             return Err(broken("has a row of the wrong width"));
         }
         number += 1;
         let mut values = Vec::with_capacity(table.columns.len());
         let mut misfit = None;
         for (name, ty) in &table.columns {
-            let mut len = [0u8; 4];
-            reader.read_exact(&mut len).map_err(io)?;
-            let len = i32::from_be_bytes(len);
-            let raw = if len < 0 {
-                None
-            } else {
-                field.resize(len as usize, 0);
-                reader.read_exact(&mut field).map_err(io)?;
-                Some(field.as_slice())
-            };
+            let raw = reader.next_field().map_err(fail)?;
             match Datum::from_pg(raw, ty) {
                 Ok(d) => values.push(d),
                 Err(reason) if misfit.is_none() => {
@@ -297,7 +277,7 @@ fn scan_postgres(
         })?;
         if !keep_going {
             // Drain the stream so the connection stays usable.
-            std::io::copy(&mut reader, &mut std::io::sink()).map_err(io)?;
+            reader.drain().map_err(fail)?;
             break;
         }
     }
@@ -335,7 +315,7 @@ pub fn loader<'a>(
                 .copy_in(&sql)
                 .map_err(|e| sink_fail(label, &table.name, &e))?;
             let mut buffer = BytesMut::with_capacity(COPY_CHUNK + 64 * 1024);
-            buffer.extend_from_slice(COPY_HEADER);
+            buffer.extend_from_slice(pgcopy::HEADER);
             Ok(Box::new(PgLoader {
                 writer,
                 buffer,
@@ -393,8 +373,17 @@ impl PgLoader<'_> {
 
 impl Loader for PgLoader<'_> {
     fn push(&mut self, row: &[Datum]) -> Result<()> {
-        let width = i16::try_from(row.len()).map_err(|_| Error::usage("too many columns"))?;
-        self.buffer.extend_from_slice(&width.to_be_bytes());
+        let width = i16::try_from(row.len()).map_err(|_| {
+            Error::data(
+                Stage::Encode,
+                Position::file(&self.label),
+                format!(
+                    "table {} has too many columns for COPY",
+                    quote_ident(&self.table.name)
+                ),
+            )
+        })?;
+        pgcopy::put_tuple_start(&mut self.buffer, width);
         for (datum, (name, ty)) in row.iter().zip(&self.table.columns) {
             datum.write_pg(ty, &mut self.buffer).map_err(|reason| {
                 Error::data(
@@ -415,7 +404,7 @@ impl Loader for PgLoader<'_> {
     }
 
     fn finish(mut self: Box<Self>) -> Result<u64> {
-        self.buffer.extend_from_slice(&(-1i16).to_be_bytes());
+        self.buffer.extend_from_slice(&pgcopy::TRAILER);
         self.flush()?;
         let PgLoader {
             writer,

@@ -122,15 +122,15 @@ impl State {
             } else {
                 ""
             };
-            Error::usage(format!(
+            Error::config(format!(
                 "cannot read the migration state {shown}: {e}{hint}"
             ))
         })?;
         let state: State = serde_json::from_str(&text).map_err(|e| {
-            Error::usage(format!("{shown} is not a ferry migration state file: {e}"))
+            Error::config(format!("{shown} is not a ferry migration state file: {e}"))
         })?;
         if state.ferry_migrate_state != STATE_VERSION {
-            return Err(Error::usage(format!(
+            return Err(Error::config(format!(
                 "{shown}: state format {} is not the {STATE_VERSION} this ferry writes",
                 state.ferry_migrate_state
             )));
@@ -143,7 +143,7 @@ impl State {
         self.updated = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let shown = path.display().to_string();
         let text = serde_json::to_string_pretty(self)
-            .map_err(|e| Error::usage(format!("cannot encode the migration state: {e}")))?;
+            .map_err(|e| Error::io(Stage::Sink, Some(&shown), std::io::Error::other(e)))?;
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),

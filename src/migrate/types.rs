@@ -1,8 +1,9 @@
 //! Translating SQLite declared types (and what the columns actually hold) to PostgreSQL types.
 //!
 //! SQLite accepts any type name and only derives an affinity from it; ferry reads the name leniently,
-//! the way SQLite does, then looks at the [profile](super::profile) of the values. The rules, first match
-//! wins (the declared name is upper-cased and its `(…)` parameters read separately):
+//! the way SQLite does, by [the one SQLite type table](crate::db::sqlite_type) the SQLite sink uses too,
+//! then looks at the [profile](super::profile) of the values. The rules, first match wins (the declared
+//! name is upper-cased and its `(…)` parameters read separately):
 //!
 //! | declared type (SQLite)                                        | PostgreSQL                        | condition / note |
 //! |---------------------------------------------------------------|-----------------------------------|------------------|
@@ -16,11 +17,11 @@
 //! | `DATE`                                                        | `date`                            | when every text value is `YYYY-MM-DD`, else `text` + warning |
 //! | `DATETIME`, `TIMESTAMP` (± `WITH TIME ZONE`)                  | `timestamptz`                     | when every text value is date or date-time shaped, else `text` + warning |
 //! | `ENUM(…)`, `SET(…)`                                           | `text`                            | MySQL leftovers |
+//! | `NUMERIC(p,s)`, `DECIMAL(p,s)`, `DECIMAL_TEXT(p,s)`, `DEC`    | `numeric(p,s)`                    | without `(p,s)`: `numeric` |
+//! | `NUMBER`, `MONEY`                                             | `numeric`                         | |
 //! | name containing `CHAR`, `CLOB`, `TEXT` (`VARCHAR(n)`, `NVARCHAR(n)`, `CHARACTER(n)`) | `text` | `varchar(n)` only with `keep_varchar` |
 //! | name containing `BLOB`                                        | `bytea`                           | |
 //! | name containing `REAL`, `FLOA`, `DOUB`                        | `double precision`                | |
-//! | `NUMERIC(p,s)`, `DECIMAL(p,s)`                                | `numeric(p,s)`                    | without `(p,s)`: `numeric` |
-//! | `NUMBER`, `MONEY`                                             | `numeric`                         | |
 //! | no type                                                       | by the values                     | all integer → `bigint`, all integer/real → `double precision`, all blob → `bytea`, else `text` |
 //! | anything else (`UUID`, `GEOMETRY`, …)                         | `text`                            | reason recorded |
 //!
@@ -40,6 +41,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::profile::ColumnProfile;
+use crate::db::sqlite_type::{split_params, SqliteType};
 use crate::error::{Error, Result};
 
 /// A PostgreSQL column type ferry chooses.
@@ -101,6 +103,15 @@ impl PgType {
         }
     }
 
+    /// The width in bytes of an integer type's binary form (8 for anything but smallint and integer).
+    pub fn int_bytes(&self) -> u8 {
+        match self {
+            PgType::SmallInt => 2,
+            PgType::Integer => 4,
+            _ => 8,
+        }
+    }
+
     /// True for the integer types.
     pub fn is_integer(&self) -> bool {
         matches!(self, PgType::BigInt | PgType::Integer | PgType::SmallInt)
@@ -133,7 +144,7 @@ impl PgType {
                     && t.chars()
                         .all(|c| c.is_ascii_alphanumeric() || " _(),[]".contains(c));
                 if !ok {
-                    return Err(Error::usage(format!(
+                    return Err(Error::config(format!(
                         "cast rules: {text:?} is not a PostgreSQL type name ferry accepts"
                     )));
                 }
@@ -159,30 +170,6 @@ impl PgType {
             PgType::Text | PgType::Varchar(_) => p.blobs,
             PgType::Bytea | PgType::Other(_) => 0,
         }
-    }
-}
-
-/// Splits `name(1, 2)` into `name` and `[1, 2]`; non-numeric parameters are dropped.
-fn split_params(t: &str) -> (String, Vec<u32>) {
-    match t.find('(') {
-        Some(open) => {
-            let close = t.rfind(')').unwrap_or(t.len());
-            let inner = t.get(open + 1..close).unwrap_or("");
-            let params = inner
-                .split(',')
-                .filter_map(|p| p.trim().parse().ok())
-                .collect();
-            let rest = t.get(close + 1..).unwrap_or("");
-            let base = format!("{} {}", t[..open].trim(), rest.trim());
-            (
-                base.split_whitespace().collect::<Vec<_>>().join(" "),
-                params,
-            )
-        }
-        None => (
-            t.split_whitespace().collect::<Vec<_>>().join(" "),
-            Vec::new(),
-        ),
     }
 }
 
@@ -215,14 +202,14 @@ impl CastRules {
     /// Parses rules from YAML text, checking every type name.
     pub fn from_yaml(text: &str) -> Result<CastRules> {
         let rules: CastRules =
-            serde_yaml::from_str(text).map_err(|e| Error::usage(format!("cast rules: {e}")))?;
+            serde_yaml::from_str(text).map_err(|e| Error::config(format!("cast rules: {e}")))?;
         for (key, ty) in rules.columns.iter().chain(&rules.types) {
             PgType::parse(ty)
-                .map_err(|e| Error::usage(format!("{} (for {key:?})", e.message())))?;
+                .map_err(|e| Error::config(format!("{} (for {key:?})", e.message())))?;
         }
         for key in rules.columns.keys() {
             if !key.contains('.') {
-                return Err(Error::usage(format!(
+                return Err(Error::config(format!(
                     "cast rules: column key {key:?} must be table.column"
                 )));
             }
@@ -232,8 +219,9 @@ impl CastRules {
 
     /// Reads rules from a YAML file.
     pub fn load(path: &Path) -> Result<CastRules> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::usage(format!("cannot read cast rules {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!("cannot read cast rules {}: {e}", path.display()))
+        })?;
         CastRules::from_yaml(&text)
     }
 
@@ -325,58 +313,38 @@ fn choose(
     if let Some(ty) = rules.for_type(declared) {
         return done(PgType::parse(ty)?, "cast rule for the declared type");
     }
-    let upper = declared.trim().to_ascii_uppercase();
-    let (base, params) = split_params(&upper);
-    let has = |s: &str| base.contains(s);
-    let mut tr = if context.rowid_alias && base == "INTEGER" {
+    let rowid_alias =
+        context.rowid_alias && split_params(&declared.trim().to_ascii_uppercase()).0 == "INTEGER";
+    let mut tr = if rowid_alias {
         let mut t = done(PgType::BigInt, "INTEGER PRIMARY KEY (rowid alias)")?;
         t.identity = true;
         t
-    } else if base == "JSON" || base == "JSONB" {
-        done(PgType::Jsonb, "declared JSON")?
-    } else if base == "BOOL" || base == "BOOLEAN" {
-        done(PgType::Boolean, "declared boolean")?
-    } else if has("INT") {
-        done(PgType::BigInt, "integer type (any width, signed or not)")?
-    } else if base == "YEAR" {
-        done(PgType::SmallInt, "MySQL YEAR")?
-    } else if base == "DATE" {
-        temporal(PgType::Date, profile, |p| {
-            p.texts_not_date == 0 && p.integers + p.reals == 0
-        })?
-    } else if base == "DATETIME" || base.starts_with("TIMESTAMP") {
-        temporal(PgType::Timestamptz, profile, |p| {
-            p.texts_not_datetime == 0 && p.integers + p.reals == 0
-        })?
-    } else if base == "ENUM" || base == "SET" {
-        done(PgType::Text, "MySQL ENUM/SET: the value list is not kept")?
-    } else if has("CHAR") || has("CLOB") || has("TEXT") {
-        match (rules.keep_varchar, params.as_slice()) {
-            (true, [n]) if has("CHAR") => {
-                done(PgType::Varchar(*n), "character type, varchar kept")?
-            }
-            _ => done(PgType::Text, "character type")?,
-        }
-    } else if has("BLOB") {
-        done(PgType::Bytea, "binary")?
-    } else if has("REAL") || has("FLOA") || has("DOUB") {
-        done(PgType::Double, "floating point")?
-    } else if base == "NUMERIC" || base == "DECIMAL" {
-        let pg = match params.as_slice() {
-            [p, s] => PgType::Numeric(Some((*p, Some(*s)))),
-            [p] => PgType::Numeric(Some((*p, None))),
-            _ => PgType::Numeric(None),
-        };
-        done(pg, "exact decimal")?
-    } else if base == "NUMBER" || base == "MONEY" {
-        done(PgType::Numeric(None), "decimal under another name")?
-    } else if base.is_empty() {
-        by_values(profile)
     } else {
-        done(
-            PgType::Text,
-            &format!("unknown type {declared:?}, kept as text"),
-        )?
+        match SqliteType::of(declared) {
+            SqliteType::Json => done(PgType::Jsonb, "declared JSON")?,
+            SqliteType::Boolean => done(PgType::Boolean, "declared boolean")?,
+            SqliteType::Integer => done(PgType::BigInt, "integer type (any width, signed or not)")?,
+            SqliteType::Year => done(PgType::SmallInt, "MySQL YEAR")?,
+            SqliteType::Date => temporal(PgType::Date, profile, |p| {
+                p.texts_not_date == 0 && p.integers + p.reals == 0
+            })?,
+            SqliteType::Timestamp { .. } => temporal(PgType::Timestamptz, profile, |p| {
+                p.texts_not_datetime == 0 && p.integers + p.reals == 0
+            })?,
+            SqliteType::Enum => done(PgType::Text, "MySQL ENUM/SET: the value list is not kept")?,
+            SqliteType::Text { length } => match (rules.keep_varchar, length) {
+                (true, Some(n)) => done(PgType::Varchar(n), "character type, varchar kept")?,
+                _ => done(PgType::Text, "character type")?,
+            },
+            SqliteType::Blob => done(PgType::Bytea, "binary")?,
+            SqliteType::Float => done(PgType::Double, "floating point")?,
+            SqliteType::Decimal { precision } => done(PgType::Numeric(precision), "exact decimal")?,
+            SqliteType::Untyped => by_values(profile),
+            SqliteType::Other => done(
+                PgType::Text,
+                &format!("unknown type {declared:?}, kept as text"),
+            )?,
+        }
     };
     if !matches!(tr.pg, PgType::Jsonb | PgType::Boolean)
         && matches!(tr.pg, PgType::Text)
@@ -620,11 +588,13 @@ mod tests {
         assert!(
             CastRules::from_yaml("types:\n  X: \"text; drop table t\"\n")
                 .unwrap_err()
-                .is_usage()
+                .is_config()
         );
-        assert!(CastRules::from_yaml("colums: {}\n").unwrap_err().is_usage());
+        assert!(CastRules::from_yaml("colums: {}\n")
+            .unwrap_err()
+            .is_config());
         assert!(CastRules::from_yaml("columns:\n  nodot: text\n")
             .unwrap_err()
-            .is_usage());
+            .is_config());
     }
 }

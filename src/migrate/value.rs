@@ -16,11 +16,7 @@ use rusqlite::types::ValueRef;
 use sha2::{Digest as _, Sha256};
 
 use super::types::PgType;
-
-/// Days from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
-const PG_EPOCH_DAYS: i32 = 10_957;
-/// Microseconds from 1970-01-01 to 2000-01-01.
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+use crate::db::pgcopy::{self, EPOCH_DAYS as PG_EPOCH_DAYS, EPOCH_MICROS as PG_EPOCH_MICROS};
 
 /// One cell, converted to its column's planned type.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,37 +134,22 @@ impl Datum {
 
     /// Appends the value as one field of a PostgreSQL binary COPY row (length word included).
     pub fn write_pg(&self, ty: &PgType, out: &mut BytesMut) -> Result<(), Misfit> {
-        let start = out.len();
-        out.put_i32(0);
-        match (self, ty) {
-            (Datum::Null, _) => {
-                out.truncate(start);
-                out.put_i32(-1);
-                return Ok(());
+        pgcopy::put_field(out, matches!(self, Datum::Null), |out| {
+            match (self, ty) {
+                (Datum::Null, _) => {}
+                (Datum::Int(i), ty) => pgcopy::put_int(out, *i, ty.int_bytes()),
+                (Datum::Float(f), ty) => pgcopy::put_float(out, *f, *ty == PgType::Real)?,
+                (Datum::Numeric(n), _) => pgcopy::numeric_to_binary(n, out)?,
+                (Datum::Bool(b), _) => out.put_u8(u8::from(*b)),
+                (Datum::Text(t), _) => out.put_slice(t.as_bytes()),
+                (Datum::Bytes(b), _) => out.put_slice(b),
+                (Datum::Date(d), _) => pgcopy::put_date(out, *d),
+                (Datum::Timestamp(t), _) => pgcopy::put_timestamp(out, *t),
+                (Datum::Json(_, Some(text)), _) => pgcopy::put_json(out, text, true),
+                (Datum::Json(j, None), _) => pgcopy::put_json(out, &j.to_string(), true),
             }
-            (Datum::Int(i), PgType::SmallInt) => out.put_i16(*i as i16),
-            (Datum::Int(i), PgType::Integer) => out.put_i32(*i as i32),
-            (Datum::Int(i), _) => out.put_i64(*i),
-            (Datum::Float(f), PgType::Real) => out.put_f32(*f as f32),
-            (Datum::Float(f), _) => out.put_f64(*f),
-            (Datum::Numeric(n), _) => crate::db::postgres::numeric_to_binary(n, out)?,
-            (Datum::Bool(b), _) => out.put_u8(u8::from(*b)),
-            (Datum::Text(t), _) => out.put_slice(t.as_bytes()),
-            (Datum::Bytes(b), _) => out.put_slice(b),
-            (Datum::Date(d), _) => out.put_i32(d - PG_EPOCH_DAYS),
-            (Datum::Timestamp(t), _) => out.put_i64(t - PG_EPOCH_MICROS),
-            (Datum::Json(_, Some(text)), _) => {
-                out.put_u8(1);
-                out.put_slice(text.as_bytes());
-            }
-            (Datum::Json(j, None), _) => {
-                out.put_u8(1);
-                out.put_slice(j.to_string().as_bytes());
-            }
-        }
-        let len = i32::try_from(out.len() - start - 4).map_err(|_| "value larger than 2 GiB")?;
-        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Decodes one field of a PostgreSQL binary COPY row of type `ty` (`None` is NULL).
@@ -187,9 +168,7 @@ impl Datum {
             PgType::SmallInt => Datum::Int(i16::from_be_bytes(array(fixed(2)?)).into()),
             PgType::Double => Datum::Float(f64::from_be_bytes(array(fixed(8)?))),
             PgType::Real => Datum::Float(f32::from_be_bytes(array(fixed(4)?)).into()),
-            PgType::Numeric(_) => Datum::Numeric(normalize_decimal(
-                &crate::db::postgres::numeric_text(raw).map_err(|e| e.to_string())?,
-            )),
+            PgType::Numeric(_) => Datum::Numeric(normalize_decimal(&pgcopy::numeric_text(raw)?)),
             PgType::Boolean => Datum::Bool(fixed(1)?[0] != 0),
             PgType::Date => Datum::Date(i32::from_be_bytes(array(fixed(4)?)) + PG_EPOCH_DAYS),
             PgType::Timestamptz | PgType::Timestamp => {

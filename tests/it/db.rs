@@ -21,7 +21,7 @@ fn failed(out: &Output) -> String {
     stderr
 }
 
-fn ndjson(path: &Path) -> Vec<Json> {
+pub(crate) fn ndjson(path: &Path) -> Vec<Json> {
     fs::read_to_string(path)
         .expect("read output")
         .lines()
@@ -34,7 +34,7 @@ fn report(path: &Path) -> Json {
 }
 
 /// A URL with `?table=` appended.
-fn table_url(url: &str, table: &str) -> String {
+pub(crate) fn table_url(url: &str, table: &str) -> String {
     format!(
         "{url}?table={}",
         table
@@ -45,7 +45,7 @@ fn table_url(url: &str, table: &str) -> String {
     )
 }
 
-const TYPES_TEMPLATE: &str = "name: every-type
+pub(crate) const TYPES_TEMPLATE: &str = "name: every-type
 version: '1'
 target: {table: things, key: [id]}
 fields:
@@ -61,13 +61,13 @@ fields:
   - {name: blob, type: bytes}
 ";
 
-const TYPES_INPUT: &str = r#"{"id":1,"label":"Grüße, 世界 🚀\nline two\ttab \"quoted\"","ratio":0.1,"amount":"12345678901234567890.000000000001","active":true,"born":"1999-12-31","seen":"2024-06-01T12:30:45.123456+02:00","tags":["a","b c",""],"meta":{"k":[1,{"deep":null}],"n":1.5},"blob":"AAEC/w=="}
+pub(crate) const TYPES_INPUT: &str = r#"{"id":1,"label":"Grüße, 世界 🚀\nline two\ttab \"quoted\"","ratio":0.1,"amount":"12345678901234567890.000000000001","active":true,"born":"1999-12-31","seen":"2024-06-01T12:30:45.123456+02:00","tags":["a","b c",""],"meta":{"k":[1,{"deep":null}],"n":1.5},"blob":"AAEC/w=="}
 {"id":2,"label":"","ratio":-1e-7,"amount":"-0.10","active":false,"born":"2024-02-29","seen":"2024-01-01T00:00:00Z","tags":[],"meta":{},"blob":""}
 {"id":3,"label":null,"ratio":null,"amount":null,"active":null,"born":null,"seen":null,"tags":null,"meta":null,"blob":null}
 "#;
 
 /// Timestamps compared as instants: PostgreSQL's timestamptz keeps the instant, not the offset written.
-fn same_records(expected: &[Json], actual: &[Json]) {
+pub(crate) fn same_records(expected: &[Json], actual: &[Json]) {
     assert_eq!(expected.len(), actual.len());
     for (e, a) in expected.iter().zip(actual) {
         for (key, ev) in e.as_object().expect("object") {

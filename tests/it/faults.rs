@@ -606,7 +606,9 @@ fn a_failed_resume_drops_nothing_an_earlier_run_finished() {
             .get(0);
         assert_eq!(n, rows, "{table} kept");
     }
-    assert_eq!(phase(&state), "copying (2 finished)", "still resumable");
+    // Still resumable (with two jobs, another table may have finished beside the one that failed).
+    let after = phase(&state);
+    assert!(after.starts_with("copying ("), "still resumable: {after}");
     // Put right, it resumes to the end.
     conn.execute(
         "UPDATE InvoiceLine SET Quantity = 1 WHERE InvoiceLineId = 7",

@@ -5,6 +5,10 @@
 //! (the exit code, 0 when absent). A run that leaves any other file fails, so a failed run that leaves a
 //! partial or temporary file is caught. To add a case, make a folder with `cmd` and inputs and run
 //! `FERRY_GOLDEN_REGEN=1 cargo test --test it golden`, then read what it wrote to `expected/`.
+//!
+//! SQLite inputs are kept as SQL text: an input named `NAME.db.sql` is run into a fresh SQLite file
+//! `NAME.db` beside the others before the command runs (and `NAME.db` counts as an input, not an output),
+//! so `ferry migrate --plan`, `--ddl` and `ferry diff` cases need no binary files.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -86,9 +90,22 @@ fn files_in(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 fn run_case(case: &Path, regenerate: bool) -> Result<(), String> {
     let work = tempfile::tempdir().unwrap();
-    let inputs: BTreeMap<String, Vec<u8>> = files_in(case);
+    let mut inputs: BTreeMap<String, Vec<u8>> = files_in(case);
     for (name, bytes) in &inputs {
         fs::write(work.path().join(name), bytes).unwrap();
+    }
+    let databases: Vec<String> = inputs
+        .keys()
+        .filter_map(|name| name.strip_suffix(".sql"))
+        .filter(|name| name.ends_with(".db"))
+        .map(str::to_owned)
+        .collect();
+    for db in databases {
+        let sql = String::from_utf8_lossy(&inputs[&format!("{db}.sql")]).into_owned();
+        let conn = rusqlite::Connection::open(work.path().join(&db)).unwrap();
+        conn.execute_batch(&sql)
+            .unwrap_or_else(|e| panic!("{}: {db}.sql: {e}", case.display()));
+        inputs.insert(db, Vec::new());
     }
     let cmd = String::from_utf8_lossy(&inputs["cmd"]).into_owned();
     let args = split_args(&cmd);

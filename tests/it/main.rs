@@ -3,11 +3,13 @@
 mod cli;
 mod corpus;
 mod db;
+mod db_kinds;
 mod envelope;
 mod faults;
 mod golden;
 mod migrate;
 mod migrate_copy;
+mod migrate_job;
 mod migrate_pg;
 mod pg;
 mod roundtrip;

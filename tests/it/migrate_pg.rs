@@ -7,8 +7,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use ferry::migrate::pg_schema::{read_plan, sqlite_ddl};
+use ferry::migrate::pg_schema::read_plan;
 use ferry::migrate::plan::PlanTable;
+use ferry::migrate::sqlite_ddl::sqlite_ddl;
 use ferry::migrate::{introspect, CastRules, PgType, Plan};
 
 use crate::pg::cluster;

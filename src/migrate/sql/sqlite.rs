@@ -1,246 +1,20 @@
-//! A small SQLite SQL tokenizer, enough to pull CHECK constraints, COLLATE clauses, generated-column
-//! expressions and AUTOINCREMENT out of `CREATE TABLE` text, key terms and WHERE clauses out of
-//! `CREATE INDEX` text, and to re-render simple expressions for PostgreSQL.
+//! Reading SQLite's SQL: CHECK constraints, COLLATE clauses, generated-column expressions and
+//! AUTOINCREMENT out of `CREATE TABLE` text, key terms and WHERE clauses out of `CREATE INDEX` text, and
+//! SQLite expressions and DEFAULTs re-rendered for PostgreSQL.
 //!
-//! It respects `'strings'`, `"identifiers"`, `[identifiers]`, `` `identifiers` ``, `X'blobs'`, `--` and
-//! `/* */` comments and parenthesis depth. Limits: it is not a parser. It does not know operator
-//! precedence or the full keyword list, and an expression is only re-rendered for PostgreSQL when every
-//! word in it is a known column, a keyword or a function from a short list (see
-//! [`translate_expr`]); anything else is reported as untranslatable with the word that stopped it.
+//! An expression is only re-rendered when every word in it is a known column, a keyword or a function from
+//! a short list (see [`translate_expr`]); anything else is reported as untranslatable with the word that
+//! stopped it.
 
+use super::{
+    matching_paren, quote_literal, split_commas, text_of, tokenize, unwrap_parens, Dialect, Kind,
+    Token,
+};
 use crate::db::quote_ident;
+use crate::migrate::types::PgType;
 
-/// What a token is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// A bare word: keyword, unquoted identifier or function name.
-    Word,
-    /// A quoted identifier; `text` holds the unquoted name.
-    Ident,
-    /// A string literal; `text` holds it as written, quotes included.
-    Str,
-    /// A blob literal `X'…'`.
-    Blob,
-    /// A number literal.
-    Number,
-    /// An operator or punctuation.
-    Punct,
-    /// A bound parameter (`?`, `:name`, `@name`, `$name`).
-    Param,
-}
-
-/// One token and where it sits in the text (byte offsets).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Token {
-    pub kind: Kind,
-    pub text: String,
-    pub start: usize,
-    pub end: usize,
-}
-
-impl Token {
-    /// True for a bare word equal (ignoring ASCII case) to `word`.
-    pub fn is_word(&self, word: &str) -> bool {
-        self.kind == Kind::Word && self.text.eq_ignore_ascii_case(word)
-    }
-
-    /// True for the punctuation `p`.
-    pub fn is_punct(&self, p: &str) -> bool {
-        self.kind == Kind::Punct && self.text == p
-    }
-
-    /// The name a word or quoted identifier stands for.
-    pub fn name(&self) -> Option<&str> {
-        match self.kind {
-            Kind::Word | Kind::Ident => Some(&self.text),
-            // SQLite accepts 'name' where an identifier is expected.
-            Kind::Str => Some(self.text.trim_matches('\'')),
-            _ => None,
-        }
-    }
-}
-
-/// Splits `sql` into tokens, dropping whitespace and comments.
-pub(crate) fn tokenize(sql: &str) -> Result<Vec<Token>, String> {
-    let bytes = sql.as_bytes();
-    let mut tokens = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        let start = i;
-        if c.is_ascii_whitespace() {
-            i += 1;
-            continue;
-        }
-        if c == b'-' && bytes.get(i + 1) == Some(&b'-') {
-            while i < bytes.len() && bytes[i] != b'\n' {
-                i += 1;
-            }
-            continue;
-        }
-        if c == b'/' && bytes.get(i + 1) == Some(&b'*') {
-            match sql[i + 2..].find("*/") {
-                Some(n) => i += 2 + n + 2,
-                None => i = bytes.len(),
-            }
-            continue;
-        }
-        let (kind, text) = match c {
-            b'\'' => {
-                i = quoted_end(bytes, i, b'\'').ok_or("unterminated string literal")?;
-                (Kind::Str, sql[start..i].to_owned())
-            }
-            b'"' | b'`' => {
-                i = quoted_end(bytes, i, c).ok_or("unterminated quoted identifier")?;
-                let doubled = if c == b'"' { "\"\"" } else { "``" };
-                let inner = &sql[start + 1..i - 1];
-                (Kind::Ident, inner.replace(doubled, &doubled[..1]))
-            }
-            b'[' => {
-                let n = sql[i..].find(']').ok_or("unterminated [identifier]")?;
-                i += n + 1;
-                (Kind::Ident, sql[start + 1..i - 1].to_owned())
-            }
-            b'x' | b'X' if bytes.get(i + 1) == Some(&b'\'') => {
-                i = quoted_end(bytes, i + 1, b'\'').ok_or("unterminated blob literal")?;
-                (Kind::Blob, sql[start..i].to_owned())
-            }
-            b'0'..=b'9' => {
-                i = number_end(bytes, i);
-                (Kind::Number, sql[start..i].to_owned())
-            }
-            b'.' if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
-                i = number_end(bytes, i);
-                (Kind::Number, sql[start..i].to_owned())
-            }
-            b'?' | b':' | b'@' | b'$' => {
-                i += 1;
-                while i < bytes.len() && is_word_byte(bytes[i]) {
-                    i += 1;
-                }
-                (Kind::Param, sql[start..i].to_owned())
-            }
-            _ if is_word_byte(c) => {
-                while i < bytes.len() && (is_word_byte(bytes[i]) || bytes[i] == b'$') {
-                    i += 1;
-                }
-                (Kind::Word, sql[start..i].to_owned())
-            }
-            _ => {
-                let two = sql.get(i..i + 2).unwrap_or("");
-                let len = if ["<=", ">=", "<>", "!=", "==", "||", "<<", ">>", "->"].contains(&two) {
-                    if sql.get(i..i + 3) == Some("->>") {
-                        3
-                    } else {
-                        2
-                    }
-                } else {
-                    // One character, whatever its UTF-8 length.
-                    sql[i..].chars().next().map_or(1, char::len_utf8)
-                };
-                i += len;
-                (Kind::Punct, sql[start..i].to_owned())
-            }
-        };
-        tokens.push(Token {
-            kind,
-            text,
-            start,
-            end: i,
-        });
-    }
-    Ok(tokens)
-}
-
-fn is_word_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
-}
-
-/// The index just past the closing `quote` of a literal opening at `open` (doubled quotes escape).
-fn quoted_end(bytes: &[u8], open: usize, quote: u8) -> Option<usize> {
-    let mut i = open + 1;
-    while i < bytes.len() {
-        if bytes[i] == quote {
-            if bytes.get(i + 1) == Some(&quote) {
-                i += 2;
-                continue;
-            }
-            return Some(i + 1);
-        }
-        i += 1;
-    }
-    None
-}
-
-fn number_end(bytes: &[u8], mut i: usize) -> usize {
-    if bytes[i] == b'0' && matches!(bytes.get(i + 1), Some(b'x' | b'X')) {
-        i += 2;
-        while i < bytes.len() && bytes[i].is_ascii_hexdigit() {
-            i += 1;
-        }
-        return i;
-    }
-    while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b'.' || bytes[i] == b'_') {
-        i += 1;
-    }
-    if i < bytes.len() && (bytes[i] == b'e' || bytes[i] == b'E') {
-        let mut j = i + 1;
-        if j < bytes.len() && (bytes[j] == b'+' || bytes[j] == b'-') {
-            j += 1;
-        }
-        if j < bytes.len() && bytes[j].is_ascii_digit() {
-            i = j;
-            while i < bytes.len() && bytes[i].is_ascii_digit() {
-                i += 1;
-            }
-        }
-    }
-    i
-}
-
-/// The index of the `)` matching the `(` at `open`.
-pub(crate) fn matching_paren(tokens: &[Token], open: usize) -> Option<usize> {
-    let mut depth = 0usize;
-    for (i, t) in tokens.iter().enumerate().skip(open) {
-        if t.is_punct("(") {
-            depth += 1;
-        } else if t.is_punct(")") {
-            depth = depth.checked_sub(1)?;
-            if depth == 0 {
-                return Some(i);
-            }
-        }
-    }
-    None
-}
-
-/// Splits `tokens` at top-level commas.
-pub(crate) fn split_commas(tokens: &[Token]) -> Vec<&[Token]> {
-    let mut parts = Vec::new();
-    let mut depth = 0i32;
-    let mut from = 0;
-    for (i, t) in tokens.iter().enumerate() {
-        if t.is_punct("(") {
-            depth += 1;
-        } else if t.is_punct(")") {
-            depth -= 1;
-        } else if depth == 0 && t.is_punct(",") {
-            parts.push(&tokens[from..i]);
-            from = i + 1;
-        }
-    }
-    if from < tokens.len() {
-        parts.push(&tokens[from..]);
-    }
-    parts
-}
-
-/// The source text covered by `tokens`.
-pub(crate) fn text_of<'a>(sql: &'a str, tokens: &[Token]) -> &'a str {
-    match (tokens.first(), tokens.last()) {
-        (Some(a), Some(b)) => &sql[a.start..b.end],
-        _ => "",
-    }
+fn tokens(sql: &str) -> Result<Vec<Token>, String> {
+    tokenize(sql, Dialect::Sqlite)
 }
 
 /// A CHECK constraint found in `CREATE TABLE` text.
@@ -273,7 +47,7 @@ const TABLE_CONSTRAINT_WORDS: &[&str] = &["CONSTRAINT", "PRIMARY", "UNIQUE", "CH
 
 /// Reads CHECKs, collations, generated expressions and AUTOINCREMENT out of `CREATE TABLE` text.
 pub(crate) fn parse_create_table(sql: &str) -> Result<TableDdl, String> {
-    let tokens = tokenize(sql)?;
+    let tokens = tokens(sql)?;
     let open = tokens
         .iter()
         .position(|t| t.is_punct("("))
@@ -391,7 +165,7 @@ pub(crate) struct IndexDdl {
 
 /// Reads the key terms and WHERE clause of `CREATE [UNIQUE] INDEX … ON t (…) [WHERE …]`.
 pub(crate) fn parse_create_index(sql: &str) -> Result<IndexDdl, String> {
-    let tokens = tokenize(sql)?;
+    let tokens = tokens(sql)?;
     let on = tokens
         .iter()
         .position(|t| t.is_word("ON"))
@@ -487,7 +261,7 @@ const FUNCTIONS: &[(&str, &str)] = &[
 /// functions, `GLOB`/`REGEXP`/`MATCH`, blob literals, parameters, JSON operators, `COLLATE`, and any
 /// mention of a column that becomes boolean (SQLite compares it with integers).
 pub(crate) fn translate_expr(expr: &str, columns: &[ExprColumn<'_>]) -> Result<String, String> {
-    let tokens = tokenize(expr)?;
+    let tokens = tokens(expr)?;
     let mut out: Vec<String> = Vec::with_capacity(tokens.len());
     let mut i = 0;
     while i < tokens.len() {
@@ -497,8 +271,10 @@ pub(crate) fn translate_expr(expr: &str, columns: &[ExprColumn<'_>]) -> Result<S
             Kind::Str | Kind::Number => t.text.clone(),
             Kind::Blob => return Err("a blob literal".into()),
             Kind::Param => return Err(format!("a parameter {}", t.text)),
+            // Not in this dialect.
+            Kind::Cast => return Err(format!("the token {}", t.text)),
             Kind::Ident => column_ref(&t.text, columns)?,
-            Kind::Punct => match t.text.as_str() {
+            Kind::Punct | Kind::Op => match t.text.as_str() {
                 "==" => "=".into(),
                 "->" | "->>" => return Err(format!("the JSON operator {}", t.text)),
                 "(" | ")" | "," | "=" | "<" | ">" | "<=" | ">=" | "<>" | "!=" | "||" | "+"
@@ -580,6 +356,97 @@ pub(crate) fn translate_expr(expr: &str, columns: &[ExprColumn<'_>]) -> Result<S
     Ok(text)
 }
 
+/// Translates a SQLite DEFAULT expression for a PostgreSQL column of type `pg`; `Ok(None)` for
+/// `DEFAULT NULL`.
+pub(crate) fn translate_default(
+    text: &str,
+    pg: &PgType,
+    columns: &[ExprColumn<'_>],
+) -> Result<Option<String>, String> {
+    let toks = tokens(text)?;
+    let inner = unwrap_parens(&toks);
+    let body = text_of(text, inner);
+    let upper = body.to_ascii_uppercase();
+    if upper == "NULL" {
+        return Ok(None);
+    }
+    let is_number = !inner.is_empty()
+        && inner
+            .iter()
+            .all(|t| t.kind == Kind::Number || t.is_op("-") || t.is_op("+"));
+    let unquoted = (inner.len() == 1 && inner[0].kind == Kind::Str)
+        .then(|| body[1..body.len() - 1].replace("''", "'"));
+    match pg {
+        PgType::Boolean => {
+            let v = unquoted
+                .as_deref()
+                .unwrap_or(body)
+                .trim()
+                .to_ascii_lowercase();
+            return match v.as_str() {
+                "1" | "true" | "t" => Ok(Some("true".into())),
+                "0" | "false" | "f" => Ok(Some("false".into())),
+                _ => Err("not a boolean".into()),
+            };
+        }
+        PgType::Bytea => {
+            if let [t] = inner {
+                if t.kind == Kind::Blob {
+                    return Ok(Some(format!(
+                        "'\\x{}'::bytea",
+                        &t.text[2..t.text.len() - 1]
+                    )));
+                }
+            }
+        }
+        _ => {}
+    }
+    match upper.as_str() {
+        "CURRENT_TIMESTAMP" if matches!(pg, PgType::Text | PgType::Varchar(_)) => {
+            // SQLite's text form, so the column keeps one format.
+            return Ok(Some(
+                "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')".into(),
+            ));
+        }
+        "CURRENT_TIMESTAMP" | "CURRENT_DATE" | "CURRENT_TIME" => return Ok(Some(upper)),
+        "TRUE" | "FALSE" if pg.is_integer() => {
+            return Ok(Some(if upper == "TRUE" { "1" } else { "0" }.into()))
+        }
+        _ => {}
+    }
+    if is_number {
+        return match pg {
+            PgType::Date | PgType::Timestamptz | PgType::Timestamp | PgType::Jsonb => {
+                Err(format!("a number is not a {}", pg.sql()))
+            }
+            _ => Ok(Some(body.to_owned())),
+        };
+    }
+    if let Some(s) = unquoted {
+        let fits = match pg {
+            t if t.is_integer() => s.trim().parse::<i64>().is_ok(),
+            PgType::Double | PgType::Real | PgType::Numeric(_) => s.trim().parse::<f64>().is_ok(),
+            PgType::Date => crate::migrate::profile::is_date(&s),
+            PgType::Timestamptz | PgType::Timestamp => {
+                crate::migrate::profile::is_date(&s) || crate::migrate::profile::is_datetime(&s)
+            }
+            PgType::Jsonb => serde_json::from_str::<serde_json::Value>(&s).is_ok(),
+            _ => true,
+        };
+        return if fits {
+            Ok(Some(quote_literal(&s)))
+        } else {
+            Err(format!("{s:?} is not a valid {}", pg.sql()))
+        };
+    }
+    let expr = translate_expr(body, columns)?;
+    Ok(Some(if expr.contains(' ') {
+        format!("({expr})")
+    } else {
+        expr
+    }))
+}
+
 fn column_ref(name: &str, columns: &[ExprColumn<'_>]) -> Result<String, String> {
     match columns.iter().find(|c| c.name.eq_ignore_ascii_case(name)) {
         Some(c) if c.boolean => Err(format!(
@@ -601,7 +468,6 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn never_panics(text in "\\PC{0,80}") {
-            let _ = tokenize(&text);
             let _ = parse_create_table(&text);
             let _ = parse_create_index(&text);
             let _ = translate_expr(&text, &[ExprColumn { name: "a", boolean: false }]);
@@ -614,27 +480,6 @@ mod tests {
             let _ = parse_create_index(&format!("CREATE INDEX i ON t ({text}) WHERE {text}"));
             let _ = translate_expr(&text, &[ExprColumn { name: "a", boolean: false }]);
         }
-    }
-
-    #[test]
-    fn tokenizer_respects_quotes_comments_and_brackets() {
-        let t = tokenize("[a b]INTEGER 'it''s' \"q\"\"x\" `bt` -- c\n/* d */ x'00' 1.5e3 <= ?")
-            .unwrap();
-        let kinds: Vec<_> = t.iter().map(|t| (t.kind, t.text.as_str())).collect();
-        assert_eq!(
-            kinds,
-            vec![
-                (Kind::Ident, "a b"),
-                (Kind::Word, "INTEGER"),
-                (Kind::Str, "'it''s'"),
-                (Kind::Ident, "q\"x"),
-                (Kind::Ident, "bt"),
-                (Kind::Blob, "x'00'"),
-                (Kind::Number, "1.5e3"),
-                (Kind::Punct, "<="),
-                (Kind::Param, "?"),
-            ]
-        );
     }
 
     #[test]
