@@ -20,7 +20,7 @@ datasets (contexts, sessions, templates) from DB_PATH (SQLite, default ./data.sq
 
 /// Arguments of `ferry serve`.
 #[derive(Debug, Args)]
-#[command(after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
+#[command(after_help = EXAMPLES)]
 pub struct ServeArgs {
     /// The configuration file (default: ./ferry-serve.yaml when it exists).
     #[arg(long, value_name = "FILE", global = true)]

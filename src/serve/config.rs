@@ -403,14 +403,16 @@ impl ServeConfig {
                     );
                     continue;
                 }
-                None => return Err(bad(format!(
+                None => {
+                    return Err(bad(format!(
                     "dataset {name:?}: database {database_name:?} is not one of the databases ({})",
                     self.databases
                         .keys()
                         .cloned()
                         .collect::<Vec<_>>()
                         .join(", ")
-                ))),
+                )))
+                }
             };
             datasets.insert(
                 name.clone(),

@@ -617,11 +617,16 @@ pub fn materialize(
         edits.keep_schema.then_some(schema).flatten(),
         &edits.stamp_user,
     ) {
-        (schema, Some((user, column))) => Some(json!({
-            "allOf": schema.into_iter().collect::<Vec<_>>(),
-            "properties": {column.as_str(): {"const": user}},
-            "required": [column],
-        })),
+        (schema, Some((user, column))) => {
+            let mut held = json!({
+                "properties": {column.as_str(): {"const": user}},
+                "required": [column],
+            });
+            if let Some(own) = schema {
+                held["allOf"] = json!([own]);
+            }
+            Some(held)
+        }
         (schema, None) => schema,
     };
     map.remove("schema");

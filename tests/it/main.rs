@@ -14,6 +14,7 @@ mod migrate_pg;
 mod pg;
 mod roundtrip;
 mod safety;
+mod serve;
 mod support;
 mod tamper;
 mod templates;
