@@ -15,6 +15,7 @@ mod pg;
 mod roundtrip;
 mod safety;
 mod serve;
+mod serve_ops;
 mod support;
 mod tamper;
 mod templates;

@@ -398,9 +398,14 @@ pub struct Fixture {
 }
 
 pub fn fixture(extra: &str) -> Fixture {
+    fixture_with(|pg_url| config(pg_url, extra))
+}
+
+/// A fixture whose configuration `make` writes from the PostgreSQL URL.
+pub fn fixture_with(make: impl Fn(&str) -> String) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let pg_url = pg::cluster().fresh_database("serve");
-    std::fs::write(dir.path().join("ferry-serve.yaml"), config(&pg_url, extra)).unwrap();
+    std::fs::write(dir.path().join("ferry-serve.yaml"), make(&pg_url)).unwrap();
     let admin = add_token(dir.path(), "admin", "admin", None);
     let reader = add_token(dir.path(), "reader", "read", None);
     let mover = add_token(dir.path(), "mover", "read,export,import", None);
