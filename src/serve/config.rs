@@ -474,24 +474,13 @@ fn absolute(path: &Path) -> Result<PathBuf> {
         .map_err(|e| Error::config(format!("cannot make {} absolute: {e}", path.display())))
 }
 
-/// Only what runs may read: the variables the configuration names, and libpq's.
+/// Only what runs may read: libpq's variables, `SOURCE_DATE_EPOCH`, and the ones the configuration names.
 fn run_environment(process: &Environment, names: &[String]) -> Environment {
-    const LIBPQ: &[&str] = &[
-        "PGHOST",
-        "PGPORT",
-        "PGUSER",
-        "PGPASSWORD",
-        "PGDATABASE",
-        "PGSSLMODE",
-        "PGSSLROOTCERT",
-        "PGCONNECT_TIMEOUT",
-        "SOURCE_DATE_EPOCH",
-    ];
-    let mut env = Environment::empty();
-    for name in LIBPQ
+    let mut env = crate::db::postgres::libpq_environment(process);
+    for name in names
         .iter()
-        .copied()
-        .chain(names.iter().map(String::as_str))
+        .map(String::as_str)
+        .chain(["SOURCE_DATE_EPOCH"])
     {
         if let Some(value) = process.get(name) {
             env.set(name, value);

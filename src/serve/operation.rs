@@ -102,27 +102,40 @@ impl OpState {
     }
 }
 
-/// Where every record went: `read = written + rejected + filtered + skipped`, always.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Counts {
-    /// Records read from the source.
-    pub read: u64,
-    /// Records written to the target (for a dry run or validation: that would be written).
-    pub written: u64,
-    /// Records refused, each with its reason.
-    pub rejected: u64,
-    /// Records a filter left out.
-    pub filtered: u64,
-    /// Records skipped (duplicates left alone).
-    pub skipped: u64,
-}
+pub use crate::report::Counts;
 
-impl Counts {
-    /// True when every record read is accounted for.
-    pub fn balances(&self) -> bool {
-        self.read == self.written + self.rejected + self.filtered + self.skipped
+/// The OpenAPI schema of the counts every report and operation shares.
+impl utoipa::PartialSchema for Counts {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let count = |about: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0))
+                .description(Some(about))
+        };
+        ObjectBuilder::new()
+            .description(Some(
+                "Where every record went: read = written + rejected + filtered + skipped, always.",
+            ))
+            .property("read", count("Records read from the source"))
+            .property(
+                "written",
+                count("Records written (for a dry run or validation: that would be written)"),
+            )
+            .property("rejected", count("Records refused, each with its reason"))
+            .property("filtered", count("Records a filter left out"))
+            .property("skipped", count("Records skipped (duplicates left alone)"))
+            .required("read")
+            .required("written")
+            .required("rejected")
+            .required("filtered")
+            .required("skipped")
+            .into()
     }
 }
+
+impl ToSchema for Counts {}
 
 /// Bytes moved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -379,7 +392,7 @@ pub fn new_id() -> String {
         let t = chrono::Utc::now().timestamp_micros() as u64;
         random[..8].copy_from_slice(&(t ^ n.rotate_left(40)).to_be_bytes());
     }
-    format!("op-{}", super::tokens::hex(&random))
+    format!("op-{}", crate::envelope::split::hex(&random))
 }
 
 #[cfg(test)]

@@ -427,14 +427,8 @@ impl Watch for OpWatch {
     }
 
     fn progress(&self, counts: Counts, bytes_read: u64, total: Option<u64>, seconds: f64) {
-        let b = self.before;
-        let sum = Counts {
-            read: b.read + counts.read,
-            written: b.written + counts.written,
-            rejected: b.rejected + counts.rejected,
-            filtered: b.filtered + counts.filtered,
-            skipped: b.skipped + counts.skipped,
-        };
+        let mut sum = self.before;
+        sum.add(&counts);
         let bytes = self.bytes_before + bytes_read;
         self.handle.update(|op| {
             if !op.status.is_final() {
@@ -465,7 +459,7 @@ fn run_all(
             bytes_before: total.bytes_read,
         });
         let outcome: Outcome = engine::run(spec, env, watch, &handle.cancel);
-        add(&mut total.counts, &outcome.counts);
+        total.counts.add(&outcome.counts);
         total.bytes_read += outcome.bytes_read;
         total.bytes_written += outcome.bytes_written;
         if let Some((inserted, updated)) = outcome.table {
@@ -504,14 +498,6 @@ fn run_all(
         }
     }
     total
-}
-
-fn add(sum: &mut Counts, c: &Counts) {
-    sum.read += c.read;
-    sum.written += c.written;
-    sum.rejected += c.rejected;
-    sum.filtered += c.filtered;
-    sum.skipped += c.skipped;
 }
 
 /// A message with the operation's folder taken out of every path (clients know their file by its name).
@@ -571,7 +557,7 @@ fn result_files(id: &str, dir: &Path) -> std::io::Result<Vec<ResultFile>> {
             }
             _ => format!(
                 "/api/data-migration/operations/{id}/result?file={}",
-                percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC)
+                percent_encoding::utf8_percent_encode(&name, FILE_NAME)
             ),
         };
         files.push(ResultFile {
@@ -585,6 +571,12 @@ fn result_files(id: &str, dir: &Path) -> std::io::Result<Vec<ResultFile>> {
     Ok(files)
 }
 
+/// What a file name keeps unencoded in a URL's query.
+const FILE_NAME: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'_');
+
 /// `<stem>-00001.<ext>`: a part of a split output.
 fn is_part(name: &str) -> bool {
     name.split('.').next().is_some_and(|stem| {
@@ -597,7 +589,7 @@ fn digest(path: &Path) -> std::io::Result<(u64, String)> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
     let bytes = std::io::copy(&mut file, &mut hasher)?;
-    Ok((bytes, super::tokens::hex(&hasher.finalize())))
+    Ok((bytes, crate::envelope::split::hex(&hasher.finalize())))
 }
 
 #[cfg(test)]

@@ -154,7 +154,7 @@ impl Tokens {
             // Keep the tokens last read: a half-written file must not lock everyone out.
             tracing::warn!(error = %e, "cannot read the token file again; using the tokens read before");
         }
-        let digest = hex(&Sha256::digest(token.as_bytes()));
+        let digest = crate::envelope::split::hex(&Sha256::digest(token.as_bytes()));
         let loaded = self.loaded.read().ok()?;
         let mut found = None;
         for entry in &loaded.1 {
@@ -208,17 +208,6 @@ fn write_file(path: &Path, file: &TokenFile) -> Result<()> {
     Ok(())
 }
 
-/// SHA-256 in lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
 /// Adds a token named `name` to the file and returns the token (shown once, never stored).
 pub fn add(path: &Path, name: &str, scopes: &[Scope], user: Option<&str>) -> Result<String> {
     if !crate::serve::config::is_plain_name(name) {
@@ -253,7 +242,7 @@ pub fn add(path: &Path, name: &str, scopes: &[Scope], user: Option<&str>) -> Res
     scopes.dedup();
     file.tokens.push(TokenEntry {
         name: name.to_owned(),
-        sha256: hex(&Sha256::digest(token.as_bytes())),
+        sha256: crate::envelope::split::hex(&Sha256::digest(token.as_bytes())),
         scopes,
         user: user.map(str::to_owned),
         created: Some(crate::serve::operation::now_text()),
@@ -289,7 +278,9 @@ mod tests {
         let token = add(&path, "ci", &[Scope::Export, Scope::Read], Some("alice")).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains(&token), "the file must not hold the token");
-        assert!(text.contains(&hex(&Sha256::digest(token.as_bytes()))));
+        assert!(text.contains(&crate::envelope::split::hex(&Sha256::digest(
+            token.as_bytes()
+        ))));
         let tokens = Tokens::open(&path).unwrap();
         let caller = tokens.check(&token).expect("the token is known");
         assert_eq!(caller.name, "ci");

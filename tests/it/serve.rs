@@ -1050,8 +1050,8 @@ fn serve_exports_encrypted_split_sets_that_verify_and_streams_events() {
     assert_eq!(events.last(), Some(&"end"), "{text}");
     let last = text
         .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("data: "))
         .unwrap();
     let last: Value = serde_json::from_str(last).unwrap();
     assert_eq!(last["status"], "succeeded");
