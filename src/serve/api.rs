@@ -577,8 +577,14 @@ async fn events(
     UrlPath(id): UrlPath<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     auth.require(&app, Scope::Read, "events")?;
-    let op = visible(&app, &auth.0, &id)?;
+    // Subscribe first, then read: an operation that ends in between is read from the history, final.
     let rx = app.runner.handle(&id).map(|h| h.state.subscribe());
+    let op = match &rx {
+        Some(rx) => Some(rx.borrow().clone()),
+        None => app.runner.get(&id)?,
+    }
+    .filter(|op| auth.0.sees_user(op.user_id.as_deref()))
+    .ok_or_else(|| ApiError::not_found(format!("no operation {id}")))?;
     let shutdown = app.shutdown.clone();
     let stream = futures_util::stream::unfold(
         (Some(op), rx, shutdown, false),

@@ -85,7 +85,10 @@ pub fn run(options: ServeOptions) -> Result<()> {
         .thread_name("ferry-serve")
         .build()
         .map_err(|e| Error::config(format!("cannot start the server's runtime: {e}")))?;
-    runtime.block_on(serve(settings, options.listen))
+    let served = runtime.block_on(serve(settings, options.listen));
+    // Runs that did not stop in time are not waited for: the next start marks them interrupted.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    served
 }
 
 fn init_logging(format: LogFormat) {

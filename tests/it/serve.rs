@@ -1057,3 +1057,71 @@ fn serve_exports_encrypted_split_sets_that_verify_and_streams_events() {
     assert_eq!(last["status"], "succeeded");
     assert_eq!(counts(&last).1, 3000);
 }
+
+/// A body that sends some bytes, then waits for the test to let it finish.
+struct HeldBody {
+    sent: bool,
+    gate: std::sync::mpsc::Receiver<()>,
+}
+
+impl Read for HeldBody {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.sent {
+            self.sent = true;
+            let line = b"{\"id\": 1, \"title\": \"held\", \"n\": 1}\n";
+            buf[..line.len()].copy_from_slice(line);
+            return Ok(line.len());
+        }
+        let _ = self.gate.recv();
+        Ok(0)
+    }
+}
+
+#[test]
+fn serve_caps_uploads_at_once() {
+    let f = fixture("max_concurrent_uploads: 1\n");
+    let s = &f.server;
+    let (open, gate) = std::sync::mpsc::channel();
+    let held = std::thread::scope(|scope| {
+        let first = scope.spawn(|| {
+            let form = multipart::Form::new()
+                .part(
+                    "file",
+                    multipart::Part::reader(HeldBody { sent: false, gate })
+                        .file_name("held.ndjson"),
+                )
+                .text("dataType", "notes");
+            status_json(
+                s.http
+                    .post(s.url("/api/data-migration/import?wait=30"))
+                    .bearer_auth(&f.mover)
+                    .multipart(form)
+                    .send()
+                    .unwrap(),
+            )
+        });
+        // While the first upload is being received, a second one is turned away.
+        let start = Instant::now();
+        let second = loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let (status, body) = s.upload(
+                &f.mover,
+                "/api/data-migration/import",
+                "n.ndjson",
+                notes(100, 1, None),
+                "notes",
+                &json!({}),
+            );
+            if status == 429 || start.elapsed() > Duration::from_secs(20) {
+                break (status, body);
+            }
+            // The first had not reached the server yet; this one went through.
+            assert_eq!(status, 202, "{body:#}");
+        };
+        assert_error(second.0, &second.1, 429, "too_many_requests");
+        open.send(()).unwrap();
+        first.join().unwrap()
+    });
+    assert_eq!(held.0, 200, "{:#}", held.1);
+    assert_eq!(counts(&held.1).1, 1);
+}
