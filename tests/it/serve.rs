@@ -1125,3 +1125,44 @@ fn serve_caps_uploads_at_once() {
     assert_eq!(held.0, 200, "{:#}", held.1);
     assert_eq!(counts(&held.1).1, 1);
 }
+
+#[test]
+fn serve_removes_result_files_after_their_retention() {
+    let f = fixture("result_retention: 1\n");
+    let s = &f.server;
+    let (status, op) = s.upload(
+        &f.mover,
+        "/api/data-migration/import?wait=30",
+        "n.ndjson",
+        notes(1, 5, None),
+        "notes",
+        &json!({}),
+    );
+    assert_eq!(status, 200, "{op:#}");
+    let (status, op) = s.post_json(
+        &f.mover,
+        "/api/data-migration/export?wait=30",
+        &json!({"dataType": "notes"}),
+    );
+    assert_eq!(status, 200, "{op:#}");
+    let id = op["operationId"].as_str().unwrap().to_owned();
+    assert!(op["result"]["expiresAt"].is_string());
+    assert_eq!(
+        s.get(
+            &f.reader,
+            &format!("/api/data-migration/operations/{id}/result")
+        )
+        .status(),
+        200
+    );
+    let op = s.poll(&f.reader, &id, Duration::from_secs(20), |op| {
+        op["result"]["expired"] == true
+    });
+    assert_eq!(op["status"], "succeeded");
+    let (status, body) = status_json(s.get(
+        &f.reader,
+        &format!("/api/data-migration/operations/{id}/result"),
+    ));
+    assert_error(status, &body, 409, "no_result");
+    assert!(!f.dir.path().join("work/ops").join(&id).exists());
+}
