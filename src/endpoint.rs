@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::db::DbEndpoint;
+use crate::env::Environment;
 use crate::error::{Error, Result};
 use crate::format::{self, Format};
 
@@ -22,28 +23,30 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// Parses the text of `--in` or `--to`.
+    /// Parses the text of `--in` or `--to`; `postgres` and `sqlite` read `DATABASE_URL` (or libpq's `PG*`)
+    /// and `DB_PATH` from `env`. A text that cannot name an endpoint is a configuration error.
     ///
     /// ```
-    /// use ferry::Endpoint;
-    /// assert!(matches!(Endpoint::parse("-").unwrap(), Endpoint::Stdio));
-    /// assert!(matches!(Endpoint::parse("out.csv").unwrap(), Endpoint::File(_)));
-    /// assert!(matches!(Endpoint::parse("sqlite://app.db?table=t").unwrap(), Endpoint::Database(_)));
-    /// assert!(Endpoint::parse("").is_err());
+    /// use ferry::{Endpoint, Environment};
+    /// let env = Environment::empty();
+    /// assert!(matches!(Endpoint::parse("-", &env).unwrap(), Endpoint::Stdio));
+    /// assert!(matches!(Endpoint::parse("out.csv", &env).unwrap(), Endpoint::File(_)));
+    /// assert!(matches!(Endpoint::parse("sqlite://app.db?table=t", &env).unwrap(), Endpoint::Database(_)));
+    /// assert!(Endpoint::parse("", &env).is_err());
     /// ```
-    pub fn parse(text: &str) -> Result<Endpoint> {
+    pub fn parse(text: &str, env: &Environment) -> Result<Endpoint> {
         if text.is_empty() {
-            return Err(Error::usage("an empty path was given for --in or --to"));
+            return Err(Error::config("an empty path was given for --in or --to"));
         }
         if crate::secret::looks_like_libpq(text) {
             // Never echoed: it may hold a password.
-            return Err(Error::usage(
+            return Err(Error::config(
                 "a libpq keyword/value connection string (host=… dbname=…) was given for --in or --to; \
                  ferry takes a URL: postgres://USER@HOST:PORT/DB?table=T, or `postgres` with DATABASE_URL \
                  or the PG* variables (put the password in PGPASSWORD, never on the command line)",
             ));
         }
-        if let Some(database) = DbEndpoint::parse(text, &crate::env::Environment::from_process())? {
+        if let Some(database) = DbEndpoint::parse(text, env)? {
             return Ok(Endpoint::Database(database));
         }
         Ok(if text == "-" {
@@ -51,6 +54,16 @@ impl Endpoint {
         } else {
             Endpoint::File(PathBuf::from(text))
         })
+    }
+
+    /// How reports and messages show an endpoint given as `text`, also one that does not parse: a database
+    /// URL without its password.
+    pub fn shown(text: &str, env: &Environment) -> String {
+        match Endpoint::parse(text, env) {
+            Ok(endpoint) => endpoint.display_name(),
+            Err(_) if text.contains("://") => "(unparsable URL)".to_owned(),
+            Err(_) => crate::secret::redact(text).into_owned(),
+        }
     }
 
     /// The name used in errors and reports.
@@ -68,14 +81,14 @@ impl Endpoint {
             return format::by_name(name);
         }
         match self {
-            Endpoint::Stdio => Err(Error::usage(format!(
+            Endpoint::Stdio => Err(Error::config(format!(
                 "standard input/output has no file extension; pass {flag}"
             ))),
-            Endpoint::Database(db) => Err(Error::usage(format!(
+            Endpoint::Database(db) => Err(Error::config(format!(
                 "{db} is a database, not a file: {flag} does not apply"
             ))),
             Endpoint::File(path) => format_from_path(path).ok_or_else(|| {
-                Error::usage(format!(
+                Error::config(format!(
                     "cannot tell the format of {} from its extension; pass {flag} (one of: {})",
                     crate::secret::redact(&path.display().to_string()),
                     format::names().join(", ")
@@ -108,7 +121,7 @@ mod tests {
 
     #[test]
     fn unknown_schemes_are_refused_clearly() {
-        let err = Endpoint::parse("mysql://u@h/db").unwrap_err();
+        let err = Endpoint::parse("mysql://u@h/db", &Environment::empty()).unwrap_err();
         assert!(
             err.is_config() && err.to_string().contains("mysql://"),
             "{err}"

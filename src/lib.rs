@@ -5,17 +5,21 @@
 //!  file        JSON       template           JSON       (same     gzip       AES-256-GCM  parts +
 //!  stdin       NDJSON     fields, renames,   Schema     codecs)   brotli     streaming    manifest
 //!              CSV        transforms,        strict/              zstd
-//!              XML        computed fields,   lenient/                                    file, stdout
-//!              YAML       filters            skip
+//!  sqlite://   XML        computed fields,   lenient/                                    file, stdout,
+//!  postgres:// YAML       filters            skip                                        sqlite://, postgres://
 //!              Markdown
 //! ```
 //!
-//! This build has the source, decode, encode and sink stages for files and standard input/output.
+//! The library owns the run; front ends (the CLI, the HTTP service) only turn their input into a job, hand
+//! it over with an observer and a cancellation token, and turn the report — returned on success and on
+//! failure alike — into their output:
 //!
 //! ```no_run
-//! let mut job = ferry::ConvertJob::new("samples/legacy.csv", "contexts.ndjson");
-//! job.batch_size = 4096;
-//! let report = ferry::convert(&job)?;
+//! use ferry::{ConvertJob, Environment, RunContext};
+//! let mut job = ConvertJob::new("samples/legacy.csv", "contexts.ndjson");
+//! job.template = Some("std-context".into());
+//! let env = Environment::from_process(); // the front end's: the library reads no variable itself
+//! let report = ferry::convert(&job, &env, &RunContext::default())?;
 //! assert!(report.balances());
 //! # Ok::<(), ferry::Error>(())
 //! ```
@@ -28,11 +32,11 @@ pub mod envelope;
 mod error;
 pub mod format;
 pub mod interrupt;
+mod job;
 pub mod migrate;
 pub mod observe;
 mod paths;
 mod pipeline;
-pub mod progress;
 mod record;
 mod rejects;
 mod report;
@@ -41,14 +45,16 @@ pub mod serve;
 pub mod sink;
 pub mod template;
 pub mod validate;
+pub mod verify;
 
 pub use endpoint::{format_from_path, Endpoint};
 pub use env::Environment;
 pub use error::{sqlstate, DbCause, Error, ErrorKind, Position, Result, Stage};
 pub use format::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, FORMATS};
+pub use job::{ConvertJob, ErrorPolicy, Job, JobReport, DEFAULT_BATCH_SIZE};
 pub use observe::{CancelToken, Event, Failed, Observer, RunContext, RunResult, Status};
 pub use paths::{Access, RunPaths};
-pub use pipeline::{convert, ConvertJob, ErrorPolicy, DEFAULT_BATCH_SIZE};
+pub use pipeline::{convert, BuiltConvert, Streams};
 pub use record::{
     number_from_text, write_json, write_json_record, Decimal, Key, Record, RecordBuilder,
     Timestamp, Value,

@@ -3,7 +3,7 @@
 //! A run writes more than its output — a rejects file, a report, a checksum, a manifest and its parts, a
 //! state file, a backup folder — and each of those must name neither an input (the run would destroy what
 //! it reads) nor another output (one would overwrite the other). [`RunPaths`] collects them, with the flag
-//! that names each, and [`RunPaths::check`] refuses the first collision as a usage error naming both flags.
+//! that names each, and [`RunPaths::check`] refuses the first collision as a configuration error naming both flags.
 //! Two paths are the same file when they resolve to the same place (symlinks, `./` and `..` spellings) or
 //! are the same inode (hard links).
 
@@ -192,7 +192,7 @@ impl RunPaths {
         self
     }
 
-    /// Refuses the first pair of paths that name one file where at least one of them is written: a usage
+    /// Refuses the first pair of paths that name one file where at least one of them is written: a configuration
     /// error naming both flags. Nothing is opened for writing; only metadata and folder listings are read.
     pub fn check(&self) -> Result<()> {
         let resolved: Vec<Resolved> = self.uses.iter().map(Resolved::of).collect();
@@ -222,7 +222,7 @@ fn collision(a: &Resolved, b: &Resolved, shown: &str) -> Error {
         Access::Read => "the run would overwrite what it reads",
         Access::Database => "the run would overwrite a database it opens",
     };
-    Error::usage(format!(
+    Error::config(format!(
         "{} and {} both name {}: {why}; choose another path for {}",
         first.label,
         second.label,
@@ -361,7 +361,7 @@ mod tests {
                 p.read("--in", &input).write("--rejects", other);
             })
             .unwrap_err();
-            assert!(err.is_usage(), "{err}");
+            assert!(err.is_config(), "{err}");
             let text = err.to_string();
             assert!(text.contains("--in and --rejects"), "{text}");
         }

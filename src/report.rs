@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::{DbCause, Error, Position, Result, Stage};
+use crate::observe::{Progress, Status};
 
 /// The output name of a `ferry validate` run, which writes nothing.
 pub const VALIDATION_ONLY: &str = "(validation only)";
@@ -46,13 +47,16 @@ impl Counts {
     }
 }
 
-/// The outcome of one run. `read = written + rejected + filtered + skipped` always holds.
+/// The outcome of one convert run, returned whether it succeeded or failed (a failure carries the report so
+/// far). `read = written + rejected + filtered + skipped` always holds.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     /// ferry's version.
     pub ferry_version: String,
-    /// True when the run finished and its output is final.
+    /// True when the run finished and its output is final (`status` is `succeeded`).
     pub ok: bool,
+    /// How the run ended: succeeded, failed or cancelled.
+    pub status: Status,
     /// True for a dry run (nothing written).
     pub dry_run: bool,
     /// The input, as given.
@@ -74,17 +78,10 @@ pub struct Report {
     /// Where rejected records were set aside (only when some were).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejects_file: Option<String>,
-    /// Records read from the input.
-    pub read: u64,
-    /// Records written to the output.
-    pub written: u64,
-    /// Records refused (bad data), each with its reason in the rejects file.
-    pub rejected: u64,
-    /// Records a filter left out.
-    pub filtered: u64,
-    /// Records skipped: duplicates left alone by `--on-conflict skip`, and records an earlier run loaded
-    /// (`--resume`).
-    pub skipped: u64,
+    /// Where every record went. Skipped records are duplicates left alone by `--on-conflict skip` and
+    /// records an earlier run loaded (`--resume`).
+    #[serde(flatten)]
+    pub counts: Counts,
     /// Database loads: new rows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inserted: Option<u64>,
@@ -152,7 +149,36 @@ impl Report {
 
     /// True when every record read is accounted for.
     pub fn balances(&self) -> bool {
-        self.read == self.written + self.rejected + self.filtered + self.skipped
+        self.counts.balances()
+    }
+
+    /// Marks how the run ended: `ok` and `status` from `error` (none: succeeded). The error that stopped
+    /// the run is always listed, last (in the place of the hundredth if the list is full).
+    pub fn end(&mut self, error: Option<&Error>) {
+        self.status = match error {
+            None => Status::Succeeded,
+            Some(e) if e.is_cancelled() => Status::Cancelled,
+            Some(_) => Status::Failed,
+        };
+        self.ok = error.is_none();
+        if let Some(e) = error {
+            self.errors.truncate(MAX_REPORTED_ERRORS - 1);
+            self.errors.push(ReportedError::from(e));
+        }
+    }
+
+    /// The counts as an observer's [`Progress`].
+    pub fn progress(&self) -> Progress {
+        Progress {
+            read: self.counts.read,
+            written: self.counts.written,
+            rejected: self.counts.rejected,
+            filtered: self.counts.filtered,
+            skipped: self.counts.skipped,
+            bytes_read: self.bytes_read,
+            seconds: self.seconds,
+            ..Progress::default()
+        }
     }
 
     /// The one-line summary printed on stderr.
@@ -163,15 +189,20 @@ impl Report {
             (false, true) => ("would write", "rejected"),
             (false, false) => ("written", "rejected"),
         };
+        let c = &self.counts;
         let mut line = format!(
             "ferry: {} {}: read {} = {verb} {} + {rejected} {} + filtered {} + skipped {} in {:.2} s ({:.0} records/s)",
-            if self.ok { "ok" } else { "FAILED" },
+            match self.status {
+                Status::Succeeded | Status::Running => "ok",
+                Status::Failed => "FAILED",
+                Status::Cancelled => "CANCELLED",
+            },
             self.output,
-            self.read,
-            self.written,
-            self.rejected,
-            self.filtered,
-            self.skipped,
+            c.read,
+            c.written,
+            c.rejected,
+            c.filtered,
+            c.skipped,
             self.seconds,
             self.records_per_second,
         );
@@ -189,7 +220,7 @@ impl Report {
             };
             line.push_str(&format!(
                 "\nferry: table {table:?}: inserted {inserted}, updated {updated}, skipped {}{created}{undone}",
-                self.skipped
+                self.counts.skipped
             ));
         }
         line
@@ -198,9 +229,9 @@ impl Report {
     /// Writes the report as pretty JSON to `path` (atomically, like every other output).
     pub fn write_json(&self, path: &Path) -> Result<()> {
         let mut sink = Box::new(crate::sink::AtomicFile::create(path)?);
-        let json = serde_json::to_vec_pretty(self)
-            .map_err(|e| Error::usage(format!("cannot render report: {e}")))?;
         let name = path.display().to_string();
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::io(Stage::Sink, Some(&name), std::io::Error::other(e)))?;
         sink.write_all(&json)
             .and_then(|()| sink.write_all(b"\n"))
             .map_err(|e| Error::io(Stage::Sink, Some(&name), e))?;

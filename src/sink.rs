@@ -303,6 +303,27 @@ impl AtomicFile {
     }
 }
 
+/// Renames finished files into place, in order, as one step as far as signals go: the registry's lock is
+/// held from the first rename to the last, so a signal either removes them all before any is renamed or
+/// finds them all in place (a split output's parts and then its manifest, a file and its `.sha256`). A
+/// target made read-only meanwhile stops it before any rename; a rename that fails stops it there, and the
+/// files not yet renamed are removed — which is why a split output's manifest goes last.
+pub fn persist_all(files: Vec<PendingFile>) -> Result<()> {
+    for file in &files {
+        check_replaceable(&file.target)?;
+    }
+    let mut files = files.into_iter();
+    let outcome = {
+        let mut registry = crate::interrupt::in_flight();
+        files
+            .by_ref()
+            .try_for_each(|file| file.persist_locked(&mut registry))
+    };
+    // Dropped (and removed) only now that the lock is free: their registrations take it.
+    drop(files);
+    outcome
+}
+
 /// A complete file still under its temporary name; dropped without [`PendingFile::persist`], it is deleted.
 pub struct PendingFile {
     temp: tempfile::TempPath,
@@ -313,19 +334,21 @@ pub struct PendingFile {
 impl PendingFile {
     /// Renames the file to its final name (unless the target has meanwhile become a file the user could
     /// not write).
-    pub fn persist(mut self) -> Result<()> {
+    pub fn persist(self) -> Result<()> {
+        persist_all(vec![self])
+    }
+
+    /// Renames the file while the caller holds the registry's lock.
+    fn persist_locked(mut self, registry: &mut Vec<PathBuf>) -> Result<()> {
         let path = self.target.display().to_string();
-        check_replaceable(&self.target)?;
-        // Under the registry's lock, so that a signal either removes the file before the rename or finds it
-        // renamed and no longer registered.
-        let mut registry = crate::interrupt::in_flight();
+        // Released before anything is dropped: dropping a registration takes the lock the caller holds.
+        if let Some(registration) = self.registration.take() {
+            registration.release(registry);
+        }
+        // On failure the error hands the temporary file back, and dropping it removes the file.
         self.temp
             .persist(&self.target)
-            .map_err(|e| Error::io(Stage::Sink, Some(&path), e.error))?;
-        if let Some(registration) = self.registration.take() {
-            registration.release(&mut registry);
-        }
-        Ok(())
+            .map_err(|e| Error::io(Stage::Sink, Some(&path), e.error))
     }
 
     /// The final name.
@@ -349,29 +372,31 @@ impl ByteSink for AtomicFile {
     }
 }
 
-/// Standard output. There is nothing to rename; `finish()` flushes.
-pub struct Stdout {
-    out: io::BufWriter<io::Stdout>,
+/// Standard output, or a caller's writer (an HTTP response, a buffer). There is nothing to rename: what
+/// was written cannot be taken back; `finish()` flushes.
+pub struct WriterSink {
+    out: io::BufWriter<Box<dyn Write + Send>>,
     written: u64,
 }
 
-impl Stdout {
-    /// Buffered standard output.
-    pub fn new() -> Stdout {
-        Stdout {
-            out: io::BufWriter::with_capacity(256 * 1024, io::stdout()),
+impl WriterSink {
+    /// Buffers writes to `writer`.
+    pub fn new(writer: Box<dyn Write + Send>) -> WriterSink {
+        WriterSink {
+            out: io::BufWriter::with_capacity(256 * 1024, writer),
             written: 0,
         }
     }
 }
 
-impl Default for Stdout {
-    fn default() -> Self {
-        Stdout::new()
+impl WriterSink {
+    /// Buffered standard output.
+    pub fn stdout() -> WriterSink {
+        WriterSink::new(Box::new(io::stdout()))
     }
 }
 
-impl Write for Stdout {
+impl Write for WriterSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.out.write(buf)?;
         self.written += n as u64;
@@ -383,7 +408,7 @@ impl Write for Stdout {
     }
 }
 
-impl ByteSink for Stdout {
+impl ByteSink for WriterSink {
     fn finish(mut self: Box<Self>) -> Result<u64> {
         self.out
             .flush()

@@ -41,7 +41,7 @@ impl SchemaValidator {
         let validator = jsonschema::options_for::<RecordJson>()
             .with_draft(draft_of(schema))
             .build(schema)
-            .map_err(|e| Error::usage(format!("schema {name} is not a valid JSON Schema: {e}")))?;
+            .map_err(|e| Error::config(format!("schema {name} is not a valid JSON Schema: {e}")))?;
         Ok(SchemaValidator {
             name: name.to_owned(),
             validator,
@@ -58,9 +58,9 @@ impl SchemaValidator {
     pub fn from_file(path: &std::path::Path) -> Result<SchemaValidator> {
         let name = path.display().to_string();
         let bytes = std::fs::read(path)
-            .map_err(|e| Error::usage(format!("cannot read schema {name}: {e}")))?;
+            .map_err(|e| Error::config(format!("cannot read schema {name}: {e}")))?;
         let schema: Json = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::usage(format!("schema {name} is not valid JSON: {e}")))?;
+            .map_err(|e| Error::config(format!("schema {name} is not valid JSON: {e}")))?;
         SchemaValidator::compile(&name, &schema)
     }
 
@@ -679,9 +679,9 @@ mod tests {
     }
 
     #[test]
-    fn invalid_schema_is_a_usage_error() {
+    fn invalid_schema_is_a_configuration_error() {
         let err = SchemaValidator::compile("bad", &serde_json::json!({"type": 12})).unwrap_err();
-        assert!(err.is_usage(), "{err}");
+        assert!(err.is_config(), "{err}");
     }
 
     /// The reference: what `validate` did before it read records in place — build `record_to_json`'s

@@ -4,13 +4,13 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::parse_byte;
+use super::progress::ProgressMode;
 use crate::db::{ConnectOptions, OnConflict};
+use crate::env::Environment;
 use crate::envelope::CompressionSpec;
-use crate::error::{Error, Result};
-use crate::format::FormatOptions;
-use crate::pipeline::{convert, ConvertJob, ErrorPolicy, DEFAULT_BATCH_SIZE};
-use crate::progress::ProgressMode;
+use crate::error::Result;
+use crate::format::{parse_byte, FormatOptions};
+use crate::job::{ConvertJob, ErrorPolicy, Job, DEFAULT_BATCH_SIZE};
 
 const EXAMPLES: &str = "Examples:
   # A legacy CSV export, mapped, cleaned and validated by the standard context template
@@ -49,10 +49,17 @@ const EXAMPLES: &str = "Examples:
   # Standard input to standard output
   cat data.ndjson | ferry convert --in - --from-format ndjson --to - --to-format yaml
 
+  # Keep the job these flags make, and run it again later (same output)
+  ferry convert --in samples/legacy.csv --template std-context --to contexts.ndjson --print-job > job.json
+  ferry run job.json
+
 The output is written under a temporary name and renamed only when the run succeeds: a failed run leaves
 no partial file behind. A database load runs in one transaction (unless --commit-every), so a failed run
-leaves the table as it was. Passwords: put them in DATABASE_URL or PGPASSWORD (or ~/.pgpass-style
-tooling), not in a URL on the command line, where other users can see them. Exit codes: 0 ok, 1 the run failed (bad data or output), 2 usage error.";
+leaves the table as it was. Ctrl-C (SIGINT), SIGTERM and SIGHUP cancel the run the same way: the output is
+not written, a load is rolled back. Passwords: put them in DATABASE_URL or PGPASSWORD (or ~/.pgpass-style
+tooling), not in a URL on the command line, where other users can see them. Exit codes: 0 ok, 1 the run
+failed (bad data or output), 2 usage or configuration error, 128 + the signal's number when a signal
+cancelled the run (130 for Ctrl-C).";
 
 /// Where records come from and how to read them (shared by `convert` and `validate`).
 #[derive(Debug, Args)]
@@ -129,17 +136,7 @@ pub struct InputArgs {
 
 impl InputArgs {
     /// Fills the input side of `job`.
-    pub fn apply(&self, job: &mut ConvertJob) -> Result<()> {
-        let encoding = match &self.encoding {
-            None => None,
-            Some(label) => Some(
-                encoding_rs::Encoding::for_label(label.as_bytes()).ok_or_else(|| {
-                    Error::usage(format!(
-                        "unknown encoding {label:?}; try utf-8, latin1, windows-1252, utf-16le"
-                    ))
-                })?,
-            ),
-        };
+    pub fn apply(&self, job: &mut ConvertJob) {
         job.input = self.input.clone();
         job.input_format = self.from_format.clone();
         job.key_source = self.keys.source();
@@ -156,11 +153,10 @@ impl InputArgs {
             columns: self.columns.clone(),
             allow_ragged: self.allow_ragged,
             json_cells: self.json_cells,
-            encoding,
+            encoding: self.encoding.clone(),
             max_record_size: self.max_record_size,
             max_document_size: self.max_document_size,
         };
-        Ok(())
     }
 }
 
@@ -188,7 +184,8 @@ pub struct ConvertArgs {
     /// What a record whose key is already in the table does: error (rejected, with the database's
     /// message), skip (the row stays), overwrite (the record replaces it), merge (non-null values
     /// overwrite; JSON objects are merged key by key).
-    #[arg(long, value_name = "MODE", default_value_t = OnConflict::Error, value_parser = clap::builder::TypedValueParser::try_map(clap::builder::PossibleValuesParser::new(OnConflict::ALL.map(OnConflict::name)), |s: String| s.parse::<OnConflict>()))]
+    #[arg(long, value_name = "MODE", default_value_t = OnConflict::Error,
+          value_parser = super::one_of::<OnConflict>(OnConflict::ALL.map(|m| m.name().into())))]
     on_conflict: OnConflict,
 
     /// Commit a database load every N records instead of once at the end (for very large loads). A failed
@@ -251,7 +248,8 @@ pub struct ConvertArgs {
 
     /// What a bad record does: strict stops the run and writes nothing; lenient sets it aside in the
     /// rejects file, goes on and lists every error; skip sets it aside and only counts it.
-    #[arg(long, value_enum, value_name = "POLICY", default_value_t = ErrorPolicy::Strict)]
+    #[arg(long, value_name = "POLICY", default_value_t = ErrorPolicy::Strict,
+          value_parser = super::one_of::<ErrorPolicy>(super::error_policies()))]
     on_error: ErrorPolicy,
 
     /// Where rejected records go (default: OUTPUT.rejects.ndjson beside the output).
@@ -281,12 +279,18 @@ pub struct ConvertArgs {
     /// Print nothing on success.
     #[arg(long, short)]
     quiet: bool,
+
+    /// Print the job these flags make (JSON, no password) and exit without running it; `ferry run FILE`
+    /// runs it.
+    #[arg(long)]
+    print_job: bool,
 }
 
 impl ConvertArgs {
-    fn job(&self) -> Result<ConvertJob> {
+    /// The job the flags describe.
+    fn job(&self) -> ConvertJob {
         let mut job = ConvertJob::new(self.input.input.clone(), self.output.clone());
-        self.input.apply(&mut job)?;
+        self.input.apply(&mut job);
         job.output_format = self.to_format.clone();
         job.write_options = FormatOptions {
             delimiter: self.out_delimiter,
@@ -299,8 +303,6 @@ impl ConvertArgs {
         job.dry_run = self.dry_run;
         job.batch_size = self.batch_size;
         job.jobs = self.jobs;
-        job.progress = self.progress;
-        job.quiet = self.quiet;
         job.table = self.table.clone();
         job.key = self.key.clone();
         job.on_conflict = self.on_conflict;
@@ -318,33 +320,16 @@ impl ConvertArgs {
             retries: self.connect_retries,
             timeout: std::time::Duration::from_secs(self.connect_timeout.max(1)),
         };
-        Ok(job)
+        job
     }
 }
 
-/// Runs `ferry convert`.
-pub fn run(args: ConvertArgs) -> Result<()> {
-    let job = args.job()?;
-    super::warn_about_passwords(&[&job.input, &job.output]);
-    match convert(&job) {
-        Ok(report) => super::finish_report(&report, args.report.as_deref(), args.quiet),
-        Err(error) => {
-            // A usage error stopped the run before it began; the report file may even be what the error is
-            // about (a --report that names the input), so none is written.
-            if let Some(path) = args.report.as_ref().filter(|_| !error.is_usage()) {
-                let mut report = crate::report::Report {
-                    ferry_version: env!("CARGO_PKG_VERSION").to_owned(),
-                    input: super::shown_endpoint(&job.input),
-                    output: super::shown_endpoint(&job.output),
-                    on_error: job.on_error.name().to_owned(),
-                    dry_run: job.dry_run,
-                    ..Default::default()
-                };
-                report.push_error(&error);
-                // The run's own error matters more than a failure to write its report.
-                let _ = report.write_json(path);
-            }
-            Err(error)
-        }
+/// Runs `ferry convert` (or prints its job).
+pub fn run(args: ConvertArgs, env: &Environment) -> Result<()> {
+    let job = args.job();
+    if args.print_job {
+        println!("{}", Job::Convert(job).to_json());
+        return Ok(());
     }
+    super::run_convert(&job, env, args.progress, args.quiet).map(drop)
 }

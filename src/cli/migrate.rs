@@ -10,9 +10,9 @@ use clap::Args;
 use crate::db::ConnectOptions;
 use crate::env::Environment;
 use crate::error::{Error, Position, Result, Stage};
+use crate::job::ErrorPolicy;
 use crate::migrate::{diff, migrate, rollback, show_plan, DiffJob, MigrateJob};
-use crate::observe::{Event, Observer, RunContext};
-use crate::pipeline::ErrorPolicy;
+use crate::observe::{Event, Observer};
 
 const EXAMPLES: &str = "Examples:
   ferry migrate --from app.db --plan                      # what would be created, and why each type
@@ -73,7 +73,8 @@ pub struct MigrateArgs {
 
     /// A value that does not fit its column: strict fails (naming table, row, column, value) and undoes the
     /// migration; lenient and skip send the row to <rejects>/<table>.rejects.ndjson with the reason.
-    #[arg(long, value_enum, default_value_t = ErrorPolicy::Strict)]
+    #[arg(long, default_value_t = ErrorPolicy::Strict,
+          value_parser = super::one_of::<ErrorPolicy>(super::error_policies()))]
     on_error: ErrorPolicy,
 
     /// Where per-table rejects files go (made only when a row is rejected).
@@ -227,15 +228,22 @@ pub fn run(args: MigrateArgs) -> Result<()> {
         }
         return Ok(());
     }
+    run_job(&job, &env, args.quiet)
+}
+
+/// Runs a migrate job (from the flags, or a job file), printing its lines and summary and writing its
+/// report. SIGTERM, SIGINT and SIGHUP cancel it: it stops at its next check and undoes what it created.
+pub(super) fn run_job(job: &MigrateJob, env: &Environment, quiet: bool) -> Result<()> {
     super::warn_about_passwords(&[
-        args.from.as_deref().unwrap_or(""),
-        args.to.as_deref().unwrap_or(""),
+        job.from.as_deref().unwrap_or(""),
+        job.to.as_deref().unwrap_or(""),
     ]);
-    let observer: Arc<dyn Observer> = match args.quiet {
+    let observer: Arc<dyn Observer> = match quiet {
         true => Arc::new(crate::observe::Silent),
         false => Arc::new(Lines),
     };
-    let result = migrate(&job, &env, &RunContext::new(observer));
+    let (ctx, _signals) = super::context(observer)?;
+    let result = migrate(job, env, &ctx);
     // A job refused before it started (exit 2) writes no report: its --report may be the very path the
     // collision check refused.
     let (report, refused) = match &result {
@@ -245,7 +253,7 @@ pub fn run(args: MigrateArgs) -> Result<()> {
             failed.error.is_config() || failed.error.is_usage(),
         ),
     };
-    if let (Some(path), false) = (&args.report, refused) {
+    if let (Some(path), false) = (&job.report, refused) {
         report.write_json(path)?;
     }
     let report = result?;

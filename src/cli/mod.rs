@@ -1,19 +1,26 @@
-//! The command line (clap derive): one file per subcommand. Parses arguments into jobs, runs them, prints
-//! the report; the binary only maps the result to an exit code.
+//! The command line (clap derive): one file per subcommand. Turns flags into a job, hands it to the library
+//! with an observer (the progress bar or JSON lines) and a cancellation token (cancelled by SIGTERM, SIGINT
+//! and SIGHUP), and turns the report into text; the binary only maps the result to an exit code.
 
 use std::ffi::OsString;
+use std::sync::Arc;
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 
-use std::path::Path;
-
+use crate::env::Environment;
 use crate::error::{Error, Result};
+use crate::interrupt::CancelOnSignals;
+use crate::job::ConvertJob;
+use crate::observe::{Observer, RunContext, RunResult};
 use crate::report::Report;
 
 mod convert;
 mod formats;
 mod keygen;
 mod migrate;
+pub mod progress;
+mod run;
 mod serve;
 mod templates;
 mod validate;
@@ -36,6 +43,8 @@ const EXAMPLES: &str = "Examples:
   ferry validate --in samples/legacy.csv --template std-context
   ferry convert --in export.json --to export.md
   cat data.ndjson | ferry convert --in - --from-format ndjson --to - --to-format csv
+  ferry convert --in samples/legacy.csv --template std-context --to contexts.ndjson --print-job > job.json
+  ferry run job.json
   ferry formats
   ferry templates list
   ferry migrate --from sqlite://app.db --plan
@@ -62,6 +71,8 @@ enum Command {
     Diff(migrate::DiffArgs),
     /// Serve the data-migration REST API (export, import, validate, operations, templates) over HTTP.
     Serve(serve::ServeArgs),
+    /// Run a job file (what `convert --print-job` or `migrate --print-job` printed).
+    Run(run::RunArgs),
 }
 
 /// Parses `args` (program name first) and runs the subcommand.
@@ -91,31 +102,83 @@ where
     }
     // From here on, a run may create temporary files: SIGTERM, SIGINT and SIGHUP remove them.
     crate::interrupt::remove_temp_files_on_signals()?;
+    // The only place the library's runs get their environment from.
+    let env = Environment::from_process();
     match cli.command {
-        Command::Convert(args) => convert::run(*args),
-        Command::Validate(args) => validate::run(*args),
-        Command::Templates(args) => templates::run(args),
+        Command::Convert(args) => convert::run(*args, &env),
+        Command::Validate(args) => validate::run(*args, &env),
+        Command::Templates(args) => templates::run(args, &env),
         Command::Formats(args) => formats::run(args),
-        Command::Verify(args) => verify::run(args),
+        Command::Verify(args) => verify::run(args, &env),
         Command::Keygen(args) => keygen::run(args),
         Command::Migrate(args) => migrate::run(*args),
         Command::Diff(args) => migrate::run_diff(args),
         Command::Serve(_) => unreachable!("handled above"),
+        Command::Run(args) => run::run(args, &env),
     }
 }
 
 /// How many record errors are printed on stderr (the report file lists up to 100, the rejects file all).
 const ERRORS_SHOWN: usize = 20;
 
-/// Prints the record errors (lenient runs) and the summary line, and writes the JSON report if asked.
-pub(crate) fn finish_report(report: &Report, path: Option<&Path>, quiet: bool) -> Result<()> {
-    for error in report.errors.iter().take(ERRORS_SHOWN) {
+/// A run's context for the command line: `observer`, and a token that SIGTERM, SIGINT and SIGHUP cancel
+/// while the returned guard lives.
+pub(crate) fn context(observer: Arc<dyn Observer>) -> Result<(RunContext, CancelOnSignals)> {
+    let ctx = RunContext::new(observer);
+    let guard = crate::interrupt::cancel_on_signals(&ctx.cancel)?;
+    Ok((ctx, guard))
+}
+
+/// Runs a convert job with the progress display asked for, prints what it did and writes its report.
+pub(crate) fn run_convert(
+    job: &ConvertJob,
+    env: &Environment,
+    progress: progress::ProgressMode,
+    quiet: bool,
+) -> Result<Report> {
+    warn_about_passwords(&[&job.input, &job.output]);
+    let (ctx, _signals) = context(progress::observer(progress, quiet))?;
+    finish_report(crate::pipeline::convert(job, env, &ctx), job, quiet)
+}
+
+/// Prints the record errors (lenient runs) and the summary line — of a failed or cancelled run too — and
+/// writes the JSON report if the job asks for one. A job refused before it ran (exit 2) prints and writes
+/// nothing: its `--report` may even be what the refusal is about (a `--report` that names the input).
+pub(crate) fn finish_report(
+    result: RunResult<Report>,
+    job: &ConvertJob,
+    quiet: bool,
+) -> Result<Report> {
+    let (report, error) = match result {
+        Ok(report) => (report, None),
+        Err(failed) if failed.error.exit_code() == 2 => return Err(failed.error),
+        Err(failed) => (failed.report, Some(failed.error)),
+    };
+    // A reader that went away (`| head`) ends the run quietly.
+    if !error.as_ref().is_some_and(Error::is_broken_pipe) {
+        print_report(&report, error.is_some(), quiet);
+    }
+    let written = job.report.as_deref().map(|path| report.write_json(path));
+    match (error, written) {
+        // The run's own error matters more than a failure to write its report.
+        (Some(error), _) => Err(error),
+        (None, Some(Err(e))) => Err(e),
+        (None, _) => Ok(report),
+    }
+}
+
+/// Prints a report's record errors and its summary line (`quiet` leaves out the line of a run that
+/// succeeded). The error that stopped a `failed` run is its last, and the binary prints it.
+fn print_report(report: &Report, failed: bool, quiet: bool) {
+    let listed = report.errors.len() - usize::from(failed);
+    for error in report.errors.iter().take(listed.min(ERRORS_SHOWN)) {
         eprintln!("ferry: {}", error.message);
     }
     let unshown = report
+        .counts
         .rejected
-        .saturating_sub(ERRORS_SHOWN.min(report.errors.len()) as u64);
-    if !report.errors.is_empty() && unshown > 0 {
+        .saturating_sub(ERRORS_SHOWN.min(listed) as u64);
+    if listed > 0 && unshown > 0 {
         let whereto = report
             .rejects_file
             .as_deref()
@@ -123,13 +186,30 @@ pub(crate) fn finish_report(report: &Report, path: Option<&Path>, quiet: bool) -
             .unwrap_or_default();
         eprintln!("ferry: ... and {unshown} more rejected records{whereto}");
     }
-    if !quiet {
+    if !quiet || failed {
         eprintln!("{}", report.summary_line());
     }
-    if let Some(path) = path {
-        report.write_json(path)?;
-    }
-    Ok(())
+}
+
+/// A value parser for a flag whose values a library type parses (`FromStr`): `--help` lists `values`.
+pub(crate) fn one_of<T>(
+    values: impl IntoIterator<Item = PossibleValue>,
+) -> impl TypedValueParser<Value = T>
+where
+    T: std::str::FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    PossibleValuesParser::new(values).try_map(|text: String| text.parse::<T>())
+}
+
+/// The values of `--on-error`.
+pub(crate) fn error_policies() -> Vec<PossibleValue> {
+    crate::job::ErrorPolicy::ALL
+        .iter()
+        .map(|p| match p {
+            crate::job::ErrorPolicy::Skip => PossibleValue::new(p.name()).alias("skip-errors"),
+            _ => PossibleValue::new(p.name()),
+        })
+        .collect()
 }
 
 /// Where an encryption key or passphrase comes from (shared by every subcommand that reads or writes
@@ -168,15 +248,6 @@ impl KeyArgs {
     }
 }
 
-/// An endpoint as reports and messages show it: a database URL without its password.
-pub(crate) fn shown_endpoint(text: &str) -> String {
-    match crate::endpoint::Endpoint::parse(text) {
-        Ok(endpoint) => endpoint.display_name(),
-        Err(_) if text.contains("://") => "(unparsable URL)".to_owned(),
-        Err(_) => crate::secret::redact(text).into_owned(),
-    }
-}
-
 /// Warns when a database URL on the command line holds a password (other users can read it from `ps`).
 pub(crate) fn warn_about_passwords(endpoints: &[&str]) {
     for text in endpoints {
@@ -193,16 +264,5 @@ pub(crate) fn warn_about_passwords(endpoints: &[&str]) {
                  put it in PGPASSWORD or DATABASE_URL instead"
             );
         }
-    }
-}
-
-/// Parses a one-character option such as `--delimiter`: a single ASCII character, or `tab` / `\t`.
-pub(crate) fn parse_byte(text: &str) -> std::result::Result<u8, String> {
-    match text {
-        "\\t" | "tab" | "\t" => Ok(b'\t'),
-        _ if text.len() == 1 && text.is_ascii() => Ok(text.as_bytes()[0]),
-        _ => Err(format!(
-            "expected one ASCII character (or `tab`), got {text:?}"
-        )),
     }
 }

@@ -1,10 +1,11 @@
 //! `ferry templates list|show|check`: what templates exist, what one says, and whether a file compiles.
+//! Finding, listing and checking are the library's ([`TemplateSearch`]); this prints what they return.
 
 use clap::{Args, Subcommand};
 
+use crate::env::Environment;
 use crate::error::Result;
-use crate::template::{Template, BUILTIN_TEMPLATES};
-use crate::validate::SchemaValidator;
+use crate::template::TemplateSearch;
 
 const EXAMPLES: &str = "Examples:
   ferry templates list
@@ -36,76 +37,39 @@ enum Action {
 }
 
 /// Runs `ferry templates`.
-pub fn run(args: TemplatesArgs) -> Result<()> {
+pub fn run(args: TemplatesArgs, env: &Environment) -> Result<()> {
+    let search = TemplateSearch::new(env);
     match args.action {
-        Action::List => list(),
-        Action::Show { name } => {
-            let template = Template::find(&name)?;
-            print!("{}", template.text);
-            Ok(())
-        }
-        Action::Check { file } => check(&file),
-    }
-}
-
-fn list() -> Result<()> {
-    let mut names: Vec<String> = BUILTIN_TEMPLATES
-        .iter()
-        .map(|(n, _)| (*n).to_owned())
-        .collect();
-    let mut dirs = vec![std::path::PathBuf::from("templates")];
-    dirs.extend(std::env::var_os("FERRY_TEMPLATES").map(std::path::PathBuf::from));
-    for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let is_yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
-            if let (true, Some(stem)) = (is_yaml, path.file_stem().and_then(|s| s.to_str())) {
-                names.push(stem.to_owned());
+        Action::List => {
+            println!(
+                "{:<16} {:<9} {:<28} description",
+                "name", "version", "source"
+            );
+            for listed in search.list() {
+                match listed.loaded {
+                    Ok((version, source, description)) => println!(
+                        "{:<16} {version:<9} {source:<28} {description}",
+                        listed.name
+                    ),
+                    Err(e) => println!("{:<16} {:<9} {:<28} error: {e}", listed.name, "-", "-"),
+                }
             }
         }
-    }
-    names.sort();
-    names.dedup();
-    println!(
-        "{:<16} {:<9} {:<28} description",
-        "name", "version", "source"
-    );
-    for name in names {
-        match Template::find(&name) {
-            Ok(t) => println!(
-                "{:<16} {:<9} {:<28} {}",
-                t.spec.name,
-                t.spec.version,
-                t.source.to_string(),
-                t.spec.description
-            ),
-            Err(e) => println!("{name:<16} {:<9} {:<28} error: {e}", "-", "-"),
+        Action::Show { name } => print!("{}", search.find(&name)?.text),
+        Action::Check { file } => {
+            let checked = search.check(&file)?;
+            println!(
+                "ok: template {} {} ({}) compiles: {} fields{}",
+                checked.name,
+                checked.version,
+                checked.source,
+                checked.fields,
+                checked
+                    .schema
+                    .map(|s| format!(", schema {s}"))
+                    .unwrap_or_default()
+            );
         }
     }
-    Ok(())
-}
-
-fn check(file: &str) -> Result<()> {
-    let template = Template::find(file)?;
-    let compiled = template.compile()?;
-    if let Some((name, schema)) = template.schema()? {
-        SchemaValidator::compile(&name, &schema)?;
-    }
-    println!(
-        "ok: template {} {} ({}) compiles: {} fields{}",
-        compiled.name,
-        compiled.version,
-        compiled.source,
-        compiled.fields().count(),
-        template
-            .spec
-            .schema
-            .as_deref()
-            .map(|s| format!(", schema {s}"))
-            .unwrap_or_default()
-    );
     Ok(())
 }

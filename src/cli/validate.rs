@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::convert::InputArgs;
+use super::progress::ProgressMode;
+use crate::env::Environment;
 use crate::error::{Error, Result};
-use crate::pipeline::{convert, ConvertJob, ErrorPolicy, DEFAULT_BATCH_SIZE};
-use crate::progress::ProgressMode;
+use crate::job::{ConvertJob, ErrorPolicy, DEFAULT_BATCH_SIZE};
 
 const EXAMPLES: &str = "Examples:
   # Would this legacy export load through the standard context template?
@@ -16,7 +17,8 @@ const EXAMPLES: &str = "Examples:
   # Check records against a schema without mapping them
   ferry validate --in samples/contexts.json --schema schemas/context.schema.json
 
-Exit codes: 0 every record is valid, 1 some records are invalid (each is listed), 2 usage error.";
+Exit codes: 0 every record is valid, 1 some records are invalid (each is listed), 2 usage or configuration
+error.";
 
 /// Arguments of `ferry validate`.
 #[derive(Debug, Args)]
@@ -51,14 +53,14 @@ pub struct ValidateArgs {
 }
 
 /// Runs `ferry validate`.
-pub fn run(args: ValidateArgs) -> Result<()> {
+pub fn run(args: ValidateArgs, env: &Environment) -> Result<()> {
     if args.template.is_none() && args.schema.is_none() {
         return Err(Error::usage(
             "ferry validate needs --template or --schema (or both)",
         ));
     }
     let mut job = ConvertJob::new(args.input.input.clone(), "-");
-    args.input.apply(&mut job)?;
+    args.input.apply(&mut job);
     job.output_format = Some("ndjson".into());
     job.template = args.template.clone();
     job.schema = args.schema.clone();
@@ -67,16 +69,16 @@ pub fn run(args: ValidateArgs) -> Result<()> {
     job.validate_only = true;
     job.batch_size = args.batch_size;
     job.jobs = args.jobs;
-    job.progress = ProgressMode::Auto;
-    job.quiet = args.quiet;
     job.report = args.report.clone();
-    let report = convert(&job)?;
-    super::finish_report(&report, args.report.as_deref(), args.quiet)?;
-    if report.rejected > 0 {
+    let report = super::run_convert(&job, env, ProgressMode::Auto, args.quiet)?;
+    if report.counts.rejected > 0 {
         return Err(Error::data(
             crate::error::Stage::Validate,
             crate::error::Position::file(report.input.clone()),
-            format!("{} of {} records are invalid", report.rejected, report.read),
+            format!(
+                "{} of {} records are invalid",
+                report.counts.rejected, report.counts.read
+            ),
         ));
     }
     Ok(())

@@ -46,6 +46,7 @@ use ghash::universal_hash::UniversalHash;
 use ghash::GHash;
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::env::Environment;
 use crate::error::{Error, Result, Stage};
 
 /// The first bytes of every encrypted file.
@@ -200,18 +201,20 @@ impl KeySource {
     /// The variable read when [`KeySource::ENV`] is unset: the name existing export setups give their key.
     pub const FALLBACK_ENV: &'static str = "EXPORT_ENCRYPTION_KEY";
 
-    /// The default source: `FERRY_KEY`, else `EXPORT_ENCRYPTION_KEY`, whichever is set; `None` when neither is.
-    pub fn from_default_env() -> Option<KeySource> {
+    /// The default source: `FERRY_KEY`, else `EXPORT_ENCRYPTION_KEY`, whichever is set in `env`; `None` when
+    /// neither is.
+    pub fn from_default_env(env: &Environment) -> Option<KeySource> {
         [KeySource::ENV, KeySource::FALLBACK_ENV]
             .into_iter()
-            .find(|name| std::env::var_os(name).is_some())
+            .find(|name| env.contains(name))
             .map(|name| KeySource::Env(name.to_owned()))
     }
 
-    /// Reads the key or passphrase. Errors are usage errors and never quote what was read, nor a value that
-    /// might be the key itself: a name given to `--key-env` or `--passphrase-env` and a path that does not exist
-    /// are not repeated, since a key pasted there by mistake would otherwise end up in the terminal and logs.
-    pub fn resolve(&self) -> Result<KeyMaterial> {
+    /// Reads the key or passphrase (variables from `env`, the run's environment). Errors are configuration
+    /// errors and never quote what was read, nor a value that might be the key itself: a name given to
+    /// `--key-env` or `--passphrase-env` and a path that does not exist are not repeated, since a key pasted
+    /// there by mistake would otherwise end up in the terminal and logs.
+    pub fn resolve(&self, env: &Environment) -> Result<KeyMaterial> {
         match self {
             KeySource::KeyFile(path) => {
                 let bytes = Zeroizing::new(read_secret_file(path, "--key-file")?);
@@ -224,7 +227,7 @@ impl KeySource {
                     .and_then(Key::parse)
                     .map(KeyMaterial::Key)
                     .ok_or_else(|| {
-                        Error::usage(format!(
+                        Error::config(format!(
                             "the key file {} holds neither 32 raw bytes, 64 hex digits nor the base64 of 32 bytes",
                             path.display()
                         ))
@@ -232,21 +235,21 @@ impl KeySource {
             }
             KeySource::Env(name) => {
                 let shown = self.variable();
-                let text = Zeroizing::new(env_text(name, &shown)?);
+                let text = Zeroizing::new(env_text(env, name, &shown)?);
                 Key::parse(&text).map(KeyMaterial::Key).ok_or_else(|| {
-                    Error::usage(format!(
+                    Error::config(format!(
                         "{shown} holds neither 64 hex digits nor the base64 of 32 bytes"
                     ))
                 })
             }
             KeySource::PassphraseEnv(name) => {
                 let shown = self.variable();
-                passphrase(Zeroizing::new(env_text(name, &shown)?), &shown)
+                passphrase(Zeroizing::new(env_text(env, name, &shown)?), &shown)
             }
             KeySource::PassphraseFile(path) => {
                 let bytes = Zeroizing::new(read_secret_file(path, "--passphrase-file")?);
                 let text = std::str::from_utf8(&bytes).map_err(|_| {
-                    Error::usage(format!(
+                    Error::config(format!(
                         "the passphrase file {} is not valid UTF-8",
                         path.display()
                     ))
@@ -254,6 +257,15 @@ impl KeySource {
                 let text = Zeroizing::new(text.trim_end_matches(['\r', '\n']).to_owned());
                 passphrase(text, &format!("the passphrase file {}", path.display()))
             }
+        }
+    }
+
+    /// The file this source reads, with the option that names it (for the path collision check).
+    pub fn file(&self) -> Option<(&'static str, &Path)> {
+        match self {
+            KeySource::KeyFile(file) => Some(("--key-file", file)),
+            KeySource::PassphraseFile(file) => Some(("--passphrase-file", file)),
+            KeySource::Env(_) | KeySource::PassphraseEnv(_) => None,
         }
     }
 
@@ -278,9 +290,9 @@ impl KeySource {
 fn read_secret_file(path: &Path, option: &str) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| {
         if path.exists() {
-            Error::usage(format!("cannot read the file {} ({option}): {e}", path.display()))
+            Error::config(format!("cannot read the file {} ({option}): {e}", path.display()))
         } else {
-            Error::usage(format!(
+            Error::config(format!(
                 "the file named by {option} does not exist (its name is not repeated here, in case it was \
                  the key itself)"
             ))
@@ -288,16 +300,16 @@ fn read_secret_file(path: &Path, option: &str) -> Result<Vec<u8>> {
     })
 }
 
-fn env_text(name: &str, shown: &str) -> Result<String> {
-    std::env::var(name).map_err(|e| match e {
-        std::env::VarError::NotPresent => Error::usage(format!("{shown} is not set")),
-        std::env::VarError::NotUnicode(_) => Error::usage(format!("{shown} is not valid UTF-8")),
-    })
+fn env_text(env: &Environment, name: &str, shown: &str) -> Result<String> {
+    // A variable whose value is not UTF-8 is not in the environment at all (`Environment::from_process`).
+    env.get(name)
+        .map(str::to_owned)
+        .ok_or_else(|| Error::config(format!("{shown} is not set")))
 }
 
 fn passphrase(text: Zeroizing<String>, from: &str) -> Result<KeyMaterial> {
     if text.is_empty() {
-        return Err(Error::usage(format!("the passphrase in {from} is empty")));
+        return Err(Error::config(format!("the passphrase in {from} is empty")));
     }
     Ok(KeyMaterial::Passphrase(text))
 }
@@ -312,7 +324,7 @@ pub fn keygen(path: &Path) -> Result<()> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path).map_err(|e| {
         if e.kind() == io::ErrorKind::AlreadyExists {
-            Error::usage(format!(
+            Error::config(format!(
                 "{shown} already exists; ferry will not overwrite a key file"
             ))
         } else {
@@ -1460,6 +1472,9 @@ mod tests {
 
     #[test]
     fn key_sources_read_files_and_variables() {
+        let env = Environment::empty()
+            .with("FERRY_TEST_KEY_HEX", "07".repeat(32))
+            .with("FERRY_TEST_PASSPHRASE", "from env");
         let dir = tempfile::tempdir().unwrap();
         let raw = dir.path().join("raw.key");
         fs::write(&raw, [7u8; 32]).unwrap();
@@ -1472,64 +1487,59 @@ mod tests {
         )
         .unwrap();
         for path in [&raw, &hex, &b64] {
-            match KeySource::KeyFile(path.clone()).resolve().unwrap() {
+            match KeySource::KeyFile(path.clone()).resolve(&env).unwrap() {
                 KeyMaterial::Key(k) => assert_eq!(k.0, [7; 32]),
                 other => panic!("{other:?}"),
             }
         }
         let bad = dir.path().join("bad.key");
         fs::write(&bad, "secret-looking text").unwrap();
-        let err = KeySource::KeyFile(bad).resolve().unwrap_err();
+        let err = KeySource::KeyFile(bad).resolve(&env).unwrap_err();
         assert!(
-            err.is_usage() && !err.to_string().contains("secret"),
+            err.is_config() && !err.to_string().contains("secret"),
             "{err}"
         );
         assert!(KeySource::KeyFile(dir.path().join("missing"))
-            .resolve()
+            .resolve(&env)
             .unwrap_err()
-            .is_usage());
+            .is_config());
 
         let phrase = dir.path().join("phrase");
         fs::write(&phrase, "two words \r\n").unwrap();
-        match KeySource::PassphraseFile(phrase).resolve().unwrap() {
+        match KeySource::PassphraseFile(phrase).resolve(&env).unwrap() {
             KeyMaterial::Passphrase(p) => assert_eq!(p.as_str(), "two words "),
             other => panic!("{other:?}"),
         }
         let empty = dir.path().join("empty");
         fs::write(&empty, "\n").unwrap();
         assert!(KeySource::PassphraseFile(empty)
-            .resolve()
+            .resolve(&env)
             .unwrap_err()
-            .is_usage());
+            .is_config());
 
-        // Names no other test uses, since the environment is shared by the test threads.
-        std::env::set_var("FERRY_TEST_KEY_HEX", "07".repeat(32));
-        std::env::set_var("FERRY_TEST_PASSPHRASE", "from env");
         assert!(matches!(
-            KeySource::Env("FERRY_TEST_KEY_HEX".into()).resolve().unwrap(),
+            KeySource::Env("FERRY_TEST_KEY_HEX".into()).resolve(&env).unwrap(),
             KeyMaterial::Key(k) if k.0 == [7; 32]
         ));
         assert!(matches!(
-            KeySource::PassphraseEnv("FERRY_TEST_PASSPHRASE".into()).resolve().unwrap(),
+            KeySource::PassphraseEnv("FERRY_TEST_PASSPHRASE".into()).resolve(&env).unwrap(),
             KeyMaterial::Passphrase(p) if p.as_str() == "from env"
         ));
         let err = KeySource::Env("FERRY_TEST_UNSET".into())
-            .resolve()
+            .resolve(&env)
             .unwrap_err();
         assert_eq!(
             err.to_string(),
             "the environment variable named by --key-env is not set"
         );
         // The default names are ferry's own, and are shown.
-        if std::env::var_os(KeySource::FALLBACK_ENV).is_none() {
-            let err = KeySource::Env(KeySource::FALLBACK_ENV.into())
-                .resolve()
-                .unwrap_err();
-            assert_eq!(
-                err.to_string(),
-                "the environment variable EXPORT_ENCRYPTION_KEY is not set"
-            );
-        }
+        let err = KeySource::Env(KeySource::FALLBACK_ENV.into())
+            .resolve(&env)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the environment variable EXPORT_ENCRYPTION_KEY is not set"
+        );
         // A key given by mistake where a name or path belongs is never repeated.
         let pasted = "3f".repeat(32);
         for source in [
@@ -1538,14 +1548,15 @@ mod tests {
             KeySource::KeyFile(pasted.clone().into()),
             KeySource::PassphraseFile(pasted.clone().into()),
         ] {
-            let err = source.resolve().unwrap_err();
-            assert!(err.is_usage(), "{err}");
+            let err = source.resolve(&env).unwrap_err();
+            assert!(err.is_config(), "{err}");
             assert!(!err.to_string().contains(&pasted[..16]), "{err}");
         }
     }
 
     #[test]
     fn keygen_writes_a_private_key_and_never_overwrites() {
+        let env = Environment::empty();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("new.key");
         keygen(&path).unwrap();
@@ -1559,14 +1570,14 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         let err = keygen(&path).unwrap_err();
-        assert!(err.is_usage(), "{err}");
+        assert!(err.is_config(), "{err}");
         assert_eq!(fs::read_to_string(&path).unwrap(), text);
         let file = encrypt_with(
-            &KeySource::KeyFile(path.clone()).resolve().unwrap(),
+            &KeySource::KeyFile(path.clone()).resolve(&env).unwrap(),
             b"hi",
             8,
         );
-        let material = KeySource::KeyFile(path).resolve().unwrap();
+        let material = KeySource::KeyFile(path).resolve(&env).unwrap();
         assert_eq!(decrypt_with(&material, &file), (b"hi".to_vec(), None));
     }
 

@@ -4,12 +4,14 @@
 
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use super::manifest::{not_encrypted, unexpectedly_encrypted};
 use super::{
     detect, is_encrypted, peek, CompressWriter, Compression, CompressionSpec, DecompressReader,
     DecryptError, DecryptReader, EncryptWriter, KeyMaterial, KeySource, SNIFF_LEN,
 };
+use crate::env::Environment;
 use crate::error::{Error, Position, Result, Stage};
 use crate::sink::ByteSink;
 
@@ -100,7 +102,13 @@ impl ByteSink for Layer {
         let inner = match self.writer.take() {
             Some(LayerWriter::Compress(w)) => (*w).finish(),
             Some(LayerWriter::Encrypt(w)) => (*w).finish(),
-            None => return Err(Error::usage("finished twice (internal error)")),
+            None => {
+                return Err(Error::data(
+                    Stage::Encode,
+                    Position::default(),
+                    "the layers were finished twice (internal error)",
+                ))
+            }
         };
         inner
             .map_err(|e| Error::io(Stage::Encode, None, e))?
@@ -112,11 +120,63 @@ impl ByteSink for Layer {
     }
 }
 
+/// The key an input is decrypted with if it turns out to be encrypted, resolved once when the job is built:
+/// the key option's, else `FERRY_KEY`'s (then `EXPORT_ENCRYPTION_KEY`'s).
+#[derive(Clone, Default)]
+pub enum InputKey {
+    /// No key option was given and neither default variable is set.
+    #[default]
+    Missing,
+    /// The key or passphrase.
+    Ready(Arc<KeyMaterial>),
+    /// A default variable is set but holds no usable key: an error only for an input that is encrypted
+    /// (a user who keeps `FERRY_KEY` exported still reads plain files).
+    Unusable(String),
+}
+
+impl InputKey {
+    /// Resolves `explicit` (a key option), else the default variables of `env`. An explicit source that
+    /// cannot be read is a configuration error at once.
+    pub fn resolve(explicit: Option<&KeySource>, env: &Environment) -> Result<InputKey> {
+        if let Some(source) = explicit {
+            return Ok(InputKey::Ready(Arc::new(source.resolve(env)?)));
+        }
+        Ok(match KeySource::from_default_env(env) {
+            None => InputKey::Missing,
+            Some(source) => match source.resolve(env) {
+                Ok(material) => InputKey::Ready(Arc::new(material)),
+                Err(e) => InputKey::Unusable(e.message()),
+            },
+        })
+    }
+
+    /// The key, or the configuration error that says how to give one for the encrypted input `name`.
+    pub fn material(&self, name: &str) -> Result<&KeyMaterial> {
+        match self {
+            InputKey::Ready(material) => Ok(material),
+            InputKey::Unusable(message) => Err(Error::config(message.clone())),
+            InputKey::Missing => Err(Error::config(format!(
+                "{name} is encrypted: give the key with --key-file, FERRY_KEY (or --key-env NAME), \
+                 or a passphrase with --passphrase-env NAME / --passphrase-file"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Debug for InputKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            InputKey::Missing => "InputKey::Missing",
+            InputKey::Ready(_) => "InputKey::Ready(<redacted>)",
+            InputKey::Unusable(_) => "InputKey::Unusable",
+        })
+    }
+}
+
 /// How to take the layers off an input.
 pub struct ReadLayers<'a> {
-    /// Where the key comes from, if one was given (an encrypted input without one is an error that says how
-    /// to give it; without one, `FERRY_KEY` or `EXPORT_ENCRYPTION_KEY` is tried).
-    pub key: Option<&'a KeySource>,
+    /// The key for an encrypted input (an encrypted input without one is an error that says how to give it).
+    pub key: &'a InputKey,
     /// The input's compression when its name says (brotli has no magic bytes); gzip and zstd are also
     /// recognised by their first bytes.
     pub named: Compression,
@@ -161,17 +221,8 @@ pub fn unwrap_reader(
         _ => {}
     }
     if encrypted {
-        let source = match layers.key.cloned().or_else(KeySource::from_default_env) {
-            Some(source) => source,
-            None => {
-                return Err(Error::usage(format!(
-                    "{name} is encrypted: give the key with --key-file, FERRY_KEY (or --key-env NAME), \
-                     or a passphrase with --passphrase-env NAME / --passphrase-file"
-                )))
-            }
-        };
-        let key = source.resolve()?;
-        let decrypted = DecryptReader::new(reader, &key).map_err(io_err)?;
+        let key = layers.key.material(name)?;
+        let decrypted = DecryptReader::new(reader, key).map_err(io_err)?;
         reader = Box::new(decrypted);
     }
     let (first, peeked) = peek(reader, SNIFF_LEN).map_err(io_err)?;

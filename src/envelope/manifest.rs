@@ -116,7 +116,7 @@ fn mac_key(file_key: &[u8; 32]) -> Result<zeroize::Zeroizing<[u8; 32]>> {
     let mut okm = zeroize::Zeroizing::new([0u8; 32]);
     hkdf::Hkdf::<Sha256>::new(None, file_key)
         .expand(MAC_KEY_INFO, &mut okm[..])
-        .map_err(|e| Error::usage(format!("cannot derive the manifest's MAC key: {e}")))?;
+        .map_err(|e| Error::config(format!("cannot derive the manifest's MAC key: {e}")))?;
     Ok(okm)
 }
 
@@ -124,7 +124,7 @@ fn mac_key(file_key: &[u8; 32]) -> Result<zeroize::Zeroizing<[u8; 32]>> {
 fn hmac(file_key: &[u8; 32], manifest: &Manifest) -> Result<Hmac<Sha256>> {
     let key = mac_key(file_key)?;
     let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(&key[..])
-        .map_err(|e| Error::usage(format!("cannot key the manifest's MAC: {e}")))?;
+        .map_err(|e| Error::config(format!("cannot key the manifest's MAC: {e}")))?;
     mac.update(&canonical(manifest));
     Ok(mac)
 }
@@ -148,7 +148,7 @@ fn seal_with(
     argon2: Option<(Argon2Params, Vec<u8>)>,
 ) -> Result<()> {
     let key = file_key(material, argon2.clone())
-        .map_err(|e| Error::usage(format!("cannot derive the manifest's key: {e}")))?;
+        .map_err(|e| Error::config(format!("cannot derive the manifest's key: {e}")))?;
     manifest.mac = None;
     let tag = hmac(key.bytes(), manifest)?.finalize().into_bytes();
     manifest.mac = Some(ManifestMac {

@@ -15,6 +15,7 @@ mod compress;
 pub mod encrypt;
 pub mod layers;
 pub mod manifest;
+pub mod parts;
 pub mod split;
 
 use std::fmt;
@@ -112,8 +113,10 @@ impl fmt::Display for Compression {
     }
 }
 
-/// A compression format and its level, as `--compress KIND[:LEVEL]` gives them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A compression format and its level, as `--compress KIND[:LEVEL]` gives them; in a job file the same
+/// text (`"gzip:6"`, `"zstd"`, `"none"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct CompressionSpec {
     /// The format.
     pub kind: Compression,
@@ -145,7 +148,7 @@ impl FromStr for CompressionSpec {
             "brotli" | "br" => Compression::Brotli,
             "zstd" | "zst" => Compression::Zstd,
             _ => {
-                return Err(Error::usage(format!(
+                return Err(Error::config(format!(
                     "unknown compression {name:?}: use gzip, brotli, zstd or none, with an optional :LEVEL"
                 )))
             }
@@ -154,17 +157,41 @@ impl FromStr for CompressionSpec {
             return Ok(CompressionSpec::new(kind));
         };
         if kind == Compression::None {
-            return Err(Error::usage("--compress none takes no level"));
+            return Err(Error::config("--compress none takes no level"));
         }
         let range = kind.levels();
         match level.parse::<u32>() {
             Ok(n) if range.contains(&n) => Ok(CompressionSpec { kind, level: n }),
-            _ => Err(Error::usage(format!(
+            _ => Err(Error::config(format!(
                 "{kind} level must be a whole number from {} to {}, not {level:?}",
                 range.start(),
                 range.end()
             ))),
         }
+    }
+}
+
+impl fmt::Display for CompressionSpec {
+    /// `KIND:LEVEL`, or `none`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            Compression::None => f.write_str("none"),
+            kind => write!(f, "{kind}:{}", self.level),
+        }
+    }
+}
+
+impl TryFrom<String> for CompressionSpec {
+    type Error = Error;
+
+    fn try_from(text: String) -> Result<CompressionSpec> {
+        text.parse()
+    }
+}
+
+impl From<CompressionSpec> for String {
+    fn from(spec: CompressionSpec) -> String {
+        spec.to_string()
     }
 }
 
@@ -242,7 +269,7 @@ mod tests {
             "lz4",
         ] {
             let err = spec(bad).unwrap_err();
-            assert!(err.is_usage(), "{bad}: {err}");
+            assert!(err.is_config(), "{bad}: {err}");
         }
         assert_eq!(
             spec("zstd:30").unwrap_err().to_string(),

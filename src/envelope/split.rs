@@ -17,13 +17,16 @@ use crate::format::Encoder;
 use crate::record::Record;
 use crate::sink::{AtomicFile, ByteSink, PendingFile};
 
-/// When a part ends.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// When a part ends. In a job file: `{"max_bytes": 50000000}` and/or `{"max_records": 100000}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SplitOptions {
     /// A part ends at the first record boundary once its file holds this many bytes (after compression and
     /// encryption).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<u64>,
     /// A part ends after this many records.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_records: Option<u64>,
 }
 
@@ -241,16 +244,22 @@ impl Write for HashedFile {
 
 impl ByteSink for HashedFile {
     fn finish(mut self: Box<Self>) -> Result<u64> {
-        let file = self
-            .file
-            .take()
-            .ok_or_else(|| Error::usage("finished twice (internal error)"))?;
+        let file = self.file.take().ok_or_else(|| {
+            Error::data(
+                Stage::Sink,
+                Position::default(),
+                "a part was finished twice (internal error)",
+            )
+        })?;
         let (bytes, pending) = file.close()?;
         let sha256 = hex(&std::mem::take(&mut self.hasher).finalize());
-        let mut slot = self
-            .closed
-            .lock()
-            .map_err(|_| Error::usage("lock poisoned (internal error)"))?;
+        let mut slot = self.closed.lock().map_err(|_| {
+            Error::data(
+                Stage::Sink,
+                Position::default(),
+                "lock poisoned (internal error)",
+            )
+        })?;
         *slot = Some(Closed {
             bytes,
             sha256,
@@ -360,12 +369,7 @@ impl SplitEncoder {
             return Ok(());
         };
         part.encoder.finish()?;
-        let closed = part
-            .closed
-            .lock()
-            .ok()
-            .and_then(|mut c| c.take())
-            .ok_or_else(|| Error::usage("a part was not closed (internal error)"))?;
+        let closed = take_closed(&part.closed)?;
         self.bytes_before += closed.bytes;
         let entry = PartEntry {
             file: part.file_name,
@@ -420,18 +424,24 @@ impl Encoder for SplitEncoder {
         }
         let path = self.names.manifest();
         let mut file = AtomicFile::create(&path)?;
-        let json = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| Error::usage(format!("cannot render the manifest: {e}")))?;
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| {
+            Error::io(
+                Stage::Sink,
+                Some(&path.display().to_string()),
+                io::Error::other(e),
+            )
+        })?;
         let name = path.display().to_string();
         file.write_all(&json)
             .and_then(|()| file.write_all(b"\n"))
             .map_err(|e| Error::io(Stage::Sink, Some(&name), e))?;
         let (_, manifest_file) = file.close()?;
         let total = self.bytes_before;
-        for (_, pending) in self.done.drain(..) {
-            pending.persist()?;
-        }
-        manifest_file.persist()?;
+        // The parts first and the manifest last, all under one hold of the signal cleanup: a signal
+        // leaves either the whole set or none of it, and a failed rename never leaves a manifest.
+        let mut files: Vec<PendingFile> = self.done.drain(..).map(|(_, p)| p).collect();
+        files.push(manifest_file);
+        crate::sink::persist_all(files)?;
         Ok(total)
     }
 
@@ -476,6 +486,17 @@ impl ByteSink for CountingSink {
     }
 }
 
+/// What a [`HashedFile`] left when it was finished.
+fn take_closed(slot: &Mutex<Option<Closed>>) -> Result<Closed> {
+    slot.lock().ok().and_then(|mut c| c.take()).ok_or_else(|| {
+        Error::data(
+            Stage::Sink,
+            Position::default(),
+            "a file was not closed (internal error)",
+        )
+    })
+}
+
 /// An unsplit output that also gets a `sha256sum`-compatible `<file>.sha256` beside it (`--checksum`).
 pub struct ChecksummedFile {
     file: HashedFile,
@@ -508,11 +529,7 @@ impl ByteSink for ChecksummedFile {
         let bytes = Box::new(self.file).finish()?;
         let Closed {
             sha256, pending, ..
-        } = closed
-            .lock()
-            .ok()
-            .and_then(|mut c| c.take())
-            .ok_or_else(|| Error::usage("the file was not closed (internal error)"))?;
+        } = take_closed(&closed)?;
         let name = self
             .target
             .file_name()
@@ -525,8 +542,7 @@ impl ByteSink for ChecksummedFile {
             .write_all(line.as_bytes())
             .map_err(|e| Error::io(Stage::Sink, Some(&sidecar_path.display().to_string()), e))?;
         let (_, sidecar) = sidecar.close()?;
-        pending.persist()?;
-        sidecar.persist()?;
+        crate::sink::persist_all(vec![pending, sidecar])?;
         Ok(bytes)
     }
 

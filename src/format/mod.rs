@@ -5,6 +5,8 @@
 
 use std::io::BufRead;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
 use crate::record::Record;
 use crate::sink::ByteSink;
@@ -56,27 +58,37 @@ pub enum Fidelity {
     Text,
 }
 
-/// Format options from the command line, checked once when a decoder or encoder is built.
-#[derive(Debug, Clone)]
+/// Format options, checked once when a job is built ([`FormatOptions::encoding`]) and a decoder or encoder
+/// made. In a job file characters are one-character strings (`"delimiter": ";"`, `"\t"` for a tab) and the
+/// encoding is its label (`"encoding": "latin1"`); everything has a default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct FormatOptions {
     /// CSV field delimiter (default `,`; `\t` for TSV).
+    #[serde(with = "byte_char", skip_serializing_if = "Option::is_none")]
     pub delimiter: Option<u8>,
     /// CSV quote character (default `"`).
+    #[serde(with = "one_char")]
     pub quote: u8,
     /// CSV escape character for quotes inside quoted fields (default: doubled quotes).
+    #[serde(with = "byte_char", skip_serializing_if = "Option::is_none")]
     pub escape: Option<u8>,
     /// CSV comment character: lines starting with it are skipped.
+    #[serde(with = "byte_char", skip_serializing_if = "Option::is_none")]
     pub comment: Option<u8>,
     /// CSV: the first row is a header (default true).
     pub header: bool,
     /// Column names to use instead of (or, without a header, for) the first row.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub columns: Option<Vec<String>>,
     /// CSV: rows with fewer fields than the header are padded with nulls instead of failing.
     pub allow_ragged: bool,
     /// CSV/Markdown: cells holding a JSON array or object are read back as nested values.
     pub json_cells: bool,
-    /// The character encoding of the input (an encoding_rs label such as `latin1`); default UTF-8.
-    pub encoding: Option<&'static encoding_rs::Encoding>,
+    /// The character encoding of the input, as a WHATWG label (`latin1`, `windows-1252`, `utf-16le`);
+    /// default UTF-8. [`FormatOptions::encoding`] looks it up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
     /// `--max-record-size`: input bytes one record may take (default 64 MiB).
     pub max_record_size: u64,
     /// `--max-document-size`: input bytes a format read whole (YAML, Markdown) may take (default 64 MiB).
@@ -98,6 +110,70 @@ impl Default for FormatOptions {
             max_record_size: limit::DEFAULT_MAX_RECORD_SIZE,
             max_document_size: limit::DEFAULT_MAX_DOCUMENT_SIZE,
         }
+    }
+}
+
+impl FormatOptions {
+    /// The input's character encoding: `None` for UTF-8 (the default), else the one its label names. An
+    /// unknown label is a configuration error.
+    ///
+    /// ```
+    /// let options = ferry::FormatOptions { encoding: Some("latin1".into()), ..Default::default() };
+    /// assert_eq!(options.encoding().unwrap().unwrap().name(), "windows-1252");
+    /// ```
+    pub fn encoding(&self) -> Result<Option<&'static encoding_rs::Encoding>> {
+        let Some(label) = &self.encoding else {
+            return Ok(None);
+        };
+        encoding_rs::Encoding::for_label(label.trim().as_bytes())
+            .map(Some)
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "unknown encoding {label:?}; try utf-8, latin1, windows-1252, utf-16le"
+                ))
+            })
+    }
+}
+
+/// Parses a one-character option such as `--delimiter`: a single ASCII character, or `tab` / `\t`.
+pub fn parse_byte(text: &str) -> std::result::Result<u8, String> {
+    match text {
+        "\\t" | "tab" | "\t" => Ok(b'\t'),
+        _ if text.len() == 1 && text.is_ascii() => Ok(text.as_bytes()[0]),
+        _ => Err(format!(
+            "expected one ASCII character (or `tab`), got {text:?}"
+        )),
+    }
+}
+
+/// A byte option as a one-character string in job files.
+mod one_char {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(byte: &u8, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&char::from(*byte).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+        super::parse_byte(&String::deserialize(d)?).map_err(D::Error::custom)
+    }
+}
+
+/// An optional byte option as a one-character string in job files.
+mod byte_char {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(byte: &Option<u8>, s: S) -> Result<S::Ok, S::Error> {
+        match byte {
+            Some(b) => super::one_char::serialize(b, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "super::one_char")] u8);
+        Ok(Option::<Wrapped>::deserialize(d)?.map(|Wrapped(b)| b))
     }
 }
 
@@ -141,7 +217,7 @@ pub fn by_name(name: &str) -> Result<&'static Format> {
         .iter()
         .find(|f| f.name.eq_ignore_ascii_case(name))
         .ok_or_else(|| {
-            Error::usage(format!(
+            Error::config(format!(
                 "unknown format {name:?}; known formats: {}",
                 names().join(", ")
             ))

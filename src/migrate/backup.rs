@@ -9,9 +9,12 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::conn::Db;
+use crate::env::Environment;
 use crate::envelope::KeySource;
 use crate::error::{Error, Result, Stage};
-use crate::pipeline::{convert, ConvertJob};
+use crate::job::ConvertJob;
+use crate::observe::{RunContext, Silent};
+use crate::pipeline::convert;
 use crate::rejects::file_stem;
 
 #[derive(Serialize)]
@@ -36,14 +39,20 @@ struct BackupManifest {
 }
 
 /// Exports `tables` of the source into `dir`; returns the manifest's path. `from` is the source as the job
-/// gave it (the manifest shows it without a password).
+/// gave it (the manifest shows it without a password). Each export is a convert run with the migration's
+/// environment and cancellation token.
 pub fn backup(
     from: &str,
     db: &Db,
     tables: &[String],
     dir: &Path,
     key: Option<&KeySource>,
+    (env, ctx): (&Environment, &RunContext),
 ) -> Result<String> {
+    let quiet = RunContext {
+        observer: std::sync::Arc::new(Silent),
+        cancel: ctx.cancel.clone(),
+    };
     let manifest_path = dir.join("backup.json");
     let shown = manifest_path.display().to_string();
     if manifest_path.exists() {
@@ -68,7 +77,7 @@ pub fn backup(
         job.checksum = true;
         job.encrypt = key.is_some();
         job.key_source = key.cloned();
-        let report = convert(&job)?;
+        let report = convert(&job, env, &quiet)?;
         let digest_file = format!("{}.sha256", path.display());
         let sha256 = std::fs::read_to_string(&digest_file)
             .ok()
@@ -78,7 +87,7 @@ pub fn backup(
         entries.push(BackupEntry {
             table: table.clone(),
             file,
-            records: report.written,
+            records: report.counts.written,
             bytes,
             sha256,
         });

@@ -233,14 +233,8 @@ impl MigrateJob {
         if let Some(rules) = &self.cast_rules {
             paths.read("--cast-rules", rules);
         }
-        match &self.backup_key {
-            Some(KeySource::KeyFile(file)) => {
-                paths.read("--key-file", file);
-            }
-            Some(KeySource::PassphraseFile(file)) => {
-                paths.read("--passphrase-file", file);
-            }
-            _ => {}
+        if let Some((flag, file)) = self.backup_key.as_ref().and_then(KeySource::file) {
+            paths.read(flag, file);
         }
         paths
     }

@@ -195,6 +195,7 @@ impl BuiltMigrate {
                     &names,
                     dir,
                     job.backup_key.as_ref(),
+                    (&env, ctx),
                 )?;
                 ctx.notice(format!("backup: {manifest}"));
                 report.backup = Some(manifest);

@@ -13,10 +13,11 @@ use crate::db::OnConflict;
 use crate::env::Environment;
 use crate::envelope::KeySource;
 use crate::error::{Error, ErrorKind};
-use crate::observe::CancelToken;
-use crate::pipeline::{ConvertJob, ErrorPolicy};
-use crate::template::{OneOrMany, Template, TemplateSource, BUILTIN_TEMPLATES};
+use crate::observe::{CancelToken, Event, Observer, RunContext, Status};
+use crate::report::Report;
+use crate::template::{OneOrMany, Template, TemplateSearch, TemplateSource, BUILTIN_TEMPLATES};
 use crate::validate::SchemaValidator;
+use crate::{ConvertJob, ErrorPolicy};
 
 /// What a bad record does to a run (the guide's `errorHandling`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,72 +122,78 @@ pub trait Watch: Send + Sync {
     fn progress(&self, counts: Counts, bytes_read: u64, total_bytes: Option<u64>, seconds: f64);
 }
 
-/// Runs `spec` to its end, reporting to `watch` and stopping when `cancel` is cancelled.
+/// Runs `spec` to its end, reporting to `watch` and stopping when `cancel` is cancelled (between batches:
+/// a cancelled run ends like a failed strict one). The outcome has the run's counts either way.
 pub fn run(
     spec: &RunSpec,
-    _env: &Environment,
+    env: &Environment,
     watch: Arc<dyn Watch>,
     cancel: &CancelToken,
 ) -> Outcome {
-    if cancel.is_cancelled() {
-        return failed(&Error::cancelled());
-    }
-    let job = match convert_job(spec) {
-        Ok(job) => job,
-        Err(e) => return failed(&e),
+    let ctx = RunContext {
+        observer: Arc::new(Watcher(watch)),
+        cancel: cancel.clone(),
     };
-    let total = std::fs::metadata(&spec.input).ok().map(|m| m.len());
-    watch.step("running");
-    watch.progress(Counts::default(), 0, total, 0.0);
-    match crate::pipeline::convert(&job) {
-        Ok(report) => {
-            let counts = Counts {
-                read: report.read,
-                written: report.written,
-                rejected: report.rejected,
-                filtered: report.filtered,
-                skipped: report.skipped,
-            };
-            watch.progress(counts, report.bytes_read, total, report.seconds);
-            Outcome {
-                status: RunStatus::Succeeded,
-                counts,
-                bytes_read: report.bytes_read,
-                bytes_written: report.bytes_written,
-                table: report.inserted.zip(report.updated),
-                errors: report
-                    .errors
-                    .iter()
-                    .take(MAX_LISTED_ERRORS)
-                    .map(|e| RecordError {
-                        record: e.position.as_ref().and_then(|p| p.record),
-                        line: e.position.as_ref().and_then(|p| p.line),
-                        field: e.position.as_ref().and_then(|p| p.field.clone()),
-                        stage: e.stage.map(|s| s.to_string()),
-                        error: e.message.clone(),
-                    })
-                    .collect(),
-                failure: None,
-            }
-        }
-        Err(e) => failed(&e),
+    match crate::convert(&convert_job(spec), env, &ctx) {
+        Ok(report) => outcome(&report, None),
+        Err(failed) => outcome(&failed.report, Some(&failed.error)),
     }
 }
 
-fn failed(e: &Error) -> Outcome {
-    let failure = classify(e);
+/// The run's events, as the service's [`Watch`] takes them.
+struct Watcher(Arc<dyn Watch>);
+
+impl Observer for Watcher {
+    fn event(&self, event: &Event) {
+        match event {
+            Event::Started { total_bytes, .. } => {
+                self.0.step("running");
+                self.0.progress(Counts::default(), 0, *total_bytes, 0.0);
+            }
+            Event::Step { step } => self.0.step(step),
+            Event::Progress(p) | Event::Finished { progress: p, .. } => {
+                let counts = Counts {
+                    read: p.read,
+                    written: p.written,
+                    rejected: p.rejected,
+                    filtered: p.filtered,
+                    skipped: p.skipped,
+                };
+                self.0
+                    .progress(counts, p.bytes_read, p.total_bytes, p.seconds);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A run's report (of a failed run too) in the service's terms.
+fn outcome(report: &Report, error: Option<&Error>) -> Outcome {
+    let status = match (report.status, error) {
+        (Status::Cancelled, _) => RunStatus::Cancelled,
+        (_, Some(e)) if e.is_cancelled() => RunStatus::Cancelled,
+        (_, Some(_)) | (Status::Failed, _) => RunStatus::Failed,
+        _ => RunStatus::Succeeded,
+    };
     Outcome {
-        status: if e.is_cancelled() {
-            RunStatus::Cancelled
-        } else {
-            RunStatus::Failed
-        },
-        counts: Counts::default(),
-        bytes_read: 0,
-        bytes_written: 0,
-        table: None,
-        errors: Vec::new(),
-        failure: Some(failure),
+        status,
+        counts: report.counts,
+        bytes_read: report.bytes_read,
+        bytes_written: report.bytes_written,
+        table: report.inserted.zip(report.updated),
+        errors: report
+            .errors
+            .iter()
+            .take(MAX_LISTED_ERRORS)
+            .map(|e| RecordError {
+                record: e.position.as_ref().and_then(|p| p.record),
+                line: e.position.as_ref().and_then(|p| p.line),
+                field: e.position.as_ref().and_then(|p| p.field.clone()),
+                stage: e.stage.map(|s| s.to_string()),
+                error: e.message.clone(),
+            })
+            .collect(),
+        failure: error.map(classify),
     }
 }
 
@@ -208,7 +215,7 @@ pub fn classify(e: &Error) -> Failure {
     }
 }
 
-fn convert_job(spec: &RunSpec) -> crate::Result<ConvertJob> {
+fn convert_job(spec: &RunSpec) -> ConvertJob {
     let mut job = ConvertJob::new(spec.input.clone(), spec.output.clone());
     job.input_format = spec.input_format.clone();
     job.template = spec.template.as_ref().map(|p| p.display().to_string());
@@ -233,7 +240,7 @@ fn convert_job(spec: &RunSpec) -> crate::Result<ConvertJob> {
     job.key_source = spec.key.as_ref().map(key_source);
     job.max_decompressed = spec.max_decompressed;
     job.jobs = spec.jobs;
-    Ok(job)
+    job
 }
 
 fn key_source(key: &KeyConfig) -> KeySource {
@@ -258,9 +265,9 @@ fn key_source(key: &KeyConfig) -> KeySource {
 }
 
 /// Checks that a key can be read (at start-up: a missing variable or file is a configuration error).
-pub fn check_key(id: &str, key: &KeyConfig) -> Result<(), String> {
+pub fn check_key(id: &str, key: &KeyConfig, env: &Environment) -> Result<(), String> {
     key_source(key)
-        .resolve()
+        .resolve(env)
         .map(drop)
         .map_err(|e| format!("key {id:?}: {e}"))
 }
@@ -312,8 +319,14 @@ pub fn template_source(
         }
     };
     let template = template.map_err(|e| classify(&e))?;
-    let schema = template.schema().map_err(|e| classify(&e))?;
+    let schema = schemas().schema_of(&template).map_err(|e| classify(&e))?;
     Ok((template.text, schema.map(|(_, json)| json)))
+}
+
+/// Where a template's schema is found: beside it, in ./schemas, or among the built-in ones (the server's
+/// environment adds no template folder).
+fn schemas() -> TemplateSearch {
+    TemplateSearch::new(&Environment::empty())
 }
 
 /// The templates built into the binary: (name, YAML).
@@ -392,7 +405,7 @@ pub fn check_template(text: &str, path: &Path) -> Result<TemplateSummary, Templa
     };
     let template = Template::parse(text, source).map_err(problem)?;
     let compiled = template.compile().map_err(problem)?;
-    if let Some((name, schema)) = template.schema().map_err(problem)? {
+    if let Some((name, schema)) = schemas().schema_of(&template).map_err(problem)? {
         SchemaValidator::compile(&name, &schema).map_err(problem)?;
     }
     let spec = &template.spec;
@@ -457,17 +470,19 @@ pub fn first_record_fields(
     path: &Path,
     format: &str,
     key: Option<&KeyConfig>,
+    env: &Environment,
     max_decompressed: u64,
     shown: &str,
 ) -> Result<Vec<String>, Failure> {
-    use crate::envelope::layers::{unwrap_reader, Expect, ReadLayers};
+    use crate::envelope::layers::{unwrap_reader, Expect, InputKey, ReadLayers};
     let fail = |e: Error| classify(&e);
     let format = crate::format::by_name(format).map_err(fail)?;
     let file = std::fs::File::open(path)
         .map_err(|e| fail(Error::io(crate::Stage::Source, Some(shown), e)))?;
     let source = key.map(key_source);
+    let key = InputKey::resolve(source.as_ref(), env).map_err(fail)?;
     let layers = ReadLayers {
-        key: source.as_ref(),
+        key: &key,
         named: crate::envelope::layers::from_extensions(path).0,
         declared: false,
         expect: Expect::Either,

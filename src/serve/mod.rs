@@ -107,7 +107,7 @@ fn init_logging(format: LogFormat) {
 /// Start-up checks that need the engine: every key readable, every dataset's template found and sound.
 fn check(settings: &Settings) -> Result<()> {
     for (id, key) in &settings.config.keys {
-        engine::check_key(id, key).map_err(Error::config)?;
+        engine::check_key(id, key, &settings.env).map_err(Error::config)?;
     }
     for dataset in settings.datasets.values() {
         let names = [&dataset.config.template, &dataset.config.export_template];

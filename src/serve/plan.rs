@@ -793,6 +793,7 @@ fn detect<'a>(
         upload.path,
         format,
         key,
+        &settings.env,
         settings.config.max_decompressed_size.0,
         upload.shown,
     )

@@ -2,7 +2,8 @@
 //! alternatives, transforms, computed fields, types, defaults, a filter — checked whole when loaded.
 //!
 //! A template is found by path, or by name in `./templates`, then `$FERRY_TEMPLATES`, then among the
-//! templates built into the binary (so an installed ferry works anywhere).
+//! templates built into the binary (so an installed ferry works anywhere): [`TemplateSearch`] is that one
+//! rule, for runs and for `ferry templates list|show|check` alike.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,9 +14,11 @@ use crate::error::{Error, Position, Result, Stage};
 use crate::record::{Key, Record, Value};
 
 mod expr;
+mod search;
 mod transform;
 
 pub use expr::{Evaluator, Expression};
+pub use search::{CheckedTemplate, ListedTemplate, TemplateSearch};
 pub use transform::{parse_bool, Transform, TRANSFORM_NAMES};
 
 /// Templates compiled into the binary: (name, YAML text).
@@ -194,43 +197,17 @@ pub struct Template {
 }
 
 impl Template {
-    /// Finds a template by path or name (see the module docs for the search order).
-    pub fn find(name_or_path: &str) -> Result<Template> {
-        let path = Path::new(name_or_path);
-        let looks_like_path = name_or_path.contains(std::path::MAIN_SEPARATOR)
-            || name_or_path.ends_with(".yaml")
-            || name_or_path.ends_with(".yml");
-        if looks_like_path || path.is_file() {
-            return Template::from_file(path);
-        }
-        for dir in search_dirs() {
-            for ext in ["yaml", "yml"] {
-                let candidate = dir.join(format!("{name_or_path}.{ext}"));
-                if candidate.is_file() {
-                    return Template::from_file(&candidate);
-                }
-            }
-        }
-        match BUILTIN_TEMPLATES.iter().find(|(n, _)| *n == name_or_path) {
-            Some((name, text)) => Template::parse(text, TemplateSource::Builtin(name)),
-            None => Err(Error::usage(format!(
-                "no template named {name_or_path:?} in ./templates, $FERRY_TEMPLATES or the built-in ones ({}); `ferry templates list` shows them",
-                BUILTIN_TEMPLATES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-            ))),
-        }
-    }
-
     /// Reads a template file.
     pub fn from_file(path: &Path) -> Result<Template> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::usage(format!("cannot read template {}: {e}", path.display())))?;
+            .map_err(|e| Error::config(format!("cannot read template {}: {e}", path.display())))?;
         Template::parse(&text, TemplateSource::File(path.to_owned()))
     }
 
     /// Parses template YAML.
     pub fn parse(text: &str, source: TemplateSource) -> Result<Template> {
         let spec: TemplateSpec = serde_yaml::from_str(text)
-            .map_err(|e| Error::usage(format!("template {source}: {e}")))?;
+            .map_err(|e| Error::config(format!("template {source}: {e}")))?;
         Ok(Template {
             spec,
             source,
@@ -238,49 +215,12 @@ impl Template {
         })
     }
 
-    /// The JSON Schema the template names, found beside the template, in ./schemas, in $FERRY_TEMPLATES,
-    /// or among the built-in schemas.
-    pub fn schema(&self) -> Result<Option<(String, serde_json::Value)>> {
-        let Some(name) = &self.spec.schema else {
-            return Ok(None);
-        };
-        let mut candidates = Vec::new();
-        if let TemplateSource::File(path) = &self.source {
-            let dir = path.parent().unwrap_or(Path::new("."));
-            candidates.push(dir.join(name));
-            candidates.push(dir.join("..").join("schemas").join(name));
-        }
-        candidates.push(PathBuf::from(name));
-        candidates.extend(
-            search_dirs()
-                .into_iter()
-                .map(|d| d.join("..").join("schemas").join(name)),
-        );
-        candidates.extend(search_dirs().into_iter().map(|d| d.join(name)));
-        let text = match candidates.iter().find(|p| p.is_file()) {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|e| Error::usage(format!("cannot read schema {}: {e}", path.display())))?,
-            None => match BUILTIN_SCHEMAS.iter().find(|(n, _)| n == name) {
-                Some((_, text)) => (*text).to_owned(),
-                None => {
-                    return Err(Error::usage(format!(
-                        "template {}: schema {name:?} not found",
-                        self.source
-                    )))
-                }
-            },
-        };
-        let json = serde_json::from_str(&text)
-            .map_err(|e| Error::usage(format!("schema {name} is not valid JSON: {e}")))?;
-        Ok(Some((name.clone(), json)))
-    }
-
     /// Checks every field, transform and expression, and compiles them; nothing is checked per record.
     pub fn compile(&self) -> Result<CompiledTemplate> {
         let env = Arc::new(cel::Env::stdlib());
         let problem = |field: Option<&str>, message: String| match field {
-            Some(f) => Error::usage(format!("template {}: field {f:?}: {message}", self.source)),
-            None => Error::usage(format!("template {}: {message}", self.source)),
+            Some(f) => Error::config(format!("template {}: field {f:?}: {message}", self.source)),
+            None => Error::config(format!("template {}: {message}", self.source)),
         };
         if self.spec.fields.is_empty() {
             return Err(problem(None, "it has no fields".into()));
@@ -368,14 +308,6 @@ impl Template {
             env,
         })
     }
-}
-
-fn search_dirs() -> Vec<PathBuf> {
-    let mut dirs = vec![PathBuf::from("templates")];
-    if let Some(user) = std::env::var_os("FERRY_TEMPLATES") {
-        dirs.push(PathBuf::from(user));
-    }
-    dirs
 }
 
 #[derive(Debug)]

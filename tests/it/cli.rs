@@ -151,7 +151,10 @@ fn broken_pipe_exits_zero() {
         .unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.is_empty(),
+        "a broken pipe ends the run quietly: {stderr}"
+    );
 }
 
 /// A run that fails after many records were already encoded leaves neither the output nor a temporary file,

@@ -6,6 +6,13 @@
 //! partial or temporary file is caught. To add a case, make a folder with `cmd` and inputs and run
 //! `FERRY_GOLDEN_REGEN=1 cargo test --test it golden`, then read what it wrote to `expected/`.
 //!
+//! An input the run changes counts as an output: it must be in `expected/` as it is after the run (a run
+//! that must leave an input alone, such as `keygen` refusing an existing key, then shows that it did).
+//!
+//! Output that differs on every run (a new random key) is checked by its shape: `expected/NAME.shape`
+//! instead of `expected/NAME`, holding lines `regex: PATTERN` (the whole file must match) and
+//! `mode: 0600` (its permission bits). Regenerating keeps `.shape` files as they are.
+//!
 //! SQLite inputs are kept as SQL text: an input named `NAME.db.sql` is run into a fresh SQLite file
 //! `NAME.db` beside the others before the command runs (and `NAME.db` counts as an input, not an output),
 //! so `ferry migrate --plan`, `--ddl` and `ferry diff` cases need no binary files.
@@ -44,7 +51,11 @@ fn mask(stderr: &str) -> String {
     stderr
         .lines()
         .map(|line| match line.find(" in ") {
-            Some(i) if line.starts_with("ferry: ok") || line.starts_with("ferry: FAILED") => {
+            Some(i)
+                if ["ferry: ok", "ferry: FAILED", "ferry: CANCELLED"]
+                    .iter()
+                    .any(|p| line.starts_with(p)) =>
+            {
                 format!("{} in <time>", &line[..i])
             }
             _ => line.to_owned(),
@@ -90,7 +101,7 @@ fn files_in(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 fn run_case(case: &Path, regenerate: bool) -> Result<(), String> {
     let work = tempfile::tempdir().unwrap();
-    let mut inputs: BTreeMap<String, Vec<u8>> = files_in(case);
+    let inputs: BTreeMap<String, Vec<u8>> = files_in(case);
     for (name, bytes) in &inputs {
         fs::write(work.path().join(name), bytes).unwrap();
     }
@@ -100,13 +111,13 @@ fn run_case(case: &Path, regenerate: bool) -> Result<(), String> {
         .filter(|name| name.ends_with(".db"))
         .map(str::to_owned)
         .collect();
-    for db in databases {
+    for db in &databases {
         let sql = String::from_utf8_lossy(&inputs[&format!("{db}.sql")]).into_owned();
-        let conn = rusqlite::Connection::open(work.path().join(&db)).unwrap();
+        let conn = rusqlite::Connection::open(work.path().join(db)).unwrap();
         conn.execute_batch(&sql)
             .unwrap_or_else(|e| panic!("{}: {db}.sql: {e}", case.display()));
-        inputs.insert(db, Vec::new());
     }
+    let databases_built = databases;
     let cmd = String::from_utf8_lossy(&inputs["cmd"]).into_owned();
     let args = split_args(&cmd);
     let output = ferry(
@@ -116,7 +127,8 @@ fn run_case(case: &Path, regenerate: bool) -> Result<(), String> {
 
     let mut actual: BTreeMap<String, Vec<u8>> = files_in(work.path())
         .into_iter()
-        .filter(|(name, _)| !inputs.contains_key(name))
+        .filter(|(name, bytes)| inputs.get(name).is_none_or(|before| before != bytes))
+        .filter(|(name, _)| !databases_built.contains(name))
         .map(|(name, bytes)| {
             let masked = if name.starts_with("report") && name.ends_with(".json") {
                 mask_report(&bytes)
@@ -137,15 +149,37 @@ fn run_case(case: &Path, regenerate: bool) -> Result<(), String> {
     );
 
     let expected_dir = case.join("expected");
+    let existing = match expected_dir.is_dir() {
+        true => files_in(&expected_dir),
+        false => BTreeMap::new(), // a new case, being generated
+    };
+    let shapes: BTreeMap<String, String> = existing
+        .into_iter()
+        .filter_map(|(name, bytes)| {
+            let file = name.strip_suffix(".shape")?.to_owned();
+            Some((file, String::from_utf8_lossy(&bytes).into_owned()))
+        })
+        .collect();
     if regenerate {
         let _ = fs::remove_dir_all(&expected_dir);
         fs::create_dir_all(&expected_dir).unwrap();
         for (name, bytes) in &actual {
-            fs::write(expected_dir.join(name), bytes).unwrap();
+            match shapes.get(name) {
+                Some(shape) => fs::write(expected_dir.join(format!("{name}.shape")), shape),
+                None => fs::write(expected_dir.join(name), bytes),
+            }
+            .unwrap();
         }
         return Ok(());
     }
-    let expected = files_in(&expected_dir);
+    for (name, shape) in &shapes {
+        check_shape(&work.path().join(name), shape).map_err(|e| format!("{name}: {e}"))?;
+        actual.remove(name);
+    }
+    let expected: BTreeMap<String, Vec<u8>> = files_in(&expected_dir)
+        .into_iter()
+        .filter(|(name, _)| !name.ends_with(".shape"))
+        .collect();
     let names = |m: &BTreeMap<String, Vec<u8>>| m.keys().cloned().collect::<Vec<_>>();
     if names(&actual) != names(&expected) {
         return Err(format!(
@@ -161,6 +195,39 @@ fn run_case(case: &Path, regenerate: bool) -> Result<(), String> {
                 String::from_utf8_lossy(&actual[name]),
                 String::from_utf8_lossy(bytes)
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a file against its `.shape`: `regex: PATTERN` lines (the whole text must match each) and a
+/// `mode: NNNN` line (its permission bits, octal).
+fn check_shape(path: &Path, shape: &str) -> Result<(), String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+    for line in shape.lines().filter(|l| !l.trim().is_empty()) {
+        let (key, value) = line
+            .split_once(": ")
+            .ok_or_else(|| format!("bad shape line {line:?}"))?;
+        match key {
+            "regex" => {
+                let pattern =
+                    regex::Regex::new(&format!("^(?:{value})$")).map_err(|e| e.to_string())?;
+                if !pattern.is_match(&text) {
+                    return Err(format!("{text:?} does not match {value}"));
+                }
+            }
+            "mode" => {
+                use std::os::unix::fs::PermissionsExt as _;
+                let mode = fs::metadata(path)
+                    .map_err(|e| e.to_string())?
+                    .permissions()
+                    .mode();
+                let want = u32::from_str_radix(value, 8).map_err(|e| e.to_string())?;
+                if mode & 0o7777 != want {
+                    return Err(format!("mode is {:04o}, not {value}", mode & 0o7777));
+                }
+            }
+            other => return Err(format!("unknown shape key {other:?}")),
         }
     }
     Ok(())

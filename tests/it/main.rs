@@ -7,6 +7,8 @@ mod db_kinds;
 mod envelope;
 mod faults;
 mod golden;
+mod jobs;
+mod library;
 mod migrate;
 mod migrate_copy;
 mod migrate_job;

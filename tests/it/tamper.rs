@@ -641,7 +641,7 @@ fn an_authenticated_encryption_claim_is_held_against_every_part() {
     let mut manifest: ferry::envelope::split::Manifest =
         serde_json::from_slice(&fs::read(d.join(MANIFEST)).unwrap()).unwrap();
     let key = ferry::envelope::KeySource::KeyFile(d.join("k.key"))
-        .resolve()
+        .resolve(&ferry::Environment::empty())
         .unwrap();
     ferry::envelope::manifest::seal(&mut manifest, &key).unwrap();
     fs::write(d.join(MANIFEST), serde_json::to_vec(&manifest).unwrap()).unwrap();

@@ -1,0 +1,377 @@
+//! Drives a conversion's records: the decoder on a thread of its own hands batches through a bounded
+//! channel; map and validate run on a batch in parallel while the batch before it is encoded here; the
+//! error policy decides what a bad record does; every record is counted, so that the report always
+//! balances: `read = written + rejected + filtered + skipped`. Between batches the run tells its observer
+//! how far it is and checks its cancellation token.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::open::Output;
+use super::stages::{Outcome, Pending, Stages};
+use crate::error::{Error, Position, Result, Stage};
+use crate::format::Decoder;
+use crate::job::ErrorPolicy;
+use crate::observe::{Event, Progress, RunContext};
+use crate::record::Record;
+use crate::rejects::RejectsWriter;
+use crate::report::Report;
+
+/// Batches in flight between the decoding and encoding threads.
+const BATCHES_IN_FLIGHT: usize = 4;
+/// A batch also ends once about this much input has been read for it, so that wide records cannot make a
+/// batch (and the few in flight) large: memory stays at a few MiB whatever the record width.
+const BATCH_INPUT_BYTES: u64 = 1 << 20;
+/// How often a run waiting for input looks at its cancellation token (a slow pipe, a FIFO).
+const CANCEL_POLL: Duration = Duration::from_millis(100);
+
+/// The state of a run while records move.
+pub(super) struct Run<'a> {
+    pub stages: Arc<Stages>,
+    pub policy: ErrorPolicy,
+    pub rejects: Option<RejectsWriter>,
+    pub input_name: String,
+    pub report: &'a mut Report,
+    pub ctx: &'a RunContext,
+    pub bytes_read: Arc<AtomicU64>,
+    /// The input's size, when known.
+    pub total_bytes: Option<u64>,
+    pub started: Instant,
+    /// Records up to this number were loaded by an earlier run (`--resume`).
+    pub resume_after: u64,
+}
+
+impl Run<'_> {
+    /// Moves every record from the decoder through the stages to the encoder, the decoder on its own thread.
+    /// The cancellation token is checked after every batch, while waiting for one, and before the output is
+    /// made final.
+    pub fn drive(
+        &mut self,
+        decoder: Box<dyn Decoder>,
+        mut output: Output,
+        batch_size: usize,
+    ) -> Result<()> {
+        let (tx, rx) = mpsc::sync_channel::<Batch>(BATCHES_IN_FLIGHT);
+        // Encoded batches go back to the reading thread, which drops their records: memory is freed by the
+        // thread that allocated it, so the two threads never contend for the allocator's locks (freeing on
+        // this thread made malloc the decoder's largest cost).
+        let (done_tx, done_rx) = mpsc::channel::<Vec<Record>>();
+        let input_bytes = self.bytes_read.clone();
+        let reader = std::thread::spawn(move || {
+            read_batches(decoder, batch_size, &input_bytes, &tx, &done_rx)
+        });
+        let mut outcome = Ok(());
+        // The batch whose stages are running on the pool while this thread encodes the one before it.
+        let mut pending: Option<Pending> = None;
+        loop {
+            let message = match rx.recv_timeout(CANCEL_POLL) {
+                Ok(message) => message,
+                Err(RecvTimeoutError::Timeout) => {
+                    outcome = self.ctx.cancel.check();
+                    if outcome.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            outcome = match message {
+                Batch::Records(batch) if self.stages.pool.is_none() => {
+                    let outcomes = self.stages.maps().then(|| self.stages.process_here(&batch));
+                    let result = self.records(&batch, outcomes, &mut output);
+                    // If the reader has already finished, the batch is simply dropped here.
+                    let _ = done_tx.send(batch);
+                    result
+                }
+                Batch::Records(batch) => {
+                    let next = self.stages.start(batch);
+                    match pending.replace(next) {
+                        Some(previous) => self.finish_batch(previous, &mut output, &done_tx),
+                        None => Ok(()),
+                    }
+                }
+                Batch::BadRecord(error) => {
+                    // Records keep their order: the batch before the bad record is written first.
+                    let earlier = match pending.take() {
+                        Some(previous) => self.finish_batch(previous, &mut output, &done_tx),
+                        None => Ok(()),
+                    };
+                    earlier.and_then(|()| {
+                        self.report.counts.read += 1;
+                        let number = error
+                            .position()
+                            .and_then(|p| p.record)
+                            .unwrap_or(self.report.counts.read);
+                        self.reject(number, None, vec![error])
+                    })
+                }
+                Batch::Fatal(error) => Err(error),
+            }
+            .and_then(|()| self.ctx.cancel.check());
+            if outcome.is_err() {
+                break;
+            }
+            self.ctx.emit(Event::Progress(self.progress()));
+        }
+        if let (Ok(()), Some(last)) = (&outcome, pending.take()) {
+            outcome = self.finish_batch(last, &mut output, &done_tx);
+        }
+        drop(rx); // stops the reader thread if we left early
+        if outcome.is_ok() {
+            let _ = reader.join();
+        }
+        // A reader blocked on input that never comes (a FIFO, a stalled pipe) is not waited for after a
+        // failure or a cancellation: it ends when its read returns and it finds no one listening.
+        if outcome.is_err() && self.report.last_committed_record.is_some() {
+            // Records up to the last commit are loaded for good, and a resumed run skips them: their rejects
+            // must stay too.
+            if let Some(rejects) = self.rejects.take() {
+                if self.report.counts.rejected > 0 {
+                    self.report.rejects_file = Some(rejects.path().display().to_string());
+                }
+                let _ = rejects.finish();
+            }
+        }
+        outcome?;
+        self.ctx.cancel.check()?;
+        self.finish_output(output)?;
+        if let Some(rejects) = self.rejects.take() {
+            if self.report.counts.rejected > 0 {
+                self.report.rejects_file = Some(rejects.path().display().to_string());
+            }
+            rejects.finish()?;
+        }
+        Ok(())
+    }
+
+    /// Where the run stands, for its observer.
+    fn progress(&self) -> Progress {
+        Progress {
+            bytes_read: self.bytes_read.load(Ordering::Relaxed),
+            total_bytes: self.total_bytes,
+            seconds: self.started.elapsed().as_secs_f64(),
+            ..self.report.progress()
+        }
+    }
+
+    /// Waits for a batch's stages, encodes it, and hands its records back to the reading thread.
+    fn finish_batch(
+        &mut self,
+        pending: Pending,
+        output: &mut Output,
+        done: &mpsc::Sender<Vec<Record>>,
+    ) -> Result<()> {
+        let outcomes = pending.outcomes.recv().map_err(|_| {
+            Error::data(
+                Stage::Map,
+                Position::default(),
+                "a mapping worker stopped unexpectedly (internal error)",
+            )
+        })?;
+        let result = self.records(&pending.batch, Some(outcomes), output);
+        if let Ok(batch) = Arc::try_unwrap(pending.batch) {
+            let _ = done.send(batch);
+        }
+        result
+    }
+
+    /// One batch through the error policy and the encoder; `outcomes` are its map and validate results.
+    fn records(
+        &mut self,
+        batch: &[Record],
+        outcomes: Option<Vec<Outcome>>,
+        output: &mut Output,
+    ) -> Result<()> {
+        let mut outcomes = outcomes.map(Vec::into_iter);
+        let first_number = self.report.counts.read + 1;
+        for record in batch {
+            self.report.counts.read += 1;
+            let number = self.report.counts.read;
+            // Taken for every record, so that outcomes stay paired with their records.
+            let outcome = outcomes
+                .as_mut()
+                .and_then(Iterator::next)
+                .unwrap_or(Outcome::Pass);
+            if number <= self.resume_after {
+                // Loaded by the run being resumed.
+                self.report.counts.skipped += 1;
+                continue;
+            }
+            let mapped;
+            let to_write = match outcome {
+                Outcome::Pass => record,
+                Outcome::Mapped(record) => {
+                    mapped = record;
+                    &mapped
+                }
+                Outcome::Filtered => {
+                    self.report.counts.filtered += 1;
+                    continue;
+                }
+                Outcome::Rejected(errors) => {
+                    self.reject(number, Some(record), errors)?;
+                    continue;
+                }
+            };
+            match output.write(number, to_write) {
+                Ok(()) => self.report.counts.written += 1,
+                Err(e) if e.is_record() => self.reject(number, Some(record), vec![e])?,
+                Err(e) => {
+                    // The output failed on this record: it stops the run, and counts as rejected so that
+                    // the failed run's report balances.
+                    self.report.counts.rejected += 1;
+                    return Err(e.with_context(None, Some(number)));
+                }
+            }
+        }
+        if let Output::Table(table) = output {
+            // Rows the database refused were counted as written when they were handed over.
+            for (number, error) in table.end_batch()? {
+                self.report.counts.written -= 1;
+                let index = usize::try_from(number - first_number).unwrap_or(usize::MAX);
+                self.reject(number, batch.get(index), vec![error])?;
+            }
+            if let Some(through) = table.checkpoint(self.report.counts.read)? {
+                self.report.last_committed_record = Some(through);
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the output: the encoder's last bytes, or the table load's commit (rollback for a dry run).
+    fn finish_output(&mut self, output: Output) -> Result<()> {
+        match output {
+            Output::File(encoder) => self.report.bytes_written = encoder.finish()?,
+            Output::Table(table) => {
+                let tally = table.finish()?;
+                // Duplicates were handed to the database as writes; it skipped them.
+                self.report.counts.written -= tally.skipped;
+                self.report.counts.skipped += tally.skipped;
+                self.report.inserted = Some(tally.inserted);
+                self.report.updated = Some(tally.updated);
+                self.report.created_table = tally.created_table;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the error policy to a bad record: strict fails the run; lenient and skip set it aside.
+    fn reject(&mut self, number: u64, record: Option<&Record>, errors: Vec<Error>) -> Result<()> {
+        let errors: Vec<Error> = errors
+            .into_iter()
+            .map(|e| e.with_context(Some(&self.input_name), Some(number)))
+            .collect();
+        // Counted either way, so that a failed run's report balances too.
+        self.report.counts.rejected += 1;
+        if self.policy == ErrorPolicy::Strict {
+            return Err(first_of(errors, number));
+        }
+        if self.policy == ErrorPolicy::Lenient {
+            for e in &errors {
+                self.report.push_error(e);
+            }
+        }
+        match &mut self.rejects {
+            Some(rejects) => rejects.write(number, record, &errors),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The error a strict run fails with: the record's first problem, saying how many more it has.
+fn first_of(mut errors: Vec<Error>, number: u64) -> Error {
+    let more = errors.len().saturating_sub(1);
+    let Some(first) = (!errors.is_empty()).then(|| errors.remove(0)) else {
+        return Error::record(
+            Stage::Map,
+            Position::default().with_record(number),
+            "the record was rejected",
+        );
+    };
+    if more == 0 {
+        return first;
+    }
+    let stage = first.stage().unwrap_or(Stage::Map);
+    let position = first.position().cloned().unwrap_or_default();
+    let plural = if more == 1 { "problem" } else { "problems" };
+    Error::record(
+        stage,
+        position,
+        format!(
+            "{} (and {more} more {plural} with this record)",
+            first.message()
+        ),
+    )
+}
+
+fn read_batches(
+    mut decoder: Box<dyn Decoder>,
+    batch_size: usize,
+    input_bytes: &AtomicU64,
+    tx: &mpsc::SyncSender<Batch>,
+    done: &mpsc::Receiver<Vec<Record>>,
+) {
+    // Records of a batch the encoder has finished with. One is dropped just before each record is decoded, so
+    // that the memory it frees is still in this thread's allocator cache when the new record's cells need it.
+    // One for one only keeps pace, though: every moment with nothing to retire leaves the next batches
+    // waiting longer, for good. So when the next batch is taken, any others already waiting are dropped at
+    // once, and no more than a few batches ever exist, however long the input.
+    let mut retired: Vec<Record> = Vec::new();
+    let mut batch = Vec::with_capacity(batch_size.min(crate::job::DEFAULT_BATCH_SIZE));
+    let mut batch_start = input_bytes.load(Ordering::Relaxed);
+    loop {
+        if retired.pop().is_none() {
+            if let Ok(used) = done.try_recv() {
+                retired = used;
+                while let Ok(waiting) = done.try_recv() {
+                    drop(waiting);
+                }
+            }
+        }
+        let Some(item) = decoder.next() else { break };
+        match item {
+            Ok(record) => batch.push(record),
+            Err(e) => {
+                if !batch.is_empty() && tx.send(Batch::Records(std::mem::take(&mut batch))).is_err()
+                {
+                    return;
+                }
+                // A bad record does not end the stream: the decoder has already moved past it.
+                let recoverable = e.is_record();
+                let message = if recoverable {
+                    Batch::BadRecord(e)
+                } else {
+                    Batch::Fatal(e)
+                };
+                if tx.send(message).is_err() || !recoverable {
+                    return;
+                }
+                continue;
+            }
+        }
+        let read = input_bytes.load(Ordering::Relaxed);
+        if batch.len() >= batch_size || read - batch_start >= BATCH_INPUT_BYTES {
+            let next = Vec::with_capacity(batch.len());
+            let full = std::mem::replace(&mut batch, next);
+            if tx.send(Batch::Records(full)).is_err() {
+                return;
+            }
+            batch_start = read;
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(Batch::Records(batch));
+    }
+}
+
+/// Messages from the decoding thread.
+enum Batch {
+    /// Records in input order.
+    Records(Vec<Record>),
+    /// One record could not be decoded; the ones after it can.
+    BadRecord(Error),
+    /// The input cannot be read any further.
+    Fatal(Error),
+}

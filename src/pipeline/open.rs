@@ -1,0 +1,287 @@
+//! Opens a conversion's two ends once it is built: the input (a file, standard input or the caller's
+//! stream, through the envelope layers and the format's decoder; a split set's parts in order; or a
+//! database's rows) and the output (an encoder over the layers and a file written under a temporary
+//! name, standard output or the caller's stream, or nothing for a dry run; a split set; or a table load).
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::build::BuiltConvert;
+use crate::db::TableSink;
+use crate::endpoint::Endpoint;
+use crate::envelope::layers::{self, Expect, InputKey, ReadLayers, WriteLayers};
+use crate::envelope::parts::PartsDecoder;
+use crate::envelope::split::{
+    ChecksummedFile, EncryptionInfo, ManifestHead, PartNames, SplitEncoder,
+};
+use crate::envelope::{Compression, KeyMaterial};
+use crate::error::{Error, Result, Stage};
+use crate::format::{Decoder, Encoder, Format, Input};
+use crate::record::Record;
+use crate::sink::{AtomicFile, ByteSink, Discard, WriterSink};
+
+/// A caller's own input and output, used in place of standard input and output where the job says `-`:
+/// the way a library caller (the HTTP service) hands a run a request body and a response stream instead
+/// of paths. What went to an output stream cannot be taken back, exactly like standard output.
+///
+/// ```
+/// use ferry::{ConvertJob, Environment, RunContext, Streams, sink::Memory};
+/// let mut job = ConvertJob::new("-", "-");
+/// job.input_format = Some("csv".into());
+/// job.output_format = Some("ndjson".into());
+/// let out = Memory::default();
+/// let streams = Streams::new().input(&b"id,name\n1,a\n"[..]).output(out.clone());
+/// let report = job.build(&Environment::empty())?.run_with_streams(streams, &RunContext::default())?;
+/// assert_eq!(report.counts.written, 1);
+/// assert_eq!(out.contents(), b"{\"id\":\"1\",\"name\":\"a\"}\n");
+/// # Ok::<(), ferry::Error>(())
+/// ```
+#[derive(Default)]
+pub struct Streams {
+    pub(super) input: Option<Box<dyn Read + Send>>,
+    pub(super) output: Option<Box<dyn Write + Send>>,
+}
+
+impl Streams {
+    /// Standard input and output.
+    pub fn new() -> Streams {
+        Streams::default()
+    }
+
+    /// Reads the input (`-`) from `reader`.
+    pub fn input(mut self, reader: impl Read + Send + 'static) -> Streams {
+        self.input = Some(Box::new(reader));
+        self
+    }
+
+    /// Writes the output (`-`) to `writer`; it is flushed when the run finishes.
+    pub fn output(mut self, writer: impl Write + Send + 'static) -> Streams {
+        self.output = Some(Box::new(writer));
+        self
+    }
+
+    /// Refuses a stream given for an end that the job does not say is `-`.
+    pub(super) fn check(&self, plan: &BuiltConvert) -> Result<()> {
+        let stdio = |e: &Endpoint| matches!(e, Endpoint::Stdio);
+        if self.input.is_some() && !stdio(&plan.source) {
+            return Err(Error::config(
+                "an input stream was given, but the job's input is not `-`",
+            ));
+        }
+        if self.output.is_some() && !stdio(&plan.target) {
+            return Err(Error::config(
+                "an output stream was given, but the job's output is not `-`",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Opens the records source: a file, standard input or the caller's stream through its format's decoder,
+/// a split set's parts, or a database.
+pub(super) fn open_decoder(
+    plan: &BuiltConvert,
+    stream: Option<Box<dyn Read + Send>>,
+    bytes_read: Arc<AtomicU64>,
+) -> Result<Box<dyn Decoder>> {
+    let job = &plan.job;
+    if let Endpoint::Database(db) = &plan.source {
+        return (db.database.open_source)(db, &job.connect);
+    }
+    let format = plan.input_format.ok_or_else(|| {
+        Error::data(
+            Stage::Source,
+            crate::error::Position::default(),
+            "the input has no format (internal error)",
+        )
+    })?;
+    let envelope = InputEnvelope {
+        key: plan.input_key.clone(),
+        expect: plan.expect.clone(),
+        max_decompressed: job.max_decompressed,
+        encoding: plan.encoding,
+    };
+    let options = job.read_options.clone();
+    if let Some(set) = &plan.manifest {
+        let compression = set.compression();
+        let names: Vec<String> = (0..set.len())
+            .map(|i| set.part_path(i).display().to_string())
+            .collect();
+        let decode = move |index: usize, raw| -> Result<Box<dyn Decoder>> {
+            let name = names[index].clone();
+            let input = envelope.wrap(Box::new(raw), name, (compression, true), &bytes_read)?;
+            (format.decoder)(input, &options)
+        };
+        let parts = PartsDecoder::new(set.clone(), job.allow_plaintext, Box::new(decode));
+        return Ok(Box::new(parts));
+    }
+    let name = plan.source.display_name();
+    let (raw, named): (Box<dyn Read + Send>, _) = match (&plan.source, stream) {
+        (Endpoint::File(path), _) => {
+            let file = File::open(path).map_err(|e| Error::io(Stage::Source, Some(&name), e))?;
+            (Box::new(file), layers::from_extensions(path).0)
+        }
+        (_, Some(stream)) => (stream, Compression::None),
+        (_, None) => (Box::new(io::stdin()), Compression::None),
+    };
+    let input = envelope.wrap(raw, name, (named, false), &bytes_read)?;
+    (format.decoder)(input, &options)
+}
+
+/// How to take the envelope off an input: the key, what its encryption must be, the decompression cap and
+/// the character encoding.
+#[derive(Clone)]
+struct InputEnvelope {
+    key: InputKey,
+    expect: Expect,
+    max_decompressed: u64,
+    encoding: Option<&'static encoding_rs::Encoding>,
+}
+
+impl InputEnvelope {
+    /// Takes the envelope off raw input bytes and makes them an [`Input`], counting the bytes as they are
+    /// stored (compressed, encrypted) and transcoding to UTF-8 when an encoding was given. `named` is the
+    /// compression the name says, and whether a manifest declares it (then the first bytes must agree).
+    fn wrap(
+        &self,
+        raw: Box<dyn Read + Send>,
+        name: String,
+        named: (Compression, bool),
+        counter: &Arc<AtomicU64>,
+    ) -> Result<Input> {
+        let read_layers = ReadLayers {
+            key: &self.key,
+            named: named.0,
+            declared: named.1,
+            expect: self.expect.clone(),
+            max_decompressed: self.max_decompressed,
+        };
+        let counted = CountingReader {
+            inner: raw,
+            count: counter.clone(),
+        };
+        let counted = layers::unwrap_reader(Box::new(counted), &read_layers, &name)?;
+        let reader: Box<dyn BufRead + Send> = match self.encoding {
+            Some(encoding) => {
+                let decoded = encoding_rs_io::DecodeReaderBytesBuilder::new()
+                    .encoding(Some(encoding))
+                    .build(counted);
+                Box::new(BufReader::with_capacity(256 * 1024, decoded))
+            }
+            None => Box::new(BufReader::with_capacity(256 * 1024, counted)),
+        };
+        Ok(Input { reader, name })
+    }
+}
+
+/// Opens where records go: an encoder over a file, standard output, the caller's stream or nothing (dry
+/// run), or a table loader (which runs a dry run in a transaction it rolls back).
+pub(super) fn open_output(
+    plan: &BuiltConvert,
+    stream: Option<Box<dyn Write + Send>>,
+) -> Result<Output> {
+    let job = &plan.job;
+    if let (Endpoint::Database(db), Some(options)) = (&plan.target, &plan.table) {
+        return Ok(Output::Table((db.database.open_sink)(db, options.clone())?));
+    }
+    let format = match plan.output_format {
+        Some(format) => format,
+        None => crate::format::by_name("ndjson")?,
+    };
+    let dry_run = job.dry_run || job.validate_only;
+    let base: Box<dyn ByteSink> = match (&plan.target, stream) {
+        _ if dry_run => Box::new(Discard::default()),
+        (Endpoint::Stdio, Some(stream)) => Box::new(WriterSink::new(stream)),
+        (Endpoint::Stdio, None) => Box::new(WriterSink::stdout()),
+        (Endpoint::File(path), _) if job.split.splits() => {
+            return Ok(Output::File(Box::new(split_encoder(plan, path, format))));
+        }
+        (Endpoint::File(path), _) if job.checksum => Box::new(ChecksummedFile::create(path)?),
+        (Endpoint::File(path), _) => Box::new(AtomicFile::create(path)?),
+        (Endpoint::Database(_), _) => Box::new(Discard::default()), // `ferry validate` into a database URL
+    };
+    let write_layers = WriteLayers {
+        compression: plan.compression,
+        key: plan.key.as_deref(),
+    };
+    let sink = layers::wrap_sink(base, &write_layers)?;
+    Ok(Output::File((format.encoder)(sink, &job.write_options)?))
+}
+
+/// The encoder of a split output: every part gets its own layers; the manifest describes them.
+fn split_encoder(plan: &BuiltConvert, path: &Path, format: &'static Format) -> SplitEncoder {
+    let job = &plan.job;
+    let names = PartNames::new(path, is_envelope_extension);
+    let (template, schema) = plan.stages.names();
+    let head = ManifestHead {
+        format: format.name.to_owned(),
+        compression: plan.compression.kind.name().to_owned(),
+        encryption: plan.key.as_deref().map(|key| EncryptionInfo {
+            algorithm: "AES-256-GCM".to_owned(),
+            kdf: match key {
+                KeyMaterial::Key(_) => "none".to_owned(),
+                KeyMaterial::Passphrase(_) => "argon2id".to_owned(),
+            },
+        }),
+        template,
+        schema,
+    };
+    let created = plan
+        .stages
+        .now
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let options = job.write_options.clone();
+    let (compression, key) = (plan.compression, plan.key.clone());
+    let layers = Box::new(move |sink: Box<dyn ByteSink>| {
+        let write_layers = WriteLayers {
+            compression,
+            key: key.as_deref(),
+        };
+        (format.encoder)(layers::wrap_sink(sink, &write_layers)?, &options)
+    });
+    let encoder = SplitEncoder::new(names, job.split, head, created, layers);
+    match &plan.key {
+        Some(key) => encoder.sealed_with(key.clone()),
+        None => encoder,
+    }
+}
+
+/// True for an extension that is part of an output's extension chain (format, compression, encryption).
+pub(super) fn is_envelope_extension(extension: &str) -> bool {
+    crate::format::by_extension(extension).is_some()
+        || ["gz", "br", "zst", "zstd", "enc"].contains(&extension.to_ascii_lowercase().as_str())
+}
+
+/// Where records go.
+pub(super) enum Output {
+    /// Bytes through a format's encoder.
+    File(Box<dyn Encoder>),
+    /// Rows into a database table.
+    Table(Box<dyn TableSink>),
+}
+
+impl Output {
+    pub(super) fn write(&mut self, number: u64, record: &Record) -> Result<()> {
+        match self {
+            Output::File(encoder) => encoder.write_record(record),
+            Output::Table(table) => table.write(number, record),
+        }
+    }
+}
+
+/// Counts the input's bytes as they are stored (compressed, encrypted), for progress and the report.
+struct CountingReader {
+    inner: Box<dyn Read + Send>,
+    count: Arc<AtomicU64>,
+}
+
+impl Read for CountingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}

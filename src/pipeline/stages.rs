@@ -1,0 +1,194 @@
+//! The map and validate stages of a conversion, compiled once from the job: the template (found by the
+//! one search rule) and the JSON Schema, and the worker pool that applies them to a batch in parallel
+//! while the previous batch is encoded. A record's outcome — pass, mapped, filtered, rejected — goes back
+//! to the driver in the batch's order.
+
+use std::sync::{mpsc, Arc};
+
+use chrono::SubsecRound as _;
+use rayon::prelude::*;
+
+use crate::env::Environment;
+use crate::error::{Error, Position, Result, Stage};
+use crate::job::ConvertJob;
+use crate::record::Record;
+use crate::template::{CompiledTemplate, Evaluator, Mapped, TemplateSearch};
+use crate::validate::SchemaValidator;
+
+/// The map and validate stages of a run, compiled once.
+pub(super) struct Stages {
+    pub template: Option<CompiledTemplate>,
+    pub schema: Option<SchemaValidator>,
+    pub pool: Option<rayon::ThreadPool>,
+    /// What `now()` returns in expressions (and a split output's manifest says it was created).
+    pub now: chrono::DateTime<chrono::FixedOffset>,
+}
+
+/// What the map and validate stages decided about one record.
+pub(super) enum Outcome {
+    /// Write the record as read.
+    Pass,
+    /// Write this mapped record.
+    Mapped(Record),
+    /// The template's filter left it out.
+    Filtered,
+    /// It is bad, for these reasons.
+    Rejected(Vec<Error>),
+}
+
+impl Stages {
+    /// Finds and compiles the template and schema (templates are looked for as `env` says), and starts
+    /// the worker pool.
+    pub fn build(job: &ConvertJob, env: &Environment) -> Result<Stages> {
+        let search = TemplateSearch::new(env);
+        let template = match &job.template {
+            Some(name) => Some(search.find(name)?),
+            None => None,
+        };
+        let schema = match (&job.schema, &template) {
+            (Some(path), _) => Some(SchemaValidator::from_file(path)?),
+            (None, Some(t)) => match search.schema_of(t)? {
+                Some((name, json)) => Some(SchemaValidator::compile(&name, &json)?),
+                None => None,
+            },
+            (None, None) => None,
+        };
+        let template = template.map(|t| t.compile()).transpose()?;
+        let threads = match job.jobs {
+            Some(0) => return Err(Error::config("--jobs must be at least 1")),
+            Some(n) => n,
+            // One core is taken by the decoding thread: on two cores, mapping on the encoding thread
+            // beat a two-worker pool (same time, a second less CPU: idle rayon workers spin).
+            None => {
+                std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+            }
+        };
+        // With one worker, or nothing to map, there is no pool: mapping (if any) runs on the encoding thread.
+        let pool = if (template.is_some() || schema.is_some()) && threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+            Some(pool.map_err(|e| {
+                let message = format!("cannot start {threads} worker threads: {e}");
+                Error::io(Stage::Map, None, std::io::Error::other(message))
+            })?)
+        } else {
+            None
+        };
+        let now = run_time(env)?;
+        Ok(Stages {
+            template,
+            schema,
+            pool,
+            now,
+        })
+    }
+
+    /// Starts mapping and validating `batch` on the worker pool and returns at once, so that the previous
+    /// batch can be encoded meanwhile. Without a template or schema there is nothing to start.
+    pub fn start(self: &Arc<Self>, batch: Vec<Record>) -> Pending {
+        let batch = Arc::new(batch);
+        let (tx, outcomes) = mpsc::sync_channel(1);
+        if let Some(pool) = &self.pool {
+            let (stages, records) = (Arc::clone(self), Arc::clone(&batch));
+            pool.spawn(move || {
+                let result = stages.process_all(&records);
+                drop(records); // before sending, so the receiver holds the only reference to the batch
+                let _ = tx.send(result);
+            });
+        }
+        Pending { batch, outcomes }
+    }
+
+    /// The template as reports and manifests name it (`name version`), and the schema's name.
+    pub fn names(&self) -> (Option<String>, Option<String>) {
+        let template = self
+            .template
+            .as_ref()
+            .map(|t| format!("{} {}", t.name, t.version).trim().to_owned());
+        (template, self.schema.as_ref().map(|s| s.name().to_owned()))
+    }
+
+    /// True when there is a template or a schema to apply.
+    pub fn maps(&self) -> bool {
+        self.template.is_some() || self.schema.is_some()
+    }
+
+    /// Maps and validates a batch on this thread.
+    pub fn process_here(&self, batch: &[Record]) -> Vec<Outcome> {
+        let evaluator = self.template.as_ref().map(|t| t.evaluator(self.now));
+        batch
+            .iter()
+            .map(|record| self.process_one(evaluator.as_ref(), record))
+            .collect()
+    }
+
+    /// Maps and validates a batch in parallel; the outcomes are in the batch's order.
+    fn process_all(&self, batch: &[Record]) -> Vec<Outcome> {
+        let evaluator = || self.template.as_ref().map(|t| t.evaluator(self.now));
+        batch
+            .par_iter()
+            .map_init(evaluator, |ev, record| {
+                self.process_one(ev.as_ref(), record)
+            })
+            .collect()
+    }
+
+    fn process_one(&self, evaluator: Option<&Evaluator>, record: &Record) -> Outcome {
+        // A panic in a library (expressions, schema validation) must not take the run down with it: the
+        // record is rejected with the reason, and the policy decides what happens next.
+        let guarded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.map_and_validate(evaluator, record)
+        }));
+        guarded.unwrap_or_else(|_| {
+            let message =
+                "internal error while mapping or validating this record (please report it)";
+            Outcome::Rejected(vec![Error::record(
+                Stage::Map,
+                Position::default(),
+                message,
+            )])
+        })
+    }
+
+    fn map_and_validate(&self, evaluator: Option<&Evaluator>, record: &Record) -> Outcome {
+        let mapped = match (&self.template, evaluator) {
+            (Some(template), Some(evaluator)) => match template.map(evaluator, record) {
+                Ok(Mapped::Keep(mapped)) => Some(mapped),
+                Ok(Mapped::Filtered) => return Outcome::Filtered,
+                Err(errors) => return Outcome::Rejected(errors),
+            },
+            _ => None,
+        };
+        if let Some(schema) = &self.schema {
+            if let Err(errors) = schema.validate(mapped.as_ref().unwrap_or(record)) {
+                return Outcome::Rejected(errors);
+            }
+        }
+        mapped.map_or(Outcome::Pass, Outcome::Mapped)
+    }
+}
+
+/// The time `now()` returns in expressions: the run's start, to the millisecond, or `SOURCE_DATE_EPOCH`
+/// (seconds since 1970) when `env` sets it, for reproducible output.
+fn run_time(env: &Environment) -> Result<chrono::DateTime<chrono::FixedOffset>> {
+    match env.get("SOURCE_DATE_EPOCH") {
+        Some(text) => text
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+            .map(|t| t.fixed_offset())
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "SOURCE_DATE_EPOCH must be whole seconds since 1970, got {text:?}"
+                ))
+            }),
+        None => Ok(chrono::Utc::now().fixed_offset().trunc_subsecs(3)),
+    }
+}
+
+/// A batch on its way through the map and validate stages.
+pub(super) struct Pending {
+    pub batch: Arc<Vec<Record>>,
+    /// The outcomes, in the batch's order; nothing is ever sent when there are no stages.
+    pub outcomes: mpsc::Receiver<Vec<Outcome>>,
+}
