@@ -155,7 +155,10 @@ impl Runner {
 
     /// Asks operation `id` to stop: a queued one ends at once, a running one at its next batch.
     pub fn cancel(&self, id: &str, caller: &Caller) -> Result<Operation, ApiError> {
-        let Some(handle) = self.handle(id) else {
+        let handle = self
+            .handle(id)
+            .filter(|h| !h.state.borrow().status.is_final());
+        let Some(handle) = handle else {
             let op = self
                 .get(id)?
                 .filter(|op| caller.sees_user(op.user_id.as_deref()));
@@ -224,6 +227,11 @@ impl Runner {
 
     fn finish(&self, handle: &Arc<OpHandle>, finished: Finished, dir: &Path) {
         let retention = self.settings.config.result_retention;
+        // The files go before the final state is shown: whoever sees it sees the folder as it stays.
+        remove_dir(&dir.join("work"));
+        if finished.files.is_empty() {
+            remove_dir(dir);
+        }
         handle.update(|op| {
             op.status = finished.state;
             op.end_time = Some(now_text());
@@ -255,10 +263,6 @@ impl Runner {
             });
         });
         let op = handle.snapshot();
-        remove_dir(&dir.join("work"));
-        if finished.files.is_empty() {
-            remove_dir(dir);
-        }
         self.save(&op);
         self.store.audit(&AuditEntry {
             token: Some(op.token.clone()),
