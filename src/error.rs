@@ -8,7 +8,7 @@ use std::fmt;
 use std::io;
 
 /// The sentence a cancelled run ends with.
-const CANCELLED: &str = "the run was cancelled; the target was left as it was";
+const CANCELLED: &str = "the run was cancelled; whatever it had not committed was undone";
 
 /// A `Result` whose error is ferry's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -197,6 +197,20 @@ pub enum ErrorKind {
     },
     /// The run was cancelled through its token (or a signal): it ended like a failed strict run.
     Cancelled,
+    /// The run did its work and its answer is no (`ferry diff`: the databases differ). Exit code 1; the
+    /// message is the answer, without a stage.
+    Verdict {
+        /// The answer, as one sentence.
+        message: String,
+    },
+    /// The run succeeded but set records aside, and the job asked that this count as a failure
+    /// (`--fail-on-rejects`). Exit code 3; the output and the rejects file stay.
+    Rejected {
+        /// How many records were rejected.
+        rejected: u64,
+        /// Where they are, when a rejects file was written.
+        rejects_file: Option<String>,
+    },
     /// Reading or writing bytes failed.
     Io {
         /// The stage that was reading or writing.
@@ -217,6 +231,9 @@ pub enum ErrorKind {
         message: String,
         /// The database's account, when a database refused the record.
         db: Option<Box<DbCause>>,
+        /// The record's text as read, when it could not be decoded (the rejects file keeps it, so that
+        /// the record can be fixed and fed back).
+        raw: Option<Box<str>>,
     },
     /// The input cannot be read further (broken syntax in a JSON or XML document), or an output refused a
     /// record: the run stops.
@@ -247,9 +264,34 @@ impl Error {
         }))
     }
 
+    /// A negative answer of a run that worked (exit code 1): the databases differ.
+    pub fn verdict(message: impl Into<String>) -> Error {
+        Error(Box::new(ErrorKind::Verdict {
+            message: message.into(),
+        }))
+    }
+
+    /// True for a negative answer ([`Error::verdict`]).
+    pub fn is_verdict(&self) -> bool {
+        matches!(*self.0, ErrorKind::Verdict { .. })
+    }
+
     /// The run was cancelled.
     pub fn cancelled() -> Error {
         Error(Box::new(ErrorKind::Cancelled))
+    }
+
+    /// A run that succeeded rejected `rejected` records, and was asked to fail on that (exit code 3).
+    pub fn rejected(rejected: u64, rejects_file: Option<String>) -> Error {
+        Error(Box::new(ErrorKind::Rejected {
+            rejected,
+            rejects_file,
+        }))
+    }
+
+    /// True for a run that rejected records under `--fail-on-rejects`.
+    pub fn is_rejected(&self) -> bool {
+        matches!(*self.0, ErrorKind::Rejected { .. })
     }
 
     /// An I/O error while `stage` was working on `path`.
@@ -268,7 +310,36 @@ impl Error {
             position,
             message: message.into(),
             db: None,
+            raw: None,
         }))
+    }
+
+    /// Keeps the text of a record that could not be decoded (only per-record errors carry it).
+    pub fn with_raw(mut self, text: impl Into<String>) -> Error {
+        if let ErrorKind::Record { raw, .. } = &mut *self.0 {
+            *raw = Some(text.into().into_boxed_str());
+        }
+        self
+    }
+
+    /// The text of the record that could not be decoded, when the decoder kept it.
+    pub fn raw(&self) -> Option<&str> {
+        match &*self.0 {
+            ErrorKind::Record { raw, .. } => raw.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Fills in the line of the record at fault when the error does not name one (a map, validate or
+    /// sink error learns it from the record the decoder read).
+    pub fn with_line(mut self, line: Option<u64>) -> Error {
+        if let ErrorKind::Data { position, .. } | ErrorKind::Record { position, .. } = &mut *self.0
+        {
+            if position.line.is_none() {
+                position.line = line;
+            }
+        }
+        self
     }
 
     /// A data error that ends the run: the input cannot be read past `position`, or the output refused it.
@@ -306,11 +377,13 @@ impl Error {
                 position,
                 message,
                 db,
+                raw,
             } => ErrorKind::Record {
                 stage,
                 position,
                 message: add(message),
                 db,
+                raw,
             },
             ErrorKind::Data {
                 stage,
@@ -333,7 +406,10 @@ impl Error {
                 message: add(source.to_string()),
                 db: None,
             },
-            ErrorKind::Cancelled => ErrorKind::Cancelled,
+            ErrorKind::Verdict { message } => ErrorKind::Verdict {
+                message: add(message),
+            },
+            other @ (ErrorKind::Cancelled | ErrorKind::Rejected { .. }) => other,
         };
         Error(Box::new(kind))
     }
@@ -407,7 +483,11 @@ impl Error {
             ErrorKind::Io { stage, .. }
             | ErrorKind::Data { stage, .. }
             | ErrorKind::Record { stage, .. } => Some(*stage),
-            ErrorKind::Usage { .. } | ErrorKind::Config { .. } | ErrorKind::Cancelled => None,
+            ErrorKind::Usage { .. }
+            | ErrorKind::Config { .. }
+            | ErrorKind::Cancelled
+            | ErrorKind::Verdict { .. }
+            | ErrorKind::Rejected { .. } => None,
         }
     }
 
@@ -424,18 +504,23 @@ impl Error {
         match &*self.0 {
             ErrorKind::Usage { message }
             | ErrorKind::Config { message }
+            | ErrorKind::Verdict { message }
             | ErrorKind::Data { message, .. }
             | ErrorKind::Record { message, .. } => message.clone(),
             ErrorKind::Io { source, .. } => source.to_string(),
             ErrorKind::Cancelled => CANCELLED.to_owned(),
+            ErrorKind::Rejected { .. } => self.to_string(),
         }
     }
 
-    /// The process exit code this error calls for: 2 for usage and configuration errors, 130 for a
-    /// cancelled run (as a shell reports an interrupted command), 0 for a broken pipe, 1 otherwise.
+    /// The process exit code this error calls for: 2 for usage and configuration errors, 3 for a run that
+    /// rejected records under `--fail-on-rejects`, 130 for a cancelled run (as a shell reports an
+    /// interrupted command), 0 for a broken pipe, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         if self.is_usage() || self.is_config() {
             2
+        } else if self.is_rejected() {
+            3
         } else if self.is_cancelled() {
             130
         } else if self.is_broken_pipe() {
@@ -463,8 +548,25 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &*self.0 {
-            ErrorKind::Usage { message } | ErrorKind::Config { message } => f.write_str(message),
+            ErrorKind::Usage { message }
+            | ErrorKind::Config { message }
+            | ErrorKind::Verdict { message } => f.write_str(message),
             ErrorKind::Cancelled => f.write_str(CANCELLED),
+            ErrorKind::Rejected {
+                rejected,
+                rejects_file,
+            } => {
+                let plural = if *rejected == 1 {
+                    "record was"
+                } else {
+                    "records were"
+                };
+                write!(f, "{rejected} {plural} rejected")?;
+                if let Some(file) = rejects_file {
+                    write!(f, " (they are in {file})")?;
+                }
+                f.write_str("; --fail-on-rejects makes that exit code 3")
+            }
             ErrorKind::Io {
                 stage,
                 path: Some(path),

@@ -23,6 +23,7 @@ use crate::envelope::split::SplitOptions;
 use crate::envelope::{CompressionSpec, KeySource, DEFAULT_MAX_DECOMPRESSED};
 use crate::error::{Error, Result};
 use crate::format::FormatOptions;
+use crate::infer::{Kind, DEFAULT_SAMPLE_RECORDS};
 use crate::migrate::{MigrateJob, MigrateReport};
 use crate::observe::{Failed, RunContext, RunResult};
 use crate::pipeline::BuiltConvert;
@@ -120,6 +121,10 @@ pub struct ConvertJob {
     pub rejects: Option<PathBuf>,
     /// Do everything but write.
     pub dry_run: bool,
+    /// `--fail-on-rejects`: a run that succeeded but rejected records ends with exit code 3 (its output
+    /// and rejects file stay); for the library, [`Report::rejected_error`] says so.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fail_on_rejects: bool,
     /// Only read, map and validate (`ferry validate`): implies `dry_run`.
     pub validate_only: bool,
     /// Worker threads for mapping and validation (default: one per core but one).
@@ -159,6 +164,29 @@ pub struct ConvertJob {
     /// `--allow-plaintext`: read an input as it is although its name (`.enc`), a key option or its manifest
     /// says it should be encrypted.
     pub allow_plaintext: bool,
+    /// `--types`: column types by field (`{"id": "integer"}`) for a table ferry creates, over what is
+    /// inferred; the values of these fields are converted to them in every output.
+    #[serde(with = "types_map", skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<(String, Kind)>,
+    /// `--sample-records`: how many of the first records a new table's columns, a CSV or Markdown header,
+    /// and inferred types are taken from.
+    pub sample_records: usize,
+    /// `--where`: a CEL expression; records for which it is not true are left out (counted as filtered).
+    #[serde(rename = "where", skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// `--select`: the fields to keep, in this order, `old:new` renaming (`["id", "name:full_name"]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub select: Vec<String>,
+    /// `--limit`: write at most this many records, then stop reading.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// `--sort`: order the output by these fields (`["country", "amount:desc"]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sort: Vec<String>,
+    /// `--sort-memory`: bytes of records a sort holds before it spills a sorted run to a temporary file.
+    pub sort_memory: u64,
+    /// `--mkdir`: create a missing output folder (otherwise a missing folder is an error naming it).
+    pub mkdir: bool,
     /// `--report`: where the front end writes the JSON report. The run only checks that it names no file
     /// the run reads or writes.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -180,6 +208,7 @@ impl Default for ConvertJob {
             on_error: ErrorPolicy::Strict,
             rejects: None,
             dry_run: false,
+            fail_on_rejects: false,
             validate_only: false,
             jobs: None,
             table: None,
@@ -195,6 +224,14 @@ impl Default for ConvertJob {
             key_source: None,
             max_decompressed: DEFAULT_MAX_DECOMPRESSED,
             allow_plaintext: false,
+            types: Vec::new(),
+            sample_records: DEFAULT_SAMPLE_RECORDS,
+            filter: None,
+            select: Vec::new(),
+            limit: None,
+            sort: Vec::new(),
+            sort_memory: crate::sort::DEFAULT_SORT_MEMORY,
+            mkdir: false,
             report: None,
         }
     }
@@ -236,6 +273,27 @@ mod url_without_password {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         String::deserialize(d)
+    }
+}
+
+/// `--types` in job files: an object from field name to type name.
+mod types_map {
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::infer::Kind;
+
+    pub fn serialize<S: Serializer>(types: &[(String, Kind)], s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(types.len()))?;
+        for (name, kind) in types {
+            map.serialize_entry(name, kind)?;
+        }
+        map.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Kind)>, D::Error> {
+        let map = std::collections::BTreeMap::<String, Kind>::deserialize(d)?;
+        Ok(map.into_iter().collect())
     }
 }
 

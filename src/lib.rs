@@ -26,11 +26,13 @@
 
 pub mod cli;
 pub mod db;
+pub mod describe;
 mod endpoint;
 pub mod env;
 pub mod envelope;
 mod error;
 pub mod format;
+pub mod infer;
 pub mod interrupt;
 mod job;
 pub mod migrate;
@@ -42,7 +44,9 @@ mod rejects;
 mod report;
 pub mod secret;
 pub mod serve;
+pub mod shape;
 pub mod sink;
+pub mod sort;
 pub mod template;
 pub mod validate;
 pub mod verify;

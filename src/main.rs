@@ -12,7 +12,10 @@ fn main() -> ExitCode {
                 Some(signal) if error.is_cancelled() => 128 + signal,
                 _ => error.exit_code(),
             };
-            if code != 0 {
+            if code != 0 && error.is_verdict() {
+                // A negative answer (`ferry diff`: the databases differ) is no error of the run.
+                eprintln!("ferry: {error}");
+            } else if code != 0 {
                 let error = anyhow::Error::new(error);
                 // The last net: no message shows a password, whatever spelled it.
                 eprintln!(

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::report::Counts;
 
 /// Receives a run's events. Called from the thread that drives the run (several threads for a migration
 /// that copies tables in parallel), so an implementation must be cheap and must not block for long:
@@ -82,16 +83,9 @@ impl Status {
 /// Where a run stands: counts so far and bytes moved. Sent with every [`Event::Progress`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Progress {
-    /// Records (rows) read so far.
-    pub read: u64,
-    /// Records written so far.
-    pub written: u64,
-    /// Records rejected so far.
-    pub rejected: u64,
-    /// Records filtered out so far.
-    pub filtered: u64,
-    /// Records skipped so far.
-    pub skipped: u64,
+    /// Where the records read so far went (flattened: `read`, `written`, `rejected`, `filtered`, `skipped`).
+    #[serde(flatten)]
+    pub counts: Counts,
     /// Input bytes consumed (as stored: compressed, encrypted), where the source has bytes.
     pub bytes_read: u64,
     /// The input's size in bytes, when known: with `bytes_read` it gives percent done and an ETA.
@@ -111,7 +105,7 @@ impl Progress {
     /// Records read per second so far.
     pub fn records_per_second(&self) -> f64 {
         if self.seconds > 0.0 {
-            self.read as f64 / self.seconds
+            self.counts.read as f64 / self.seconds
         } else {
             0.0
         }
@@ -121,7 +115,7 @@ impl Progress {
     pub fn fraction(&self) -> Option<f64> {
         let (done, total) = match (self.total_bytes, self.total_records) {
             (Some(total), _) if total > 0 => (self.bytes_read, total),
-            (_, Some(total)) if total > 0 => (self.read, total),
+            (_, Some(total)) if total > 0 => (self.counts.read, total),
             _ => return None,
         };
         Some((done as f64 / total as f64).clamp(0.0, 1.0))
@@ -315,7 +309,10 @@ mod tests {
         }));
         ctx.step("copy");
         ctx.emit(Event::Progress(Progress {
-            read: 5,
+            counts: Counts {
+                read: 5,
+                ..Counts::default()
+            },
             bytes_read: 50,
             total_bytes: Some(200),
             seconds: 1.0,
@@ -333,7 +330,10 @@ mod tests {
     #[test]
     fn fraction_and_eta_come_from_bytes_else_records() {
         let p = Progress {
-            read: 10,
+            counts: Counts {
+                read: 10,
+                ..Counts::default()
+            },
             bytes_read: 25,
             total_bytes: Some(100),
             seconds: 2.0,
@@ -342,7 +342,10 @@ mod tests {
         assert_eq!(p.fraction(), Some(0.25));
         assert_eq!(p.eta_seconds(), Some(6.0));
         let p = Progress {
-            read: 50,
+            counts: Counts {
+                read: 50,
+                ..Counts::default()
+            },
             total_records: Some(100),
             seconds: 1.0,
             ..Progress::default()

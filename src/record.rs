@@ -54,11 +54,27 @@ pub enum Value {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Decimal(String);
 
-impl Decimal {
-    /// Accepts `[-+]digits[.digits][e[-+]digits]` (a leading `+` is dropped); anything else is `None`.
-    pub fn parse(text: &str) -> Option<Decimal> {
-        let body = text.strip_prefix('+').unwrap_or(text);
-        let unsigned = body.strip_prefix('-').unwrap_or(body);
+/// The parts of a number written as `[-+]int[.frac][(e|E)[-+]exp]`, for the readers that must decide what a
+/// number's text is (decimals, YAML's number forms, a CSV cell's inferred type): one grammar, split once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NumberParts<'a> {
+    /// The sign written before the number, if any.
+    pub sign: Option<char>,
+    /// The digits before the dot (may be empty: `.5`).
+    pub int: &'a str,
+    /// The digits after the dot, when there is a dot (may be empty: `1.`).
+    pub frac: Option<&'a str>,
+    /// The exponent's sign (if written) and digits.
+    pub exp: Option<(Option<char>, &'a str)>,
+}
+
+impl<'a> NumberParts<'a> {
+    /// Splits `text`; `None` unless it is digits with at most a sign, a dot and an exponent, and at least
+    /// one digit before or after the dot.
+    pub fn of(text: &'a str) -> Option<NumberParts<'a>> {
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        let sign = text.chars().next().filter(|c| matches!(c, '+' | '-'));
+        let unsigned = &text[sign.map_or(0, char::len_utf8)..];
         let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
             Some(i) => (&unsigned[..i], Some(&unsigned[i + 1..])),
             None => (unsigned, None),
@@ -67,18 +83,41 @@ impl Decimal {
             Some((i, f)) => (i, Some(f)),
             None => (mantissa, None),
         };
-        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-        let ok_int = digits(int) && (!int.is_empty() || frac.is_some_and(|f| !f.is_empty()));
-        let ok_frac = frac.is_none_or(|f| digits(f) && (!f.is_empty() || !int.is_empty()));
-        let ok_exp = exponent.is_none_or(|e| {
-            let e = e.strip_prefix(['+', '-']).unwrap_or(e);
-            !e.is_empty() && digits(e)
-        });
-        (ok_int && ok_frac && ok_exp).then(|| Decimal(body.to_owned()))
+        let has_digit = !int.is_empty() || frac.is_some_and(|f| !f.is_empty());
+        let exp = match exponent {
+            None => None,
+            Some(e) => {
+                let exp_sign = e.chars().next().filter(|c| matches!(c, '+' | '-'));
+                let e_digits = &e[exp_sign.map_or(0, char::len_utf8)..];
+                if e_digits.is_empty() || !digits(e_digits) {
+                    return None;
+                }
+                Some((exp_sign, e_digits))
+            }
+        };
+        (has_digit && digits(int) && frac.is_none_or(digits)).then_some(NumberParts {
+            sign,
+            int,
+            frac,
+            exp,
+        })
+    }
+}
+
+impl Decimal {
+    /// Accepts `[-+]digits[.digits][e[-+]digits]` (a leading `+` is dropped); anything else is `None`.
+    pub fn parse(text: &str) -> Option<Decimal> {
+        NumberParts::of(text)?;
+        Some(Decimal(text.strip_prefix('+').unwrap_or(text).to_owned()))
     }
 
     /// An integer as a decimal.
     pub fn from_u64(value: u64) -> Decimal {
+        Decimal(value.to_string())
+    }
+
+    /// An integer beyond 64 bits as a decimal.
+    pub fn from_u128(value: u128) -> Decimal {
         Decimal(value.to_string())
     }
 
@@ -375,9 +414,19 @@ static JSON_ESCAPE: [u8; 256] = {
 /// assert_eq!(r.keys().collect::<Vec<_>>(), ["b", "a"]);
 /// assert_eq!(r.get("b"), Some(&Value::Int(3)));
 /// ```
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Record {
     fields: Vec<(Key, Value)>,
+    /// The line of its input the record starts on, where the format has lines: decoders set it, so that
+    /// an error of a later stage (map, validate, sink) can name the line too. Not part of its value.
+    line: Option<std::num::NonZeroU64>,
+}
+
+/// Records are equal when their fields are: where they were read does not count.
+impl PartialEq for Record {
+    fn eq(&self, other: &Self) -> bool {
+        self.fields == other.fields
+    }
 }
 
 /// Builds a record field by field where a repeated name's last value wins, in the first one's place — in
@@ -461,7 +510,18 @@ impl Record {
     pub fn with_capacity(n: usize) -> Record {
         Record {
             fields: Vec::with_capacity(n),
+            line: None,
         }
+    }
+
+    /// The line of its input the record starts on (1-based), when the decoder knows it.
+    pub fn line(&self) -> Option<u64> {
+        self.line.map(std::num::NonZeroU64::get)
+    }
+
+    /// Sets the line the record starts on (0 means unknown).
+    pub fn set_line(&mut self, line: u64) {
+        self.line = std::num::NonZeroU64::new(line);
     }
 
     /// Sets `key` to `value`, keeping the key's position if it is already present; returns the old value.
@@ -590,9 +650,84 @@ impl Serialize for Value {
 /// test below fails loudly should serde_json ever change it.
 const JSON_NUMBER_TOKEN: &str = "$serde_json::private::Number";
 
+/// How the exponents of a JSON input's numbers were spelled. serde_json hands a number's text over with its
+/// exponent rewritten (`1E3` and `1e3` both become `1e+3`); a JSON decoder that scans its input for the
+/// spellings ([`crate::format`]) queues them here, on its own thread, and [`number_from_text`] puts them
+/// back, so `1e3` is written out as `1e3`.
+pub(crate) mod exponents {
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    /// One exponent as written: `E` rather than `e`, and an explicit sign.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Spelling {
+        /// `E` rather than `e`.
+        pub upper: bool,
+        /// A sign was written (`e+3`, `e-3`).
+        pub signed: bool,
+    }
+
+    thread_local! {
+        static QUEUE: RefCell<Option<VecDeque<Spelling>>> = const { RefCell::new(None) };
+        static SEEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Starts queueing on this thread (the spellings of what is parsed next).
+    pub fn start() {
+        QUEUE.with(|q| *q.borrow_mut() = Some(VecDeque::new()));
+    }
+
+    /// Stops queueing on this thread.
+    pub fn stop() {
+        QUEUE.with(|q| *q.borrow_mut() = None);
+    }
+
+    /// Queues the next exponent's spelling.
+    pub fn push(spelling: Spelling) {
+        QUEUE.with(|q| {
+            if let Some(q) = q.borrow_mut().as_mut() {
+                q.push_back(spelling);
+            }
+        });
+    }
+
+    /// True once a number with an exponent was read on this thread while nothing queued (then the input
+    /// should be scanned and read again); clears the flag.
+    pub fn take_seen() -> bool {
+        SEEN.with(|s| s.replace(false))
+    }
+
+    /// serde_json's text of a number with an exponent, spelled as the input spelled it.
+    pub(super) fn respell(text: &str) -> Option<String> {
+        let spelling = QUEUE.with(|q| q.borrow_mut().as_mut().map(VecDeque::pop_front));
+        let Some(Some(spelling)) = spelling else {
+            SEEN.with(|s| s.set(true));
+            return None;
+        };
+        let i = text.find('e')?;
+        let (mantissa, rest) = (&text[..i], &text[i + 1..]);
+        let exponent = if spelling.signed {
+            rest
+        } else {
+            rest.strip_prefix('+').unwrap_or(rest)
+        };
+        let e = if spelling.upper { "E" } else { "e" };
+        Some(format!("{mantissa}{e}{exponent}"))
+    }
+}
+
 /// Classifies the exact text of a JSON/YAML number: integers that fit in i64 are `Int`, numbers that a
 /// float prints back identically are `Float`, everything else (1.10, 1e400, 2^70) is an exact `Decimal`.
 pub fn number_from_text(text: &str) -> Option<Value> {
+    if text.contains('e') {
+        if let Some(respelled) = exponents::respell(text) {
+            return classify_number(&respelled);
+        }
+    }
+    classify_number(text)
+}
+
+fn classify_number(text: &str) -> Option<Value> {
     if let Ok(i) = text.parse::<i64>() {
         return Some(Value::Int(i));
     }
@@ -755,6 +890,18 @@ mod tests {
 
     fn json(text: &str) -> Value {
         serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn a_line_is_where_a_record_was_read_not_part_of_it() {
+        let mut a = Record::new();
+        a.insert("x", Value::Int(1));
+        let mut b = a.clone();
+        b.set_line(7);
+        assert_eq!((a.line(), b.line()), (None, Some(7)));
+        assert_eq!(a, b);
+        // Carrying the line makes no value larger.
+        assert_eq!(std::mem::size_of::<Value>(), 32);
     }
 
     #[test]

@@ -2,11 +2,14 @@
 //! of `ferry migrate` — with its number, position and reasons, one JSON object per line, so a rejected
 //! record is never lost, only set aside. One writer and one line shape for both:
 //!
-//! `{"record": N, "line": L, "stage": "validate", "table": "t", "reasons": ["…"], "data": {…original…}}`
+//! `{"record": N, "line": L, "stage": "validate", "table": "t", "reasons": ["…"], "raw": "…", "data": {…}}`
 //!
 //! `record` is the record's number in its input (for a migrated table, the SQLite rowid, or the row's
-//! position in a PostgreSQL scan); `line` appears where the format has lines, `table` for a migration;
-//! `reasons` are full error sentences; `data` is the record as read, null when it could not be decoded.
+//! position in a PostgreSQL scan); `line` is the line the record starts on, where the format has lines
+//! (whatever stage refused it); `table` appears for a migration; `reasons` are full error sentences; `raw`
+//! is the text of a record that could not be decoded (a ragged CSV row, a broken NDJSON line), without
+//! its line ending, so that it can be fixed and fed back; `data` is the record as read, null when it could
+//! not be decoded.
 //! The file is written like any output: under a temporary name, renamed when it is finished, and not at
 //! all when nothing was rejected.
 
@@ -105,7 +108,13 @@ impl RejectsWriter {
             }
             write_json_str(&mut self.line, &e.to_string());
         }
-        self.line.extend_from_slice(b"],\"data\":");
+        self.line.push(b']');
+        // A record that could not be decoded keeps its text, so that it can be fixed and fed back.
+        if let Some(raw) = errors.iter().find_map(Error::raw) {
+            self.line.extend_from_slice(b",\"raw\":");
+            write_json_str(&mut self.line, raw);
+        }
+        self.line.extend_from_slice(b",\"data\":");
     }
 
     /// Ends the line and writes it, creating the file at the first reject.

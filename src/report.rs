@@ -97,6 +97,10 @@ pub struct Report {
     /// Database loads: true when ferry created the table (for a dry run: would have).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub created_table: bool,
+    /// Database loads into a table ferry created (for a dry run: would have): its columns, each with its
+    /// type and where the type came from (`declared`, `types`, `inferred`, `default`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<crate::db::NewColumn>,
     /// Database loads with `--commit-every`: the last record committed (a rerun resumes after it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_committed_record: Option<u64>,
@@ -170,11 +174,7 @@ impl Report {
     /// The counts as an observer's [`Progress`].
     pub fn progress(&self) -> Progress {
         Progress {
-            read: self.counts.read,
-            written: self.counts.written,
-            rejected: self.counts.rejected,
-            filtered: self.counts.filtered,
-            skipped: self.counts.skipped,
+            counts: self.counts,
             bytes_read: self.bytes_read,
             seconds: self.seconds,
             ..Progress::default()
@@ -190,13 +190,20 @@ impl Report {
             (false, false) => ("written", "rejected"),
         };
         let c = &self.counts;
+        // A run that succeeded but set records aside says so in its verdict, not only in its counts.
+        let verdict = match self.status {
+            Status::Succeeded | Status::Running if validating && c.rejected > 0 => {
+                "INVALID".to_owned()
+            }
+            Status::Succeeded | Status::Running if c.rejected > 0 => {
+                format!("ok with {} rejected", c.rejected)
+            }
+            Status::Succeeded | Status::Running => "ok".to_owned(),
+            Status::Failed => "FAILED".to_owned(),
+            Status::Cancelled => "CANCELLED".to_owned(),
+        };
         let mut line = format!(
-            "ferry: {} {}: read {} = {verb} {} + {rejected} {} + filtered {} + skipped {} in {:.2} s ({:.0} records/s)",
-            match self.status {
-                Status::Succeeded | Status::Running => "ok",
-                Status::Failed => "FAILED",
-                Status::Cancelled => "CANCELLED",
-            },
+            "ferry: {verdict} {}: read {} = {verb} {} + {rejected} {} + filtered {} + skipped {} in {:.2} s ({:.0} records/s)",
             self.output,
             c.read,
             c.written,
@@ -224,6 +231,13 @@ impl Report {
             ));
         }
         line
+    }
+
+    /// The error a run that rejected records ends with when its job asks (`fail_on_rejects`): exit code 3,
+    /// the output and rejects file kept. `None` when nothing was rejected.
+    pub fn rejected_error(&self) -> Option<Error> {
+        (self.ok && self.counts.rejected > 0)
+            .then(|| Error::rejected(self.counts.rejected, self.rejects_file.clone()))
     }
 
     /// Writes the report as pretty JSON to `path` (atomically, like every other output).

@@ -13,61 +13,96 @@ use crate::format::{parse_byte, FormatOptions};
 use crate::job::{ConvertJob, ErrorPolicy, Job, DEFAULT_BATCH_SIZE};
 
 const EXAMPLES: &str = "Examples:
-  # A legacy CSV export, mapped, cleaned and validated by the standard context template
-  ferry convert --in samples/legacy.csv --template std-context --to contexts.ndjson
+  # A legacy CSV export, mapped, cleaned and validated by the standard
+  # context template; or the same thing positionally
+  ferry convert --in samples/legacy.csv --template std-context \\
+    --to contexts.ndjson
+  ferry convert samples/legacy.csv contexts.ndjson --template std-context
 
-  # See what would happen first: every record is read, mapped and validated, nothing is written
-  ferry convert --in samples/legacy.csv --template std-context --to contexts.ndjson --dry-run
+  # See what would happen first: every record is read, mapped and
+  # validated, nothing is written
+  ferry convert samples/legacy.csv -o contexts.ndjson \\
+    --template std-context --dry-run
 
-  # Keep going past bad records; they go to contexts.ndjson.rejects.ndjson with their reasons
-  ferry convert --in old.csv --template std-context --on-error lenient --to contexts.ndjson
+  # Keep going past bad records; they go to
+  # contexts.ndjson.rejects.ndjson with their reasons
+  ferry convert old.csv contexts.ndjson --template std-context \\
+    --on-error lenient
 
   # Semicolon-separated Latin-1 CSV without a header, naming the columns
-  ferry convert --in old.csv --delimiter ';' --encoding latin1 --no-header --columns id,name --to out.json
+  ferry convert old.csv out.json --delimiter ';' --encoding latin1 \\
+    --no-header --columns id,name
 
-  # Load into a SQLite table (created from the template's types if missing), or into PostgreSQL
-  ferry convert --in samples/legacy.csv --template std-context --to sqlite://contexts.db
-  DATABASE_URL=postgres://app@db:5432/app PGPASSWORD=… ferry convert --in legacy.csv --template std-context --to postgres
+  # Some fields of some records, renamed, sorted, the first 10
+  ferry convert orders.csv top.json --where 'amount > 100' \\
+    --select id,amount,customer:cust --sort amount:desc --limit 10
 
-  # Upsert on the template's key; a dry run does it all in a transaction that is rolled back
-  ferry convert --in update.ndjson --template std-context --to postgres --on-conflict merge --dry-run
+  # Load into a new SQLite table: column types are inferred from the
+  # first records (see them with --dry-run), or given with --types
+  ferry convert orders.csv 'sqlite://shop.db?table=orders' \\
+    --types zip=string,total=decimal --key id --dry-run
+
+  # Into PostgreSQL (DATABASE_URL, else the PG* variables)
+  ferry convert samples/legacy.csv postgres --template std-context
+
+  # Upsert on the template's key; a dry run does it all in a
+  # transaction that is rolled back
+  ferry convert update.ndjson postgres --template std-context \\
+    --on-conflict merge --dry-run
 
   # Read a table or a query back out
-  ferry convert --in 'sqlite://contexts.db?table=contexts' --to contexts.ndjson
-  ferry convert --in 'postgres://app@db/app?query=SELECT id, title FROM contexts WHERE type = '\''note'\''' --to notes.csv
+  ferry convert 'sqlite://contexts.db?table=contexts' contexts.ndjson
+  ferry convert --to notes.csv \\
+    'postgres://app@db/app?query=SELECT * FROM contexts WHERE type = $$note$$'
 
-  # Parts of 50 MB with a manifest listing each part's records, size and SHA-256; a checksum file
-  ferry convert --in 'sqlite://app.db?table=contexts' --to contexts.ndjson --split-size 50MB
-  ferry convert --in contexts.manifest.json --to all.csv
-  ferry convert --in export.json --to export.csv --checksum && sha256sum -c export.csv.sha256
+  # Parts of 50 MB with a manifest listing each part's records, size
+  # and SHA-256; a checksum file
+  ferry convert 'sqlite://app.db?table=contexts' contexts.ndjson \\
+    --split-size 50MB
+  ferry convert contexts.manifest.json all.csv
+  ferry convert export.json export.csv --checksum
 
-  # An encrypted gzip export, and reading it back anywhere with the same key
+  # An encrypted gzip export, and reading it back with the same key
   ferry keygen export.key
-  ferry convert --in 'sqlite://app.db?table=contexts' --to contexts.ndjson.gz.enc --key-file export.key
-  ferry convert --in contexts.ndjson.gz.enc --to contexts.csv --key-file export.key
+  ferry convert 'sqlite://app.db?table=contexts' \\
+    contexts.ndjson.gz.enc --key-file export.key
+  ferry convert contexts.ndjson.gz.enc contexts.csv --key-file export.key
 
   # Standard input to standard output
-  cat data.ndjson | ferry convert --in - --from-format ndjson --to - --to-format yaml
+  cat data.ndjson | ferry convert - - --from-format ndjson --to-format yaml
 
-  # Keep the job these flags make, and run it again later (same output)
-  ferry convert --in samples/legacy.csv --template std-context --to contexts.ndjson --print-job > job.json
+  # Keep the job these flags make, and run it again later
+  ferry convert samples/legacy.csv contexts.ndjson --template std-context \\
+    --print-job > job.json
   ferry run job.json
 
-The output is written under a temporary name and renamed only when the run succeeds: a failed run leaves
-no partial file behind. A database load runs in one transaction (unless --commit-every), so a failed run
-leaves the table as it was. Ctrl-C (SIGINT), SIGTERM and SIGHUP cancel the run the same way: the output is
-not written, a load is rolled back. Passwords: put them in DATABASE_URL or PGPASSWORD (or ~/.pgpass-style
-tooling), not in a URL on the command line, where other users can see them. Exit codes: 0 ok, 1 the run
-failed (bad data or output), 2 usage or configuration error, 128 + the signal's number when a signal
-cancelled the run (130 for Ctrl-C).";
+The output is written under a temporary name and renamed only when the
+run succeeds: a failed run leaves no partial file behind. A database load
+runs in one transaction (unless --commit-every), so a failed run leaves
+the table as it was. Ctrl-C (SIGINT), SIGTERM and SIGHUP cancel the run
+the same way: the output is not written, a load is rolled back.
+Passwords: put them in DATABASE_URL or PGPASSWORD, not in a URL on the
+command line, where other users can see them. Exit codes: 0 ok, 1 the
+run failed (bad data or output), 2 usage or configuration error, 3 the
+run succeeded but rejected records and --fail-on-rejects was given,
+128 + the signal's number when a signal cancelled the run (130 for
+Ctrl-C).";
 
 /// Where records come from and how to read them (shared by `convert` and `validate`).
 #[derive(Debug, Args)]
 pub struct InputArgs {
     /// Input: a file path, - for standard input, or a database: sqlite://FILE?table=T|query=SELECT…,
     /// postgres://USER@HOST:PORT/DB?table=T|query=…, or postgres (DATABASE_URL, then PG* variables).
-    #[arg(long = "in", value_name = "PATH|URL")]
-    pub input: String,
+    #[arg(
+        long = "in",
+        value_name = "PATH|URL",
+        required_unless_present = "input_arg"
+    )]
+    input_flag: Option<String>,
+
+    /// The input, as the first argument instead of --in.
+    #[arg(value_name = "IN", conflicts_with = "input_flag")]
+    input_arg: Option<String>,
 
     /// Input format, when the extension does not tell (see `ferry formats`).
     #[arg(long, value_name = "FORMAT")]
@@ -110,6 +145,12 @@ pub struct InputArgs {
     #[arg(long, value_name = "LABEL")]
     encoding: Option<String>,
 
+    /// CSV/Markdown text that stands for null, both ways (e.g. '\N' or NULL): a cell holding exactly it
+    /// is read as null, and null is written as it, so null and empty text stay apart. Default: none (null
+    /// is written as an empty cell, and an empty cell is read as empty text).
+    #[arg(long, value_name = "TEXT")]
+    pub null_marker: Option<String>,
+
     #[command(flatten)]
     keys: super::KeyArgs,
 
@@ -135,9 +176,17 @@ pub struct InputArgs {
 }
 
 impl InputArgs {
+    /// The input, from --in or the first argument.
+    pub fn input(&self) -> String {
+        self.input_flag
+            .clone()
+            .or_else(|| self.input_arg.clone())
+            .unwrap_or_default()
+    }
+
     /// Fills the input side of `job`.
     pub fn apply(&self, job: &mut ConvertJob) {
-        job.input = self.input.clone();
+        job.input = self.input();
         job.input_format = self.from_format.clone();
         job.key_source = self.keys.source();
         job.allow_plaintext = self.allow_plaintext;
@@ -156,6 +205,8 @@ impl InputArgs {
             encoding: self.encoding.clone(),
             max_record_size: self.max_record_size,
             max_document_size: self.max_document_size,
+            null_marker: self.null_marker.clone(),
+            sample_records: crate::infer::DEFAULT_SAMPLE_RECORDS,
         };
     }
 }
@@ -169,8 +220,59 @@ pub struct ConvertArgs {
 
     /// Output: a file path, - for standard output, or a database table: sqlite://FILE?table=T (or a bare
     /// .db/.sqlite path), postgres://USER@HOST:PORT/DB?table=T, or postgres (DATABASE_URL, then PG*).
-    #[arg(long = "to", value_name = "PATH|URL")]
-    output: String,
+    #[arg(
+        long = "to",
+        short = 'o',
+        visible_alias = "output",
+        value_name = "PATH|URL",
+        required_unless_present = "output_arg"
+    )]
+    output_flag: Option<String>,
+
+    /// The output, as the second argument instead of --to / -o.
+    #[arg(value_name = "OUT", conflicts_with = "output_flag")]
+    output_arg: Option<String>,
+
+    /// Create the output's folder when it does not exist (without it, a missing folder is an error that
+    /// names it).
+    #[arg(long)]
+    mkdir: bool,
+
+    /// Keep only the records for which this CEL expression is true (the rest count as filtered), e.g.
+    /// 'amount > 100 && country == "NL"'. Fields are variables; `record["Order ID"]` reads any name. With
+    /// a template it sees the mapped record.
+    #[arg(long = "where", value_name = "EXPR")]
+    filter: Option<String>,
+
+    /// Keep only these fields, in this order; FIELD:NEW renames (id,name:full_name). A record without a
+    /// field gets null.
+    #[arg(long, value_name = "FIELDS")]
+    select: Vec<String>,
+
+    /// Write at most N records (after --where; with --sort, the first N in order), then stop reading.
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+
+    /// Sort the output by these fields, FIELD:desc for largest first (country,amount:desc). Numbers
+    /// (also as text) sort as numbers, nulls last; ties keep their input order. Memory is bounded by
+    /// --sort-memory: beyond it sorted runs spill to temporary files in TMPDIR.
+    #[arg(long, value_name = "FIELDS")]
+    sort: Vec<String>,
+
+    /// The most record data --sort holds in memory before it spills a sorted run to disk.
+    #[arg(long, value_name = "SIZE", value_parser = crate::envelope::split::parse_size, default_value = "256MiB")]
+    sort_memory: u64,
+
+    /// Column types for a table ferry creates, over the inferred ones (id=integer,zip=string); the
+    /// fields' values are converted to them for every output. Types: string, integer, number, decimal,
+    /// boolean, date, datetime, timestamp, json, bytes.
+    #[arg(long, value_name = "FIELD=TYPE,...", value_parser = crate::infer::parse_types)]
+    types: Vec<Vec<(String, crate::infer::Kind)>>,
+
+    /// How many of the first records a new table's column types, a CSV or Markdown header (the union of
+    /// their fields) are taken from (for a table, at most the first batch).
+    #[arg(long, value_name = "N", default_value_t = crate::infer::DEFAULT_SAMPLE_RECORDS)]
+    sample_records: usize,
 
     /// The table to load when the URL has no ?table= (default: the template's target table).
     #[arg(long, value_name = "NAME")]
@@ -260,6 +362,11 @@ pub struct ConvertArgs {
     #[arg(long)]
     dry_run: bool,
 
+    /// Exit with code 3 when the run succeeded but rejected records (lenient or skip); the output and
+    /// the rejects file stay.
+    #[arg(long)]
+    fail_on_rejects: bool,
+
     /// Records per batch.
     #[arg(long, value_name = "N", env = "FERRY_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE)]
     batch_size: usize,
@@ -268,8 +375,10 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
 
-    /// Progress display: a bar on a terminal (auto), JSON lines on stderr (json), or none.
-    #[arg(long, value_enum, value_name = "MODE", default_value_t = ProgressMode::Auto)]
+    /// Progress display: a bar on a terminal (auto), a bar (bar; what --progress alone means), JSON lines
+    /// on stderr (json), or none.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = ProgressMode::Auto,
+          num_args = 0..=1, default_missing_value = "bar")]
     progress: ProgressMode,
 
     /// Write the run report as JSON to this file.
@@ -289,18 +398,33 @@ pub struct ConvertArgs {
 impl ConvertArgs {
     /// The job the flags describe.
     fn job(&self) -> ConvertJob {
-        let mut job = ConvertJob::new(self.input.input.clone(), self.output.clone());
+        let output = self
+            .output_flag
+            .clone()
+            .or_else(|| self.output_arg.clone())
+            .unwrap_or_default();
+        let mut job = ConvertJob::new(self.input.input(), output);
         self.input.apply(&mut job);
         job.output_format = self.to_format.clone();
         job.write_options = FormatOptions {
             delimiter: self.out_delimiter,
+            null_marker: self.input.null_marker.clone(),
             ..FormatOptions::default()
         };
+        job.filter = self.filter.clone();
+        job.select = self.select.clone();
+        job.limit = self.limit;
+        job.sort = self.sort.clone();
+        job.sort_memory = self.sort_memory;
+        job.types = self.types.concat();
+        job.sample_records = self.sample_records;
+        job.mkdir = self.mkdir;
         job.template = self.template.clone();
         job.schema = self.schema.clone();
         job.on_error = self.on_error;
         job.rejects = self.rejects.clone();
         job.dry_run = self.dry_run;
+        job.fail_on_rejects = self.fail_on_rejects;
         job.batch_size = self.batch_size;
         job.jobs = self.jobs;
         job.table = self.table.clone();

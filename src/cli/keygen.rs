@@ -8,10 +8,11 @@ use crate::error::Result;
 
 const EXAMPLES: &str = "Example:
   ferry keygen export.key
-  ferry convert --in contexts.ndjson --to contexts.ndjson.gz.enc --key-file export.key
+  ferry convert --in contexts.ndjson --to contexts.ndjson.gz.enc --key-file \\
+    export.key
 
-The key is written as 64 hex digits to a new file with mode 0600; an existing file is never overwritten.
-Keep it apart from the exports it opens.";
+The key is written as 64 hex digits to a new file with mode 0600; an existing
+file is never overwritten. Keep it apart from the exports it opens.";
 
 /// Arguments of `ferry keygen`.
 #[derive(Debug, Args)]

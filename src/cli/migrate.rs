@@ -15,24 +15,41 @@ use crate::migrate::{diff, migrate, rollback, show_plan, DiffJob, MigrateJob};
 use crate::observe::{Event, Observer};
 
 const EXAMPLES: &str = "Examples:
-  ferry migrate --from app.db --plan                      # what would be created, and why each type
-  ferry migrate --from app.db --ddl                       # the PostgreSQL statements, before and after the data
-  PGPASSWORD=… ferry migrate --from sqlite://app.db --to postgres://app@db.internal/app --jobs 4 --report migrate.json
-  ferry migrate --from app.db --to postgres --dry-run     # DATABASE_URL or PG* names the server; all rolled back
-  ferry migrate --from app.db --to postgres --backup backups/ --key-file backup.key
-  ferry migrate --from app.db --to postgres --on-error lenient --rejects rejects/
-  ferry migrate --resume ferry-migrate.state.json         # after a crash or kill
-  ferry migrate --from app.db --to postgres --print-job > migrate.json          # the job, as a job file
-  ferry migrate --rollback ferry-migrate.state.json       # drop exactly what that migration created
-  ferry migrate --from postgres://app@db/app --to fallback.db                    # the way back
+  # what would be created, and why each type
+  ferry migrate --from app.db --plan
+  # the PostgreSQL statements, before and after the data
+  ferry migrate --from app.db --ddl
+  PGPASSWORD=… ferry migrate --from sqlite://app.db --to \\
+    postgres://app@db.internal/app --jobs 4 --report migrate.json
+  # DATABASE_URL or PG* names the server; all rolled back
+  ferry migrate --from app.db --to postgres --dry-run
+  ferry migrate --from app.db --to postgres --backup backups/ --key-file \\
+    backup.key
+  ferry migrate --from app.db --to postgres --on-error lenient --rejects \\
+    rejects/
+  # after a crash or kill
+  ferry migrate --resume ferry-migrate.state.json
+  # the job, as a job file
+  ferry migrate --from app.db --to postgres --print-job > migrate.json
+  # drop exactly what that migration created
+  ferry migrate --rollback ferry-migrate.state.json
+  # the way back
+  ferry migrate --from postgres://app@db/app --to fallback.db
   ferry diff app.db postgres://app@db/app --table users
 
-Passwords: give them in PGPASSWORD, DATABASE_URL or ~/.pgpass, not in a URL on the command line.
-The state file (--state, default ferry-migrate.state.json) is written before the target is touched and
-before and after every step; it never holds a password. A failed run drops what it created, so the target is
-left as it was; a killed run continues with --resume (what it had committed is found in the target's catalog),
-and a failed resume drops nothing. --print-job prints the job these flags make, as JSON, without running it.
-Exit codes: 0 done and valid, 1 failed or not valid, 2 usage or configuration, 130 cancelled.";
+Passwords: give them in PGPASSWORD, DATABASE_URL or ~/.pgpass, not in a URL on
+the command line. The state file (--state, default ferry-migrate.state.json)
+is written before the target is touched and before and after every step; it
+never holds a password, and a new migration never overwrites the state of one
+that was not rolled back (--rollback needs it): give each migration its own
+--state. A failed run drops what it created, so the target is left as it was;
+a killed run continues with --resume (what it had committed is found in the
+target's catalog), and a failed resume drops nothing. --print-job prints the
+job these flags make, as JSON, without running it.
+
+Exit codes: 0 done (valid, or valid but for the rows a lenient run rejected),
+1 failed or a table differs from its source, 2 usage or configuration, 3 rows
+were rejected and --fail-on-rejects was given, 130 cancelled.";
 
 /// Arguments of `ferry migrate`.
 #[derive(Debug, Args)]
@@ -85,6 +102,10 @@ pub struct MigrateArgs {
     #[arg(long)]
     no_validate: bool,
 
+    /// Exit with code 3 when the migration succeeded but rejected rows (lenient or skip).
+    #[arg(long)]
+    fail_on_rejects: bool,
+
     /// Export every migrated source table here first (NDJSON, zstd, SHA-256 per file, backup.json
     /// manifest; encrypted when a key option is given).
     #[arg(long, value_name = "DIR")]
@@ -122,8 +143,9 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "FILE")]
     cast_rules: Option<PathBuf>,
 
-    /// Retries when the server cannot be reached (with backoff).
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// Connection attempts after the first fails (waits 0.25 s, 0.5 s, 1 s, … between them), as for
+    /// `ferry convert`.
+    #[arg(long, value_name = "N", default_value_t = ConnectOptions::default().retries)]
     connect_retries: u32,
 
     /// Seconds allowed for each connection attempt.
@@ -161,6 +183,7 @@ impl MigrateArgs {
             on_error: self.on_error,
             rejects: self.rejects.clone(),
             validate: !self.no_validate,
+            fail_on_rejects: self.fail_on_rejects,
             backup: self.backup.clone(),
             backup_key: self.keys.source(),
             state: self.resume.clone().unwrap_or_else(|| self.state.clone()),
@@ -258,23 +281,30 @@ pub(super) fn run_job(job: &MigrateJob, env: &Environment, quiet: bool) -> Resul
     }
     let report = result?;
     eprintln!("{}", report.summary());
-    if report.valid == Some(false) {
+    if report.differs() {
         return Err(Error::data(
             Stage::Sink,
             Position::default(),
             "the migrated data does not match the source (see the report above)",
         ));
     }
+    if job.fail_on_rejects && report.counts.rejected > 0 {
+        let rejects = job.rejects.display().to_string();
+        return Err(Error::rejected(report.counts.rejected, Some(rejects)));
+    }
     Ok(())
 }
 
 const DIFF_EXAMPLES: &str = "Examples:
-  ferry diff app.db postgres://app@db/app                 # every table of app.db
+  # every table of app.db
+  ferry diff app.db postgres://app@db/app
   ferry diff app.db postgres://app@db/app --table users --limit 20
   ferry diff postgres://app@db/app fallback.db
 
-SRC's schema decides each column's type; both sides are read as that type and compared as canonical values
-(numbers, dates, JSON and booleans compare by value, not spelling), rows in any order.
+SRC's schema decides each column's type; both sides are read as that type and
+compared as canonical values (numbers, dates, JSON and booleans compare by
+value, not spelling), rows in any order.
+
 Exit codes: 0 equal, 1 different, 2 usage.";
 
 /// Arguments of `ferry diff`.

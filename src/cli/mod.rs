@@ -15,8 +15,10 @@ use crate::job::ConvertJob;
 use crate::observe::{Observer, RunContext, RunResult};
 use crate::report::Report;
 
+mod completions;
 mod convert;
 mod formats;
+mod inspect;
 mod keygen;
 mod migrate;
 pub mod progress;
@@ -36,20 +38,26 @@ pub struct Cli {
 }
 
 const EXAMPLES: &str = "Examples:
-  ferry convert --in samples/legacy.csv --template std-context --to contexts.ndjson
-  ferry convert --in samples/legacy.csv --template std-context --to contexts.ndjson --dry-run
-  ferry convert --in samples/legacy.csv --template std-context --to sqlite://contexts.db
-  DATABASE_URL=postgres://app@localhost/app ferry convert --in legacy.csv --template std-context --to postgres
-  ferry validate --in samples/legacy.csv --template std-context
-  ferry convert --in export.json --to export.md
-  cat data.ndjson | ferry convert --in - --from-format ndjson --to - --to-format csv
-  ferry convert --in samples/legacy.csv --template std-context --to contexts.ndjson --print-job > job.json
+  ferry head orders.csv
+  ferry describe orders.csv
+  ferry convert samples/legacy.csv contexts.ndjson --template std-context
+  ferry convert samples/legacy.csv contexts.ndjson --template std-context \\
+    --dry-run
+  ferry convert samples/legacy.csv sqlite://contexts.db --template std-context
+  DATABASE_URL=postgres://app@localhost/app \\
+    ferry convert legacy.csv postgres --template std-context
+  ferry validate samples/legacy.csv --template std-context
+  ferry convert export.json export.md
+  cat data.ndjson | ferry convert - - --from-format ndjson --to-format csv
+  ferry convert legacy.csv contexts.ndjson --template std-context \\
+    --print-job > job.json
   ferry run job.json
   ferry formats
   ferry templates list
   ferry migrate --from sqlite://app.db --plan
   ferry migrate --from sqlite://app.db --to postgres --report migrate.json
-  ferry diff app.db postgres";
+  ferry diff app.db postgres
+  ferry completions bash > ferry.bash";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -73,6 +81,18 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run a job file (what `convert --print-job` or `migrate --print-job` printed).
     Run(run::RunArgs),
+    /// Print the first records of an input (10 by default), in its own format.
+    Head(Box<inspect::HeadArgs>),
+    /// Count the records of an input.
+    Count(Box<inspect::CountArgs>),
+    /// Print the field names of an input's first records, one a line.
+    Headers(Box<inspect::HeadersArgs>),
+    /// Describe an input's fields: inferred type, values, nulls, smallest and largest value.
+    Describe(Box<inspect::DescribeArgs>),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Print ferry's man page, or write every page into a folder.
+    Man(completions::ManArgs),
 }
 
 /// Parses `args` (program name first) and runs the subcommand.
@@ -115,7 +135,22 @@ where
         Command::Diff(args) => migrate::run_diff(args),
         Command::Serve(_) => unreachable!("handled above"),
         Command::Run(args) => run::run(args, &env),
+        Command::Head(args) => inspect::head(*args, &env),
+        Command::Count(args) => inspect::count(*args, &env),
+        Command::Headers(args) => inspect::headers(*args, &env),
+        Command::Describe(args) => inspect::describe(*args, &env),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args),
     }
+}
+
+/// Prints `text` on standard output; a reader that went away (`| head`) ends the command quietly.
+pub(crate) fn print_out(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io(crate::error::Stage::Sink, None, e))
 }
 
 /// How many record errors are printed on stderr (the report file lists up to 100, the rejects file all).
@@ -163,6 +198,7 @@ pub(crate) fn finish_report(
         // The run's own error matters more than a failure to write its report.
         (Some(error), _) => Err(error),
         (None, Some(Err(e))) => Err(e),
+        (None, _) if job.fail_on_rejects => report.rejected_error().map_or(Ok(report), Err),
         (None, _) => Ok(report),
     }
 }
@@ -188,6 +224,15 @@ fn print_report(report: &Report, failed: bool, quiet: bool) {
     }
     if !quiet || failed {
         eprintln!("{}", report.summary_line());
+    }
+    if !quiet && !report.columns.is_empty() {
+        let columns: Vec<String> = report
+            .columns
+            .iter()
+            .map(|c| format!("{} {} ({})", c.name, c.type_name, c.from))
+            .collect();
+        let table = report.table.as_deref().unwrap_or_default();
+        eprintln!("ferry: table {table:?} columns: {}", columns.join(", "));
     }
 }
 

@@ -14,6 +14,8 @@ pub enum ProgressMode {
     /// A bar when stderr is a terminal, nothing otherwise.
     #[default]
     Auto,
+    /// A bar (what `--progress` alone asks for); a stderr that is not a terminal shows nothing.
+    Bar,
     /// One JSON object per second on stderr: `{"event":"progress","records":…,"bytes":…,…}`.
     Json,
     /// Nothing.
@@ -24,6 +26,7 @@ pub enum ProgressMode {
 pub fn observer(mode: ProgressMode, quiet: bool) -> Arc<dyn Observer> {
     match mode {
         ProgressMode::Auto if !quiet && std::io::stderr().is_terminal() => Arc::new(Bar::default()),
+        ProgressMode::Bar => Arc::new(Bar::default()),
         ProgressMode::Json => Arc::new(JsonLines::default()),
         _ => Arc::new(Silent),
     }
@@ -63,7 +66,7 @@ impl Observer for Bar {
                     bar.set_position(p.bytes_read);
                     bar.set_message(format!(
                         "{} records, {:.0}/s",
-                        p.read,
+                        p.counts.read,
                         p.records_per_second()
                     ));
                 }
@@ -91,7 +94,7 @@ impl JsonLines {
     fn emit(&self, event: &str, p: &Progress) {
         let line = serde_json::json!({
             "event": event,
-            "records": p.read,
+            "records": p.counts.read,
             "bytes": p.bytes_read,
             "total_bytes": self.total_bytes.get().copied().flatten(),
             "seconds": (p.seconds * 1000.0).round() / 1000.0,

@@ -12,17 +12,20 @@ use crate::error::{Error, Result};
 use crate::job::Job;
 
 const EXAMPLES: &str = "Examples:
-  ferry convert --in samples/legacy.csv --template std-context --to contexts.ndjson --print-job > job.json
+  ferry convert --in samples/legacy.csv --template std-context --to \\
+    contexts.ndjson --print-job > job.json
   ferry run job.json
   ferry migrate --from app.db --to postgres --print-job | ferry run -
 
-A job file is JSON: {\"job\": \"convert\", \"input\": …, \"output\": …} or {\"job\": \"migrate\", \"from\": …,
-\"to\": …}, every other field optional (--print-job shows them all). Relative paths are relative to the
-folder ferry runs in. A job file holds no secret: give passwords in PGPASSWORD or DATABASE_URL and keys in
-a file or variable the job names. The report goes where the job's `report` says.
+A job file is JSON: {\"job\": \"convert\", \"input\": …, \"output\": …} or {\"job\":
+\"migrate\", \"from\": …, \"to\": …}, every other field optional (--print-job shows
+them all). Relative paths are relative to the folder ferry runs in. A job file
+holds no secret: give passwords in PGPASSWORD or DATABASE_URL and keys in a
+file or variable the job names. The report goes where the job's `report` says.
 
-Exit codes: as for the job's command: 0 ok, 1 the run failed, 2 usage or configuration error (a file that
-is not a job, or cannot be read), 128 + the signal's number when a signal cancelled the run.";
+Exit codes: as for the job's command: 0 ok, 1 the run failed, 2 usage or
+configuration error (a file that is not a job, or cannot be read), 128 + the
+signal's number when a signal cancelled the run.";
 
 /// Arguments of `ferry run`.
 #[derive(Debug, Args)]

@@ -15,10 +15,11 @@ const EXAMPLES: &str = "Examples:
   ferry validate --in samples/legacy.csv --template std-context
 
   # Check records against a schema without mapping them
-  ferry validate --in samples/contexts.json --schema schemas/context.schema.json
+  ferry validate --in samples/contexts.json --schema \\
+    schemas/context.schema.json
 
-Exit codes: 0 every record is valid, 1 some records are invalid (each is listed), 2 usage or configuration
-error.";
+Exit codes: 0 every record is valid, 1 some records are invalid (each is
+listed), 2 usage or configuration error.";
 
 /// Arguments of `ferry validate`.
 #[derive(Debug, Args)]
@@ -59,7 +60,7 @@ pub fn run(args: ValidateArgs, env: &Environment) -> Result<()> {
             "ferry validate needs --template or --schema (or both)",
         ));
     }
-    let mut job = ConvertJob::new(args.input.input.clone(), "-");
+    let mut job = ConvertJob::new("", "-");
     args.input.apply(&mut job);
     job.output_format = Some("ndjson".into());
     job.template = args.template.clone();
@@ -70,16 +71,25 @@ pub fn run(args: ValidateArgs, env: &Environment) -> Result<()> {
     job.batch_size = args.batch_size;
     job.jobs = args.jobs;
     job.report = args.report.clone();
-    let report = super::run_convert(&job, env, ProgressMode::Auto, args.quiet)?;
-    if report.counts.rejected > 0 {
-        return Err(Error::data(
-            crate::error::Stage::Validate,
-            crate::error::Position::file(report.input.clone()),
-            format!(
-                "{} of {} records are invalid",
-                report.counts.rejected, report.counts.read
-            ),
-        ));
+    // One verdict: the summary line when every record is valid, else the error that ends the run (the
+    // invalid records are listed before it).
+    let (ctx, _signals) =
+        super::context(super::progress::observer(ProgressMode::Auto, args.quiet))?;
+    let result = crate::pipeline::convert(&job, env, &ctx);
+    let report = super::finish_report(result, &job, true)?;
+    let c = &report.counts;
+    if c.rejected == 0 {
+        if !args.quiet {
+            eprintln!("{}", report.summary_line());
+        }
+        return Ok(());
     }
-    Ok(())
+    Err(Error::data(
+        crate::error::Stage::Validate,
+        crate::error::Position::file(report.input.clone()),
+        format!(
+            "{} of {} records are invalid (read {} = valid {} + invalid {} + filtered {} + skipped {})",
+            c.rejected, c.read, c.read, c.written, c.rejected, c.filtered, c.skipped
+        ),
+    ))
 }

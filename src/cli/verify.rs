@@ -11,18 +11,23 @@ use crate::error::Result;
 use crate::verify::{Verification, VerifyJob};
 
 const EXAMPLES: &str = "Examples:
-  ferry verify contexts.manifest.json      # every part: size, SHA-256, record count
-  ferry verify export.csv                  # against export.csv.sha256
-  ferry verify parts.manifest.json --key-file export.key   # encrypted set: also the manifest's MAC, every chunk
-  ferry verify export.ndjson.gz.enc --key-file export.key  # one encrypted file: every chunk authenticated
+  # every part: size, SHA-256, record count
+  ferry verify contexts.manifest.json
+  # against export.csv.sha256
+  ferry verify export.csv
+  # encrypted set: also the manifest's MAC, every chunk
+  ferry verify parts.manifest.json --key-file export.key
+  # one encrypted file: every chunk authenticated
+  ferry verify export.ndjson.gz.enc --key-file export.key
 
-An encrypted set is only verified with its key (a key option, or FERRY_KEY / EXPORT_ENCRYPTION_KEY): the
-key checks the manifest's MAC and authenticates every part. Without it, sizes and SHA-256 are checked and
-the output says that nothing was authenticated. A file named .enc, or checked with a key option, must be a
-ferry-encrypted file (--allow-plaintext lifts that).
+An encrypted set is only verified with its key (a key option, or FERRY_KEY /
+EXPORT_ENCRYPTION_KEY): the key checks the manifest's MAC and authenticates
+every part. Without it, sizes and SHA-256 are checked and the output says that
+nothing was authenticated. A file named .enc, or checked with a key option,
+must be a ferry-encrypted file (--allow-plaintext lifts that).
 
-Exit codes: 0 everything matches, 1 a part or file does not (the first one is named), 2 usage or
-configuration error.";
+Exit codes: 0 everything matches, 1 a part or file does not (the first one is
+named), 2 usage or configuration error.";
 
 /// Arguments of `ferry verify`.
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 
+use crate::infer::Kind;
 use crate::record::{write_json, Decimal, Timestamp, Value};
 use crate::template::FieldType;
 
@@ -80,6 +81,21 @@ impl ColumnKind {
         }
     }
 
+    /// The kind ferry gives a column whose type was inferred (or given with `--types`).
+    pub fn for_kind(kind: Kind) -> ColumnKind {
+        match kind {
+            Kind::Boolean => ColumnKind::Boolean,
+            Kind::Integer => ColumnKind::Integer { bits: 64 },
+            Kind::Decimal => ColumnKind::Decimal,
+            Kind::Number => ColumnKind::Float { single: false },
+            Kind::Date => ColumnKind::Date,
+            Kind::Datetime { zoned } => ColumnKind::Timestamp { zoned },
+            Kind::Json => ColumnKind::Json { binary: true },
+            Kind::Bytes => ColumnKind::Bytes,
+            Kind::Text => ColumnKind::Text,
+        }
+    }
+
     /// The kind for a value when nothing declares one (a new table without a template).
     pub fn for_value(value: &Value) -> ColumnKind {
         match value {
@@ -107,6 +123,8 @@ pub struct Column {
     pub kind: ColumnKind,
     /// True when the database fills it in when no value is given (DEFAULT, identity, generated).
     pub has_default: bool,
+    /// True when ferry creates the column with a type inferred from the first records' values.
+    pub inferred: bool,
 }
 
 /// A value coerced to its column's kind, ready to be bound or encoded.
@@ -143,6 +161,16 @@ pub fn coerce<'a>(value: &'a Value, column: &Column) -> Result<Cell<'a>, String>
     if matches!(value, Value::Null) {
         return Ok(Cell::Null);
     }
+    // An empty cell of a CSV export means "no value": null, not an error, for every column but text.
+    if let Value::String(s) = value {
+        let textual = matches!(
+            column.kind,
+            ColumnKind::Text | ColumnKind::Json { .. } | ColumnKind::Any | ColumnKind::TextArray
+        );
+        if !textual && s.trim().is_empty() {
+            return Ok(Cell::Null);
+        }
+    }
     let cell = match column.kind {
         ColumnKind::Any => any_cell(value),
         ColumnKind::Text => Some(text_cell(value)),
@@ -167,8 +195,17 @@ pub fn coerce<'a>(value: &'a Value, column: &Column) -> Result<Cell<'a>, String>
             shown.truncate(cut);
             shown.push_str("...");
         }
+        let inferred = if column.inferred {
+            format!(
+                "; the column's type was inferred from the first records (--sample-records): pass \
+                 --types {}=string to load such values as text",
+                column.name
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "value {shown:?} does not fit column {:?} ({}): {}",
+            "value {shown:?} does not fit column {:?} ({}): {}{inferred}",
             column.name,
             column.type_name,
             expected(column.kind)
@@ -396,6 +433,7 @@ mod tests {
             type_name: "t".into(),
             kind,
             has_default: false,
+            inferred: false,
         }
     }
 

@@ -38,7 +38,7 @@ impl std::fmt::Display for DbEndpoint {
         let shown = if self.database.name == "sqlite" {
             format!("sqlite://{}", self.connection)
         } else {
-            postgres::redacted(&self.connection)
+            postgres::shown(self)
         };
         f.write_str(&shown)?;
         match (&self.table, &self.query) {
@@ -70,6 +70,11 @@ impl DbEndpoint {
             "postgres" | "postgresql" => return postgres::from_environment(env).map(Some),
             "sqlite" | "sqlite3" => return sqlite::from_environment(env).map(Some),
             _ => {}
+        }
+        if let Some((name @ ("postgres" | "postgresql" | "sqlite" | "sqlite3"), params)) =
+            text.split_once('?')
+        {
+            return DbEndpoint::from_environment_with(name, params, env).map(Some);
         }
         let Some((scheme, rest)) = text
             .split_once("://")
@@ -122,6 +127,33 @@ impl DbEndpoint {
             )));
         }
         Ok(Some(endpoint))
+    }
+
+    /// `postgres?table=t` (or `sqlite?table=t`): the database the environment names, with these parameters
+    /// (PostgreSQL's driver parameters, such as `sslmode=require`, are passed on).
+    fn from_environment_with(name: &str, params: &str, env: &Environment) -> Result<DbEndpoint> {
+        let base = match name {
+            "postgres" | "postgresql" => postgres::from_environment(env)?,
+            _ => sqlite::from_environment(env)?,
+        };
+        let (own, passed) = split_params(params)?;
+        let mut connection = base.connection.clone();
+        if !passed.is_empty() && base.database.name == "postgres" {
+            connection.push(if connection.contains('?') { '&' } else { '?' });
+            connection.push_str(&passed.join("&"));
+        }
+        let endpoint = DbEndpoint {
+            connection,
+            table: own.table,
+            query: own.query,
+            ..base
+        };
+        if endpoint.table.is_some() && endpoint.query.is_some() {
+            return Err(Error::config(format!(
+                "{endpoint}: give ?table= or ?query=, not both"
+            )));
+        }
+        Ok(endpoint)
     }
 
     /// A SQLite endpoint for the file `path`.
@@ -258,6 +290,30 @@ mod tests {
             &Environment::empty()
         )
         .is_err());
+    }
+
+    #[test]
+    fn bare_names_take_parameters_and_show_the_real_target() {
+        let env = Environment::empty()
+            .with("PGHOST", "db.internal")
+            .with("PGPORT", "6543")
+            .with("PGUSER", "app")
+            .with("PGDATABASE", "shop")
+            .with("PGPASSWORD", "hunter2")
+            .with("DB_PATH", "data.db");
+        let e = DbEndpoint::parse("postgres?table=orders&sslmode=disable", &env)
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.table.as_deref(), Some("orders"));
+        assert_eq!(
+            e.to_string(),
+            "postgres://app@db.internal:6543/shop?table=orders"
+        );
+        assert!(e.connection().contains("sslmode=disable"));
+        let bare = DbEndpoint::parse("postgres", &env).unwrap().unwrap();
+        assert_eq!(bare.to_string(), "postgres://app@db.internal:6543/shop");
+        let s = DbEndpoint::parse("sqlite?table=t", &env).unwrap().unwrap();
+        assert_eq!(s.to_string(), "sqlite://data.db?table=t");
     }
 
     #[test]

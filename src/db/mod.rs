@@ -20,6 +20,7 @@ pub use endpoint::DbEndpoint;
 
 use crate::error::{Error, Position, Result, Stage};
 use crate::format::Decoder;
+use crate::infer::{Inference, Kind};
 use crate::record::{Record, Value};
 
 /// One database kind: how to read from it and how to load into it.
@@ -150,6 +151,30 @@ pub struct SinkOptions {
     pub commit_every: Option<u64>,
     /// Connection retries and timeout.
     pub connect: ConnectOptions,
+    /// `--types`: column types for a new table, by field name (they win over everything else).
+    pub types: Vec<(String, Kind)>,
+    /// The records come from a text-only format: a new table's types are inferred from the text.
+    pub text_source: bool,
+    /// Records a new table's columns are inferred from (at most the first batch).
+    pub sample_records: usize,
+}
+
+impl Default for SinkOptions {
+    fn default() -> SinkOptions {
+        SinkOptions {
+            table: String::new(),
+            declared: Vec::new(),
+            schema_kinds: Vec::new(),
+            key: Vec::new(),
+            on_conflict: OnConflict::Error,
+            dry_run: false,
+            commit_every: None,
+            connect: ConnectOptions::default(),
+            types: Vec::new(),
+            text_source: false,
+            sample_records: crate::infer::DEFAULT_SAMPLE_RECORDS,
+        }
+    }
 }
 
 impl SinkOptions {
@@ -171,12 +196,32 @@ pub struct Tally {
     pub skipped: u64,
     /// True when ferry created the table.
     pub created_table: bool,
+    /// The columns of a table ferry created (for a dry run: would have), with their types.
+    pub columns: Vec<NewColumn>,
+}
+
+/// A column of a table ferry created, as the report shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NewColumn {
+    /// The column's name.
+    pub name: String,
+    /// Its type as the database spells it.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Where the type came from: `declared` (template or schema), `types` (`--types`), `inferred` (from the
+    /// sample's values) or `default` (no value said anything: text).
+    pub from: &'static str,
 }
 
 /// A loader for one table: records in, rows out, in one transaction unless `--commit-every` says otherwise.
 ///
 /// Dropping a sink without [`TableSink::finish`] rolls back everything not yet committed.
 pub trait TableSink: Send {
+    /// Fixes the loaded columns from a sample of the first records, creating the table when it does not
+    /// exist (its columns are the union of the sample's fields, typed by [`crate::infer`]). Called once,
+    /// before the first write; an empty sample creates the table from the template's fields alone.
+    fn prepare(&mut self, sample: &[Record]) -> Result<()>;
+
     /// Takes one record (numbered as the run counts them). A value that does not fit its column is an
     /// error for this record only ([`Error::is_record`]); the sink may hold the row until the batch ends.
     fn write(&mut self, number: u64, record: &Record) -> Result<()>;
@@ -313,21 +358,32 @@ pub(crate) fn with_retries<T, E>(
     }
 }
 
-/// The columns of a table ferry creates: the template's fields in order, then the first record's other
-/// fields, then the schema's other properties. A kind the template does not declare comes from the schema,
-/// else from the first record's value.
-pub(crate) fn new_table_columns(options: &SinkOptions, first: Option<&Record>) -> Vec<Column> {
-    let kind_of = |name: &str, declared: Option<ColumnKind>| {
-        declared
-            .or_else(|| {
-                options
-                    .schema_kinds
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, k)| *k)
-            })
-            .or_else(|| first.and_then(|r| r.get(name)).map(ColumnKind::for_value))
-            .unwrap_or(ColumnKind::Text)
+/// The columns of a table ferry creates: the template's fields in order, then the other fields of the
+/// sample (in the order they first appear), then the schema's other properties. A column's type comes from
+/// `--types`, else the template, else the schema, else what the sample's values say ([`crate::infer`]),
+/// else text.
+pub(crate) fn new_table_columns(options: &SinkOptions, sample: &[Record]) -> Vec<Column> {
+    let mut inference = match options.text_source {
+        true => Inference::new(true),
+        false => Inference::new(false).first_kind_wins(),
+    };
+    sample.iter().for_each(|r| inference.add(r));
+    let kind_of = |name: &str, declared: Option<ColumnKind>| -> (ColumnKind, &'static str) {
+        if let Some((_, kind)) = options.types.iter().find(|(n, _)| n == name) {
+            return (ColumnKind::for_kind(*kind), "types");
+        }
+        let schema = || {
+            options
+                .schema_kinds
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, k)| *k)
+        };
+        match (declared.or_else(schema), inference.kind(name)) {
+            (Some(kind), _) => (kind, "declared"),
+            (None, Some(kind)) => (ColumnKind::for_kind(kind), "inferred"),
+            (None, None) => (ColumnKind::Text, "default"),
+        }
     };
     let mut names: Vec<(String, Option<ColumnKind>)> = options.declared.clone();
     let mut add = |name: &str| {
@@ -335,37 +391,77 @@ pub(crate) fn new_table_columns(options: &SinkOptions, first: Option<&Record>) -
             names.push((name.to_owned(), None));
         }
     };
-    first.into_iter().flat_map(|r| r.keys()).for_each(&mut add);
+    inference.names().for_each(&mut add);
     if options.declared.is_empty() {
         options.schema_kinds.iter().for_each(|(n, _)| add(n));
     }
     names
         .into_iter()
-        .map(|(name, declared)| Column {
-            kind: kind_of(&name, declared),
-            name,
-            type_name: String::new(),
-            has_default: false,
+        .map(|(name, declared)| {
+            let (kind, from) = kind_of(&name, declared);
+            Column {
+                kind,
+                name,
+                type_name: String::new(),
+                has_default: false,
+                inferred: from == "inferred",
+            }
         })
         .collect()
 }
 
-/// The columns of an existing table that a load fills: those the first record has a field for (matched
+/// How the report shows a new table's columns.
+pub(crate) fn new_columns_shown(
+    columns: &[Column],
+    options: &SinkOptions,
+    type_name: impl Fn(ColumnKind) -> String,
+) -> Vec<NewColumn> {
+    columns
+        .iter()
+        .map(|c| NewColumn {
+            name: c.name.clone(),
+            type_name: type_name(c.kind),
+            from: if options.types.iter().any(|(n, _)| *n == c.name) {
+                "types"
+            } else if c.inferred {
+                "inferred"
+            } else if options
+                .declared
+                .iter()
+                .any(|(n, k)| *n == c.name && k.is_some())
+                || options.schema_kinds.iter().any(|(n, _)| *n == c.name)
+            {
+                "declared"
+            } else {
+                "default"
+            },
+        })
+        .collect()
+}
+
+/// The union of the field names of a sample, in the order they first appear.
+pub(crate) fn sample_fields(sample: &[Record]) -> Vec<crate::record::Key> {
+    crate::infer::field_union(sample)
+}
+
+/// The columns of an existing table that a load fills: those the sample's records have a field for (matched
 /// exactly, else ignoring case), and those the database cannot fill itself. Each comes with the field name
-/// it takes its value from. A field of the first record that matches no column is an error for the run.
+/// it takes its value from. A field of the sample that matches no column is an error for the run.
 pub(crate) fn loaded_columns(
     table: &str,
     existing: Vec<Column>,
-    first: &Record,
+    sample: &[Record],
 ) -> Result<Vec<(Column, String)>> {
+    let fields = sample_fields(sample);
     let field_for = |column: &Column| {
-        first
-            .keys()
-            .find(|k| **k == column.name)
-            .or_else(|| first.keys().find(|k| k.eq_ignore_ascii_case(&column.name)))
+        fields
+            .iter()
+            .find(|k| ***k == *column.name)
+            .or_else(|| fields.iter().find(|k| k.eq_ignore_ascii_case(&column.name)))
             .map(|k| k.to_string())
     };
-    for key in first.keys() {
+    for key in &fields {
+        let key: &str = key;
         let known = existing
             .iter()
             .any(|c| c.name == key || c.name.eq_ignore_ascii_case(key));
@@ -471,7 +567,11 @@ impl FieldLookup {
             return Err(Error::record(
                 Stage::Sink,
                 Position::default().with_field(extra.to_string()),
-                format!("field {extra:?} has no column being loaded in table {table:?}"),
+                format!(
+                    "field {extra:?} has no column being loaded in table {table:?}: the columns come \
+                     from the fields of the first records (--sample-records), and no record among them \
+                     had this field"
+                ),
             ));
         }
         self.positions = columns
@@ -480,6 +580,120 @@ impl FieldLookup {
             .collect();
         self.shape = record.iter().map(|(k, _)| k.clone()).collect();
         Ok(())
+    }
+}
+
+/// A load that holds its first records until the first batch ends, so that the columns — a new table's,
+/// or those of an existing table that are loaded — come from all of them rather than from the first
+/// record alone. Every database's sink is opened through it; rows the database then refuses come back
+/// from [`TableSink::end_batch`] with their record numbers, as any refused row does.
+pub(crate) struct Sampled {
+    inner: Box<dyn TableSink>,
+    /// The records of the first batch, until it ends.
+    held: Option<(Vec<u64>, Vec<Record>)>,
+    /// How many of them the columns are taken from.
+    limit: usize,
+}
+
+impl Sampled {
+    /// Wraps a database's sink; `limit` is `--sample-records`.
+    pub(crate) fn wrap(inner: impl TableSink + 'static, limit: usize) -> Box<dyn TableSink> {
+        Box::new(Sampled {
+            inner: Box::new(inner),
+            held: Some((Vec::new(), Vec::new())),
+            limit: limit.max(1),
+        })
+    }
+
+    /// Fixes the columns from the held records and hands them to the database; rows it refuses come back.
+    fn release(&mut self) -> Result<Vec<(u64, Error)>> {
+        let Some((numbers, records)) = self.held.take() else {
+            return Ok(Vec::new());
+        };
+        let mut sample_bytes = 0usize;
+        let sample = records
+            .iter()
+            .take(self.limit)
+            .take_while(|r| {
+                sample_bytes += r.values().map(approximate_size).sum::<usize>();
+                sample_bytes <= crate::infer::SAMPLE_BYTES
+            })
+            .count()
+            .max(records.len().min(1));
+        self.inner.prepare(&records[..sample])?;
+        let mut refused = Vec::new();
+        for (number, record) in numbers.into_iter().zip(&records) {
+            match self.inner.write(number, record) {
+                Ok(()) => {}
+                Err(e) if e.is_record() => refused.push((number, e)),
+                Err(e) => return Err(e.with_context(None, Some(number))),
+            }
+        }
+        Ok(refused)
+    }
+}
+
+/// About how much text a value takes, for the sample's byte limit.
+fn approximate_size(value: &Value) -> usize {
+    match value {
+        Value::String(s) => s.len(),
+        Value::Bytes(b) => b.len(),
+        Value::Array(items) => items.iter().map(approximate_size).sum::<usize>() + 2,
+        Value::Object(record) => {
+            record
+                .iter()
+                .map(|(k, v)| k.len() + approximate_size(v))
+                .sum::<usize>()
+                + 2
+        }
+        _ => 8,
+    }
+}
+
+impl TableSink for Sampled {
+    fn prepare(&mut self, sample: &[Record]) -> Result<()> {
+        self.held = None;
+        self.inner.prepare(sample)
+    }
+
+    fn write(&mut self, number: u64, record: &Record) -> Result<()> {
+        match &mut self.held {
+            Some((numbers, records)) => {
+                numbers.push(number);
+                records.push(record.clone());
+                Ok(())
+            }
+            None => self.inner.write(number, record),
+        }
+    }
+
+    fn end_batch(&mut self) -> Result<Vec<(u64, Error)>> {
+        let mut refused = self.release()?;
+        refused.extend(self.inner.end_batch()?);
+        Ok(refused)
+    }
+
+    fn checkpoint(&mut self, through: u64) -> Result<Option<u64>> {
+        self.inner.checkpoint(through)
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<Tally> {
+        match self.held.take() {
+            // Nothing was written: a table is still created from the template's fields.
+            Some((numbers, _)) if numbers.is_empty() => self.inner.prepare(&[])?,
+            Some(held) => {
+                self.held = Some(held);
+                if let Some((number, error)) = self.release()?.into_iter().next() {
+                    return Err(error.with_context(None, Some(number)));
+                }
+                let refused = self.inner.end_batch()?;
+                if let Some((number, error)) = refused.into_iter().next() {
+                    return Err(error.with_context(None, Some(number)));
+                }
+            }
+            None => {}
+        }
+        self.inner.finish()
     }
 }
 

@@ -17,9 +17,9 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::sqlite_type::SqliteType;
 use super::{
-    check_field_names, check_key_enforced, check_sink_names, loaded_columns, new_table_columns,
-    quote_ident, Cell, Column, ColumnKind, ConnectOptions, Database, DbEndpoint, FieldLookup,
-    OnConflict, SinkOptions, TableSink, Tally,
+    check_field_names, check_key_enforced, check_sink_names, loaded_columns, new_columns_shown,
+    new_table_columns, quote_ident, sample_fields, Cell, Column, ColumnKind, ConnectOptions,
+    Database, DbEndpoint, FieldLookup, OnConflict, Sampled, SinkOptions, TableSink, Tally,
 };
 use crate::env::Environment;
 use crate::error::{sqlstate, DbCause, Error, Position, Result, Stage};
@@ -198,7 +198,7 @@ impl ReadHint {
                 .ok()
                 .map(Value::Date),
             ReadHint::Timestamp => Timestamp::parse(text).map(Value::Timestamp),
-            ReadHint::Json => serde_json::from_str::<Value>(text).ok(),
+            ReadHint::Json => crate::format::parse_json_value(text.as_bytes()).ok(),
             ReadHint::Decimal => Decimal::parse(text).map(Value::Decimal),
             ReadHint::Plain | ReadHint::Boolean => None,
         };
@@ -303,7 +303,8 @@ fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<Box<dyn Tabl
         lookup: FieldLookup::default(),
     };
     sink.start()?;
-    Ok(Box::new(sink))
+    let limit = sink.options.sample_records;
+    Ok(Sampled::wrap(sink, limit))
 }
 
 impl SqliteSink {
@@ -366,6 +367,7 @@ fn table_columns(conn: &Connection, table: &str) -> rusqlite::Result<Option<Vec<
                 name: row.get(0)?,
                 kind: column_kind(&declared),
                 has_default: has_default || (pk == 1 && declared.eq_ignore_ascii_case("INTEGER")),
+                inferred: false,
                 type_name: if declared.is_empty() {
                     "no type".into()
                 } else {
@@ -442,22 +444,27 @@ impl SqliteSink {
         self.conn.as_ref().expect("connection is open until drop")
     }
 
-    /// Creates the table if needed and prepares the statements, from the first record.
-    fn prepare(&mut self, first: Option<&Record>) -> Result<()> {
+    /// Creates the table if needed and prepares the statements, from a sample of the first records.
+    fn prepare_columns(&mut self, sample: &[Record]) -> Result<()> {
         let table = self.options.table.clone();
-        check_field_names(&table, first.into_iter().flat_map(|r| r.keys()), false)?;
-        let columns = match (self.existing.take(), first) {
-            (Some(existing), Some(first)) => loaded_columns(&table, existing, first)?,
-            (Some(_), None) => return Ok(()),
-            (None, _) => {
-                let columns = new_table_columns(&self.options, first);
+        check_field_names(&table, sample_fields(sample).iter().map(|k| &**k), false)?;
+        let columns = match self.existing.take() {
+            Some(existing) if !sample.is_empty() => loaded_columns(&table, existing, sample)?,
+            Some(existing) => {
+                self.existing = Some(existing);
+                return Ok(());
+            }
+            None => {
+                let columns = new_table_columns(&self.options, sample);
                 if columns.is_empty() {
                     return Ok(());
                 }
                 self.create_table(&columns)?;
+                self.tally.columns = new_columns_shown(&columns, &self.options, declared_type);
                 columns
                     .into_iter()
-                    .map(|c| {
+                    .map(|mut c| {
+                        c.type_name = declared_type(c.kind);
                         let f = c.name.clone();
                         (c, f)
                     })
@@ -575,9 +582,16 @@ impl SqliteSink {
 }
 
 impl TableSink for SqliteSink {
+    fn prepare(&mut self, sample: &[Record]) -> Result<()> {
+        if self.loaded.is_none() {
+            self.prepare_columns(sample)?;
+        }
+        Ok(())
+    }
+
     fn write(&mut self, _number: u64, record: &Record) -> Result<()> {
         if self.loaded.is_none() {
-            self.prepare(Some(record))?;
+            self.prepare_columns(std::slice::from_ref(record))?;
         }
         let Some((columns, statements)) = &self.loaded else {
             return Err(Error::data(
@@ -621,7 +635,7 @@ impl TableSink for SqliteSink {
 
     fn finish(mut self: Box<Self>) -> Result<Tally> {
         if self.loaded.is_none() && !self.options.declared.is_empty() {
-            self.prepare(None)?;
+            self.prepare_columns(&[])?;
         }
         let end = if self.options.dry_run {
             "ROLLBACK"

@@ -120,18 +120,19 @@ fn mac_key(file_key: &[u8; 32]) -> Result<zeroize::Zeroizing<[u8; 32]>> {
     Ok(okm)
 }
 
-/// The HMAC of the manifest's canonical encoding, ready to finalize or verify.
-fn hmac(file_key: &[u8; 32], manifest: &Manifest) -> Result<Hmac<Sha256>> {
+/// The HMAC of a manifest's canonical encoding, ready to finalize or verify.
+fn hmac(file_key: &[u8; 32], canonical: &[u8]) -> Result<Hmac<Sha256>> {
     let key = mac_key(file_key)?;
     let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(&key[..])
         .map_err(|e| Error::config(format!("cannot key the manifest's MAC: {e}")))?;
-    mac.update(&canonical(manifest));
+    mac.update(canonical);
     Ok(mac)
 }
 
-/// Adds the MAC to an encrypted set's manifest: with a raw key, under the key; with a passphrase, under a key
-/// stretched from it with Argon2id (ferry's default costs, a new salt).
-pub fn seal(manifest: &mut Manifest, material: &KeyMaterial) -> Result<()> {
+/// The MAC of a manifest's `canonical` bytes under `material`, by the rule of split sets' manifests (a
+/// raw key: HKDF of the key; a passphrase: HKDF of a key stretched with Argon2id and a new salt). Other
+/// manifests (a migration's backup) are sealed with it too.
+pub fn mac_of(canonical: &[u8], material: &KeyMaterial) -> Result<ManifestMac> {
     let argon2 = match material {
         KeyMaterial::Key(_) => None,
         KeyMaterial::Passphrase(_) => {
@@ -139,19 +140,18 @@ pub fn seal(manifest: &mut Manifest, material: &KeyMaterial) -> Result<()> {
             Some((Argon2Params::default(), salt))
         }
     };
-    seal_with(manifest, material, argon2)
+    mac_with(canonical, material, argon2)
 }
 
-fn seal_with(
-    manifest: &mut Manifest,
+fn mac_with(
+    canonical: &[u8],
     material: &KeyMaterial,
     argon2: Option<(Argon2Params, Vec<u8>)>,
-) -> Result<()> {
+) -> Result<ManifestMac> {
     let key = file_key(material, argon2.clone())
         .map_err(|e| Error::config(format!("cannot derive the manifest's key: {e}")))?;
-    manifest.mac = None;
-    let tag = hmac(key.bytes(), manifest)?.finalize().into_bytes();
-    manifest.mac = Some(ManifestMac {
+    let tag = hmac(key.bytes(), canonical)?.finalize().into_bytes();
+    Ok(ManifestMac {
         algorithm: MAC_ALGORITHM.to_owned(),
         kdf: if argon2.is_some() { "argon2id" } else { "none" }.to_owned(),
         argon2id: argon2.map(|(params, salt)| MacArgon2 {
@@ -161,7 +161,55 @@ fn seal_with(
             salt: hex(&salt),
         }),
         tag: hex(&tag),
-    });
+    })
+}
+
+/// True when `mac` is the MAC of `canonical` under `material`; an error when the MAC itself is malformed
+/// (its message says what is wrong with it, for the manifest at `path`).
+pub fn mac_matches(
+    path: &Path,
+    canonical: &[u8],
+    mac: &ManifestMac,
+    material: &KeyMaterial,
+) -> Result<bool> {
+    let bad = |message: &str| failure(path, message.to_owned());
+    if mac.algorithm != MAC_ALGORITHM {
+        return Err(bad("the manifest's MAC algorithm is not HMAC-SHA256"));
+    }
+    let argon2 = match (mac.kdf.as_str(), &mac.argon2id) {
+        ("none", None) => None,
+        ("argon2id", Some(a)) => {
+            let salt = unhex(&a.salt).ok_or_else(|| bad("the manifest's MAC salt is not hex"))?;
+            let params = Argon2Params {
+                m_cost_kib: a.m_cost_kib,
+                t_cost: a.t_cost,
+                p_cost: a.p_cost,
+            };
+            Some((params, salt))
+        }
+        _ => return Err(bad("the manifest's MAC names an unknown key derivation")),
+    };
+    let tag = unhex(&mac.tag)
+        .filter(|t| t.len() == 32)
+        .ok_or_else(|| bad("the manifest's MAC is not 32 bytes of hex"))?;
+    let key = file_key(material, argon2).map_err(|e| failure(path, e.to_string()))?;
+    Ok(hmac(key.bytes(), canonical)?.verify_slice(&tag).is_ok())
+}
+
+/// Adds the MAC to an encrypted set's manifest: with a raw key, under the key; with a passphrase, under a key
+/// stretched from it with Argon2id (ferry's default costs, a new salt).
+pub fn seal(manifest: &mut Manifest, material: &KeyMaterial) -> Result<()> {
+    manifest.mac = Some(mac_of(&canonical(manifest), material)?);
+    Ok(())
+}
+
+#[cfg(test)]
+fn seal_with(
+    manifest: &mut Manifest,
+    material: &KeyMaterial,
+    argon2: Option<(Argon2Params, Vec<u8>)>,
+) -> Result<()> {
+    manifest.mac = Some(mac_with(&canonical(manifest), material, argon2)?);
     Ok(())
 }
 
@@ -286,31 +334,8 @@ impl PartSet {
             ));
         };
         let bad = |message: &str| failure(&self.path, message.to_owned());
-        if mac.algorithm != MAC_ALGORITHM {
-            return Err(bad("the manifest's MAC algorithm is not HMAC-SHA256"));
-        }
-        let argon2 = match (mac.kdf.as_str(), &mac.argon2id) {
-            ("none", None) => None,
-            ("argon2id", Some(a)) => {
-                let salt =
-                    unhex(&a.salt).ok_or_else(|| bad("the manifest's MAC salt is not hex"))?;
-                let params = Argon2Params {
-                    m_cost_kib: a.m_cost_kib,
-                    t_cost: a.t_cost,
-                    p_cost: a.p_cost,
-                };
-                Some((params, salt))
-            }
-            _ => return Err(bad("the manifest's MAC names an unknown key derivation")),
-        };
-        let tag = unhex(&mac.tag)
-            .filter(|t| t.len() == 32)
-            .ok_or_else(|| bad("the manifest's MAC is not 32 bytes of hex"))?;
-        let key = file_key(material, argon2).map_err(|e| failure(&self.path, e.to_string()))?;
-        if hmac(key.bytes(), &self.manifest)?
-            .verify_slice(&tag)
-            .is_ok()
-        {
+        // The canonical encoding leaves the MAC out.
+        if mac_matches(&self.path, &canonical(&self.manifest), mac, material)? {
             return Ok(());
         }
         if self.key_opens_first_part(material) {

@@ -10,6 +10,7 @@ use std::io::BufRead;
 
 use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input};
 use crate::error::{Error, Position, Result, Stage};
+use crate::infer::HeaderSample;
 use crate::record::{Key, Record, Value};
 use crate::sink::ByteSink;
 
@@ -63,6 +64,8 @@ struct CsvDecoder {
     records: u64,
     allow_ragged: bool,
     json_cells: bool,
+    /// `--null-marker`: a cell holding exactly it is null.
+    null_marker: Option<String>,
     done: bool,
 }
 
@@ -73,6 +76,8 @@ struct Row {
     ends: Vec<usize>,
     /// The line the row starts on (1-based).
     line: u64,
+    /// The row's text as read (kept for the rejects file when the row is bad).
+    raw: Vec<u8>,
 }
 
 impl Row {
@@ -90,6 +95,12 @@ impl Row {
     /// All the cells' bytes.
     fn as_slice(&self) -> &[u8] {
         &self.bytes[..self.ends.last().copied().unwrap_or(0)]
+    }
+
+    /// The row's text as read, without its line ending (invalid UTF-8 shown as U+FFFD).
+    fn raw_text(&self) -> String {
+        let end = self.raw.iter().rposition(|&b| b != b'\n' && b != b'\r');
+        String::from_utf8_lossy(&self.raw[..end.map_or(0, |i| i + 1)]).into_owned()
     }
 }
 
@@ -117,6 +128,7 @@ impl CsvDecoder {
             records: 0,
             allow_ragged: options.allow_ragged,
             json_cells: options.json_cells,
+            null_marker: options.null_marker.clone(),
             done: false,
         };
         if options.header {
@@ -183,6 +195,7 @@ impl CsvDecoder {
         }
         self.row.ends.clear();
         self.row.ends.resize(64, 0);
+        self.row.raw.clear();
         let (mut out, mut ends, mut taken) = (0, 0, 0u64);
         loop {
             let input = self
@@ -194,6 +207,7 @@ impl CsvDecoder {
                 &mut self.row.bytes[out..],
                 &mut self.row.ends[ends..],
             );
+            self.row.raw.extend_from_slice(&input[..read]);
             self.input.consume(read);
             taken += read as u64;
             out += written;
@@ -258,9 +272,11 @@ impl CsvDecoder {
                 self.row.len(),
                 header.len()
             );
-            return Err(Error::record(Stage::Decode, pos(), message));
+            let error = Error::record(Stage::Decode, pos(), message);
+            return Err(error.with_raw(self.row.raw_text()));
         }
         let mut record = Record::with_capacity(header.len().max(self.row.len()));
+        record.set_line(self.row.line);
         // One UTF-8 check for the whole row is cheaper than one per cell, each cell then a slice of it. If
         // the row is not valid UTF-8, or a cell's ends are not character boundaries, the cell is checked on
         // its own, so that the error names it.
@@ -285,8 +301,13 @@ impl CsvDecoder {
                     pos().with_column(i as u64 + 1).with_field(field),
                     message,
                 )
+                .with_raw(self.row.raw_text())
             })?;
-            let value = cell_value(text, self.json_cells);
+            let value = if self.null_marker.as_deref() == Some(text) {
+                Value::Null
+            } else {
+                cell_value(text, self.json_cells)
+            };
             match header.get(i) {
                 Some(key) => record.push_unchecked(key.clone(), value),
                 None => {
@@ -311,7 +332,7 @@ fn grown(len: usize, max_row: u64) -> usize {
 pub(super) fn cell_value(text: &str, json_cells: bool) -> Value {
     if json_cells && (text.starts_with('[') || text.starts_with('{')) {
         if let Ok(value @ (Value::Array(_) | Value::Object(_))) =
-            serde_json::from_str::<Value>(text)
+            super::json::parse_value(text.as_bytes())
         {
             return value;
         }
@@ -361,8 +382,12 @@ impl Iterator for CsvDecoder {
 
 struct CsvEncoder {
     writer: csv::Writer<Box<dyn ByteSink>>,
+    /// The header, once the first records have fixed it.
     header: Option<Vec<Key>>,
+    /// The first records, held until they fix the header (the union of their fields).
+    sample: HeaderSample,
     write_header: bool,
+    options: FormatOptions,
     cell: String,
     records: u64,
 }
@@ -381,7 +406,9 @@ impl CsvEncoder {
         Ok(Box::new(CsvEncoder {
             writer,
             header: None,
+            sample: HeaderSample::new(options.sample_records),
             write_header: options.header,
+            options: options.clone(),
             cell: String::new(),
             records: 0,
         }))
@@ -402,12 +429,15 @@ impl CsvEncoder {
         let result = match value {
             // Text goes to the writer as it is, without a copy into `cell` first.
             Some(Value::String(s)) => self.writer.write_field(s.as_bytes()),
+            None | Some(Value::Null) => {
+                let marker = self.options.null_marker.as_deref().unwrap_or_default();
+                self.writer.write_field(marker.as_bytes())
+            }
             Some(v) => {
                 self.cell.clear();
                 v.write_text(&mut self.cell);
                 self.writer.write_field(self.cell.as_bytes())
             }
-            None => self.writer.write_field(b""),
         };
         result.map_err(|e| self.csv_error(e))
     }
@@ -418,29 +448,45 @@ impl CsvEncoder {
     }
 }
 
+impl CsvEncoder {
+    /// Writes the header the held records fix, then the records.
+    fn release(&mut self) -> Result<()> {
+        let (header, held) = self.sample.take();
+        if self.write_header {
+            for key in &header {
+                let result = self.writer.write_field(key.as_bytes());
+                result.map_err(|e| self.csv_error(e))?;
+            }
+            self.end_row()?;
+        }
+        let first = self.records - held.len() as u64;
+        for (i, record) in held.iter().enumerate() {
+            self.write_row(&header, record, first + i as u64 + 1)?;
+        }
+        self.header = Some(header);
+        Ok(())
+    }
+}
+
 impl Encoder for CsvEncoder {
     fn write_record(&mut self, record: &Record) -> Result<()> {
         self.records += 1;
-        let header = match self.header.take() {
-            Some(h) => h,
-            None => {
-                let h: Vec<Key> = record.iter().map(|(k, _)| k.clone()).collect();
-                if self.write_header {
-                    for key in &h {
-                        let result = self.writer.write_field(key.as_bytes());
-                        result.map_err(|e| self.csv_error(e))?;
-                    }
-                    self.end_row()?;
-                }
-                h
+        self.options.marker_clash(record, self.records)?;
+        let Some(header) = self.header.take() else {
+            if self.sample.push(record) {
+                self.release()?;
             }
+            return Ok(());
         };
-        let result = self.write_row(&header, record);
+        let result = self.write_row(&header, record, self.records);
         self.header = Some(header);
         result
     }
 
-    fn finish(self: Box<Self>) -> Result<u64> {
+    fn finish(mut self: Box<Self>) -> Result<u64> {
+        if self.header.is_none() && self.records > 0 {
+            self.release()?;
+        }
         let sink = self
             .writer
             .into_inner()
@@ -454,7 +500,7 @@ impl Encoder for CsvEncoder {
 }
 
 impl CsvEncoder {
-    fn write_row(&mut self, header: &[Key], record: &Record) -> Result<()> {
+    fn write_row(&mut self, header: &[Key], record: &Record, number: u64) -> Result<()> {
         // Decoders share one key per column between records, so comparing pointers usually answers without
         // reading the names (whose reference counts the decoding thread is busy updating).
         let same_shape = record.len() == header.len()
@@ -469,11 +515,12 @@ impl CsvEncoder {
             return self.end_row();
         }
         if let Some(extra) = record.keys().find(|k| !header.iter().any(|h| &**h == *k)) {
-            let pos = Position::default()
-                .with_record(self.records)
-                .with_field(extra);
-            let message =
-                "the record has a field the CSV header lacks (the first record fixes the header)";
+            let pos = Position::default().with_record(number).with_field(extra);
+            let message = format!(
+                "the record has a field the CSV header lacks: the header is every field of the first {} \
+                 records (--sample-records), and none of them had it",
+                self.options.sample_records
+            );
             return Err(Error::record(Stage::Encode, pos, message));
         }
         for key in header {

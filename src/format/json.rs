@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::limit::{too_large, Budget, Limited};
 use super::{pushed_records, Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
 use crate::error::{Error, Position, Result, Stage};
+use crate::record::exponents::{self, Spelling};
 use crate::record::{write_json_record, Key, Record, Value};
 use crate::sink::ByteSink;
 
@@ -29,7 +30,12 @@ pub(super) const FORMAT: Format = Format {
 
 /// Parses one complete JSON value from bytes (used by tests and by other codecs' cells).
 pub fn parse_value(bytes: &[u8]) -> Result<Value> {
-    serde_json::from_slice(strip_bom(bytes)).map_err(|e| json_error(&e, None))
+    let bytes = strip_bom(bytes);
+    exponents::start();
+    ExponentScan::default().feed(bytes);
+    let value = serde_json::from_slice(bytes).map_err(|e| json_error(&e, None));
+    exponents::stop();
+    value
 }
 
 fn strip_bom(bytes: &[u8]) -> &[u8] {
@@ -77,6 +83,12 @@ fn decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {
             return;
         }
         let mut count = 0u64;
+        // The exponents' spellings are queued as the bytes go to the parser, for the numbers' exact text.
+        exponents::start();
+        let reader = SpellingReader {
+            inner: reader,
+            scan: ExponentScan::default(),
+        };
         // Each array element (or the one root object) may take at most `max_record` bytes.
         let (reader, budget) = Limited::new(reader, max_record);
         let mut de = serde_json::Deserializer::from_reader(reader);
@@ -101,7 +113,83 @@ fn decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {
             }
             _ => {}
         }
+        exponents::stop();
     })))
+}
+
+/// Finds how the exponents of JSON numbers are spelled (`1E3`, `1e+3`, `1e3`), outside strings, in input
+/// that arrives in pieces, and queues each spelling for [`number_from_text`](crate::record::number_from_text),
+/// in the order the parser meets the numbers.
+#[derive(Debug, Default)]
+pub(super) struct ExponentScan {
+    in_string: bool,
+    escaped: bool,
+    /// The byte before the current one (a digit before `e` makes it an exponent).
+    previous: u8,
+    /// An exponent letter ended the last piece: its sign (or digit) is the next byte.
+    pending: Option<bool>,
+}
+
+impl ExponentScan {
+    /// Scans the next piece of input.
+    pub(super) fn feed(&mut self, bytes: &[u8]) {
+        let mut i = 0;
+        while i < bytes.len() {
+            if let Some(upper) = self.pending.take() {
+                let signed = matches!(bytes[i], b'+' | b'-');
+                exponents::push(Spelling { upper, signed });
+            }
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                    i += 1;
+                    continue;
+                }
+                match memchr::memchr2(b'"', b'\\', &bytes[i..]) {
+                    Some(at) => {
+                        i += at;
+                        if bytes[i] == b'"' {
+                            self.in_string = false;
+                        } else {
+                            self.escaped = true;
+                        }
+                    }
+                    None => i = bytes.len() - 1,
+                }
+            } else {
+                match memchr::memchr3(b'"', b'e', b'E', &bytes[i..]) {
+                    Some(at) => {
+                        i += at;
+                        let previous = if at > 0 { bytes[i - 1] } else { self.previous };
+                        match bytes[i] {
+                            b'"' => self.in_string = true,
+                            letter if previous.is_ascii_digit() => {
+                                self.pending = Some(letter == b'E')
+                            }
+                            _ => {}
+                        }
+                    }
+                    None => i = bytes.len() - 1,
+                }
+            }
+            self.previous = bytes[i];
+            i += 1;
+        }
+    }
+}
+
+/// A reader that shows every byte it passes on to an [`ExponentScan`].
+struct SpellingReader<R> {
+    inner: R,
+    scan: ExponentScan,
+}
+
+impl<R: std::io::Read> std::io::Read for SpellingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.scan.feed(&buf[..n]);
+        Ok(n)
+    }
 }
 
 fn skip_bom(reader: &mut Box<dyn BufRead + Send>) -> std::io::Result<()> {
@@ -125,7 +213,9 @@ struct RootVisitor<'a> {
 impl RootVisitor<'_> {
     fn single<E: de::Error>(mut self, value: Value) -> Result<(), E> {
         *self.count += 1;
-        self.cancelled = !(self.emit)(Ok(into_record(value)));
+        let mut record = into_record(value);
+        record.set_line(self.budget.record_line());
+        self.cancelled = !(self.emit)(Ok(record));
         Ok(())
     }
 }
@@ -139,9 +229,12 @@ impl<'de> Visitor<'de> for RootVisitor<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(value) = seq.next_element_seed(ElementSeed)? {
+            let line = self.budget.record_line();
             self.budget.next_record();
             *self.count += 1;
-            if !(self.emit)(Ok(into_record(value))) {
+            let mut record = into_record(value);
+            record.set_line(line);
+            if !(self.emit)(Ok(record)) {
                 return Err(de::Error::custom(CANCELLED));
             }
         }

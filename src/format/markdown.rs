@@ -13,6 +13,7 @@ use super::csv::{cell_value, checked_names};
 use super::limit::read_whole;
 use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
 use crate::error::{Error, Position, Result, Stage};
+use crate::infer::HeaderSample;
 use crate::record::{Key, Record, Value};
 use crate::sink::ByteSink;
 
@@ -36,19 +37,28 @@ fn decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {
         );
         Error::data(Stage::Decode, Position::file(name.clone()), message)
     })?;
-    let records = read_tables(&text, &name, options.json_cells)?;
+    let records = read_tables(&text, &name, options)?;
     Ok(Box::new(records.into_iter().map(Ok)))
 }
 
 /// Collects the cells of every table: one record per body row, keyed by that table's header.
-fn read_tables(text: &str, name: &str, json_cells: bool) -> Result<Vec<Record>> {
+fn read_tables(text: &str, name: &str, options: &FormatOptions) -> Result<Vec<Record>> {
     let mut records = Vec::new();
     let mut header: Vec<Key> = Vec::new();
     let mut row: Vec<String> = Vec::new();
     let mut cell: Option<String> = None;
+    // The line of the row being read, counted on from the last row's (not from the top each time).
+    let (mut counted_to, mut line) = (0, 1u64);
+    let mut row_line = 0;
     for (event, range) in Parser::new_ext(text, Options::ENABLE_TABLES).into_offset_iter() {
         match event {
-            Event::Start(Tag::TableHead | Tag::TableRow) => row.clear(),
+            Event::Start(Tag::TableHead | Tag::TableRow) => {
+                row.clear();
+                let start = range.start.max(counted_to);
+                line += text[counted_to..start].matches('\n').count() as u64;
+                counted_to = start;
+                row_line = line;
+            }
             Event::Start(Tag::TableCell) => cell = Some(String::new()),
             Event::End(TagEnd::TableCell) => row.extend(cell.take()),
             Event::End(TagEnd::TableHead) => {
@@ -63,8 +73,14 @@ fn read_tables(text: &str, name: &str, json_cells: bool) -> Result<Vec<Record>> 
             }
             Event::End(TagEnd::TableRow) => {
                 let mut record = Record::with_capacity(header.len());
+                record.set_line(row_line);
                 for (key, text) in header.iter().zip(row.drain(..)) {
-                    record.push_unchecked(key.clone(), cell_value(&text, json_cells));
+                    let value = if options.is_null_marker(&text) {
+                        Value::Null
+                    } else {
+                        cell_value(&text, options.json_cells)
+                    };
+                    record.push_unchecked(key.clone(), value);
                 }
                 records.push(record);
             }
@@ -107,10 +123,12 @@ fn escape_cell(text: &str, out: &mut String) {
     }
 }
 
-fn encoder(sink: Box<dyn ByteSink>, _options: &FormatOptions) -> Result<Box<dyn Encoder>> {
+fn encoder(sink: Box<dyn ByteSink>, options: &FormatOptions) -> Result<Box<dyn Encoder>> {
     Ok(Box::new(MarkdownEncoder {
         out: OutBuf::new(sink),
         header: None,
+        sample: HeaderSample::new(options.sample_records),
+        options: options.clone(),
         line: String::new(),
         records: 0,
     }))
@@ -118,7 +136,11 @@ fn encoder(sink: Box<dyn ByteSink>, _options: &FormatOptions) -> Result<Box<dyn 
 
 struct MarkdownEncoder {
     out: OutBuf,
+    /// The header, once the first records have fixed it.
     header: Option<Vec<Key>>,
+    /// The first records, held until they fix the header (the union of their fields).
+    sample: HeaderSample,
+    options: FormatOptions,
     line: String,
     records: u64,
 }
@@ -129,8 +151,12 @@ impl MarkdownEncoder {
         self.line.push('|');
         for value in cells {
             self.line.push(' ');
-            if let Some(v) = value {
-                escape_cell(&v.to_text(), &mut self.line);
+            match value {
+                None | Some(Value::Null) => {
+                    let marker = self.options.null_marker.as_deref().unwrap_or_default();
+                    escape_cell(marker, &mut self.line);
+                }
+                Some(v) => escape_cell(&v.to_text(), &mut self.line),
             }
             self.line.push_str(" |");
         }
@@ -139,41 +165,71 @@ impl MarkdownEncoder {
     }
 }
 
-impl Encoder for MarkdownEncoder {
-    fn write_record(&mut self, record: &Record) -> Result<()> {
-        self.records += 1;
-        let header = match self.header.take() {
-            Some(h) => h,
-            None => {
-                let h: Vec<Key> = record.keys().map(Key::from).collect();
-                let names: Vec<Value> = h.iter().map(|k| Value::String(k.to_string())).collect();
-                self.push_row(names.iter().map(Some));
-                let rule = "| --- ".repeat(h.len().max(1)) + "|\n";
-                self.out.buf.extend_from_slice(rule.as_bytes());
-                h
-            }
-        };
+impl MarkdownEncoder {
+    /// Writes the header the held records fix, then the records.
+    fn release(&mut self) -> Result<()> {
+        let (header, held) = self.sample.take();
+        let names: Vec<Value> = header
+            .iter()
+            .map(|k| Value::String(k.to_string()))
+            .collect();
+        self.push_header(names.iter().map(Some));
+        let rule = "| --- ".repeat(header.len().max(1)) + "|\n";
+        self.out.buf.extend_from_slice(rule.as_bytes());
+        let first = self.records - held.len() as u64;
+        for (i, record) in held.iter().enumerate() {
+            self.write_row(&header, record, first + i as u64 + 1)?;
+        }
+        self.header = Some(header);
+        self.out.maybe_flush()
+    }
+
+    /// The header row: names are text, never the null marker.
+    fn push_header<'a>(&mut self, names: impl Iterator<Item = Option<&'a Value>>) {
+        let marker = self.options.null_marker.take();
+        self.push_row(names);
+        self.options.null_marker = marker;
+    }
+
+    fn write_row(&mut self, header: &[Key], record: &Record, number: u64) -> Result<()> {
         let extra = record
             .keys()
             .find(|k| !header.iter().any(|h| &**h == *k))
             .map(str::to_owned);
         if let Some(extra) = extra {
-            self.header = Some(header);
-            let pos = Position::default()
-                .with_record(self.records)
-                .with_field(extra);
-            return Err(Error::record(
-                Stage::Encode,
-                pos,
-                "the record has a field the table header lacks (the first record fixes the header)",
-            ));
+            let pos = Position::default().with_record(number).with_field(extra);
+            let message = format!(
+                "the record has a field the table header lacks: the header is every field of the first \
+                 {} records (--sample-records), and none of them had it",
+                self.options.sample_records
+            );
+            return Err(Error::record(Stage::Encode, pos, message));
         }
         self.push_row(header.iter().map(|k| record.get(k)));
+        Ok(())
+    }
+}
+
+impl Encoder for MarkdownEncoder {
+    fn write_record(&mut self, record: &Record) -> Result<()> {
+        self.records += 1;
+        self.options.marker_clash(record, self.records)?;
+        let Some(header) = self.header.take() else {
+            if self.sample.push(record) {
+                self.release()?;
+            }
+            return Ok(());
+        };
+        let result = self.write_row(&header, record, self.records);
         self.header = Some(header);
+        result?;
         self.out.maybe_flush()
     }
 
-    fn finish(self: Box<Self>) -> Result<u64> {
+    fn finish(mut self: Box<Self>) -> Result<u64> {
+        if self.header.is_none() && self.records > 0 {
+            self.release()?;
+        }
         self.out.finish()
     }
 
@@ -207,7 +263,7 @@ mod tests {
             escape_cell(c, &mut escaped);
             text.push_str(&format!("| {escaped} |\n"));
         }
-        let records = read_tables(&text, "t.md", false).unwrap();
+        let records = read_tables(&text, "t.md", &FormatOptions::default()).unwrap();
         let got: Vec<String> = records
             .iter()
             .map(|r| r.get("h").unwrap().to_text())

@@ -39,6 +39,11 @@ pub trait Encoder: Send {
 
     /// Bytes handed to the sink so far.
     fn bytes_written(&self) -> u64;
+
+    /// Records taken that `finish()` will leave out (a sort's `--limit`): the run counts them as filtered.
+    fn left_out(&self) -> u64 {
+        0
+    }
 }
 
 /// An input stream with the name errors should use for it.
@@ -93,6 +98,15 @@ pub struct FormatOptions {
     pub max_record_size: u64,
     /// `--max-document-size`: input bytes a format read whole (YAML, Markdown) may take (default 64 MiB).
     pub max_document_size: u64,
+    /// `--null-marker`: CSV/Markdown text that stands for null (`\N`, `NULL`): a cell holding exactly it
+    /// is read as null, and null is written as it. Default: none — null is written as an empty cell, and
+    /// an empty cell is read as empty text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub null_marker: Option<String>,
+    /// How many of the first records fix a CSV or Markdown header (the union of their fields); set from
+    /// the job's `sample_records`.
+    #[serde(skip)]
+    pub sample_records: usize,
 }
 
 impl Default for FormatOptions {
@@ -109,6 +123,8 @@ impl Default for FormatOptions {
             encoding: None,
             max_record_size: limit::DEFAULT_MAX_RECORD_SIZE,
             max_document_size: limit::DEFAULT_MAX_DOCUMENT_SIZE,
+            null_marker: None,
+            sample_records: crate::infer::DEFAULT_SAMPLE_RECORDS,
         }
     }
 }
@@ -174,6 +190,36 @@ mod byte_char {
         #[derive(Deserialize)]
         struct Wrapped(#[serde(with = "super::one_char")] u8);
         Ok(Option::<Wrapped>::deserialize(d)?.map(|Wrapped(b)| b))
+    }
+}
+
+impl FormatOptions {
+    /// The error for a text value that a `--null-marker` would turn into null when read back.
+    pub(crate) fn marker_clash(&self, record: &Record, number: u64) -> Result<()> {
+        let Some(marker) = &self.null_marker else {
+            return Ok(());
+        };
+        let clash = record
+            .iter()
+            .find(|(_, v)| matches!(v, crate::record::Value::String(s) if s == marker));
+        match clash {
+            Some((key, _)) => Err(Error::record(
+                crate::error::Stage::Encode,
+                crate::error::Position::default()
+                    .with_record(number)
+                    .with_field(key.to_string()),
+                format!(
+                    "the text {marker:?} is the --null-marker, so it would be read back as null; choose \
+                     a marker that no value equals"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// A cell read from text: null when it is the `--null-marker`.
+    pub(crate) fn is_null_marker(&self, text: &str) -> bool {
+        self.null_marker.as_deref() == Some(text)
     }
 }
 

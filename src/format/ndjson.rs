@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use serde::de;
 
-use super::json::{into_record, json_error};
+use super::json::{into_record, json_error, ExponentScan};
 use super::limit::too_large;
 use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
 use crate::error::{Error, Position, Result, Stage};
+use crate::record::exponents;
 use crate::record::{
     number_from_text, write_json, write_json_str, Key, Record, RecordBuilder, Value,
 };
@@ -52,10 +53,26 @@ struct NdjsonDecoder {
 /// shared with the previous record's where the names repeat (as they do, line after line, in most files):
 /// no allocation per key and no duplicate search. Anything else goes through [`Value`] and [`into_record`].
 /// Either way the result, and every error, is what `serde_json::from_slice::<Value>` gives.
+///
+/// A line holding a number with an exponent is read again with the exponents' spellings queued (see
+/// [`ExponentScan`]), so that `1e3` keeps its text; the others are read once.
 fn parse_line(text: &[u8], keys: &mut Vec<Key>) -> serde_json::Result<Record> {
+    exponents::take_seen();
+    let record = parse_line_once(text, keys)?;
+    if !exponents::take_seen() {
+        return Ok(record);
+    }
+    exponents::start();
+    ExponentScan::default().feed(text);
+    let again = parse_line_once(text, keys);
+    exponents::stop();
+    again
+}
+
+fn parse_line_once(text: &[u8], keys: &mut Vec<Key>) -> serde_json::Result<Record> {
     let first = text.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
-        return serde_json::from_slice::<Value>(text).map(into_record);
+        return serde_json::from_slice::<Value>(text).map(into_record); // exponents: see parse_line
     }
     // One UTF-8 check for the whole line is cheaper than one per string; a line that fails it is parsed
     // from bytes, so that the error is serde_json's own.
@@ -181,13 +198,17 @@ impl NdjsonDecoder {
             }
             self.records += 1;
             return match parse_line(text, &mut self.keys) {
-                Ok(record) => Ok(Some(record)),
+                Ok(mut record) => {
+                    record.set_line(self.line_no);
+                    Ok(Some(record))
+                }
                 Err(e) => {
                     let err = json_error(&e, Some(self.records));
                     let mut pos = err.position().cloned().unwrap_or_default();
                     pos.line = Some(self.line_no);
                     pos.file = Some(self.input.name.clone());
-                    Err(Error::record(Stage::Decode, pos, err.message()))
+                    let raw = String::from_utf8_lossy(text.trim_ascii_end()).into_owned();
+                    Err(Error::record(Stage::Decode, pos, err.message()).with_raw(raw))
                 }
             };
         }

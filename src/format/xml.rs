@@ -235,6 +235,8 @@ impl XmlDecoder {
         match self.state {
             RootState::Before => {
                 self.state = RootState::Inside;
+                // The first record starts after the root's start tag (its line is where it begins).
+                self.budget.next_record();
                 return Ok(());
             }
             RootState::After => {
@@ -298,14 +300,17 @@ impl XmlDecoder {
             }
             None => {
                 self.records += 1;
+                let line = self.budget.record_line();
                 self.budget.next_record();
-                Ok(Some(match value {
+                let mut record = match value {
                     Value::Object(record) => record,
                     Value::String(text) if !text.is_empty() => {
                         Record::from_iter([(Key::from("#text"), Value::String(text))])
                     }
                     _ => Record::new(),
-                }))
+                };
+                record.set_line(line);
+                Ok(Some(record))
             }
         }
     }

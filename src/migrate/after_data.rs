@@ -217,7 +217,9 @@ impl Run<'_> {
         // or a source that already broke the key): they are listed, and the key is in place NOT VALID.
         let violations = self.target_key_violations(target)?;
         report.key_violations.extend(violations);
-        report.valid = Some(all_equal);
+        // Valid means every source row is in the target, unchanged: rows a lenient run rejected are not.
+        let rejected: u64 = report.tables.iter().map(|t| t.counts.rejected).sum();
+        report.valid = Some(all_equal && rejected == 0);
         Ok(())
     }
 

@@ -19,6 +19,7 @@ use crate::error::{Error, Position, Result, Stage};
 use crate::observe::{Event, Progress, RunContext};
 use crate::pipeline::ErrorPolicy;
 use crate::rejects::{file_stem, RejectsWriter};
+use crate::report::Counts;
 use crate::report::MAX_REPORTED_ERRORS;
 
 /// Rows copied between two reports to the observer (and two looks at the cancellation token).
@@ -53,9 +54,12 @@ impl Meter {
     /// Adds a batch of `table`'s rows and tells the observer where the run stands.
     fn add(&self, ctx: &RunContext, table: &str, read: u64, written: u64, rejected: u64) {
         let progress = Progress {
-            read: self.read.fetch_add(read, Ordering::Relaxed) + read,
-            written: self.written.fetch_add(written, Ordering::Relaxed) + written,
-            rejected: self.rejected.fetch_add(rejected, Ordering::Relaxed) + rejected,
+            counts: Counts {
+                read: self.read.fetch_add(read, Ordering::Relaxed) + read,
+                written: self.written.fetch_add(written, Ordering::Relaxed) + written,
+                rejected: self.rejected.fetch_add(rejected, Ordering::Relaxed) + rejected,
+                ..Counts::default()
+            },
             total_records: Some(self.total),
             table: Some(table.to_owned()),
             seconds: self.started.elapsed().as_secs_f64(),

@@ -112,15 +112,11 @@ impl DiffReport {
     /// The data error a front end ends with when the databases differ (exit code 1), if they do.
     pub fn difference(&self) -> Option<Error> {
         (self.different > 0).then(|| {
-            Error::data(
-                Stage::Source,
-                crate::error::Position::default(),
-                format!(
-                    "{} of {} table(s) differ",
-                    self.different,
-                    self.tables.len()
-                ),
-            )
+            Error::verdict(format!(
+                "{} of {} table(s) differ",
+                self.different,
+                self.tables.len()
+            ))
         })
     }
 }

@@ -58,6 +58,9 @@ pub struct MigrateJob {
     pub rejects: PathBuf,
     /// Read every table back and compare (off with `--no-validate`).
     pub validate: bool,
+    /// `--fail-on-rejects`: a migration that succeeded but rejected rows ends with exit code 3.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fail_on_rejects: bool,
     /// Export every migrated source table here first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backup: Option<PathBuf>,
@@ -117,6 +120,7 @@ impl Default for MigrateJob {
             on_error: ErrorPolicy::Strict,
             rejects: PathBuf::from(DEFAULT_REJECTS),
             validate: true,
+            fail_on_rejects: false,
             backup: None,
             backup_key: None,
             state: PathBuf::from(DEFAULT_STATE),
@@ -277,6 +281,15 @@ impl MigrateJob {
                 return Err(Error::config(format!(
                     "{shown} holds an unfinished migration ({} → {}): continue it with --resume {shown}, \
                      undo it with --rollback {shown}, or choose another --state",
+                    old.source, old.target
+                )));
+            }
+            // A finished migration's state is what `--rollback` needs to undo it: never overwritten.
+            if old.phase == Phase::Done {
+                return Err(Error::config(format!(
+                    "{shown} holds the state of a finished migration ({} → {}), which `ferry migrate \
+                     --rollback {shown}` still needs: give this migration its own --state FILE (or move \
+                     {shown} away once that migration will not be undone)",
                     old.source, old.target
                 )));
             }

@@ -147,9 +147,7 @@ impl MigrateReport {
     /// The counts as an observer's final [`Progress`].
     pub fn progress(&self) -> Progress {
         Progress {
-            read: self.counts.read,
-            written: self.counts.written,
-            rejected: self.counts.rejected,
+            counts: self.counts,
             seconds: self.seconds,
             ..Progress::default()
         }
@@ -161,6 +159,45 @@ impl MigrateReport {
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| Error::io(Stage::Sink, Some(&shown), std::io::Error::other(e)))?;
         std::fs::write(path, text + "\n").map_err(|e| Error::io(Stage::Sink, Some(&shown), e))
+    }
+
+    /// True when a table read back differs from its source (the data written is not what was read).
+    pub fn differs(&self) -> bool {
+        self.tables.iter().any(|t| t.equal == Some(false))
+    }
+
+    /// What validation found, as the summary's last verdict: equal only when every table matches and no
+    /// row was rejected (a lenient run's rejected rows are not in the target).
+    fn validation_line(&self) -> Option<String> {
+        let valid = self.valid?;
+        if valid {
+            return Some("validation: every table has equal rows and checksums".to_owned());
+        }
+        let bad: Vec<&str> = self
+            .tables
+            .iter()
+            .filter(|t| t.equal == Some(false))
+            .map(|t| t.name.as_str())
+            .collect();
+        let mut found = Vec::new();
+        if !bad.is_empty() {
+            found.push(format!(
+                "{} table(s) differ ({}); see `ferry diff`",
+                bad.len(),
+                bad.join(", ")
+            ));
+        }
+        if self.counts.rejected > 0 {
+            found.push(format!(
+                "{} row(s) were rejected, so the target lacks them (they are in the rejects files); the rows \
+                 written match their source",
+                self.counts.rejected
+            ));
+        }
+        if !self.key_violations.is_empty() {
+            found.push(format!("{} key violation(s)", self.key_violations.len()));
+        }
+        Some(format!("validation FAILED: {}", found.join("; ")))
     }
 
     /// The closing summary: `read = written + rejected`, objects, validation.
@@ -201,23 +238,9 @@ impl MigrateReport {
                 v.found_in
             ));
         }
-        match self.valid {
-            Some(true) => out.push_str("\nvalidation: every table has equal rows and checksums"),
-            Some(false) => {
-                let bad: Vec<&str> = self
-                    .tables
-                    .iter()
-                    .filter(|t| t.equal == Some(false))
-                    .map(|t| t.name.as_str())
-                    .collect();
-                out.push_str(&format!(
-                    "\nvalidation FAILED: {} table(s) differ ({}), {} key violation(s); see `ferry diff`",
-                    bad.len(),
-                    bad.join(", "),
-                    self.key_violations.len()
-                ));
-            }
-            None => {}
+        if let Some(line) = self.validation_line() {
+            out.push('\n');
+            out.push_str(&line);
         }
         if let Some(state) = &self.state_file {
             out.push_str(&format!(

@@ -15,9 +15,10 @@ use crate::envelope::manifest::PartSet;
 use crate::envelope::split::{is_manifest, PartNames};
 use crate::envelope::{Compression, CompressionSpec, KeyMaterial, KeySource};
 use crate::error::{Error, Position, Result, Stage};
-use crate::format::Format;
+use crate::format::{Fidelity, Format};
 use crate::job::{ConvertJob, ErrorPolicy};
 use crate::paths::RunPaths;
+use crate::sort::{parse_sort, SortKey};
 
 /// A conversion checked against its environment, ready to run ([`BuiltConvert::run`]).
 pub struct BuiltConvert {
@@ -45,6 +46,8 @@ pub struct BuiltConvert {
     pub(super) compression: CompressionSpec,
     /// The output's key, when it is encrypted.
     pub(super) key: Option<Arc<KeyMaterial>>,
+    /// `--sort`: the fields, and where a large sort spills its runs (`TMPDIR`).
+    pub(super) sort: Option<(Vec<SortKey>, PathBuf)>,
 }
 
 impl std::fmt::Debug for BuiltConvert {
@@ -112,12 +115,17 @@ pub(crate) fn build(job: &ConvertJob, env: &Environment) -> Result<BuiltConvert>
             ));
         }
     };
-    let stages = Arc::new(Stages::build(job, env)?);
+    let text_source = input_format.is_some_and(|f| f.fidelity == Fidelity::Text);
+    let stages = Arc::new(Stages::build(job, env, text_source)?);
     let table = match &target {
-        Endpoint::Database(db) if !job.validate_only => Some(sink_options(job, db, &stages)?),
+        Endpoint::Database(db) if !job.validate_only => {
+            Some(sink_options(job, db, &source, &stages, text_source)?)
+        }
         _ => None,
     };
     check_options(job, &target, table.is_some())?;
+    check_output_folder(job, &target)?;
+    let sort = sort_plan(job, &target, env)?;
     let input_key = InputKey::resolve(job.key_source.as_ref(), env)?;
     let (compression, key) = output_envelope(job, &target, &input_key)?;
     let expect = input_expectation(job, &source, manifest.as_ref(), key.is_some())?;
@@ -147,6 +155,7 @@ pub(crate) fn build(job: &ConvertJob, env: &Environment) -> Result<BuiltConvert>
         input_key,
         compression,
         key,
+        sort,
     };
     run_paths(job, &built).check()?;
     Ok(built)
@@ -176,6 +185,48 @@ fn check_options(job: &ConvertJob, target: &Endpoint, loads_table: bool) -> Resu
         return Err(Error::config("--commit-every must be at least 1"));
     }
     Ok(())
+}
+
+/// A file output's folder must exist, unless `--mkdir` asks ferry to create it (when the run opens the
+/// output: a dry run creates nothing).
+fn check_output_folder(job: &ConvertJob, target: &Endpoint) -> Result<()> {
+    let Endpoint::File(path) = target else {
+        return Ok(());
+    };
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if job.validate_only || dir.is_dir() || (job.mkdir && !dir.exists()) {
+        return Ok(());
+    }
+    let shown = crate::secret::redact(&dir.display().to_string()).into_owned();
+    Err(Error::config(if dir.exists() {
+        format!("the output's folder {shown} is not a folder")
+    } else {
+        format!("the output's folder {shown} does not exist: create it, or pass --mkdir")
+    }))
+}
+
+/// `--sort`'s fields and the folder its runs spill to; a sort applies to file and stream outputs only.
+fn sort_plan(
+    job: &ConvertJob,
+    target: &Endpoint,
+    env: &Environment,
+) -> Result<Option<(Vec<SortKey>, PathBuf)>> {
+    let keys = parse_sort(&job.sort).map_err(|e| Error::config(format!("--sort: {e}")))?;
+    if keys.is_empty() || job.validate_only {
+        return Ok(None);
+    }
+    if matches!(target, Endpoint::Database(_)) {
+        return Err(Error::config(
+            "--sort applies to file outputs: a table keeps no order (sort when you read it, with \
+             ?query=SELECT … ORDER BY …)",
+        ));
+    }
+    let dir = env
+        .non_empty("TMPDIR")
+        .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    Ok(Some((keys, dir)))
 }
 
 /// Every path the run reads and writes, derived ones included, for the collision check.
@@ -352,11 +403,13 @@ fn default_table_rejects(db: &crate::db::DbEndpoint, table: &str) -> PathBuf {
 }
 
 /// The table, key and declared columns of a database load: the URL's `?table=`, else `--table`, else the
-/// template's target table.
+/// template's target table, else the source's table when the input is a database table.
 fn sink_options(
     job: &ConvertJob,
     db: &crate::db::DbEndpoint,
+    source: &Endpoint,
     stages: &Stages,
+    text_source: bool,
 ) -> Result<SinkOptions> {
     let target = stages.template.as_ref().and_then(|t| t.target.as_ref());
     if db.query.is_some() {
@@ -369,6 +422,11 @@ fn sink_options(
         .clone()
         .or_else(|| job.table.clone())
         .or_else(|| target.map(|t| t.table.clone()))
+        // A table copied from a database keeps its name: `--in 'sqlite://app.db?table=contexts' --to postgres`.
+        .or_else(|| match source {
+            Endpoint::Database(from) => from.table.clone(),
+            _ => None,
+        })
         .ok_or_else(|| {
             Error::config(format!(
                 "{db}: which table? add ?table=NAME to the URL, pass --table NAME, or use a template with a target table"
@@ -413,5 +471,8 @@ fn sink_options(
         dry_run: job.dry_run || job.validate_only,
         commit_every: job.commit_every,
         connect: job.connect,
+        types: job.types.clone(),
+        text_source,
+        sample_records: job.sample_records,
     })
 }

@@ -41,6 +41,8 @@ pub(super) struct Run<'a> {
     pub started: Instant,
     /// Records up to this number were loaded by an earlier run (`--resume`).
     pub resume_after: u64,
+    /// `--limit` (without `--sort`): the run stops reading once this many records are written.
+    pub limit: Option<u64>,
 }
 
 impl Run<'_> {
@@ -110,16 +112,18 @@ impl Run<'_> {
                 Batch::Fatal(error) => Err(error),
             }
             .and_then(|()| self.ctx.cancel.check());
-            if outcome.is_err() {
+            if outcome.is_err() || self.limit_reached() {
                 break;
             }
             self.ctx.emit(Event::Progress(self.progress()));
         }
         if let (Ok(()), Some(last)) = (&outcome, pending.take()) {
-            outcome = self.finish_batch(last, &mut output, &done_tx);
+            if !self.limit_reached() {
+                outcome = self.finish_batch(last, &mut output, &done_tx);
+            }
         }
         drop(rx); // stops the reader thread if we left early
-        if outcome.is_ok() {
+        if outcome.is_ok() && !self.limit_reached() {
             let _ = reader.join();
         }
         // A reader blocked on input that never comes (a FIFO, a stalled pipe) is not waited for after a
@@ -187,6 +191,10 @@ impl Run<'_> {
         let mut outcomes = outcomes.map(Vec::into_iter);
         let first_number = self.report.counts.read + 1;
         for record in batch {
+            if self.limit_reached() {
+                // `--limit`: the records after it are not read, as far as the run is concerned.
+                break;
+            }
             self.report.counts.read += 1;
             let number = self.report.counts.read;
             // Taken for every record, so that outcomes stay paired with their records.
@@ -222,7 +230,7 @@ impl Run<'_> {
                     // The output failed on this record: it stops the run, and counts as rejected so that
                     // the failed run's report balances.
                     self.report.counts.rejected += 1;
-                    return Err(e.with_context(None, Some(number)));
+                    return Err(e.with_context(None, Some(number)).with_line(record.line()));
                 }
             }
         }
@@ -240,10 +248,22 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// True once `--limit` records are written.
+    fn limit_reached(&self) -> bool {
+        self.limit
+            .is_some_and(|limit| self.report.counts.written >= limit)
+    }
+
     /// Closes the output: the encoder's last bytes, or the table load's commit (rollback for a dry run).
     fn finish_output(&mut self, output: Output) -> Result<()> {
         match output {
-            Output::File(encoder) => self.report.bytes_written = encoder.finish()?,
+            Output::File(encoder) => {
+                // A sort's `--limit` leaves records out when it finishes: they count as filtered.
+                let left_out = encoder.left_out();
+                self.report.bytes_written = encoder.finish()?;
+                self.report.counts.written -= left_out;
+                self.report.counts.filtered += left_out;
+            }
             Output::Table(table) => {
                 let tally = table.finish()?;
                 // Duplicates were handed to the database as writes; it skipped them.
@@ -252,6 +272,7 @@ impl Run<'_> {
                 self.report.inserted = Some(tally.inserted);
                 self.report.updated = Some(tally.updated);
                 self.report.created_table = tally.created_table;
+                self.report.columns = tally.columns;
             }
         }
         Ok(())
@@ -259,9 +280,14 @@ impl Run<'_> {
 
     /// Applies the error policy to a bad record: strict fails the run; lenient and skip set it aside.
     fn reject(&mut self, number: u64, record: Option<&Record>, errors: Vec<Error>) -> Result<()> {
+        // A map, validate or sink error names the line the decoder read the record from.
+        let line = record.and_then(Record::line);
         let errors: Vec<Error> = errors
             .into_iter()
-            .map(|e| e.with_context(Some(&self.input_name), Some(number)))
+            .map(|e| {
+                e.with_context(Some(&self.input_name), Some(number))
+                    .with_line(line)
+            })
             .collect();
         // Counted either way, so that a failed run's report balances too.
         self.report.counts.rejected += 1;

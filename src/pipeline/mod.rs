@@ -130,6 +130,23 @@ impl BuiltConvert {
         }
     }
 
+    /// The input's records as its decoder gives them (envelope taken off, split parts in order, a
+    /// database's rows), without mapping, for callers that look at an input rather than convert it
+    /// ([`crate::describe`]). Standard input for `-`.
+    pub fn open_records(&self) -> Result<Box<dyn crate::format::Decoder>> {
+        open::open_decoder(self, None, Arc::new(AtomicU64::new(0)))
+    }
+
+    /// The input as reports name it, its format (or database) and, for a file format, what its values
+    /// are (typed, or text).
+    pub fn input_names(&self) -> (String, String, Option<crate::format::Fidelity>) {
+        (
+            self.source.display_name(),
+            format_name(&self.source, self.input_format),
+            self.input_format.map(|f| f.fidelity),
+        )
+    }
+
     /// Opens both ends and moves the records.
     fn execute(
         &self,
@@ -153,6 +170,7 @@ impl BuiltConvert {
             total_bytes,
             started,
             resume_after: self.job.resume_after.unwrap_or(0),
+            limit: self.job.limit.filter(|_| self.sort.is_none()),
         };
         run.drive(decoder, output, self.job.batch_size)
     }

@@ -22,6 +22,7 @@ use crate::error::{Error, Result, Stage};
 use crate::format::{Decoder, Encoder, Format, Input};
 use crate::record::Record;
 use crate::sink::{AtomicFile, ByteSink, Discard, WriterSink};
+use crate::sort::SortingEncoder;
 
 /// A caller's own input and output, used in place of standard input and output where the job says `-`:
 /// the way a library caller (the HTTP service) hands a run a request body and a response stream instead
@@ -192,12 +193,19 @@ pub(super) fn open_output(
         None => crate::format::by_name("ndjson")?,
     };
     let dry_run = job.dry_run || job.validate_only;
+    if let (Endpoint::File(path), true, false) = (&plan.target, job.mkdir, dry_run) {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let shown = dir.display().to_string();
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(Stage::Sink, Some(&shown), e))?;
+        }
+    }
     let base: Box<dyn ByteSink> = match (&plan.target, stream) {
         _ if dry_run => Box::new(Discard::default()),
         (Endpoint::Stdio, Some(stream)) => Box::new(WriterSink::new(stream)),
         (Endpoint::Stdio, None) => Box::new(WriterSink::stdout()),
         (Endpoint::File(path), _) if job.split.splits() => {
-            return Ok(Output::File(Box::new(split_encoder(plan, path, format))));
+            let parts = Box::new(split_encoder(plan, path, format));
+            return Ok(Output::File(sorted(plan, parts)));
         }
         (Endpoint::File(path), _) if job.checksum => Box::new(ChecksummedFile::create(path)?),
         (Endpoint::File(path), _) => Box::new(AtomicFile::create(path)?),
@@ -208,7 +216,34 @@ pub(super) fn open_output(
         key: plan.key.as_deref(),
     };
     let sink = layers::wrap_sink(base, &write_layers)?;
-    Ok(Output::File((format.encoder)(sink, &job.write_options)?))
+    let options = write_options(plan);
+    Ok(Output::File(sorted(
+        plan,
+        (format.encoder)(sink, &options)?,
+    )))
+}
+
+/// The output's format options, with the job's sample size (the records a CSV or Markdown header is
+/// fixed by).
+fn write_options(plan: &BuiltConvert) -> crate::format::FormatOptions {
+    crate::format::FormatOptions {
+        sample_records: plan.job.sample_records,
+        ..plan.job.write_options.clone()
+    }
+}
+
+/// The encoder behind `--sort`, when the job sorts.
+fn sorted(plan: &BuiltConvert, encoder: Box<dyn Encoder>) -> Box<dyn Encoder> {
+    match &plan.sort {
+        Some((keys, dir)) => Box::new(SortingEncoder::new(
+            encoder,
+            keys.clone(),
+            plan.job.limit,
+            plan.job.sort_memory,
+            dir.clone(),
+        )),
+        None => encoder,
+    }
 }
 
 /// The encoder of a split output: every part gets its own layers; the manifest describes them.
@@ -233,7 +268,7 @@ fn split_encoder(plan: &BuiltConvert, path: &Path, format: &'static Format) -> S
         .stages
         .now
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let options = job.write_options.clone();
+    let options = write_options(plan);
     let (compression, key) = (plan.compression, plan.key.clone());
     let layers = Box::new(move |sink: Box<dyn ByteSink>| {
         let write_layers = WriteLayers {

@@ -12,6 +12,7 @@ use crate::env::Environment;
 use crate::error::{Error, Position, Result, Stage};
 use crate::job::ConvertJob;
 use crate::record::Record;
+use crate::shape::{parse_select, Shape};
 use crate::template::{CompiledTemplate, Evaluator, Mapped, TemplateSearch};
 use crate::validate::SchemaValidator;
 
@@ -19,6 +20,8 @@ use crate::validate::SchemaValidator;
 pub(super) struct Stages {
     pub template: Option<CompiledTemplate>,
     pub schema: Option<SchemaValidator>,
+    /// `--types`, `--where`, `--select`.
+    pub shape: Option<Shape>,
     pub pool: Option<rayon::ThreadPool>,
     /// What `now()` returns in expressions (and a split output's manifest says it was created).
     pub now: chrono::DateTime<chrono::FixedOffset>,
@@ -37,9 +40,9 @@ pub(super) enum Outcome {
 }
 
 impl Stages {
-    /// Finds and compiles the template and schema (templates are looked for as `env` says), and starts
-    /// the worker pool.
-    pub fn build(job: &ConvertJob, env: &Environment) -> Result<Stages> {
+    /// Finds and compiles the template and schema (templates are looked for as `env` says) and the
+    /// shaping steps (`text_source`: the input is a text-only format), and starts the worker pool.
+    pub fn build(job: &ConvertJob, env: &Environment, text_source: bool) -> Result<Stages> {
         let search = TemplateSearch::new(env);
         let template = match &job.template {
             Some(name) => Some(search.find(name)?),
@@ -54,6 +57,14 @@ impl Stages {
             (None, None) => None,
         };
         let template = template.map(|t| t.compile()).transpose()?;
+        let select = job
+            .select
+            .iter()
+            .map(|s| parse_select(s))
+            .collect::<std::result::Result<Vec<_>, String>>()
+            .map_err(|e| Error::config(format!("--select: {e}")))?
+            .concat();
+        let shape = Shape::build(&job.types, job.filter.as_deref(), &select, text_source)?;
         let threads = match job.jobs {
             Some(0) => return Err(Error::config("--jobs must be at least 1")),
             Some(n) => n,
@@ -64,7 +75,7 @@ impl Stages {
             }
         };
         // With one worker, or nothing to map, there is no pool: mapping (if any) runs on the encoding thread.
-        let pool = if (template.is_some() || schema.is_some()) && threads > 1 {
+        let pool = if (template.is_some() || schema.is_some() || shape.is_some()) && threads > 1 {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
             Some(pool.map_err(|e| {
                 let message = format!("cannot start {threads} worker threads: {e}");
@@ -77,6 +88,7 @@ impl Stages {
         Ok(Stages {
             template,
             schema,
+            shape,
             pool,
             now,
         })
@@ -107,36 +119,44 @@ impl Stages {
         (template, self.schema.as_ref().map(|s| s.name().to_owned()))
     }
 
-    /// True when there is a template or a schema to apply.
+    /// True when there is a template, a schema or a shaping step to apply.
     pub fn maps(&self) -> bool {
-        self.template.is_some() || self.schema.is_some()
+        self.template.is_some() || self.schema.is_some() || self.shape.is_some()
+    }
+
+    /// The expression evaluators of one worker: the template's and `--where`'s.
+    fn evaluators(&self) -> Evaluators {
+        Evaluators {
+            template: self.template.as_ref().map(|t| t.evaluator(self.now)),
+            filter: self.shape.as_ref().and_then(|s| s.evaluator(self.now)),
+        }
     }
 
     /// Maps and validates a batch on this thread.
     pub fn process_here(&self, batch: &[Record]) -> Vec<Outcome> {
-        let evaluator = self.template.as_ref().map(|t| t.evaluator(self.now));
+        let evaluators = self.evaluators();
         batch
             .iter()
-            .map(|record| self.process_one(evaluator.as_ref(), record))
+            .map(|record| self.process_one(&evaluators, record))
             .collect()
     }
 
     /// Maps and validates a batch in parallel; the outcomes are in the batch's order.
     fn process_all(&self, batch: &[Record]) -> Vec<Outcome> {
-        let evaluator = || self.template.as_ref().map(|t| t.evaluator(self.now));
         batch
             .par_iter()
-            .map_init(evaluator, |ev, record| {
-                self.process_one(ev.as_ref(), record)
-            })
+            .map_init(
+                || self.evaluators(),
+                |ev, record| self.process_one(ev, record),
+            )
             .collect()
     }
 
-    fn process_one(&self, evaluator: Option<&Evaluator>, record: &Record) -> Outcome {
+    fn process_one(&self, evaluators: &Evaluators, record: &Record) -> Outcome {
         // A panic in a library (expressions, schema validation) must not take the run down with it: the
         // record is rejected with the reason, and the policy decides what happens next.
         let guarded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.map_and_validate(evaluator, record)
+            self.map_and_validate(evaluators, record)
         }));
         guarded.unwrap_or_else(|_| {
             let message =
@@ -149,21 +169,44 @@ impl Stages {
         })
     }
 
-    fn map_and_validate(&self, evaluator: Option<&Evaluator>, record: &Record) -> Outcome {
-        let mapped = match (&self.template, evaluator) {
-            (Some(template), Some(evaluator)) => match template.map(evaluator, record) {
+    fn map_and_validate(&self, evaluators: &Evaluators, record: &Record) -> Outcome {
+        // `--types` first, so that the template and `--where` see the converted values.
+        let converted = match self.shape.as_ref().map(|s| s.convert(record)) {
+            Some(Err(errors)) => return Outcome::Rejected(errors),
+            Some(Ok(converted)) => converted,
+            None => None,
+        };
+        let input = converted.as_ref().unwrap_or(record);
+        let mapped = match (&self.template, &evaluators.template) {
+            (Some(template), Some(evaluator)) => match template.map(evaluator, input) {
                 Ok(Mapped::Keep(mapped)) => Some(mapped),
                 Ok(Mapped::Filtered) => return Outcome::Filtered,
                 Err(errors) => return Outcome::Rejected(errors),
             },
             _ => None,
         };
+        let mapped = mapped.or(converted);
         if let Some(schema) = &self.schema {
             if let Err(errors) = schema.validate(mapped.as_ref().unwrap_or(record)) {
                 return Outcome::Rejected(errors);
             }
         }
-        mapped.map_or(Outcome::Pass, Outcome::Mapped)
+        let Some(shape) = &self.shape else {
+            return mapped.map_or(Outcome::Pass, Outcome::Mapped);
+        };
+        match shape.keep(
+            evaluators.filter.as_ref(),
+            mapped.as_ref().unwrap_or(record),
+        ) {
+            Ok(true) => {}
+            Ok(false) => return Outcome::Filtered,
+            Err(error) => return Outcome::Rejected(vec![error]),
+        }
+        match mapped {
+            Some(mapped) => Outcome::Mapped(shape.select(mapped)),
+            None if shape.changes_records() => Outcome::Mapped(shape.select(record.clone())),
+            None => Outcome::Pass,
+        }
     }
 }
 
@@ -184,6 +227,12 @@ fn run_time(env: &Environment) -> Result<chrono::DateTime<chrono::FixedOffset>> 
             }),
         None => Ok(chrono::Utc::now().fixed_offset().trunc_subsecs(3)),
     }
+}
+
+/// One worker's expression evaluators.
+struct Evaluators {
+    template: Option<Evaluator>,
+    filter: Option<Evaluator>,
 }
 
 /// A batch on its way through the map and validate stages.

@@ -152,15 +152,8 @@ impl Observer for Watcher {
             }
             Event::Step { step } => self.0.step(step),
             Event::Progress(p) | Event::Finished { progress: p, .. } => {
-                let counts = Counts {
-                    read: p.read,
-                    written: p.written,
-                    rejected: p.rejected,
-                    filtered: p.filtered,
-                    skipped: p.skipped,
-                };
                 self.0
-                    .progress(counts, p.bytes_read, p.total_bytes, p.seconds);
+                    .progress(p.counts, p.bytes_read, p.total_bytes, p.seconds);
             }
             _ => {}
         }
@@ -204,6 +197,8 @@ pub fn classify(e: &Error) -> Failure {
         ErrorKind::Cancelled => (409, "cancelled"),
         _ if e.is_unique_violation() => (409, "conflict"),
         ErrorKind::Record { .. } | ErrorKind::Data { .. } => (422, "invalid_data"),
+        ErrorKind::Verdict { .. } => (422, "invalid_data"),
+        ErrorKind::Rejected { .. } => (422, "records_rejected"),
         ErrorKind::Io { .. } => (500, "io_error"),
     };
     Failure {

@@ -14,10 +14,13 @@ use crate::error::{Error, Position, Result, Stage};
 use crate::record::{Key, Record, Value};
 
 mod expr;
+mod functions;
+mod positions;
 mod search;
 mod transform;
 
-pub use expr::{Evaluator, Expression};
+pub use expr::{environment as expression_environment, Evaluator, Expression, Scope};
+pub use functions::{name_part, NamePart, FUNCTIONS};
 pub use search::{CheckedTemplate, ListedTemplate, TemplateSearch};
 pub use transform::{parse_bool, Transform, TRANSFORM_NAMES};
 
@@ -123,6 +126,9 @@ pub struct TemplateSpec {
     /// A CEL expression over the mapped record: records for which it is false are filtered out.
     #[serde(default)]
     pub filter: Option<String>,
+    /// Source fields that only expressions read (so that a misspelt name is caught when loading).
+    #[serde(default)]
+    pub source_fields: Vec<String>,
     /// The output fields, in output order.
     pub fields: Vec<FieldSpec>,
 }
@@ -185,15 +191,87 @@ impl std::fmt::Display for TemplateSource {
     }
 }
 
+/// One problem with a template: where it is (line, field) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// The line in the template's YAML (1-based), where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// The output field it concerns, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What is wrong, as one sentence.
+    pub message: String,
+}
+
+impl Problem {
+    /// The problem as one line: `FILE:LINE: field "x": message`.
+    pub fn shown(&self, source: &TemplateSource) -> String {
+        let place = match (source, self.line) {
+            (TemplateSource::File(p), Some(line)) => format!("{}:{line}", p.display()),
+            (TemplateSource::Builtin(name), Some(line)) => {
+                format!("built-in template {name}, line {line}")
+            }
+            (other, None) => other.to_string(),
+        };
+        match &self.field {
+            Some(field) => format!("{place}: field {field:?}: {}", self.message),
+            None => format!("{place}: {}", self.message),
+        }
+    }
+}
+
+/// Every problem of a template as one configuration error: one line each, after a line that counts them.
+fn problems_error(source: &TemplateSource, problems: &[Problem]) -> Error {
+    let lines: Vec<String> = problems.iter().map(|p| p.shown(source)).collect();
+    match lines.as_slice() {
+        [one] => Error::config(format!("template {one}")),
+        _ => Error::config(format!(
+            "template {source} has {} problems:\n  {}",
+            lines.len(),
+            lines.join("\n  ")
+        )),
+    }
+}
+
+/// A template's top level as written, its fields still YAML so that each is read (and its problems
+/// reported) on its own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    name: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    schema: Option<String>,
+    #[serde(default)]
+    target: Option<TargetSpec>,
+    #[serde(default)]
+    keep_unmapped: bool,
+    #[serde(default)]
+    filter: Option<String>,
+    #[serde(default)]
+    source_fields: Vec<String>,
+    fields: Vec<serde_yaml::Value>,
+}
+
 /// A loaded (parsed, not yet compiled) template.
 #[derive(Debug, Clone)]
 pub struct Template {
-    /// The parsed YAML.
+    /// The parsed YAML (the fields that could be read: see [`Template::compile`]).
     pub spec: TemplateSpec,
     /// Where it was found.
     pub source: TemplateSource,
     /// The YAML text.
     pub text: String,
+    /// Where each part is in the text.
+    positions: positions::Positions,
+    /// Problems found while reading the fields, reported by [`Template::compile`] with the others.
+    problems: Vec<Problem>,
+    /// For each field of `spec`, its index in the YAML list.
+    yaml_indexes: Vec<usize>,
 }
 
 impl Template {
@@ -204,110 +282,341 @@ impl Template {
         Template::parse(&text, TemplateSource::File(path.to_owned()))
     }
 
-    /// Parses template YAML.
+    /// Parses template YAML. A text that is not YAML, or whose top level is wrong, fails here; each
+    /// field is read on its own, and a field's problems wait for [`Template::compile`], so that every
+    /// field's are reported together.
     pub fn parse(text: &str, source: TemplateSource) -> Result<Template> {
-        let spec: TemplateSpec = serde_yaml::from_str(text)
-            .map_err(|e| Error::config(format!("template {source}: {e}")))?;
+        let positions = positions::Positions::of(text);
+        let raw: RawSpec = serde_yaml::from_str(text).map_err(|e| {
+            let problem = Problem {
+                line: e.location().map(|l| l.line()),
+                field: None,
+                message: without_location(&e.to_string()),
+            };
+            problems_error(&source, &[problem])
+        })?;
+        let mut problems = Vec::new();
+        let mut fields = Vec::with_capacity(raw.fields.len());
+        let mut yaml_indexes = Vec::with_capacity(raw.fields.len());
+        for (i, value) in raw.fields.iter().enumerate() {
+            match serde_yaml::from_value::<FieldSpec>(value.clone()) {
+                Ok(field) => {
+                    fields.push(field);
+                    yaml_indexes.push(i);
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    let field = value
+                        .get("name")
+                        .and_then(|n| n.as_str())
+                        .map(str::to_owned);
+                    // `unknown field `comptue``: point at that key's line.
+                    let key = message
+                        .split("unknown field `")
+                        .nth(1)
+                        .and_then(|rest| rest.split('`').next());
+                    let index = i.to_string();
+                    let mut at = vec!["fields", index.as_str()];
+                    at.extend(key);
+                    problems.push(Problem {
+                        line: positions.line(&positions::path(&at)),
+                        field: field.or_else(|| Some(format!("#{}", i + 1))),
+                        message: without_location(&message),
+                    });
+                }
+            }
+        }
+        let spec = TemplateSpec {
+            name: raw.name,
+            version: raw.version,
+            description: raw.description,
+            schema: raw.schema,
+            target: raw.target,
+            keep_unmapped: raw.keep_unmapped,
+            filter: raw.filter,
+            source_fields: raw.source_fields,
+            fields,
+        };
         Ok(Template {
             spec,
             source,
             text: text.to_owned(),
+            positions,
+            problems,
+            yaml_indexes,
         })
     }
 
     /// Checks every field, transform and expression, and compiles them; nothing is checked per record.
+    /// Every problem is reported, each with its line and field.
     pub fn compile(&self) -> Result<CompiledTemplate> {
-        let env = Arc::new(cel::Env::stdlib());
-        let problem = |field: Option<&str>, message: String| match field {
-            Some(f) => Error::config(format!("template {}: field {f:?}: {message}", self.source)),
-            None => Error::config(format!("template {}: {message}", self.source)),
+        self.check()
+            .map_err(|problems| problems_error(&self.source, &problems))
+    }
+
+    /// Like [`Template::compile`], with the problems as a list.
+    pub fn check(&self) -> std::result::Result<CompiledTemplate, Vec<Problem>> {
+        let mut checker = Checker {
+            template: self,
+            env: Arc::new(expr::environment()),
+            problems: self.problems.clone(),
         };
-        if self.spec.fields.is_empty() {
-            return Err(problem(None, "it has no fields".into()));
+        let compiled = checker.compile();
+        let mut problems = checker.problems;
+        if problems.is_empty() {
+            return Ok(compiled);
         }
-        let mut fields: Vec<CompiledField> = Vec::with_capacity(self.spec.fields.len());
-        for spec in &self.spec.fields {
-            let name = spec.name.as_str();
-            if fields.iter().any(|f| &*f.name == name) {
-                return Err(problem(Some(name), "defined twice".into()));
-            }
-            if spec.compute.is_some() && spec.from.is_some() {
-                return Err(problem(
-                    Some(name),
-                    "has both `from` and `compute`; use one".into(),
-                ));
-            }
-            let compute = match &spec.compute {
-                Some(source) => {
-                    Some(Expression::compile(&env, source).map_err(|e| problem(Some(name), e))?)
+        problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+        Err(problems)
+    }
+}
+
+/// A serde_yaml message without its trailing ` at line L column C` (the problem carries the line).
+fn without_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Compiles a template, collecting its problems.
+struct Checker<'a> {
+    template: &'a Template,
+    env: Arc<cel::Env>,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, at: &[&str], field: Option<&str>, message: String) {
+        self.problems.push(Problem {
+            line: self.template.positions.line(&positions::path(at)),
+            field: field.map(str::to_owned),
+            message,
+        });
+    }
+
+    /// The index a field of the spec has in the YAML list (fields that could not be read are not in the
+    /// spec).
+    fn yaml_index(&self, spec_index: usize) -> String {
+        let index = self.template.yaml_indexes.get(spec_index).copied();
+        index.unwrap_or(spec_index).to_string()
+    }
+
+    fn compile(&mut self) -> CompiledTemplate {
+        let spec = &self.template.spec;
+        if spec.fields.is_empty() && self.problems.is_empty() {
+            self.problem(&["fields"], None, "it has no fields".into());
+        }
+        // The names of the source fields the template reads: every `from`, and the name of a field
+        // without one; and those listed in `source_fields` (read only by expressions).
+        let mut source_names: Vec<&str> = spec.source_fields.iter().map(String::as_str).collect();
+        for field in &spec.fields {
+            match (&field.from, &field.compute) {
+                (Some(OneOrMany::One(one)), _) => source_names.push(one),
+                (Some(OneOrMany::Many(many)), _) => {
+                    source_names.extend(many.iter().map(String::as_str))
                 }
-                None => None,
-            };
-            let transforms = spec
-                .transforms
-                .iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    Transform::parse(t)
-                        .map_err(|e| problem(Some(name), format!("transform {}: {e}", i + 1)))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let default = match &spec.default {
-                Some(v) => Some(
-                    transform::yaml_to_value(v)
-                        .map_err(|e| problem(Some(name), format!("default: {e}")))?,
-                ),
-                None => None,
-            };
-            let from = match &spec.from {
-                None if compute.is_some() => Vec::new(),
+                (None, None) => source_names.push(&field.name),
+                (None, Some(_)) => {}
+            }
+        }
+        let outputs: Vec<&str> = spec.fields.iter().map(|f| f.name.as_str()).collect();
+        let mut fields: Vec<CompiledField> = Vec::with_capacity(spec.fields.len());
+        for (i, field_spec) in spec.fields.iter().enumerate() {
+            let index = self.yaml_index(i);
+            let at = |key: &'static str| ["fields", index.as_str(), key];
+            let name = field_spec.name.as_str();
+            let field = Some(name);
+            if outputs[..i].contains(&name) {
+                self.problem(&at("name"), field, "defined twice".into());
+            }
+            if field_spec.compute.is_some() && field_spec.from.is_some() {
+                self.problem(
+                    &at("compute"),
+                    field,
+                    "has both `from` and `compute`; use one".into(),
+                );
+            }
+            let compute = field_spec.compute.as_ref().and_then(|source| {
+                let compiled = self.expression(&at("compute"), field, "compute", source);
+                if let Some(expr) = &compiled {
+                    self.check_compute_names(
+                        &at("compute"),
+                        name,
+                        expr,
+                        &outputs,
+                        i,
+                        &source_names,
+                    );
+                }
+                compiled
+            });
+            let mut transforms = Vec::with_capacity(field_spec.transforms.len());
+            for (j, t) in field_spec.transforms.iter().enumerate() {
+                match Transform::parse(t) {
+                    Ok(t) => transforms.push(t),
+                    Err(e) => {
+                        let j_text = j.to_string();
+                        self.problem(
+                            &["fields", index.as_str(), "transforms", &j_text],
+                            field,
+                            format!("transform {}: {e}", j + 1),
+                        );
+                    }
+                }
+            }
+            let default = field_spec.default.as_ref().and_then(|v| {
+                transform::yaml_to_value(v)
+                    .map_err(|e| self.problem(&at("default"), field, format!("default: {e}")))
+                    .ok()
+            });
+            let from = match &field_spec.from {
+                None if field_spec.compute.is_some() => Vec::new(),
                 None => vec![name.to_owned()],
                 Some(OneOrMany::One(one)) => vec![one.clone()],
                 Some(OneOrMany::Many(many)) if many.is_empty() => {
-                    return Err(problem(Some(name), "`from` is an empty list".into()))
+                    self.problem(&at("from"), field, "`from` is an empty list".into());
+                    Vec::new()
                 }
                 Some(OneOrMany::Many(many)) => many.clone(),
             };
             fields.push(CompiledField {
                 name: Key::from(name),
                 from,
-                field_type: spec.field_type,
-                required: spec.required,
+                field_type: field_spec.field_type,
+                required: field_spec.required,
                 default,
                 transforms,
                 compute,
             });
         }
-        let filter = match &self.spec.filter {
-            Some(source) => Some(
-                Expression::compile(&env, source)
-                    .map_err(|e| problem(None, format!("filter: {e}")))?,
-            ),
-            None => None,
-        };
-        if let Some(target) = &self.spec.target {
-            if let Some(missing) = target
-                .key
-                .iter()
-                .find(|k| !fields.iter().any(|f| &*f.name == k.as_str()))
-            {
-                return Err(problem(
-                    None,
-                    format!("target key {missing:?} is not one of the fields"),
-                ));
+        let filter = spec.filter.as_ref().and_then(|source| {
+            let compiled = self.expression(&["filter"], None, "filter", source);
+            if let Some(expr) = &compiled {
+                let mut known = outputs.clone();
+                if spec.keep_unmapped {
+                    known.extend(source_names.iter().copied());
+                }
+                for var in expr.variables().filter(|v| *v != "record" && !known.contains(v)) {
+                    self.problem(
+                        &["filter"],
+                        None,
+                        format!(
+                            "filter: unknown variable {var:?}: the filter reads the mapped record, whose fields are {}",
+                            quoted_list(&outputs)
+                        ),
+                    );
+                }
+            }
+            compiled
+        });
+        if let Some(target) = &spec.target {
+            for (k, key) in target.key.iter().enumerate() {
+                if !outputs.contains(&key.as_str()) {
+                    let k_text = k.to_string();
+                    self.problem(
+                        &["target", "key", &k_text],
+                        None,
+                        format!("target key {key:?} is not one of the fields"),
+                    );
+                }
             }
         }
-        Ok(CompiledTemplate {
-            name: self.spec.name.clone(),
-            version: self.spec.version.clone(),
-            source: self.source.to_string(),
+        CompiledTemplate {
+            name: spec.name.clone(),
+            version: spec.version.clone(),
+            source: self.template.source.to_string(),
             fields,
             filter,
-            keep_unmapped: self.spec.keep_unmapped,
-            target: self.spec.target.clone(),
-            env,
-        })
+            keep_unmapped: spec.keep_unmapped,
+            target: spec.target.clone(),
+            env: self.env.clone(),
+        }
     }
+
+    /// Compiles an expression; a syntax error or an unknown function is a problem.
+    fn expression(
+        &mut self,
+        at: &[&str],
+        field: Option<&str>,
+        what: &str,
+        source: &str,
+    ) -> Option<Expression> {
+        match Expression::compile(&self.env, source) {
+            Ok(expr) => {
+                for f in expr.unknown_functions() {
+                    self.problem(
+                        at,
+                        field,
+                        format!(
+                            "{what}: unknown function {f:?} in {source:?} (the README lists the functions expressions have)"
+                        ),
+                    );
+                }
+                for f in expr.methods_called_as_functions() {
+                    self.problem(
+                        at,
+                        field,
+                        format!(
+                            "{what}: {f:?} in {source:?} is a method, called on its first argument: write \
+                             x.{f}(…) for {f}(x, …)"
+                        ),
+                    );
+                }
+                Some(expr)
+            }
+            Err(e) => {
+                self.problem(at, field, format!("{what}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// A computed field reads the fields mapped before it and the source fields the template names.
+    fn check_compute_names(
+        &mut self,
+        at: &[&str],
+        name: &str,
+        expr: &Expression,
+        outputs: &[&str],
+        index: usize,
+        source_names: &[&str],
+    ) {
+        let field = Some(name);
+        for var in expr.variables().filter(|v| *v != "record") {
+            if outputs[..index].contains(&var) {
+                continue;
+            }
+            let message = if outputs[index..].contains(&var) {
+                format!(
+                    "compute reads {var:?}, which is mapped at or after this field: fields are mapped in \
+                     template order and a computed field sees those above it; move {var:?} above {name:?}, \
+                     or read the source field as record[{var:?}]"
+                )
+            } else if source_names.contains(&var) {
+                continue;
+            } else {
+                format!(
+                    "compute: unknown variable {var:?}: it is neither a field mapped above nor a source field \
+                     the template reads (list source fields that only expressions read under \
+                     `source_fields:`, or write record[{var:?}] for one that may be absent)"
+                )
+            };
+            self.problem(at, field, message);
+        }
+    }
+}
+
+/// `"a", "b"` for messages.
+fn quoted_list(names: &[&str]) -> String {
+    if names.is_empty() {
+        return "none".to_owned();
+    }
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Debug)]
@@ -366,7 +675,7 @@ impl CompiledTemplate {
         let mut out = Record::with_capacity(self.fields.len());
         let mut errors = Vec::new();
         for field in &self.fields {
-            match self.map_field(evaluator, field, source) {
+            match self.map_field(evaluator, field, source, &out) {
                 Ok(Some(value)) => out.push_unchecked(field.name.clone(), value),
                 Ok(None) => {}
                 Err(message) => errors.push(Error::record(
@@ -418,9 +727,17 @@ impl CompiledTemplate {
         evaluator: &Evaluator,
         field: &CompiledField,
         source: &Record,
+        mapped: &Record,
     ) -> std::result::Result<Option<Value>, String> {
         let mut value = match &field.compute {
-            Some(expr) => evaluator.eval(expr, source)?,
+            // A computed field sees the fields mapped before it (by their output names) over the source's.
+            Some(expr) => evaluator.eval_in(
+                expr,
+                Scope {
+                    mapped: Some(mapped),
+                    source,
+                },
+            )?,
             None => field
                 .from
                 .iter()

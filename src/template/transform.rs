@@ -5,10 +5,12 @@
 //! (`split: {separators: [";", ","]}`, `truncate: 80`).
 
 use std::fmt::Write as _;
+use std::str::FromStr as _;
 
 use chrono::{FixedOffset, NaiveDate};
 use sha2::Digest as _;
 
+use super::functions::{name_part, round_decimal, NamePart};
 use super::FieldType;
 use crate::record::{Decimal, Timestamp, Value};
 
@@ -57,6 +59,22 @@ pub enum Transform {
     Redact(String),
     /// Removes the field from the output.
     Drop,
+    /// Replaces a value by the one a table gives for its text; unlisted values take the default, or are
+    /// an error when there is none.
+    Map {
+        values: Vec<(String, Value)>,
+        default: Option<Value>,
+    },
+    /// Reads a number written for people: grouping separators, a decimal comma, currency signs or codes,
+    /// a percent sign (which divides by 100), accounting parentheses for negatives; gives an exact decimal.
+    ParseNumber { decimal: char },
+    /// Rounds a number to `places` decimals (negative: tens, hundreds), exactly for decimals.
+    Round {
+        places: i64,
+        mode: bigdecimal::RoundingMode,
+    },
+    /// One part of a person's full name.
+    NamePart(NamePart),
 }
 
 /// The names of every transform, for messages.
@@ -80,7 +98,111 @@ pub const TRANSFORM_NAMES: &[&str] = &[
     "hash",
     "redact",
     "drop",
+    "map",
+    "parse_number",
+    "round",
+    "floor",
+    "ceil",
+    "name_part",
 ];
+
+/// A transform, the arguments it takes by name, the one a single value stands for, and the one a list
+/// stands for.
+type ArgumentNames = (
+    &'static str,
+    &'static [&'static str],
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
+/// The arguments each transform takes by name, the one a single value stands for, and the one a list
+/// stands for. A transform not listed takes no arguments, or (`map`, `default_if_empty`) reads its own.
+const ARGUMENTS: &[ArgumentNames] = &[
+    (
+        "split",
+        &["separator", "separators", "trim", "drop_empty"],
+        Some("separator"),
+        Some("separators"),
+    ),
+    ("join", &["separator"], Some("separator"), None),
+    ("replace", &["from", "to"], None, None),
+    ("regex_replace", &["pattern", "replacement"], None, None),
+    (
+        "parse_date",
+        &["format", "formats", "timezone"],
+        Some("format"),
+        Some("formats"),
+    ),
+    ("format_date", &["format"], Some("format"), None),
+    ("null_if", &["values"], Some("values"), Some("values")),
+    ("truncate", &["length"], Some("length"), None),
+    ("hash", &["algorithm"], Some("algorithm"), None),
+    ("redact", &["marker"], Some("marker"), None),
+    ("parse_number", &["decimal"], Some("decimal"), None),
+    ("round", &["places"], Some("places"), None),
+    ("floor", &["places"], Some("places"), None),
+    ("ceil", &["places"], Some("places"), None),
+    ("name_part", &["part"], Some("part"), None),
+];
+
+/// A transform's arguments as a mapping from name to value, checked against the names it takes: an
+/// argument it does not know is an error, never ignored (`split: {sep: ";"}` would split on commas).
+fn named_arguments(name: &str, args: &Args) -> Result<serde_yaml::Mapping, String> {
+    let Some((_, keys, scalar, list)) = ARGUMENTS.iter().find(|(n, ..)| *n == name) else {
+        return Ok(serde_yaml::Mapping::new());
+    };
+    let takes = || keys.join(", ");
+    let mut map = serde_yaml::Mapping::new();
+    match args {
+        Args::Null => {}
+        Args::Mapping(m) => {
+            for (key, value) in m {
+                let key_text = key.as_str().unwrap_or_default();
+                if !keys.contains(&key_text) {
+                    return Err(format!(
+                        "unknown argument {:?}; {name} takes {}",
+                        yaml_text(key),
+                        takes()
+                    ));
+                }
+                map.insert(key.clone(), value.clone());
+            }
+        }
+        Args::Sequence(_) => match list {
+            Some(key) => {
+                map.insert(Args::from(*key), args.clone());
+            }
+            None => return Err(format!("{name} takes {}, not a list", takes())),
+        },
+        scalar_value => match scalar {
+            Some(key) => {
+                map.insert(Args::from(*key), scalar_value.clone());
+            }
+            None => {
+                return Err(format!(
+                    "{name} takes {} by name (`{name}: {{{}: …}}`)",
+                    takes(),
+                    keys[0]
+                ))
+            }
+        },
+    }
+    Ok(map)
+}
+
+/// A YAML scalar's text, for messages and value maps.
+fn yaml_text(value: &Args) -> String {
+    match value {
+        Args::String(s) => s.clone(),
+        Args::Null => "null".to_owned(),
+        Args::Bool(b) => b.to_string(),
+        Args::Number(n) => n.to_string(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+    }
+}
 
 type Args = serde_yaml::Value;
 
@@ -105,30 +227,32 @@ impl Transform {
                 Err(format!("{name} takes no arguments"))
             }
         };
+        let named = named_arguments(name, &args)?;
+        let named = Args::Mapping(named);
         match name {
             "trim" => no_args(Transform::Trim),
             "lowercase" => no_args(Transform::Lowercase),
             "uppercase" => no_args(Transform::Uppercase),
-            "split" => parse_split(&args),
+            "split" => parse_split(&named),
             "join" => Ok(Transform::Join {
-                separator: opt_str(&args, "separator")?.unwrap_or_else(|| ",".into()),
+                separator: opt_str(&named, "separator")?.unwrap_or_else(|| ",".into()),
             }),
             "replace" => Ok(Transform::Replace {
-                from: req_str(&args, "from")?,
-                to: opt_str(&args, "to")?.unwrap_or_default(),
+                from: req_str(&named, "from")?,
+                to: opt_str(&named, "to")?.unwrap_or_default(),
             }),
             "regex_replace" => {
-                let pattern = req_str(&args, "pattern")?;
+                let pattern = req_str(&named, "pattern")?;
                 let pattern =
                     regex::Regex::new(&pattern).map_err(|e| format!("invalid pattern: {e}"))?;
                 Ok(Transform::RegexReplace {
                     pattern,
-                    replacement: opt_str(&args, "replacement")?.unwrap_or_default(),
+                    replacement: opt_str(&named, "replacement")?.unwrap_or_default(),
                 })
             }
-            "parse_date" => parse_parse_date(&args),
+            "parse_date" => parse_parse_date(&named),
             "format_date" => Ok(Transform::FormatDate {
-                format: DateFormat::compile(&scalar_or_key(&args, "format")?)?,
+                format: DateFormat::compile(&req_str(&named, "format")?)?,
             }),
             "to_integer" => no_args(Transform::Convert(FieldType::Integer)),
             "to_number" => no_args(Transform::Convert(FieldType::Number)),
@@ -136,33 +260,60 @@ impl Transform {
             "to_boolean" => no_args(Transform::Convert(FieldType::Boolean)),
             "default_if_empty" => {
                 let value = match &args {
-                    Args::Mapping(m) if m.contains_key("value") => {
+                    Args::Mapping(m) if m.len() == 1 && m.contains_key("value") => {
                         m.get("value").cloned().unwrap_or(Args::Null)
                     }
                     other => other.clone(),
                 };
                 Ok(Transform::DefaultIfEmpty(yaml_to_value(&value)?))
             }
-            "null_if" => Ok(Transform::NullIf(str_list(&args, "values")?)),
-            "truncate" => {
-                let n = match &args {
-                    Args::Number(n) => n.as_u64(),
-                    Args::Mapping(m) => m.get("length").and_then(Args::as_u64),
-                    _ => None,
-                };
-                n.map(|n| Transform::Truncate(n as usize))
-                    .ok_or_else(|| "truncate needs a length (a whole number)".into())
-            }
-            "hash" => match opt_str(&args, "algorithm")?.as_deref().unwrap_or("sha256") {
+            "null_if" => Ok(Transform::NullIf(str_list(&named, "values")?)),
+            "truncate" => named
+                .get("length")
+                .and_then(Args::as_u64)
+                .map(|n| Transform::Truncate(n as usize))
+                .ok_or_else(|| "truncate needs a length (a whole number)".into()),
+            "hash" => match opt_str(&named, "algorithm")?.as_deref().unwrap_or("sha256") {
                 "sha256" => Ok(Transform::HashSha256),
                 other => Err(format!(
                     "hash algorithm {other:?} is not supported (only sha256)"
                 )),
             },
             "redact" => Ok(Transform::Redact(
-                opt_str(&args, "marker")?.unwrap_or_else(|| "[REDACTED]".into()),
+                opt_str(&named, "marker")?.unwrap_or_else(|| "[REDACTED]".into()),
             )),
             "drop" => no_args(Transform::Drop),
+            "map" => parse_map(&args),
+            "parse_number" => {
+                let decimal = opt_str(&named, "decimal")?.unwrap_or_else(|| ".".into());
+                match decimal.as_str() {
+                    "." | "," => Ok(Transform::ParseNumber {
+                        decimal: decimal.chars().next().unwrap_or('.'),
+                    }),
+                    other => Err(format!(
+                        "parse_number: decimal is the decimal separator, \".\" or \",\", not {other:?}"
+                    )),
+                }
+            }
+            "round" | "floor" | "ceil" => {
+                let places = match named.get("places") {
+                    None => 0,
+                    Some(v) => v
+                        .as_i64()
+                        .ok_or_else(|| format!("{name}: places must be a whole number"))?,
+                };
+                let mode = match name {
+                    "floor" => bigdecimal::RoundingMode::Floor,
+                    "ceil" => bigdecimal::RoundingMode::Ceiling,
+                    _ => bigdecimal::RoundingMode::HalfUp,
+                };
+                Ok(Transform::Round { places, mode })
+            }
+            "name_part" => match opt_str(&named, "part")?.as_deref() {
+                Some("first") => Ok(Transform::NamePart(NamePart::First)),
+                Some("last") => Ok(Transform::NamePart(NamePart::Last)),
+                _ => Err("name_part takes `first` or `last`".into()),
+            },
             other => Err(format!(
                 "unknown transform {other:?}; known: {}",
                 TRANSFORM_NAMES.join(", ")
@@ -206,6 +357,10 @@ impl Transform {
                 | Transform::Convert(_)
                 | Transform::ParseDate { .. }
                 | Transform::FormatDate { .. }
+                | Transform::Map { .. }
+                | Transform::ParseNumber { .. }
+                | Transform::Round { .. }
+                | Transform::NamePart(_)
         )
     }
 
@@ -270,6 +425,23 @@ impl Transform {
                 _ => Value::String(marker.clone()),
             },
             Transform::Drop => Value::Null,
+            Transform::Map { values, default } => {
+                let text = value.to_text();
+                match values.iter().find(|(k, _)| *k == text) {
+                    Some((_, mapped)) => mapped.clone(),
+                    None => default.clone().ok_or_else(|| {
+                        let listed: Vec<&str> = values.iter().map(|(k, _)| k.as_str()).collect();
+                        format!(
+                            "{} is not one of the values the map lists ({}) and the map has no default",
+                            preview(&value),
+                            listed.join(", ")
+                        )
+                    })?,
+                }
+            }
+            Transform::ParseNumber { decimal } => parse_number(&value, *decimal)?,
+            Transform::Round { places, mode } => round_value(value, *places, *mode)?,
+            Transform::NamePart(part) => map_text(value, |s| name_part(s, *part)),
         })
     }
 }
@@ -341,15 +513,47 @@ fn split(value: &Value, separators: &[String], trim: bool, drop_empty: bool) -> 
 pub struct DateFormat {
     text: String,
     items: Vec<chrono::format::Item<'static>>,
+    /// For the `epoch` styles: units per second (1, or 1000 for milliseconds).
+    epoch: Option<i64>,
 }
 
 impl DateFormat {
     fn compile(text: &str) -> Result<DateFormat, String> {
+        let epoch = match text {
+            EPOCH_SECONDS => Some(1),
+            EPOCH_MILLIS => Some(1000),
+            _ => None,
+        };
+        if let Some(units) = epoch {
+            let name = if units == 1 { "epoch" } else { "epoch_ms" };
+            return Ok(DateFormat {
+                text: name.to_owned(),
+                items: Vec::new(),
+                epoch,
+            });
+        }
         let items = chrono::format::StrftimeItems::new(text).parse_to_owned();
         let items = items.map_err(|_| format!("invalid format {text:?}"))?;
         Ok(DateFormat {
             text: text.to_owned(),
             items,
+            epoch: None,
+        })
+    }
+
+    /// The UTC timestamp of a number of seconds (or milliseconds) since 1970, if `text` is one.
+    fn epoch_time(&self, units: i64, text: &str) -> Option<Timestamp> {
+        let number = bigdecimal::BigDecimal::from_str(text).ok()?;
+        let nanos = number * bigdecimal::BigDecimal::from(1_000_000_000 / units);
+        let nanos: i64 = nanos
+            .with_scale_round(0, bigdecimal::RoundingMode::HalfEven)
+            .to_plain_string()
+            .parse()
+            .ok()?;
+        let utc = chrono::DateTime::from_timestamp_nanos(nanos);
+        Some(Timestamp {
+            datetime: utc.naive_utc(),
+            offset: FixedOffset::east_opt(0),
         })
     }
 }
@@ -368,6 +572,12 @@ fn parse_date(
         return Ok(Value::Null);
     }
     for format in formats {
+        if let Some(units) = format.epoch {
+            match format.epoch_time(units, text) {
+                Some(t) => return Ok(Value::Timestamp(t)),
+                None => continue,
+            }
+        }
         let mut parsed = chrono::format::Parsed::new();
         if chrono::format::parse(&mut parsed, text, format.items.iter()).is_err() {
             continue;
@@ -424,29 +634,23 @@ fn format_date(value: Value, format: &DateFormat) -> Result<Value, String> {
 }
 
 fn parse_split(args: &Args) -> Result<Transform, String> {
-    let separators = match args {
-        Args::Null => vec![",".to_owned()],
-        Args::String(s) => vec![s.clone()],
-        Args::Mapping(m) => match (m.get("separators"), m.get("separator")) {
-            (Some(list), _) => str_list(list, "separators")?,
-            (None, Some(Args::String(s))) => vec![s.clone()],
-            (None, None) => vec![",".to_owned()],
-            _ => return Err("split: separator must be text".into()),
-        },
-        _ => return Err("split takes a separator or {separators, trim, drop_empty}".into()),
+    let separators = match (args.get("separators"), args.get("separator")) {
+        (Some(_), Some(_)) => return Err("split takes separator or separators, not both".into()),
+        (Some(list), None) => str_list(list, "separators")?,
+        (None, Some(Args::String(s))) => vec![s.clone()],
+        (None, Some(_)) => return Err("split: separator must be text".into()),
+        (None, None) => vec![",".to_owned()],
     };
     if separators.iter().any(String::is_empty) {
         return Err("split: a separator cannot be empty".into());
     }
-    let flag = |key: &str| match args {
-        Args::Mapping(m) => m
-            .get(key)
+    let flag = |key: &str| {
+        args.get(key)
             .map(|v| {
                 v.as_bool()
                     .ok_or(format!("split: {key} must be true or false"))
             })
-            .transpose(),
-        _ => Ok(None),
+            .transpose()
     };
     Ok(Transform::Split {
         separators,
@@ -456,25 +660,262 @@ fn parse_split(args: &Args) -> Result<Transform, String> {
 }
 
 fn parse_parse_date(args: &Args) -> Result<Transform, String> {
-    let formats = match args {
-        Args::String(s) => vec![s.clone()],
-        Args::Sequence(_) => str_list(args, "formats")?,
-        Args::Mapping(m) => match (m.get("formats"), m.get("format")) {
-            (Some(list), _) => str_list(list, "formats")?,
-            (None, Some(Args::String(s))) => vec![s.clone()],
-            _ => return Err("parse_date needs format or formats".into()),
-        },
+    let formats = match (args.get("formats"), args.get("format")) {
+        (Some(_), Some(_)) => return Err("parse_date takes format or formats, not both".into()),
+        (Some(list), None) => str_list(list, "formats")?,
+        (None, Some(Args::String(s))) => vec![s.clone()],
         _ => return Err("parse_date needs format or formats".into()),
     };
-    let formats = formats
-        .iter()
-        .map(|f| DateFormat::compile(f).map_err(|e| format!("parse_date: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut compiled = Vec::new();
+    for format in &formats {
+        match preset(format) {
+            Some(list) => {
+                for f in list {
+                    compiled.push(DateFormat::compile(f).map_err(|e| format!("parse_date: {e}"))?);
+                }
+            }
+            None => {
+                compiled.push(DateFormat::compile(format).map_err(|e| format!("parse_date: {e}"))?)
+            }
+        }
+    }
     let offset = match opt_str(args, "timezone")? {
         None => None,
         Some(tz) => Some(parse_offset(&tz)?),
     };
-    Ok(Transform::ParseDate { formats, offset })
+    Ok(Transform::ParseDate {
+        formats: compiled,
+        offset,
+    })
+}
+
+/// The formats a named date style stands for in `parse_date`: `iso`, `european` (day first), `us`
+/// (month first), and `epoch` / `epoch_ms` (seconds or milliseconds since 1970, UTC).
+fn preset(name: &str) -> Option<&'static [&'static str]> {
+    Some(match name {
+        "iso" => &[
+            "%+",
+            "%Y-%m-%dT%H:%M:%S%.f",
+            "%Y-%m-%d %H:%M:%S%.f",
+            "%Y-%m-%d %H:%M:%S%.f%#z",
+            "%Y-%m-%dT%H:%M",
+            "%Y-%m-%d %H:%M",
+            "%Y-%m-%d",
+        ],
+        "european" => &[
+            "%d.%m.%Y %H:%M:%S",
+            "%d.%m.%Y %H:%M",
+            "%d.%m.%Y",
+            "%d/%m/%Y %H:%M:%S",
+            "%d/%m/%Y %H:%M",
+            "%d/%m/%Y",
+            "%d-%m-%Y %H:%M:%S",
+            "%d-%m-%Y %H:%M",
+            "%d-%m-%Y",
+        ],
+        "us" => &[
+            "%m/%d/%Y %I:%M:%S %p",
+            "%m/%d/%Y %I:%M %p",
+            "%m/%d/%Y %H:%M:%S",
+            "%m/%d/%Y %H:%M",
+            "%m/%d/%Y",
+        ],
+        "epoch" => &[EPOCH_SECONDS],
+        "epoch_ms" => &[EPOCH_MILLIS],
+        _ => return None,
+    })
+}
+
+/// Stand-ins for the epoch styles among compiled formats (no strftime format is written like these).
+const EPOCH_SECONDS: &str = "\u{0}epoch";
+const EPOCH_MILLIS: &str = "\u{0}epoch_ms";
+
+/// A value map: `{A: active, I: inactive, default: unknown}`, or `{values: {…}, default: …}` when a
+/// listed value is itself the text `default` or `values`.
+fn parse_map(args: &Args) -> Result<Transform, String> {
+    let Args::Mapping(m) = args else {
+        return Err(
+            "map takes a mapping of values: `map: {A: active, I: inactive, default: unknown}`"
+                .into(),
+        );
+    };
+    let explicit = m.get("values");
+    let entries = match explicit {
+        Some(Args::Mapping(values)) => {
+            if let Some(other) = m
+                .keys()
+                .find(|k| !matches!(k.as_str(), Some("values" | "default")))
+            {
+                return Err(format!(
+                    "unknown argument {:?}; map takes values and default (or the values themselves)",
+                    yaml_text(other)
+                ));
+            }
+            values
+        }
+        Some(_) => return Err("map: values must be a mapping".into()),
+        None => m,
+    };
+    let mut values = Vec::new();
+    for (key, value) in entries {
+        if explicit.is_none() && key.as_str() == Some("default") {
+            continue;
+        }
+        if key.is_mapping() || key.is_sequence() {
+            return Err("map: the values to replace must be scalars".into());
+        }
+        values.push((yaml_text(key), yaml_to_value(value)?));
+    }
+    if values.is_empty() {
+        return Err("map lists no values".into());
+    }
+    let default = m.get("default").map(yaml_to_value).transpose()?;
+    Ok(Transform::Map { values, default })
+}
+
+/// Reads a number written for people (see [`Transform::ParseNumber`]) as an exact decimal.
+fn parse_number(value: &Value, decimal: char) -> Result<Value, String> {
+    let text = match value {
+        Value::String(s) => s.as_str(),
+        Value::Int(_) | Value::Decimal(_) => return Ok(value.clone()),
+        Value::Float(x) => {
+            return Decimal::parse(ryu::Buffer::new().format(*x))
+                .map(Value::Decimal)
+                .ok_or_else(|| format!("{x} is not a finite number"))
+        }
+        other => return Err(format!("cannot read a {} as a number", other.type_name())),
+    };
+    let fail = || {
+        format!(
+            "{text:?} is not a number written with {decimal:?} as the decimal separator (parse_number)"
+        )
+    };
+    let mut body = text.trim();
+    if body.is_empty() {
+        return Ok(Value::Null);
+    }
+    let mut negative = false;
+    if let Some(inner) = body.strip_prefix('(').and_then(|b| b.strip_suffix(')')) {
+        negative = true;
+        body = inner.trim();
+    }
+    // Signs, currency symbols and codes, and a percent sign, at either end, in any order.
+    let mut percent = false;
+    loop {
+        let before = body;
+        body = body.trim();
+        if let Some(rest) = body.strip_prefix('-').or_else(|| body.strip_suffix('-')) {
+            if negative {
+                return Err(fail());
+            }
+            negative = true;
+            body = rest;
+        } else if let Some(rest) = body.strip_prefix('+') {
+            body = rest;
+        } else if let Some(rest) = body.strip_suffix('%') {
+            if percent {
+                return Err(fail());
+            }
+            percent = true;
+            body = rest;
+        } else if let Some(rest) = strip_currency(body) {
+            body = rest;
+        }
+        if body == before {
+            break;
+        }
+    }
+    let grouping = if decimal == ',' { '.' } else { ',' };
+    let (whole, fraction) = match body.rsplit_once(decimal) {
+        Some((w, f)) => (w, Some(f)),
+        None => (body, None),
+    };
+    let groups: Vec<&str> = whole
+        .split([grouping, ' ', '\u{a0}', '\u{202f}', '\''])
+        .collect();
+    // Grouped digits come in threes after the first group: `1.234.567`, never `1.5` read as a thousand.
+    let grouped_ok = groups.len() == 1
+        || (groups[0].len() <= 3
+            && !groups[0].is_empty()
+            && groups[1..].iter().all(|g| g.len() == 3));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !grouped_ok || !groups.iter().all(|g| digits(g)) || fraction.is_some_and(|f| !digits(f)) {
+        return Err(fail());
+    }
+    let mut plain = String::with_capacity(body.len() + 1);
+    if negative {
+        plain.push('-');
+    }
+    plain.push_str(&groups.concat());
+    if let Some(f) = fraction {
+        plain.push('.');
+        plain.push_str(f);
+    }
+    let mut number = bigdecimal::BigDecimal::from_str(&plain).map_err(|_| fail())?;
+    if percent {
+        // 19 % is 0.19: divided by a hundred, exactly (the scale grows by two).
+        number = number / bigdecimal::BigDecimal::from(100);
+        let scale = fraction.map_or(0, str::len) as i64 + 2;
+        number = number.with_scale(scale);
+    }
+    Decimal::parse(&number.to_plain_string())
+        .map(Value::Decimal)
+        .ok_or_else(fail)
+}
+
+/// `body` without a currency symbol or a three-letter currency code at its start or end.
+fn strip_currency(body: &str) -> Option<&str> {
+    const SYMBOLS: &[char] = &[
+        '$', '€', '£', '¥', '₹', '₽', '₩', '₪', '₺', '₫', '₱', '฿', '₴', '₦', '¢',
+    ];
+    if let Some(rest) = body
+        .strip_prefix(SYMBOLS)
+        .or_else(|| body.strip_suffix(SYMBOLS))
+    {
+        return Some(rest);
+    }
+    let code = |s: &str| s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase());
+    if let Some((head, rest)) = body.split_once(' ') {
+        if code(head) {
+            return Some(rest);
+        }
+    }
+    if let Some((rest, tail)) = body.rsplit_once(' ') {
+        if code(tail) {
+            return Some(rest);
+        }
+    }
+    // `CHF12.50`, `12.50EUR`
+    let (head, tail) = (body.get(..3), body.get(body.len().saturating_sub(3)..));
+    if head.is_some_and(code) && body.len() > 3 {
+        return body.get(3..);
+    }
+    if tail.is_some_and(code) && body.len() > 3 {
+        return body.get(..body.len() - 3);
+    }
+    None
+}
+
+/// Rounds a number (or text holding one): a decimal stays an exact decimal, a float a float, an integer
+/// an integer.
+fn round_value(value: Value, places: i64, mode: bigdecimal::RoundingMode) -> Result<Value, String> {
+    let exact = |text: &str| bigdecimal::BigDecimal::from_str(text.trim()).ok();
+    let (d, kind) = match &value {
+        Value::Decimal(d) => (exact(d.as_str()), "decimal"),
+        Value::Float(x) => (exact(ryu::Buffer::new().format(*x)), "float"),
+        Value::Int(i) => (Some(bigdecimal::BigDecimal::from(*i)), "int"),
+        Value::String(s) => (exact(s), "decimal"),
+        other => return Err(format!("cannot round a {}", other.type_name())),
+    };
+    let d = d.ok_or_else(|| format!("cannot round {}: it is not a number", preview(&value)))?;
+    let rounded = round_decimal(&d, places, mode).to_plain_string();
+    match kind {
+        "float" => rounded.parse().map(Value::Float).map_err(|e| e.to_string()),
+        "int" => rounded.parse().map(Value::Int).map_err(|e| e.to_string()),
+        _ => Decimal::parse(&rounded)
+            .map(Value::Decimal)
+            .ok_or_else(|| format!("cannot round {}", preview(&value))),
+    }
 }
 
 /// `UTC`, `Z`, or a fixed offset such as `+02:00`.
@@ -496,7 +937,7 @@ fn opt_str(args: &Args, key: &str) -> Result<Option<String>, String> {
         Args::Mapping(m) => match m.get(key) {
             None | Some(Args::Null) => Ok(None),
             Some(Args::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(format!("{key} must be text, got {other:?}")),
+            Some(other) => Err(format!("{key} must be text, got {}", yaml_text(other))),
         },
         _ => Ok(None),
     }
@@ -504,13 +945,6 @@ fn opt_str(args: &Args, key: &str) -> Result<Option<String>, String> {
 
 fn req_str(args: &Args, key: &str) -> Result<String, String> {
     opt_str(args, key)?.ok_or_else(|| format!("missing argument {key:?}"))
-}
-
-fn scalar_or_key(args: &Args, key: &str) -> Result<String, String> {
-    match args {
-        Args::String(s) => Ok(s.clone()),
-        _ => req_str(args, key),
-    }
 }
 
 fn str_list(args: &Args, key: &str) -> Result<Vec<String>, String> {

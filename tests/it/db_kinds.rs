@@ -85,6 +85,7 @@ fn refusals(kind: &Database, dir: &Path, records: &[Record]) -> Vec<(u64, Error)
         dry_run: false,
         commit_every: None,
         connect: ConnectOptions::default(),
+        ..SinkOptions::default()
     };
     let mut sink = (kind.open_sink)(&endpoint, options).unwrap();
     let mut refused = Vec::new();

@@ -30,7 +30,7 @@ fn cancelling_after(after: u64) -> (RunContext, Arc<Mutex<Vec<Event>>>) {
     let (seen, cancel) = (Arc::clone(&events), token.clone());
     let observer = move |event: &Event| {
         if let Event::Progress(p) = event {
-            if p.read >= after {
+            if p.counts.read >= after {
                 cancel.cancel();
             }
         }

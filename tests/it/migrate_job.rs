@@ -48,7 +48,8 @@ impl Observer for HandOver {
         }
         if let Event::Progress(progress) = event {
             if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.after {
-                self.read.store(progress.read as usize, Ordering::SeqCst);
+                self.read
+                    .store(progress.counts.read as usize, Ordering::SeqCst);
                 let _ = self.reached.lock().unwrap().send(());
                 let _ = self.resume.lock().unwrap().recv();
             }

@@ -137,9 +137,23 @@ enum SslCheck {
 
 /// `postgres://user@host:port/db`: what errors and reports show. Never the password.
 pub(crate) fn redacted(connection: &str) -> String {
-    let Ok(config) = Config::from_str(connection) else {
-        return String::from("postgres://…");
-    };
+    match Config::from_str(connection) {
+        Ok(config) => shown_config(&config),
+        Err(_) => String::from("postgres://…"),
+    }
+}
+
+/// Where `endpoint` connects, as `postgres://user@host:port/db` with what libpq's variables (`PGHOST`,
+/// `PGUSER`, `PGDATABASE`, …) fill in — the real target, also for a bare `postgres` — and never the
+/// password.
+pub(crate) fn shown(endpoint: &DbEndpoint) -> String {
+    match config(endpoint, &ConnectOptions::default()) {
+        Ok((config, _)) => shown_config(&config),
+        Err(_) => redacted(endpoint.connection()),
+    }
+}
+
+fn shown_config(config: &Config) -> String {
     let host = config
         .get_hosts()
         .first()
@@ -189,10 +203,12 @@ pub(crate) fn connect(
         .build()
         .map_err(|e| Error::config(format!("cannot set up TLS: {e}")))?;
     let tls = postgres_native_tls::MakeTlsConnector::new(tls);
+    // A refused login or a failed TLS handshake will fail the same way again: only an unreachable server
+    // is retried.
     let client = with_retries(
         options,
         || config.connect(tls.clone()),
-        |e| e.as_db_error().is_none(),
+        |e| e.as_db_error().is_none() && !is_tls_failure(e),
     );
     client.map_err(|e| {
         let place = where_is(&config);
@@ -200,6 +216,15 @@ pub(crate) fn connect(
             Some(db) => format!(
                 "postgres at {place} refused the connection: {}",
                 db.message()
+            ),
+            None if chain(&e).contains("server does not support TLS") => format!(
+                "postgres at {place} does not offer TLS, and sslmode (or PGSSLMODE) requires it: turn \
+                 on ssl in the server's configuration, or connect with sslmode=prefer or sslmode=disable"
+            ),
+            None if is_tls_failure(&e) => format!(
+                "the TLS handshake with postgres at {place} failed: {}; check sslmode and the server's \
+                 certificate",
+                chain(&e)
             ),
             None => format!("cannot connect to postgres at {place}: {e}; is the server running?"),
         };
@@ -209,6 +234,27 @@ pub(crate) fn connect(
             None => error,
         }
     })
+}
+
+/// An error with its causes: `error performing TLS handshake: server does not support TLS`.
+fn chain(e: &postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// True when connecting failed in the TLS handshake (the server offers no TLS, or its certificate does not
+/// check out), not because the server could not be reached.
+fn is_tls_failure(e: &postgres::Error) -> bool {
+    e.to_string().starts_with("error performing TLS handshake")
 }
 
 /// The server's account of an error: its SQLSTATE, and the constraint, table and column it names.

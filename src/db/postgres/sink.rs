@@ -18,8 +18,8 @@ use super::{cause, connect, message, pg_error};
 use crate::db::pgcopy::{self, numeric_to_binary};
 use crate::db::{
     check_field_names, check_key_enforced, check_sink_names, coerce, loaded_columns,
-    new_table_columns, quote_ident, Cell, Column, ColumnKind, DbEndpoint, FieldLookup, OnConflict,
-    SinkOptions, TableSink, Tally,
+    new_columns_shown, new_table_columns, quote_ident, sample_fields, Cell, Column, ColumnKind,
+    DbEndpoint, FieldLookup, OnConflict, Sampled, SinkOptions, TableSink, Tally,
 };
 use crate::error::{Error, Position, Result, Stage};
 use crate::record::Record;
@@ -111,7 +111,8 @@ pub(super) fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<B
             options.table
         )));
     }
-    Ok(Box::new(PgSink {
+    let limit = options.sample_records;
+    let sink = PgSink {
         wire: Wire::start(client),
         name,
         table,
@@ -128,7 +129,8 @@ pub(super) fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<B
         lookup: FieldLookup::default(),
         copy_open: false,
         sent: 0,
-    }))
+    };
+    Ok(Sampled::wrap(sink, limit))
 }
 
 /// The columns of a table, each with its type; `None` when the table does not exist.
@@ -171,6 +173,7 @@ fn table_columns(client: &mut Client, table: &str) -> Result<Option<Vec<(Column,
                 type_name,
                 kind,
                 has_default,
+                inferred: false,
             },
             ty,
         ));
@@ -264,18 +267,22 @@ impl PgSink {
         }
     }
 
-    /// Creates the table if needed and fixes the columns and statements, from the first record.
-    fn prepare(&mut self, first: Option<&Record>) -> Result<()> {
-        let fields = first.into_iter().flat_map(|r| r.keys());
-        check_field_names(&self.options.table, fields, true)?;
-        let (columns, types) = match (self.existing.take(), first) {
-            (Some(existing), Some(first)) => {
+    /// Creates the table if needed and fixes the columns and statements, from a sample of the first
+    /// records.
+    fn prepare_columns(&mut self, sample: &[Record]) -> Result<()> {
+        check_field_names(
+            &self.options.table,
+            sample_fields(sample).iter().map(|k| &**k),
+            true,
+        )?;
+        let (columns, types) = match self.existing.take() {
+            Some(existing) if !sample.is_empty() => {
                 let types_by_name: Vec<(String, Type)> = existing
                     .iter()
                     .map(|(c, t)| (c.name.clone(), t.clone()))
                     .collect();
                 let plain = existing.into_iter().map(|(c, _)| c).collect();
-                let loaded = loaded_columns(&self.options.table, plain, first)?;
+                let loaded = loaded_columns(&self.options.table, plain, sample)?;
                 let types = loaded
                     .iter()
                     .map(|(c, _)| {
@@ -287,16 +294,18 @@ impl PgSink {
                     .collect();
                 (loaded, types)
             }
-            (Some(existing), None) => {
+            Some(existing) => {
                 self.existing = Some(existing);
                 return Ok(());
             }
-            (None, _) => {
-                let columns = new_table_columns(&self.options, first);
+            None => {
+                let columns = new_table_columns(&self.options, sample);
                 if columns.is_empty() {
                     return Ok(());
                 }
                 self.create_table(&columns)?;
+                self.tally.columns =
+                    new_columns_shown(&columns, &self.options, |k| create_type(k).to_owned());
                 let types: Vec<Type> = columns.iter().map(|c| type_for(c.kind)).collect();
                 let columns: Vec<(Column, String)> = columns
                     .into_iter()
@@ -699,9 +708,16 @@ fn put_sql<T: ToSql>(value: &T, ty: &Type, out: &mut BytesMut) -> std::result::R
 }
 
 impl TableSink for PgSink {
+    fn prepare(&mut self, sample: &[Record]) -> Result<()> {
+        if self.loaded.is_none() {
+            self.prepare_columns(sample)?;
+        }
+        Ok(())
+    }
+
     fn write(&mut self, number: u64, record: &Record) -> Result<()> {
         if self.loaded.is_none() {
-            self.prepare(Some(record))?;
+            self.prepare_columns(std::slice::from_ref(record))?;
         }
         self.encode(record)?;
         self.numbers.push(number);
@@ -745,7 +761,7 @@ impl TableSink for PgSink {
             ));
         }
         if self.loaded.is_none() && self.existing.is_none() && !self.options.declared.is_empty() {
-            self.prepare(None)?;
+            self.prepare_columns(&[])?;
         }
         let end = if self.options.dry_run {
             "ROLLBACK"
