@@ -361,48 +361,51 @@ pub struct TemplateField {
 /// A problem `ferry templates check` finds, with where it is when that is known.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TemplateProblem {
-    /// The line (1-based), when known.
+    /// The line in the template's YAML (1-based), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<u64>,
-    /// The column (1-based), when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub column: Option<u64>,
-    /// The field concerned, when there is one.
+    /// The output field concerned, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
-    /// One sentence.
+    /// What is wrong, as one sentence (without the place: `line` and `field` say it).
     pub message: String,
+}
+
+impl TemplateProblem {
+    /// The problem as one line: `line 4: field "b": …`.
+    pub fn shown(&self) -> String {
+        let place = self.line.map(|l| format!("line {l}: ")).unwrap_or_default();
+        match &self.field {
+            Some(field) => format!("{place}field {field:?}: {}", self.message),
+            None => format!("{place}{}", self.message),
+        }
+    }
 }
 
 /// Checks template YAML exactly as `ferry templates check` does — parse, compile every field, transform
 /// and expression, compile the schema — as if it were the file `path` (schemas are found beside it).
-pub fn check_template(text: &str, path: &Path) -> Result<TemplateSummary, TemplateProblem> {
+/// Every problem is returned, each with its line and field, as the CLI prints them.
+pub fn check_template(text: &str, path: &Path) -> Result<TemplateSummary, Vec<TemplateProblem>> {
     let source = TemplateSource::File(path.to_owned());
-    if let Err(e) = serde_yaml::from_str::<crate::template::TemplateSpec>(text) {
-        let location = e.location();
-        return Err(TemplateProblem {
-            line: location.as_ref().map(|l| l.line() as u64),
-            column: location.as_ref().map(|l| l.column() as u64),
-            field: None,
-            message: format!("template {source}: {e}"),
+    // A template whose top level cannot be read fails as one configuration error: "template PATH:LINE: …".
+    let template = Template::parse(text, source).map_err(|e| vec![unplaced(&e, path)])?;
+    let compiled = template.check().map_err(|problems| {
+        problems
+            .into_iter()
+            .map(|p| TemplateProblem {
+                line: p.line.map(|l| l as u64),
+                field: p.field,
+                message: p.message,
+            })
+            .collect::<Vec<_>>()
+    })?;
+    let schema = schemas()
+        .schema_of(&template)
+        .and_then(|found| match found {
+            Some((name, schema)) => SchemaValidator::compile(&name, &schema).map(drop),
+            None => Ok(()),
         });
-    }
-    let problem = |e: Error| {
-        let message = e.to_string();
-        let field = quoted_after(&message, "field ");
-        let line = field.as_deref().and_then(|f| field_line(text, f));
-        TemplateProblem {
-            line,
-            column: None,
-            field,
-            message,
-        }
-    };
-    let template = Template::parse(text, source).map_err(problem)?;
-    let compiled = template.compile().map_err(problem)?;
-    if let Some((name, schema)) = schemas().schema_of(&template).map_err(problem)? {
-        SchemaValidator::compile(&name, &schema).map_err(problem)?;
-    }
+    schema.map_err(|e| vec![unplaced(&e, path)])?;
     let spec = &template.spec;
     Ok(TemplateSummary {
         name: compiled.name.clone(),
@@ -422,24 +425,31 @@ pub fn check_template(text: &str, path: &Path) -> Result<TemplateSummary, Templa
     })
 }
 
-/// The text between the quotes that follow `prefix` in `message` (`field "title": …` → `title`).
-fn quoted_after(message: &str, prefix: &str) -> Option<String> {
-    let start = message.find(&format!("{prefix}\""))? + prefix.len() + 1;
-    let rest = &message[start..];
-    let end = rest.find('"')?;
-    Some(rest[..end].to_owned())
-}
-
-/// The line of `- name: FIELD` in template YAML.
-fn field_line(text: &str, field: &str) -> Option<u64> {
-    text.lines()
-        .position(|line| {
-            let line = line.trim_start().trim_start_matches('-').trim_start();
-            line.strip_prefix("name:")
-                .map(|v| v.trim().trim_matches(['"', '\'']) == field)
-                .unwrap_or(false)
-        })
-        .map(|i| i as u64 + 1)
+/// An error about template `path` as a problem: its line read from the `template PATH:LINE: ` the engine
+/// puts first, and the server's path taken out (a client knows its template by its id).
+fn unplaced(e: &Error, path: &Path) -> TemplateProblem {
+    let message = e.to_string();
+    let prefix = format!("template {}", path.display());
+    let Some(rest) = message.strip_prefix(&prefix) else {
+        return TemplateProblem {
+            line: None,
+            field: None,
+            message: message.replace(&format!("{}", path.display()), "the template"),
+        };
+    };
+    let numbered = rest.strip_prefix(':').and_then(|r| r.split_once(": "));
+    match numbered.and_then(|(line, m)| Some((line.parse::<u64>().ok()?, m))) {
+        Some((line, m)) => TemplateProblem {
+            line: Some(line),
+            field: None,
+            message: m.to_owned(),
+        },
+        None => TemplateProblem {
+            line: None,
+            field: None,
+            message: rest.trim_start_matches(':').trim_start().to_owned(),
+        },
+    }
 }
 
 /// For `auto-detect`: the alternatives of each required field of a template (a record fits when it has
@@ -504,14 +514,18 @@ mod tests {
     fn template_problems_carry_their_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.yaml");
-        let bad =
-            "name: t\nfields:\n  - name: a\n  - name: b\n    transforms: [no_such_transform]\n";
-        let problem = check_template(bad, &path).unwrap_err();
-        assert_eq!(problem.field.as_deref(), Some("b"));
-        assert_eq!(problem.line, Some(4), "{problem:?}");
+        let bad = "name: t\nfields:\n  - name: a\n  - name: b\n    transforms: [no_such_transform]\n  - name: c\n    compute: nope(a)\n";
+        let problems = check_template(bad, &path).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems[0].field.as_deref(), Some("b"));
+        assert_eq!(problems[0].line, Some(5), "{problems:?}");
+        assert_eq!(problems[1].field.as_deref(), Some("c"));
+        assert_eq!(problems[1].line, Some(7), "{problems:?}");
         let broken = "name: t\nfields: [\n";
-        let problem = check_template(broken, &path).unwrap_err();
-        assert!(problem.line.is_some(), "{problem:?}");
+        let problems = check_template(broken, &path).unwrap_err();
+        assert!(problems[0].line.is_some(), "{problems:?}");
+        let path_text = path.display().to_string();
+        assert!(!problems[0].message.contains(&path_text), "{problems:?}");
         let good =
             "name: t\nversion: 1.0.0\nfields:\n  - {name: a, type: integer, required: true}\n";
         let summary = check_template(good, &path).unwrap();

@@ -117,8 +117,15 @@ fn check(settings: &Settings) -> Result<()> {
                     Error::config(format!("dataset {:?}: {}", dataset.name, f.info.message))
                 })?;
             let shown = settings.templates_dir.join(format!("{name}.yaml"));
-            engine::check_template(&text, &shown)
-                .map_err(|p| Error::config(format!("dataset {:?}: {}", dataset.name, p.message)))?;
+            engine::check_template(&text, &shown).map_err(|problems| {
+                let shown: Vec<String> = problems.iter().map(|p| p.shown()).collect();
+                Error::config(format!(
+                    "dataset {:?}: template {}: {}",
+                    dataset.name,
+                    name,
+                    shown.join("; ")
+                ))
+            })?;
         }
     }
     Ok(())

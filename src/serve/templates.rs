@@ -23,9 +23,9 @@ pub struct TemplateInfo {
     /// What the check found, when it checks out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<TemplateSummary>,
-    /// What is wrong with it, when it does not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub problem: Option<TemplateProblem>,
+    /// What is wrong with it, when it does not: every problem, each with its line and field.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<TemplateProblem>,
     /// Its YAML (`GET /templates/{id}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub yaml: Option<String>,
@@ -37,7 +37,7 @@ fn info(id: &str, source: &str, text: &str, file: &Path, with_text: bool) -> Tem
         id: id.to_owned(),
         source: source.to_owned(),
         template: checked.as_ref().ok().cloned(),
-        problem: checked.err(),
+        problems: checked.err().unwrap_or_default(),
         yaml: with_text.then(|| text.to_owned()),
     }
 }
@@ -115,12 +115,11 @@ pub fn create(dir: &Path, body: &[u8], content_type: &str) -> Result<TemplateInf
         .ok()
         .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned));
     let id = name.as_deref().map(slug).ok_or_else(|| {
-        problem_error(TemplateProblem {
+        problems_error(vec![TemplateProblem {
             line: Some(1),
-            column: None,
             field: None,
             message: "the template has no name".into(),
-        })
+        }])
     })?;
     if engine::builtin_templates().iter().any(|(n, _)| *n == id) {
         return Err(ApiError::new(
@@ -130,24 +129,30 @@ pub fn create(dir: &Path, body: &[u8], content_type: &str) -> Result<TemplateInf
         ));
     }
     let file = dir.join(format!("{id}.yaml"));
-    let summary = engine::check_template(&yaml, &file).map_err(problem_error)?;
+    let summary = engine::check_template(&yaml, &file).map_err(problems_error)?;
     write_new(dir, &file, &yaml, &id)?;
     Ok(TemplateInfo {
         id,
         source: "stored".into(),
         template: Some(summary),
-        problem: None,
+        problems: Vec::new(),
         yaml: Some(yaml),
     })
 }
 
-fn problem_error(problem: TemplateProblem) -> ApiError {
+/// 422 with every problem in `details.problems`; the message names the first and counts the others.
+fn problems_error(problems: Vec<TemplateProblem>) -> ApiError {
+    let first = problems.first().map(TemplateProblem::shown).unwrap_or_default();
+    let message = match problems.len() {
+        1 => format!("the template does not check out: {first}"),
+        n => format!("the template has {n} problems, the first: {first}"),
+    };
     ApiError::new(
         axum::http::StatusCode::UNPROCESSABLE_ENTITY,
         "template_invalid",
-        problem.message.clone(),
+        message,
     )
-    .with_details(json!({ "problems": [problem] }))
+    .with_details(json!({ "problems": problems }))
 }
 
 /// Writes `file` only if it does not exist (a template is never replaced behind a running import).

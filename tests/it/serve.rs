@@ -903,8 +903,9 @@ fn serve_validates_detects_and_checks_templates() {
         "{body:#}"
     );
 
-    // Templates: a bad one is refused with its line, a good one stored and used by an import.
-    let bad = "name: shouty\nversion: 1.0.0\nfields:\n  - name: id\n    type: integer\n  - name: title\n    transforms: [shout]\n";
+    // Templates: a bad one is refused with every problem and its line, a good one stored and used by an
+    // import.
+    let bad = "name: shouty\nversion: 1.0.0\nfields:\n  - name: id\n    type: integer\n  - name: title\n    transforms: [shout]\n  - name: when\n    compute: nope(title)\n";
     let r = s
         .http
         .post(s.url("/api/data-migration/templates"))
@@ -915,9 +916,19 @@ fn serve_validates_detects_and_checks_templates() {
         .unwrap();
     let (status, body) = status_json(r);
     assert_error(status, &body, 422, "template_invalid");
-    let problem = &body["error"]["details"]["problems"][0];
-    assert_eq!(problem["field"], "title");
-    assert_eq!(problem["line"], 6, "{body:#}");
+    let problems = body["error"]["details"]["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 2, "{body:#}");
+    assert_eq!(problems[0]["field"], "title");
+    assert_eq!(problems[0]["line"], 7, "{body:#}");
+    assert_eq!(problems[1]["field"], "when");
+    assert_eq!(problems[1]["line"], 9, "{body:#}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the template has 2 problems, the first: line 7: field \"title\""),
+        "{body:#}"
+    );
     let good = "name: loud-notes\nversion: 1.0.0\nkeep_unmapped: true\nfields:\n  - name: title\n    transforms: [uppercase]\n";
     let post = |body: &str| {
         s.http
