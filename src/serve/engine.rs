@@ -196,9 +196,10 @@ pub fn classify(e: &Error) -> Failure {
         ErrorKind::Usage { .. } | ErrorKind::Config { .. } => (422, "invalid_configuration"),
         ErrorKind::Cancelled => (409, "cancelled"),
         _ if e.is_unique_violation() => (409, "conflict"),
-        ErrorKind::Record { .. } | ErrorKind::Data { .. } => (422, "invalid_data"),
-        ErrorKind::Verdict { .. } => (422, "invalid_data"),
-        ErrorKind::Rejected { .. } => (422, "records_rejected"),
+        ErrorKind::Record { .. }
+        | ErrorKind::Data { .. }
+        | ErrorKind::Verdict { .. }
+        | ErrorKind::Rejected { .. } => (422, "invalid_data"),
         ErrorKind::Io { .. } => (500, "io_error"),
     };
     Failure {

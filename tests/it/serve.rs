@@ -553,6 +553,16 @@ fn serve_import_then_export_gives_the_input_back_through_every_route() {
         "/api/data-migration/operations/history?since=2999-01-01",
     );
     assert_eq!(none["total"], 0);
+    let none = s.get_json(
+        &f.reader,
+        "/api/data-migration/operations/history?until=2000-01-01",
+    );
+    assert_eq!(none["total"], 0);
+    let all = s.get_json(
+        &f.reader,
+        "/api/data-migration/operations/history?since=2000-01-01&until=2999-01-01",
+    );
+    assert_eq!(all["total"], history["total"], "{all:#}");
     let (status, body) = status_json(s.get(
         &f.reader,
         "/api/data-migration/operations/history?state=bogus",
