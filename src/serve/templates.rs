@@ -142,7 +142,10 @@ pub fn create(dir: &Path, body: &[u8], content_type: &str) -> Result<TemplateInf
 
 /// 422 with every problem in `details.problems`; the message names the first and counts the others.
 fn problems_error(problems: Vec<TemplateProblem>) -> ApiError {
-    let first = problems.first().map(TemplateProblem::shown).unwrap_or_default();
+    let first = problems
+        .first()
+        .map(TemplateProblem::shown)
+        .unwrap_or_default();
     let message = match problems.len() {
         1 => format!("the template does not check out: {first}"),
         n => format!("the template has {n} problems, the first: {first}"),
