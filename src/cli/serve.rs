@@ -9,14 +9,17 @@ use crate::error::Result;
 use crate::serve::tokens::{self, Scope};
 
 const EXAMPLES: &str = "Examples:
-  ferry serve token add ci-bot --scope read --scope export --scope import   # prints the token once
+  # prints the token once; the token file keeps only its SHA-256
+  ferry serve token add ci-bot --scope read,export,import
   ferry serve --config ferry-serve.yaml
   ferry serve --listen 0.0.0.0:3000
-  curl -H \"Authorization: Bearer $TOKEN\" http://localhost:3000/api/data-migration/operations/history
+  curl -H \"Authorization: Bearer $TOKEN\" \\
+    http://localhost:3000/api/data-migration/operations/history
 
-Without --config, ./ferry-serve.yaml is read when it exists; without one, the defaults serve the guide's
-datasets (contexts, sessions, templates) from DB_PATH (SQLite, default ./data.sqlite) or DATABASE_URL
-(PostgreSQL, with DB_TYPE=postgres). SIGTERM stops it gracefully.";
+Without --config, ./ferry-serve.yaml is read when it exists; without one,
+the defaults serve the guide's datasets (contexts, sessions, templates) from
+DB_PATH (SQLite, default ./data.sqlite) or DATABASE_URL (PostgreSQL, with
+DB_TYPE=postgres). SIGTERM stops it gracefully.";
 
 /// Arguments of `ferry serve`.
 #[derive(Debug, Args)]
