@@ -304,8 +304,12 @@ mod types_map {
 pub enum Job {
     /// A conversion.
     Convert(ConvertJob),
-    /// A whole-database migration.
+    /// A whole-database migration (or one tenant's, with `tenant`).
     Migrate(MigrateJob),
+    /// One tenant's rows into a bundle.
+    Export(crate::tenant::ExportJob),
+    /// A bundle into a database.
+    Import(crate::tenant::ImportJob),
 }
 
 /// What a job's run reports.
@@ -315,6 +319,10 @@ pub enum JobReport {
     Convert(Report),
     /// A migration's report.
     Migrate(MigrateReport),
+    /// An export's report.
+    Export(crate::tenant::ExportReport),
+    /// An import's report.
+    Import(crate::tenant::ImportReport),
 }
 
 impl Job {
@@ -344,6 +352,8 @@ impl Job {
         match self {
             Job::Convert(job) => lift(crate::pipeline::convert(job, env, ctx), JobReport::Convert),
             Job::Migrate(job) => lift(crate::migrate::migrate(job, env, ctx), JobReport::Migrate),
+            Job::Export(job) => lift(crate::tenant::export(job, env, ctx), JobReport::Export),
+            Job::Import(job) => lift(crate::tenant::import(job, env, ctx), JobReport::Import),
         }
     }
 }

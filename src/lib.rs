@@ -48,6 +48,7 @@ pub mod shape;
 pub mod sink;
 pub mod sort;
 pub mod template;
+pub mod tenant;
 pub mod validate;
 pub mod verify;
 

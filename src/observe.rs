@@ -40,8 +40,12 @@ impl Observer for Silent {
 pub enum RunKind {
     /// `ferry convert` (and `ferry validate`, a convert that writes nothing).
     Convert,
-    /// `ferry migrate`.
+    /// `ferry migrate` (one tenant's, too).
     Migrate,
+    /// `ferry export`: one tenant's rows into a bundle.
+    Export,
+    /// `ferry import`: a bundle into a database.
+    Import,
 }
 
 /// How a run ended.

@@ -54,6 +54,15 @@ pub enum Verification {
         /// Its parts.
         parts: Vec<PartEntry>,
     },
+    /// A tenant bundle (`NAME.bundle.json…`, or a split bundle's `NAME.bundle.manifest.json`): every row
+    /// read and checked against its table's columns, counts and checksums and the bundle's checksum (and,
+    /// encrypted, every chunk authenticated; split, every part as a set's).
+    Bundle {
+        /// The bundle.
+        path: PathBuf,
+        /// What its head and metadata say, all of it checked.
+        verified: Box<crate::tenant::Verified>,
+    },
     /// A single file.
     File {
         /// The file.
@@ -69,6 +78,13 @@ pub enum Verification {
 impl VerifyJob {
     /// Verifies `path`; the default key variables come from `env`.
     pub fn run(&self, env: &Environment, ctx: &RunContext) -> Result<Verification> {
+        if crate::tenant::bundle::is_bundle_name(&self.path) {
+            let verified = crate::tenant::verify_file(&self.path, self.key_source.as_ref(), env)?;
+            return Ok(Verification::Bundle {
+                path: self.path.clone(),
+                verified: Box::new(verified),
+            });
+        }
         if is_manifest(&self.path) {
             self.verify_set(env, ctx)
         } else if BackupManifest::is_backup(&self.path) {

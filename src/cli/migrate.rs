@@ -159,9 +159,49 @@ pub struct MigrateArgs {
     /// Print the job these flags make (JSON, no password) and exit without running it.
     #[arg(long)]
     print_job: bool,
+
+    /// Migrate one tenant's rows instead of the whole database: TABLE:KEY (users:123),
+    /// TABLE:COLUMN=VALUE (users:email=a@b.c), or TABLE:all for every row of the table, each on its own.
+    #[arg(long, value_name = "TABLE:KEY", help_heading = "One user's data")]
+    tenant: Option<crate::tenant::Root>,
+
+    /// Migrate the tenants this file lists, one per line (users:123); `#` starts a comment.
+    #[arg(long, value_name = "FILE", help_heading = "One user's data")]
+    tenants_from: Option<PathBuf>,
+
+    /// The subset spec (YAML): relations the schema does not declare, tables to exclude, paths to stop,
+    /// lookup tables to include, how columns are sanitized.
+    #[arg(long, value_name = "FILE", help_heading = "One user's data")]
+    spec: Option<PathBuf>,
+
+    /// Lookup tables taken whole into each tenant's bundle (comma-separated).
+    #[arg(
+        long,
+        value_name = "TABLES",
+        value_delimiter = ',',
+        help_heading = "One user's data"
+    )]
+    include: Vec<String>,
+
+    /// A tenant's row whose key is already on the target: error, skip, overwrite or merge.
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "error",
+        help_heading = "One user's data"
+    )]
+    on_conflict: crate::db::OnConflict,
+
+    /// Give generated keys new values on the target and rewrite every reference to them.
+    #[arg(long, help_heading = "One user's data")]
+    remap_keys: bool,
+
+    /// Validate (the default; with --tenant, each tenant's rows are read back before its commit).
+    #[arg(long, conflicts_with = "no_validate")]
+    validate: bool,
 }
 
-fn connect_options(retries: u32, timeout: u64) -> ConnectOptions {
+pub(super) fn connect_options(retries: u32, timeout: u64) -> ConnectOptions {
     ConnectOptions {
         retries,
         timeout: std::time::Duration::from_secs(timeout.max(1)),
@@ -191,6 +231,16 @@ impl MigrateArgs {
             cast_rules: self.cast_rules.clone(),
             connect: connect_options(self.connect_retries, self.connect_timeout),
             report: self.report.clone(),
+            tenant: (self.tenant.is_some() || self.tenants_from.is_some()).then(|| {
+                crate::tenant::TenantMigrateJob {
+                    tenant: self.tenant.clone(),
+                    tenants_from: self.tenants_from.clone(),
+                    spec: self.spec.clone(),
+                    include: self.include.clone(),
+                    on_conflict: self.on_conflict,
+                    remap_keys: self.remap_keys,
+                }
+            }),
         }
     }
 }
@@ -205,7 +255,7 @@ struct JobFile<'a> {
 
 /// Prints what the run says, line by line, on stderr: each table as it finishes and the notes between
 /// steps (none with `--quiet`).
-struct Lines;
+pub(super) struct Lines;
 
 impl Observer for Lines {
     fn event(&self, event: &Event) {

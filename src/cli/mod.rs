@@ -17,7 +17,10 @@ use crate::report::Report;
 
 mod completions;
 mod convert;
+mod databases;
+mod export;
 mod formats;
+mod import;
 mod inspect;
 mod keygen;
 mod migrate;
@@ -81,6 +84,12 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run a job file (what `convert --print-job` or `migrate --print-job` printed).
     Run(run::RunArgs),
+    /// Export everything that belongs to one user (tenant) into a sanitized, checksummed bundle.
+    Export(Box<export::ExportArgs>),
+    /// Verify a bundle and import it into a database in one transaction.
+    Import(Box<import::ImportArgs>),
+    /// List the configured databases (DB_TYPE, DATABASE_URL, DB_PATH) and whether they answer.
+    Databases(databases::DatabasesArgs),
     /// Print the first records of an input (10 by default), in its own format.
     Head(Box<inspect::HeadArgs>),
     /// Count the records of an input.
@@ -135,6 +144,9 @@ where
         Command::Diff(args) => migrate::run_diff(args),
         Command::Serve(_) => unreachable!("handled above"),
         Command::Run(args) => run::run(args, &env),
+        Command::Export(args) => export::run(*args, &env),
+        Command::Import(args) => import::run(*args, &env),
+        Command::Databases(args) => databases::run(args, &env),
         Command::Head(args) => inspect::head(*args, &env),
         Command::Count(args) => inspect::count(*args, &env),
         Command::Headers(args) => inspect::headers(*args, &env),

@@ -17,11 +17,13 @@ const EXAMPLES: &str = "Examples:
   ferry run job.json
   ferry migrate --from app.db --to postgres --print-job | ferry run -
 
-A job file is JSON: {\"job\": \"convert\", \"input\": …, \"output\": …} or {\"job\":
-\"migrate\", \"from\": …, \"to\": …}, every other field optional (--print-job shows
-them all). Relative paths are relative to the folder ferry runs in. A job file
-holds no secret: give passwords in PGPASSWORD or DATABASE_URL and keys in a
-file or variable the job names. The report goes where the job's `report` says.
+A job file is JSON: {\"job\": \"convert\", \"input\": …, \"output\": …},
+{\"job\": \"migrate\", \"from\": …, \"to\": …}, {\"job\": \"export\", \"tenant\": …,
+\"from\": …, \"to\": …} or {\"job\": \"import\", \"bundle\": …, \"to\": …}, every other
+field optional (--print-job shows them all). Relative paths are relative to the
+folder ferry runs in. A job file holds no secret: give passwords in PGPASSWORD
+or DATABASE_URL and keys in a file or variable the job names. The report goes
+where the job's `report` says.
 
 Exit codes: as for the job's command: 0 ok, 1 the run failed, 2 usage or
 configuration error (a file that is not a job, or cannot be read), 128 + the
@@ -59,5 +61,7 @@ pub fn run(args: RunArgs, env: &Environment) -> Result<()> {
     match job {
         Job::Convert(job) => super::run_convert(&job, env, args.progress, args.quiet).map(drop),
         Job::Migrate(job) => super::migrate::run_job(&job, env, args.quiet),
+        Job::Export(job) => super::export::run_job(&job, env, args.quiet),
+        Job::Import(job) => super::import::run_job(&job, env, args.quiet),
     }
 }

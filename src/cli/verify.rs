@@ -1,5 +1,6 @@
 //! `ferry verify`: checks a split output against its manifest (each part's size, SHA-256 and record count),
-//! or a single file against its `.sha256` — the integrity end of the envelope. The checking is the
+//! a single file against its `.sha256`, or a tenant bundle against its checksum — the integrity end of the
+//! envelope. The checking is the
 //! library's ([`crate::verify`]); this prints what it found.
 
 use std::path::PathBuf;
@@ -19,6 +20,8 @@ const EXAMPLES: &str = "Examples:
   ferry verify parts.manifest.json --key-file export.key
   # one encrypted file: every chunk authenticated
   ferry verify export.ndjson.gz.enc --key-file export.key
+  # a tenant bundle: every row against its checksum and counts
+  ferry verify user123.bundle.json.gz
 
 An encrypted set is only verified with its key (a key option, or FERRY_KEY /
 EXPORT_ENCRYPTION_KEY): the key checks the manifest's MAC and authenticates
@@ -105,6 +108,15 @@ fn print(found: &Verification) {
                 parts.len(),
             );
         }
+        Verification::Bundle { path, verified } => println!(
+            "ferry: verified bundle {}: {} (key {}), {} rows in {} tables, checksum {}",
+            path.display(),
+            verified.head.tenant,
+            verified.head.user_id,
+            verified.meta.total_records,
+            verified.head.tables.len(),
+            verified.meta.checksum
+        ),
         Verification::File {
             path,
             checksum,

@@ -5,7 +5,9 @@
 //! Adding a database is one file implementing [`Database`] and one line in [`DATABASES`].
 
 mod column;
+pub(crate) mod conflict;
 mod endpoint;
+pub mod inventory;
 pub(crate) mod pgcopy;
 pub mod postgres;
 pub mod sqlite;

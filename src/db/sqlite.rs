@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
+use super::conflict::ConflictColumn;
 use super::sqlite_type::SqliteType;
 use super::{
     check_field_names, check_key_enforced, check_sink_names, loaded_columns, new_columns_shown,
@@ -503,50 +504,20 @@ impl SqliteSink {
     }
 
     fn statements(&self, columns: &[(Column, String)]) -> Statements {
-        let table = quote_ident(&self.options.table);
-        let names: Vec<String> = columns.iter().map(|(c, _)| quote_ident(&c.name)).collect();
-        let params: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
-        let mut insert = format!(
-            "INSERT INTO {table} ({}) VALUES ({})",
-            names.join(", "),
-            params.join(", ")
+        let columns: Vec<ConflictColumn<'_>> = columns
+            .iter()
+            .map(|(c, _)| ConflictColumn {
+                name: &c.name,
+                json: matches!(c.kind, ColumnKind::Json { .. }),
+                cast: None,
+            })
+            .collect();
+        let (insert, update) = crate::db::conflict::sqlite_statements(
+            &self.options.table,
+            &columns,
+            &self.key,
+            self.options.on_conflict,
         );
-        if self.options.on_conflict != OnConflict::Error {
-            let key: Vec<String> = self.key.iter().map(|k| quote_ident(k)).collect();
-            insert.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", key.join(", ")));
-        }
-        let is_key = |c: &Column| self.key.iter().any(|k| k.eq_ignore_ascii_case(&c.name));
-        let update = matches!(self.options.on_conflict, OnConflict::Overwrite | OnConflict::Merge).then(|| {
-            let merge = self.options.on_conflict == OnConflict::Merge;
-            let sets: Vec<String> = columns
-                .iter()
-                .enumerate()
-                .filter(|(_, (c, _))| !is_key(c))
-                .map(|(i, (c, _))| {
-                    let (col, p) = (quote_ident(&c.name), format!("?{}", i + 1));
-                    match (merge, c.kind) {
-                        (false, _) => format!("{col} = {p}"),
-                        (true, ColumnKind::Json { .. }) => format!(
-                            "{col} = CASE WHEN json_type({col}) = 'object' AND json_type({p}) = 'object' \
-                             THEN json_patch({col}, {p}) ELSE COALESCE({p}, {col}) END"
-                        ),
-                        (true, _) => format!("{col} = COALESCE({p}, {col})"),
-                    }
-                })
-                .collect();
-            let wheres: Vec<String> = columns
-                .iter()
-                .enumerate()
-                .filter(|(_, (c, _))| is_key(c))
-                .map(|(i, (c, _))| format!("{} IS ?{}", quote_ident(&c.name), i + 1))
-                .collect();
-            if sets.is_empty() {
-                // Nothing but the key is loaded: the row is already what the record says (see `write`).
-                String::new()
-            } else {
-                format!("UPDATE {table} SET {} WHERE {}", sets.join(", "), wheres.join(" AND "))
-            }
-        });
         Statements { insert, update }
     }
 

@@ -335,6 +335,17 @@ impl SplitEncoder {
         self
     }
 
+    /// Ends the part being written, if any: the next record starts a new part (a tenant bundle gives each
+    /// table parts of its own).
+    pub fn end_part(&mut self) -> Result<()> {
+        self.close_part()
+    }
+
+    /// Parts begun so far (finished ones and the one being written).
+    pub fn parts_begun(&self) -> usize {
+        self.done.len() + usize::from(self.current.is_some())
+    }
+
     fn open_part(&mut self) -> Result<()> {
         let path = self.names.part(self.done.len() + 1);
         let closed = Arc::new(Mutex::new(None));

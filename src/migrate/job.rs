@@ -80,6 +80,9 @@ pub struct MigrateJob {
     /// or writes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<PathBuf>,
+    /// Migrate one tenant's rows (or many tenants') instead of whole databases ([`crate::tenant`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<crate::tenant::TenantMigrateJob>,
 }
 
 /// Database URLs in job files: written without a password, read as given.
@@ -128,6 +131,7 @@ impl Default for MigrateJob {
             cast_rules: None,
             connect: ConnectOptions::default(),
             report: None,
+            tenant: None,
         }
     }
 }

@@ -51,4 +51,5 @@ pub use profile::{ColumnProfile, TableProfile};
 pub use report::{KeyViolation, MigrateReport, NotCreated, ObjectCounts, TableReport};
 pub use rollback::rollback;
 pub use run::{migrate, run_migrate_job};
+pub(crate) use sql::quote_literal;
 pub use types::{CastRules, PgType, Translation};

@@ -126,6 +126,12 @@ pub struct MigrateReport {
     pub seconds: f64,
     /// The first errors (at most 100): rows a lenient run rejected, and what stopped a failed run.
     pub errors: Vec<ReportedError>,
+    /// A tenant migration: the tenants asked for (`users:123`, `users:all`, `--tenants-from FILE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// A tenant migration's line per tenant.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<crate::tenant::TenantOutcome>,
 }
 
 impl MigrateReport {
@@ -202,6 +208,9 @@ impl MigrateReport {
 
     /// The closing summary: `read = written + rejected`, objects, validation.
     pub fn summary(&self) -> String {
+        if self.tenant.is_some() {
+            return crate::tenant::summary(self);
+        }
         let o = &self.objects;
         let verb = match (self.dry_run, self.status) {
             (_, Status::Failed | Status::Cancelled) => "stopped after migrating",

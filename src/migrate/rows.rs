@@ -185,7 +185,7 @@ fn sqlite_record(
 
 /// The SELECT list that reads `table` from PostgreSQL: every column cast to its planned type, so binary
 /// decoding holds even when the table was made by someone else; types ferry does not model come as text.
-fn pg_select_list(table: &CopyTable) -> String {
+pub(crate) fn pg_select_list(table: &CopyTable) -> String {
     let items: Vec<String> = table
         .columns
         .iter()

@@ -39,6 +39,9 @@ pub fn run_migrate_job(
 /// Runs a migration (or resumes one). The report comes back whether it succeeded or failed; a job that
 /// cannot run as configured fails with a configuration error before anything is touched.
 pub fn migrate(job: &MigrateJob, env: &Environment, ctx: &RunContext) -> RunResult<MigrateReport> {
+    if job.tenant.is_some() {
+        return crate::tenant::migrate_tenants(job, env, ctx);
+    }
     match job.build(env) {
         Ok(built) => built.run(ctx),
         Err(error) => {

@@ -25,3 +25,5 @@ mod serve_ops;
 mod support;
 mod tamper;
 mod templates;
+mod tenant;
+mod tenant_cli;

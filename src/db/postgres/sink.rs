@@ -15,6 +15,7 @@ use postgres::Client;
 
 use super::wire::{Wire, WireError};
 use super::{cause, connect, message, pg_error};
+use crate::db::conflict::{pg_upsert, ConflictColumn};
 use crate::db::pgcopy::{self, numeric_to_binary};
 use crate::db::{
     check_field_names, check_key_enforced, check_sink_names, coerce, loaded_columns,
@@ -366,7 +367,7 @@ impl PgSink {
                 .exec(&create)
                 .map_err(|e| self.fatal("cannot create the staging table", &e))?;
             let copy = format!("COPY {STAGING} ({list}) FROM STDIN (FORMAT binary)");
-            (copy, Some(self.upsert_sql(&columns, &list)))
+            (copy, Some(self.upsert_sql(&columns)))
         };
         self.loaded = Some(Loaded {
             columns,
@@ -377,46 +378,21 @@ impl PgSink {
         Ok(())
     }
 
-    fn upsert_sql(&self, columns: &[(Column, String)], list: &str) -> String {
-        let key: Vec<String> = self.key.iter().map(|k| quote_ident(k)).collect();
-        let insert = format!(
-            "INSERT INTO {} AS t ({list}) SELECT {list} FROM {STAGING} ON CONFLICT ({})",
-            self.table,
-            key.join(", ")
-        );
-        let is_key = |c: &Column| self.key.iter().any(|k| k == &c.name);
-        let sets: Vec<String> = match self.options.on_conflict {
-            OnConflict::Error | OnConflict::Skip => return format!("{insert} DO NOTHING"),
-            OnConflict::Overwrite => columns
-                .iter()
-                .filter(|(c, _)| !is_key(c))
-                .map(|(c, _)| format!("{0} = EXCLUDED.{0}", quote_ident(&c.name)))
-                .collect(),
-            OnConflict::Merge => columns
-                .iter()
-                .filter(|(c, _)| !is_key(c))
-                .map(|(c, _)| {
-                    let col = quote_ident(&c.name);
-                    match c.kind {
-                        ColumnKind::Json { binary: true } => format!(
-                            "{col} = CASE WHEN jsonb_typeof(t.{col}) = 'object' AND jsonb_typeof(EXCLUDED.{col}) = 'object' \
-                             THEN t.{col} || EXCLUDED.{col} ELSE COALESCE(EXCLUDED.{col}, t.{col}) END"
-                        ),
-                        _ => format!("{col} = COALESCE(EXCLUDED.{col}, t.{col})"),
-                    }
-                })
-                .collect(),
-        };
-        // With only key columns loaded, the update is a no-op that still counts the row as updated.
-        let sets = if sets.is_empty() {
-            key.iter().map(|k| format!("{k} = EXCLUDED.{k}")).collect()
-        } else {
-            sets
-        };
-        format!(
-            "WITH written AS ({insert} DO UPDATE SET {} RETURNING (xmax = 0) AS inserted) \
-             SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written",
-            sets.join(", ")
+    fn upsert_sql(&self, columns: &[(Column, String)]) -> String {
+        let columns: Vec<ConflictColumn<'_>> = columns
+            .iter()
+            .map(|(c, _)| ConflictColumn {
+                name: &c.name,
+                json: c.kind == ColumnKind::Json { binary: true },
+                cast: None,
+            })
+            .collect();
+        pg_upsert(
+            &self.table,
+            STAGING,
+            &columns,
+            &self.key,
+            self.options.on_conflict,
         )
     }
 
