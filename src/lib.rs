@@ -45,6 +45,7 @@ mod record;
 mod rejects;
 mod report;
 pub mod secret;
+pub mod serve;
 pub mod shape;
 pub mod sink;
 pub mod sort;

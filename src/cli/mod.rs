@@ -26,6 +26,7 @@ mod keygen;
 mod migrate;
 pub mod progress;
 mod run;
+mod serve;
 mod templates;
 mod validate;
 mod verify;
@@ -79,6 +80,8 @@ enum Command {
     Migrate(Box<migrate::MigrateArgs>),
     /// Compare the tables of two databases row by row and show the first differing rows.
     Diff(migrate::DiffArgs),
+    /// Serve the data-migration REST API (export, import, validate, operations, templates) over HTTP.
+    Serve(serve::ServeArgs),
     /// Run a job file (what `convert --print-job` or `migrate --print-job` printed).
     Run(run::RunArgs),
     /// Export everything that belongs to one user (tenant) into a sanitized, checksummed bundle.
@@ -122,6 +125,10 @@ where
             };
         }
     };
+    // The service handles its signals itself: SIGTERM lets running operations finish, then cancels them.
+    if let Command::Serve(args) = cli.command {
+        return serve::run(args);
+    }
     // From here on, a run may create temporary files: SIGTERM, SIGINT and SIGHUP remove them.
     crate::interrupt::remove_temp_files_on_signals()?;
     // The only place the library's runs get their environment from.
@@ -135,6 +142,7 @@ where
         Command::Keygen(args) => keygen::run(args),
         Command::Migrate(args) => migrate::run(*args),
         Command::Diff(args) => migrate::run_diff(args),
+        Command::Serve(_) => unreachable!("handled above"),
         Command::Run(args) => run::run(args, &env),
         Command::Export(args) => export::run(*args, &env),
         Command::Import(args) => import::run(*args, &env),

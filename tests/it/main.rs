@@ -22,6 +22,8 @@ mod pg;
 mod rejects;
 mod roundtrip;
 mod safety;
+mod serve;
+mod serve_ops;
 mod support;
 mod tamper;
 mod templates;
