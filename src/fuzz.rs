@@ -46,6 +46,7 @@ pub const TARGETS: &[&str] = &[
     "expression",
     "sql_sqlite_to_pg",
     "sql_pg_to_sqlite",
+    "http_upload",
 ];
 
 /// Runs the target called `name` on `data`; false for an unknown name.
@@ -58,6 +59,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "expression" => expression(data),
         "sql_sqlite_to_pg" => sql_sqlite_to_pg(data),
         "sql_pg_to_sqlite" => sql_pg_to_sqlite(data),
+        "http_upload" => http_upload(data),
         _ => return false,
     }
     true
@@ -360,4 +362,51 @@ pub fn sql_pg_to_sqlite(data: &[u8]) {
             "{text:?} → {expr:?} → {again:?}"
         );
     }
+}
+
+/// The HTTP service's reading of an upload (`POST /api/data-migration/import` and `/validate`): the bytes
+/// after the first are a `multipart/form-data` body (boundary `ferryfuzz`), taken apart as the service
+/// does — the file written to a folder under the upload limit, `dataType` and the `options` JSON parsed.
+/// The first byte chooses the limit (1 byte to 8 MiB), so that the 413 path is reached too.
+pub fn http_upload(data: &[u8]) {
+    use axum::extract::FromRequest;
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let limit = 1u64 << (selector % 24);
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .uri("/api/data-migration/import")
+        .header("content-type", "multipart/form-data; boundary=ferryfuzz")
+        .body(axum::body::Body::from(body.to_vec()));
+    let Ok(request) = request else {
+        return;
+    };
+    let Ok(dir) = tempfile::tempdir() else {
+        return;
+    };
+    runtime().block_on(async {
+        let Ok(form) = axum::extract::Multipart::from_request(request, &()).await else {
+            return;
+        };
+        if let Ok(form) = crate::serve::upload::receive(form, dir.path(), limit).await {
+            assert!(form.bytes <= limit, "an upload over the limit was taken");
+            assert!(
+                form.path.parent() == Some(dir.path()),
+                "the upload was written outside its folder: {}",
+                form.path.display()
+            );
+        }
+    });
+}
+
+/// One runtime for the service's async code under fuzzing.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("no tokio runtime for fuzzing: {e}"))
+    })
 }

@@ -1,7 +1,8 @@
 //! Runs side by side on one database: loads racing for the same keys and a migration into the same
 //! PostgreSQL database at the same time, and loads racing into one SQLite file. Whatever the interleaving,
 //! every record read is accounted for (`read = inserted + skipped` in each report), every key ends in the
-//! table exactly once, and the migration's copy equals its source.
+//! table exactly once, and the migration's copy equals its source. Also fifty uploads at once to
+//! `ferry serve`.
 
 use std::path::Path;
 use std::process::Output;
@@ -175,4 +176,98 @@ fn racing_loads_into_one_sqlite_file_account_for_every_record() {
         (count, distinct, sum),
         (40_000, 40_000, 3_i64 * 40_000 * 40_001 / 2)
     );
+}
+
+/// Fifty uploads at once to `ferry serve`, into one PostgreSQL table and one SQLite table (25 each), each
+/// with its own ids and some records the table refuses (lenient). Every operation succeeds with balanced
+/// counts, and each table holds exactly the records the operations say they wrote, each id once.
+#[test]
+fn fifty_concurrent_http_imports_account_for_every_record() {
+    use crate::serve::{config, counts, fixture_with, sqlite_count};
+    use serde_json::json;
+
+    let f = fixture_with(|pg| {
+        config(
+            pg,
+            "  bulk_pg: {database: pg, table: bulk}\n  bulk_local: {table: bulk}\nmax_concurrent_uploads: 50\n",
+        )
+    });
+    let s = &f.server;
+    let bad_every = 40u64;
+    let load = |first: u64, n: u64| {
+        let mut data = Vec::new();
+        for id in first..first + n {
+            let value = if id % bad_every == 0 {
+                json!("not a number")
+            } else {
+                json!(id)
+            };
+            let r = json!({"id": id, "title": format!("t{id}"), "n": value});
+            data.extend_from_slice(format!("{r}\n").as_bytes());
+        }
+        data
+    };
+    // Each table is created by a first import, so that the fifty race for rows, not for the table.
+    for dataset in ["bulk_pg", "bulk_local"] {
+        let (status, op) = s.upload(
+            &f.mover,
+            "/api/data-migration/import?wait=60",
+            "first.ndjson",
+            load(1, 10),
+            dataset,
+            &json!({}),
+        );
+        assert_eq!(status, 200, "{op:#}");
+    }
+    let results: Vec<(String, Json, u64, u64)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..50u64)
+            .map(|i| {
+                let (load, f) = (&load, &f);
+                scope.spawn(move || {
+                    let dataset = if i % 2 == 0 { "bulk_pg" } else { "bulk_local" };
+                    let (first, n) = (1_000 + i * 1_000, 200 + i * 7);
+                    let bad = (first..first + n).filter(|id| id % bad_every == 0).count() as u64;
+                    let (status, op) = s.upload(
+                        &f.mover,
+                        "/api/data-migration/import",
+                        "load.ndjson",
+                        load(first, n),
+                        dataset,
+                        &json!({"errorHandling": "lenient", "batchSize": 50}),
+                    );
+                    assert_eq!(status, 202, "{op:#}");
+                    let id = op["operationId"].as_str().unwrap().to_owned();
+                    (dataset.to_owned(), s.finish(&f.mover, &id), n, bad)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(results.len(), 50);
+    let (mut pg_written, mut local_written) = (10, 10);
+    for (dataset, op, n, bad) in &results {
+        assert_eq!(op["status"], "succeeded", "{dataset}: {op:#}");
+        let (read, written, rejected, filtered, skipped) = counts(op);
+        assert_eq!(
+            (read, written, rejected, filtered, skipped),
+            (*n, n - bad, *bad, 0, 0),
+            "{dataset}: {op:#}"
+        );
+        if dataset == "bulk_pg" {
+            pg_written += written;
+        } else {
+            local_written += written;
+        }
+    }
+    let in_pg = cluster().psql(&f.pg_url, "SELECT count(*), count(DISTINCT id) FROM bulk");
+    assert_eq!(in_pg, format!("{pg_written}|{pg_written}"));
+    let local = f.server.dir.join("app.db");
+    assert_eq!(sqlite_count(&local, "bulk"), local_written);
+    let distinct: u64 = rusqlite::Connection::open(&local)
+        .unwrap()
+        .query_row("SELECT COUNT(DISTINCT id) FROM bulk", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap() as u64;
+    assert_eq!(distinct, local_written);
 }

@@ -271,9 +271,14 @@ pub(crate) fn translate_expr(expr: &str, columns: &[&str]) -> Result<String, Str
             }
             Kind::Word | Kind::Ident => column(&t.text)?,
         };
-        // A sign sticks to its operand only: glued to an operator (`- >`) it would make another one (`->`).
-        let sign =
-            (t.is_op("-") || t.is_op("+")) && toks.get(i + 1).is_some_and(|n| n.kind != Kind::Op);
+        // A sign sticks to its operand only: glued to an operator (`- >`) it would make another one (`->`),
+        // and glued to a keyword (`+ LIKE`, which `+ ~~*` becomes) it would stick on the next reading only.
+        let sign = (t.is_op("-") || t.is_op("+"))
+            && toks.get(i + 1).is_some_and(|n| {
+                n.kind != Kind::Op
+                    && !(n.kind == Kind::Word
+                        && KEYWORDS.contains(&n.text.to_ascii_uppercase().as_str()))
+            });
         let unary = sign
             && i.checked_sub(1).is_none_or(|p| {
                 let p = &toks[p];
@@ -583,6 +588,9 @@ mod tests {
         for e in ["(no)w( ::interval)", "f( ::integer)", "( ::text)"] {
             let _ = check(e, &cols);
         }
+        // libFuzzer: a sign before an operator that becomes a keyword stuck to it on the second reading.
+        let once = check(" + ~~*1", &cols).unwrap();
+        assert_eq!(check(&once, &cols).as_deref(), Ok(once.as_str()));
         // A parenthesised operand still loses its cast.
         assert_eq!(check("(('1')::integer)", &cols).as_deref(), Ok("((1))"));
     }
