@@ -27,6 +27,7 @@ pub mod store;
 pub mod templates;
 pub mod tokens;
 pub mod upload;
+pub mod web;
 
 use config::{LogFormat, ServeConfig, Settings};
 use metrics::Metrics;
