@@ -158,13 +158,12 @@ fn web_page_signs_in_imports_validates_exports_downloads_and_adds_templates() {
     assert_eq!(field(&b, "Table"), "inserted 6, updated 0");
     assert_eq!(field(&b, "File"), "legacy.csv");
     let raw: Value = serde_json::from_str(
-        &b.js(
+        b.js(
             "return document.getElementById('report-json').textContent;",
             json!([]),
         )
         .as_str()
-        .unwrap()
-        .to_owned(),
+        .unwrap(),
     )
     .unwrap();
     assert_eq!(raw["operationId"], id.as_str());
@@ -401,7 +400,7 @@ fn web_page_watches_a_large_import_and_cancels_it() {
 
     // Cancel, confirmed in a dialog: the row shows cancelling, then cancelled.
     b.click(&format!(
-        "#active tr[data-id=\"{id}\"] td:last-child button"
+        "#active tr[data-id=\"{id}\"] button[data-cancel]"
     ));
     assert!(b.text("#confirm-text").contains(&id));
     b.screenshot("cancel-dialog");

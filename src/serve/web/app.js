@@ -197,38 +197,50 @@ function activeRow(id) {
   return document.querySelector(`#active tr[data-id="${CSS.escape(id)}"]`);
 }
 
+// A row of the active table, made once per operation so that its buttons stay put while events update it.
+function makeRow(op) {
+  const id = op.operationId;
+  const cell = (name, cls) => el("td", { "data-cell": name, class: cls });
+  const row = el("tr", { "data-id": id, "data-states": "" },
+    el("td", {}, el("button", { type: "button", class: "secondary", onclick: guarded(() => openReport(id)) }, id)),
+    cell("type"), cell("dataset"), cell("state", "state"), cell("records", "num"), cell("rate", "num"),
+    cell("eta", "num"),
+    el("td", {}, el("progress", { max: "100", "aria-label": `Progress of ${id}` }), el("span", { class: "sr" })),
+    el("td", {}, el("button", { type: "button", class: "secondary", "data-cancel": id, onclick: () => askCancel(id) }, "Cancel")));
+  $("active").tBodies[0].append(row);
+  return row;
+}
+
 function updateRow(op) {
-  const body = $("active").tBodies[0];
-  let row = activeRow(op.operationId);
-  if (!row) {
-    row = el("tr", { "data-id": op.operationId, "data-states": "" });
-    body.append(row);
-  }
+  const id = op.operationId;
+  const row = activeRow(id) || makeRow(op);
   const now = Date.now();
-  if (!samples.has(op.operationId)) samples.set(op.operationId, { t: now, records: op.currentRecord });
-  const first = samples.get(op.operationId);
+  if (!samples.has(id)) samples.set(id, { t: now, records: op.currentRecord });
+  const first = samples.get(id);
   const rate = now > first.t + 200 ? ((op.currentRecord - first.records) * 1000) / (now - first.t) : null;
   const states = row.dataset.states.split(" ").filter(Boolean);
   if (states[states.length - 1] !== op.status) states.push(op.status);
   row.dataset.states = states.join(" ");
-  const percent = op.progress !== null && op.progress !== undefined ? op.progress
+  row.dataset.type = op.type;
+  row.dataset.dataset = op.dataType;
+  const percent = op.status === "succeeded" ? 100
+    : op.progress !== null && op.progress !== undefined ? op.progress
     : op.totalRecords ? (100 * op.currentRecord) / op.totalRecords : null;
-  const bar = el("progress", { max: "100", "aria-label": `Progress of ${op.operationId}` });
-  if (percent !== null) bar.value = op.status === "succeeded" ? 100 : percent;
-  const cancel = isFinal(op.status) || op.status === "cancelling" ? ""
-    : el("button", { type: "button", class: "secondary", onclick: () => askCancel(op) }, "Cancel");
-  row.replaceChildren(
-    el("td", {}, el("button", { type: "button", class: "secondary", onclick: guarded(() => openReport(op.operationId)) }, op.operationId)),
-    el("td", {}, op.type),
-    el("td", {}, op.dataType),
-    el("td", { class: "state state-" + op.status }, op.status),
-    el("td", { class: "num" }, `${number(op.currentRecord)} / ${number(op.totalRecords)}`),
-    el("td", { class: "num" }, rate === null ? "–" : `${number(Math.round(rate))}/s`),
-    el("td", { class: "num" }, isFinal(op.status) ? "–" : seconds(op.etaSeconds)),
-    el("td", {}, bar, percent === null ? "" : el("span", { class: "sr" }, `${percent.toFixed(0)} percent`)),
-    el("td", {}, cancel));
+  const set = (name, text) => { row.querySelector(`[data-cell="${name}"]`).textContent = text; };
+  set("type", op.type);
+  set("dataset", op.dataType);
+  set("state", op.status);
+  row.querySelector('[data-cell="state"]').className = "state state-" + op.status;
+  set("records", `${number(op.currentRecord)} / ${number(op.totalRecords)}`);
+  set("rate", rate === null || isFinal(op.status) ? "–" : `${number(Math.round(rate))}/s`);
+  set("eta", isFinal(op.status) ? "–" : seconds(op.etaSeconds));
+  const bar = row.querySelector("progress");
+  if (percent === null) bar.removeAttribute("value");
+  else bar.value = percent;
+  row.querySelector(".sr").textContent = percent === null ? "" : `${percent.toFixed(0)} percent`;
+  row.querySelector("[data-cancel]").hidden = isFinal(op.status) || op.status === "cancelling";
   row.dataset.progress = percent === null ? "" : String(percent);
-  $("active-empty").hidden = body.rows.length > 0;
+  $("active-empty").hidden = true;
 }
 
 function finished(op) {
@@ -295,14 +307,15 @@ async function refreshActive() {
   }
 }
 
-function askCancel(op) {
+function askCancel(id) {
   const dialog = $("confirm");
-  $("confirm-text").textContent = `Cancel ${op.type} ${op.operationId} of ${op.dataType}? ` +
+  const row = activeRow(id);
+  $("confirm-text").textContent = `Cancel ${row.dataset.type} ${id} of ${row.dataset.dataset}? ` +
     "Its target is left as it was.";
   dialog.returnValue = "";
   dialog.onclose = guarded(async () => {
     if (dialog.returnValue !== "yes") return;
-    const answer = await api("POST", `/operations/${encodeURIComponent(op.operationId)}/cancel`);
+    const answer = await api("POST", `/operations/${encodeURIComponent(id)}/cancel`);
     if (isFinal(answer.status)) finished(answer);
     else updateRow(answer);
   });
