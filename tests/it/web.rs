@@ -88,7 +88,7 @@ fn downloaded(dir: &Path, name: &str) -> Vec<u8> {
 
 #[test]
 fn web_page_signs_in_imports_validates_exports_downloads_and_adds_templates() {
-    let f = fixture("");
+    let f = fixture("max_upload_size: 4KiB\n");
     let s = &f.server;
     let b =
         Browser::start("web_page_signs_in_imports_validates_exports_downloads_and_adds_templates");
@@ -201,6 +201,26 @@ fn web_page_signs_in_imports_validates_exports_downloads_and_adds_templates() {
     assert!(cells[3].contains("bad.csv"), "the reason: {cells:?}");
     assert_eq!(sqlite_count(&f.dir.path().join("app.db"), "contexts"), 6);
     b.screenshot("validate");
+
+    // Too large an upload: the 413 is shown in words.
+    let huge = bad.path().join("huge.ndjson");
+    std::fs::write(&huge, notes(1, 30_000, None)).unwrap();
+    b.choose_file("#import-file", &huge);
+    b.click("#import-submit");
+    let notice = b
+        .wait_for(
+            "the 413 notice",
+            WAIT,
+            "const n = document.getElementById('notice'); return n.hidden ? '' : n.innerText;",
+            json!([]),
+        )
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        notice.contains("larger than this server accepts (413 payload_too_large)"),
+        "{notice}"
+    );
 
     // Export in parts, then download every file from the report and check it against the manifest.
     b.select("#export-dataset", "contexts");
@@ -399,9 +419,7 @@ fn web_page_watches_a_large_import_and_cancels_it() {
     b.screenshot("active");
 
     // Cancel, confirmed in a dialog: the row shows cancelling, then cancelled.
-    b.click(&format!(
-        "#active tr[data-id=\"{id}\"] button[data-cancel]"
-    ));
+    b.click(&format!("#active tr[data-id=\"{id}\"] button[data-cancel]"));
     assert!(b.text("#confirm-text").contains(&id));
     b.screenshot("cancel-dialog");
     b.click("#confirm-yes");
