@@ -152,7 +152,16 @@ function signOut(why) {
   sessionStorage.removeItem(TOKEN_KEY);
   for (const stream of streams.values()) stream.abort();
   streams.clear();
+  // Nothing the last token could see stays on the page.
+  for (const id of ["template-list", "template-view", "validate-result", "report-fields", "report-files", "report-errors"]) {
+    $(id).replaceChildren();
+  }
+  for (const id of ["template-result", "import-result", "export-result", "report-json", "page"]) $(id).textContent = "";
   $("active").tBodies[0].replaceChildren();
+  $("history").tBodies[0].replaceChildren();
+  $("report").hidden = true;
+  ownRuns.clear();
+  samples.clear();
   $("nav").hidden = true;
   for (const id of ["operations", "start", "templates"]) $(id).hidden = true;
   $("signin").hidden = false;
