@@ -302,7 +302,7 @@ async fn upload_operation(
     auth: Auth,
     wait: WaitQuery,
     headers: HeaderMap,
-    form: Multipart,
+    mut form: Multipart,
     kind: OpKind,
 ) -> Result<Response, ApiError> {
     auth.require(&app, Scope::Import, kind.name())?;
@@ -314,6 +314,7 @@ async fn upload_operation(
     // The form's own fields take a little room beside the file.
     if declared.is_some_and(|n| n > limit.saturating_add(1 << 20)) {
         audit_request(&app, &auth.0, kind.name(), None, "payload_too_large", 413);
+        upload::discard_form(&mut form, upload::DRAIN_MAX).await;
         return Err(upload::too_large(limit));
     }
     let _slot = Arc::clone(&app.uploads).try_acquire_owned().map_err(|_| {
