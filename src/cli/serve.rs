@@ -19,7 +19,8 @@ const EXAMPLES: &str = "Examples:
 Without --config, ./ferry-serve.yaml is read when it exists; without one,
 the defaults serve the guide's datasets (contexts, sessions, templates) from
 DB_PATH (SQLite, default ./data.sqlite) or DATABASE_URL (PostgreSQL, with
-DB_TYPE=postgres). SIGTERM stops it gracefully.";
+DB_TYPE=postgres). SIGTERM stops it gracefully. Open http://localhost:3000/
+in a browser for the operations page (sign in with a token).";
 
 /// Arguments of `ferry serve`.
 #[derive(Debug, Args)]

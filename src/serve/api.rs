@@ -59,6 +59,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))
+        .route("/", get(super::web::index))
+        .route("/web/app.js", get(super::web::script))
+        .route("/web/app.css", get(super::web::style))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), around))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -299,7 +302,7 @@ async fn upload_operation(
     auth: Auth,
     wait: WaitQuery,
     headers: HeaderMap,
-    form: Multipart,
+    mut form: Multipart,
     kind: OpKind,
 ) -> Result<Response, ApiError> {
     auth.require(&app, Scope::Import, kind.name())?;
@@ -311,6 +314,7 @@ async fn upload_operation(
     // The form's own fields take a little room beside the file.
     if declared.is_some_and(|n| n > limit.saturating_add(1 << 20)) {
         audit_request(&app, &auth.0, kind.name(), None, "payload_too_large", 413);
+        upload::discard_form(&mut form, upload::DRAIN_MAX).await;
         return Err(upload::too_large(limit));
     }
     let _slot = Arc::clone(&app.uploads).try_acquire_owned().map_err(|_| {

@@ -1,8 +1,8 @@
 //! `ferry serve`: the second front end. HTTP requests become jobs over the datasets the configuration
 //! names, run as operations (queue, states, progress, cancel, durable history in SQLite) behind bearer
 //! tokens with scopes, with an append-only audit table, limits on uploads and requests, Server-Sent Events
-//! for progress, Prometheus metrics and an OpenAPI description. The engine is reached only through
-//! [`engine`].
+//! for progress, Prometheus metrics, an OpenAPI description, and the operations page at `/` ([`web`], a
+//! client of the same API). The engine is reached only through [`engine`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +27,7 @@ pub mod store;
 pub mod templates;
 pub mod tokens;
 pub mod upload;
+pub mod web;
 
 use config::{LogFormat, ServeConfig, Settings};
 use metrics::Metrics;

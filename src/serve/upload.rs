@@ -15,6 +15,12 @@ use super::plan::ImportOptions;
 /// The most a text field (`dataType`, `options`) may hold.
 const MAX_FIELD: usize = 64 * 1024;
 
+/// How much of a refused upload is read and thrown away before the answer goes out. A server that answers
+/// while the client is still sending, and then closes, makes the client's TCP stack drop the answer (the
+/// unread bytes turn the close into a reset): reading the rest lets the client see its 413. Beyond this the
+/// connection is closed unread, so a huge upload cannot keep the server busy.
+pub const DRAIN_MAX: u64 = 16 << 20;
+
 /// A received form.
 #[derive(Debug)]
 pub struct Form {
@@ -101,6 +107,9 @@ pub async fn receive(mut form: Multipart, dir: &Path, limit: u64) -> Result<Form
                 while let Some(chunk) = field.chunk().await.map_err(bad)? {
                     bytes += chunk.len() as u64;
                     if bytes > limit {
+                        let drained = discard_field(&mut field, DRAIN_MAX).await;
+                        drop(field);
+                        discard_form(&mut form, DRAIN_MAX.saturating_sub(drained)).await;
                         return Err(too_large(limit));
                     }
                     out.write_all(&chunk).await.map_err(ApiError::internal)?;
@@ -153,6 +162,29 @@ pub async fn receive(mut form: Multipart, dir: &Path, limit: u64) -> Result<Form
             .unwrap_or_else(|| "auto-detect".into()),
         options,
     })
+}
+
+/// Reads and drops the rest of a field, at most `max` bytes; how many it read.
+async fn discard_field(field: &mut axum::extract::multipart::Field<'_>, max: u64) -> u64 {
+    let mut read = 0u64;
+    while read < max {
+        match field.chunk().await {
+            Ok(Some(chunk)) => read += chunk.len() as u64,
+            _ => break,
+        }
+    }
+    read
+}
+
+/// Reads and drops the rest of a form, at most `max` bytes (see [`DRAIN_MAX`]).
+pub async fn discard_form(form: &mut Multipart, max: u64) {
+    let mut read = 0u64;
+    while read < max {
+        match form.next_field().await {
+            Ok(Some(mut field)) => read += discard_field(&mut field, max - read).await,
+            _ => break,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! ferry's integration tests: one binary, one module per concern.
 
+mod browser;
 mod cli;
 mod cli_habits;
 mod corpus;
@@ -29,3 +30,4 @@ mod tamper;
 mod templates;
 mod tenant;
 mod tenant_cli;
+mod web;

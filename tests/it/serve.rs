@@ -134,8 +134,11 @@ impl Server {
             base,
             dir: dir.to_owned(),
             log,
+            // No idle connection is reused: a server may close one right after answering (a refused
+            // upload), and a request sent on it in that moment would fail for the client's reasons.
             http: Client::builder()
                 .timeout(Duration::from_secs(120))
+                .pool_max_idle_per_host(0)
                 .build()
                 .unwrap(),
         }
