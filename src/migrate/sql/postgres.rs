@@ -294,8 +294,9 @@ pub(crate) fn translate_expr(expr: &str, columns: &[&str]) -> Result<String, Str
     }
     let mut text = String::new();
     for (n, (piece, _)) in pieces.iter().enumerate() {
-        let glue =
-            n > 0 && piece != ")" && piece != "," && pieces[n - 1].0 != "(" && !pieces[n - 1].1;
+        // A sign before a signed number keeps its space: `-` glued to `-1` would be `--1`, a comment.
+        let stuck = n > 0 && pieces[n - 1].1 && !piece.starts_with(['-', '+']);
+        let glue = n > 0 && piece != ")" && piece != "," && pieces[n - 1].0 != "(" && !stuck;
         if glue {
             text.push(' ');
         }
@@ -593,6 +594,18 @@ mod tests {
         assert_eq!(check(&once, &cols).as_deref(), Ok(once.as_str()));
         // A parenthesised operand still loses its cast.
         assert_eq!(check("(('1')::integer)", &cols).as_deref(), Ok("((1))"));
+        // libFuzzer: a sign before a negative literal was glued to it, making `--1`, a comment in SQL.
+        for e in [
+            "-'-1'::numeric",
+            "-(-1)",
+            "- -1",
+            "+'-2.5'::numeric",
+            "no - -1",
+        ] {
+            let once = check(e, &cols).unwrap();
+            assert!(!once.contains("--"), "{e:?} → {once:?}");
+            assert_eq!(check(&once, &cols).as_deref(), Ok(once.as_str()), "{e:?}");
+        }
     }
 
     #[test]
