@@ -216,7 +216,10 @@ pub(crate) fn translate_expr(expr: &str, columns: &[&str]) -> Result<String, Str
         let piece = match t.kind {
             // Two values in a row (`0 '-2.5'::numeric`) are no expression PostgreSQL prints; rendered, the
             // second one's sign would become an operator.
-            Kind::Str | Kind::Number if i > 0 && is_value(&toks[i - 1]) => {
+            // A closing parenthesis ends a value too (`(a) -5`).
+            Kind::Str | Kind::Number
+                if i > 0 && (is_value(&toks[i - 1]) || toks[i - 1].is_punct(")")) =>
+            {
                 return Err(format!(
                     "two values with no operator between them ({})",
                     t.text
@@ -594,6 +597,14 @@ mod tests {
         assert_eq!(check(&once, &cols).as_deref(), Ok(once.as_str()));
         // A parenthesised operand still loses its cast.
         assert_eq!(check("(('1')::integer)", &cols).as_deref(), Ok("((1))"));
+        // libFuzzer: a value right after a closing parenthesis read as a signed number the first time and
+        // as an operator and a number the second.
+        assert!(check(")'-5'::numeric% ", &cols).is_err());
+        assert!(check("(no) '-5'::numeric", &cols).is_err());
+        for e in ["(no) - 5", "(no) -5", "(no)-5", "(no)-(-5)"] {
+            let once = check(e, &cols).unwrap();
+            assert_eq!(check(&once, &cols).as_deref(), Ok(once.as_str()), "{e:?}");
+        }
         // libFuzzer: a sign before a negative literal was glued to it, making `--1`, a comment in SQL.
         for e in [
             "-'-1'::numeric",
