@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::progress::ProgressMode;
-use crate::db::{ConnectOptions, OnConflict};
+use crate::db::OnConflict;
 use crate::env::Environment;
 use crate::envelope::CompressionSpec;
 use crate::error::Result;
@@ -330,13 +330,8 @@ pub struct ConvertArgs {
     #[arg(long)]
     encrypt: bool,
 
-    /// Connection attempts after the first fails (waits 0.25 s, 0.5 s, 1 s, … between them).
-    #[arg(long, value_name = "N", default_value_t = 3)]
-    connect_retries: u32,
-
-    /// Seconds allowed for each connection attempt (and for a busy SQLite database).
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    connect_timeout: u64,
+    #[command(flatten)]
+    connect: super::connect::ConnectArgs,
 
     /// Output format, when the extension does not tell.
     #[arg(long, value_name = "FORMAT")]
@@ -447,10 +442,7 @@ impl ConvertArgs {
         job.report = self.report.clone();
         job.compress = self.compress;
         job.encrypt = self.encrypt;
-        job.connect = ConnectOptions {
-            retries: self.connect_retries,
-            timeout: std::time::Duration::from_secs(self.connect_timeout.max(1)),
-        };
+        job.connect = self.connect.options();
         job
     }
 }

@@ -28,10 +28,7 @@ pub struct DatabasesArgs {
 
 /// Runs `ferry databases`.
 pub fn run(args: DatabasesArgs, env: &Environment) -> Result<()> {
-    let inventory = list(
-        env,
-        &super::migrate::connect_options(0, args.connect_timeout),
-    );
+    let inventory = list(env, &super::connect::options(0, args.connect_timeout));
     if args.json {
         let text = serde_json::to_string_pretty(&inventory)
             .map_err(|e| Error::io(Stage::Sink, Some("-"), std::io::Error::other(e)))?;

@@ -94,13 +94,8 @@ pub struct ExportArgs {
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
 
-    /// Retries when the server cannot be reached.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    connect_retries: u32,
-
-    /// Seconds allowed for each connection attempt.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    connect_timeout: u64,
+    #[command(flatten)]
+    connect: super::connect::ConnectArgs,
 
     /// No per-table lines (the summary is still printed).
     #[arg(long, short)]
@@ -127,7 +122,7 @@ impl ExportArgs {
             split_records: self.split_records,
             checksum: self.checksum,
             plan: self.plan,
-            connect: super::migrate::connect_options(self.connect_retries, self.connect_timeout),
+            connect: self.connect.options(),
             report: self.report.clone(),
         }
     }

@@ -76,13 +76,8 @@ pub struct ImportArgs {
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
 
-    /// Retries when the server cannot be reached.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    connect_retries: u32,
-
-    /// Seconds allowed for each connection attempt.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    connect_timeout: u64,
+    #[command(flatten)]
+    connect: super::connect::ConnectArgs,
 
     /// No per-table lines (the summary is still printed).
     #[arg(long, short)]
@@ -105,7 +100,7 @@ pub fn run(args: ImportArgs, env: &Environment) -> Result<()> {
         dry_run: args.dry_run,
         validate: args.validate,
         max_decompressed_size: args.max_decompressed_size,
-        connect: super::migrate::connect_options(args.connect_retries, args.connect_timeout),
+        connect: args.connect.options(),
         report: args.report.clone(),
     };
     if args.print_job {

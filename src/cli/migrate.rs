@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::db::ConnectOptions;
 use crate::env::Environment;
 use crate::error::{Error, Position, Result, Stage};
 use crate::job::ErrorPolicy;
@@ -143,14 +142,8 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "FILE")]
     cast_rules: Option<PathBuf>,
 
-    /// Connection attempts after the first fails (waits 0.25 s, 0.5 s, 1 s, … between them), as for
-    /// `ferry convert`.
-    #[arg(long, value_name = "N", default_value_t = ConnectOptions::default().retries)]
-    connect_retries: u32,
-
-    /// Seconds allowed for each connection attempt.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    connect_timeout: u64,
+    #[command(flatten)]
+    connect: super::connect::ConnectArgs,
 
     /// No progress lines on stderr (the summary is still printed).
     #[arg(long, short)]
@@ -201,13 +194,6 @@ pub struct MigrateArgs {
     validate: bool,
 }
 
-pub(super) fn connect_options(retries: u32, timeout: u64) -> ConnectOptions {
-    ConnectOptions {
-        retries,
-        timeout: std::time::Duration::from_secs(timeout.max(1)),
-    }
-}
-
 impl MigrateArgs {
     /// The job the flags describe.
     fn job(&self) -> MigrateJob {
@@ -229,7 +215,7 @@ impl MigrateArgs {
             state: self.resume.clone().unwrap_or_else(|| self.state.clone()),
             resume: self.resume.is_some(),
             cast_rules: self.cast_rules.clone(),
-            connect: connect_options(self.connect_retries, self.connect_timeout),
+            connect: self.connect.options(),
             report: self.report.clone(),
             tenant: (self.tenant.is_some() || self.tenants_from.is_some()).then(|| {
                 crate::tenant::TenantMigrateJob {
@@ -405,7 +391,7 @@ pub fn run_diff(args: DiffArgs) -> Result<()> {
         tables: args.table,
         limit: args.limit,
         cast_rules: args.cast_rules,
-        connect: connect_options(0, 10),
+        connect: super::connect::options(0, 10),
         ..DiffJob::new(args.source, args.target)
     };
     let report = diff(&job, &env)?;

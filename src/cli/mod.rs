@@ -16,6 +16,7 @@ use crate::observe::{Observer, RunContext, RunResult};
 use crate::report::Report;
 
 mod completions;
+mod connect;
 mod convert;
 mod databases;
 mod export;
