@@ -485,7 +485,8 @@ impl QuoteCheck {
             }
             return;
         }
-        for &b in bytes {
+        let mut rest = bytes;
+        while let Some((&b, after)) = rest.split_first() {
             self.step(b);
             if b == b'\n' {
                 self.line += 1;
@@ -493,7 +494,25 @@ impl QuoteCheck {
             } else if b & 0xC0 != 0x80 {
                 self.column += 1;
             }
+            rest = after;
+            if self.state == QuoteState::Quoted {
+                rest = self.skip_quoted_text(rest);
+            }
         }
+    }
+
+    /// Inside a quoted field, every byte but a quote, the escape character and a newline leaves the state as
+    /// it is: those bytes are skipped at once (counting the characters for the column) instead of one by one,
+    /// which made this check a fifth of a raw CSV load's CPU on long quoted fields.
+    fn skip_quoted_text<'b>(&mut self, bytes: &'b [u8]) -> &'b [u8] {
+        let next = match self.escape {
+            Some(escape) => memchr::memchr3(self.quote, escape, b'\n', bytes),
+            None => memchr::memchr2(self.quote, b'\n', bytes),
+        };
+        let (text, rest) = bytes.split_at(next.unwrap_or(bytes.len()));
+        let characters = text.iter().filter(|&&b| b & 0xC0 != 0x80).count();
+        self.column += characters as u64;
+        rest
     }
 
     fn step(&mut self, b: u8) {
@@ -867,6 +886,70 @@ mod tests {
         let rows = decode("a,b\n\"multi\nline\",é\"\n".as_bytes());
         let (line, column, ..) = located(&rows[0]);
         assert_eq!((line, column), (Some(3), Some(8)));
+    }
+
+    /// `QuoteCheck::scan` as it was before quoted text was skipped.
+    fn scan_byte_by_byte(q: &mut QuoteCheck, bytes: &[u8]) {
+        let plain = matches!(q.state, QuoteState::FieldStart | QuoteState::Unquoted)
+            && !bytes.contains(&q.quote);
+        if plain {
+            if let Some(&last) = bytes.last() {
+                q.state = if last == q.delimiter || last == b'\n' || last == b'\r' {
+                    QuoteState::FieldStart
+                } else {
+                    QuoteState::Unquoted
+                };
+            }
+            return;
+        }
+        for &b in bytes {
+            q.step(b);
+            if b == b'\n' {
+                q.line += 1;
+                q.column = 1;
+            } else if b & 0xC0 != 0x80 {
+                q.column += 1;
+            }
+        }
+    }
+
+    #[test]
+    fn skipping_quoted_text_ends_where_the_byte_by_byte_scan_ends() {
+        // Random rows of the bytes that matter (and a two-byte character), cut into random pieces: the scan
+        // that skips quoted text must end in the state, position and problem of one that steps every byte.
+        let alphabet: [&[u8]; 9] = [b"a", b",", b"\"", b"\n", b"\r", "é".as_bytes(), b"\\", b"xyz", b"\"\""];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for escape in [None, Some(b'\\')] {
+            let options = FormatOptions {
+                escape,
+                ..FormatOptions::default()
+            };
+            for _ in 0..2000 {
+                let row: Vec<u8> = (0..next(40)).flat_map(|_| alphabet[next(alphabet.len())].to_vec()).collect();
+                let mut fast = QuoteCheck::new(&options, b',');
+                let mut slow = QuoteCheck::new(&options, b',');
+                fast.start_row(1);
+                slow.start_row(1);
+                let mut rest = &row[..];
+                while !rest.is_empty() {
+                    let (piece, after) = rest.split_at(1 + next(rest.len()));
+                    fast.scan(piece);
+                    scan_byte_by_byte(&mut slow, piece);
+                    rest = after;
+                }
+                let seen = |q: &QuoteCheck| {
+                    let state = (q.state, q.line, q.column, q.field, q.opened);
+                    format!("{state:?} {:?}", q.problem)
+                };
+                assert_eq!(seen(&fast), seen(&slow), "{:?}", String::from_utf8_lossy(&row));
+            }
+        }
     }
 
     #[test]

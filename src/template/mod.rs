@@ -661,9 +661,10 @@ impl CompiledTemplate {
         Evaluator::new(self.env.clone(), now)
     }
 
-    /// The fields whose value is the same for every record of a run, with that value: no `from`, and no
-    /// `compute` or one that reads no field (`now()`, a literal). The validate stage checks these once
-    /// instead of on every record. A field that fails to map, or that a transform drops, is left out.
+    /// The fields whose value is the same for every record of a run, with that value: those whose `compute`
+    /// reads no field (`now()`, a literal). (A field without `compute` reads its `from` names, its own name
+    /// when it has none.) The validate stage checks these once instead of on every record. A field that
+    /// fails to map, or that a transform drops, is left out.
     pub fn constants(&self, evaluator: &Evaluator) -> Vec<(Key, Value)> {
         let nothing = Record::new();
         self.fields
