@@ -941,27 +941,57 @@ mod tests {
         // The hand-written digits must give chrono's text exactly, fraction widths and offsets included.
         let utc = FixedOffset::east_opt(0);
         let plus = FixedOffset::east_opt(5 * 3600 + 30 * 60);
-        let dates = [(0, 1, 1), (9, 2, 28), (1999, 12, 31), (2024, 2, 29), (9999, 12, 31)];
-        let times = [(0, 0, 0, 0), (23, 59, 59, 0), (7, 5, 3, 120_000_000), (1, 2, 3, 4_000)];
-        let times = times.into_iter().chain([(12, 0, 1, 123_456_789), (12, 0, 1, 999_999_999)]);
+        let dates = [
+            (0, 1, 1),
+            (9, 2, 28),
+            (1999, 12, 31),
+            (2024, 2, 29),
+            (9999, 12, 31),
+        ];
+        let times = [
+            (0, 0, 0, 0),
+            (23, 59, 59, 0),
+            (7, 5, 3, 120_000_000),
+            (1, 2, 3, 4_000),
+        ];
+        let times = times
+            .into_iter()
+            .chain([(12, 0, 1, 123_456_789), (12, 0, 1, 999_999_999)]);
         let times: Vec<_> = times.collect();
         for (y, m, d) in dates {
             let date = NaiveDate::from_ymd_opt(y, m, d).unwrap();
-            assert_eq!(Value::Date(date).to_text(), date.format("%Y-%m-%d").to_string());
+            assert_eq!(
+                Value::Date(date).to_text(),
+                date.format("%Y-%m-%d").to_string()
+            );
             for &(h, mi, s, n) in &times {
                 let datetime = date.and_hms_nano_opt(h, mi, s, n).unwrap();
                 let naive = datetime.format("%Y-%m-%dT%H:%M:%S%.f").to_string();
-                for (offset, suffix) in [(None, String::new()), (utc, "Z".into()), (plus, "+05:30".into())] {
+                for (offset, suffix) in [
+                    (None, String::new()),
+                    (utc, "Z".into()),
+                    (plus, "+05:30".into()),
+                ] {
                     let text = Timestamp { datetime, offset }.to_string();
                     assert_eq!(text, format!("{naive}{suffix}"));
                 }
             }
         }
         // Outside 0..=9999 and on a leap second, chrono writes it (and the date only once).
-        let far = NaiveDate::from_ymd_opt(12345, 1, 2).unwrap().and_hms_opt(3, 4, 5).unwrap();
-        let leap = NaiveDate::from_ymd_opt(2016, 12, 31).unwrap().and_hms_milli_opt(23, 59, 59, 1500).unwrap();
+        let far = NaiveDate::from_ymd_opt(12345, 1, 2)
+            .unwrap()
+            .and_hms_opt(3, 4, 5)
+            .unwrap();
+        let leap = NaiveDate::from_ymd_opt(2016, 12, 31)
+            .unwrap()
+            .and_hms_milli_opt(23, 59, 59, 1500)
+            .unwrap();
         for datetime in [far, leap] {
-            let text = Timestamp { datetime, offset: None }.to_string();
+            let text = Timestamp {
+                datetime,
+                offset: None,
+            }
+            .to_string();
             assert_eq!(text, datetime.format("%Y-%m-%dT%H:%M:%S%.f").to_string());
         }
     }

@@ -98,7 +98,10 @@ impl SchemaValidator {
             .with_draft(draft)
             .build(&reduced)
             .map_err(|e| {
-                Error::config(format!("schema {} is not a valid JSON Schema: {e}", self.name))
+                Error::config(format!(
+                    "schema {} is not a valid JSON Schema: {e}",
+                    self.name
+                ))
             })?;
         Ok(SchemaValidator {
             validator,
@@ -152,9 +155,10 @@ impl SchemaValidator {
 /// True when `schema` has a reference anywhere (`$ref`, `$dynamicRef`, `$recursiveRef`).
 fn has_references(schema: &Json) -> bool {
     match schema {
-        Json::Object(map) => map
-            .iter()
-            .any(|(key, value)| matches!(key.as_str(), "$ref" | "$dynamicRef" | "$recursiveRef") || has_references(value)),
+        Json::Object(map) => map.iter().any(|(key, value)| {
+            matches!(key.as_str(), "$ref" | "$dynamicRef" | "$recursiveRef")
+                || has_references(value)
+        }),
         Json::Array(items) => items.iter().any(has_references),
         _ => false,
     }
@@ -733,9 +737,15 @@ mod tests {
         let good: Vec<(Key, Value)> = vec![("at".into(), Value::String("2024".into()))];
         let bad: Vec<(Key, Value)> = vec![("at".into(), Value::String("x".into()))];
         let full = SchemaValidator::compile("t", &schema).unwrap();
-        let once = SchemaValidator::compile("t", &schema).unwrap().with_constants(&good).unwrap();
+        let once = SchemaValidator::compile("t", &schema)
+            .unwrap()
+            .with_constants(&good)
+            .unwrap();
         assert_eq!(once.checked_once(), ["at"]);
-        let kept = SchemaValidator::compile("t", &schema).unwrap().with_constants(&bad).unwrap();
+        let kept = SchemaValidator::compile("t", &schema)
+            .unwrap()
+            .with_constants(&bad)
+            .unwrap();
         assert!(kept.checked_once().is_empty());
         // The property stays declared: additionalProperties still rejects only the undeclared one.
         let mut r = Record::new();
@@ -753,7 +763,10 @@ mod tests {
             "$defs": {"d": {"pattern": "^2"}},
             "properties": {"at": {"$ref": "#/$defs/d"}}
         });
-        let v = SchemaValidator::compile("t", &with_ref).unwrap().with_constants(&good).unwrap();
+        let v = SchemaValidator::compile("t", &with_ref)
+            .unwrap()
+            .with_constants(&good)
+            .unwrap();
         assert!(v.checked_once().is_empty());
     }
 

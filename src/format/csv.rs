@@ -917,7 +917,17 @@ mod tests {
     fn skipping_quoted_text_ends_where_the_byte_by_byte_scan_ends() {
         // Random rows of the bytes that matter (and a two-byte character), cut into random pieces: the scan
         // that skips quoted text must end in the state, position and problem of one that steps every byte.
-        let alphabet: [&[u8]; 9] = [b"a", b",", b"\"", b"\n", b"\r", "é".as_bytes(), b"\\", b"xyz", b"\"\""];
+        let alphabet: [&[u8]; 9] = [
+            b"a",
+            b",",
+            b"\"",
+            b"\n",
+            b"\r",
+            "é".as_bytes(),
+            b"\\",
+            b"xyz",
+            b"\"\"",
+        ];
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         let mut next = move |n: usize| {
             seed ^= seed << 13;
@@ -931,7 +941,9 @@ mod tests {
                 ..FormatOptions::default()
             };
             for _ in 0..2000 {
-                let row: Vec<u8> = (0..next(40)).flat_map(|_| alphabet[next(alphabet.len())].to_vec()).collect();
+                let row: Vec<u8> = (0..next(40))
+                    .flat_map(|_| alphabet[next(alphabet.len())].to_vec())
+                    .collect();
                 let mut fast = QuoteCheck::new(&options, b',');
                 let mut slow = QuoteCheck::new(&options, b',');
                 fast.start_row(1);
@@ -947,7 +959,12 @@ mod tests {
                     let state = (q.state, q.line, q.column, q.field, q.opened);
                     format!("{state:?} {:?}", q.problem)
                 };
-                assert_eq!(seen(&fast), seen(&slow), "{:?}", String::from_utf8_lossy(&row));
+                assert_eq!(
+                    seen(&fast),
+                    seen(&slow),
+                    "{:?}",
+                    String::from_utf8_lossy(&row)
+                );
             }
         }
     }

@@ -60,7 +60,9 @@ impl Stages {
         let now = run_time(env)?;
         // What the template makes the same for every record is validated once, not per record.
         let schema = match (schema, &template) {
-            (Some(schema), Some(t)) => Some(schema.with_constants(&t.constants(&t.evaluator(now)))?),
+            (Some(schema), Some(t)) => {
+                Some(schema.with_constants(&t.constants(&t.evaluator(now)))?)
+            }
             (schema, _) => schema,
         };
         let select = job

@@ -520,7 +520,11 @@ fn split(value: &Value, separators: &[String], trim: bool, drop_empty: bool) -> 
     // at exactly the same places.
     let chars: Option<Vec<char>> = separators.iter().map(|s| single_char(s)).collect();
     if let Some(chars) = chars {
-        return Value::Array(text.split(|c| chars.contains(&c)).filter_map(finish).collect());
+        return Value::Array(
+            text.split(|c| chars.contains(&c))
+                .filter_map(finish)
+                .collect(),
+        );
     }
     let mut parts: Vec<&str> = vec![text.as_str()];
     for sep in separators {

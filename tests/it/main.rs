@@ -28,7 +28,7 @@ mod serve_ops;
 mod support;
 mod tamper;
 mod templates;
-mod validate_plan;
 mod tenant;
 mod tenant_cli;
+mod validate_plan;
 mod web;

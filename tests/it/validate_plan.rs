@@ -39,7 +39,11 @@ fn inputs() -> Vec<(String, Record)> {
             records.push((name.clone(), record));
         }
     }
-    records.extend(breaking_records().into_iter().map(|r| ("made".to_owned(), r)));
+    records.extend(
+        breaking_records()
+            .into_iter()
+            .map(|r| ("made".to_owned(), r)),
+    );
     records
 }
 
@@ -61,12 +65,37 @@ fn breaking_records() -> Vec<Record> {
     let text = |s: &str| Value::String(s.to_owned());
     let long = "x".repeat(600);
     let rows: Vec<Vec<(&str, Value)>> = vec![
-        vec![("id", text("  ")), ("title", text("t")), ("createdAt", text("2024-01-02T03:04:05Z"))],
-        vec![("id", text("1")), ("title", text(&long)), ("createdAt", text("2024-01-02T03:04:05Z"))],
-        vec![("id", text("2")), ("title", text("ok")), ("tags", text(&long)), ("createdAt", text("2024-01-02"))],
-        vec![("legacy_id", text("3")), ("legacy_title", text("t")), ("old_created", text("01/02/20245 10:00"))],
-        vec![("user_id", text("4")), ("email", text("not an address")), ("full_name", text(""))],
-        vec![("user_id", text("")), ("email", text(&long)), ("signup_date", text("2021-13-40"))],
+        vec![
+            ("id", text("  ")),
+            ("title", text("t")),
+            ("createdAt", text("2024-01-02T03:04:05Z")),
+        ],
+        vec![
+            ("id", text("1")),
+            ("title", text(&long)),
+            ("createdAt", text("2024-01-02T03:04:05Z")),
+        ],
+        vec![
+            ("id", text("2")),
+            ("title", text("ok")),
+            ("tags", text(&long)),
+            ("createdAt", text("2024-01-02")),
+        ],
+        vec![
+            ("legacy_id", text("3")),
+            ("legacy_title", text("t")),
+            ("old_created", text("01/02/20245 10:00")),
+        ],
+        vec![
+            ("user_id", text("4")),
+            ("email", text("not an address")),
+            ("full_name", text("")),
+        ],
+        vec![
+            ("user_id", text("")),
+            ("email", text(&long)),
+            ("signup_date", text("2021-13-40")),
+        ],
     ];
     rows.into_iter()
         .map(|fields| {
@@ -81,7 +110,11 @@ fn breaking_records() -> Vec<Record> {
 
 /// Maps and validates every input with one template, through the full validator and through the one that
 /// checks the template's constants once; returns (records validated, records the validator rejected).
-fn compare(template: &CompiledTemplate, full: &SchemaValidator, planned: &SchemaValidator) -> (usize, usize) {
+fn compare(
+    template: &CompiledTemplate,
+    full: &SchemaValidator,
+    planned: &SchemaValidator,
+) -> (usize, usize) {
     let now = chrono::DateTime::parse_from_rfc3339("2026-12-06T18:00:00.123Z").unwrap();
     let evaluator = template.evaluator(now);
     let (mut validated, mut rejected) = (0, 0);
@@ -94,7 +127,12 @@ fn compare(template: &CompiledTemplate, full: &SchemaValidator, planned: &Schema
             Err(errors) => errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
         };
         let expected = messages(full);
-        assert_eq!(messages(planned), expected, "{} on a record of {file}: {mapped:?}", template.name);
+        assert_eq!(
+            messages(planned),
+            expected,
+            "{} on a record of {file}: {mapped:?}",
+            template.name
+        );
         validated += 1;
         rejected += usize::from(!expected.is_empty());
     }
@@ -134,5 +172,10 @@ fn checking_constants_once_rejects_the_same_records_with_the_same_messages() {
         total = (total.0 + validated, total.1 + rejected);
     }
     // The comparison means something only if records both passed and failed validation.
-    assert!(total.0 > 50 && total.1 >= 4, "validated {}, rejected {}", total.0, total.1);
+    assert!(
+        total.0 > 50 && total.1 >= 4,
+        "validated {}, rejected {}",
+        total.0,
+        total.1
+    );
 }
