@@ -9,13 +9,17 @@ use jsonschema::types::JsonType;
 use serde_json::{Map, Number, Value as Json};
 
 use crate::error::{Error, Position, Result, Stage};
-use crate::record::{Record, Value};
+use crate::record::{Key, Record, Value};
 
 /// A compiled JSON Schema.
 pub struct SchemaValidator {
     name: String,
     validator: jsonschema::Validator<RecordJson>,
     properties: Vec<PropertyType>,
+    /// The schema as written, for [`SchemaValidator::with_constants`].
+    schema: Json,
+    /// The top-level properties checked once by [`SchemaValidator::with_constants`].
+    checked_once: Vec<String>,
 }
 
 /// What a schema says about one top-level property's type (used when a database table is created).
@@ -46,6 +50,63 @@ impl SchemaValidator {
             name: name.to_owned(),
             validator,
             properties: property_types(schema),
+            schema: schema.clone(),
+            checked_once: Vec::new(),
+        })
+    }
+
+    /// The top-level properties whose constant value was checked once instead of on every record.
+    pub fn checked_once(&self) -> &[String] {
+        &self.checked_once
+    }
+
+    /// This validator with the top-level properties whose value is the same for every record (`constants`,
+    /// from the compiled template: `now()`, a default with no source) checked once, here, instead of on every
+    /// record. A property whose constant satisfies its subschema gets `true` in its place (still declared,
+    /// so `additionalProperties` and `unevaluatedProperties` decide as before); one that does not keeps its
+    /// subschema, so every record is rejected with the same message as before. Schemas with references are
+    /// left whole: a `$ref` may point into a replaced subschema.
+    pub fn with_constants(self, constants: &[(Key, Value)]) -> Result<SchemaValidator> {
+        let mut reduced = self.schema.clone();
+        if has_references(&reduced) {
+            return Ok(self);
+        }
+        let Some(properties) = reduced.get_mut("properties").and_then(Json::as_object_mut) else {
+            return Ok(self);
+        };
+        let draft = draft_of(&self.schema);
+        let mut replaced = Vec::new();
+        for (name, value) in constants {
+            let Some(subschema) = properties.get_mut(&**name) else {
+                continue;
+            };
+            let Ok(check) = jsonschema::options_for::<RecordJson>()
+                .with_draft(draft)
+                .build(subschema)
+            else {
+                continue;
+            };
+            if check.is_valid(RecordNode::Value(value)) {
+                *subschema = Json::Bool(true);
+                replaced.push(name.to_string());
+            }
+        }
+        if replaced.is_empty() {
+            return Ok(self);
+        }
+        let validator = jsonschema::options_for::<RecordJson>()
+            .with_draft(draft)
+            .build(&reduced)
+            .map_err(|e| {
+                Error::config(format!(
+                    "schema {} is not a valid JSON Schema: {e}",
+                    self.name
+                ))
+            })?;
+        Ok(SchemaValidator {
+            validator,
+            checked_once: replaced,
+            ..self
         })
     }
 
@@ -88,6 +149,18 @@ impl SchemaValidator {
         } else {
             Err(errors)
         }
+    }
+}
+
+/// True when `schema` has a reference anywhere (`$ref`, `$dynamicRef`, `$recursiveRef`).
+fn has_references(schema: &Json) -> bool {
+    match schema {
+        Json::Object(map) => map.iter().any(|(key, value)| {
+            matches!(key.as_str(), "$ref" | "$dynamicRef" | "$recursiveRef")
+                || has_references(value)
+        }),
+        Json::Array(items) => items.iter().any(has_references),
+        _ => false,
     }
 }
 
@@ -646,6 +719,56 @@ fn property_types(schema: &Json) -> Vec<PropertyType> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn messages(v: &SchemaValidator, r: &Record) -> Vec<String> {
+        match v.validate(r) {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_constant_is_checked_once_only_when_it_passes_and_nothing_refers_into_the_schema() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {"at": {"type": "string", "pattern": "^2"}, "n": {"type": "integer", "maximum": 5}}
+        });
+        let good: Vec<(Key, Value)> = vec![("at".into(), Value::String("2024".into()))];
+        let bad: Vec<(Key, Value)> = vec![("at".into(), Value::String("x".into()))];
+        let full = SchemaValidator::compile("t", &schema).unwrap();
+        let once = SchemaValidator::compile("t", &schema)
+            .unwrap()
+            .with_constants(&good)
+            .unwrap();
+        assert_eq!(once.checked_once(), ["at"]);
+        let kept = SchemaValidator::compile("t", &schema)
+            .unwrap()
+            .with_constants(&bad)
+            .unwrap();
+        assert!(kept.checked_once().is_empty());
+        // The property stays declared: additionalProperties still rejects only the undeclared one.
+        let mut r = Record::new();
+        r.insert("at", Value::String("2024".into()));
+        r.insert("n", Value::Int(9));
+        r.insert("extra", Value::Int(1));
+        assert_eq!(messages(&once, &r), messages(&full, &r));
+        assert_eq!(messages(&once, &r).len(), 2, "{:?}", messages(&once, &r));
+        let mut r = Record::new();
+        r.insert("at", Value::String("x".into()));
+        assert_eq!(messages(&kept, &r), messages(&full, &r));
+        assert_eq!(messages(&kept, &r).len(), 1);
+        // A schema with a reference is left whole.
+        let with_ref = serde_json::json!({
+            "$defs": {"d": {"pattern": "^2"}},
+            "properties": {"at": {"$ref": "#/$defs/d"}}
+        });
+        let v = SchemaValidator::compile("t", &with_ref)
+            .unwrap()
+            .with_constants(&good)
+            .unwrap();
+        assert!(v.checked_once().is_empty());
+    }
 
     #[test]
     fn violations_name_the_field_and_rule() {

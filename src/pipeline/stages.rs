@@ -57,6 +57,14 @@ impl Stages {
             (None, None) => None,
         };
         let template = template.map(|t| t.compile()).transpose()?;
+        let now = run_time(env)?;
+        // What the template makes the same for every record is validated once, not per record.
+        let schema = match (schema, &template) {
+            (Some(schema), Some(t)) => {
+                Some(schema.with_constants(&t.constants(&t.evaluator(now)))?)
+            }
+            (schema, _) => schema,
+        };
         let select = job
             .select
             .iter()
@@ -84,7 +92,6 @@ impl Stages {
         } else {
             None
         };
-        let now = run_time(env)?;
         Ok(Stages {
             template,
             schema,

@@ -661,6 +661,25 @@ impl CompiledTemplate {
         Evaluator::new(self.env.clone(), now)
     }
 
+    /// The fields whose value is the same for every record of a run, with that value: those whose `compute`
+    /// reads no field (`now()`, a literal). (A field without `compute` reads its `from` names, its own name
+    /// when it has none.) The validate stage checks these once instead of on every record. A field that
+    /// fails to map, or that a transform drops, is left out.
+    pub fn constants(&self, evaluator: &Evaluator) -> Vec<(Key, Value)> {
+        let nothing = Record::new();
+        self.fields
+            .iter()
+            .filter(|f| match &f.compute {
+                Some(expr) => expr.variables().next().is_none(),
+                None => f.from.is_empty(),
+            })
+            .filter_map(|f| match self.map_field(evaluator, f, &nothing, &nothing) {
+                Ok(Some(value)) => Some((f.name.clone(), value)),
+                Ok(None) | Err(_) => None,
+            })
+            .collect()
+    }
+
     /// The output field names and declared types, in order.
     pub fn fields(&self) -> impl Iterator<Item = (&str, Option<FieldType>)> {
         self.fields.iter().map(|f| (&*f.name, f.field_type))
@@ -729,6 +748,7 @@ impl CompiledTemplate {
         source: &Record,
         mapped: &Record,
     ) -> std::result::Result<Option<Value>, String> {
+        let mut transforms = field.transforms.iter();
         let mut value = match &field.compute {
             // A computed field sees the fields mapped before it (by their output names) over the source's.
             Some(expr) => evaluator.eval_in(
@@ -738,14 +758,28 @@ impl CompiledTemplate {
                     source,
                 },
             )?,
-            None => field
-                .from
-                .iter()
-                .find_map(|name| source.get(name).filter(|v| **v != Value::Null))
-                .cloned()
-                .unwrap_or(Value::Null),
+            None => {
+                let found = field
+                    .from
+                    .iter()
+                    .find_map(|name| source.get(name).filter(|v| **v != Value::Null));
+                // A first transform that only reads the value (split, parse_date) saves copying it.
+                let borrowed = found
+                    .zip(field.transforms.first())
+                    .and_then(|(v, first)| first.apply_borrowed(v));
+                match borrowed {
+                    Some(result) => {
+                        transforms.next();
+                        match result? {
+                            Some(v) => v,
+                            None => return Ok(None),
+                        }
+                    }
+                    None => found.cloned().unwrap_or(Value::Null),
+                }
+            }
         };
-        for transform in &field.transforms {
+        for transform in transforms {
             match transform.apply(value)? {
                 Some(v) => value = v,
                 None => return Ok(None),

@@ -329,6 +329,26 @@ impl Transform {
         self.apply_value(value).map(Some)
     }
 
+    /// The transform applied to a value it only reads, for a text value and a transform that builds a new
+    /// value from it (`split`, `parse_date`): the same result as [`Transform::apply`] on a copy, without the
+    /// copy. `None` when the transform needs the value itself.
+    pub fn apply_borrowed(&self, value: &Value) -> Option<Result<Option<Value>, String>> {
+        if !matches!(value, Value::String(_)) {
+            return None;
+        }
+        match self {
+            Transform::Split {
+                separators,
+                trim,
+                drop_empty,
+            } => Some(Ok(Some(split(value, separators, *trim, *drop_empty)))),
+            Transform::ParseDate { formats, offset } => {
+                Some(parse_date(value, formats, *offset).map(Some))
+            }
+            _ => None,
+        }
+    }
+
     fn apply_value(&self, value: Value) -> Result<Value, String> {
         // Text transforms map over arrays, so `[" a ", "b "]` trims item by item.
         if let Value::Array(items) = value {
@@ -492,6 +512,20 @@ fn split(value: &Value, separators: &[String], trim: bool, drop_empty: bool) -> 
     let Value::String(text) = value else {
         return value.clone();
     };
+    let finish = |p: &str| {
+        let p = if trim { p.trim() } else { p };
+        (!(drop_empty && p.is_empty())).then(|| Value::String(p.to_owned()))
+    };
+    // Single-character separators (the usual `;` and `,`) cut in one pass: splitting at each in turn cuts
+    // at exactly the same places.
+    let chars: Option<Vec<char>> = separators.iter().map(|s| single_char(s)).collect();
+    if let Some(chars) = chars {
+        return Value::Array(
+            text.split(|c| chars.contains(&c))
+                .filter_map(finish)
+                .collect(),
+        );
+    }
     let mut parts: Vec<&str> = vec![text.as_str()];
     for sep in separators {
         parts = parts
@@ -499,13 +533,16 @@ fn split(value: &Value, separators: &[String], trim: bool, drop_empty: bool) -> 
             .flat_map(|p| p.split(sep.as_str()))
             .collect();
     }
-    let items = parts
-        .into_iter()
-        .map(|p| if trim { p.trim() } else { p })
-        .filter(|p| !(drop_empty && p.is_empty()))
-        .map(|p| Value::String(p.to_owned()))
-        .collect();
-    Value::Array(items)
+    Value::Array(parts.into_iter().filter_map(finish).collect())
+}
+
+/// The one character `s` is made of, if it is one character.
+fn single_char(s: &str) -> Option<char> {
+    let mut chars = s.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) => Some(c),
+        _ => None,
+    }
 }
 
 /// A strftime format, parsed once when the template is loaded.

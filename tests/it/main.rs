@@ -30,4 +30,5 @@ mod tamper;
 mod templates;
 mod tenant;
 mod tenant_cli;
+mod validate_plan;
 mod web;
