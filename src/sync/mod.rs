@@ -15,6 +15,7 @@
 
 pub mod apply;
 pub mod capture;
+mod incremental;
 pub mod mark;
 pub mod pass;
 pub mod read;
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use apply::Deletes;
+pub use incremental::catch_up;
 use pass::Ends;
 pub use pass::Moved;
 use read::{orderable_key, SyncTable};

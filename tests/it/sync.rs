@@ -571,3 +571,109 @@ fn a_table_without_a_key_is_refused_before_anything_moves() {
     );
     assert!(!stderr.contains(PASSWORD));
 }
+
+#[test]
+fn migrate_incremental_catches_a_finished_migration_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = source(dir.path(), 2_000);
+    let url = migrated(dir.path(), &db, "sync_incremental");
+    let state = dir.path().join("sync_incremental.state.json");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    // 1 % of the rows changed while the application ran on: updated (one without touching its cursor),
+    // inserted, deleted.
+    c.execute_batch(
+        "UPDATE users SET score = 99, updated_at = '2030-01-01 00:00:00.000' WHERE id % 200 = 0;
+         UPDATE tags SET label = 'moved' WHERE code = 't007';
+         INSERT INTO users VALUES (5000, 'late', 1, '2030-01-01 00:00:01.000');
+         DELETE FROM users WHERE id IN (1, 2);
+         INSERT INTO tags VALUES ('t999', 'new');",
+    )
+    .unwrap();
+    let report_path = dir.path().join("incremental.json");
+    let target = bare(&url);
+    let out = run(
+        dir.path(),
+        &[
+            "migrate",
+            "--from",
+            db.to_str().unwrap(),
+            "--to",
+            &target,
+            "--state",
+            state.to_str().unwrap(),
+            "--incremental",
+            "--report",
+            report_path.to_str().unwrap(),
+        ],
+    );
+    let stderr = ok(&out);
+    assert!(stderr.contains("caught up 2 tables"), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let users = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "users")
+        .unwrap();
+    // By key and checksum (no --cursor): 10 updated + 1 new written, the rest left alone, 2 deleted.
+    assert_eq!(users["written"], 11, "{report:#}");
+    assert_eq!(users["skipped"], 1_988, "{report:#}");
+    assert_eq!(users["deleted"], 2, "{report:#}");
+    assert_equal(dir.path(), &db, &url);
+    // Again, by cursor: the first such run starts the marks, the next reads only what is past them.
+    c.execute_batch(
+        "UPDATE users SET name = 'again', updated_at = '2031-01-01 00:00:00.000' WHERE id = 3",
+    )
+    .unwrap();
+    for _ in 0..2 {
+        ok(&run(
+            dir.path(),
+            &[
+                "migrate",
+                "--from",
+                db.to_str().unwrap(),
+                "--to",
+                &target,
+                "--state",
+                state.to_str().unwrap(),
+                "--incremental",
+                "--cursor",
+                "updated_at",
+                "--report",
+                report_path.to_str().unwrap(),
+            ],
+        ));
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let users = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "users")
+        .unwrap();
+    assert_eq!(users["read"], 1, "only the row at the mark: {report:#}");
+    assert_equal(dir.path(), &db, &url);
+    // An unfinished migration is not caught up.
+    let other = dir.path().join("missing.state.json");
+    let out = run(
+        dir.path(),
+        &[
+            "migrate",
+            "--from",
+            db.to_str().unwrap(),
+            "--to",
+            &target,
+            "--state",
+            other.to_str().unwrap(),
+            "--incremental",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
