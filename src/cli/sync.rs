@@ -48,7 +48,8 @@ pub struct SyncArgs {
     exclude: Vec<String>,
 
     /// How changes are found: cursor (the --cursor column where a table has it, else checksum), checksum
-    /// (both sides read in key order), triggers (SQLite source: a change log kept by triggers).
+    /// (both sides read in key order), triggers (SQLite source: a change log kept by triggers), logical
+    /// (PostgreSQL source: logical replication with pgoutput when wal_level = logical, else cursor).
     #[arg(long, value_name = "HOW", default_value = "cursor", value_parser = parse_capture)]
     capture: Capture,
 
@@ -102,7 +103,8 @@ fn parse_capture(text: &str) -> std::result::Result<Capture, String> {
         "cursor" => Ok(Capture::Cursor),
         "checksum" => Ok(Capture::Checksum),
         "triggers" => Ok(Capture::Triggers),
-        _ => Err("expected cursor, checksum or triggers".into()),
+        "logical" => Ok(Capture::Logical),
+        _ => Err("expected cursor, checksum, triggers or logical".into()),
     }
 }
 

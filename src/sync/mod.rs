@@ -16,6 +16,7 @@
 pub mod apply;
 pub mod capture;
 mod incremental;
+pub mod logical;
 pub mod mark;
 pub mod pass;
 pub mod read;
@@ -51,6 +52,9 @@ pub enum Capture {
     Checksum,
     /// SQLite sources: the `_ferry_changes` log kept by triggers (installed on the first pass).
     Triggers,
+    /// PostgreSQL sources: logical replication (`pgoutput`) where the server has `wal_level = logical`,
+    /// else as `cursor`.
+    Logical,
 }
 
 /// One sync, as plain data (`{"job": "sync", "from": "app.db", "to": "postgres", …}`).
@@ -250,15 +254,26 @@ pub fn uninstall(
     env: &Environment,
     connect: &ConnectOptions,
 ) -> Result<usize> {
-    let Db::Sqlite(path) = Db::parse(from, "--from", env)? else {
-        return Err(Error::config(
-            "--uninstall removes triggers from a SQLite source; --from is not SQLite",
-        ));
+    let source = Db::parse(from, "--from", env)?;
+    let target = to.map(|t| Db::parse(t, "--to", env)).transpose()?;
+    let label = source.label();
+    let n = match &source {
+        Db::Sqlite(path) => capture::uninstall(&capture::open_writer(path)?, &label)?,
+        Db::Postgres(_) => {
+            let Some(target) = &target else {
+                return Err(Error::config(
+                    "--uninstall of a PostgreSQL source needs --to: its replication slot is named after both",
+                ));
+            };
+            let Conn::Postgres(mut client) = source.open(connect, false)? else {
+                return Ok(0);
+            };
+            let names = logical::Slot::named(&label, &target.label());
+            usize::from(logical::uninstall(&mut client, &names)?)
+        }
     };
-    let label = path.display().to_string();
-    let n = capture::uninstall(&capture::open_writer(&path)?, &label)?;
-    if let Some(to) = to {
-        let mut target = Db::parse(to, "--to", env)?.open(connect, true)?;
+    if let Some(target) = &target {
+        let mut target = target.open(connect, true)?;
         mark::ensure(&mut target)?;
         mark::forget(&mut target, &label)?;
     }
@@ -276,6 +291,11 @@ struct Syncer<'a> {
     target_label: String,
     tables: Vec<SyncTable>,
     crash_at: Option<String>,
+    /// How changes are found (the job's, or `cursor` where logical replication is not available).
+    capture: Capture,
+    /// Logical replication: the slot, and what the pass under way peeked.
+    slot: Option<logical::Slot>,
+    peeked: Option<logical::Peeked>,
 }
 
 impl<'a> Syncer<'a> {
@@ -368,7 +388,27 @@ impl<'a> Syncer<'a> {
             )));
         }
         mark::ensure(&mut target)?;
+        let mut capture = job.capture;
+        let mut slot = None;
+        if capture == Capture::Logical {
+            let decodes = match &mut source {
+                Conn::Postgres(client) => logical::available(client)?,
+                Conn::Sqlite(_) => false,
+            };
+            match decodes {
+                true => slot = Some(logical::Slot::named(&source_label, &target_label)),
+                false => {
+                    ctx.notice(format!(
+                        "{source_label} has no logical decoding (wal_level = logical, PostgreSQL): syncing by cursor and checksum"
+                    ));
+                    capture = Capture::Cursor;
+                }
+            }
+        }
         Ok(Syncer {
+            capture,
+            slot,
+            peeked: None,
             job,
             ctx,
             source_db,
@@ -393,7 +433,7 @@ impl<'a> Syncer<'a> {
                 ..TableSync::default()
             })
             .collect();
-        if self.job.capture == Capture::Triggers {
+        if self.capture == Capture::Triggers {
             if let Db::Sqlite(path) = &self.source_db {
                 capture::install(
                     &capture::open_writer(path)?,
@@ -401,6 +441,9 @@ impl<'a> Syncer<'a> {
                     &self.tables,
                 )?;
             }
+        }
+        if let (Some(slot), Conn::Postgres(client)) = (&self.slot, &mut self.source) {
+            logical::install(client, slot, &self.tables)?;
         }
         self.ctx.step("sync");
         loop {
@@ -477,8 +520,9 @@ impl<'a> Syncer<'a> {
     }
 
     fn by(&self, t: &SyncTable) -> &'static str {
-        match self.job.capture {
+        match self.capture {
             Capture::Triggers => "triggers",
+            Capture::Logical => "logical",
             Capture::Checksum => "checksum",
             Capture::Cursor if t.cursor.is_some() => "cursor",
             Capture::Cursor => "checksum",
@@ -495,6 +539,14 @@ impl<'a> Syncer<'a> {
 
     /// One pass over every table: one source snapshot, one target transaction.
     fn pass(&mut self) -> Result<Vec<Moved>> {
+        if let (Some(slot), Conn::Postgres(client)) = (&self.slot, &mut self.source) {
+            // Peeked before the snapshot: every change peeked is visible to it.
+            let started = mark::read(&mut self.target, &self.source_label, &slot.slot)?.is_some();
+            self.peeked = match started {
+                true => Some(logical::peek(client, slot, &self.tables)?),
+                false => None,
+            };
+        }
         let snapshot = match &self.source {
             Conn::Postgres(_) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
             Conn::Sqlite(_) => "BEGIN",
@@ -519,6 +571,12 @@ impl<'a> Syncer<'a> {
                 if let (Some(upto), Db::Sqlite(path)) = (trim, &self.source_db) {
                     capture::trim(&capture::open_writer(path)?, &self.source_label, upto)?;
                 }
+                let upto = self.peeked.take().and_then(|p| p.upto);
+                if let (Some(slot), Some(upto), Conn::Postgres(client)) =
+                    (&self.slot, upto, &mut self.source)
+                {
+                    logical::advance(client, slot, &upto)?;
+                }
                 Ok(moved)
             }
             Err(e) => {
@@ -531,8 +589,11 @@ impl<'a> Syncer<'a> {
 
     /// The tables of a pass; also the change-log position to trim to once it committed.
     fn pass_tables(&mut self) -> Result<(Vec<Moved>, Option<i64>)> {
-        if self.job.capture == Capture::Triggers {
+        if self.capture == Capture::Triggers {
             return self.pass_triggers();
+        }
+        if self.capture == Capture::Logical {
+            return self.pass_logical();
         }
         let mut out = Vec::new();
         for (slot, table) in self.tables.iter().enumerate() {
@@ -543,7 +604,7 @@ impl<'a> Syncer<'a> {
                 source_label: &self.source_label,
                 target_label: &self.target_label,
             };
-            let moved = match (self.job.capture, table.cursor) {
+            let moved = match (self.capture, table.cursor) {
                 (Capture::Cursor, Some(_)) => {
                     let old = mark::read(ends.target, &self.source_label, table.name())?;
                     let deletes = self.job.deletes.clone();
@@ -605,6 +666,39 @@ impl<'a> Syncer<'a> {
             &upto.into(),
         )?;
         Ok((out, Some(upto)))
+    }
+
+    /// A pass by logical replication: the first one compares whole tables (the slot was made before its
+    /// snapshot); later ones apply the keys the slot's changes name (tables truncated are compared whole).
+    fn pass_logical(&mut self) -> Result<(Vec<Moved>, Option<i64>)> {
+        let Some(slot) = self.slot.clone() else {
+            return Err(Error::config("--capture logical needs a PostgreSQL source"));
+        };
+        let peeked = self.peeked.take();
+        let mut out = Vec::new();
+        for (i, table) in self.tables.iter().enumerate() {
+            self.ctx.cancel.check()?;
+            let mut ends = Ends {
+                source: &mut self.source,
+                target: &mut self.target,
+                source_label: &self.source_label,
+                target_label: &self.target_label,
+            };
+            out.push(match &peeked {
+                Some(p) if !p.truncated.contains(table.name()) => match p.keys.get(table.name()) {
+                    Some(k) => pass::by_keys(&mut ends, table, i, k)?,
+                    None => Moved::default(),
+                },
+                _ => pass::by_merge(&mut ends, table, i, Deletes::Delete, false)?,
+            });
+        }
+        let at = peeked
+            .as_ref()
+            .and_then(|p| p.upto.clone())
+            .unwrap_or_else(|| String::from("started"));
+        mark::write(&mut self.target, &self.source_label, &slot.slot, &at.into())?;
+        self.peeked = peeked;
+        Ok((out, None))
     }
 
     /// Rows and checksums of both sides, table by table (the cut-over's evidence).

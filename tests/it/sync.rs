@@ -677,3 +677,152 @@ fn migrate_incremental_catches_a_finished_migration_up() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A PostgreSQL writer: inserts, updates (one changes its key), deletes, truncates nothing, until stopped.
+fn pg_writer(url: &str, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
+    let url = url.to_owned();
+    thread::spawn(move || {
+        let mut c = cluster().client(&url);
+        let mut n: u64 = 0;
+        while !stop.load(Ordering::SeqCst) {
+            n += 1;
+            let i = n as i64;
+            c.batch_execute(&format!(
+                "BEGIN;
+                 INSERT INTO users (id, name, score) VALUES ({}, 'new {i}', {i});
+                 UPDATE users SET score = score + 1 WHERE id = {};
+                 INSERT INTO tags VALUES ('w{i:05}', 'written') ON CONFLICT (code) DO UPDATE SET label = 'again';
+                 DELETE FROM users WHERE id = {};
+                 UPDATE users SET id = {} WHERE id = {};
+                 COMMIT;",
+                100_000 + i,
+                (i * 37) % 300 + 1,
+                (i * 13) % 300 + 1,
+                200_000 + i,
+                (i * 7) % 300 + 301,
+            ))
+            .unwrap();
+            thread::sleep(Duration::from_millis(3));
+        }
+        n
+    })
+}
+
+#[test]
+fn logical_replication_from_postgresql_sees_updates_deletes_and_changed_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg_url = cluster().fresh_database("sync_logical");
+    let mut pg = cluster().client(&pg_url);
+    pg.batch_execute(
+        "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL, score integer);
+         CREATE TABLE tags (code text PRIMARY KEY, label text);
+         INSERT INTO users SELECT g, 'user ' || g, g % 7 FROM generate_series(1, 1000) g;
+         INSERT INTO tags SELECT 't' || g, 'label ' || g FROM generate_series(1, 40) g;",
+    )
+    .unwrap();
+    let copy = dir.path().join("copy.db");
+    let source = bare(&pg_url);
+    let state = dir.path().join("back.state.json");
+    ok(&run(
+        dir.path(),
+        &[
+            "migrate",
+            "--from",
+            &source,
+            "--to",
+            copy.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "-q",
+        ],
+    ));
+    let sync_args = |extra: &[&str]| -> serde_json::Value {
+        let report = dir.path().join("logical.json");
+        let mut args = vec![
+            "sync",
+            "--from",
+            &source,
+            "--to",
+            copy.to_str().unwrap(),
+            "--capture",
+            "logical",
+            "--report",
+            report.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        ok(&run(dir.path(), &args));
+        serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap()
+    };
+    // The first pass makes the slot and compares whole tables.
+    let report = sync_args(&[]);
+    assert_eq!(table(&report, "users")["by"], "logical", "{report:#}");
+    let slots: i64 = pg
+        .query_one("SELECT count(*) FROM pg_replication_slots WHERE plugin = 'pgoutput' AND database = current_database()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(slots, 1);
+    // Changes no cursor column would show: a quiet update, a delete, a changed key.
+    pg.batch_execute(
+        "UPDATE users SET name = 'quiet' WHERE id = 5;
+         DELETE FROM users WHERE id = 6;
+         UPDATE users SET id = 7007 WHERE id = 7;
+         DELETE FROM tags WHERE code = 't1';",
+    )
+    .unwrap();
+    let report = sync_args(&[]);
+    let users = table(&report, "users");
+    assert_eq!(users["deleted"], 2, "{report:#}");
+    assert_eq!(users["inserted"], 1, "{report:#}");
+    assert_eq!(users["updated"], 1, "{report:#}");
+    assert_eq!(table(&report, "tags")["deleted"], 1, "{report:#}");
+
+    // While a writer runs, then the cut-over.
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = pg_writer(&pg_url, stop.clone());
+    let report = sync_args(&["--every", "100ms", "--passes", "5"]);
+    assert_eq!(report["passes"], 5);
+    stop.store(true, Ordering::SeqCst);
+    assert!(handle.join().unwrap() > 5);
+    let report = sync_args(&["--cutover"]);
+    for t in report["cutover"].as_array().unwrap() {
+        assert_eq!(t["equal"], true, "{t:#}");
+    }
+    let out = run(
+        dir.path(),
+        &[
+            "diff",
+            &source,
+            copy.to_str().unwrap(),
+            "--table",
+            "users,tags",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // --uninstall drops the slot (it would keep WAL forever) and the publication.
+    ok(&run(
+        dir.path(),
+        &[
+            "sync",
+            "--from",
+            &source,
+            "--to",
+            copy.to_str().unwrap(),
+            "--uninstall",
+        ],
+    ));
+    let left: i64 = pg
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_replication_slots WHERE database = current_database()) + \
+             (SELECT count(*) FROM pg_publication)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
