@@ -826,3 +826,103 @@ fn logical_replication_from_postgresql_sees_updates_deletes_and_changed_keys() {
         .get(0);
     assert_eq!(left, 0);
 }
+
+#[test]
+fn serve_runs_a_configured_sync_as_an_operation_until_cancelled() {
+    use crate::serve::{add_token, Server};
+    let dir = tempfile::tempdir().unwrap();
+    let db = source(dir.path(), 200);
+    let url = migrated(dir.path(), &db, "sync_serve");
+    let config = format!(
+        "work_dir: work\nshutdown_grace: 5\ndatabases:\n  app: {{path: app.db}}\n  pg: {{url: \"{}\"}}\n\
+         default_database: app\nsyncs:\n  live: {{from: app, to: pg, capture: triggers, every: 0.1}}\n",
+        bare(&url)
+    );
+    std::fs::write(dir.path().join("ferry-serve.yaml"), &config).unwrap();
+    let admin = add_token(dir.path(), "admin", "admin", None);
+    let reader = add_token(dir.path(), "reader", "read", None);
+    let server = Server::start_again(dir.path());
+    let api = format!("{}/api/data-migration", server.base);
+    let refused = server
+        .http
+        .post(format!("{api}/syncs/live"))
+        .bearer_auth(&reader)
+        .send()
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 403);
+    let missing = server
+        .http
+        .post(format!("{api}/syncs/other"))
+        .bearer_auth(&admin)
+        .send()
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    let started = server
+        .http
+        .post(format!("{api}/syncs/live"))
+        .bearer_auth(&admin)
+        .send()
+        .unwrap();
+    assert_eq!(started.status().as_u16(), 202);
+    let op: serde_json::Value = started.json().unwrap();
+    assert_eq!(op["type"], "sync");
+    let id = op["operationId"]
+        .as_str()
+        .or(op["operation_id"].as_str())
+        .unwrap()
+        .to_owned();
+    let progress = || -> serde_json::Value {
+        server
+            .http
+            .get(format!("{api}/operations/{id}/progress"))
+            .bearer_auth(&admin)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let wait_for =
+        |what: &str, done: &mut dyn FnMut(&serde_json::Value) -> bool| -> serde_json::Value {
+            for _ in 0..300 {
+                let p = progress();
+                if done(&p) {
+                    return p;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            panic!("{what}: {:#}\n{}", progress(), server.log.lock().unwrap());
+        };
+    let first = wait_for("a first pass", &mut |p| {
+        p["lag"]["passes"].as_u64() >= Some(1)
+    });
+    assert_eq!(first["status"], "running", "{first:#}");
+    let passes = first["lag"]["passes"].as_u64().unwrap();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "UPDATE users SET name = 'served' WHERE id = 1; DELETE FROM users WHERE id = 2;
+             INSERT INTO tags VALUES ('new', 'row');",
+        )
+        .unwrap();
+    let mut pg = cluster().client(&url);
+    wait_for("the change to arrive", &mut |p| {
+        p["lag"]["passes"].as_u64() > Some(passes + 1)
+            && pg
+                .query_one(
+                    "SELECT count(*) FROM users WHERE name = 'served' OR id = 2",
+                    &[],
+                )
+                .map(|r| r.get::<_, i64>(0) == 1)
+                .unwrap_or(false)
+    });
+    let cancel = server
+        .http
+        .post(format!("{api}/operations/{id}/cancel"))
+        .bearer_auth(&admin)
+        .send()
+        .unwrap();
+    assert_eq!(cancel.status().as_u16(), 202);
+    let end = wait_for("the cancel", &mut |p| p["status"] == "cancelled");
+    assert!(end["lag"]["passes"].as_u64() > Some(passes), "{end:#}");
+    assert_equal(dir.path(), &db, &url);
+}
