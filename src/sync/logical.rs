@@ -339,3 +339,81 @@ impl Decoder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relation() -> Vec<u8> {
+        let mut m = vec![b'R'];
+        m.extend(16384u32.to_be_bytes());
+        m.extend(b"public\0users\0");
+        m.push(b'd');
+        m.extend(2i16.to_be_bytes());
+        for name in ["id", "name"] {
+            m.push(1);
+            m.extend(name.as_bytes());
+            m.push(0);
+            m.extend([0u8; 8]);
+        }
+        m
+    }
+
+    fn tuple(values: &[Option<&str>]) -> Vec<u8> {
+        let mut m = (values.len() as i16).to_be_bytes().to_vec();
+        for v in values {
+            match v {
+                Some(t) => {
+                    m.push(b't');
+                    m.extend((t.len() as u32).to_be_bytes());
+                    m.extend(t.as_bytes());
+                }
+                None => m.push(b'n'),
+            }
+        }
+        m
+    }
+
+    fn key_of(change: &Change) -> Option<String> {
+        match change {
+            Change::Row { values, .. } => values.get("id").cloned().flatten(),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn pgoutput_rows_give_their_keys_and_a_changed_key_gives_both() {
+        let mut d = Decoder::default();
+        assert!(matches!(
+            d.message(&relation()).unwrap()[..],
+            [Change::Other]
+        ));
+        let mut insert = vec![b'I'];
+        insert.extend(16384u32.to_be_bytes());
+        insert.push(b'N');
+        insert.extend(tuple(&[Some("7"), Some("ann")]));
+        assert_eq!(
+            key_of(&d.message(&insert).unwrap()[0]).as_deref(),
+            Some("7")
+        );
+        let mut update = vec![b'U'];
+        update.extend(16384u32.to_be_bytes());
+        update.push(b'K');
+        update.extend(tuple(&[Some("7"), None]));
+        update.push(b'N');
+        update.extend(tuple(&[Some("8"), Some("ann")]));
+        let keys: Vec<_> = d.message(&update).unwrap().iter().map(key_of).collect();
+        assert_eq!(keys, vec![Some("7".into()), Some("8".into())]);
+        let mut delete = vec![b'D'];
+        delete.extend(16384u32.to_be_bytes());
+        delete.push(b'K');
+        delete.extend(tuple(&[Some("8"), None]));
+        assert_eq!(
+            key_of(&d.message(&delete).unwrap()[0]).as_deref(),
+            Some("8")
+        );
+        // A cut message is an error, not a panic.
+        assert!(d.message(&insert[..insert.len() - 2]).is_err());
+        assert!(d.message(&[b'I', 0, 0, 0, 9, b'N', 0, 0]).is_err());
+    }
+}

@@ -926,3 +926,86 @@ fn serve_runs_a_configured_sync_as_an_operation_until_cancelled() {
     assert!(end["lag"]["passes"].as_u64() > Some(passes), "{end:#}");
     assert_equal(dir.path(), &db, &url);
 }
+
+#[test]
+fn postgresql_cursors_of_timestamp_and_integer_types_into_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg_url = cluster().fresh_database("sync_pg_cursor");
+    let mut pg = cluster().client(&pg_url);
+    pg.batch_execute(
+        "CREATE TABLE events (id bigint PRIMARY KEY, body text, updated_at timestamptz NOT NULL);
+         CREATE TABLE docs (id text PRIMARY KEY, body text, version integer NOT NULL);
+         INSERT INTO events SELECT g, 'e' || g, timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second'
+           FROM generate_series(1, 100) g;
+         INSERT INTO docs SELECT 'd' || g, 'body', 1 FROM generate_series(1, 30) g;",
+    )
+    .unwrap();
+    let source = bare(&pg_url);
+    let copy = dir.path().join("copy.db");
+    let state = dir.path().join("pgc.state.json");
+    ok(&run(
+        dir.path(),
+        &[
+            "migrate",
+            "--from",
+            &source,
+            "--to",
+            copy.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "-q",
+        ],
+    ));
+    let pass = |cursor: &str| -> serde_json::Value {
+        let report = dir.path().join("pgc.json");
+        ok(&run(
+            dir.path(),
+            &[
+                "sync",
+                "--from",
+                &source,
+                "--to",
+                copy.to_str().unwrap(),
+                "--cursor",
+                cursor,
+                "--deletes",
+                "ignore",
+                "--report",
+                report.to_str().unwrap(),
+            ],
+        ));
+        serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap()
+    };
+    pass("updated_at");
+    pass("version");
+    // Microseconds past the mark, a row at the mark, and a version bump.
+    pg.batch_execute(
+        "UPDATE events SET body = 'later', updated_at = updated_at + interval '1 microsecond' WHERE id = 100;
+         INSERT INTO events VALUES (101, 'tie', timestamptz '2024-01-01 00:01:40.000001+00');
+         UPDATE docs SET body = 'v2', version = 2 WHERE id IN ('d3', 'd10');",
+    )
+    .unwrap();
+    let report = pass("updated_at");
+    let events = table(&report, "events");
+    assert_eq!(events["by"], "cursor");
+    assert_eq!(events["read"], 2, "{report:#}");
+    assert_eq!(events["inserted"], 1, "{report:#}");
+    // Every doc was at the mark (version 1): all are read again, two of them behind.
+    let report = pass("version");
+    let docs = table(&report, "docs");
+    assert_eq!(docs["by"], "cursor");
+    assert_eq!(docs["read"], 30, "{report:#}");
+    assert_eq!(docs["at_mark"], 28, "{report:#}");
+    assert_eq!(report["lag_rows"], 2, "{report:#}");
+    // Now the mark is 2: only those two are read.
+    let report = pass("version");
+    assert_eq!(table(&report, "docs")["read"], 2, "{report:#}");
+    assert_eq!(report["lag_rows"], 0, "{report:#}");
+    let out = run(dir.path(), &["diff", &source, copy.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
