@@ -22,6 +22,9 @@ use crate::migrate::value::Datum;
 /// The change log's table, in the source.
 pub const CHANGES: &str = "_ferry_changes";
 
+/// Keys named by a change log or a slot, by table.
+pub type KeysByTable = BTreeMap<String, Vec<Vec<Datum>>>;
+
 /// Changes read per pass at most (the rest wait for the next pass).
 const MAX_CHANGES: i64 = 50_000;
 
@@ -135,7 +138,7 @@ pub fn changes_after(
     label: &str,
     from: i64,
     tables: &[SyncTable],
-) -> Result<(i64, BTreeMap<String, Vec<Vec<Datum>>>)> {
+) -> Result<(i64, KeysByTable)> {
     let mut s = conn
         .prepare(&format!(
             "SELECT seq, table_name, key FROM {CHANGES} WHERE seq > ?1 ORDER BY seq LIMIT {MAX_CHANGES}"

@@ -111,6 +111,6 @@ fn plan(job: &MigrateJob) -> crate::error::Result<SyncJob> {
         cutover: false,
         passes: 1,
         cast_rules: job.cast_rules.clone().or(state.cast_rules),
-        connect: job.connect.clone(),
+        connect: job.connect,
     })
 }
