@@ -123,19 +123,7 @@ impl<'t> Applier<'t> {
     }
 
     fn conflict_columns(&self) -> Vec<ConflictColumn<'_>> {
-        self.table
-            .copy
-            .columns
-            .iter()
-            .map(|(name, ty)| ConflictColumn {
-                name,
-                json: *ty == PgType::Jsonb,
-                cast: match ty {
-                    PgType::Other(t) => Some(t.as_str()),
-                    _ => None,
-                },
-            })
-            .collect()
+        self.table.copy.conflict_columns()
     }
 
     fn key_names(&self) -> Vec<String> {

@@ -587,15 +587,12 @@ impl<'a> Syncer<'a> {
         }
     }
 
-    /// The tables of a pass; also the change-log position to trim to once it committed.
-    fn pass_tables(&mut self) -> Result<(Vec<Moved>, Option<i64>)> {
-        if self.capture == Capture::Triggers {
-            return self.pass_triggers();
-        }
-        if self.capture == Capture::Logical {
-            return self.pass_logical();
-        }
-        let mut out = Vec::new();
+    /// Runs `one` for every table, with the pass's endpoints, checking for cancellation between tables.
+    fn each_table(
+        &mut self,
+        mut one: impl FnMut(&mut Ends<'_>, &SyncTable, usize) -> Result<Moved>,
+    ) -> Result<Vec<Moved>> {
+        let mut out = Vec::with_capacity(self.tables.len());
         for (slot, table) in self.tables.iter().enumerate() {
             self.ctx.cancel.check()?;
             let mut ends = Ends {
@@ -604,26 +601,37 @@ impl<'a> Syncer<'a> {
                 source_label: &self.source_label,
                 target_label: &self.target_label,
             };
-            let moved = match (self.capture, table.cursor) {
-                (Capture::Cursor, Some(_)) => {
-                    let old = mark::read(ends.target, &self.source_label, table.name())?;
-                    let deletes = self.job.deletes.clone();
-                    let mut moved = pass::by_cursor(&mut ends, table, slot, old.as_ref(), deletes)?;
-                    if old.is_some() && self.job.deletes != Deletes::Ignore {
-                        let gone =
-                            pass::by_merge(&mut ends, table, slot, self.job.deletes.clone(), true)?;
-                        moved.deleted += gone.deleted;
-                        moved.listed.extend(gone.listed);
-                    }
-                    if let Some(m) = &moved.mark {
-                        mark::write(ends.target, &self.source_label, table.name(), m)?;
-                    }
-                    moved
-                }
-                _ => pass::by_merge(&mut ends, table, slot, self.job.deletes.clone(), false)?,
-            };
-            out.push(moved);
+            out.push(one(&mut ends, table, slot)?);
         }
+        Ok(out)
+    }
+
+    /// The tables of a pass; also the change-log position to trim to once it committed.
+    fn pass_tables(&mut self) -> Result<(Vec<Moved>, Option<i64>)> {
+        if self.capture == Capture::Triggers {
+            return self.pass_triggers();
+        }
+        if self.capture == Capture::Logical {
+            return self.pass_logical();
+        }
+        let (capture, deletes) = (self.capture, self.job.deletes.clone());
+        let out = self.each_table(|ends, table, slot| match (capture, table.cursor) {
+            (Capture::Cursor, Some(_)) => {
+                let source = ends.source_label;
+                let old = mark::read(ends.target, source, table.name())?;
+                let mut moved = pass::by_cursor(ends, table, slot, old.as_ref(), deletes.clone())?;
+                if old.is_some() && deletes != Deletes::Ignore {
+                    let gone = pass::by_merge(ends, table, slot, deletes.clone(), true)?;
+                    moved.deleted += gone.deleted;
+                    moved.listed.extend(gone.listed);
+                }
+                if let Some(m) = &moved.mark {
+                    mark::write(ends.target, source, table.name(), m)?;
+                }
+                Ok(moved)
+            }
+            _ => pass::by_merge(ends, table, slot, deletes.clone(), false),
+        })?;
         Ok((out, None))
     }
 
@@ -642,23 +650,13 @@ impl<'a> Syncer<'a> {
                 (upto, Some(keys))
             }
         };
-        let mut out = Vec::new();
-        for (slot, table) in self.tables.iter().enumerate() {
-            self.ctx.cancel.check()?;
-            let mut ends = Ends {
-                source: &mut self.source,
-                target: &mut self.target,
-                source_label: &self.source_label,
-                target_label: &self.target_label,
-            };
-            out.push(match &keys {
-                None => pass::by_merge(&mut ends, table, slot, Deletes::Delete, false)?,
-                Some(keys) => match keys.get(table.name()) {
-                    Some(k) => pass::by_keys(&mut ends, table, slot, k)?,
-                    None => Moved::default(),
-                },
-            });
-        }
+        let out = self.each_table(|ends, table, slot| match &keys {
+            None => pass::by_merge(ends, table, slot, Deletes::Delete, false),
+            Some(keys) => match keys.get(table.name()) {
+                Some(k) => pass::by_keys(ends, table, slot, k),
+                None => Ok(Moved::default()),
+            },
+        })?;
         mark::write(
             &mut self.target,
             &self.source_label,
@@ -675,23 +673,13 @@ impl<'a> Syncer<'a> {
             return Err(Error::config("--capture logical needs a PostgreSQL source"));
         };
         let peeked = self.peeked.take();
-        let mut out = Vec::new();
-        for (i, table) in self.tables.iter().enumerate() {
-            self.ctx.cancel.check()?;
-            let mut ends = Ends {
-                source: &mut self.source,
-                target: &mut self.target,
-                source_label: &self.source_label,
-                target_label: &self.target_label,
-            };
-            out.push(match &peeked {
-                Some(p) if !p.truncated.contains(table.name()) => match p.keys.get(table.name()) {
-                    Some(k) => pass::by_keys(&mut ends, table, i, k)?,
-                    None => Moved::default(),
-                },
-                _ => pass::by_merge(&mut ends, table, i, Deletes::Delete, false)?,
-            });
-        }
+        let out = self.each_table(|ends, table, slot| match &peeked {
+            Some(p) if !p.truncated.contains(table.name()) => match p.keys.get(table.name()) {
+                Some(k) => pass::by_keys(ends, table, slot, k),
+                None => Ok(Moved::default()),
+            },
+            _ => pass::by_merge(ends, table, slot, Deletes::Delete, false),
+        })?;
         let at = peeked
             .as_ref()
             .and_then(|p| p.upto.clone())
