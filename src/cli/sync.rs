@@ -17,7 +17,7 @@ const EXAMPLES: &str = "Examples:
   # copy once (ferry migrate), then catch up while the application runs
   ferry migrate --from app.db --to postgres
   ferry sync --from app.db --to postgres --cursor updated_at --every 5s
-  # exact updates and deletes without cursor columns: triggers in the SQLite source
+  # exact updates and deletes, no cursor column: triggers in a SQLite source
   ferry sync --from app.db --to postgres --capture triggers --every 2s
   # at the cut-over: wait for lag zero, then compare counts and checksums
   ferry sync --from app.db --to postgres --capture triggers --cutover
