@@ -49,6 +49,7 @@ pub mod serve;
 pub mod shape;
 pub mod sink;
 pub mod sort;
+pub mod sync;
 pub mod template;
 pub mod tenant;
 pub mod validate;

@@ -176,6 +176,17 @@ pub enum Event {
         /// One sentence.
         message: String,
     },
+    /// A sync pass committed: how far the target was behind the source (`ferry sync`).
+    Lag {
+        /// Passes committed so far.
+        pass: u64,
+        /// Rows the pass found behind (written and deleted).
+        rows: u64,
+        /// Seconds from the pass's source snapshot to its commit.
+        seconds: f64,
+        /// Totals so far.
+        counts: Counts,
+    },
     /// The run is over.
     Finished {
         /// How it ended.

@@ -28,6 +28,7 @@ mod migrate;
 pub mod progress;
 mod run;
 mod serve;
+mod sync;
 mod templates;
 mod validate;
 mod verify;
@@ -81,6 +82,8 @@ enum Command {
     Migrate(Box<migrate::MigrateArgs>),
     /// Compare the tables of two databases row by row and show the first differing rows.
     Diff(migrate::DiffArgs),
+    /// Keep a target database caught up with a source (cursor, checksum or SQLite triggers), until stopped.
+    Sync(Box<sync::SyncArgs>),
     /// Serve the data-migration REST API (export, import, validate, operations, templates) over HTTP.
     Serve(serve::ServeArgs),
     /// Run a job file (what `convert --print-job` or `migrate --print-job` printed).
@@ -143,6 +146,7 @@ where
         Command::Keygen(args) => keygen::run(args),
         Command::Migrate(args) => migrate::run(*args),
         Command::Diff(args) => migrate::run_diff(args),
+        Command::Sync(args) => sync::run(*args),
         Command::Serve(_) => unreachable!("handled above"),
         Command::Run(args) => run::run(args, &env),
         Command::Export(args) => export::run(*args, &env),

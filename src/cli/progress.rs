@@ -127,6 +127,24 @@ impl Observer for JsonLines {
                 status: Status::Succeeded,
                 progress,
             } => self.emit("done", progress),
+            // Every sync pass: how far behind the target was (never throttled: a pass is seconds apart).
+            Event::Lag {
+                pass,
+                rows,
+                seconds,
+                counts,
+            } => {
+                let line = serde_json::json!({
+                    "event": "lag",
+                    "pass": pass,
+                    "lag_rows": rows,
+                    "lag_seconds": (seconds * 1000.0).round() / 1000.0,
+                    "read": counts.read,
+                    "written": counts.written,
+                    "unchanged": counts.skipped,
+                });
+                let _ = writeln!(std::io::stderr(), "{line}");
+            }
             _ => {}
         }
     }

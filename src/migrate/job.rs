@@ -83,6 +83,12 @@ pub struct MigrateJob {
     /// Migrate one tenant's rows (or many tenants') instead of whole databases ([`crate::tenant`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<crate::tenant::TenantMigrateJob>,
+    /// Re-run the finished migration of `state`, moving only what changed ([`crate::sync`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub incremental: bool,
+    /// With `incremental`: the cursor column of tables that have one (the others by key and checksum).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 /// Database URLs in job files: written without a password, read as given.
@@ -132,6 +138,8 @@ impl Default for MigrateJob {
             connect: ConnectOptions::default(),
             report: None,
             tenant: None,
+            incremental: false,
+            cursor: None,
         }
     }
 }

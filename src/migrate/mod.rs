@@ -44,6 +44,7 @@ pub mod value;
 pub use conn::{Conn, Db};
 pub use diff::{diff, DiffJob, DiffReport, TableDiff};
 pub use introspect::Schema;
+pub(crate) use job::load_rules;
 pub use job::{BuiltMigrate, MigrateJob, DEFAULT_REJECTS, DEFAULT_STATE};
 pub use plan::{Ddl, Plan};
 pub use planning::{build_plan, show_plan, PlanView};

@@ -37,6 +37,13 @@ pub struct TableReport {
     pub resumed: bool,
     /// Seconds spent copying.
     pub seconds: f64,
+    /// `--incremental`: target rows deleted because their key had gone from the source.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub deleted: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A schema object that could not be created, or only as `NOT VALID`.

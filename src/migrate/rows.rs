@@ -52,10 +52,33 @@ impl CopyTable {
         }
     }
 
+    /// The loaded columns as `--on-conflict` SQL needs them.
+    pub(crate) fn conflict_columns(&self) -> Vec<crate::db::conflict::ConflictColumn<'_>> {
+        conflict_columns(&self.columns)
+    }
+
     fn column_list(&self) -> String {
         let names: Vec<String> = self.columns.iter().map(|(c, _)| quote_ident(c)).collect();
         names.join(", ")
     }
+}
+
+/// Columns as `--on-conflict` SQL needs them: JSON merged key by key, types ferry does not model cast
+/// from text (shared by sync and tenant import).
+pub(crate) fn conflict_columns(
+    columns: &[(String, PgType)],
+) -> Vec<crate::db::conflict::ConflictColumn<'_>> {
+    columns
+        .iter()
+        .map(|(name, ty)| crate::db::conflict::ConflictColumn {
+            name,
+            json: *ty == PgType::Jsonb,
+            cast: match ty {
+                PgType::Other(t) => Some(t.as_str()),
+                _ => None,
+            },
+        })
+        .collect()
 }
 
 /// A value that does not fit its column, with where it is.

@@ -42,6 +42,9 @@ pub fn migrate(job: &MigrateJob, env: &Environment, ctx: &RunContext) -> RunResu
     if job.tenant.is_some() {
         return crate::tenant::migrate_tenants(job, env, ctx);
     }
+    if job.incremental {
+        return crate::sync::catch_up(job, env, ctx);
+    }
     match job.build(env) {
         Ok(built) => built.run(ctx),
         Err(error) => {

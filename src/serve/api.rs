@@ -53,6 +53,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/templates", get(list_templates).post(create_template))
         .route("/templates/{id}", get(get_template))
         .route("/datasets", get(datasets))
+        .route("/syncs/{name}", post(start_sync))
         .route("/audit", get(audit));
     Router::new()
         .nest(PREFIX, api)
@@ -238,6 +239,58 @@ async fn export(
     );
     let (op, waited) = wait_for(&app, &id, wait.wait).await?;
     Ok(op_response(op, waited))
+}
+
+/// Starts a sync the configuration names (`syncs:`): an operation that passes every `every` seconds
+/// until it is cancelled (`POST /operations/{id}/cancel`), with the lag after each pass in its `lag`.
+#[utoipa::path(post, path = "/api/data-migration/syncs/{name}", tag = "operations",
+    params(("name" = String, Path, description = "A sync of the configuration")),
+    responses(
+        (status = 202, description = "Accepted: the operation, queued or running", body = Operation),
+        (status = 401, description = "No token or a wrong one", body = ErrorBody),
+        (status = 403, description = "The token lacks the admin scope", body = ErrorBody),
+        (status = 404, description = "No such sync in the configuration", body = ErrorBody),
+        (status = 429, description = "Too many operations queued", body = ErrorBody),
+        (status = 503, description = "Shutting down", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn start_sync(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    auth.require(&app, Scope::Admin, "sync")?;
+    let Some(job) = app.settings.syncs.get(&name).cloned() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no sync {name:?} in the configuration"),
+        ));
+    };
+    let id = new_id();
+    let dir = make_op_dir(&app, &id)?;
+    let planned = plan::Planned {
+        runs: Vec::new(),
+        options: serde_json::json!({
+            "sync": name,
+            "capture": job.capture,
+            "cursor": job.cursor,
+            "deletes": job.deletes,
+            "every": job.every,
+        }),
+        dry_run: false,
+        sync: Some(job),
+    };
+    let op = Operation::new(
+        id,
+        OpKind::Sync,
+        &name,
+        &auth.0.name,
+        auth.0.user.as_deref(),
+    );
+    let handle = app.runner.submit(op, planned, dir)?;
+    let op = handle.snapshot();
+    audit_request(&app, &auth.0, "sync", Some(&op), "accepted", 202);
+    Ok((StatusCode::ACCEPTED, Json(op)).into_response())
 }
 
 /// The multipart form of `/import` and `/validate` (for the OpenAPI description).
@@ -547,6 +600,7 @@ async fn cancel(
     let scope = match op.kind {
         OpKind::Export => Scope::Export,
         OpKind::Import | OpKind::Validate => Scope::Import,
+        OpKind::Sync => Scope::Admin,
     };
     auth.require(&app, scope, "cancel")?;
     match app.runner.cancel(&id, &auth.0) {
@@ -974,9 +1028,10 @@ impl utoipa::Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "ferry serve", description = "The Persistent Context Store data-migration API, on ferry's engine. Every error body is {\"error\": {\"code\", \"message\"}}; operations always carry balanced counts (read = written + rejected + filtered + skipped)."),
-    paths(export, import, validate, progress, active, history, cancel, events, result,
+    paths(export, import, validate, start_sync, progress, active, history, cancel, events, result,
           list_templates, get_template, create_template, datasets, audit, healthz, metrics, openapi),
     components(schemas(ErrorBody, Operation, OperationList, ExportRequest, ImportOptions, TemplateInfo,
+                       super::operation::SyncLag,
                        TemplateList, DatasetInfo, Health, super::store::AuditEntry)),
     modifiers(&BearerAuth),
     tags((name = "operations", description = "Export, import, validate, and the operations they start"),

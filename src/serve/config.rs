@@ -93,6 +93,43 @@ pub struct ServeConfig {
     pub default_key: Option<String>,
     /// The datasets, by the `dataType` a request names.
     pub datasets: BTreeMap<String, DatasetConfig>,
+    /// Syncs between two of the databases, by name: `POST /api/data-migration/syncs/{name}` starts one
+    /// as an operation that runs until cancelled.
+    pub syncs: BTreeMap<String, SyncConfig>,
+}
+
+/// A sync the service runs: two databases of `databases`, and how changes are found ([`crate::sync`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// The source (a name under `databases`).
+    pub from: String,
+    /// The target (a name under `databases`): its tables exist.
+    pub to: String,
+    /// Only these tables (default: all of the source's).
+    pub tables: Vec<String>,
+    /// `cursor`, `checksum`, `triggers` or `logical`.
+    pub capture: crate::sync::Capture,
+    /// The cursor column of tables that have it.
+    pub cursor: Option<String>,
+    /// `delete`, `ignore`, `list` or `{soft: COLUMN}`.
+    pub deletes: crate::sync::Deletes,
+    /// Seconds between passes.
+    pub every: f64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> SyncConfig {
+        SyncConfig {
+            from: String::new(),
+            to: String::new(),
+            tables: Vec::new(),
+            capture: crate::sync::Capture::Cursor,
+            cursor: None,
+            deletes: crate::sync::Deletes::Delete,
+            every: 5.0,
+        }
+    }
 }
 
 impl Default for ServeConfig {
@@ -120,6 +157,7 @@ impl Default for ServeConfig {
             keys: BTreeMap::new(),
             default_key: None,
             datasets: BTreeMap::new(),
+            syncs: BTreeMap::new(),
         }
     }
 }
@@ -252,6 +290,8 @@ pub struct Settings {
     pub templates_dir: PathBuf,
     /// Datasets by `dataType`.
     pub datasets: BTreeMap<String, Dataset>,
+    /// Syncs by name, as jobs (passes every `every` seconds until cancelled).
+    pub syncs: BTreeMap<String, crate::sync::SyncJob>,
     /// The variables runs may read: the ones the configuration names, and libpq's `PG*`.
     pub env: Environment,
 }
@@ -424,6 +464,34 @@ impl ServeConfig {
                 },
             );
         }
+        let mut syncs = BTreeMap::new();
+        for (name, sync) in &self.syncs {
+            let url = |db: &str| match databases.get(db) {
+                Some(Database::Postgres(url)) => Ok(url.clone()),
+                Some(Database::Sqlite(path)) => Ok(format!("sqlite://{}", path.display())),
+                None => Err(bad(format!(
+                    "sync {name:?}: database {db:?} is not one of the databases configured here"
+                ))),
+            };
+            if !is_plain_name(name) {
+                return Err(bad(format!(
+                    "sync {name:?}: a name is letters, digits, -, _ and ."
+                )));
+            }
+            syncs.insert(
+                name.clone(),
+                crate::sync::SyncJob {
+                    from: url(&sync.from)?,
+                    to: url(&sync.to)?,
+                    tables: sync.tables.clone(),
+                    capture: sync.capture,
+                    cursor: sync.cursor.clone(),
+                    deletes: sync.deletes.clone(),
+                    every: Some(sync.every.max(0.1)),
+                    ..crate::sync::SyncJob::default()
+                },
+            );
+        }
         let work_dir = absolute(&self.work_dir)?;
         let state = absolute(
             &self
@@ -451,6 +519,7 @@ impl ServeConfig {
             tokens,
             templates_dir,
             datasets,
+            syncs,
             env,
         })
     }

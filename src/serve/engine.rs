@@ -120,6 +120,49 @@ pub trait Watch: Send + Sync {
     fn step(&self, step: &str);
     /// Counts and bytes so far; `total_bytes` is the input's size when known.
     fn progress(&self, counts: Counts, bytes_read: u64, total_bytes: Option<u64>, seconds: f64);
+    /// A sync pass committed: passes so far, rows it found behind, seconds from snapshot to commit.
+    fn lag(&self, _passes: u64, _rows: u64, _seconds: f64) {}
+}
+
+/// Runs a sync `job` until `cancel` is cancelled (or it fails), reporting each pass's lag to `watch`. A
+/// cancelled sync keeps every pass it committed.
+pub fn run_sync(
+    job: &crate::sync::SyncJob,
+    env: &Environment,
+    watch: Arc<dyn Watch>,
+    cancel: &CancelToken,
+) -> Outcome {
+    let ctx = RunContext {
+        observer: Arc::new(Watcher(watch)),
+        cancel: cancel.clone(),
+    };
+    let (report, error) = match crate::sync::sync(job, env, &ctx) {
+        Ok(report) => (report, None),
+        Err(failed) => (failed.report, Some(failed.error)),
+    };
+    let mut counts = Counts::default();
+    let (mut inserted, mut updated) = (0, 0);
+    for t in &report.tables {
+        counts.read += t.moved.read;
+        counts.written += t.moved.inserted + t.moved.updated;
+        counts.skipped += t.moved.unchanged;
+        inserted += t.moved.inserted;
+        updated += t.moved.updated;
+    }
+    let status = match &error {
+        None => RunStatus::Succeeded,
+        Some(e) if e.is_cancelled() => RunStatus::Cancelled,
+        Some(_) => RunStatus::Failed,
+    };
+    Outcome {
+        status,
+        counts,
+        bytes_read: 0,
+        bytes_written: 0,
+        table: Some((inserted, updated)),
+        errors: Vec::new(),
+        failure: error.as_ref().map(classify),
+    }
 }
 
 /// Runs `spec` to its end, reporting to `watch` and stopping when `cancel` is cancelled (between batches:
@@ -151,6 +194,15 @@ impl Observer for Watcher {
                 self.0.progress(Counts::default(), 0, *total_bytes, 0.0);
             }
             Event::Step { step } => self.0.step(step),
+            Event::Lag {
+                pass,
+                rows,
+                seconds,
+                counts,
+            } => {
+                self.0.progress(*counts, 0, None, 0.0);
+                self.0.lag(*pass, *rows, *seconds);
+            }
             Event::Progress(p) | Event::Finished { progress: p, .. } => {
                 self.0
                     .progress(p.counts, p.bytes_read, p.total_bytes, p.seconds);

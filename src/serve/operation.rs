@@ -34,6 +34,9 @@ pub enum OpKind {
     Import,
     /// An upload read, mapped and validated; nothing written.
     Validate,
+    /// A configured sync: passes until cancelled (a cancelled sync ends `cancelled`, every committed pass
+    /// kept).
+    Sync,
 }
 
 impl OpKind {
@@ -43,6 +46,7 @@ impl OpKind {
             OpKind::Export => "export",
             OpKind::Import => "import",
             OpKind::Validate => "validate",
+            OpKind::Sync => "sync",
         }
     }
 }
@@ -281,6 +285,20 @@ pub struct Operation {
     pub error: Option<ErrorInfo>,
     /// An export's files, once it succeeded.
     pub result: Option<OpResult>,
+    /// A sync: how far behind the target was after its last pass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag: Option<SyncLag>,
+}
+
+/// A sync operation's lag after its last committed pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SyncLag {
+    /// Passes committed.
+    pub passes: u64,
+    /// Rows the last pass found behind (written and deleted).
+    pub rows: u64,
+    /// Seconds from the last pass's source snapshot to its commit.
+    pub seconds: f64,
 }
 
 impl Operation {
@@ -315,6 +333,7 @@ impl Operation {
             errors: Vec::new(),
             error: None,
             result: None,
+            lag: None,
         }
     }
 

@@ -144,6 +144,8 @@ pub struct Planned {
     pub options: Json,
     /// A dry run or a validation.
     pub dry_run: bool,
+    /// A sync operation runs this job instead of `runs`, until cancelled.
+    pub sync: Option<crate::sync::SyncJob>,
 }
 
 /// Plans an export by the operation whose folder is `dir` (`work/` and `result/` exist).
@@ -258,6 +260,7 @@ pub fn export(
         runs,
         options,
         dry_run: false,
+        sync: None,
     })
 }
 
@@ -401,6 +404,7 @@ pub fn import(
         runs: vec![(dataset.name.clone(), spec)],
         options,
         dry_run,
+        sync: None,
     })
 }
 

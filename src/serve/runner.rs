@@ -208,17 +208,20 @@ impl Runner {
                 self.save(&handle.snapshot());
                 self.metrics.set_active(&self.active_counts());
                 let (h, d) = (handle.clone(), dir.clone());
-                let runs = planned.runs;
+                let (runs, sync) = (planned.runs, planned.sync);
                 let env = self.settings.env.clone();
-                tokio::task::spawn_blocking(move || run_all(&h, &runs, &env, &d))
-                    .await
-                    .unwrap_or_else(|e| {
-                        tracing::error!(error = %e, "an operation's thread failed");
-                        Finished::failed(
-                            "internal",
-                            "the run stopped unexpectedly; the server log says why",
-                        )
-                    })
+                tokio::task::spawn_blocking(move || match sync {
+                    Some(job) => run_sync(&h, &job, &env),
+                    None => run_all(&h, &runs, &env, &d),
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "an operation's thread failed");
+                    Finished::failed(
+                        "internal",
+                        "the run stopped unexpectedly; the server log says why",
+                    )
+                })
             }
             _ => Finished::cancelled(),
         };
@@ -430,6 +433,17 @@ impl Watch for OpWatch {
         self.handle.update(|op| op.current_step = step);
     }
 
+    fn lag(&self, passes: u64, rows: u64, seconds: f64) {
+        self.handle.update(|op| {
+            op.lag = Some(super::operation::SyncLag {
+                passes,
+                rows,
+                seconds,
+            });
+            op.current_step = format!("pass {passes}: lag {rows} rows");
+        });
+    }
+
     fn progress(&self, counts: Counts, bytes_read: u64, total: Option<u64>, seconds: f64) {
         let mut sum = self.before;
         sum.add(&counts);
@@ -440,6 +454,37 @@ impl Watch for OpWatch {
                 op.set_progress(bytes, total, seconds);
             }
         });
+    }
+}
+
+/// Runs a sync operation until it is cancelled (or fails); its lag is kept on the operation after every
+/// pass.
+fn run_sync(
+    handle: &Arc<OpHandle>,
+    job: &crate::sync::SyncJob,
+    env: &crate::env::Environment,
+) -> Finished {
+    let watch = Arc::new(OpWatch {
+        handle: handle.clone(),
+        before: Counts::default(),
+        bytes_before: 0,
+    });
+    let outcome = engine::run_sync(job, env, watch, &handle.cancel);
+    Finished {
+        state: match outcome.status {
+            RunStatus::Succeeded => OpState::Succeeded,
+            RunStatus::Cancelled => OpState::Cancelled,
+            RunStatus::Failed => OpState::Failed,
+        },
+        counts: outcome.counts,
+        bytes_read: 0,
+        bytes_written: 0,
+        table: outcome
+            .table
+            .map(|(inserted, updated)| TableCounts { inserted, updated }),
+        errors: Vec::new(),
+        error: outcome.failure.map(|f| f.info),
+        files: Vec::new(),
     }
 }
 

@@ -98,18 +98,7 @@ impl<'a> Load<'a> {
     }
 
     fn columns(&self) -> Vec<ConflictColumn<'_>> {
-        self.target
-            .columns
-            .iter()
-            .map(|(name, ty)| ConflictColumn {
-                name,
-                json: *ty == PgType::Jsonb,
-                cast: match ty {
-                    PgType::Other(t) => Some(t.as_str()),
-                    _ => None,
-                },
-            })
-            .collect()
+        crate::migrate::rows::conflict_columns(&self.target.columns)
     }
 
     fn refused(&self, e: Error) -> Error {

@@ -26,6 +26,7 @@ mod safety;
 mod serve;
 mod serve_ops;
 mod support;
+mod sync;
 mod tamper;
 mod templates;
 mod tenant;

@@ -519,6 +519,8 @@ fn start() -> Result<PgCluster, String> {
          unix_socket_directories = '{dir}'\n\
          max_connections = 100\n\
          fsync = off\n\
+         wal_level = logical\n\
+         max_replication_slots = 40\n\
          synchronous_commit = off\n\
          full_page_writes = off\n\
          password_encryption = 'scram-sha-256'\n\

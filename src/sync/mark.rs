@@ -1,0 +1,105 @@
+//! Sync, the high-water marks: a small `_ferry_state` table in the target, one row per source and table
+//! (and one for the change log of trigger capture). A mark is written by the same transaction that loads
+//! the rows it covers, so it can never move past a load that did not commit: a run killed between the
+//! load and the commit leaves both the rows and the old mark, and the next run loads the same rows again
+//! (merged by key, nothing doubled).
+
+use crate::error::{Error, Result, Stage};
+use crate::migrate::Conn;
+
+/// The table that keeps the marks, in the target.
+pub const STATE_TABLE: &str = "_ferry_state";
+
+fn sqlite_fail(what: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| crate::db::sqlite::sql_error(Stage::Sink, STATE_TABLE, what, e)
+}
+
+fn pg_fail(what: &str) -> impl Fn(postgres::Error) -> Error + '_ {
+    move |e| crate::db::postgres::pg_error(Stage::Sink, what, &e)
+}
+
+/// Creates `_ferry_state` when the target has none.
+pub fn ensure(target: &mut Conn) -> Result<()> {
+    let sql =
+        "CREATE TABLE IF NOT EXISTS _ferry_state (source TEXT NOT NULL, table_name TEXT NOT NULL, \
+               mark TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (source, table_name))";
+    let what = "creating _ferry_state";
+    match target {
+        Conn::Sqlite(c) => c.execute_batch(sql).map_err(sqlite_fail(what)),
+        Conn::Postgres(c) => c.batch_execute(sql).map_err(pg_fail(what)),
+    }
+}
+
+/// The mark stored for `table` of `source` (JSON text), if a load committed one.
+pub fn read(target: &mut Conn, source: &str, table: &str) -> Result<Option<serde_json::Value>> {
+    let what = "reading _ferry_state";
+    let text: Option<String> = match target {
+        Conn::Sqlite(c) => {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT mark FROM _ferry_state WHERE source = ?1 AND table_name = ?2",
+                )
+                .map_err(sqlite_fail(what))?;
+            let mut rows = s.query([source, table]).map_err(sqlite_fail(what))?;
+            match rows.next().map_err(sqlite_fail(what))? {
+                Some(r) => Some(r.get(0).map_err(sqlite_fail(what))?),
+                None => None,
+            }
+        }
+        Conn::Postgres(c) => c
+            .query_opt(
+                "SELECT mark FROM _ferry_state WHERE source = $1 AND table_name = $2",
+                &[&source, &table],
+            )
+            .map_err(pg_fail(what))?
+            .map(|r| r.get(0)),
+    };
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| {
+            Error::config(format!(
+                "_ferry_state: the mark of {table} is not readable ({e}); delete its row to load the table again"
+            ))
+        })
+    })
+    .transpose()
+}
+
+/// Stores `mark` for `table` of `source`: call inside the load's transaction.
+pub fn write(target: &mut Conn, source: &str, table: &str, mark: &serde_json::Value) -> Result<()> {
+    let what = "writing _ferry_state";
+    let text = mark.to_string();
+    let now = chrono::Utc::now().to_rfc3339();
+    match target {
+        Conn::Sqlite(c) => c
+            .execute(
+                "INSERT INTO _ferry_state (source, table_name, mark, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (source, table_name) DO UPDATE SET mark = excluded.mark, updated_at = excluded.updated_at",
+                [source, table, &text, &now],
+            )
+            .map(drop)
+            .map_err(sqlite_fail(what)),
+        Conn::Postgres(c) => c
+            .execute(
+                "INSERT INTO _ferry_state (source, table_name, mark, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (source, table_name) DO UPDATE SET mark = EXCLUDED.mark, updated_at = EXCLUDED.updated_at",
+                &[&source, &table, &text, &now],
+            )
+            .map(drop)
+            .map_err(pg_fail(what)),
+    }
+}
+
+/// Forgets every mark of `source` (a sync started over, or `--uninstall`).
+pub fn forget(target: &mut Conn, source: &str) -> Result<()> {
+    let what = "clearing _ferry_state";
+    match target {
+        Conn::Sqlite(c) => c
+            .execute("DELETE FROM _ferry_state WHERE source = ?1", [source])
+            .map(drop)
+            .map_err(sqlite_fail(what)),
+        Conn::Postgres(c) => c
+            .execute("DELETE FROM _ferry_state WHERE source = $1", &[&source])
+            .map(drop)
+            .map_err(pg_fail(what)),
+    }
+}
