@@ -536,7 +536,7 @@ mod tests {
 
     fn sorted(records: &[Record], keys: &str, limit: Option<u64>, memory: u64) -> Vec<i64> {
         let out = Memory::default();
-        let inner = (crate::format::by_name("ndjson").unwrap().encoder)(
+        let inner = crate::format::by_name("ndjson").unwrap().encode(
             Box::new(out.clone()),
             &crate::FormatOptions::default(),
         )

@@ -105,7 +105,7 @@ pub(super) fn open_decoder(
         max_decompressed: job.max_decompressed,
         encoding: plan.encoding,
     };
-    let options = job.read_options.clone();
+    let options = read_options(plan);
     if let Some(set) = &plan.manifest {
         let compression = set.compression();
         let names: Vec<String> = (0..set.len())
@@ -114,7 +114,7 @@ pub(super) fn open_decoder(
         let decode = move |index: usize, raw| -> Result<Box<dyn Decoder>> {
             let name = names[index].clone();
             let input = envelope.wrap(Box::new(raw), name, (compression, true), &bytes_read)?;
-            (format.decoder)(input, &options)
+            format.decode(input, &options)
         };
         let parts = PartsDecoder::new(set.clone(), job.allow_plaintext, Box::new(decode));
         return Ok(Box::new(parts));
@@ -128,8 +128,23 @@ pub(super) fn open_decoder(
         (_, Some(stream)) => (stream, Compression::None),
         (_, None) => (Box::new(io::stdin()), Compression::None),
     };
-    let input = envelope.wrap(raw, name, (named, false), &bytes_read)?;
-    (format.decoder)(input, &options)
+    let mut input = envelope.wrap(raw, name, (named, false), &bytes_read)?;
+    if let (Endpoint::File(path), Some(_)) = (&plan.source, &input.file) {
+        input.file = Some(path.clone());
+    }
+    format.decode(input, &options)
+}
+
+/// The input's format options, with the fields the run keeps when a columnar reader may read only those:
+/// `--select` without a template or `--where` (which may read other fields).
+fn read_options(plan: &BuiltConvert) -> crate::format::FormatOptions {
+    let job = &plan.job;
+    let mut options = job.read_options.clone();
+    if job.template.is_none() && job.filter.is_none() && !job.select.is_empty() {
+        let selected = job.select.iter().filter_map(|s| crate::shape::parse_select(s).ok());
+        options.projection = Some(selected.flatten().map(|s| s.from).collect());
+    }
+    options
 }
 
 /// How to take the envelope off an input: the key, what its encryption must be, the decompression cap and
@@ -164,7 +179,9 @@ impl InputEnvelope {
             inner: raw,
             count: counter.clone(),
         };
-        let counted = layers::unwrap_reader(Box::new(counted), &read_layers, &name)?;
+        let (counted, plain) = layers::unwrap_layers(Box::new(counted), &read_layers, &name)?;
+        // The file's own bytes: a format that seeks may open the file (the caller fills in its path).
+        let file = (plain && self.encoding.is_none()).then(std::path::PathBuf::new);
         let reader: Box<dyn BufRead + Send> = match self.encoding {
             Some(encoding) => {
                 let decoded = encoding_rs_io::DecodeReaderBytesBuilder::new()
@@ -174,7 +191,7 @@ impl InputEnvelope {
             }
             None => Box::new(BufReader::with_capacity(256 * 1024, counted)),
         };
-        Ok(Input { reader, name })
+        Ok(Input { reader, name, file })
     }
 }
 
@@ -219,7 +236,7 @@ pub(super) fn open_output(
     let options = write_options(plan);
     Ok(Output::File(sorted(
         plan,
-        (format.encoder)(sink, &options)?,
+        format.encode(sink, &options)?,
     )))
 }
 
@@ -275,7 +292,7 @@ fn split_encoder(plan: &BuiltConvert, path: &Path, format: &'static Format) -> S
             compression,
             key: key.as_deref(),
         };
-        (format.encoder)(layers::wrap_sink(sink, &write_layers)?, &options)
+        format.encode(layers::wrap_sink(sink, &write_layers)?, &options)
     });
     let encoder = SplitEncoder::new(names, job.split, head, created, layers);
     match &plan.key {
