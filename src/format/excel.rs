@@ -19,9 +19,21 @@ use super::{Decoder, Fidelity, Format, FormatOptions, Input};
 use crate::error::{Error, Position, Result, Stage};
 use crate::record::{Record, Timestamp, Value};
 
-pub(super) const XLSX: Format = workbook("xlsx", &["xlsx", "xlsm"], "Excel workbook (read only; --sheet, --header-row)");
-pub(super) const XLS: Format = workbook("xls", &["xls"], "Excel 97-2003 workbook (read only; --sheet, --header-row)");
-pub(super) const ODS: Format = workbook("ods", &["ods"], "OpenDocument spreadsheet (read only; --sheet, --header-row)");
+pub(super) const XLSX: Format = workbook(
+    "xlsx",
+    &["xlsx", "xlsm"],
+    "Excel workbook (read only; --sheet, --header-row)",
+);
+pub(super) const XLS: Format = workbook(
+    "xls",
+    &["xls"],
+    "Excel 97-2003 workbook (read only; --sheet, --header-row)",
+);
+pub(super) const ODS: Format = workbook(
+    "ods",
+    &["ods"],
+    "OpenDocument spreadsheet (read only; --sheet, --header-row)",
+);
 
 const fn workbook(
     name: &'static str,
@@ -91,7 +103,9 @@ fn open(file: File, name: &str) -> Result<Sheets<BufReader<File>>> {
         Ok(BufReader::new(copy))
     };
     let mut magic = [0u8; 4];
-    from_start()?.read_exact(&mut magic).map_err(|e| fail(e.to_string()))?;
+    from_start()?
+        .read_exact(&mut magic)
+        .map_err(|e| fail(e.to_string()))?;
     if magic == [0xD0, 0xCF, 0x11, 0xE0] {
         let book = calamine::Xls::new(from_start()?).map_err(|e| fail(e.to_string()))?;
         return Ok(Sheets::Xls(book));
@@ -138,7 +152,10 @@ fn choose_sheet(sheets: &[String], wanted: Option<&str>) -> std::result::Result<
     match wanted.parse::<usize>() {
         Ok(n) if n >= 1 && n <= sheets.len() => Ok(sheets[n - 1].clone()),
         Ok(n) => Err(format!("--sheet {n}: there is no sheet {n}; {}", listed())),
-        Err(_) => Err(format!("--sheet {wanted:?}: no sheet has that name; {}", listed())),
+        Err(_) => Err(format!(
+            "--sheet {wanted:?}: no sheet has that name; {}",
+            listed()
+        )),
     }
 }
 
@@ -205,7 +222,8 @@ impl SheetDecoder {
         for (c, field) in self.fields.iter().enumerate() {
             let cell = self.range.get((r, c)).unwrap_or(&Data::Empty);
             let value = cell_value(cell).map_err(|message| {
-                let (sheet_row, sheet_column) = (self.origin.0 + r as u32 + 1, self.origin.1 + c as u32);
+                let (sheet_row, sheet_column) =
+                    (self.origin.0 + r as u32 + 1, self.origin.1 + c as u32);
                 let at = Position::file(self.name.clone())
                     .with_record(self.number)
                     .with_line(u64::from(sheet_row))
@@ -318,7 +336,12 @@ mod tests {
 
     #[test]
     fn repeated_header_names_get_a_suffix() {
-        let mut fields = vec!["a".to_owned(), "a".to_owned(), "b".to_owned(), "a".to_owned()];
+        let mut fields = vec![
+            "a".to_owned(),
+            "a".to_owned(),
+            "b".to_owned(),
+            "a".to_owned(),
+        ];
         dedupe(&mut fields);
         assert_eq!(fields, ["a", "a_2", "b", "a_3"]);
     }
@@ -332,6 +355,8 @@ mod tests {
         assert_eq!(choose_sheet(&sheets, Some("3")).unwrap(), "Notes");
         let missing = choose_sheet(&sheets, Some("Q3")).unwrap_err();
         assert!(missing.contains("no sheet has that name"), "{missing}");
-        assert!(choose_sheet(&sheets, Some("9")).unwrap_err().contains("no sheet 9"));
+        assert!(choose_sheet(&sheets, Some("9"))
+            .unwrap_err()
+            .contains("no sheet 9"));
     }
 }

@@ -77,13 +77,17 @@ impl Input {
     pub fn seekable(self, cap: u64, format: &str) -> Result<std::fs::File> {
         use crate::error::{Position, Stage};
         if let Some(path) = &self.file {
-            return std::fs::File::open(path).map_err(|e| Error::io(Stage::Source, Some(&self.name), e));
+            return std::fs::File::open(path)
+                .map_err(|e| Error::io(Stage::Source, Some(&self.name), e));
         }
         let Input { reader, name, .. } = self;
         let io_error = |e: std::io::Error| Error::io(Stage::Source, Some(&name), e);
         let mut spool = tempfile::tempfile().map_err(io_error)?;
-        let copied = std::io::copy(&mut std::io::Read::take(reader, cap.saturating_add(1)), &mut spool)
-            .map_err(io_error)?;
+        let copied = std::io::copy(
+            &mut std::io::Read::take(reader, cap.saturating_add(1)),
+            &mut spool,
+        )
+        .map_err(io_error)?;
         if copied > cap {
             return Err(Error::data(
                 Stage::Source,

@@ -37,7 +37,8 @@ use crate::sink::ByteSink;
 pub(super) const FORMAT: Format = Format {
     name: "parquet",
     extensions: &["parquet", "pq"],
-    description: "Apache Parquet (typed columns; read by row group; --parquet-compression, --row-group-size)",
+    description:
+        "Apache Parquet (typed columns; read by row group; --parquet-compression, --row-group-size)",
     fidelity: Fidelity::Columns,
     streams: true,
     decoder: Some(decoder),
@@ -170,12 +171,14 @@ impl Iterator for ParquetDecoder {
         self.number += 1;
         let row = self.row;
         self.row += 1;
-        Some(record_at(batch, row, self.json_cells).map_err(|(field, message)| {
-            let at = Position::file(self.name.clone())
-                .with_record(self.number)
-                .with_field(field);
-            Error::record(Stage::Decode, at, message)
-        }))
+        Some(
+            record_at(batch, row, self.json_cells).map_err(|(field, message)| {
+                let at = Position::file(self.name.clone())
+                    .with_record(self.number)
+                    .with_field(field);
+                Error::record(Stage::Decode, at, message)
+            }),
+        )
     }
 }
 
@@ -244,15 +247,21 @@ fn value_at(array: &dyn Array, row: usize) -> std::result::Result<Value, String>
         DataType::Time32(TimeUnit::Second) => {
             time(array.as_primitive::<Time32SecondType>().value_as_time(row))?
         }
-        DataType::Time32(_) => {
-            time(array.as_primitive::<Time32MillisecondType>().value_as_time(row))?
-        }
-        DataType::Time64(TimeUnit::Microsecond) => {
-            time(array.as_primitive::<Time64MicrosecondType>().value_as_time(row))?
-        }
-        DataType::Time64(_) => {
-            time(array.as_primitive::<Time64NanosecondType>().value_as_time(row))?
-        }
+        DataType::Time32(_) => time(
+            array
+                .as_primitive::<Time32MillisecondType>()
+                .value_as_time(row),
+        )?,
+        DataType::Time64(TimeUnit::Microsecond) => time(
+            array
+                .as_primitive::<Time64MicrosecondType>()
+                .value_as_time(row),
+        )?,
+        DataType::Time64(_) => time(
+            array
+                .as_primitive::<Time64NanosecondType>()
+                .value_as_time(row),
+        )?,
         DataType::List(_) => list(array.as_list::<i32>().value(row))?,
         DataType::LargeList(_) => list(array.as_list::<i64>().value(row))?,
         DataType::FixedSizeList(_, _) => list(array.as_fixed_size_list().value(row))?,
@@ -279,7 +288,11 @@ fn value_at(array: &dyn Array, row: usize) -> std::result::Result<Value, String>
             let key = dictionary_key(dictionary.keys(), row)?;
             value_at(dictionary.values().as_ref(), key)?
         }
-        other => return Err(format!("the Parquet column type {other} is not read by ferry")),
+        other => {
+            return Err(format!(
+                "the Parquet column type {other} is not read by ferry"
+            ))
+        }
     };
     Ok(value)
 }
@@ -333,7 +346,11 @@ fn dictionary_key(keys: &dyn Array, row: usize) -> std::result::Result<usize, St
         DataType::UInt8 => i64::from(keys.as_primitive::<UInt8Type>().value(row)),
         DataType::UInt16 => i64::from(keys.as_primitive::<UInt16Type>().value(row)),
         DataType::UInt32 => i64::from(keys.as_primitive::<UInt32Type>().value(row)),
-        other => return Err(format!("a dictionary keyed by {other} is not read by ferry")),
+        other => {
+            return Err(format!(
+                "a dictionary keyed by {other} is not read by ferry"
+            ))
+        }
     };
     usize::try_from(key).map_err(|_| format!("the dictionary key {key} is negative"))
 }
@@ -451,7 +468,10 @@ impl ParquetEncoder {
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_created_by(format!("ferry {}", env!("CARGO_PKG_VERSION")))
             .build();
-        let sink = self.sink.take().ok_or_else(|| sink_error("the output is closed"))?;
+        let sink = self
+            .sink
+            .take()
+            .ok_or_else(|| sink_error("the output is closed"))?;
         let schema = Arc::new(Schema::new(fields));
         let writer = ArrowWriter::try_new(sink, schema.clone(), Some(properties))
             .map_err(|e| sink_error(&e.to_string()))?;
@@ -471,7 +491,6 @@ impl ParquetEncoder {
         let pending = std::mem::take(&mut self.pending);
         let first = self.first;
         self.first += pending.len() as u64;
-        check_fields(&pending, &self.columns, first, self.sample)?;
         let mut arrays = Vec::with_capacity(self.columns.len());
         for (name, data_type) in &self.columns {
             let values: Vec<&Value> = pending
@@ -494,6 +513,11 @@ impl ParquetEncoder {
 
 impl Encoder for ParquetEncoder {
     fn write_record(&mut self, record: &Record) -> Result<()> {
+        // Once the schema is fixed, a record that does not fit it is refused here, alone: the batch it
+        // would have joined is written whole.
+        if self.writer.is_some() {
+            self.check(record)?;
+        }
         self.pending.push(record.clone());
         let limit = if self.writer.is_none() {
             self.sample
@@ -536,30 +560,65 @@ fn sink_error(message: &str) -> Error {
     )
 }
 
-/// A field the schema does not have: the sample that fixed the schema did not see it, and dropping it
-/// would lose it.
-fn check_fields(
-    records: &[Record],
-    columns: &[(String, DataType)],
-    first: u64,
-    sample: usize,
-) -> Result<()> {
-    for (i, record) in records.iter().enumerate() {
-        if let Some(key) = record
-            .keys()
-            .find(|k| !columns.iter().any(|(name, _)| name == k))
-        {
-            let at = Position::default()
-                .with_record(first + i as u64)
-                .with_field(key.to_owned());
-            let message = format!(
-                "the field is not in the Parquet schema, which the first {sample} records fixed; raise \
-                 --sample-records to take it in"
-            );
-            return Err(Error::record(Stage::Encode, at, message));
+impl ParquetEncoder {
+    /// The error for a record the schema cannot hold: a field the first records did not have, or a value
+    /// of another type than its column's (dropping or converting either would lose it).
+    fn check(&self, record: &Record) -> Result<()> {
+        for (key, value) in record.iter() {
+            let column = self.columns.iter().find(|(name, _)| name == key.as_ref());
+            let problem = match column {
+                None => Some(format!(
+                    "the field is not in the Parquet schema, which the first {} records fixed; raise \
+                     --sample-records so that they show it",
+                    self.sample
+                )),
+                Some((_, data_type)) if !fits(data_type, value) => Some(format!(
+                    "the {} {} does not fit the Parquet column's type {data_type}, which the first {} \
+                     records fixed; raise --sample-records so that they show it",
+                    value.type_name(),
+                    shown(value),
+                    self.sample
+                )),
+                Some(_) => None,
+            };
+            if let Some(message) = problem {
+                let at = Position::default().with_field(key.to_string());
+                return Err(Error::record(Stage::Encode, at, message));
+            }
         }
+        Ok(())
     }
-    Ok(())
+}
+
+/// Whether a column of `data_type` holds `value` exactly (what [`build_array`] accepts).
+fn fits(data_type: &DataType, value: &Value) -> bool {
+    use chrono::Timelike as _;
+    match (data_type, value) {
+        (_, Value::Null) | (DataType::Utf8, _) => true,
+        (DataType::Boolean, Value::Bool(_))
+        | (DataType::Int64, Value::Int(_))
+        | (DataType::Float64, Value::Float(_))
+        | (DataType::Binary, Value::Bytes(_))
+        | (DataType::Date32, Value::Date(_)) => true,
+        (DataType::Decimal128(_, scale), Value::Decimal(_)) => decimal_in(value, *scale).is_some(),
+        (DataType::Timestamp(unit, zone), Value::Timestamp(t)) => {
+            let in_unit = match unit {
+                TimeUnit::Nanosecond => t.datetime.and_utc().timestamp_nanos_opt().is_some(),
+                _ => t.datetime.nanosecond() % 1000 == 0,
+            };
+            t.offset.is_some() == zone.is_some() && in_unit
+        }
+        (DataType::List(item), Value::Array(items)) => {
+            items.iter().all(|v| fits(item.data_type(), v))
+        }
+        (DataType::Struct(fields), Value::Object(record)) => {
+            record.keys().all(|k| fields.find(k).is_some())
+                && fields
+                    .iter()
+                    .all(|f| fits(f.data_type(), record.get(f.name()).unwrap_or(&Value::Null)))
+        }
+        _ => false,
+    }
 }
 
 /// What the sample says a column holds: nothing yet, one type, or values of more than one type.
@@ -595,7 +654,9 @@ fn merge(seen: Seen, value: &Value) -> Seen {
         Seen::Type(old) if old == new => Seen::Type(old),
         // Timestamps that agree on their zone widen to the finer unit.
         Seen::Type(DataType::Timestamp(a, za)) => match new {
-            DataType::Timestamp(b, zb) if za == zb => Seen::Type(DataType::Timestamp(finer(a, b), za)),
+            DataType::Timestamp(b, zb) if za == zb => {
+                Seen::Type(DataType::Timestamp(finer(a, b), za))
+            }
             _ => Seen::Mixed,
         },
         _ => Seen::Mixed,
@@ -625,7 +686,10 @@ fn merge_list(seen: Seen, items: &[Value]) -> Seen {
 
 fn merge_struct(seen: Seen, record: &Record) -> Seen {
     let old: Vec<(String, Seen)> = match seen {
-        Seen::Nothing => record.keys().map(|k| (k.to_owned(), Seen::Nothing)).collect(),
+        Seen::Nothing => record
+            .keys()
+            .map(|k| (k.to_owned(), Seen::Nothing))
+            .collect(),
         Seen::Type(DataType::Struct(fields)) => fields
             .iter()
             .map(|f| (f.name().clone(), Seen::Type(f.data_type().clone())))
@@ -633,7 +697,12 @@ fn merge_struct(seen: Seen, record: &Record) -> Seen {
         _ => return Seen::Mixed,
     };
     // A struct's fields are fixed: an object with other fields would come back with nulls it never had.
-    if old.len() != record.len() || !old.iter().zip(record.keys()).all(|((name, _), k)| name == k) {
+    if old.len() != record.len()
+        || !old
+            .iter()
+            .zip(record.keys())
+            .all(|((name, _), k)| name == k)
+    {
         return Seen::Mixed;
     }
     let mut fields = Vec::with_capacity(old.len());
@@ -735,14 +804,23 @@ fn build_array(data_type: &DataType, values: &[&Value]) -> std::result::Result<A
                     other => return Err((row, mismatch(other, data_type))),
                 }
                 valid.push(!matches!(v, Value::Null));
-                offsets.push(i32::try_from(flat.len()).map_err(|_| (row, "the list is too long".to_owned()))?);
+                offsets.push(
+                    i32::try_from(flat.len())
+                        .map_err(|_| (row, "the list is too long".to_owned()))?,
+                );
             }
             // An item's error names the row whose list holds it.
             let child = build_array(item.data_type(), &flat).map_err(|(i, m)| {
-                (offsets.partition_point(|&o| o as usize <= i).saturating_sub(1), m)
+                (
+                    offsets
+                        .partition_point(|&o| o as usize <= i)
+                        .saturating_sub(1),
+                    m,
+                )
             })?;
             let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
-            let list = ListArray::try_new(item.clone(), offsets, child, Some(NullBuffer::from(valid)));
+            let list =
+                ListArray::try_new(item.clone(), offsets, child, Some(NullBuffer::from(valid)));
             Arc::new(list.map_err(|e| (0, e.to_string()))?)
         }
         DataType::Struct(fields) => {
@@ -761,12 +839,16 @@ fn build_array(data_type: &DataType, values: &[&Value]) -> std::result::Result<A
             for (row, v) in values.iter().enumerate() {
                 if let Value::Object(record) = v {
                     if let Some(key) = record.keys().find(|k| fields.find(k).is_none()) {
-                        return Err((row, format!("the object's field {key:?} is not in the Parquet schema")));
+                        return Err((
+                            row,
+                            format!("the object's field {key:?} is not in the Parquet schema"),
+                        ));
                     }
                 }
             }
             let valid: Vec<bool> = values.iter().map(|v| !matches!(v, Value::Null)).collect();
-            let parts = StructArray::try_new(fields.clone(), children, Some(NullBuffer::from(valid)));
+            let parts =
+                StructArray::try_new(fields.clone(), children, Some(NullBuffer::from(valid)));
             Arc::new(parts.map_err(|e| (0, e.to_string()))?)
         }
         other => return Err((0, format!("ferry does not write the Parquet type {other}"))),
@@ -834,7 +916,9 @@ fn text_of(value: &Value) -> Option<String> {
 /// with other digits after the point would come back changed).
 fn decimal_in(value: &Value, scale: i8) -> Option<i128> {
     match value {
-        Value::Decimal(d) => unscaled(d.as_str()).filter(|(_, own)| *own == scale).map(|(n, _)| n),
+        Value::Decimal(d) => unscaled(d.as_str())
+            .filter(|(_, own)| *own == scale)
+            .map(|(n, _)| n),
         _ => None,
     }
 }
@@ -862,7 +946,91 @@ fn timestamps(
         _ => None,
     })?;
     Ok(match unit {
-        TimeUnit::Nanosecond => Arc::new(TimestampNanosecondArray::from(numbers).with_timezone_opt(zone)),
+        TimeUnit::Nanosecond => {
+            Arc::new(TimestampNanosecondArray::from(numbers).with_timezone_opt(zone))
+        }
         _ => Arc::new(TimestampMicrosecondArray::from(numbers).with_timezone_opt(zone)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{DictionaryArray, TimestampMillisecondArray};
+
+    #[test]
+    fn decimals_split_into_digits_and_scale() {
+        assert_eq!(unscaled("1.50"), Some((150, 2)));
+        assert_eq!(unscaled("-0.05"), Some((-5, 2)));
+        assert_eq!(unscaled("1e3"), Some((1000, 0)));
+        assert_eq!(unscaled("12.5E-2"), Some((125, 3)));
+        assert_eq!(unscaled(&"9".repeat(39)), None);
+        assert_eq!(
+            scaled("-5".into(), 2).unwrap(),
+            Value::Decimal(Decimal::parse("-0.05").unwrap())
+        );
+    }
+
+    #[test]
+    fn mixed_values_make_a_text_column_and_one_type_keeps_its_own() {
+        let decimal = |t: &str| Value::Decimal(Decimal::parse(t).unwrap());
+        let seen = |values: &[Value]| values.iter().fold(Seen::Nothing, merge);
+        assert_eq!(
+            seen(&[Value::Int(1), Value::Null, Value::Int(2)]),
+            Seen::Type(DataType::Int64)
+        );
+        assert_eq!(seen(&[Value::Int(1), Value::Float(1.5)]), Seen::Mixed);
+        assert_eq!(
+            seen(&[decimal("1.50"), decimal("2.25")]),
+            Seen::Type(DataType::Decimal128(38, 2))
+        );
+        assert_eq!(seen(&[decimal("1.50"), decimal("2.5")]), Seen::Mixed);
+        assert_eq!(seen(&[Value::Null]), Seen::Nothing);
+    }
+
+    /// Dictionary columns and a timestamp in a named zone, as pyarrow and Spark write them, through a real
+    /// file.
+    #[test]
+    fn dictionary_and_named_zone_columns_read_as_their_values() {
+        let colors: DictionaryArray<Int32Type> = vec!["red", "blue", "red"].into_iter().collect();
+        let at = TimestampMillisecondArray::from(vec![Some(1_719_835_200_000), None, Some(0)])
+            .with_timezone("Europe/Paris");
+        let batch = RecordBatch::try_from_iter([
+            ("color", Arc::new(colors) as ArrayRef),
+            ("at", Arc::new(at) as ArrayRef),
+        ])
+        .unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut writer =
+            ArrowWriter::try_new(file.reopen().unwrap(), batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let input = Input {
+            reader: Box::new(std::io::empty()),
+            name: "t.parquet".into(),
+            file: Some(file.path().to_owned()),
+        };
+        let records: Vec<Record> = decoder(input, &FormatOptions::default())
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        let shown: Vec<String> = records
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r.get("color").unwrap().to_text(),
+                    r.get("at").unwrap().to_text()
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "red 2024-07-01T14:00:00+02:00",
+                "blue ",
+                "red 1970-01-01T01:00:00+01:00"
+            ]
+        );
+    }
 }

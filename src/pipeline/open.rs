@@ -113,7 +113,8 @@ pub(super) fn open_decoder(
             .collect();
         let decode = move |index: usize, raw| -> Result<Box<dyn Decoder>> {
             let name = names[index].clone();
-            let input = envelope.wrap(Box::new(raw), name, (compression, true), &bytes_read)?;
+            let mut input = envelope.wrap(Box::new(raw), name, (compression, true), &bytes_read)?;
+            input.file = input.file.map(|_| names[index].clone().into());
             format.decode(input, &options)
         };
         let parts = PartsDecoder::new(set.clone(), job.allow_plaintext, Box::new(decode));
@@ -129,9 +130,11 @@ pub(super) fn open_decoder(
         (_, None) => (Box::new(io::stdin()), Compression::None),
     };
     let mut input = envelope.wrap(raw, name, (named, false), &bytes_read)?;
-    if let (Endpoint::File(path), Some(_)) = (&plan.source, &input.file) {
-        input.file = Some(path.clone());
-    }
+    // A plain file's path, for a format that must seek (wrap() kept `file` only for unchanged bytes).
+    input.file = match (&plan.source, input.file) {
+        (Endpoint::File(path), Some(_)) => Some(path.clone()),
+        _ => None,
+    };
     format.decode(input, &options)
 }
 
@@ -141,7 +144,10 @@ fn read_options(plan: &BuiltConvert) -> crate::format::FormatOptions {
     let job = &plan.job;
     let mut options = job.read_options.clone();
     if job.template.is_none() && job.filter.is_none() && !job.select.is_empty() {
-        let selected = job.select.iter().filter_map(|s| crate::shape::parse_select(s).ok());
+        let selected = job
+            .select
+            .iter()
+            .filter_map(|s| crate::shape::parse_select(s).ok());
         options.projection = Some(selected.flatten().map(|s| s.from).collect());
     }
     options
@@ -180,7 +186,7 @@ impl InputEnvelope {
             count: counter.clone(),
         };
         let (counted, plain) = layers::unwrap_layers(Box::new(counted), &read_layers, &name)?;
-        // The file's own bytes: a format that seeks may open the file (the caller fills in its path).
+        // The input's own bytes: a format that seeks may open the file (the caller fills in its path).
         let file = (plain && self.encoding.is_none()).then(std::path::PathBuf::new);
         let reader: Box<dyn BufRead + Send> = match self.encoding {
             Some(encoding) => {
@@ -234,10 +240,7 @@ pub(super) fn open_output(
     };
     let sink = layers::wrap_sink(base, &write_layers)?;
     let options = write_options(plan);
-    Ok(Output::File(sorted(
-        plan,
-        format.encode(sink, &options)?,
-    )))
+    Ok(Output::File(sorted(plan, format.encode(sink, &options)?)))
 }
 
 /// The output's format options, with the job's sample size (the records a CSV or Markdown header is

@@ -919,7 +919,9 @@ mod tests {
             name: "test".into(),
             file: None,
         };
-        let mut decoder = format.decode(input, &crate::FormatOptions::default()).unwrap();
+        let mut decoder = format
+            .decode(input, &crate::FormatOptions::default())
+            .unwrap();
         decoder.next().unwrap().unwrap()
     }
 
