@@ -310,3 +310,35 @@ fn a_workbook_is_not_an_output() {
     );
     assert!(!dir.path().join("out.xlsx").exists());
 }
+
+#[test]
+fn a_split_parquet_output_is_parts_that_stand_alone_and_read_back_through_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = "{\"id\":1}\n{\"id\":2}\n{\"id\":3}\n";
+    std::fs::write(dir.path().join("in.ndjson"), input).unwrap();
+    ok(&ferry(
+        dir.path(),
+        &[
+            "convert",
+            "in.ndjson",
+            "out.parquet",
+            "--split-records",
+            "2",
+        ],
+    ));
+    // Each part is a whole Parquet file of its own.
+    let counts = duckdb(
+        dir.path(),
+        "print(duckdb.sql(\"SELECT list(n ORDER BY f) FROM (SELECT filename AS f, count(*) AS n FROM read_parquet('out-*.parquet', filename=true) GROUP BY f)\").fetchall()[0][0])",
+    );
+    assert_eq!(counts.trim(), "[2, 1]");
+    ok(&ferry(
+        dir.path(),
+        &["convert", "out.manifest.json", "back.ndjson"],
+    ));
+    assert_eq!(read_to_string(dir.path().join("back.ndjson")), input);
+}
+
+fn read_to_string(path: impl AsRef<Path>) -> String {
+    std::fs::read_to_string(path).unwrap()
+}
