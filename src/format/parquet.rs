@@ -414,7 +414,6 @@ fn encoder(sink: Box<dyn ByteSink>, options: &FormatOptions) -> Result<Box<dyn E
         schema: Arc::new(Schema::empty()),
         pending: Vec::new(),
         sample: options.sample_records.max(1),
-        first: 1,
         options: options.parquet.clone(),
     }))
 }
@@ -427,9 +426,8 @@ struct ParquetEncoder {
     /// The schema's columns, with what the sample said about them.
     columns: Vec<(String, DataType)>,
     schema: Arc<Schema>,
-    /// Records not yet written; `first` is the number of the first of them.
+    /// Records not yet written.
     pending: Vec<Record>,
-    first: u64,
     sample: usize,
     options: ParquetOptions,
 }
@@ -488,20 +486,20 @@ impl ParquetEncoder {
         let Some(writer) = self.writer.as_mut() else {
             return Ok(());
         };
+        if self.pending.is_empty() {
+            return Ok(()); // no records: a file with the schema (if any) and no row group
+        }
         let pending = std::mem::take(&mut self.pending);
-        let first = self.first;
-        self.first += pending.len() as u64;
         let mut arrays = Vec::with_capacity(self.columns.len());
         for (name, data_type) in &self.columns {
             let values: Vec<&Value> = pending
                 .iter()
                 .map(|r| r.get(name).unwrap_or(&Value::Null))
                 .collect();
-            let array = build_array(data_type, &values).map_err(|(row, message)| {
-                let at = Position::default()
-                    .with_record(first + row as u64)
-                    .with_field(name.clone());
-                Error::record(Stage::Encode, at, message)
+            // check() let only fitting records in, so a failure here is ferry's own: it ends the run.
+            let array = build_array(data_type, &values).map_err(|(_, message)| {
+                let at = Position::default().with_field(name.clone());
+                Error::data(Stage::Encode, at, format!("{message} (internal error)"))
             })?;
             arrays.push(array);
         }
