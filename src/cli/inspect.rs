@@ -22,8 +22,9 @@ const COUNT_EXAMPLES: &str = "Examples:
 const HEADERS_EXAMPLES: &str = "Examples:
   ferry headers orders.csv
   ferry headers export.json --sample-records 100000
-  ferry headers book.xlsx                (the workbook's sheets, one a line)
-  ferry headers book.xlsx --sheet Sales  (that sheet's field names)";
+  # a workbook's sheets, one a line; then one sheet's field names
+  ferry headers book.xlsx
+  ferry headers book.xlsx --sheet Sales";
 
 const DESCRIBE_EXAMPLES: &str = "Examples:
   ferry describe orders.csv
