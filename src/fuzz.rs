@@ -96,12 +96,13 @@ pub fn decode(format: &str, data: &[u8]) {
     let input = Input {
         reader: Box::new(std::io::Cursor::new(body.to_vec())),
         name: "fuzz".to_owned(),
+        file: None,
     };
-    let Ok(decoder) = (format.decoder)(input, &options) else {
+    let Ok(decoder) = format.decode(input, &options) else {
         return;
     };
     let sink = Memory::default();
-    let mut encoder = (format.encoder)(Box::new(sink.clone()), &options).ok();
+    let mut encoder = format.encode(Box::new(sink.clone()), &options).ok();
     let mut items = 0usize;
     for item in decoder {
         items += 1;

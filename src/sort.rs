@@ -536,11 +536,10 @@ mod tests {
 
     fn sorted(records: &[Record], keys: &str, limit: Option<u64>, memory: u64) -> Vec<i64> {
         let out = Memory::default();
-        let inner = (crate::format::by_name("ndjson").unwrap().encoder)(
-            Box::new(out.clone()),
-            &crate::FormatOptions::default(),
-        )
-        .unwrap();
+        let inner = crate::format::by_name("ndjson")
+            .unwrap()
+            .encode(Box::new(out.clone()), &crate::FormatOptions::default())
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let keys = parse_sort(&[keys.to_owned()]).unwrap();
         let mut encoder = Box::new(SortingEncoder::new(

@@ -179,6 +179,14 @@ pub struct InputArgs {
     /// times as much memory.
     #[arg(long, value_name = "SIZE", value_parser = crate::envelope::split::parse_size, default_value = "64MiB")]
     max_document_size: u64,
+
+    /// Workbooks (xlsx, xls, ods): the sheet to read, by name or number from 1 (default: the first).
+    #[arg(long, value_name = "NAME|N")]
+    sheet: Option<String>,
+
+    /// Workbooks: the sheet row (from 1) that holds the field names (default: the first row with a value).
+    #[arg(long, value_name = "N")]
+    header_row: Option<u32>,
 }
 
 impl InputArgs {
@@ -214,6 +222,12 @@ impl InputArgs {
             max_document_size: self.max_document_size,
             null_marker: self.null_marker.clone(),
             sample_records: crate::infer::DEFAULT_SAMPLE_RECORDS,
+            projection: None,
+            parquet: Default::default(),
+            excel: crate::format::ExcelOptions {
+                sheet: self.sheet.clone(),
+                header_row: self.header_row,
+            },
         };
     }
 }
@@ -341,6 +355,14 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "CHAR", value_parser = parse_byte)]
     out_delimiter: Option<u8>,
 
+    /// Parquet output: page compression (a Parquet option, not an outer layer).
+    #[arg(long, value_name = "CODEC", default_value = "snappy")]
+    parquet_compression: crate::format::ParquetCompression,
+
+    /// Parquet output: rows per row group (the writer holds one row group in memory).
+    #[arg(long, value_name = "N", default_value_t = 122_880)]
+    row_group_size: usize,
+
     /// Map records through this template: a name (templates/NAME.yaml, $FERRY_TEMPLATES, built-in) or a path.
     #[arg(long, value_name = "NAME|PATH")]
     template: Option<String>,
@@ -411,6 +433,10 @@ impl ConvertArgs {
         job.write_options = FormatOptions {
             delimiter: self.out_delimiter,
             null_marker: self.input.null_marker.clone(),
+            parquet: crate::format::ParquetOptions {
+                compression: self.parquet_compression,
+                row_group_size: self.row_group_size,
+            },
             ..FormatOptions::default()
         };
         job.filter = self.filter.clone();

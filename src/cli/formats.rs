@@ -26,6 +26,7 @@ pub fn run(_args: FormatsArgs) -> Result<()> {
         let types = match format.fidelity {
             Fidelity::Typed => "typed",
             Fidelity::Text => "text",
+            Fidelity::Columns => "columns",
         };
         let reading = if format.streams { "streamed" } else { "whole" };
         println!(

@@ -21,7 +21,10 @@ const COUNT_EXAMPLES: &str = "Examples:
 
 const HEADERS_EXAMPLES: &str = "Examples:
   ferry headers orders.csv
-  ferry headers export.json --sample-records 100000";
+  ferry headers export.json --sample-records 100000
+  # a workbook's sheets, one a line; then one sheet's field names
+  ferry headers book.xlsx
+  ferry headers book.xlsx --sheet Sales";
 
 const DESCRIBE_EXAMPLES: &str = "Examples:
   ferry describe orders.csv
@@ -125,6 +128,12 @@ pub fn count(args: CountArgs, env: &Environment) -> Result<()> {
 /// Runs `ferry headers`: the field names of the first records, one a line.
 pub fn headers(args: HeadersArgs, env: &Environment) -> Result<()> {
     let job = input_job(&args.input);
+    // A workbook without --sheet: its sheets, one a line (`--sheet NAME` then gives a sheet's fields).
+    if job.read_options.excel.sheet.is_none() {
+        if let Some(sheets) = crate::format::sheet_names(std::path::Path::new(&job.input))? {
+            return super::print_out(&sheets.iter().map(|s| format!("{s}\n")).collect::<String>());
+        }
+    }
     let (ctx, _signals) = super::context(std::sync::Arc::new(crate::observe::Silent))?;
     let description = crate::describe::describe(&job, env, &ctx, Some(args.sample_records))?;
     let names: String = description

@@ -210,6 +210,16 @@ pub fn unwrap_reader(
     layers: &ReadLayers<'_>,
     name: &str,
 ) -> Result<Box<dyn Read + Send>> {
+    unwrap_layers(raw, layers, name).map(|(reader, _)| reader)
+}
+
+/// [`unwrap_reader`], and whether the bytes came through unchanged (neither encrypted nor compressed): then
+/// a format that must seek may open the file itself.
+pub fn unwrap_layers(
+    raw: Box<dyn Read + Send>,
+    layers: &ReadLayers<'_>,
+    name: &str,
+) -> Result<(Box<dyn Read + Send>, bool)> {
     let io_err = |e: io::Error| source_error(name, e);
     let refuse = |message: String| Error::data(Stage::Source, Position::file(name), message);
     let (first, reader) = peek(raw, SNIFF_LEN).map_err(io_err)?;
@@ -237,12 +247,12 @@ pub fn unwrap_reader(
         found => found,
     };
     if kind == Compression::None {
-        return Ok(Box::new(peeked));
+        return Ok((Box::new(peeked), !encrypted));
     }
     let buffered = BufReader::with_capacity(256 * 1024, peeked);
     let decompressed =
         DecompressReader::new(buffered, kind, layers.max_decompressed).map_err(io_err)?;
-    Ok(Box::new(decompressed))
+    Ok((Box::new(decompressed), false))
 }
 
 /// An input's I/O error as ferry reports it: decryption failures say which of wrong key, tampering or

@@ -21,8 +21,8 @@ pub(super) const CSV: Format = Format {
         "CSV with a header row (RFC 4180 quoting; --delimiter, --no-header, --allow-ragged)",
     fidelity: Fidelity::Text,
     streams: true,
-    decoder: csv_decoder,
-    encoder: csv_encoder,
+    decoder: Some(csv_decoder),
+    encoder: Some(csv_encoder),
 };
 
 pub(super) const TSV: Format = Format {
@@ -31,8 +31,8 @@ pub(super) const TSV: Format = Format {
     description: "tab-separated values (CSV rules with a tab delimiter)",
     fidelity: Fidelity::Text,
     streams: true,
-    decoder: tsv_decoder,
-    encoder: tsv_encoder,
+    decoder: Some(tsv_decoder),
+    encoder: Some(tsv_encoder),
 };
 
 fn csv_decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {
@@ -827,6 +827,7 @@ mod tests {
         let input = Input {
             reader: Box::new(bytes),
             name: "t.csv".to_owned(),
+            file: None,
         };
         let decoder = csv_decoder(input, &FormatOptions::default()).unwrap();
         decoder.collect()
@@ -838,6 +839,7 @@ mod tests {
         let input = Input {
             reader: Box::new(&text[..]),
             name: "t.csv".to_owned(),
+            file: None,
         };
         let options = FormatOptions {
             comment: Some(b'#'),
@@ -856,6 +858,7 @@ mod tests {
         let input = Input {
             reader: Box::new(std::io::Cursor::new(bytes.to_vec())),
             name: "t.csv".to_owned(),
+            file: None,
         };
         csv_decoder(input, options).unwrap().collect()
     }
@@ -1018,6 +1021,7 @@ mod tests {
         let input = Input {
             reader: Box::new(&b"a\"b,c\n1,2\n"[..]),
             name: "t.csv".to_owned(),
+            file: None,
         };
         let err = csv_decoder(input, &FormatOptions::default()).err().unwrap();
         assert!(err.to_string().contains("in the header"), "{err}");
@@ -1041,6 +1045,7 @@ mod tests {
         let tsv = Input {
             reader: Box::new(&b"a\tb\n\"x\"\t2\n"[..]),
             name: "t.tsv".to_owned(),
+            file: None,
         };
         let rows: Vec<_> = tsv_decoder(tsv, &FormatOptions::default())
             .unwrap()
@@ -1091,6 +1096,7 @@ mod tests {
         let input = Input {
             reader: Box::new(std::io::Cursor::new(wide_header)),
             name: "t.csv".to_owned(),
+            file: None,
         };
         let err = csv_decoder(input, &FormatOptions::default()).err().unwrap();
         assert!(

@@ -24,8 +24,8 @@ pub(super) const FORMAT: Format = Format {
     description: "JSON: an array of objects (streamed), or one object",
     fidelity: Fidelity::Typed,
     streams: true,
-    decoder,
-    encoder,
+    decoder: Some(decoder),
+    encoder: Some(encoder),
 };
 
 /// Parses one complete JSON value from bytes (used by tests and by other codecs' cells).
@@ -76,7 +76,9 @@ pub(super) fn into_record(value: Value) -> Record {
 }
 
 fn decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {
-    let Input { mut reader, name } = input;
+    let Input {
+        mut reader, name, ..
+    } = input;
     let max_record = options.max_record_size;
     Ok(Box::new(pushed_records(move |emit| {
         if let Err(e) = skip_bom(&mut reader) {

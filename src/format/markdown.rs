@@ -23,12 +23,14 @@ pub(super) const FORMAT: Format = Format {
     description: "Markdown: GitHub pipe tables (read whole)",
     fidelity: Fidelity::Text,
     streams: false,
-    decoder,
-    encoder,
+    decoder: Some(decoder),
+    encoder: Some(encoder),
 };
 
 fn decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {
-    let Input { mut reader, name } = input;
+    let Input {
+        mut reader, name, ..
+    } = input;
     let bytes = read_whole(&mut reader, options.max_document_size, &name, "Markdown")?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let message = format!(

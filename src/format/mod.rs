@@ -12,14 +12,18 @@ use crate::record::Record;
 use crate::sink::ByteSink;
 
 mod csv;
+mod excel;
 mod json;
 pub mod limit;
 mod markdown;
 mod ndjson;
+mod parquet;
 mod xml;
 mod yaml;
 
+pub use excel::{sheet_names, ExcelOptions};
 pub use json::parse_value as parse_json_value;
+pub use parquet::{ParquetCompression, ParquetOptions};
 pub use yaml::parse_documents as parse_yaml_documents;
 
 /// Turns input bytes into records, in input order. Errors name the record and, where the format has them,
@@ -52,6 +56,52 @@ pub struct Input {
     pub reader: Box<dyn BufRead + Send>,
     /// The file name, or `-` for standard input.
     pub name: String,
+    /// The file itself, when `reader` gives exactly its bytes (no envelope layer, no transcoding): a format
+    /// that must seek (Parquet's footer, a workbook's zip directory) opens it instead of spooling.
+    pub file: Option<std::path::PathBuf>,
+}
+
+impl Input {
+    /// An input read as a stream only.
+    pub fn new(reader: Box<dyn BufRead + Send>, name: impl Into<String>) -> Input {
+        Input {
+            reader,
+            name: name.into(),
+            file: None,
+        }
+    }
+
+    /// The input as a file that can seek: the file itself when there is one, else the stream copied to an
+    /// anonymous temporary file (deleted when closed) of at most `cap` bytes (`--max-document-size`): a
+    /// pipe, a compressed or encrypted file. A larger stream is an error naming the cap.
+    pub fn seekable(self, cap: u64, format: &str) -> Result<std::fs::File> {
+        use crate::error::{Position, Stage};
+        if let Some(path) = &self.file {
+            return std::fs::File::open(path)
+                .map_err(|e| Error::io(Stage::Source, Some(&self.name), e));
+        }
+        let Input { reader, name, .. } = self;
+        let io_error = |e: std::io::Error| Error::io(Stage::Source, Some(&name), e);
+        let mut spool = tempfile::tempfile().map_err(io_error)?;
+        let copied = std::io::copy(
+            &mut std::io::Read::take(reader, cap.saturating_add(1)),
+            &mut spool,
+        )
+        .map_err(io_error)?;
+        if copied > cap {
+            return Err(Error::data(
+                Stage::Source,
+                Position::file(name.clone()),
+                format!(
+                    "{format} is read from a file that can seek, and this input is a stream (a pipe, or a \
+                     compressed or encrypted file) larger than --max-document-size ({cap} bytes) to copy \
+                     aside: give the plain file's path, or raise --max-document-size"
+                ),
+            ));
+        }
+        std::io::Seek::rewind(&mut spool).map_err(io_error)?;
+        Ok(spool)
+    }
 }
 
 /// How much of a record's types a format carries through a write and a read.
@@ -61,6 +111,9 @@ pub enum Fidelity {
     Typed,
     /// Everything comes back as text, in [`crate::Value::to_text`] form (CSV, Markdown, XML).
     Text,
+    /// Each field is one typed column (Parquet): values come back typed where a field's values share one
+    /// type, and as their text (nested values as JSON) in a field whose values differ in type.
+    Columns,
 }
 
 /// Format options, checked once when a job is built ([`FormatOptions::encoding`]) and a decoder or encoder
@@ -107,10 +160,20 @@ pub struct FormatOptions {
     /// an empty cell is read as empty text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub null_marker: Option<String>,
-    /// How many of the first records fix a CSV or Markdown header (the union of their fields); set from
-    /// the job's `sample_records`.
+    /// How many of the first records fix a CSV or Markdown header (the union of their fields), or a
+    /// Parquet schema; set from the job's `sample_records`.
     #[serde(skip)]
     pub sample_records: usize,
+    /// The fields the run keeps (`--select` without a template or `--where`): a columnar reader reads only
+    /// these columns. Set by the run, never by a job file.
+    #[serde(skip)]
+    pub projection: Option<Vec<String>>,
+    /// Parquet's own options (`"parquet": {"compression": "zstd", "row_group_size": 122880}`).
+    #[serde(skip_serializing_if = "ParquetOptions::is_default")]
+    pub parquet: ParquetOptions,
+    /// Workbook options (`"excel": {"sheet": "Sales", "header_row": 3}`).
+    #[serde(skip_serializing_if = "ExcelOptions::is_default")]
+    pub excel: ExcelOptions,
 }
 
 impl Default for FormatOptions {
@@ -130,6 +193,9 @@ impl Default for FormatOptions {
             max_document_size: limit::DEFAULT_MAX_DOCUMENT_SIZE,
             null_marker: None,
             sample_records: crate::infer::DEFAULT_SAMPLE_RECORDS,
+            projection: None,
+            parquet: ParquetOptions::default(),
+            excel: ExcelOptions::default(),
         }
     }
 }
@@ -245,10 +311,43 @@ pub struct Format {
     pub fidelity: Fidelity,
     /// Whether the decoder streams (constant memory) or must read the whole input.
     pub streams: bool,
-    /// Builds a decoder.
-    pub decoder: DecoderFactory,
-    /// Builds an encoder.
-    pub encoder: EncoderFactory,
+    /// Builds a decoder; `None` for a format ferry only writes.
+    pub decoder: Option<DecoderFactory>,
+    /// Builds an encoder; `None` for a format ferry only reads (a workbook).
+    pub encoder: Option<EncoderFactory>,
+}
+
+impl Format {
+    /// The decoder factory, or the error for a format ferry does not read.
+    pub fn reader(&self) -> Result<DecoderFactory> {
+        self.decoder.ok_or_else(|| {
+            Error::config(format!("ferry writes {} but does not read it", self.name))
+        })
+    }
+
+    /// The encoder factory, or the error for a format ferry does not write.
+    pub fn writer(&self) -> Result<EncoderFactory> {
+        self.encoder.ok_or_else(|| {
+            Error::config(format!(
+                "ferry reads {} but does not write it; write csv or parquet instead",
+                self.name
+            ))
+        })
+    }
+
+    /// A decoder for `input` (see [`Format::reader`]).
+    pub fn decode(&self, input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {
+        (self.reader()?)(input, options)
+    }
+
+    /// An encoder over `sink` (see [`Format::writer`]).
+    pub fn encode(
+        &self,
+        sink: Box<dyn ByteSink>,
+        options: &FormatOptions,
+    ) -> Result<Box<dyn Encoder>> {
+        (self.writer()?)(sink, options)
+    }
 }
 
 /// Every format ferry reads and writes.
@@ -260,6 +359,10 @@ pub static FORMATS: &[Format] = &[
     xml::FORMAT,
     yaml::FORMAT,
     markdown::FORMAT,
+    parquet::FORMAT,
+    excel::XLSX,
+    excel::XLS,
+    excel::ODS,
 ];
 
 /// Finds a format by name (case-insensitive).

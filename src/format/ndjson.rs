@@ -21,8 +21,8 @@ pub(super) const FORMAT: Format = Format {
     description: "NDJSON / JSON Lines: one JSON object per line",
     fidelity: Fidelity::Typed,
     streams: true,
-    decoder,
-    encoder,
+    decoder: Some(decoder),
+    encoder: Some(encoder),
 };
 
 fn decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {

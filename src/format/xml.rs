@@ -33,15 +33,17 @@ pub(super) const FORMAT: Format = Format {
         "XML: <records><record>...</record></records>, @attributes, repeated elements as arrays",
     fidelity: Fidelity::Text,
     streams: true,
-    decoder,
-    encoder,
+    decoder: Some(decoder),
+    encoder: Some(encoder),
 };
 
 const NIL_ATTR: &str = "xsi:nil";
 const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
 
 fn decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {
-    let Input { mut reader, name } = input;
+    let Input {
+        mut reader, name, ..
+    } = input;
     let declared = match options.encoding {
         Some(_) => None, // transcoded to UTF-8 before it gets here
         None => sniff_encoding(&mut reader, &name)?,
@@ -648,6 +650,7 @@ mod tests {
         let input = Input {
             reader: Box::new(std::io::Cursor::new(xml.as_bytes().to_vec())),
             name: "t.xml".into(),
+            file: None,
         };
         decoder(input, &FormatOptions::default()).unwrap().collect()
     }

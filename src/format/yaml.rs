@@ -31,8 +31,8 @@ pub(super) const FORMAT: Format = Format {
     description: "YAML: a sequence of mappings or a stream of documents (read whole)",
     fidelity: Fidelity::Typed,
     streams: false,
-    decoder,
-    encoder,
+    decoder: Some(decoder),
+    encoder: Some(encoder),
 };
 
 /// Nodes (scalars and collections, aliases expanded) one document may build per byte of input, beyond a
@@ -335,7 +335,9 @@ fn is_core_float(text: &str) -> bool {
 }
 
 fn decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {
-    let Input { mut reader, name } = input;
+    let Input {
+        mut reader, name, ..
+    } = input;
     let bytes = read_whole(&mut reader, options.max_document_size, &name, "YAML")?;
     let items: Vec<Result<Record>> = match parse_documents(&bytes) {
         Ok(documents) => documents

@@ -97,6 +97,9 @@ pub(crate) fn build(job: &ConvertJob, env: &Environment) -> Result<BuiltConvert>
     } else {
         endpoint_format(&target, job.output_format.as_deref(), "--to-format")?
     };
+    // A read-only format (a workbook) as output, or a write-only one as input, fails before anything opens.
+    input_format.map(Format::reader).transpose()?;
+    output_format.map(Format::writer).transpose()?;
     let encoding = job.read_options.encoding()?;
     if job.batch_size == 0 {
         return Err(Error::config("--batch-size must be at least 1"));

@@ -105,7 +105,7 @@ pub(super) fn open_decoder(
         max_decompressed: job.max_decompressed,
         encoding: plan.encoding,
     };
-    let options = job.read_options.clone();
+    let options = read_options(plan);
     if let Some(set) = &plan.manifest {
         let compression = set.compression();
         let names: Vec<String> = (0..set.len())
@@ -113,8 +113,9 @@ pub(super) fn open_decoder(
             .collect();
         let decode = move |index: usize, raw| -> Result<Box<dyn Decoder>> {
             let name = names[index].clone();
-            let input = envelope.wrap(Box::new(raw), name, (compression, true), &bytes_read)?;
-            (format.decoder)(input, &options)
+            let mut input = envelope.wrap(Box::new(raw), name, (compression, true), &bytes_read)?;
+            input.file = input.file.map(|_| names[index].clone().into());
+            format.decode(input, &options)
         };
         let parts = PartsDecoder::new(set.clone(), job.allow_plaintext, Box::new(decode));
         return Ok(Box::new(parts));
@@ -128,8 +129,28 @@ pub(super) fn open_decoder(
         (_, Some(stream)) => (stream, Compression::None),
         (_, None) => (Box::new(io::stdin()), Compression::None),
     };
-    let input = envelope.wrap(raw, name, (named, false), &bytes_read)?;
-    (format.decoder)(input, &options)
+    let mut input = envelope.wrap(raw, name, (named, false), &bytes_read)?;
+    // A plain file's path, for a format that must seek (wrap() kept `file` only for unchanged bytes).
+    input.file = match (&plan.source, input.file) {
+        (Endpoint::File(path), Some(_)) => Some(path.clone()),
+        _ => None,
+    };
+    format.decode(input, &options)
+}
+
+/// The input's format options, with the fields the run keeps when a columnar reader may read only those:
+/// `--select` without a template or `--where` (which may read other fields).
+fn read_options(plan: &BuiltConvert) -> crate::format::FormatOptions {
+    let job = &plan.job;
+    let mut options = job.read_options.clone();
+    if job.template.is_none() && job.filter.is_none() && !job.select.is_empty() {
+        let selected = job
+            .select
+            .iter()
+            .filter_map(|s| crate::shape::parse_select(s).ok());
+        options.projection = Some(selected.flatten().map(|s| s.from).collect());
+    }
+    options
 }
 
 /// How to take the envelope off an input: the key, what its encryption must be, the decompression cap and
@@ -164,7 +185,9 @@ impl InputEnvelope {
             inner: raw,
             count: counter.clone(),
         };
-        let counted = layers::unwrap_reader(Box::new(counted), &read_layers, &name)?;
+        let (counted, plain) = layers::unwrap_layers(Box::new(counted), &read_layers, &name)?;
+        // The input's own bytes: a format that seeks may open the file (the caller fills in its path).
+        let file = (plain && self.encoding.is_none()).then(std::path::PathBuf::new);
         let reader: Box<dyn BufRead + Send> = match self.encoding {
             Some(encoding) => {
                 let decoded = encoding_rs_io::DecodeReaderBytesBuilder::new()
@@ -174,7 +197,7 @@ impl InputEnvelope {
             }
             None => Box::new(BufReader::with_capacity(256 * 1024, counted)),
         };
-        Ok(Input { reader, name })
+        Ok(Input { reader, name, file })
     }
 }
 
@@ -217,10 +240,7 @@ pub(super) fn open_output(
     };
     let sink = layers::wrap_sink(base, &write_layers)?;
     let options = write_options(plan);
-    Ok(Output::File(sorted(
-        plan,
-        (format.encoder)(sink, &options)?,
-    )))
+    Ok(Output::File(sorted(plan, format.encode(sink, &options)?)))
 }
 
 /// The output's format options, with the job's sample size (the records a CSV or Markdown header is
@@ -275,7 +295,7 @@ fn split_encoder(plan: &BuiltConvert, path: &Path, format: &'static Format) -> S
             compression,
             key: key.as_deref(),
         };
-        (format.encoder)(layers::wrap_sink(sink, &write_layers)?, &options)
+        format.encode(layers::wrap_sink(sink, &write_layers)?, &options)
     });
     let encoder = SplitEncoder::new(names, job.split, head, created, layers);
     match &plan.key {

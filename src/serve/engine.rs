@@ -550,8 +550,11 @@ pub fn first_record_fields(
     let input = crate::Input {
         reader: Box::new(BufReader::new(reader)),
         name: shown.to_owned(),
+        file: None,
     };
-    let mut decoder = (format.decoder)(input, &crate::FormatOptions::default()).map_err(fail)?;
+    let mut decoder = format
+        .decode(input, &crate::FormatOptions::default())
+        .map_err(fail)?;
     match decoder.next() {
         Some(Ok(record)) => Ok(record.keys().map(|k| k.to_string()).collect()),
         Some(Err(e)) => Err(fail(e)),

@@ -921,8 +921,11 @@ mod tests {
         let input = crate::Input {
             reader: Box::new(std::io::Cursor::new(json.to_string().into_bytes())),
             name: "test".into(),
+            file: None,
         };
-        let mut decoder = (format.decoder)(input, &crate::FormatOptions::default()).unwrap();
+        let mut decoder = format
+            .decode(input, &crate::FormatOptions::default())
+            .unwrap();
         decoder.next().unwrap().unwrap()
     }
 

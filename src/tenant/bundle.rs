@@ -585,7 +585,7 @@ fn split_encoder(path: &Path, envelope: &Envelope, created: &str) -> Result<Spli
             compression,
             key: key.as_deref(),
         };
-        (ndjson.encoder)(layers::wrap_sink(sink, &write)?, &FormatOptions::default())
+        ndjson.encode(layers::wrap_sink(sink, &write)?, &FormatOptions::default())
     });
     let encoder = SplitEncoder::new(names, envelope.split, head, created.to_owned(), layers);
     Ok(match &envelope.key {
@@ -877,9 +877,10 @@ fn read_part(
     let input = Input {
         reader: Box::new(BufReader::with_capacity(256 * 1024, reader)),
         name: name.clone(),
+        file: None,
     };
     let ndjson = crate::format::by_name("ndjson")?;
-    let decoder = (ndjson.decoder)(input, &FormatOptions::default())?;
+    let decoder = ndjson.decode(input, &FormatOptions::default())?;
     let mut count = 0;
     for record in decoder {
         each(record?)?;

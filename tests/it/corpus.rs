@@ -549,7 +549,7 @@ fn json_test_suite_y_files_are_accepted_and_round_trip() {
             Err(e) => failures.push(format!("{name}: encoding failed: {e}")),
         }
         // Every other format's encoder either writes the records or refuses with an error: never a panic.
-        for format in ferry::FORMATS {
+        for format in ferry::FORMATS.iter().filter(|f| f.encoder.is_some()) {
             let records = records.clone();
             let format_name = format.name;
             if let Err(e) =

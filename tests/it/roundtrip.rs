@@ -191,9 +191,10 @@ proptest! {
 
     #[test]
     fn every_format_round_trips_through_every_other(records in records_strategy()) {
-        for a in FORMATS {
-            for b in FORMATS {
-                let text_leaves = a.fidelity == Fidelity::Text || b.fidelity == Fidelity::Text;
+        for a in FORMATS.iter().filter(|f| f.decoder.is_some() && f.encoder.is_some()) {
+            for b in FORMATS.iter().filter(|f| f.decoder.is_some() && f.encoder.is_some()) {
+                // Parquet keeps types per column: a field of mixed values comes back as their text.
+                let text_leaves = a.fidelity != Fidelity::Typed || b.fidelity != Fidelity::Typed;
                 let back = through(b.name, &through(a.name, &records));
                 let expected: Vec<Json> = records.iter().map(|r| canonical_record(r, text_leaves)).collect();
                 let got: Vec<Json> = back.iter().map(|r| canonical_record(r, text_leaves)).collect();
@@ -419,8 +420,8 @@ fn sample_files_convert_to_every_format_and_back() {
     let sample = std::fs::read(crate::support::root().join("samples/contexts.json")).unwrap();
     let original = decode_ok("json", &sample, &FormatOptions::default());
     assert_eq!(original.len(), 5);
-    for format in FORMATS {
-        let text_leaves = format.fidelity == Fidelity::Text;
+    for format in FORMATS.iter().filter(|f| f.encoder.is_some()) {
+        let text_leaves = format.fidelity != Fidelity::Typed;
         let back = through(format.name, &original);
         let canon = |rs: &[Record]| {
             rs.iter()

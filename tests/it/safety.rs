@@ -488,12 +488,13 @@ fn endless(head: &'static [u8], fill: u8) -> Input {
     Input {
         reader: Box::new(BufReader::new(head.chain(std::io::repeat(fill)))),
         name: "endless".into(),
+        file: None,
     }
 }
 
 fn first_error(format: &str, input: Input, options: &FormatOptions) -> String {
     let format = format::by_name(format).unwrap();
-    let error = match (format.decoder)(input, options) {
+    let error = match format.decode(input, options) {
         Err(e) => e,
         Ok(mut decoder) => loop {
             match decoder.next() {

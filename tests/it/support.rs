@@ -90,8 +90,9 @@ pub fn decode_with(
     let input = Input {
         reader: Box::new(Cursor::new(bytes.to_vec())),
         name: "test-input".into(),
+        file: None,
     };
-    match (format.decoder)(input, options) {
+    match format.decode(input, options) {
         Ok(decoder) => decoder.collect(),
         Err(e) => vec![Err(e)],
     }
@@ -114,7 +115,7 @@ pub fn decode_ok(format: &str, bytes: &[u8], options: &FormatOptions) -> Vec<Rec
 pub fn encode(format: &str, records: &[Record], options: &FormatOptions) -> ferry::Result<Vec<u8>> {
     let format = format::by_name(format).expect("registered format");
     let sink = ferry::sink::Memory::default();
-    let mut encoder = (format.encoder)(Box::new(sink.clone()), options)?;
+    let mut encoder = format.encode(Box::new(sink.clone()), options)?;
     for record in records {
         encoder.write_record(record)?;
     }
