@@ -46,6 +46,7 @@ mod rejects;
 mod report;
 pub mod secret;
 pub mod serve;
+pub mod shard;
 pub mod shape;
 pub mod sink;
 pub mod sort;
