@@ -103,8 +103,13 @@ pub fn run(args: PlanShardsArgs, env: &Environment) -> Result<()> {
     )?;
     let text = format!("{}\n", sharded.to_json());
     match &args.output {
-        Some(path) => std::fs::write(path, text)
-            .map_err(|e| Error::io(crate::error::Stage::Sink, Some(&path.display().to_string()), e))?,
+        Some(path) => std::fs::write(path, text).map_err(|e| {
+            Error::io(
+                crate::error::Stage::Sink,
+                Some(&path.display().to_string()),
+                e,
+            )
+        })?,
         None => super::print_out(&text)?,
     }
     eprintln!(

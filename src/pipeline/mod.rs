@@ -20,8 +20,8 @@ use std::time::Instant;
 
 pub(crate) use build::build;
 pub use build::BuiltConvert;
-pub use open::Streams;
 pub(crate) use open::is_envelope_extension;
+pub use open::Streams;
 
 use crate::endpoint::Endpoint;
 use crate::env::Environment;

@@ -50,7 +50,11 @@ pub fn shard_output(output: &Path, index: usize) -> PathBuf {
     let stem = names(output)
         .manifest()
         .file_name()
-        .map(|n| n.to_string_lossy().trim_end_matches(".manifest.json").to_owned())
+        .map(|n| {
+            n.to_string_lossy()
+                .trim_end_matches(".manifest.json")
+                .to_owned()
+        })
         .unwrap_or_default();
     let suffix = &file[stem.len().min(file.len())..];
     output.with_file_name(format!("{stem}.shard-{index:05}{suffix}"))

@@ -120,14 +120,7 @@ fn counts_of(c: &Counts) -> [i64; 5] {
 /// catalog: the loser's duplicate is the winner's table, and is ignored).
 pub fn create_pg(client: &mut postgres::Client) -> std::result::Result<(), postgres::Error> {
     match client.batch_execute(CREATE_PG) {
-        Err(e)
-            if matches!(
-                e.code().map(|c| c.code()),
-                Some("23505") | Some("42P07")
-            ) =>
-        {
-            Ok(())
-        }
+        Err(e) if matches!(e.code().map(|c| c.code()), Some("23505") | Some("42P07")) => Ok(()),
         other => other,
     }
 }
@@ -219,7 +212,8 @@ impl Ledger {
 
     /// The rows of job `job_id`, by shard.
     pub fn rows(&mut self, job_id: &str) -> Result<Vec<Row>> {
-        const SELECT: &str = "SELECT shard, status, checksum, read, written, rejected, filtered, skipped, \
+        const SELECT: &str =
+            "SELECT shard, status, checksum, read, written, rejected, filtered, skipped, \
              error, FINISHED FROM _ferry_shards WHERE job_id = $1 ORDER BY shard";
         match self {
             Ledger::Postgres(client) => {

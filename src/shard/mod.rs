@@ -106,7 +106,11 @@ impl ShardedJob {
         };
         let job_id = match job_id {
             Some(serde_json::Value::String(id)) if !id.trim().is_empty() => id,
-            Some(_) => return Err(Error::config("the job's \"job_id\" must be a non-empty string")),
+            Some(_) => {
+                return Err(Error::config(
+                    "the job's \"job_id\" must be a non-empty string",
+                ))
+            }
             None => default_id(&job, &shards),
         };
         Ok(ShardedJob {
@@ -323,12 +327,22 @@ fn run_convert(
             ),
         }));
     }
-    let result = match job.build(env) {
-        Ok(mut built) => {
-            built.keep_ledger(entry);
-            built.run(ctx)
+    let mut attempt = 0;
+    let result = loop {
+        let result = match job.build(env) {
+            Ok(mut built) => {
+                built.keep_ledger(entry.clone());
+                built.run(ctx)
+            }
+            Err(_) => crate::pipeline::convert(job, env, ctx),
+        };
+        attempt += 1;
+        match result {
+            // Shards that start together race to create a missing table; the losers wrote nothing and
+            // load into the winner's table when they run again.
+            Err(failed) if attempt < 3 && failed.error.sqlstate() == Some("42P07") => continue,
+            result => break result,
         }
-        Err(_) => crate::pipeline::convert(job, env, ctx),
     };
     result.map(JobReport::Convert).map_err(|failed| {
         Box::new(Failed {
@@ -412,25 +426,25 @@ impl Target {
     /// Writes a `done` row outside any load (tenant shards, whose tenants commit one by one).
     fn commit(&mut self, entry: &Entry) -> Result<()> {
         match self {
-            Target::Database(Ledger::Postgres(client)) => ledger::commit_pg(client, entry)
-                .map(drop)
-                .map_err(|e| {
+            Target::Database(Ledger::Postgres(client)) => {
+                ledger::commit_pg(client, entry).map(drop).map_err(|e| {
                     crate::db::postgres::pg_error(
                         crate::Stage::Sink,
                         "cannot write the shard ledger",
                         &e,
                     )
-                }),
-            Target::Database(Ledger::Sqlite(conn)) => ledger::commit_sqlite(conn, entry)
-                .map(drop)
-                .map_err(|e| {
+                })
+            }
+            Target::Database(Ledger::Sqlite(conn)) => {
+                ledger::commit_sqlite(conn, entry).map(drop).map_err(|e| {
                     crate::db::sqlite::sql_error(
                         crate::Stage::Sink,
                         ledger::TABLE,
                         "cannot write the shard ledger",
                         e,
                     )
-                }),
+                })
+            }
             Target::Files(_) => Ok(()),
         }
     }
@@ -482,7 +496,10 @@ impl Status {
                 (_, _, Some(e)) => e.clone(),
                 _ => String::new(),
             };
-            out.push_str(&format!("shard {:>4}  {:<7}  {detail}\n", s.shard, s.status));
+            out.push_str(&format!(
+                "shard {:>4}  {:<7}  {detail}\n",
+                s.shard, s.status
+            ));
         }
         let t = &self.total;
         out.push_str(&format!(

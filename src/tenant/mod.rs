@@ -32,8 +32,8 @@ use std::path::Path;
 
 pub use export::{export, BuiltExport, ExportJob, ExportReport, ExportTable};
 pub use import::{import, BuiltImport, ImportJob, ImportReport, ImportTable};
-pub use migrate::{migrate_tenants, summary, TenantMigrateJob, TenantOutcome};
 pub(crate) use migrate::tenants as listed_tenants;
+pub use migrate::{migrate_tenants, summary, TenantMigrateJob, TenantOutcome};
 pub use spec::{Action, Root, Select, Spec};
 
 use crate::env::Environment;

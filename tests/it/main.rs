@@ -25,6 +25,7 @@ mod roundtrip;
 mod safety;
 mod serve;
 mod serve_ops;
+mod shard;
 mod support;
 mod tamper;
 mod templates;

@@ -360,7 +360,13 @@ impl PgSink {
                          creating it; this run wrote nothing: run it again to load into that table",
                         self.table
                     ),
-                );
+                )
+                // duplicate_table, whichever of the two ways the server said it: a caller may retry.
+                .with_db_cause(crate::error::DbCause {
+                    sqlstate: Some("42P07".into()),
+                    table: Some(self.options.table.clone()),
+                    ..Default::default()
+                });
             }
             self.fatal("cannot create the table", &e)
         })?;
