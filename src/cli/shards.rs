@@ -14,7 +14,8 @@ use crate::shard::{Outcome, ShardedJob};
 
 const EXAMPLES: &str = "Examples:
   ferry plan-shards job.json --by range:id --shards 8 -o sharded.json
-  seq 0 7 | xargs -P 4 -I{} ferry run sharded.json --shard {}
+  ferry shards list sharded.json | xargs -P 4 -I{} ferry run sharded.json --shard {}
+  ferry shards list sharded.json --pending    # the shards still to (re)run
   ferry shards status sharded.json
   ferry shards finish sharded.json     # file outputs: one manifest
 
@@ -44,6 +45,15 @@ enum ShardsCommand {
         /// Print the status as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Print the shard numbers of a sharded job, one a line (for xargs or GNU parallel).
+    List {
+        /// The sharded job file.
+        #[arg(value_name = "JOB")]
+        path: PathBuf,
+        /// Only the shards that are not done (missing or failed), read from the target.
+        #[arg(long)]
+        pending: bool,
     },
     /// Merge the shards' part sets of a file output into one set with one manifest.
     Finish {
@@ -78,6 +88,20 @@ pub fn run(args: ShardsArgs, env: &Environment) -> Result<()> {
                     ),
                 )),
             }
+        }
+        ShardsCommand::List { path, pending } => {
+            let job = ShardedJob::read(&path)?;
+            let numbers: Vec<u32> = match pending {
+                false => (0..job.shards.len() as u32).collect(),
+                true => crate::shard::status(&job, env)?
+                    .shards
+                    .iter()
+                    .filter(|s| s.status != "done")
+                    .map(|s| s.shard)
+                    .collect(),
+            };
+            let text: String = numbers.iter().map(|n| format!("{n}\n")).collect();
+            super::print_out(&text)
         }
         ShardsCommand::Finish { path } => {
             let job = ShardedJob::read(&path)?;

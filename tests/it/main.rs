@@ -26,6 +26,7 @@ mod safety;
 mod serve;
 mod serve_ops;
 mod shard;
+mod shard_deploy;
 mod support;
 mod tamper;
 mod templates;
