@@ -600,3 +600,94 @@ fn default_id(job: &Job, shards: &[Shard]) -> String {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sharded() -> ShardedJob {
+        let job = Job::Convert(ConvertJob::new(
+            "postgres://me:s3cret@db/app?table=t",
+            "out/t.ndjson.gz",
+        ));
+        let shards = vec![
+            Shard {
+                input: Some("postgres://me@db/app?query=SELECT%201".into()),
+                output: Some("out/t.shard-00000.ndjson.gz".into()),
+                ..Shard::default()
+            },
+            Shard {
+                input: Some("postgres://me@db/app?query=SELECT%202".into()),
+                output: Some("out/t.shard-00001.ndjson.gz".into()),
+                ..Shard::default()
+            },
+        ];
+        ShardedJob {
+            job_id: default_id(&job, &shards),
+            job,
+            shards,
+        }
+    }
+
+    #[test]
+    fn a_sharded_job_file_round_trips_without_secrets_and_keeps_its_id() {
+        let job = sharded();
+        let text = job.to_json();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains(r#""job_id""#) && text.contains(r#""shards""#));
+        let back = ShardedJob::from_json(&text).unwrap();
+        assert_eq!(back.job_id, job.job_id);
+        assert_eq!(back.shards, job.shards);
+        // Without a job_id the id comes from the plan: the same plan, the same id.
+        let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        value.as_object_mut().unwrap().remove("job_id");
+        let first = ShardedJob::from_json(&value.to_string()).unwrap();
+        let second = ShardedJob::from_json(&value.to_string()).unwrap();
+        assert_eq!(first.job_id, second.job_id);
+        assert_eq!(first.job_id.len(), 16);
+        // A plain job is a job with no shards; bad shards or ids are configuration errors.
+        let plain = ShardedJob::from_json(r#"{"job": "convert", "input": "a", "output": "b"}"#);
+        assert!(plain.unwrap().shards.is_empty());
+        for bad in [
+            r#"{"job": "convert", "input": "a", "output": "b", "shards": [{"inptu": "x"}]}"#,
+            r#"{"job": "convert", "input": "a", "output": "b", "job_id": 7}"#,
+            r#"{"job": "convert", "input": "a", "output": "b", "shards": [], "extra": 1}"#,
+        ] {
+            assert!(ShardedJob::from_json(bad).unwrap_err().is_config(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn each_shard_replaces_input_and_output_and_has_its_own_checksum() {
+        let job = sharded();
+        let Job::Convert(zero) = job.job_of(0).unwrap() else {
+            panic!("not a convert job")
+        };
+        assert_eq!(zero.input, "postgres://me@db/app?query=SELECT%201");
+        assert_eq!(zero.output, "out/t.shard-00000.ndjson.gz");
+        assert!(zero.split.splits(), "a file-output shard writes a part set");
+        let (a, b) = (job.entry(0).unwrap(), job.entry(1).unwrap());
+        assert_ne!(a.checksum, b.checksum);
+        assert_eq!((a.shard, a.shards), (0, 2));
+        assert_eq!(a.checksum, job.entry(0).unwrap().checksum);
+        let err = job.job_of(2).unwrap_err();
+        assert!(
+            err.is_usage() && err.to_string().contains("0 to 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn shard_outputs_keep_the_extension_chain() {
+        let out = finish::shard_output(Path::new("exports/contexts.ndjson.gz.enc"), 3);
+        assert_eq!(out, Path::new("exports/contexts.shard-00003.ndjson.gz.enc"));
+        assert_eq!(
+            finish::shard_manifest(&out),
+            Path::new("exports/contexts.shard-00003.manifest.json")
+        );
+        assert_eq!(
+            finish::shard_output(Path::new("a.b.csv"), 0),
+            Path::new("a.b.shard-00000.csv")
+        );
+    }
+}

@@ -475,3 +475,61 @@ fn encrypted_file_shards_finish_into_one_set_that_verify_and_convert_read() {
     let again = ok(&run(d, &["shards", "finish", "s.json"]));
     assert!(again.contains("already merged"), "{again}");
 }
+
+#[test]
+fn tenant_list_shards_migrate_every_tenant_once_and_report_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    crate::tenant::app_db(&d.join("app.db"), "shards");
+    write_job(
+        d,
+        "job.json",
+        serde_json::json!({"job": "migrate", "from": "app.db", "to": "t.db",
+            "tenant": {"tenant": "users:all"}}),
+    );
+    ok(&run(
+        d,
+        &[
+            "plan-shards",
+            "job.json",
+            "--by",
+            "tenants",
+            "--shards",
+            "2",
+            "-o",
+            "s.json",
+        ],
+    ));
+    let job = ferry::shard::ShardedJob::read(&d.join("s.json")).unwrap();
+    assert_eq!(job.shards.len(), 2);
+    assert_eq!(job.shards[0].tenants, ["users:1", "users:2"]);
+    assert_eq!(job.shards[1].tenants, ["users:3"]);
+    let out = run(d, &["shards", "status", "s.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("0 of 2 shards done, 0 failed, 2 missing")
+    );
+    for i in ["1", "0"] {
+        ok(&run(d, &["run", "s.json", "--shard", i, "-q"]));
+    }
+    let again = ok(&run(d, &["run", "s.json", "--shard", "1"]));
+    assert!(again.contains("already done"), "{again}");
+    let out = run(d, &["shards", "status", "s.json"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let count = |db: &str, sql: &str| -> i64 {
+        rusqlite::Connection::open(d.join(db))
+            .unwrap()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap()
+    };
+    for table in [
+        "users",
+        "posts",
+        "social_accounts",
+        "notification_preferences",
+    ] {
+        let sql = format!("SELECT count(*) FROM {table}");
+        assert_eq!(count("t.db", &sql), count("app.db", &sql), "{table}");
+    }
+}
