@@ -82,6 +82,7 @@ pub struct ShardedJob {
 
 /// How a shard's run ended, when it did not fail.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per run: its size does not matter
 pub enum Outcome {
     /// An earlier attempt committed the shard; nothing was run. The text says where that is recorded.
     AlreadyDone(String),
