@@ -136,47 +136,63 @@ pub fn commit_pg(
     entry: &Entry,
 ) -> std::result::Result<bool, postgres::Error> {
     create_pg(client)?;
+    upsert_pg(client, entry, "done", None).map(|changed| changed == 1)
+}
+
+/// Writes `entry` as `done` in the open transaction of `conn`; `Ok(false)` when the shard was already done.
+pub fn commit_sqlite(conn: &rusqlite::Connection, entry: &Entry) -> rusqlite::Result<bool> {
+    create_sqlite(conn)?;
+    upsert_sqlite(conn, entry, "done", None).map(|changed| changed == 1)
+}
+
+fn upsert_pg(
+    client: &mut postgres::Client,
+    entry: &Entry,
+    status: &str,
+    error: Option<&str>,
+) -> std::result::Result<u64, postgres::Error> {
     let [read, written, rejected, filtered, skipped] = counts_of(&entry.counts);
-    let changed = client.execute(
+    client.execute(
         &UPSERT.replace("FINISHED", FINISHED_PG),
         &[
             &entry.job_id,
             &(entry.shard as i32),
             &(entry.shards as i32),
-            &"done",
+            &status,
             &entry.checksum,
             &read,
             &written,
             &rejected,
             &filtered,
             &skipped,
-            &None::<String>,
+            &error,
         ],
-    )?;
-    Ok(changed == 1)
+    )
 }
 
-/// Writes `entry` as `done` in the open transaction of `conn`; `Ok(false)` when the shard was already done.
-pub fn commit_sqlite(conn: &rusqlite::Connection, entry: &Entry) -> rusqlite::Result<bool> {
-    create_sqlite(conn)?;
+fn upsert_sqlite(
+    conn: &rusqlite::Connection,
+    entry: &Entry,
+    status: &str,
+    error: Option<&str>,
+) -> rusqlite::Result<usize> {
     let [read, written, rejected, filtered, skipped] = counts_of(&entry.counts);
-    let changed = conn.execute(
+    conn.execute(
         &UPSERT.replace("FINISHED", FINISHED_SQLITE),
         rusqlite::params![
             entry.job_id,
             entry.shard,
             entry.shards,
-            "done",
+            status,
             entry.checksum,
             read,
             written,
             rejected,
             filtered,
             skipped,
-            None::<String>,
+            error,
         ],
-    )?;
-    Ok(changed == 1)
+    )
 }
 
 /// A connection to the ledger's database, opened by the shard commands (not by a load: that one writes
@@ -279,46 +295,13 @@ impl Ledger {
 
     /// Notes a failed attempt of `entry`'s shard (its rows were rolled back). A `done` row stays as it is.
     pub fn record_failure(&mut self, entry: &Entry, error: &str) -> Result<()> {
-        let [read, written, rejected, filtered, skipped] = counts_of(&entry.counts);
         match self {
-            Ledger::Postgres(client) => client
-                .execute(
-                    &UPSERT.replace("FINISHED", FINISHED_PG),
-                    &[
-                        &entry.job_id,
-                        &(entry.shard as i32),
-                        &(entry.shards as i32),
-                        &"failed",
-                        &entry.checksum,
-                        &read,
-                        &written,
-                        &rejected,
-                        &filtered,
-                        &skipped,
-                        &Some(error),
-                    ],
-                )
+            Ledger::Postgres(client) => upsert_pg(client, entry, "failed", Some(error))
                 .map(drop)
                 .map_err(|e| {
                     crate::db::postgres::pg_error(Stage::Sink, "cannot write the shard ledger", &e)
                 }),
-            Ledger::Sqlite(conn) => conn
-                .execute(
-                    &UPSERT.replace("FINISHED", FINISHED_SQLITE),
-                    rusqlite::params![
-                        entry.job_id,
-                        entry.shard,
-                        entry.shards,
-                        "failed",
-                        entry.checksum,
-                        read,
-                        written,
-                        rejected,
-                        filtered,
-                        skipped,
-                        error,
-                    ],
-                )
+            Ledger::Sqlite(conn) => upsert_sqlite(conn, entry, "failed", Some(error))
                 .map(drop)
                 .map_err(|e| {
                     crate::db::sqlite::sql_error(

@@ -77,6 +77,13 @@ fn skewed_source(path: &Path, dense: i64) -> i64 {
     rows
 }
 
+fn sqlite_count(path: &Path, sql: &str) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
+}
+
 fn write_job(dir: &Path, name: &str, job: serde_json::Value) {
     std::fs::write(dir.join(name), serde_json::to_vec_pretty(&job).unwrap()).unwrap();
 }
@@ -246,12 +253,7 @@ fn a_failed_shard_is_listed_as_failed_and_loads_nothing_until_it_is_run_again() 
         "{text}"
     );
     assert!(text.contains("b.csv"), "the failure names the file: {text}");
-    let count = |sql: &str| -> i64 {
-        rusqlite::Connection::open(d.join("out.db"))
-            .unwrap()
-            .query_row(sql, [], |r| r.get(0))
-            .unwrap()
-    };
+    let count = |sql: &str| sqlite_count(&d.join("out.db"), sql);
     assert_eq!(
         count("SELECT count(*) FROM people"),
         3,
@@ -517,12 +519,7 @@ fn tenant_list_shards_migrate_every_tenant_once_and_report_complete() {
     let out = run(d, &["shards", "status", "s.json"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{text}");
-    let count = |db: &str, sql: &str| -> i64 {
-        rusqlite::Connection::open(d.join(db))
-            .unwrap()
-            .query_row(sql, [], |r| r.get(0))
-            .unwrap()
-    };
+    let count = |db: &str, sql: &str| sqlite_count(&d.join(db), sql);
     for table in [
         "users",
         "posts",
