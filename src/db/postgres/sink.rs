@@ -622,7 +622,10 @@ fn created_meanwhile(e: &WireError) -> bool {
     let WireError::Db(e) = e else { return false };
     e.as_db_error().is_some_and(|db| {
         let code = db.code().code();
-        code == "42P07" || (code == "23505" && db.constraint() == Some("pg_type_typname_nsp_index"))
+        // 42710: the table's row type was created first ("type … already exists").
+        code == "42P07"
+            || code == "42710"
+            || (code == "23505" && db.constraint() == Some("pg_type_typname_nsp_index"))
     })
 }
 
