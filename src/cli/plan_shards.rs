@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::shard::{By, Plan, ShardedJob};
 
 const EXAMPLES: &str = "Examples:
-  # 8 shards by ranges of an integer key (split points from the data's quantiles)
+  # 8 shards by ranges of an integer key (split at the data's quantiles)
   ferry plan-shards job.json --by range:id --shards 8 -o sharded.json
   # one shard per part of a split input (the job's input is NAME.manifest.json)
   ferry plan-shards job.json --by parts -o sharded.json

@@ -22,10 +22,10 @@ A job file is JSON: {\"job\": \"convert\", \"input\": …, \"output\": …},
 {\"job\": \"migrate\", \"from\": …, \"to\": …}, {\"job\": \"export\", \"tenant\": …,
 \"from\": …, \"to\": …} or {\"job\": \"import\", \"bundle\": …, \"to\": …}, every other
 field optional (--print-job shows them all). A job `ferry plan-shards` split has
-\"job_id\" and \"shards\" too: run each shard with --shard I. Relative paths are relative to the
-folder ferry runs in. A job file holds no secret: give passwords in PGPASSWORD
-or DATABASE_URL and keys in a file or variable the job names. The report goes
-where the job's `report` says.
+\"job_id\" and \"shards\" too: run each shard with --shard I. Relative paths are
+relative to the folder ferry runs in. A job file holds no secret: give passwords
+in PGPASSWORD or DATABASE_URL and keys in a file or variable the job names. The
+report goes where the job's `report` says.
 
 Exit codes: as for the job's command: 0 ok, 1 the run failed, 2 usage or
 configuration error (a file that is not a job, or cannot be read), 128 + the

@@ -14,7 +14,8 @@ use crate::shard::{Outcome, ShardedJob};
 
 const EXAMPLES: &str = "Examples:
   ferry plan-shards job.json --by range:id --shards 8 -o sharded.json
-  ferry shards list sharded.json | xargs -P 4 -I{} ferry run sharded.json --shard {}
+  ferry shards list sharded.json | \\
+    xargs -P 4 -I{} ferry run sharded.json --shard {}
   ferry shards list sharded.json --pending    # the shards still to (re)run
   ferry shards status sharded.json
   ferry shards finish sharded.json     # file outputs: one manifest
