@@ -47,6 +47,7 @@ mod report;
 pub mod secret;
 pub mod serve;
 pub mod shape;
+pub mod shard;
 pub mod sink;
 pub mod sort;
 pub mod sync;

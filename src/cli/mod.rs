@@ -25,9 +25,11 @@ mod import;
 mod inspect;
 mod keygen;
 mod migrate;
+mod plan_shards;
 pub mod progress;
 mod run;
 mod serve;
+mod shards;
 mod sync;
 mod templates;
 mod validate;
@@ -86,8 +88,12 @@ enum Command {
     Sync(Box<sync::SyncArgs>),
     /// Serve the data-migration REST API (export, import, validate, operations, templates) over HTTP.
     Serve(serve::ServeArgs),
-    /// Run a job file (what `convert --print-job` or `migrate --print-job` printed).
+    /// Run a job file (what `convert --print-job` or `migrate --print-job` printed), or one of its shards.
     Run(run::RunArgs),
+    /// Split a job file into shards that separate processes run (`ferry run JOB --shard I`).
+    PlanShards(plan_shards::PlanShardsArgs),
+    /// Where a sharded job stands (done, failed, missing shards), and merging a file output's shards.
+    Shards(shards::ShardsArgs),
     /// Export everything that belongs to one user (tenant) into a sanitized, checksummed bundle.
     Export(Box<export::ExportArgs>),
     /// Verify a bundle and import it into a database in one transaction.
@@ -149,6 +155,8 @@ where
         Command::Sync(args) => sync::run(*args),
         Command::Serve(_) => unreachable!("handled above"),
         Command::Run(args) => run::run(args, &env),
+        Command::PlanShards(args) => plan_shards::run(args, &env),
+        Command::Shards(args) => shards::run(args, &env),
         Command::Export(args) => export::run(*args, &env),
         Command::Import(args) => import::run(*args, &env),
         Command::Databases(args) => databases::run(args, &env),

@@ -10,6 +10,7 @@ use super::progress::ProgressMode;
 use crate::env::Environment;
 use crate::error::{Error, Result};
 use crate::job::Job;
+use crate::shard::ShardedJob;
 
 const EXAMPLES: &str = "Examples:
   ferry convert --in samples/legacy.csv --template std-context --to \\
@@ -20,10 +21,11 @@ const EXAMPLES: &str = "Examples:
 A job file is JSON: {\"job\": \"convert\", \"input\": …, \"output\": …},
 {\"job\": \"migrate\", \"from\": …, \"to\": …}, {\"job\": \"export\", \"tenant\": …,
 \"from\": …, \"to\": …} or {\"job\": \"import\", \"bundle\": …, \"to\": …}, every other
-field optional (--print-job shows them all). Relative paths are relative to the
-folder ferry runs in. A job file holds no secret: give passwords in PGPASSWORD
-or DATABASE_URL and keys in a file or variable the job names. The report goes
-where the job's `report` says.
+field optional (--print-job shows them all). A job `ferry plan-shards` split has
+\"job_id\" and \"shards\" too: run each shard with --shard I. Relative paths are
+relative to the folder ferry runs in. A job file holds no secret: give passwords
+in PGPASSWORD or DATABASE_URL and keys in a file or variable the job names. The
+report goes where the job's `report` says.
 
 Exit codes: as for the job's command: 0 ok, 1 the run failed, 2 usage or
 configuration error (a file that is not a job, or cannot be read), 128 + the
@@ -44,6 +46,11 @@ pub struct RunArgs {
     /// Print nothing on success.
     #[arg(long, short)]
     quiet: bool,
+
+    /// Run only shard I of a sharded job (from 0; `--shard "$JOB_COMPLETION_INDEX"` in a Kubernetes
+    /// Indexed Job). A shard an earlier attempt committed is not run again.
+    #[arg(long, value_name = "I")]
+    shard: Option<String>,
 }
 
 /// Runs `ferry run`.
@@ -56,9 +63,20 @@ pub fn run(args: RunArgs, env: &Environment) -> Result<()> {
         std::fs::File::open(&args.path).and_then(|mut f| f.read_to_string(&mut text))
     };
     read.map_err(|e| Error::config(format!("cannot read the job file {shown}: {e}")))?;
-    let job =
-        Job::from_json(&text).map_err(|e| Error::config(format!("{shown}: {}", e.message())))?;
-    match job {
+    let sharded = ShardedJob::from_json(&text)
+        .map_err(|e| Error::config(format!("{shown}: {}", e.message())))?;
+    if let Some(index) = &args.shard {
+        return super::shards::run_shard(&sharded, index, env, args.progress, args.quiet);
+    }
+    if !sharded.shards.is_empty() {
+        return Err(Error::usage(format!(
+            "{shown} has {} shards: run each with --shard I (0 to {}), e.g. from xargs -P or a Kubernetes \
+             Indexed Job",
+            sharded.shards.len(),
+            sharded.shards.len() - 1
+        )));
+    }
+    match sharded.job {
         Job::Convert(job) => super::run_convert(&job, env, args.progress, args.quiet).map(drop),
         Job::Migrate(job) => super::migrate::run_job(&job, env, args.quiet),
         Job::Export(job) => super::export::run_job(&job, env, args.quiet),

@@ -159,6 +159,9 @@ pub struct SinkOptions {
     pub text_source: bool,
     /// Records a new table's columns are inferred from (at most the first batch).
     pub sample_records: usize,
+    /// A sharded run's ledger row, written in the load's transaction just before it commits
+    /// ([`crate::shard::ledger`]).
+    pub ledger: Option<crate::shard::ledger::Entry>,
 }
 
 impl Default for SinkOptions {
@@ -175,6 +178,7 @@ impl Default for SinkOptions {
             types: Vec::new(),
             text_source: false,
             sample_records: crate::infer::DEFAULT_SAMPLE_RECORDS,
+            ledger: None,
         }
     }
 }
@@ -234,6 +238,9 @@ pub trait TableSink: Send {
     /// Commits if `--commit-every` says it is time; `through` is the last record number handled. Returns
     /// `through` when it committed.
     fn checkpoint(&mut self, through: u64) -> Result<Option<u64>>;
+
+    /// The run's counts just before [`TableSink::finish`]: a sharded load writes them into its ledger row.
+    fn final_counts(&mut self, _counts: &crate::report::Counts) {}
 
     /// Commits (or, for a dry run, rolls back) and says what happened.
     fn finish(self: Box<Self>) -> Result<Tally>;
@@ -677,6 +684,10 @@ impl TableSink for Sampled {
 
     fn checkpoint(&mut self, through: u64) -> Result<Option<u64>> {
         self.inner.checkpoint(through)
+    }
+
+    fn final_counts(&mut self, counts: &crate::report::Counts) {
+        self.inner.final_counts(counts)
     }
 
     fn finish(mut self: Box<Self>) -> Result<Tally> {

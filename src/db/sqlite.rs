@@ -604,6 +604,12 @@ impl TableSink for SqliteSink {
         Ok(None)
     }
 
+    fn final_counts(&mut self, counts: &crate::report::Counts) {
+        if let Some(entry) = &mut self.options.ledger {
+            entry.counts = *counts;
+        }
+    }
+
     fn finish(mut self: Box<Self>) -> Result<Tally> {
         if self.loaded.is_none() && !self.options.declared.is_empty() {
             self.prepare_columns(&[])?;
@@ -613,6 +619,16 @@ impl TableSink for SqliteSink {
         } else {
             "COMMIT"
         };
+        if let Some(mut entry) = self.options.ledger.take().filter(|_| !self.options.dry_run) {
+            // Duplicates were handed to the database as writes; it skipped them (as the report counts them).
+            entry.counts.written -= self.tally.skipped.min(entry.counts.written);
+            entry.counts.skipped += self.tally.skipped;
+            let fresh = crate::shard::ledger::commit_sqlite(self.conn(), &entry)
+                .map_err(|e| self.fatal("cannot write the shard ledger", e))?;
+            if !fresh {
+                return Err(crate::shard::ledger::done_elsewhere(&entry));
+            }
+        }
         self.conn()
             .execute_batch(end)
             .map_err(|e| self.fatal("cannot commit", e))?;

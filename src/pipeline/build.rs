@@ -50,6 +50,21 @@ pub struct BuiltConvert {
     pub(super) sort: Option<(Vec<SortKey>, PathBuf)>,
 }
 
+impl BuiltConvert {
+    /// Makes the run one shard of a sharded job: a database load writes `entry` into the target's shard
+    /// ledger in its own transaction. `false` when the output is not a database (a file output's shard is
+    /// its own part set instead).
+    pub(crate) fn keep_ledger(&mut self, entry: crate::shard::ledger::Entry) -> bool {
+        match &mut self.table {
+            Some(options) => {
+                options.ledger = Some(entry);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 impl std::fmt::Debug for BuiltConvert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BuiltConvert")
@@ -477,5 +492,6 @@ fn sink_options(
         types: job.types.clone(),
         text_source,
         sample_records: job.sample_records,
+        ledger: None,
     })
 }

@@ -264,7 +264,8 @@ impl Run<'_> {
                 self.report.counts.written -= left_out;
                 self.report.counts.filtered += left_out;
             }
-            Output::Table(table) => {
+            Output::Table(mut table) => {
+                table.final_counts(&self.report.counts);
                 let tally = table.finish()?;
                 // Duplicates were handed to the database as writes; it skipped them.
                 self.report.counts.written -= tally.skipped;

@@ -20,6 +20,7 @@ use std::time::Instant;
 
 pub(crate) use build::build;
 pub use build::BuiltConvert;
+pub(crate) use open::is_envelope_extension;
 pub use open::Streams;
 
 use crate::endpoint::Endpoint;

@@ -305,7 +305,7 @@ fn split_encoder(plan: &BuiltConvert, path: &Path, format: &'static Format) -> S
 }
 
 /// True for an extension that is part of an output's extension chain (format, compression, encryption).
-pub(super) fn is_envelope_extension(extension: &str) -> bool {
+pub(crate) fn is_envelope_extension(extension: &str) -> bool {
     crate::format::by_extension(extension).is_some()
         || ["gz", "br", "zst", "zstd", "enc"].contains(&extension.to_ascii_lowercase().as_str())
 }

@@ -97,7 +97,11 @@ impl TenantOutcome {
 }
 
 /// The tenants a job names, in order.
-fn tenants(job: &MigrateJob, options: &TenantMigrateJob, env: &Environment) -> Result<Vec<Root>> {
+pub(crate) fn tenants(
+    job: &MigrateJob,
+    options: &TenantMigrateJob,
+    env: &Environment,
+) -> Result<Vec<Root>> {
     let mut roots = Vec::new();
     if let Some(file) = &options.tenants_from {
         let text = std::fs::read_to_string(file).map_err(|e| {

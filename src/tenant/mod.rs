@@ -32,6 +32,7 @@ use std::path::Path;
 
 pub use export::{export, BuiltExport, ExportJob, ExportReport, ExportTable};
 pub use import::{import, BuiltImport, ImportJob, ImportReport, ImportTable};
+pub(crate) use migrate::tenants as listed_tenants;
 pub use migrate::{migrate_tenants, summary, TenantMigrateJob, TenantOutcome};
 pub use spec::{Action, Root, Select, Spec};
 

@@ -27,6 +27,8 @@ mod roundtrip;
 mod safety;
 mod serve;
 mod serve_ops;
+mod shard;
+mod shard_deploy;
 mod support;
 mod sync;
 mod tamper;

@@ -8,6 +8,8 @@ mod sink;
 mod source;
 mod wire;
 
+pub(crate) use sink::qualified_name;
+
 use std::str::FromStr as _;
 
 use postgres::{Client, Config};

@@ -30,7 +30,7 @@ const STREAM_CHUNK: usize = 64 * 1024;
 
 /// A table name for SQL: `schema.table` names a table in a schema (each part quoted), anything else is one
 /// quoted identifier.
-pub(super) fn qualified_name(table: &str) -> String {
+pub(crate) fn qualified_name(table: &str) -> String {
     match table.split_once('.') {
         Some((schema, name)) if !schema.is_empty() && !name.is_empty() => {
             format!("{}.{}", quote_ident(schema), quote_ident(name))
@@ -254,6 +254,24 @@ struct Counts {
 const STAGING: &str = "pg_temp.ferry_staging";
 
 impl PgSink {
+    /// Writes a sharded run's ledger row in the load's transaction; a shard another attempt committed
+    /// meanwhile fails this one, which then rolls back.
+    fn commit_ledger(&mut self, mut entry: crate::shard::ledger::Entry) -> Result<()> {
+        // Duplicates were handed to the database as writes; it skipped them (as the report counts them).
+        entry.counts.written -= self.tally.skipped.min(entry.counts.written);
+        entry.counts.skipped += self.tally.skipped;
+        let written = entry.clone();
+        let fresh = self
+            .wire
+            .call(move |c| crate::shard::ledger::commit_pg(c, &written))
+            .map_err(|e| self.fatal("cannot write the shard ledger", &e))?;
+        if fresh {
+            Ok(())
+        } else {
+            Err(crate::shard::ledger::done_elsewhere(&entry))
+        }
+    }
+
     fn fatal(&self, what: &str, e: &WireError) -> Error {
         match e {
             WireError::Db(e) => pg_error(Stage::Sink, &format!("{}: {what}", self.name), e),
@@ -342,7 +360,13 @@ impl PgSink {
                          creating it; this run wrote nothing: run it again to load into that table",
                         self.table
                     ),
-                );
+                )
+                // duplicate_table, whichever of the two ways the server said it: a caller may retry.
+                .with_db_cause(crate::error::DbCause {
+                    sqlstate: Some("42P07".into()),
+                    table: Some(self.options.table.clone()),
+                    ..Default::default()
+                });
             }
             self.fatal("cannot create the table", &e)
         })?;
@@ -598,7 +622,10 @@ fn created_meanwhile(e: &WireError) -> bool {
     let WireError::Db(e) = e else { return false };
     e.as_db_error().is_some_and(|db| {
         let code = db.code().code();
-        code == "42P07" || (code == "23505" && db.constraint() == Some("pg_type_typname_nsp_index"))
+        // 42710: the table's row type was created first ("type … already exists").
+        code == "42P07"
+            || code == "42710"
+            || (code == "23505" && db.constraint() == Some("pg_type_typname_nsp_index"))
     })
 }
 
@@ -728,6 +755,12 @@ impl TableSink for PgSink {
         Ok(None)
     }
 
+    fn final_counts(&mut self, counts: &crate::report::Counts) {
+        if let Some(entry) = &mut self.options.ledger {
+            entry.counts = *counts;
+        }
+    }
+
     fn finish(mut self: Box<Self>) -> Result<Tally> {
         if !self.row_ends.is_empty() {
             return Err(Error::data(
@@ -744,6 +777,9 @@ impl TableSink for PgSink {
         } else {
             "COMMIT"
         };
+        if let Some(entry) = self.options.ledger.take().filter(|_| !self.options.dry_run) {
+            self.commit_ledger(entry)?;
+        }
         self.wire
             .exec(end)
             .map_err(|e| self.fatal("cannot commit", &e))?;
