@@ -125,6 +125,7 @@ pub struct Peeked {
 
 /// Reads (without consuming) the changes waiting in the slot.
 pub fn peek(client: &mut Client, names: &Slot, tables: &[SyncTable]) -> Result<Peeked> {
+    flush_wal(client)?;
     let rows = client
         .query(
             "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, \
@@ -190,6 +191,21 @@ pub fn peek(client: &mut Client, names: &Slot, tables: &[SyncTable]) -> Result<P
         peeked.keys.insert(table, parsed);
     }
     Ok(peeked)
+}
+
+/// Makes the server flush its WAL up to now. Logical decoding reads only flushed WAL, but a transaction
+/// committed with `synchronous_commit = off` is visible before its commit is flushed (up to three
+/// `wal_writer_delay`s later): without this, a pass would see such rows in its snapshot but not in the slot,
+/// and a cut-over could find "nothing behind" while the last commits were still unflushed. A transaction that
+/// writes WAL and commits synchronously flushes everything written before it; a logical message is WAL that
+/// changes no table (pgoutput passes messages on only when asked to).
+fn flush_wal(client: &mut Client) -> Result<()> {
+    client
+        .batch_execute(
+            "BEGIN; SET LOCAL synchronous_commit = on; \
+             SELECT pg_logical_emit_message(true, 'ferry_sync', ''); COMMIT;",
+        )
+        .map_err(fail("flushing the WAL before reading the replication slot"))
 }
 
 /// Consumes the slot up to `lsn` (after the target committed what it covers).
