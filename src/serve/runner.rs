@@ -235,7 +235,11 @@ impl Runner {
         if finished.files.is_empty() {
             remove_dir(dir);
         }
-        handle.update(|op| {
+        // The final state is written down (saved, audited) before it is shown: whoever sees an operation
+        // finished finds its audit entry too.
+        let mut op = handle.snapshot();
+        {
+            let op = &mut op;
             op.status = finished.state;
             op.end_time = Some(now_text());
             op.current_step = finished.state.name().into();
@@ -264,8 +268,7 @@ impl Runner {
                 ),
                 expired: false,
             });
-        });
-        let op = handle.snapshot();
+        }
         self.save(&op);
         self.store.audit(&AuditEntry {
             token: Some(op.token.clone()),
@@ -280,6 +283,7 @@ impl Runner {
             counts: Some(op.counts),
             ..AuditEntry::default()
         });
+        handle.update(|live| *live = op.clone());
         self.metrics.finished(&op);
         tracing::info!(
             operation = %op.operation_id,
