@@ -1107,6 +1107,9 @@ fn serve_caps_uploads_at_once() {
     let s = &f.server;
     let (open, gate) = std::sync::mpsc::channel();
     let held = std::thread::scope(|scope| {
+        // Owned here, the gate opens when this closure ends, also by a failed assertion: the held upload
+        // then finishes and the scope can join it (else a failure would hang the test).
+        let open = open;
         let first = scope.spawn(|| {
             let form = multipart::Form::new()
                 .part(
