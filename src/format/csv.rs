@@ -507,11 +507,15 @@ impl QuoteCheck {
     }
 
     fn state_after_unquoted(&self, b: u8) -> QuoteState {
-        if b == self.delimiter || b == b'\n' || b == b'\r' {
+        if self.ends_field(b) {
             QuoteState::FieldStart
         } else {
             QuoteState::Unquoted
         }
+    }
+
+    fn ends_field(&self, b: u8) -> bool {
+        b == self.delimiter || b == b'\n' || b == b'\r'
     }
 
     /// Inside quotes only a quote or the escape character changes the state.
@@ -530,7 +534,7 @@ impl QuoteCheck {
     }
 
     fn step(&mut self, b: u8) {
-        let ends_field = b == self.delimiter || b == b'\n' || b == b'\r';
+        let ends_field = self.ends_field(b);
         self.state = match self.state {
             QuoteState::FieldStart | QuoteState::Unquoted if ends_field => {
                 self.field += usize::from(b == self.delimiter);
