@@ -20,6 +20,7 @@ pub mod logical;
 pub mod mark;
 pub mod pass;
 pub mod read;
+pub mod window;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
