@@ -196,6 +196,11 @@ pub fn plan(
         )));
     };
     check_job(job, target)?;
+    if job.deletes != Deletes::Ignore && (db.query.is_some() || db.table.is_none()) {
+        return Err(Error::config(
+            "--deletes compares the keys of a source table with the target's: read a ?table=, not a ?query=",
+        ));
+    }
     let lag = job
         .lag
         .as_deref()

@@ -661,3 +661,73 @@ fn sync_postgres_to_postgres_by_cursor_with_a_writer() {
     assert_eq!(report["cutover"][0]["equal"], true, "{report:#}");
     assert_equal(dir.path(), &bare(&source), &bare(&target));
 }
+
+#[test]
+fn the_job_carries_the_incremental_fields_and_a_query_source_works_as_a_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_source(dir.path(), 12);
+    let from = format!(
+        "sqlite://{}?query=SELECT id, name, updated_at FROM users WHERE score > 0",
+        db.display()
+    );
+    let target = dir.path().join("q.db");
+    let to = format!("sqlite://{}?table=active", target.display());
+    let out = run(
+        dir.path(),
+        &[
+            "convert",
+            &from,
+            &to,
+            "--incremental",
+            "updated_at",
+            "--lag",
+            "2s",
+            "--key",
+            "id",
+            "--deletes",
+            "list",
+            "--print-job",
+        ],
+    );
+    let text = ok(&out);
+    let job_text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let job: serde_json::Value =
+        serde_json::from_str(&job_text).unwrap_or_else(|e| panic!("{e}: {job_text} {text}"));
+    assert_eq!(job["incremental"], "updated_at", "{job:#}");
+    assert_eq!(job["lag"], "2s");
+    assert_eq!(job["deletes"], "list");
+    // --deletes needs a table to compare keys with; without it the job runs from its file.
+    let refused = run(
+        dir.path(),
+        &[
+            "convert",
+            &from,
+            &to,
+            "--incremental",
+            "updated_at",
+            "--deletes",
+            "list",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("?table="));
+    let mut job = job;
+    job.as_object_mut().unwrap().remove("deletes");
+    let path = dir.path().join("job.json");
+    let report = dir.path().join("run.json");
+    job["report"] = report.to_str().unwrap().into();
+    std::fs::write(&path, job.to_string()).unwrap();
+    let run_job = || {
+        ok(&run(dir.path(), &["run", path.to_str().unwrap()]));
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&report).unwrap())
+            .unwrap()
+    };
+    let first = run_job();
+    // Rows with score 0 (every seventh) are left out by the query.
+    assert_eq!(first["written"], 11, "{first:#}");
+    assert_eq!(count(&target, "SELECT count(*) FROM active"), 11);
+    let second = run_job();
+    // Only the row at the mark, read again.
+    assert_eq!(second["read"], 1, "{second:#}");
+    assert_eq!(second["incremental"]["from"], second["incremental"]["to"]);
+}
