@@ -731,3 +731,87 @@ fn the_job_carries_the_incremental_fields_and_a_query_source_works_as_a_table() 
     assert_eq!(second["read"], 1, "{second:#}");
     assert_eq!(second["incremental"]["from"], second["incremental"]["to"]);
 }
+
+#[test]
+fn deletions_can_be_listed_or_marked_and_split_runs_list_all_their_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_source(dir.path(), 10);
+    let from = format!("sqlite://{}?table=users", db.display());
+    let target = dir.path().join("copy.db");
+    let to = format!("sqlite://{}?table=users", target.display());
+    convert(dir.path(), &from, &to, &["--incremental", "updated_at"]);
+    rusqlite::Connection::open(&target)
+        .unwrap()
+        .execute_batch("ALTER TABLE users ADD COLUMN deleted_at TEXT")
+        .unwrap();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("DELETE FROM users WHERE id IN (3, 7)")
+        .unwrap();
+    let listed = convert(
+        dir.path(),
+        &from,
+        &to,
+        &["--incremental", "updated_at", "--deletes", "list"],
+    );
+    assert_eq!(listed["incremental"]["deleted"], 2, "{listed:#}");
+    assert_eq!(
+        listed["incremental"]["listed"],
+        serde_json::json!([[3], [7]])
+    );
+    assert_eq!(count(&target, "SELECT count(*) FROM users"), 10);
+    let marked = convert(
+        dir.path(),
+        &from,
+        &to,
+        &[
+            "--incremental",
+            "updated_at",
+            "--deletes",
+            "soft:deleted_at",
+        ],
+    );
+    assert_eq!(marked["incremental"]["deleted"], 2, "{marked:#}");
+    assert_eq!(
+        count(
+            &target,
+            "SELECT count(*) FROM users WHERE deleted_at IS NOT NULL"
+        ),
+        2
+    );
+    let gone = convert(
+        dir.path(),
+        &from,
+        &to,
+        &["--incremental", "updated_at", "--deletes", "delete"],
+    );
+    assert_eq!(gone["incremental"]["deleted"], 2, "{gone:#}");
+    assert_eq!(count(&target, "SELECT count(*) FROM users"), 8);
+    // A split incremental set: a run of several parts lists them all.
+    let out = dir.path().join("s.csv");
+    let args = ["--incremental", "id", "--split-records", "3"];
+    convert(dir.path(), &from, out.to_str().unwrap(), &args);
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "INSERT INTO users (id, name, score, updated_at) VALUES (20, 'a', 0, 'x'), (21, 'b', 0, 'y')",
+        )
+        .unwrap();
+    convert(dir.path(), &from, out.to_str().unwrap(), &args);
+    let manifest_path = dir.path().join("s.manifest.json");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    let runs = &manifest["incremental"]["runs"];
+    assert_eq!(
+        runs[0]["parts"].as_array().unwrap().len(),
+        3,
+        "{manifest:#}"
+    );
+    assert_eq!(runs[1]["parts"], serde_json::json!(["s-00004.csv"]));
+    assert_eq!(runs[1]["rows"], 2);
+    ok(&run(
+        dir.path(),
+        &["verify", manifest_path.to_str().unwrap()],
+    ));
+    assert_eq!(read_set(dir.path(), &manifest_path, &[]).len(), 10);
+}
