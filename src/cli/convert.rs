@@ -74,11 +74,12 @@ const EXAMPLES: &str = "Examples:
   # Incremental: each run reads only rows changed since the last one
   # (the mark is kept in the target); rows gone from the source are
   # deleted from the target too
-  ferry convert 'sqlite://app.db?table=orders' 'postgres://…?table=orders' \
+  ferry convert 'sqlite://app.db?table=orders' \\
+    'postgres://app@db/app?table=orders' \\
     --incremental updated_at --key id --deletes delete
   # Into files: each run adds a part to orders.manifest.json, holding
   # back the last 5 seconds of rows for the next run
-  ferry convert 'sqlite://app.db?table=orders' orders.ndjson.gz \
+  ferry convert 'sqlite://app.db?table=orders' orders.ndjson.gz \\
     --incremental updated_at --lag 5s
 
   # Keep the job these flags make, and run it again later

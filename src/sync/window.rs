@@ -207,7 +207,7 @@ pub fn plan(
         .map(str::parse::<Lag>)
         .transpose()
         .map_err(Error::config)?;
-    let mut conn = source_db(db).open(&job.connect, false)?;
+    let mut conn = database_of(db).open(&job.connect, false)?;
     if let Conn::Sqlite(c) = &conn {
         let _ = c.busy_timeout(Duration::from_secs(30));
     }
@@ -350,8 +350,8 @@ fn check_job(job: &ConvertJob, target: &Endpoint) -> Result<()> {
     Ok(())
 }
 
-/// The source's database, for reading its cursor and keys.
-fn source_db(db: &DbEndpoint) -> Db {
+/// The database of an endpoint (without its table or query), to open a connection of ferry's own.
+fn database_of(db: &DbEndpoint) -> Db {
     match db.database.name {
         "sqlite" => Db::Sqlite(PathBuf::from(db.connection())),
         _ => Db::Postgres(db.database_only()),
@@ -480,8 +480,8 @@ fn describe(conn: &mut Conn, label: &str, from: &str, cursor: &str) -> Result<(K
     Ok((kind, ty.clone()))
 }
 
-/// Looks at the newest value of a SQLite or text cursor: integers make an integer cursor; text must be
-/// an ISO date or time.
+/// Looks at the newest value of a SQLite or text cursor (SQLite's declared types say little about what a
+/// column holds): integers make an integer cursor; text must be an ISO date or time.
 fn check_values(
     conn: &mut Conn,
     label: &str,
@@ -500,10 +500,8 @@ fn check_values(
     match (&newest, &*conn) {
         (None, _) => Ok(kind),
         (Some(Json::Number(n)), Conn::Sqlite(_)) if n.is_i64() => Ok(Kind::Integer),
-        (Some(Json::String(s)), _) if kind == Kind::IsoText => match iso_time(s) {
-            true => Ok(Kind::IsoText),
-            false => Err(bad(format!("{s:?}"))),
-        },
+        (Some(Json::String(s)), _) if iso_time(s) => Ok(Kind::IsoText),
+        (Some(Json::String(s)), _) => Err(bad(format!("{s:?}"))),
         (Some(v), _) => Err(bad(v.to_string())),
     }
 }
@@ -674,7 +672,7 @@ fn read_mark(
     source: &str,
     name: &str,
 ) -> Result<Option<Json>> {
-    let db = source_db(target);
+    let db = database_of(target);
     if let Db::Sqlite(path) = &db {
         if !path.exists() {
             return Ok(None);
@@ -760,7 +758,7 @@ fn load_options(
 }
 
 fn target_has_table(target: &DbEndpoint, connect: &ConnectOptions, table: &str) -> Result<bool> {
-    let db = source_db(target);
+    let db = database_of(target);
     if let Db::Sqlite(path) = &db {
         if !path.exists() {
             return Ok(false);
@@ -788,7 +786,7 @@ impl DeleteStep {
     /// The key-ordered merge of both sides; target rows whose key has gone are deleted, marked or listed,
     /// in one transaction.
     fn run(&self) -> Result<super::pass::Moved> {
-        let source_db = source_db(&self.source);
+        let source_db = database_of(&self.source);
         let source_label = self.source.to_string();
         let target_label = self.target.to_string();
         let mut source = source_db.open(&self.connect, false)?;
@@ -821,7 +819,7 @@ impl DeleteStep {
             key,
             cursor: None,
         };
-        let mut target = source_db_write(&self.target, &self.connect)?;
+        let mut target = database_of(&self.target).open(&self.connect, true)?;
         target
             .begin()
             .map_err(|r| r.error(&target_label, "BEGIN"))?;
@@ -852,10 +850,6 @@ impl DeleteStep {
             }
         }
     }
-}
-
-fn source_db_write(target: &DbEndpoint, connect: &ConnectOptions) -> Result<Conn> {
-    source_db(target).open(connect, true)
 }
 
 #[cfg(test)]
