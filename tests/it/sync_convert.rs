@@ -815,3 +815,66 @@ fn deletions_can_be_listed_or_marked_and_split_runs_list_all_their_parts() {
     ));
     assert_eq!(read_set(dir.path(), &manifest_path, &[]).len(), 10);
 }
+
+#[test]
+fn migrate_incremental_compares_tables_in_parallel_with_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_source(dir.path(), 300);
+    let c = rusqlite::Connection::open(&db).unwrap();
+    for t in ["a", "b", "c"] {
+        c.execute_batch(&format!(
+            "CREATE TABLE {t} (k TEXT PRIMARY KEY, v INTEGER);
+             INSERT INTO {t} SELECT 'k' || id, id FROM users;"
+        ))
+        .unwrap();
+    }
+    let url = cluster().fresh_database("inc_jobs");
+    let state = dir.path().join("jobs.state.json");
+    let migrate = |extra: &[&str]| {
+        let report = dir.path().join("m.json");
+        let target = bare(&url);
+        let mut args = vec![
+            "migrate",
+            "--from",
+            db.to_str().unwrap(),
+            "--to",
+            &target,
+            "--state",
+            state.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+            "-q",
+        ];
+        args.extend_from_slice(extra);
+        ok(&run(dir.path(), &args));
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(report).unwrap())
+            .unwrap()
+    };
+    migrate(&[]);
+    c.execute_batch(
+        "UPDATE a SET v = -1 WHERE v % 50 = 0; DELETE FROM b WHERE v <= 3;
+         INSERT INTO c VALUES ('new', 0); UPDATE users SET name = 'x' WHERE id = 9;",
+    )
+    .unwrap();
+    let report = migrate(&["--incremental", "--jobs", "3"]);
+    let table = |name: &str| {
+        report["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {report:#}"))
+            .clone()
+    };
+    assert_eq!(table("a")["written"], 6, "{report:#}");
+    assert_eq!(table("b")["deleted"], 3, "{report:#}");
+    assert_eq!(table("c")["written"], 1, "{report:#}");
+    assert_eq!(table("users")["written"], 1, "{report:#}");
+    let out = run(dir.path(), &["diff", db.to_str().unwrap(), &bare(&url)]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
