@@ -187,6 +187,17 @@ pub struct ConvertJob {
     pub sort_memory: u64,
     /// `--mkdir`: create a missing output folder (otherwise a missing folder is an error naming it).
     pub mkdir: bool,
+    /// `--incremental`: the cursor column; only rows past the last run's mark are read, and the new mark
+    /// is stored with what the run wrote ([`crate::sync::window`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<String>,
+    /// `--lag`: how far behind the newest cursor value a run stops (`5s`, `1h`, or a number of values).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag: Option<String>,
+    /// `--deletes`: what an incremental load into a database does to target rows whose key has gone from
+    /// the source.
+    #[serde(skip_serializing_if = "is_ignore")]
+    pub deletes: crate::sync::Deletes,
     /// `--report`: where the front end writes the JSON report. The run only checks that it names no file
     /// the run reads or writes.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -232,6 +243,9 @@ impl Default for ConvertJob {
             sort: Vec::new(),
             sort_memory: crate::sort::DEFAULT_SORT_MEMORY,
             mkdir: false,
+            incremental: None,
+            lag: None,
+            deletes: crate::sync::Deletes::Ignore,
             report: None,
         }
     }
@@ -261,6 +275,10 @@ impl ConvertJob {
     pub fn build(&self, env: &Environment) -> Result<BuiltConvert> {
         crate::pipeline::build(self, env)
     }
+}
+
+fn is_ignore(deletes: &crate::sync::Deletes) -> bool {
+    *deletes == crate::sync::Deletes::Ignore
 }
 
 /// Database URLs in job files: written without a password, read as given.

@@ -91,6 +91,9 @@ pub struct Report {
     /// Database loads: the table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table: Option<String>,
+    /// `--incremental`: the cursor, the range read, and `--deletes`' count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<crate::sync::window::IncrementalReport>,
     /// Database loads: the conflict mode.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_conflict: Option<String>,
@@ -229,6 +232,15 @@ impl Report {
                 "\nferry: table {table:?}: inserted {inserted}, updated {updated}, skipped {}{created}{undone}",
                 self.counts.skipped
             ));
+        }
+        if let Some(inc) = &self.incremental {
+            line.push_str(&format!(
+                "\nferry: incremental by {:?}: from {} to {}",
+                inc.cursor, inc.from, inc.to
+            ));
+            if let Some(deleted) = inc.deleted {
+                line.push_str(&format!(", deleted {deleted}"));
+            }
         }
         line
     }

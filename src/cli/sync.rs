@@ -74,6 +74,11 @@ pub struct SyncArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     passes: u64,
 
+    /// Tables compared at once by cursor or checksum into PostgreSQL, each worker with its own
+    /// connections and target transaction (a SQLite target takes one writer).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    jobs: usize,
+
     /// Remove the change-capture triggers and log from the SQLite source (and its marks from --to).
     #[arg(long)]
     uninstall: bool,
@@ -182,6 +187,7 @@ pub fn run(args: SyncArgs) -> Result<()> {
         passes: args.passes,
         cast_rules: args.cast_rules.clone(),
         connect: args.connect.options(),
+        jobs: args.jobs.max(1),
     };
     let inner = super::progress::observer(args.progress, args.quiet);
     let observer: Arc<dyn Observer> = match args.quiet {

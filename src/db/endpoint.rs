@@ -22,6 +22,10 @@ pub struct DbEndpoint {
     pub table: Option<String>,
     /// `?query=`.
     pub query: Option<String>,
+    /// Values the query's placeholders are bound to (never spliced into it): `?1`, `?2` … on SQLite;
+    /// `current_setting('ferry.p1')` … on PostgreSQL, whose `COPY` takes no parameters (set on the
+    /// reading connection with `set_config`). Set by the library (`--incremental`), never by a URL.
+    pub params: Vec<crate::sync::read::Param>,
     /// For PostgreSQL, libpq's variables (`PGHOST`, `PGUSER`, `PGPASSWORD`, …) from the environment the
     /// endpoint was parsed with, read at connect time for what the URL leaves out. May hold a password.
     pub(super) env: Environment,
@@ -116,6 +120,7 @@ impl DbEndpoint {
             connection,
             table: own.table,
             query: own.query,
+            params: Vec::new(),
             env: match database.name {
                 "postgres" => postgres::libpq_environment(env),
                 _ => Environment::empty(),
@@ -146,6 +151,7 @@ impl DbEndpoint {
             connection,
             table: own.table,
             query: own.query,
+            params: Vec::new(),
             ..base
         };
         if endpoint.table.is_some() && endpoint.query.is_some() {
@@ -163,6 +169,7 @@ impl DbEndpoint {
             connection: path.to_owned(),
             table: None,
             query: None,
+            params: Vec::new(),
             env: Environment::empty(),
         }
     }
@@ -172,11 +179,22 @@ impl DbEndpoint {
         &self.connection
     }
 
+    /// A copy that names the database only (no table, query or parameters).
+    pub fn database_only(&self) -> DbEndpoint {
+        DbEndpoint {
+            table: None,
+            query: None,
+            params: Vec::new(),
+            ..self.clone()
+        }
+    }
+
     /// A copy that names another table.
     pub fn with_table(&self, table: &str) -> DbEndpoint {
         DbEndpoint {
             table: Some(table.to_owned()),
             query: None,
+            params: Vec::new(),
             ..self.clone()
         }
     }
@@ -202,6 +220,7 @@ fn bare_sqlite_path(text: &str) -> Option<DbEndpoint> {
     Some(DbEndpoint {
         table: own.table,
         query: own.query,
+        params: Vec::new(),
         ..DbEndpoint::sqlite_file(path)
     })
 }

@@ -162,6 +162,9 @@ pub struct SinkOptions {
     /// A sharded run's ledger row, written in the load's transaction just before it commits
     /// ([`crate::shard::ledger`]).
     pub ledger: Option<crate::shard::ledger::Entry>,
+    /// `ferry convert --incremental`: the new mark, written into `_ferry_state` in the load's transaction
+    /// just before it commits ([`crate::sync::mark`]).
+    pub mark: Option<crate::sync::mark::PendingMark>,
 }
 
 impl Default for SinkOptions {
@@ -179,6 +182,7 @@ impl Default for SinkOptions {
             text_source: false,
             sample_records: crate::infer::DEFAULT_SAMPLE_RECORDS,
             ledger: None,
+            mark: None,
         }
     }
 }

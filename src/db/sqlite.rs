@@ -121,8 +121,13 @@ fn open_source(endpoint: &DbEndpoint, options: &ConnectOptions) -> Result<Box<dy
     conn.prepare(&sql)
         .map_err(|e| Error::config(format!("sqlite {path}: cannot read {sql:?}: {e}")))?;
     let name = endpoint.to_string();
+    let params: Vec<rusqlite::types::Value> = endpoint
+        .params
+        .iter()
+        .map(crate::sync::read::Param::sqlite_value)
+        .collect();
     Ok(Box::new(crate::format::pushed_records(move |emit| {
-        if let Err(e) = stream_rows(&conn, &sql, emit) {
+        if let Err(e) = stream_rows(&conn, &sql, &params, emit) {
             emit(Err(sql_error(Stage::Source, &name, "reading stopped", e)));
         }
     })))
@@ -131,6 +136,7 @@ fn open_source(endpoint: &DbEndpoint, options: &ConnectOptions) -> Result<Box<dy
 fn stream_rows(
     conn: &Connection,
     sql: &str,
+    params: &[rusqlite::types::Value],
     emit: &mut dyn FnMut(Result<Record>) -> bool,
 ) -> rusqlite::Result<()> {
     let mut statement = conn.prepare(sql)?;
@@ -144,7 +150,7 @@ fn stream_rows(
             )
         })
         .collect();
-    let mut rows = statement.query([])?;
+    let mut rows = statement.query(rusqlite::params_from_iter(params))?;
     while let Some(row) = rows.next()? {
         let mut record = Record::with_capacity(columns.len());
         for (i, (name, hint)) in columns.iter().enumerate() {
@@ -619,6 +625,11 @@ impl TableSink for SqliteSink {
         } else {
             "COMMIT"
         };
+        if let Some(mark) = self.options.mark.take().filter(|_| !self.options.dry_run) {
+            crate::sync::mark::write_sqlite(self.conn(), &mark.source, &mark.table, &mark.mark)
+                .map_err(|e| self.fatal("cannot write the mark into _ferry_state", e))?;
+            mark.crash_point();
+        }
         if let Some(mut entry) = self.options.ledger.take().filter(|_| !self.options.dry_run) {
             // Duplicates were handed to the database as writes; it skipped them (as the report counts them).
             entry.counts.written -= self.tally.skipped.min(entry.counts.written);

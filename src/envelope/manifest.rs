@@ -107,6 +107,12 @@ pub fn canonical(manifest: &Manifest) -> Vec<u8> {
         out.extend_from_slice(&part.bytes.to_be_bytes());
         text(&mut out, &part.sha256);
     }
+    // An incremental set's runs and mark (absent from other manifests, whose bytes stay as they were).
+    if let Some(log) = &manifest.incremental {
+        out.push(1);
+        // Plain data with string keys: serializing cannot fail.
+        text(&mut out, &serde_json::to_string(log).unwrap_or_default());
+    }
     out
 }
 
@@ -710,6 +716,7 @@ mod tests {
                     sha256: hex(&Sha256::digest(b"part two")),
                 },
             ],
+            incremental: None,
             mac: None,
         }
     }

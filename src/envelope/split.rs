@@ -171,9 +171,52 @@ pub struct Manifest {
     pub total_records: u64,
     /// The parts, in order.
     pub parts: Vec<PartEntry>,
+    /// `ferry convert --incremental`: the cursor, its mark, and the range each run wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<IncrementalLog>,
     /// The MAC over the rest of the manifest, when the parts are encrypted (version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<super::manifest::ManifestMac>,
+}
+
+/// The runs of an incremental set (`ferry convert --incremental COL --to FILE`): each run wrote new
+/// parts with the rows whose cursor lay in its range; the mark is where the next run starts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IncrementalLog {
+    /// The cursor column.
+    pub cursor: String,
+    /// The last run's upper end: the next run reads rows whose cursor is past it.
+    pub mark: serde_json::Value,
+    /// Every run that wrote rows, in order.
+    pub runs: Vec<IncrementalRun>,
+}
+
+/// One run of an incremental set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IncrementalRun {
+    /// The mark it started from (rows past it were read); null for the first run (every row).
+    pub from: serde_json::Value,
+    /// Its upper end (rows up to and including it were read).
+    pub to: serde_json::Value,
+    /// Rows it wrote.
+    pub rows: u64,
+    /// The parts it wrote.
+    pub parts: Vec<String>,
+    /// When it ran, RFC 3339.
+    pub at: String,
+}
+
+/// An incremental run's place in its set: the set so far (none on the first run) and the range read.
+#[derive(Debug, Clone)]
+pub struct Continuation {
+    /// The set's manifest as the last run left it.
+    pub earlier: Option<Manifest>,
+    /// The cursor column.
+    pub cursor: String,
+    /// The mark the run starts from.
+    pub from: serde_json::Value,
+    /// The run's upper end (the new mark).
+    pub to: serde_json::Value,
 }
 
 impl Manifest {
@@ -299,6 +342,8 @@ pub struct SplitEncoder {
     bytes_before: u64,
     /// The key the parts are encrypted with: the manifest gets a MAC under it.
     seal: Option<Arc<KeyMaterial>>,
+    /// An incremental run: its parts are added to an earlier set.
+    continues: Option<Continuation>,
 }
 
 struct OpenPart {
@@ -331,6 +376,7 @@ impl SplitEncoder {
             done: Vec::new(),
             bytes_before: 0,
             seal: None,
+            continues: None,
         }
     }
 
@@ -338,6 +384,21 @@ impl SplitEncoder {
     pub fn sealed_with(mut self, key: Arc<KeyMaterial>) -> SplitEncoder {
         self.seal = Some(key);
         self
+    }
+
+    /// Makes the run an incremental one: parts are numbered after the earlier set's, the manifest lists
+    /// the earlier parts and these, with the run's range and the new mark; a run without records writes
+    /// nothing (the earlier set and its mark stay as they are).
+    pub fn continuing(mut self, continuation: Continuation) -> SplitEncoder {
+        self.continues = Some(continuation);
+        self
+    }
+
+    fn earlier_parts(&self) -> usize {
+        self.continues
+            .as_ref()
+            .and_then(|c| c.earlier.as_ref())
+            .map_or(0, |m| m.parts.len())
     }
 
     /// Ends the part being written, if any: the next record starts a new part (a tenant bundle gives each
@@ -352,7 +413,7 @@ impl SplitEncoder {
     }
 
     fn open_part(&mut self) -> Result<()> {
-        let path = self.names.part(self.done.len() + 1);
+        let path = self.names.part(self.earlier_parts() + self.done.len() + 1);
         let closed = Arc::new(Mutex::new(None));
         let file = HashedFile::create(&path, closed.clone())?;
         let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -421,8 +482,12 @@ impl Encoder for SplitEncoder {
     }
 
     fn finish(mut self: Box<Self>) -> Result<u64> {
-        // No records at all still gives one (empty, readable) part, so the manifest lists something to read.
         if self.current.is_none() && self.done.is_empty() {
+            if self.continues.is_some() {
+                // An incremental run that found nothing new leaves the set and its mark as they are.
+                return Ok(0);
+            }
+            // No records at all still gives one (empty, readable) part, so the manifest lists something to read.
             self.open_part()?;
         }
         self.close_part()?;
@@ -433,8 +498,12 @@ impl Encoder for SplitEncoder {
             head: std::mem::take(&mut self.head),
             total_records: self.done.iter().map(|(e, _)| e.records).sum(),
             parts: self.done.iter().map(|(e, _)| e.clone()).collect(),
+            incremental: None,
             mac: None,
         };
+        if let Some(c) = self.continues.take() {
+            continue_set(&mut manifest, c);
+        }
         if let Some(key) = &self.seal {
             super::manifest::seal(&mut manifest, key)?;
         }
@@ -464,6 +533,32 @@ impl Encoder for SplitEncoder {
     fn bytes_written(&self) -> u64 {
         self.bytes_before + self.current.as_ref().map_or(0, part_size)
     }
+}
+
+/// Puts an incremental run's parts after the earlier set's and records its range and the new mark.
+fn continue_set(manifest: &mut Manifest, c: Continuation) {
+    let run = IncrementalRun {
+        from: c.from,
+        to: c.to.clone(),
+        rows: manifest.total_records,
+        parts: manifest.parts.iter().map(|p| p.file.clone()).collect(),
+        at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    let mut log = IncrementalLog {
+        cursor: c.cursor,
+        mark: c.to,
+        runs: Vec::new(),
+    };
+    if let Some(earlier) = c.earlier {
+        manifest.created = earlier.created;
+        let mut parts = earlier.parts;
+        parts.append(&mut manifest.parts);
+        manifest.parts = parts;
+        manifest.total_records = manifest.parts.iter().map(|p| p.records).sum();
+        log.runs = earlier.incremental.map(|l| l.runs).unwrap_or_default();
+    }
+    log.runs.push(run);
+    manifest.incremental = Some(log);
 }
 
 /// A part's size so far: the bytes that reached its file, or, while layers above still buffer them, the

@@ -48,6 +48,8 @@ pub struct BuiltConvert {
     pub(super) key: Option<Arc<KeyMaterial>>,
     /// `--sort`: the fields, and where a large sort spills its runs (`TMPDIR`).
     pub(super) sort: Option<(Vec<SortKey>, PathBuf)>,
+    /// `--incremental`: the range read and where its mark goes.
+    pub(super) incremental: Option<crate::sync::window::Window>,
 }
 
 impl BuiltConvert {
@@ -97,7 +99,7 @@ fn endpoint_format(
 
 /// Checks `job` against `env` (see [`ConvertJob::build`]).
 pub(crate) fn build(job: &ConvertJob, env: &Environment) -> Result<BuiltConvert> {
-    let source = Endpoint::parse(&job.input, env)?;
+    let mut source = Endpoint::parse(&job.input, env)?;
     let target = Endpoint::parse(&job.output, env)?;
     let manifest = match &source {
         Endpoint::File(path) if is_manifest(path) => Some(PartSet::open(path)?),
@@ -135,7 +137,7 @@ pub(crate) fn build(job: &ConvertJob, env: &Environment) -> Result<BuiltConvert>
     };
     let text_source = input_format.is_some_and(|f| f.fidelity == Fidelity::Text);
     let stages = Arc::new(Stages::build(job, env, text_source)?);
-    let table = match &target {
+    let mut table = match &target {
         Endpoint::Database(db) if !job.validate_only => {
             Some(sink_options(job, db, &source, &stages, text_source)?)
         }
@@ -146,6 +148,13 @@ pub(crate) fn build(job: &ConvertJob, env: &Environment) -> Result<BuiltConvert>
     let sort = sort_plan(job, &target, env)?;
     let input_key = InputKey::resolve(job.key_source.as_ref(), env)?;
     let (compression, key) = output_envelope(job, &target, &input_key)?;
+    let head = crate::sync::window::OutputHead {
+        format: output_format.map_or("ndjson", |f| f.name),
+        compression: compression.kind.name(),
+        key: key.as_deref(),
+    };
+    let incremental =
+        crate::sync::window::plan(job, &mut source, &target, table.as_mut(), head, env)?;
     let expect = input_expectation(job, &source, manifest.as_ref(), key.is_some())?;
     if let Some(set) = &manifest {
         authenticate_set(set, &input_key)?;
@@ -174,6 +183,7 @@ pub(crate) fn build(job: &ConvertJob, env: &Environment) -> Result<BuiltConvert>
         compression,
         key,
         sort,
+        incremental,
     };
     run_paths(job, &built).check()?;
     Ok(built)
@@ -493,5 +503,6 @@ fn sink_options(
         text_source,
         sample_records: job.sample_records,
         ledger: None,
+        mark: None,
     })
 }

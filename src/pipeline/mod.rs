@@ -98,12 +98,17 @@ impl BuiltConvert {
             output: report.output.clone(),
             total_bytes,
         });
-        let result = self.execute(
-            streams,
-            ctx,
-            &mut report,
-            (bytes_read.clone(), total_bytes, started),
-        );
+        let result = self
+            .execute(
+                streams,
+                ctx,
+                &mut report,
+                (bytes_read.clone(), total_bytes, started),
+            )
+            .and_then(|()| match &self.incremental {
+                Some(w) => w.after_load(&mut report.incremental, report.dry_run, ctx),
+                None => Ok(()),
+            });
         report.bytes_read = bytes_read.load(Ordering::Relaxed);
         report.seconds = started.elapsed().as_secs_f64();
         report.records_per_second = if report.seconds > 0.0 {
@@ -194,6 +199,7 @@ impl BuiltConvert {
                 format_name(&self.target, self.output_format)
             },
             table: self.table.as_ref().map(|t| t.table.clone()),
+            incremental: self.incremental.as_ref().map(|w| w.report()),
             on_conflict: self.table.as_ref().map(|t| t.on_conflict.name().to_owned()),
             template,
             schema,

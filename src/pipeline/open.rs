@@ -226,7 +226,7 @@ pub(super) fn open_output(
         _ if dry_run => Box::new(Discard::default()),
         (Endpoint::Stdio, Some(stream)) => Box::new(WriterSink::new(stream)),
         (Endpoint::Stdio, None) => Box::new(WriterSink::stdout()),
-        (Endpoint::File(path), _) if job.split.splits() => {
+        (Endpoint::File(path), _) if job.split.splits() || plan.incremental.is_some() => {
             let parts = Box::new(split_encoder(plan, path, format));
             return Ok(Output::File(sorted(plan, parts)));
         }
@@ -297,7 +297,10 @@ fn split_encoder(plan: &BuiltConvert, path: &Path, format: &'static Format) -> S
         };
         format.encode(layers::wrap_sink(sink, &write_layers)?, &options)
     });
-    let encoder = SplitEncoder::new(names, job.split, head, created, layers);
+    let mut encoder = SplitEncoder::new(names, job.split, head, created, layers);
+    if let Some(c) = plan.incremental.as_ref().and_then(|w| w.continuation()) {
+        encoder = encoder.continuing(c);
+    }
     match &plan.key {
         Some(key) => encoder.sealed_with(key.clone()),
         None => encoder,

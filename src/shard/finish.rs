@@ -151,6 +151,7 @@ pub fn finish(job: &ShardedJob, env: &Environment) -> Result<Finished> {
         head,
         total_records: parts.iter().map(|p| p.records).sum(),
         parts,
+        incremental: None,
         mac: None,
     };
     if let Some(material) = key {

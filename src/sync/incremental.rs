@@ -112,5 +112,6 @@ fn plan(job: &MigrateJob) -> crate::error::Result<SyncJob> {
         passes: 1,
         cast_rules: job.cast_rules.clone().or(state.cast_rules),
         connect: job.connect,
+        jobs: job.jobs.max(1),
     })
 }

@@ -18,15 +18,16 @@ fn pg_fail(what: &str) -> impl Fn(postgres::Error) -> Error + '_ {
     move |e| crate::db::postgres::pg_error(Stage::Sink, what, &e)
 }
 
+const CREATE: &str =
+    "CREATE TABLE IF NOT EXISTS _ferry_state (source TEXT NOT NULL, table_name TEXT NOT NULL, \
+     mark TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (source, table_name))";
+
 /// Creates `_ferry_state` when the target has none.
 pub fn ensure(target: &mut Conn) -> Result<()> {
-    let sql =
-        "CREATE TABLE IF NOT EXISTS _ferry_state (source TEXT NOT NULL, table_name TEXT NOT NULL, \
-               mark TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (source, table_name))";
     let what = "creating _ferry_state";
     match target {
-        Conn::Sqlite(c) => c.execute_batch(sql).map_err(sqlite_fail(what)),
-        Conn::Postgres(c) => c.batch_execute(sql).map_err(pg_fail(what)),
+        Conn::Sqlite(c) => c.execute_batch(CREATE).map_err(sqlite_fail(what)),
+        Conn::Postgres(c) => c.batch_execute(CREATE).map_err(pg_fail(what)),
     }
 }
 
@@ -67,25 +68,65 @@ pub fn read(target: &mut Conn, source: &str, table: &str) -> Result<Option<serde
 /// Stores `mark` for `table` of `source`: call inside the load's transaction.
 pub fn write(target: &mut Conn, source: &str, table: &str, mark: &serde_json::Value) -> Result<()> {
     let what = "writing _ferry_state";
-    let text = mark.to_string();
-    let now = chrono::Utc::now().to_rfc3339();
     match target {
-        Conn::Sqlite(c) => c
-            .execute(
-                "INSERT INTO _ferry_state (source, table_name, mark, updated_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (source, table_name) DO UPDATE SET mark = excluded.mark, updated_at = excluded.updated_at",
-                [source, table, &text, &now],
-            )
-            .map(drop)
-            .map_err(sqlite_fail(what)),
-        Conn::Postgres(c) => c
-            .execute(
-                "INSERT INTO _ferry_state (source, table_name, mark, updated_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (source, table_name) DO UPDATE SET mark = EXCLUDED.mark, updated_at = EXCLUDED.updated_at",
-                &[&source, &table, &text, &now],
-            )
-            .map(drop)
-            .map_err(pg_fail(what)),
+        Conn::Sqlite(c) => write_sqlite(c, source, table, mark).map_err(sqlite_fail(what)),
+        Conn::Postgres(c) => write_pg(c, source, table, mark).map_err(pg_fail(what)),
+    }
+}
+
+/// [`write`] on a SQLite connection a loader holds (creating `_ferry_state` first when needed).
+pub fn write_sqlite(
+    c: &rusqlite::Connection,
+    source: &str,
+    table: &str,
+    mark: &serde_json::Value,
+) -> rusqlite::Result<()> {
+    c.execute_batch(CREATE)?;
+    c.execute(
+        "INSERT INTO _ferry_state (source, table_name, mark, updated_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (source, table_name) DO UPDATE SET mark = excluded.mark, updated_at = excluded.updated_at",
+        [source, table, &mark.to_string(), &chrono::Utc::now().to_rfc3339()],
+    )
+    .map(drop)
+}
+
+/// [`write`] on a PostgreSQL connection a loader holds (creating `_ferry_state` first when needed).
+pub fn write_pg(
+    c: &mut postgres::Client,
+    source: &str,
+    table: &str,
+    mark: &serde_json::Value,
+) -> std::result::Result<(), postgres::Error> {
+    c.batch_execute(CREATE)?;
+    c.execute(
+        "INSERT INTO _ferry_state (source, table_name, mark, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (source, table_name) DO UPDATE SET mark = EXCLUDED.mark, updated_at = EXCLUDED.updated_at",
+        &[&source, &table, &mark.to_string(), &chrono::Utc::now().to_rfc3339()],
+    )
+    .map(drop)
+}
+
+/// A mark a table loader writes in its own transaction, just before it commits (`ferry convert
+/// --incremental` into a database).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingMark {
+    /// The source, as `_ferry_state` names it.
+    pub source: String,
+    /// What the mark is of (`convert:<target table>:<cursor>`).
+    pub table: String,
+    /// The new mark.
+    pub mark: serde_json::Value,
+    /// The test hook `FERRY_CRASH_AT=convert-loaded`: the process stops after the rows and the mark are
+    /// written and before the commit, as `kill -9` would.
+    pub crash_before_commit: bool,
+}
+
+impl PendingMark {
+    /// Stops the process here when the test hook asks for it.
+    pub fn crash_point(&self) {
+        if self.crash_before_commit {
+            std::process::exit(137);
+        }
     }
 }
 

@@ -20,6 +20,7 @@ pub mod logical;
 pub mod mark;
 pub mod pass;
 pub mod read;
+pub mod window;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -90,6 +91,9 @@ pub struct SyncJob {
     pub cast_rules: Option<PathBuf>,
     /// Connection retries and timeout.
     pub connect: ConnectOptions,
+    /// Tables compared at once by cursor or checksum, each worker with its own connection to each side
+    /// and its own target transaction (a PostgreSQL target; a SQLite target takes one writer).
+    pub jobs: usize,
 }
 
 impl Default for SyncJob {
@@ -107,6 +111,7 @@ impl Default for SyncJob {
             passes: 0,
             cast_rules: None,
             connect: ConnectOptions::default(),
+            jobs: 1,
         }
     }
 }
@@ -285,6 +290,7 @@ struct Syncer<'a> {
     job: &'a SyncJob,
     ctx: &'a RunContext,
     source_db: Db,
+    target_db: Db,
     source: Conn,
     target: Conn,
     source_label: String,
@@ -412,6 +418,7 @@ impl<'a> Syncer<'a> {
             job,
             ctx,
             source_db,
+            target_db,
             source,
             target,
             source_label,
@@ -537,8 +544,15 @@ impl<'a> Syncer<'a> {
         }
     }
 
-    /// One pass over every table: one source snapshot, one target transaction.
+    /// One pass over every table: one source snapshot, one target transaction — or, with `jobs` workers
+    /// (cursor and checksum capture into PostgreSQL), one of each per worker.
     fn pass(&mut self) -> Result<Vec<Moved>> {
+        let workers = self.job.jobs.min(self.tables.len());
+        let parallel = matches!(self.capture, Capture::Cursor | Capture::Checksum)
+            && matches!(self.target_db, Db::Postgres(_));
+        if parallel && workers > 1 {
+            return self.pass_parallel(workers);
+        }
         if let (Some(slot), Conn::Postgres(client)) = (&self.slot, &mut self.source) {
             // Peeked before the snapshot: every change peeked is visible to it.
             let started = mark::read(&mut self.target, &self.source_label, &slot.slot)?.is_some();
@@ -547,17 +561,7 @@ impl<'a> Syncer<'a> {
                 false => None,
             };
         }
-        let snapshot = match &self.source {
-            Conn::Postgres(_) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-            Conn::Sqlite(_) => "BEGIN",
-        };
-        self.source
-            .exec(snapshot)
-            .map_err(|r| r.error(&self.source_label, "starting a snapshot"))?;
-        if let Conn::Sqlite(c) = &self.source {
-            // A deferred BEGIN takes its snapshot at the first read.
-            let _ = c.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()));
-        }
+        snapshot(&mut self.source, &self.source_label)?;
         self.target
             .begin()
             .map_err(|r| r.error(&self.target_label, "BEGIN"))?;
@@ -615,24 +619,71 @@ impl<'a> Syncer<'a> {
             return self.pass_logical();
         }
         let (capture, deletes) = (self.capture, self.job.deletes.clone());
-        let out = self.each_table(|ends, table, slot| match (capture, table.cursor) {
-            (Capture::Cursor, Some(_)) => {
-                let source = ends.source_label;
-                let old = mark::read(ends.target, source, table.name())?;
-                let mut moved = pass::by_cursor(ends, table, slot, old.as_ref(), deletes.clone())?;
-                if old.is_some() && deletes != Deletes::Ignore {
-                    let gone = pass::by_merge(ends, table, slot, deletes.clone(), true)?;
-                    moved.deleted += gone.deleted;
-                    moved.listed.extend(gone.listed);
-                }
-                if let Some(m) = &moved.mark {
-                    mark::write(ends.target, source, table.name(), m)?;
-                }
-                Ok(moved)
-            }
-            _ => pass::by_merge(ends, table, slot, deletes.clone(), false),
-        })?;
+        let out =
+            self.each_table(|ends, table, slot| one_table(ends, table, slot, capture, &deletes))?;
         Ok((out, None))
+    }
+
+    /// A pass by cursor or checksum with `workers` threads: each opens both sides, takes the next table
+    /// until none is left, and commits its own target transaction (each table's rows with its mark). A
+    /// failed worker's tables roll back; the others' stay committed, and the next pass finds the rest.
+    fn pass_parallel(&mut self, workers: usize) -> Result<Vec<Moved>> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done: std::sync::Mutex<Vec<Option<Moved>>> =
+            std::sync::Mutex::new(vec![None; self.tables.len()]);
+        let (capture, deletes) = (self.capture, self.job.deletes.clone());
+        let worker = || -> Result<()> {
+            let mut source = self.source_db.open(&self.job.connect, false)?;
+            let mut target = self.target_db.open(&self.job.connect, true)?;
+            snapshot(&mut source, &self.source_label)?;
+            target
+                .begin()
+                .map_err(|r| r.error(&self.target_label, "BEGIN"))?;
+            let mut mine = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(table) = self.tables.get(i) else {
+                    break;
+                };
+                self.ctx.cancel.check()?;
+                let mut ends = Ends {
+                    source: &mut source,
+                    target: &mut target,
+                    source_label: &self.source_label,
+                    target_label: &self.target_label,
+                };
+                mine.push((i, one_table(&mut ends, table, i, capture, &deletes)?));
+            }
+            if self.crash_at.as_deref() == Some("sync-loaded") {
+                std::process::exit(137);
+            }
+            target
+                .exec("COMMIT")
+                .map_err(|r| r.error(&self.target_label, "COMMIT"))?;
+            source.rollback();
+            let mut slots = done
+                .lock()
+                .map_err(|_| Error::config("a sync worker panicked"))?;
+            for (i, moved) in mine {
+                slots[i] = Some(moved);
+            }
+            Ok(())
+        };
+        let results: Vec<Result<()>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers).map(|_| scope.spawn(worker)).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::config("a sync worker panicked")))
+                })
+                .collect()
+        });
+        results.into_iter().collect::<Result<Vec<()>>>()?;
+        let slots = done
+            .into_inner()
+            .map_err(|_| Error::config("a sync worker panicked"))?;
+        Ok(slots.into_iter().map(Option::unwrap_or_default).collect())
     }
 
     /// A pass by change log: the first one compares whole tables (the log starts with the triggers); later
@@ -724,6 +775,48 @@ impl<'a> Syncer<'a> {
         }
         Ok(out)
     }
+}
+
+/// Starts a read snapshot of the source: one read transaction (SQLite), `REPEATABLE READ` (PostgreSQL).
+fn snapshot(source: &mut Conn, label: &str) -> Result<()> {
+    let sql = match source {
+        Conn::Postgres(_) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        Conn::Sqlite(_) => "BEGIN",
+    };
+    source
+        .exec(sql)
+        .map_err(|r| r.error(label, "starting a snapshot"))?;
+    if let Conn::Sqlite(c) = source {
+        // A deferred BEGIN takes its snapshot at the first read.
+        let _ = c.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()));
+    }
+    Ok(())
+}
+
+/// One table of a pass by cursor (where it has the column) or by key and checksum; a cursor pass also
+/// looks for deleted keys and stores the new mark in the target's transaction.
+fn one_table(
+    ends: &mut Ends<'_>,
+    table: &SyncTable,
+    slot: usize,
+    capture: Capture,
+    deletes: &Deletes,
+) -> Result<Moved> {
+    if capture != Capture::Cursor || table.cursor.is_none() {
+        return pass::by_merge(ends, table, slot, deletes.clone(), false);
+    }
+    let source = ends.source_label;
+    let old = mark::read(ends.target, source, table.name())?;
+    let mut moved = pass::by_cursor(ends, table, slot, old.as_ref(), deletes.clone())?;
+    if old.is_some() && *deletes != Deletes::Ignore {
+        let gone = pass::by_merge(ends, table, slot, deletes.clone(), true)?;
+        moved.deleted += gone.deleted;
+        moved.listed.extend(gone.listed);
+    }
+    if let Some(m) = &moved.mark {
+        mark::write(ends.target, source, table.name(), m)?;
+    }
+    Ok(moved)
 }
 
 fn add(total: &mut Moved, m: &Moved) {

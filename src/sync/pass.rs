@@ -200,6 +200,19 @@ pub fn by_merge(
     deletes: super::apply::Deletes,
     keys_only: bool,
 ) -> Result<Moved> {
+    by_merge_from(ends, table, table.name(), slot, deletes, keys_only)
+}
+
+/// [`by_merge`] where the source's table has another name than the target's (`table` names the target's;
+/// `ferry convert --incremental … --deletes`).
+pub fn by_merge_from(
+    ends: &mut Ends<'_>,
+    table: &SyncTable,
+    source_table: &str,
+    slot: usize,
+    deletes: super::apply::Deletes,
+    keys_only: bool,
+) -> Result<Moved> {
     let view = match keys_only {
         true => keys_view(table),
         false => table.clone(),
@@ -214,7 +227,7 @@ pub fn by_merge(
     let sql = format!(
         "SELECT {} FROM {}{}",
         select_list(ends.source, &view.copy),
-        quote_ident(view.name()),
+        quote_ident(source_table),
         order_by(ends.source, &view)
     );
     let (target, target_label) = (&mut *ends.target, ends.target_label);

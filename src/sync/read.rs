@@ -93,6 +93,23 @@ pub enum Param {
 }
 
 impl Param {
+    /// The value as SQLite binds it (PostgreSQL text as text).
+    pub fn sqlite_value(&self) -> Value {
+        match self {
+            Param::Sqlite(v) => v.clone(),
+            Param::Pg(t) => Value::Text(t.clone()),
+        }
+    }
+
+    /// The value as PostgreSQL text (a SQLite value as its JSON form, strings unquoted).
+    pub fn text(&self) -> String {
+        match self {
+            Param::Pg(t) => t.clone(),
+            Param::Sqlite(Value::Text(t)) => t.clone(),
+            Param::Sqlite(v) => sqlite_json(ValueRef::from(v)).to_string(),
+        }
+    }
+
     /// A key value for the kind of database `conn` is.
     pub fn key(conn: &Conn, d: &Datum) -> Param {
         match conn {

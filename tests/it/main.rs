@@ -31,6 +31,7 @@ mod shard;
 mod shard_deploy;
 mod support;
 mod sync;
+mod sync_convert;
 mod tamper;
 mod templates;
 mod tenant;

@@ -777,6 +777,15 @@ impl TableSink for PgSink {
         } else {
             "COMMIT"
         };
+        if let Some(mark) = self.options.mark.take().filter(|_| !self.options.dry_run) {
+            let written = mark.clone();
+            self.wire
+                .call(move |c| {
+                    crate::sync::mark::write_pg(c, &written.source, &written.table, &written.mark)
+                })
+                .map_err(|e| self.fatal("cannot write the mark into _ferry_state", &e))?;
+            mark.crash_point();
+        }
         if let Some(entry) = self.options.ledger.take().filter(|_| !self.options.dry_run) {
             self.commit_ledger(entry)?;
         }

@@ -26,6 +26,13 @@ pub(super) fn open_source(
         }
     };
     let mut client = connect(endpoint, options, Stage::Source)?;
+    // COPY takes no parameters: the query reads its values back with current_setting('ferry.pN').
+    for (i, param) in endpoint.params.iter().enumerate() {
+        let (name, value) = (format!("ferry.p{}", i + 1), param.text());
+        client
+            .execute("SELECT set_config($1, $2, false)", &[&name, &value])
+            .map_err(|e| pg_error(Stage::Source, &format!("{endpoint}: cannot set {name}"), &e))?;
+    }
     // A table or query the server refuses is the job's mistake, found before any record moves.
     let statement = client.prepare(&inner).map_err(|e| {
         Error::config(pg_error(Stage::Source, &format!("{endpoint}: cannot read"), &e).message())
