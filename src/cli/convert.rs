@@ -223,6 +223,7 @@ impl InputArgs {
             null_marker: self.null_marker.clone(),
             sample_records: crate::infer::DEFAULT_SAMPLE_RECORDS,
             projection: None,
+            declared: Vec::new(),
             parquet: Default::default(),
             excel: crate::format::ExcelOptions {
                 sheet: self.sheet.clone(),

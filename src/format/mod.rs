@@ -168,6 +168,11 @@ pub struct FormatOptions {
     /// these columns. Set by the run, never by a job file.
     #[serde(skip)]
     pub projection: Option<Vec<String>>,
+    /// The template's output fields in order, with their declared column kinds (through the one type
+    /// table, [`crate::db::ColumnKind`]): a typed writer (Parquet) takes its schema from them
+    /// instead of sampling. Set by the run, never by a job file.
+    #[serde(skip)]
+    pub declared: Vec<(String, Option<crate::db::ColumnKind>)>,
     /// Parquet's own options (`"parquet": {"compression": "zstd", "row_group_size": 122880}`).
     #[serde(skip_serializing_if = "ParquetOptions::is_default")]
     pub parquet: ParquetOptions,
@@ -194,6 +199,7 @@ impl Default for FormatOptions {
             null_marker: None,
             sample_records: crate::infer::DEFAULT_SAMPLE_RECORDS,
             projection: None,
+            declared: Vec::new(),
             parquet: ParquetOptions::default(),
             excel: ExcelOptions::default(),
         }
