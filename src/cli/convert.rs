@@ -224,6 +224,7 @@ impl InputArgs {
             sample_records: crate::infer::DEFAULT_SAMPLE_RECORDS,
             projection: None,
             declared: Vec::new(),
+            input_columns: Default::default(),
             parquet: Default::default(),
             excel: crate::format::ExcelOptions {
                 sheet: self.sheet.clone(),

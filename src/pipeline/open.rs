@@ -256,6 +256,7 @@ fn write_options(plan: &BuiltConvert) -> crate::format::FormatOptions {
     crate::format::FormatOptions {
         sample_records: plan.job.sample_records,
         declared,
+        input_columns: plan.job.read_options.input_columns.clone(),
         ..plan.job.write_options.clone()
     }
 }

@@ -27,7 +27,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use super::{ParquetOptions, BATCH_ROWS};
 use crate::db::ColumnKind;
 use crate::error::{Error, Position, Result, Stage};
-use crate::format::{Encoder, FormatOptions};
+use crate::format::{Encoder, FormatOptions, InputColumns};
 use crate::record::{Record, Timestamp, Value};
 use crate::sink::ByteSink;
 
@@ -51,12 +51,15 @@ pub(super) fn encoder(
         sample: Vec::new(),
         sample_size: options.sample_records.max(1),
         declared,
-        known: options.columns.clone().unwrap_or_default(),
+        known: options.input_columns.clone(),
         rows: 0,
         slots: Vec::new(),
         options: options.parquet.clone(),
     }))
 }
+
+/// The one column of an output of no records whose columns nothing names (no template, no header).
+const NO_COLUMNS: &str = "_ferry_no_columns";
 
 /// What the template's declaration fixes about a column before any record is seen.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,8 +145,9 @@ struct ParquetEncoder {
     sample_size: usize,
     /// The template's fields in order, with what their declared types fix.
     declared: Vec<(String, Plan)>,
-    /// Column names known before any record (`--columns`): an output of no records still has them.
-    known: Vec<String>,
+    /// The input's columns (a CSV header), as its decoder learns them: an output of no records, and no
+    /// declared fields, still has them.
+    known: InputColumns,
     /// Rows in the builders.
     rows: usize,
     /// For each column, the index of its field in the record at hand (`usize::MAX`: absent).
@@ -166,7 +170,16 @@ impl ParquetEncoder {
         let sample = std::mem::take(&mut self.sample);
         let mut seen: Vec<(String, Seen)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
-        let names = self.declared.iter().map(|(n, _)| n).chain(&self.known);
+        let known = match (sample.is_empty(), self.declared.is_empty()) {
+            (true, true) => match self.known.get() {
+                Some(names) if !names.is_empty() => names.to_vec(),
+                // Nothing says what the columns are: one text column, because a Parquet file without
+                // columns is refused by DuckDB and others.
+                _ => vec![NO_COLUMNS.to_owned()],
+            },
+            _ => Vec::new(),
+        };
+        let names = self.declared.iter().map(|(n, _)| n).chain(&known);
         for name in names {
             index.entry(name.clone()).or_insert_with(|| {
                 seen.push((name.clone(), Seen::Nothing));
@@ -237,18 +250,8 @@ impl ParquetEncoder {
         for (column, &slot) in self.columns.iter().zip(&self.slots) {
             let value = record.value_at(slot).unwrap_or(&Value::Null);
             if !fits(&column.data_type, value, column.widen) {
-                let message = format!(
-                    "{}{}",
-                    mismatch(value, &column.data_type),
-                    match self.declared.iter().any(|(n, _)| *n == column.name) {
-                        true => ", which the template declares".to_owned(),
-                        false => format!(
-                            ", which the first {} records fixed; raise --sample-records so that they \
-                             show it",
-                            self.sample_size
-                        ),
-                    }
-                );
+                let declared = self.declared.iter().any(|(n, _)| *n == column.name);
+                let message = column.refusal(value, declared, self.sample_size);
                 let at = Position::default().with_field(column.name.clone());
                 return Err(Error::record(Stage::Encode, at, message));
             }
@@ -478,6 +481,37 @@ impl Builder {
 }
 
 impl Column {
+    /// Why a value that does not [`fits`] the column is refused, and what fixed the column's type.
+    fn refusal(&self, value: &Value, declared: bool, sample: usize) -> String {
+        let sampled = format!(
+            "which the first {sample} records fixed; raise --sample-records so that they show it"
+        );
+        match (&self.data_type, value) {
+            (DataType::Timestamp(_, zone), Value::Timestamp(t))
+                if t.offset.is_some() != zone.is_some() =>
+            {
+                format!(
+                    "the timestamp {} {} UTC offset, and the column holds {}, {}",
+                    shown(value),
+                    if t.offset.is_some() { "has a" } else { "has no" },
+                    if zone.is_some() { "instants (UTC)" } else { "local times" },
+                    if declared { "as its first values did" } else { &sampled }
+                )
+            }
+            (DataType::Decimal128(_, scale), Value::Decimal(_)) if declared => format!(
+                "the decimal {} has more than {scale} digits after the point (or 38 in all), the \
+                 most the declared decimal's first {sample} records showed; raise --sample-records so \
+                 that they show it",
+                shown(value)
+            ),
+            _ if declared => format!(
+                "{}, which the template declares",
+                mismatch(value, &self.data_type)
+            ),
+            _ => format!("{}, {sampled}", mismatch(value, &self.data_type)),
+        }
+    }
+
     /// Appends a value that [`fits`] the column.
     fn push(&mut self, value: &Value) -> std::result::Result<(), String> {
         let wrong = || format!("the {} does not fit the column", value.type_name());
