@@ -21,8 +21,13 @@ use arrow_array::{
 };
 use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Fields, Schema, TimeUnit};
+use parquet::arrow::arrow_writer::{
+    compute_leaves, ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
+use rayon::prelude::*;
 
 use super::{ParquetOptions, BATCH_ROWS};
 use crate::db::ColumnKind;
@@ -137,7 +142,7 @@ impl Plan {
 /// [`BATCH_ROWS`] rows, and the writer cuts a row group every `row_group_size` rows.
 struct ParquetEncoder {
     sink: Option<Box<dyn ByteSink>>,
-    writer: Option<ArrowWriter<Box<dyn ByteSink>>>,
+    writer: Option<RowGroups>,
     columns: Vec<Column>,
     schema: Arc<Schema>,
     /// The records held until the schema is fixed.
@@ -227,8 +232,13 @@ impl ParquetEncoder {
             .take()
             .ok_or_else(|| sink_error("the output is closed"))?;
         let schema = Arc::new(Schema::new(fields));
-        let writer = ArrowWriter::try_new(sink, schema.clone(), Some(properties))
-            .map_err(|e| sink_error(&e.to_string()))?;
+        let writer = RowGroups::new(
+            sink,
+            schema.clone(),
+            properties,
+            self.options.row_group_size,
+        )
+        .map_err(|e| sink_error(&e.to_string()))?;
         self.schema = schema;
         self.writer = Some(writer);
         // The schema was made to hold the sample, so a refusal here is ferry's own: it ends the run.
@@ -393,17 +403,119 @@ impl Encoder for ParquetEncoder {
             .writer
             .take()
             .ok_or_else(|| sink_error("the output is closed"))?;
-        let sink = writer
-            .into_inner()
-            .map_err(|e| sink_error(&e.to_string()))?;
+        let sink = writer.finish().map_err(|e| sink_error(&e.to_string()))?;
         sink.finish()
     }
 
     fn bytes_written(&self) -> u64 {
-        match &self.writer {
-            Some(w) => (w.bytes_written() + w.in_progress_size()) as u64,
-            None => 0,
+        self.writer.as_ref().map_or(0, RowGroups::bytes_written)
+    }
+}
+
+/// The file writer and the open row group's column writers: a batch's columns are encoded and compressed
+/// on rayon's threads, one column each (the parquet crate's `ArrowColumnWriter`s), while the pipeline's
+/// other threads go on decoding. A row group is closed (its column chunks appended in order) every
+/// `limit` rows.
+struct RowGroups {
+    file: SerializedFileWriter<Box<dyn ByteSink>>,
+    factory: ArrowRowGroupWriterFactory,
+    schema: Arc<Schema>,
+    /// The open row group's writers, one per leaf column.
+    open: Option<Vec<ArrowColumnWriter>>,
+    /// Row groups closed so far.
+    closed: usize,
+    /// Rows in the open row group.
+    rows: usize,
+    limit: usize,
+}
+
+type ParquetResult<T> = std::result::Result<T, parquet::errors::ParquetError>;
+
+impl RowGroups {
+    fn new(
+        sink: Box<dyn ByteSink>,
+        schema: Arc<Schema>,
+        properties: WriterProperties,
+        limit: usize,
+    ) -> ParquetResult<RowGroups> {
+        // ArrowWriter writes the header and keeps the Arrow schema (zones, units) in the file's metadata.
+        let (file, factory) = ArrowWriter::try_new(sink, schema.clone(), Some(properties))?
+            .into_serialized_writer()?;
+        Ok(RowGroups {
+            file,
+            factory,
+            schema,
+            open: None,
+            closed: 0,
+            rows: 0,
+            limit,
+        })
+    }
+
+    /// Writes a batch, cut where a row group ends.
+    fn write(&mut self, batch: &RecordBatch) -> ParquetResult<()> {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let rows = (self.limit - self.rows).min(batch.num_rows() - offset);
+            self.encode(&batch.slice(offset, rows))?;
+            offset += rows;
+            if self.rows >= self.limit {
+                self.close_group()?;
+            }
         }
+        Ok(())
+    }
+
+    fn encode(&mut self, batch: &RecordBatch) -> ParquetResult<()> {
+        let writers = match &mut self.open {
+            Some(writers) => writers,
+            None => self
+                .open
+                .insert(self.factory.create_column_writers(self.closed)?),
+        };
+        let mut leaves = Vec::with_capacity(writers.len());
+        for (field, column) in self.schema.fields().iter().zip(batch.columns()) {
+            leaves.extend(compute_leaves(field, column)?);
+        }
+        writers
+            .par_iter_mut()
+            .zip(leaves.par_iter())
+            .try_for_each(|(writer, leaf)| writer.write(leaf))?;
+        self.rows += batch.num_rows();
+        Ok(())
+    }
+
+    fn close_group(&mut self) -> ParquetResult<()> {
+        let Some(writers) = self.open.take() else {
+            return Ok(());
+        };
+        let chunks: Vec<ArrowColumnChunk> = writers
+            .into_par_iter()
+            .map(ArrowColumnWriter::close)
+            .collect::<ParquetResult<_>>()?;
+        let mut group = self.file.next_row_group()?;
+        for chunk in chunks {
+            chunk.append_to_row_group(&mut group)?;
+        }
+        group.close()?;
+        (self.closed, self.rows) = (self.closed + 1, 0);
+        Ok(())
+    }
+
+    /// Closes the last row group, writes the footer and hands back the sink.
+    fn finish(mut self) -> ParquetResult<Box<dyn ByteSink>> {
+        self.close_group()?;
+        self.file.into_inner()
+    }
+
+    fn bytes_written(&self) -> u64 {
+        let open: usize = self
+            .open
+            .iter()
+            .flatten()
+            .map(|w| w.get_estimated_total_bytes())
+            .sum();
+        (self.file.bytes_written() + open) as u64
     }
 }
 
@@ -437,7 +549,9 @@ impl Builder {
             DataType::Int64 => Builder::Int(Int64Builder::new()),
             DataType::Float64 => Builder::Float(Float64Builder::new()),
             DataType::Decimal128(..) => Builder::Decimal(Decimal128Builder::new()),
-            DataType::Utf8 => Builder::Text(StringBuilder::new()),
+            DataType::Utf8 => {
+                Builder::Text(StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16))
+            }
             DataType::Binary => Builder::Binary(BinaryBuilder::new()),
             DataType::Date32 => Builder::Date(Date32Builder::new()),
             DataType::Timestamp(TimeUnit::Nanosecond, _) => {
@@ -459,7 +573,13 @@ impl Builder {
                     .with_precision_and_scale(*precision, *scale)
                     .map_err(|e| e.to_string())?,
             ),
-            (Builder::Text(b), _) => Arc::new(b.finish()),
+            // The next batch's builder starts at this one's size: no regrowing (and copying) each batch.
+            (Builder::Text(b), _) => {
+                let bytes = b.values_slice().len();
+                let array = b.finish();
+                *b = StringBuilder::with_capacity(BATCH_ROWS, bytes + bytes / 8);
+                Arc::new(array)
+            }
             (Builder::Binary(b), _) => Arc::new(b.finish()),
             (Builder::Date(b), _) => Arc::new(b.finish()),
             (Builder::Micros(b), DataType::Timestamp(_, zone)) => {
