@@ -200,7 +200,7 @@ fn a_workbook_from_a_pipe_is_spooled() {
 
 /// `book.xls` (xlwt, Excel 97–2003) and `book.ods` (odfpy, OpenDocument) with the same cells: numbers,
 /// dates and a date-time from their cell formats (xls) or value types (ods), booleans, text, empty cells;
-/// sheet "Other" second.
+/// sheet "Other" second, sheet "Empty" (a header and no rows) third.
 fn make_xls_and_ods(dir: &Path) {
     let script = r##"
 import datetime, xlwt
@@ -216,6 +216,8 @@ s.write(2, 0, 2); s.write(2, 1, 12345678901234); s.write(2, 4, False); s.write(2
 s.write(3, 0, 3); s.write(3, 1, -0.25); s.write(3, 2, datetime.date(1999, 12, 31), date_fmt)
 o = book.add_sheet("Other")
 o.write(0, 0, "name"); o.write(0, 1, "n"); o.write(1, 0, "x"); o.write(1, 1, 7)
+e = book.add_sheet("Empty")
+e.write(0, 0, "only"); e.write(0, 1, "header")
 book.save("book.xls")
 
 from odf.opendocument import OpenDocumentSpreadsheet
@@ -250,6 +252,7 @@ sheet("Sales", [
     [cell("3", "float"), cell("-0.25", "float"), cell("1999-12-31", "date"), cell(), cell(), cell()],
 ])
 sheet("Other", [[cell("name", "string"), cell("n", "string")], [cell("x", "string"), cell("7", "float")]])
+sheet("Empty", [[cell("only", "string"), cell("header", "string")]])
 doc.save("book.ods")
 "##;
     let out = Command::new("python3")
@@ -286,7 +289,11 @@ fn xls_and_ods_workbooks_from_xlwt_and_odfpy_are_read_with_their_cell_types() {
             ),
             "{book}"
         );
-        assert_eq!(stdout(&["headers", book]), "Sales\nOther\n", "{book}");
+        assert_eq!(
+            stdout(&["headers", book]),
+            "Sales\nOther\nEmpty\n",
+            "{book}"
+        );
         assert_eq!(
             stdout(&["headers", book, "--sheet", "Other"]),
             "name\nn\n",
@@ -322,5 +329,15 @@ fn xls_and_ods_workbooks_from_xlwt_and_odfpy_are_read_with_their_cell_types() {
             "id:BIGINT amount:VARCHAR day:DATE when:TIMESTAMP flag:BOOLEAN note:VARCHAR",
             "{book}"
         );
+        // A sheet of a header only is a Parquet file of its columns and no rows.
+        ok(&ferry(
+            dir.path(),
+            &["convert", book, "empty.parquet", "--sheet", "Empty"],
+        ));
+        let described = crate::parquet::duckdb(
+            dir.path(),
+            "print(duckdb.sql(\"SELECT count(*) FROM 'empty.parquet'\").fetchall()[0][0], ' '.join(c[0] for c in duckdb.sql(\"DESCRIBE SELECT * FROM 'empty.parquet'\").fetchall()))",
+        );
+        assert_eq!(described.trim(), "0 only header", "{book}");
     }
 }

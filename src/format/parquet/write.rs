@@ -27,6 +27,7 @@ use parquet::arrow::arrow_writer::{
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::ColumnPath;
 use rayon::prelude::*;
 
 use super::{ParquetOptions, BATCH_ROWS};
@@ -173,60 +174,26 @@ impl ParquetEncoder {
     /// Fixes the schema from the declaration and the sample, opens the writer and writes the sample.
     fn start(&mut self) -> Result<()> {
         let sample = std::mem::take(&mut self.sample);
-        let mut seen: Vec<(String, Seen)> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        let known = match (sample.is_empty(), self.declared.is_empty()) {
-            (true, true) => match self.known.get() {
-                Some(names) if !names.is_empty() => names.to_vec(),
-                // Nothing says what the columns are: one text column, because a Parquet file without
-                // columns is refused by DuckDB and others.
-                _ => vec![NO_COLUMNS.to_owned()],
-            },
-            _ => Vec::new(),
-        };
-        let names = self.declared.iter().map(|(n, _)| n).chain(&known);
-        for name in names {
-            index.entry(name.clone()).or_insert_with(|| {
-                seen.push((name.clone(), Seen::Nothing));
-                seen.len() - 1
-            });
-        }
-        for record in &sample {
-            for (key, value) in record.iter() {
-                let i = *index.entry(key.to_string()).or_insert_with(|| {
-                    seen.push((key.to_string(), Seen::Nothing));
-                    seen.len() - 1
-                });
-                let before = std::mem::replace(&mut seen[i].1, Seen::Nothing);
-                seen[i].1 = merge(before, value);
-            }
-        }
-        let plans: HashMap<&str, &Plan> =
-            self.declared.iter().map(|(n, p)| (n.as_str(), p)).collect();
-        self.columns = seen
-            .into_iter()
-            .map(|(name, seen)| {
-                let plan = plans.get(name.as_str()).copied().unwrap_or(&Plan::Sampled);
-                let data_type = column_type(plan, &name, seen, &sample);
-                Column {
-                    builder: Builder::new(&data_type),
-                    widen: *plan == Plan::Decimal,
-                    data_type,
-                    name,
-                }
-            })
-            .collect();
+        self.columns = self.schema_columns(&sample);
         let fields: Vec<Field> = self
             .columns
             .iter()
             .map(|c| Field::new(&c.name, c.data_type.clone(), true))
             .collect();
-        let properties = WriterProperties::builder()
+        let mut properties = WriterProperties::builder()
             .set_compression(self.options.compression.codec())
             .set_max_row_group_row_count(Some(self.options.row_group_size))
             .set_statistics_enabled(EnabledStatistics::Page)
-            .set_created_by(format!("ferry {}", env!("CARGO_PKG_VERSION")))
-            .build();
+            .set_created_by(format!("ferry {}", env!("CARGO_PKG_VERSION")));
+        for column in self
+            .columns
+            .iter()
+            .filter(|c| mostly_distinct(&c.name, &sample))
+        {
+            properties = properties
+                .set_column_dictionary_enabled(ColumnPath::new(vec![column.name.clone()]), false);
+        }
+        let properties = properties.build();
         let sink = self
             .sink
             .take()
@@ -252,6 +219,53 @@ impl ParquetEncoder {
             })?;
         }
         Ok(())
+    }
+
+    /// The schema's columns: the template's fields in order, then the fields the sample shows in the order
+    /// they first appear (or, for an output of no records, the input's header); each column's type is the
+    /// declared one completed by the sample ([`column_type`]).
+    fn schema_columns(&self, sample: &[Record]) -> Vec<Column> {
+        let mut seen: Vec<(String, Seen)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let known = match (sample.is_empty(), self.declared.is_empty()) {
+            (true, true) => match self.known.get() {
+                Some(names) if !names.is_empty() => names.to_vec(),
+                // Nothing says what the columns are: one text column, because a Parquet file without
+                // columns is refused by DuckDB and others.
+                _ => vec![NO_COLUMNS.to_owned()],
+            },
+            _ => Vec::new(),
+        };
+        for name in self.declared.iter().map(|(n, _)| n).chain(&known) {
+            index.entry(name.clone()).or_insert_with(|| {
+                seen.push((name.clone(), Seen::Nothing));
+                seen.len() - 1
+            });
+        }
+        for record in sample {
+            for (key, value) in record.iter() {
+                let i = *index.entry(key.to_string()).or_insert_with(|| {
+                    seen.push((key.to_string(), Seen::Nothing));
+                    seen.len() - 1
+                });
+                let before = std::mem::replace(&mut seen[i].1, Seen::Nothing);
+                seen[i].1 = merge(before, value);
+            }
+        }
+        let plans: HashMap<&str, &Plan> =
+            self.declared.iter().map(|(n, p)| (n.as_str(), p)).collect();
+        seen.into_iter()
+            .map(|(name, seen)| {
+                let plan = plans.get(name.as_str()).copied().unwrap_or(&Plan::Sampled);
+                let data_type = column_type(plan, &name, seen, sample);
+                Column {
+                    builder: Builder::new(&data_type),
+                    widen: *plan == Plan::Decimal,
+                    data_type,
+                    name,
+                }
+            })
+            .collect()
     }
 
     /// Checks a record against the schema, then appends its values to the builders.
@@ -285,17 +299,13 @@ impl ParquetEncoder {
     fn locate(&mut self, record: &Record) -> Result<()> {
         self.slots.clear();
         self.slots.resize(self.columns.len(), usize::MAX);
-        let mut found = 0;
         for (i, (key, _)) in record.iter().enumerate() {
             let column = match self.columns.get(i) {
                 Some(c) if c.name == **key => Some(i),
                 _ => self.columns.iter().position(|c| c.name == **key),
             };
             if let Some(c) = column {
-                if self.slots[c] == usize::MAX {
-                    self.slots[c] = i;
-                    found += 1;
-                }
+                self.slots[c] = i;
                 continue;
             }
             let message = match self.declared.is_empty() {
@@ -311,7 +321,6 @@ impl ParquetEncoder {
             let at = Position::default().with_field(key.to_string());
             return Err(Error::record(Stage::Encode, at, message));
         }
-        debug_assert!(found <= record.len());
         Ok(())
     }
 
@@ -351,6 +360,21 @@ impl ParquetEncoder {
         }
         Ok(())
     }
+}
+
+/// Whether a text column's sampled values are mostly distinct (ids, free text, timestamps as text): a
+/// dictionary would not make it smaller, and trying one costs a hash of every value of every row group
+/// until the dictionary overflows, so such a column is written plain.
+fn mostly_distinct(name: &str, sample: &[Record]) -> bool {
+    let texts: Vec<&str> = sample
+        .iter()
+        .filter_map(|r| match r.get(name) {
+            Some(Value::String(s)) => Some(s.as_str()),
+            _ => None,
+        })
+        .collect();
+    let distinct: std::collections::HashSet<&str> = texts.iter().copied().collect();
+    texts.len() >= 64 && distinct.len() * 2 > texts.len()
 }
 
 /// A column's type: what the declaration fixes, completed by the sample; a column of nulls only, or of
