@@ -33,6 +33,11 @@ other["B3"] = "x"
 other["C3"] = 7
 book.save("book.xlsx")
 "##;
+    python(dir, script, "openpyxl");
+}
+
+/// Runs a Python script that makes workbooks with `modules` (which scripts/test installs) in `dir`.
+fn python(dir: &Path, script: &str, modules: &str) {
     let out = Command::new("python3")
         .args(["-c", script])
         .current_dir(dir)
@@ -40,7 +45,7 @@ book.save("book.xlsx")
         .expect("python3 runs (scripts/test installs it)");
     assert!(
         out.status.success(),
-        "openpyxl failed (scripts/test installs it: python3 -m pip install openpyxl): {}",
+        "{modules} failed (scripts/test installs it: python3 -m pip install {modules}): {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -255,16 +260,7 @@ sheet("Other", [[cell("name", "string"), cell("n", "string")], [cell("x", "strin
 sheet("Empty", [[cell("only", "string"), cell("header", "string")]])
 doc.save("book.ods")
 "##;
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .current_dir(dir)
-        .output()
-        .expect("python3 runs (scripts/test installs it)");
-    assert!(
-        out.status.success(),
-        "xlwt or odfpy failed (scripts/test installs them: python3 -m pip install xlwt odfpy): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python(dir, script, "xlwt odfpy");
 }
 
 #[test]
