@@ -234,6 +234,8 @@ impl InputArgs {
             null_marker: self.null_marker.clone(),
             sample_records: crate::infer::DEFAULT_SAMPLE_RECORDS,
             projection: None,
+            declared: Vec::new(),
+            input_columns: Default::default(),
             parquet: Default::default(),
             excel: crate::format::ExcelOptions {
                 sheet: self.sheet.clone(),

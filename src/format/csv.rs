@@ -146,6 +146,11 @@ impl CsvDecoder {
                 &decoder.name,
             )?);
         }
+        if let Some(header) = &decoder.header {
+            options
+                .input_columns
+                .learn(header.iter().map(|k| k.to_string()));
+        }
         Ok(Box::new(decoder))
     }
 

@@ -206,6 +206,7 @@ impl SheetDecoder {
             }
         }
         dedupe(&mut fields);
+        options.input_columns.learn(fields.iter().cloned());
         Ok(SheetDecoder {
             range,
             name,

@@ -168,6 +168,16 @@ pub struct FormatOptions {
     /// these columns. Set by the run, never by a job file.
     #[serde(skip)]
     pub projection: Option<Vec<String>>,
+    /// The template's output fields in order, with their declared column kinds (through the one type
+    /// table, [`crate::db::ColumnKind`]): a typed writer (Parquet) takes its schema from them
+    /// instead of sampling. Set by the run, never by a job file.
+    #[serde(skip)]
+    pub declared: Vec<(String, Option<crate::db::ColumnKind>)>,
+    /// The input's column names once its decoder knows them (a CSV header), shared by the run's read and
+    /// write options: an output of no records still gets its columns (a Parquet schema). Never in a job
+    /// file.
+    #[serde(skip)]
+    pub input_columns: InputColumns,
     /// Parquet's own options (`"parquet": {"compression": "zstd", "row_group_size": 122880}`).
     #[serde(skip_serializing_if = "ParquetOptions::is_default")]
     pub parquet: ParquetOptions,
@@ -194,6 +204,8 @@ impl Default for FormatOptions {
             null_marker: None,
             sample_records: crate::infer::DEFAULT_SAMPLE_RECORDS,
             projection: None,
+            declared: Vec::new(),
+            input_columns: InputColumns::default(),
             parquet: ParquetOptions::default(),
             excel: ExcelOptions::default(),
         }
@@ -221,6 +233,31 @@ impl FormatOptions {
             })
     }
 }
+
+/// The input's column names as its decoder learns them, shared between clones of the options it was made
+/// with (so the run's encoder sees what the decoder read); options compare equal whatever it holds.
+#[derive(Debug, Clone, Default)]
+pub struct InputColumns(std::sync::Arc<std::sync::OnceLock<Vec<String>>>);
+
+impl InputColumns {
+    /// Records the input's columns (the first call wins).
+    pub fn learn(&self, names: impl Iterator<Item = String>) {
+        let _ = self.0.set(names.collect());
+    }
+
+    /// The columns, once learnt.
+    pub fn get(&self) -> Option<&[String]> {
+        self.0.get().map(Vec::as_slice)
+    }
+}
+
+impl PartialEq for InputColumns {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for InputColumns {}
 
 /// Parses a one-character option such as `--delimiter`: a single ASCII character, or `tab` / `\t`.
 pub fn parse_byte(text: &str) -> std::result::Result<u8, String> {

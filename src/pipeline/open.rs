@@ -244,10 +244,19 @@ pub(super) fn open_output(
 }
 
 /// The output's format options, with the job's sample size (the records a CSV or Markdown header is
-/// fixed by).
+/// fixed by) and the template's declared fields (a Parquet schema), when no `--select` reshapes them.
 fn write_options(plan: &BuiltConvert) -> crate::format::FormatOptions {
+    let declared = match (&plan.stages.template, plan.job.select.is_empty()) {
+        (Some(template), true) => template
+            .fields()
+            .map(|(name, ty)| (name.to_owned(), ty.map(crate::db::ColumnKind::for_field)))
+            .collect(),
+        _ => Vec::new(),
+    };
     crate::format::FormatOptions {
         sample_records: plan.job.sample_records,
+        declared,
+        input_columns: plan.job.read_options.input_columns.clone(),
         ..plan.job.write_options.clone()
     }
 }

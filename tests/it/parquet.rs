@@ -342,3 +342,121 @@ fn a_split_parquet_output_is_parts_that_stand_alone_and_read_back_through_the_ma
 fn read_to_string(path: impl AsRef<Path>) -> String {
     std::fs::read_to_string(path).unwrap()
 }
+
+/// A template's declared types make the schema, even where the sampled records hold only nulls (which
+/// sampling would make text): integer, decimal (scale from the sample, narrower values widened), date,
+/// datetime (UTC instants), number, boolean, string. A value the declaration refuses is rejected alone.
+#[test]
+fn a_template_declares_the_parquet_schema_and_refuses_what_does_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("t.yaml"),
+        "name: typed\nfields:\n  - {name: id, type: integer}\n  - {name: price, type: decimal}\n  \
+         - {name: day, type: date}\n  - {name: seen, type: datetime}\n  - {name: score, type: number}\n  \
+         - {name: ok, type: boolean}\n  - {name: code, type: string}\n",
+    )
+    .unwrap();
+    let csv = "id,price,day,seen,score,ok,code\n\
+               1,0.10,,,,,\n\
+               2,1.5,2024-02-29,2024-05-01T10:00:00+02:00,2.5,true,007\n\
+               3,2.25,2024-03-01,2024-05-01T08:00:00Z,3,false,x\n\
+               4,1,2024-03-02,2024-05-01 10:00:00,1,true,y\n";
+    std::fs::write(dir.path().join("in.csv"), csv).unwrap();
+    let run = ferry(
+        dir.path(),
+        &[
+            "convert",
+            "in.csv",
+            "out.parquet",
+            "--template",
+            "t.yaml",
+            "--sample-records",
+            "1",
+            "--on-error",
+            "skip",
+            "--rejects",
+            "rejects.ndjson",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("read 4 = written 3 + rejected 1"),
+        "{stderr}"
+    );
+    // Record 4's timestamp has no offset where the column holds instants.
+    let rejects = std::fs::read_to_string(dir.path().join("rejects.ndjson")).unwrap();
+    assert!(
+        rejects.contains("\"seen\"") && rejects.contains("offset"),
+        "{rejects}"
+    );
+    let described = duckdb(
+        dir.path(),
+        "duckdb.sql(\"SET TimeZone = 'UTC'\")\n\
+         for name, kind, *_ in duckdb.sql(\"DESCRIBE SELECT * FROM 'out.parquet'\").fetchall(): print(name, kind)\n\
+         for row in duckdb.sql(\"SELECT id, price, day, seen::VARCHAR, score, ok, code FROM 'out.parquet' ORDER BY id\").fetchall(): print(row)",
+    );
+    assert_eq!(
+        described.lines().collect::<Vec<_>>(),
+        [
+            "id BIGINT",
+            "price DECIMAL(38,2)",
+            "day DATE",
+            "seen TIMESTAMP WITH TIME ZONE",
+            "score DOUBLE",
+            "ok BOOLEAN",
+            "code VARCHAR",
+            "(1, Decimal('0.10'), None, None, None, None, '')",
+            "(2, Decimal('1.50'), datetime.date(2024, 2, 29), '2024-05-01 08:00:00+00', 2.5, True, \
+             '007')",
+            "(3, Decimal('2.25'), datetime.date(2024, 3, 1), '2024-05-01 08:00:00+00', 3.0, False, \
+             'x')",
+        ]
+    );
+}
+
+/// An output of no records still has its columns: the template's (typed), else the CSV header's (text),
+/// else one placeholder column; DuckDB reads each as an empty table.
+#[test]
+fn an_empty_parquet_output_has_the_template_or_header_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("t.yaml"),
+        "name: typed\nfields:\n  - {name: id, type: integer}\n  - {name: day, type: date}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("head.csv"), "id,day,name\n").unwrap();
+    std::fs::write(dir.path().join("none.ndjson"), "").unwrap();
+    ok(&ferry(
+        dir.path(),
+        &[
+            "convert",
+            "head.csv",
+            "typed.parquet",
+            "--template",
+            "t.yaml",
+        ],
+    ));
+    ok(&ferry(
+        dir.path(),
+        &["convert", "head.csv", "header.parquet"],
+    ));
+    ok(&ferry(
+        dir.path(),
+        &["convert", "none.ndjson", "none.parquet"],
+    ));
+    let described = duckdb(
+        dir.path(),
+        "for f in ['typed', 'header', 'none']:\n    \
+         n = duckdb.sql(f\"SELECT count(*) FROM read_parquet('{f}.parquet')\").fetchall()[0][0]\n    \
+         cols = duckdb.sql(f\"DESCRIBE SELECT * FROM read_parquet('{f}.parquet')\").fetchall()\n    \
+         print(f, n, ' '.join(f'{c[0]}:{c[1]}' for c in cols))",
+    );
+    assert_eq!(
+        described.lines().collect::<Vec<_>>(),
+        [
+            "typed 0 id:BIGINT day:DATE",
+            "header 0 id:VARCHAR day:VARCHAR name:VARCHAR",
+            "none 0 _ferry_no_columns:VARCHAR",
+        ]
+    );
+}
