@@ -409,6 +409,20 @@ mod tests {
         assert_eq!(unscaled("1e3"), Some((1000, 0)));
         assert_eq!(unscaled("12.5E-2"), Some((125, 3)));
         assert_eq!(unscaled(&"9".repeat(39)), None);
+        // Inferred columns keep a decimal's text: one the column would respell makes the column text.
+        let column = |text: &str| {
+            merge(
+                Seen::Nothing,
+                &Value::Decimal(Decimal::parse(text).unwrap()),
+            )
+        };
+        assert!(matches!(
+            column("1.50"),
+            Seen::Type(DataType::Decimal128(38, 2))
+        ));
+        assert!(matches!(column("2358.315358e0"), Seen::Mixed));
+        assert!(matches!(column("821388707E-3"), Seen::Mixed));
+        assert!(matches!(column("-0.0"), Seen::Mixed));
         assert_eq!(
             scaled("-5".into(), 2).unwrap(),
             Value::Decimal(Decimal::parse("-0.05").unwrap())

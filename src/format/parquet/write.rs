@@ -849,9 +849,14 @@ fn merge_struct(seen: Seen, record: &Record) -> Seen {
     Seen::Type(DataType::Struct(Fields::from(fields)))
 }
 
-/// A decimal's column: 38 digits, with as many after the point as it has; `None` past 38 digits.
+/// A decimal's column: 38 digits, with as many after the point as it has; `None` past 38 digits, and for a
+/// text the column would not give back as it is (an exponent, `-0.0`): an inferred column keeps every value
+/// exactly, so such a decimal makes its column text.
 fn decimal_type(text: &str) -> Option<DataType> {
-    unscaled(text).map(|(_, scale)| DataType::Decimal128(38, scale))
+    let (digits, scale) = unscaled(text)?;
+    let back = super::scaled(digits.to_string(), scale).ok()?;
+    matches!(&back, Value::Decimal(d) if d.as_str() == text)
+        .then_some(DataType::Decimal128(38, scale))
 }
 
 /// A decimal's digits as an integer and its scale, when they fit Parquet's 38-digit decimal.
