@@ -428,7 +428,7 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "N", env = "FERRY_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE)]
     batch_size: usize,
 
-    /// Worker threads for mapping and validation (default: one per core but one, at least one).
+    /// Worker threads for mapping and validation (default: one per core but one; 1 maps on the writing thread).
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
 

@@ -80,9 +80,9 @@ impl Run<'_> {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             outcome = match message {
-                // Without a pool there is nothing to map: records are written as read.
                 Batch::Records(batch) if self.stages.pool.is_none() => {
-                    let result = self.records(&batch, None, &mut output);
+                    let outcomes = self.stages.maps().then(|| self.stages.process_here(&batch));
+                    let result = self.records(&batch, outcomes, &mut output);
                     // If the reader has already finished, the batch is simply dropped here.
                     let _ = done_tx.send(batch);
                     result

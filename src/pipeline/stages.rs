@@ -76,17 +76,14 @@ impl Stages {
         let threads = match job.jobs {
             Some(0) => return Err(Error::config("--jobs must be at least 1")),
             Some(n) => n,
-            // One core is taken by the decoding thread, so one worker per core but one, and at least one.
+            // One core is taken by the decoding thread: on two cores, mapping on the encoding thread
+            // beat a two-worker pool (same time, a second less CPU: idle rayon workers spin).
             None => {
                 std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
             }
         };
-        // Mapping always runs on workers of its own, never on the writing thread, even with one worker: on
-        // two cores the run then has three threads — decode, map and validate, encode and write — and the
-        // busiest (mapping) holds about half of the run's CPU instead of two thirds (BENCHMARKS.md, issue 15).
-        // With nothing to map there is no pool.
-        let maps = template.is_some() || schema.is_some() || shape.is_some();
-        let pool = if maps {
+        // With one worker, or nothing to map, there is no pool: mapping (if any) runs on the encoding thread.
+        let pool = if (template.is_some() || schema.is_some() || shape.is_some()) && threads > 1 {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
             Some(pool.map_err(|e| {
                 let message = format!("cannot start {threads} worker threads: {e}");
@@ -129,12 +126,26 @@ impl Stages {
         (template, self.schema.as_ref().map(|s| s.name().to_owned()))
     }
 
+    /// True when there is a template, a schema or a shaping step to apply.
+    pub fn maps(&self) -> bool {
+        self.template.is_some() || self.schema.is_some() || self.shape.is_some()
+    }
+
     /// The expression evaluators of one worker: the template's and `--where`'s.
     fn evaluators(&self) -> Evaluators {
         Evaluators {
             template: self.template.as_ref().map(|t| t.evaluator(self.now)),
             filter: self.shape.as_ref().and_then(|s| s.evaluator(self.now)),
         }
+    }
+
+    /// Maps and validates a batch on this thread.
+    pub fn process_here(&self, batch: &[Record]) -> Vec<Outcome> {
+        let evaluators = self.evaluators();
+        batch
+            .iter()
+            .map(|record| self.process_one(&evaluators, record))
+            .collect()
     }
 
     /// Maps and validates a batch in parallel; the outcomes are in the batch's order.
