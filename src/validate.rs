@@ -352,7 +352,7 @@ fn prove_required(schema: &mut Json, guarantees: &Guarantees<'_>) -> Vec<String>
 /// name: the template emits only its own fields, all named there. Left when `patternProperties` is
 /// there, or `unevaluatedProperties` anywhere (it reads which members `additionalProperties` evaluated).
 fn prove_no_additional(schema: &mut Json, guarantees: &Guarantees<'_>) -> Vec<String> {
-    if !guarantees.only_own_fields || has_keyword(schema, "unevaluatedProperties") {
+    if !guarantees.only_own_fields || has_keyword(schema, &["unevaluatedProperties"]) {
         return Vec::new();
     }
     let Some(object) = schema.as_object_mut() else {
@@ -375,27 +375,20 @@ fn prove_no_additional(schema: &mut Json, guarantees: &Guarantees<'_>) -> Vec<St
     vec!["additionalProperties".to_owned()]
 }
 
-/// True when `keyword` is a member name anywhere in `schema`.
-fn has_keyword(schema: &Json, keyword: &str) -> bool {
+/// True when any of `keywords` is a member name anywhere in `schema`.
+fn has_keyword(schema: &Json, keywords: &[&str]) -> bool {
     match schema {
         Json::Object(map) => map
             .iter()
-            .any(|(key, value)| key == keyword || has_keyword(value, keyword)),
-        Json::Array(items) => items.iter().any(|item| has_keyword(item, keyword)),
+            .any(|(key, value)| keywords.contains(&key.as_str()) || has_keyword(value, keywords)),
+        Json::Array(items) => items.iter().any(|item| has_keyword(item, keywords)),
         _ => false,
     }
 }
 
 /// True when `schema` has a reference anywhere (`$ref`, `$dynamicRef`, `$recursiveRef`).
 fn has_references(schema: &Json) -> bool {
-    match schema {
-        Json::Object(map) => map.iter().any(|(key, value)| {
-            matches!(key.as_str(), "$ref" | "$dynamicRef" | "$recursiveRef")
-                || has_references(value)
-        }),
-        Json::Array(items) => items.iter().any(has_references),
-        _ => false,
-    }
+    has_keyword(schema, &["$ref", "$dynamicRef", "$recursiveRef"])
 }
 
 /// One violation as a per-record error: the field is the instance's JSON pointer, the message names the rule.
