@@ -10,16 +10,24 @@ use serde_json::{Map, Number, Value as Json};
 
 use crate::error::{Error, Position, Result, Stage};
 use crate::record::{Key, Record, Value};
+use crate::template::{FieldType, Guarantees};
 
 /// A compiled JSON Schema.
 pub struct SchemaValidator {
     name: String,
+    /// What every record is checked against: the schema as written, less what was proven once per run.
     validator: jsonschema::Validator<RecordJson>,
+    /// The schema as written, once `validator` is reduced: the messages of a record `validator` rejects
+    /// are this one's, so they are the same as without the reduction.
+    full: Option<jsonschema::Validator<RecordJson>>,
     properties: Vec<PropertyType>,
-    /// The schema as written, for [`SchemaValidator::with_constants`].
+    /// The schema `validator` was built from (as written until [`SchemaValidator::with_constants`] or
+    /// [`SchemaValidator::with_guarantees`] reduce it).
     schema: Json,
     /// The top-level properties checked once by [`SchemaValidator::with_constants`].
     checked_once: Vec<String>,
+    /// The rules [`SchemaValidator::with_guarantees`] found the template proves.
+    proven: Vec<String>,
 }
 
 /// What a schema says about one top-level property's type (used when a database table is created).
@@ -52,7 +60,15 @@ impl SchemaValidator {
             properties: property_types(schema),
             schema: schema.clone(),
             checked_once: Vec::new(),
+            full: None,
+            proven: Vec::new(),
         })
+    }
+
+    /// The rules of the schema that the template proves for every record it maps, and that are therefore
+    /// not checked per record (`id: type`, `required: id`, `additionalProperties`).
+    pub fn proven(&self) -> &[String] {
+        &self.proven
     }
 
     /// The top-level properties whose constant value was checked once instead of on every record.
@@ -94,8 +110,43 @@ impl SchemaValidator {
         if replaced.is_empty() {
             return Ok(self);
         }
+        let mut reduced = self.reduced_to(reduced)?;
+        reduced.checked_once.extend(replaced);
+        Ok(reduced)
+    }
+
+    /// This validator less the rules of the schema that `guarantees` (from the compiled template whose
+    /// records it validates) prove for every record, found once here instead of checked on every record:
+    ///
+    /// - a top-level property's `type`, when every JSON type the field's value can have is one it allows;
+    /// - `required` names of fields in every mapped record;
+    /// - `additionalProperties`, when the template emits only its own fields and `properties` names them
+    ///   all (and no `patternProperties` or `unevaluatedProperties` reads the members it evaluates).
+    ///
+    /// `enum` and `const` are left: the template does not bound a field's values. A record the reduced
+    /// schema rejects is validated again against the schema as written, for its messages, so that results
+    /// and messages are exactly as without the reduction. Schemas with references are left whole.
+    pub fn with_guarantees(self, guarantees: &Guarantees<'_>) -> Result<SchemaValidator> {
+        let mut reduced = self.schema.clone();
+        if has_references(&reduced) || !reduced.is_object() {
+            return Ok(self);
+        }
+        let mut proven = prove_types(&mut reduced, guarantees);
+        proven.extend(prove_required(&mut reduced, guarantees));
+        proven.extend(prove_no_additional(&mut reduced, guarantees));
+        if proven.is_empty() {
+            return Ok(self);
+        }
+        let mut reduced = self.reduced_to(reduced)?;
+        reduced.proven.extend(proven);
+        Ok(reduced)
+    }
+
+    /// This validator checking `reduced` (this one's schema less what was proven) on every record, and
+    /// the schema as written for the messages of those it rejects.
+    fn reduced_to(self, reduced: Json) -> Result<SchemaValidator> {
         let validator = jsonschema::options_for::<RecordJson>()
-            .with_draft(draft)
+            .with_draft(draft_of(&reduced))
             .build(&reduced)
             .map_err(|e| {
                 Error::config(format!(
@@ -105,7 +156,8 @@ impl SchemaValidator {
             })?;
         Ok(SchemaValidator {
             validator,
-            checked_once: replaced,
+            full: Some(self.full.unwrap_or(self.validator)),
+            schema: reduced,
             ..self
         })
     }
@@ -139,8 +191,8 @@ impl SchemaValidator {
         if self.validator.is_valid(RecordNode::Root(record)) {
             return Ok(());
         }
-        let errors: Vec<Error> = self
-            .validator
+        let full = self.full.as_ref().unwrap_or(&self.validator);
+        let errors: Vec<Error> = full
             .iter_errors(RecordNode::Root(record))
             .map(|violation| violation_error(&violation))
             .collect();
@@ -152,16 +204,191 @@ impl SchemaValidator {
     }
 }
 
-/// True when `schema` has a reference anywhere (`$ref`, `$dynamicRef`, `$recursiveRef`).
-fn has_references(schema: &Json) -> bool {
+/// JSON types as a set, an integer (what an `Int` always is) apart from other numbers: what a field's
+/// values may be, or what a `type` keyword allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Kinds(u8);
+
+impl Kinds {
+    const NONE: Kinds = Kinds(0);
+    const NULL: Kinds = Kinds(1);
+    const BOOLEAN: Kinds = Kinds(2);
+    /// A number known to be an integer (written without a fraction or exponent).
+    const INTEGER: Kinds = Kinds(4);
+    /// Any other number.
+    const NUMBER: Kinds = Kinds(8);
+    const STRING: Kinds = Kinds(16);
+    const ARRAY: Kinds = Kinds(32);
+    const OBJECT: Kinds = Kinds(64);
+    const ANY: Kinds = Kinds(127);
+
+    fn or(self, other: Kinds) -> Kinds {
+        Kinds(self.0 | other.0)
+    }
+
+    fn within(self, allowed: Kinds) -> bool {
+        self.0 & !allowed.0 == 0
+    }
+
+    /// The kind of one value, as [`RecordNode::json_type`] sees it.
+    fn of_value(value: &Value) -> Kinds {
+        if let Value::Int(_) = value {
+            return Kinds::INTEGER;
+        }
+        match RecordNode::Value(value).json_type() {
+            JsonType::Null => Kinds::NULL,
+            JsonType::Boolean => Kinds::BOOLEAN,
+            JsonType::Integer | JsonType::Number => Kinds::NUMBER,
+            JsonType::String => Kinds::STRING,
+            JsonType::Array => Kinds::ARRAY,
+            JsonType::Object => Kinds::OBJECT,
+        }
+    }
+
+    /// What [`FieldType::coerce`] can make of a non-null value, as JSON: a float is a string when not
+    /// finite (and null should its text not be a JSON number); a decimal a string when its text is not a
+    /// JSON number.
+    fn of_type(field_type: FieldType) -> Kinds {
+        match field_type {
+            FieldType::String | FieldType::Date | FieldType::Datetime | FieldType::Bytes => {
+                Kinds::STRING
+            }
+            FieldType::Integer => Kinds::INTEGER,
+            FieldType::Number => Kinds::NUMBER.or(Kinds::STRING).or(Kinds::NULL),
+            FieldType::Decimal => Kinds::NUMBER.or(Kinds::STRING),
+            FieldType::Boolean => Kinds::BOOLEAN,
+            FieldType::Array => Kinds::ARRAY,
+            FieldType::Object => Kinds::OBJECT,
+        }
+    }
+
+    /// What a `type` keyword allows (`integer` within `number`); `None` for a keyword that is not a type
+    /// name or a list of them.
+    fn allowed_by(keyword: &Json) -> Option<Kinds> {
+        let one = |name: &Json| match name.as_str()? {
+            "null" => Some(Kinds::NULL),
+            "boolean" => Some(Kinds::BOOLEAN),
+            "integer" => Some(Kinds::INTEGER),
+            "number" => Some(Kinds::INTEGER.or(Kinds::NUMBER)),
+            "string" => Some(Kinds::STRING),
+            "array" => Some(Kinds::ARRAY),
+            "object" => Some(Kinds::OBJECT),
+            _ => None,
+        };
+        match keyword {
+            Json::Array(names) => names
+                .iter()
+                .try_fold(Kinds::NONE, |kinds, name| Some(kinds.or(one(name)?))),
+            name => one(name),
+        }
+    }
+}
+
+/// The JSON types a field's value can have in a mapped record.
+fn field_kinds(field: &crate::template::FieldGuarantee<'_>) -> Kinds {
+    let Some(field_type) = field.field_type else {
+        return Kinds::ANY;
+    };
+    let mut kinds = Kinds::of_type(field_type);
+    if let Some(default) = field.default {
+        kinds = kinds.or(Kinds::of_value(default));
+    }
+    if field.may_be_null {
+        kinds = kinds.or(Kinds::NULL);
+    }
+    kinds
+}
+
+/// Removes the `type` of each top-level property that allows every type its field's values can have;
+/// returns what it removed (`id: type`).
+fn prove_types(schema: &mut Json, guarantees: &Guarantees<'_>) -> Vec<String> {
+    let Some(properties) = schema.get_mut("properties").and_then(Json::as_object_mut) else {
+        return Vec::new();
+    };
+    let mut proven = Vec::new();
+    for field in &guarantees.fields {
+        let Some(subschema) = properties.get_mut(field.name).and_then(Json::as_object_mut) else {
+            continue;
+        };
+        let allowed = subschema.get("type").and_then(Kinds::allowed_by);
+        if allowed.is_some_and(|allowed| field_kinds(field).within(allowed)) {
+            subschema.remove("type");
+            proven.push(format!("{}: type", field.name));
+        }
+    }
+    proven
+}
+
+/// Removes the `required` names of fields in every mapped record (the keyword, when none is left);
+/// returns what it removed (`required: id`).
+fn prove_required(schema: &mut Json, guarantees: &Guarantees<'_>) -> Vec<String> {
+    let Some(object) = schema.as_object_mut() else {
+        return Vec::new();
+    };
+    let Some(required) = object.get_mut("required").and_then(Json::as_array_mut) else {
+        return Vec::new();
+    };
+    let present = |name: &Json| {
+        guarantees
+            .fields
+            .iter()
+            .any(|f| f.always_present && name.as_str() == Some(f.name))
+    };
+    let mut proven = Vec::new();
+    required.retain(|name| {
+        let keep = !present(name);
+        if !keep {
+            proven.push(format!("required: {}", name.as_str().unwrap_or_default()));
+        }
+        keep
+    });
+    if required.is_empty() {
+        object.remove("required");
+    }
+    proven
+}
+
+/// Removes `additionalProperties` when no mapped record can have a member that `properties` does not
+/// name: the template emits only its own fields, all named there. Left when `patternProperties` is
+/// there, or `unevaluatedProperties` anywhere (it reads which members `additionalProperties` evaluated).
+fn prove_no_additional(schema: &mut Json, guarantees: &Guarantees<'_>) -> Vec<String> {
+    if !guarantees.only_own_fields || has_keyword(schema, &["unevaluatedProperties"]) {
+        return Vec::new();
+    }
+    let Some(object) = schema.as_object_mut() else {
+        return Vec::new();
+    };
+    if object.contains_key("patternProperties") || !object.contains_key("additionalProperties") {
+        return Vec::new();
+    }
+    let Some(properties) = object.get("properties").and_then(Json::as_object) else {
+        return Vec::new();
+    };
+    if !guarantees
+        .fields
+        .iter()
+        .all(|f| properties.contains_key(f.name))
+    {
+        return Vec::new();
+    }
+    object.remove("additionalProperties");
+    vec!["additionalProperties".to_owned()]
+}
+
+/// True when any of `keywords` is a member name anywhere in `schema`.
+fn has_keyword(schema: &Json, keywords: &[&str]) -> bool {
     match schema {
-        Json::Object(map) => map.iter().any(|(key, value)| {
-            matches!(key.as_str(), "$ref" | "$dynamicRef" | "$recursiveRef")
-                || has_references(value)
-        }),
-        Json::Array(items) => items.iter().any(has_references),
+        Json::Object(map) => map
+            .iter()
+            .any(|(key, value)| keywords.contains(&key.as_str()) || has_keyword(value, keywords)),
+        Json::Array(items) => items.iter().any(|item| has_keyword(item, keywords)),
         _ => false,
     }
+}
+
+/// True when `schema` has a reference anywhere (`$ref`, `$dynamicRef`, `$recursiveRef`).
+fn has_references(schema: &Json) -> bool {
+    has_keyword(schema, &["$ref", "$dynamicRef", "$recursiveRef"])
 }
 
 /// One violation as a per-record error: the field is the instance's JSON pointer, the message names the rule.
@@ -768,6 +995,287 @@ mod tests {
             .with_constants(&good)
             .unwrap();
         assert!(v.checked_once().is_empty());
+    }
+
+    /// A template compiled from its YAML fields (`fields:` follows the text).
+    fn template(fields: &str, keep_unmapped: bool) -> crate::template::CompiledTemplate {
+        let text = format!("name: t\nkeep_unmapped: {keep_unmapped}\nfields:\n{fields}");
+        crate::template::Template::parse(&text, crate::template::TemplateSource::Builtin("t"))
+            .unwrap()
+            .compile()
+            .unwrap()
+    }
+
+    /// The full and the reduced validator of `schema` for `template`.
+    fn full_and_reduced(
+        schema: &Json,
+        template: &crate::template::CompiledTemplate,
+    ) -> (SchemaValidator, SchemaValidator) {
+        let full = SchemaValidator::compile("t", schema).unwrap();
+        let reduced = SchemaValidator::compile("t", schema)
+            .unwrap()
+            .with_guarantees(&template.guarantees())
+            .unwrap();
+        (full, reduced)
+    }
+
+    /// Source records for the templates below: every field missing, blank, null, text, a number, a
+    /// list, and an extra field.
+    fn sources() -> Vec<Record> {
+        let values = [
+            Value::Null,
+            Value::String(String::new()),
+            Value::String(" 7 ".into()),
+            Value::String("word".into()),
+            Value::String("2024-05-01".into()),
+            Value::Int(3),
+            Value::Float(f64::NAN),
+            Value::Array(vec![Value::String("a".into())]),
+        ];
+        let names = ["a", "b", "c", "d", "extra"];
+        let mut records = vec![Record::new()];
+        for (i, value) in values.iter().enumerate() {
+            for (j, name) in names.iter().enumerate() {
+                let mut r = Record::new();
+                r.insert(*name, value.clone());
+                r.insert(
+                    names[(j + 1) % names.len()],
+                    values[(i + j) % values.len()].clone(),
+                );
+                records.push(r);
+            }
+        }
+        records
+    }
+
+    /// Maps every source with `template` and checks that the reduced validator rejects exactly the
+    /// records the full one does, with its messages; returns how many mapped records each rejected.
+    fn same_results(
+        full: &SchemaValidator,
+        reduced: &SchemaValidator,
+        template: &crate::template::CompiledTemplate,
+    ) -> usize {
+        let evaluator = template.evaluator(chrono::DateTime::UNIX_EPOCH.fixed_offset());
+        let mut rejected = 0;
+        for source in sources() {
+            let Ok(crate::template::Mapped::Keep(mapped)) = template.map(&evaluator, &source)
+            else {
+                continue;
+            };
+            let expected = messages(full, &mapped);
+            assert_eq!(messages(reduced, &mapped), expected, "{mapped:?}");
+            rejected += usize::from(!expected.is_empty());
+        }
+        rejected
+    }
+
+    #[test]
+    fn a_type_is_proven_when_every_type_the_field_can_have_is_allowed() {
+        let t = template(
+            "  - {name: a, type: integer, required: true}\n\
+             \x20 - {name: b, type: integer, default: 0}\n\
+             \x20 - {name: c, type: date}\n\
+             \x20 - {name: d, type: string, default: none}\n",
+            false,
+        );
+        // integer within number; a date is a string, null when the source has none; a default's type.
+        let schema = serde_json::json!({"properties": {
+            "a": {"type": "number", "maximum": 5}, "b": {"type": ["integer"]},
+            "c": {"type": ["string", "null"], "minLength": 10}, "d": {"type": "string"}
+        }});
+        let (full, reduced) = full_and_reduced(&schema, &t);
+        assert_eq!(
+            reduced.proven(),
+            ["a: type", "b: type", "c: type", "d: type"]
+        );
+        assert!(same_results(&full, &reduced, &t) > 0);
+    }
+
+    #[test]
+    fn a_type_the_template_cannot_prove_is_kept() {
+        let t = template(
+            "  - {name: a, type: number, required: true}\n\
+             \x20 - {name: b, type: integer, default: none}\n\
+             \x20 - {name: c, type: string}\n\
+             \x20 - {name: d}\n\
+             \x20 - {name: extra, type: decimal, required: true}\n",
+            false,
+        );
+        // A float may be a string (not finite); a default of another type; a null; no declared type; a
+        // decimal is not known to be an integer.
+        let schema = serde_json::json!({"properties": {
+            "a": {"type": "number"}, "b": {"type": "integer"}, "c": {"type": "string"},
+            "d": {"type": "string"}, "extra": {"type": "integer"}
+        }});
+        let (full, reduced) = full_and_reduced(&schema, &t);
+        assert!(reduced.proven().is_empty(), "{:?}", reduced.proven());
+        assert!(same_results(&full, &reduced, &t) > 0);
+        // A dropped field replaced by the source's (keep_unmapped) is any value.
+        let t = template(
+            "  - {name: a, type: string, from: b, transforms: [drop]}\n",
+            true,
+        );
+        let schema = serde_json::json!({"properties": {"a": {"type": "string"}}});
+        let (full, reduced) = full_and_reduced(&schema, &t);
+        assert!(reduced.proven().is_empty(), "{:?}", reduced.proven());
+        assert!(same_results(&full, &reduced, &t) > 0);
+    }
+
+    #[test]
+    fn required_is_proven_for_fields_in_every_mapped_record() {
+        // Not dropped means present, null or not.
+        let t = template(
+            "  - {name: a, type: string}\n  - {name: b, required: true}\n  - {name: c, transforms: [drop]}\n",
+            false,
+        );
+        let schema = serde_json::json!({"required": ["a", "b", "c", "z"],
+            "properties": {"a": {"type": "string"}}});
+        let (full, reduced) = full_and_reduced(&schema, &t);
+        // c can be dropped and z is never mapped: both stay required.
+        assert_eq!(reduced.proven(), ["required: a", "required: b"]);
+        assert_eq!(reduced.schema["required"], serde_json::json!(["c", "z"]));
+        assert!(same_results(&full, &reduced, &t) > 0);
+        // All proven: the keyword goes.
+        let schema = serde_json::json!({"required": ["a"], "properties": {"a": {"minLength": 2}}});
+        let (full, reduced) = full_and_reduced(&schema, &t);
+        assert_eq!(reduced.proven(), ["required: a"]);
+        assert!(reduced.schema.get("required").is_none());
+        assert!(same_results(&full, &reduced, &t) > 0);
+    }
+
+    #[test]
+    fn additional_properties_is_proven_when_the_template_emits_only_declared_fields() {
+        let fields = "  - {name: a, type: string}\n  - {name: b}\n";
+        let schema = serde_json::json!({"additionalProperties": false,
+            "properties": {"a": {"minLength": 2}, "b": {"type": "string"}, "unused": {}}});
+        let t = template(fields, false);
+        let (full, reduced) = full_and_reduced(&schema, &t);
+        // `b` has no declared type: its `type` stays.
+        assert_eq!(reduced.proven(), ["additionalProperties"]);
+        assert!(same_results(&full, &reduced, &t) > 0);
+        // Kept: source fields pass through; a field `properties` does not name; patternProperties;
+        // unevaluatedProperties anywhere; a reference anywhere (the schema is left whole).
+        let cases = [
+            (fields, true, schema.clone()),
+            (
+                "  - {name: a}\n  - {name: c}\n",
+                false,
+                serde_json::json!({"additionalProperties": false, "properties": {"a": {}}}),
+            ),
+            (
+                fields,
+                false,
+                serde_json::json!({"additionalProperties": {"type": "integer"},
+                    "properties": {"a": {}, "b": {}}, "patternProperties": {"^a": {"type": "string"}}}),
+            ),
+            (
+                fields,
+                false,
+                serde_json::json!({"additionalProperties": false, "properties": {"a": {}, "b": {}},
+                    "anyOf": [{"unevaluatedProperties": false}]}),
+            ),
+            (
+                fields,
+                false,
+                serde_json::json!({"additionalProperties": false, "$defs": {"s": {"type": "string"}},
+                    "properties": {"a": {"$ref": "#/$defs/s"}, "b": {"type": "string"}}}),
+            ),
+        ];
+        for (fields, keep_unmapped, schema) in cases {
+            let t = template(fields, keep_unmapped);
+            let (full, reduced) = full_and_reduced(&schema, &t);
+            assert!(
+                !reduced.proven().iter().any(|p| p == "additionalProperties"),
+                "{schema}: {:?}",
+                reduced.proven()
+            );
+            same_results(&full, &reduced, &t);
+        }
+    }
+
+    #[test]
+    fn reduced_messages_are_the_full_schemas() {
+        // The reduced schema no longer has `type` or `required`, but a record it rejects for its length is
+        // reported with every violation of the schema as written (here only the length, as before).
+        let t = template("  - {name: a, type: string, required: true}\n", false);
+        let schema = serde_json::json!({"required": ["a"], "additionalProperties": false,
+            "properties": {"a": {"type": "string", "minLength": 3}}});
+        let (full, reduced) = full_and_reduced(&schema, &t);
+        assert_eq!(
+            reduced.proven(),
+            ["a: type", "required: a", "additionalProperties"]
+        );
+        let mut r = Record::new();
+        r.insert("a", Value::String("x".into()));
+        assert_eq!(messages(&reduced, &r), messages(&full, &r));
+        assert_eq!(messages(&reduced, &r).len(), 1);
+        // Constants, then guarantees: both reductions, the messages still the full schema's.
+        let t = template(
+            "  - {name: a, type: string, required: true}\n  - {name: at, compute: \"'x'\"}\n",
+            false,
+        );
+        let schema = serde_json::json!({"additionalProperties": false,
+            "properties": {"a": {"type": "string", "minLength": 3}, "at": {"const": "x"}}});
+        let constants = t.constants(&t.evaluator(chrono::DateTime::UNIX_EPOCH.fixed_offset()));
+        let reduced = SchemaValidator::compile("t", &schema)
+            .unwrap()
+            .with_constants(&constants)
+            .unwrap()
+            .with_guarantees(&t.guarantees())
+            .unwrap();
+        assert_eq!(reduced.checked_once(), ["at"]);
+        assert_eq!(reduced.proven(), ["a: type", "additionalProperties"]);
+        let full = SchemaValidator::compile("t", &schema).unwrap();
+        assert!(same_results(&full, &reduced, &t) > 0);
+    }
+
+    /// The JSON types claimed for a declared type hold for whatever `coerce` makes of any value.
+    #[test]
+    fn coerced_values_have_the_types_claimed_for_their_declared_type() {
+        let mut values = interesting_values();
+        values.extend(
+            [
+                " 12 ",
+                "1.5",
+                "true",
+                "2024-05-01",
+                "2024-05-01T10:00:00Z",
+                "AQID",
+                "[1]",
+                "{}",
+                "nan",
+                "inf",
+            ]
+            .map(|s| Value::String(s.into())),
+        );
+        values.extend([f64::NAN, f64::INFINITY, -0.0, 1e300].map(Value::Float));
+        let types = [
+            FieldType::String,
+            FieldType::Integer,
+            FieldType::Number,
+            FieldType::Decimal,
+            FieldType::Boolean,
+            FieldType::Date,
+            FieldType::Datetime,
+            FieldType::Array,
+            FieldType::Object,
+            FieldType::Bytes,
+        ];
+        let mut coerced = 0;
+        for ty in types {
+            for value in &values {
+                if let Ok(v) = ty.coerce(value.clone()) {
+                    if v != Value::Null {
+                        assert!(
+                            Kinds::of_value(&v).within(Kinds::of_type(ty)),
+                            "{ty:?}: {value:?} became {v:?}"
+                        );
+                        coerced += 1;
+                    }
+                }
+            }
+        }
+        assert!(coerced > 50, "{coerced}");
     }
 
     #[test]

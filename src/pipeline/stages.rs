@@ -58,11 +58,14 @@ impl Stages {
         };
         let template = template.map(|t| t.compile()).transpose()?;
         let now = run_time(env)?;
-        // What the template makes the same for every record is validated once, not per record.
+        // What the template makes the same for every record, or proves of every record (declared types,
+        // fields always present, no others), is validated once, not per record.
         let schema = match (schema, &template) {
-            (Some(schema), Some(t)) => {
-                Some(schema.with_constants(&t.constants(&t.evaluator(now)))?)
-            }
+            (Some(schema), Some(t)) => Some(
+                schema
+                    .with_constants(&t.constants(&t.evaluator(now)))?
+                    .with_guarantees(&t.guarantees())?,
+            ),
             (schema, _) => schema,
         };
         let select = job

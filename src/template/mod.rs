@@ -646,6 +646,30 @@ pub struct CompiledTemplate {
     env: Arc<cel::Env>,
 }
 
+/// What a compiled template guarantees about every record it maps ([`CompiledTemplate::guarantees`]).
+#[derive(Debug)]
+pub struct Guarantees<'a> {
+    /// One per output field, in output order.
+    pub fields: Vec<FieldGuarantee<'a>>,
+    /// The mapped record has no fields but the template's own (no `keep_unmapped`).
+    pub only_own_fields: bool,
+}
+
+/// What a template guarantees about one output field whenever the field is in a mapped record.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldGuarantee<'a> {
+    /// The output name.
+    pub name: &'a str,
+    /// In every mapped record (perhaps null): no transform can drop it.
+    pub always_present: bool,
+    /// The declared type: every non-null value is what [`FieldType::coerce`] made of it. `None`: any value.
+    pub field_type: Option<FieldType>,
+    /// What a null becomes, as written (not coerced).
+    pub default: Option<&'a Value>,
+    /// The value may be null: the field is not required and has no non-null default.
+    pub may_be_null: bool,
+}
+
 /// What mapping did with a record.
 #[derive(Debug)]
 pub enum Mapped {
@@ -678,6 +702,43 @@ impl CompiledTemplate {
                 Ok(None) | Err(_) => None,
             })
             .collect()
+    }
+
+    /// What every record this template maps is sure to be, for the validate stage to leave out of the
+    /// schema what it proves ([`crate::validate::SchemaValidator::with_guarantees`]).
+    pub fn guarantees(&self) -> Guarantees<'_> {
+        let fields = self
+            .fields
+            .iter()
+            .map(|f| {
+                let may_drop = f.transforms.iter().any(Transform::may_drop);
+                // With `keep_unmapped`, a source field of the same name takes the place of a dropped one:
+                // then nothing is known of the value.
+                if may_drop && self.keep_unmapped {
+                    return FieldGuarantee {
+                        name: &f.name,
+                        always_present: false,
+                        field_type: None,
+                        default: None,
+                        may_be_null: true,
+                    };
+                }
+                FieldGuarantee {
+                    name: &f.name,
+                    // `map` pushes every field it does not drop, null or not.
+                    always_present: !may_drop,
+                    field_type: f.field_type,
+                    default: f.default.as_ref(),
+                    // A required field that is null is a mapping error: such records are never validated.
+                    may_be_null: !f.required
+                        && f.default.as_ref().is_none_or(|d| *d == Value::Null),
+                }
+            })
+            .collect();
+        Guarantees {
+            fields,
+            only_own_fields: !self.keep_unmapped,
+        }
     }
 
     /// The output field names and declared types, in order.

@@ -323,10 +323,16 @@ impl Transform {
 
     /// Applies the transform. `Ok(None)` means the field is dropped.
     pub fn apply(&self, value: Value) -> Result<Option<Value>, String> {
-        if matches!(self, Transform::Drop) {
+        if self.may_drop() {
             return Ok(None);
         }
         self.apply_value(value).map(Some)
+    }
+
+    /// True for a transform that may remove the field ([`Transform::apply`] returns `Ok(None)`): the
+    /// validate stage trusts a field that no such transform touches to be in every mapped record.
+    pub fn may_drop(&self) -> bool {
+        matches!(self, Transform::Drop)
     }
 
     /// The transform applied to a value it only reads, for a text value and a transform that builds a new
