@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Decoder, Fidelity, Format, FormatOptions, Input};
 use crate::error::{Error, Position, Result, Stage};
-use crate::record::{Decimal, Record, Timestamp, Value};
+use crate::record::{Decimal, Key, Record, Timestamp, Value};
 
 pub(super) const FORMAT: Format = Format {
     name: "parquet",
@@ -124,6 +124,7 @@ fn decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {
         name,
         failed: false,
         json_cells: options.json_cells,
+        keys: ColumnKeys::default(),
     }))
 }
 
@@ -137,6 +138,29 @@ struct ParquetDecoder {
     failed: bool,
     /// `--json-cells`: text holding a JSON array or object (a column of mixed values) is read as it.
     json_cells: bool,
+    /// The current batch's column names, made once per batch and shared by its records.
+    keys: ColumnKeys,
+}
+
+/// A batch's column names as record keys, and whether they are distinct (then a record's fields are
+/// appended without looking for an earlier one of the same name).
+#[derive(Default)]
+struct ColumnKeys {
+    keys: Vec<Key>,
+    distinct: bool,
+}
+
+impl ColumnKeys {
+    fn of(batch: &RecordBatch) -> ColumnKeys {
+        let keys: Vec<Key> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| Key::from(f.name().as_str()))
+            .collect();
+        let distinct = keys.iter().enumerate().all(|(i, k)| !keys[..i].contains(k));
+        ColumnKeys { keys, distinct }
+    }
 }
 
 impl Iterator for ParquetDecoder {
@@ -148,7 +172,10 @@ impl Iterator for ParquetDecoder {
         }
         while self.batch.as_ref().is_none_or(|b| self.row >= b.num_rows()) {
             match self.reader.next()? {
-                Ok(batch) => (self.batch, self.row) = (Some(batch), 0),
+                Ok(batch) => {
+                    self.keys = ColumnKeys::of(&batch);
+                    (self.batch, self.row) = (Some(batch), 0);
+                }
                 Err(e) => {
                     self.failed = true;
                     let at = Position::file(self.name.clone()).with_record(self.number + 1);
@@ -162,7 +189,7 @@ impl Iterator for ParquetDecoder {
         let row = self.row;
         self.row += 1;
         Some(
-            record_at(batch, row, self.json_cells).map_err(|(field, message)| {
+            record_at(batch, &self.keys, row, self.json_cells).map_err(|(field, message)| {
                 let at = Position::file(self.name.clone())
                     .with_record(self.number)
                     .with_field(field);
@@ -175,17 +202,21 @@ impl Iterator for ParquetDecoder {
 /// One row of a batch as a record; an error names the field.
 fn record_at(
     batch: &RecordBatch,
+    keys: &ColumnKeys,
     row: usize,
     json_cells: bool,
 ) -> std::result::Result<Record, (String, String)> {
-    let schema = batch.schema();
     let mut record = Record::with_capacity(batch.num_columns());
-    for (field, column) in schema.fields().iter().zip(batch.columns()) {
-        let value = match value_at(column.as_ref(), row).map_err(|m| (field.name().clone(), m))? {
+    for (key, column) in keys.keys.iter().zip(batch.columns()) {
+        let value = match value_at(column.as_ref(), row).map_err(|m| (key.to_string(), m))? {
             Value::String(text) if json_cells => super::csv::cell_value(&text, true),
             value => value,
         };
-        record.insert(field.name().as_str(), value);
+        if keys.distinct {
+            record.push_unchecked(key.clone(), value);
+        } else {
+            record.insert(&**key, value);
+        }
     }
     Ok(record)
 }
