@@ -592,16 +592,21 @@ impl QuoteCheck {
         }
         let mut exact = *self;
         exact.start_row(line);
-        for &b in raw {
-            exact.step(b);
+        exact.step_through(raw);
+        exact.first_problem()
+    }
+
+    /// Steps through every byte of `bytes`, keeping the line and the column (in characters) of each.
+    fn step_through(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.step(b);
             if b == b'\n' {
-                exact.line += 1;
-                exact.column = 1;
+                self.line += 1;
+                self.column = 1;
             } else if b & 0xC0 != 0x80 {
-                exact.column += 1;
+                self.column += 1;
             }
         }
-        exact.first_problem()
     }
 
     fn first_problem(&self) -> Option<QuoteProblem> {
@@ -939,15 +944,7 @@ mod tests {
     fn problem_byte_by_byte(q: &QuoteCheck, row: &[u8]) -> (QuoteState, Option<QuoteProblem>) {
         let mut q = *q;
         q.start_row(1);
-        for &b in row {
-            q.step(b);
-            if b == b'\n' {
-                q.line += 1;
-                q.column = 1;
-            } else if b & 0xC0 != 0x80 {
-                q.column += 1;
-            }
-        }
+        q.step_through(row);
         (q.state, q.first_problem())
     }
 
