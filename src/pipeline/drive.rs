@@ -1,5 +1,7 @@
 //! Drives a conversion's records: the decoder on a thread of its own hands batches through a bounded
-//! channel; map and validate run on a batch in parallel while the batch before it is encoded here; the
+//! channel; map and validate run on a batch in parallel while the batch before it is encoded here (without
+//! a worker pool, a table's batch is ended only after the next one is mapped, so the database works
+//! meanwhile); the
 //! error policy decides what a bad record does; every record is counted, so that the report always
 //! balances: `read = written + rejected + filtered + skipped`. Between batches the run tells its observer
 //! how far it is and checks its cancellation token.
@@ -19,8 +21,9 @@ use crate::record::Record;
 use crate::rejects::RejectsWriter;
 use crate::report::Report;
 
-/// Batches in flight between the decoding and encoding threads.
-const BATCHES_IN_FLIGHT: usize = 4;
+/// Batches waiting between the decoding and encoding threads. Two keep both threads busy as well as four
+/// did (1M-row templated loads into NDJSON and SQLite, within the runs' noise) and hold ~6 MiB less.
+const BATCHES_IN_FLIGHT: usize = 2;
 /// A batch also ends once about this much input has been read for it, so that wide records cannot make a
 /// batch (and the few in flight) large: memory stays at a few MiB whatever the record width.
 const BATCH_INPUT_BYTES: u64 = 1 << 20;
@@ -67,6 +70,8 @@ impl Run<'_> {
         let mut outcome = Ok(());
         // The batch whose stages are running on the pool while this thread encodes the one before it.
         let mut pending: Option<Pending> = None;
+        // Without a pool: a table's batch sent and not yet settled (see `Unsettled`).
+        let mut unsettled: Option<Unsettled> = None;
         loop {
             let message = match rx.recv_timeout(CANCEL_POLL) {
                 Ok(message) => message,
@@ -82,10 +87,22 @@ impl Run<'_> {
             outcome = match message {
                 Batch::Records(batch) if self.stages.pool.is_none() => {
                     let outcomes = self.stages.maps().then(|| self.stages.process_here(&batch));
-                    let result = self.records(&batch, outcomes, &mut output);
-                    // If the reader has already finished, the batch is simply dropped here.
-                    let _ = done_tx.send(batch);
-                    result
+                    // The batch before is settled only now that this one is mapped: a database was
+                    // still taking in its last rows meanwhile, instead of waiting for the mapping.
+                    let earlier = self.settle(unsettled.take(), &mut output, &done_tx);
+                    earlier.and_then(|()| {
+                        let sent = self.send_records(batch, outcomes, &mut output);
+                        match (sent, &output) {
+                            (Ok(sent), Output::Table(_)) => {
+                                unsettled = Some(sent);
+                                Ok(())
+                            }
+                            (Ok(sent), Output::File(_)) => {
+                                self.settle(Some(sent), &mut output, &done_tx)
+                            }
+                            (Err(e), _) => Err(e),
+                        }
+                    })
                 }
                 Batch::Records(batch) => {
                     let next = self.stages.start(batch);
@@ -98,7 +115,7 @@ impl Run<'_> {
                     // Records keep their order: the batch before the bad record is written first.
                     let earlier = match pending.take() {
                         Some(previous) => self.finish_batch(previous, &mut output, &done_tx),
-                        None => Ok(()),
+                        None => self.settle(unsettled.take(), &mut output, &done_tx),
                     };
                     earlier.and_then(|()| {
                         self.report.counts.read += 1;
@@ -121,6 +138,9 @@ impl Run<'_> {
             if !self.limit_reached() {
                 outcome = self.finish_batch(last, &mut output, &done_tx);
             }
+        }
+        if outcome.is_ok() {
+            outcome = self.settle(unsettled.take(), &mut output, &done_tx);
         }
         drop(rx); // stops the reader thread if we left early
         if outcome.is_ok() && !self.limit_reached() {
@@ -174,14 +194,48 @@ impl Run<'_> {
                 "a mapping worker stopped unexpectedly (internal error)",
             )
         })?;
-        let result = self.records(&pending.batch, Some(outcomes), output);
+        let first_number = self.report.counts.read + 1;
+        let result = self
+            .records(&pending.batch, Some(outcomes), output)
+            .and_then(|()| self.end_batch(&pending.batch, first_number, output));
         if let Ok(batch) = Arc::try_unwrap(pending.batch) {
             let _ = done.send(batch);
         }
         result
     }
 
+    /// Sends a batch through the error policy to the encoder; it is settled later, by [`Run::settle`].
+    fn send_records(
+        &mut self,
+        batch: Vec<Record>,
+        outcomes: Option<Vec<Outcome>>,
+        output: &mut Output,
+    ) -> Result<Unsettled> {
+        let first_number = self.report.counts.read + 1;
+        self.records(&batch, outcomes, output)?;
+        Ok(Unsettled {
+            batch,
+            first_number,
+        })
+    }
+
+    /// Settles a batch sent earlier (a table's refused rows rejected, a commit if one is due) and hands
+    /// its records back to the reading thread.
+    fn settle(
+        &mut self,
+        sent: Option<Unsettled>,
+        output: &mut Output,
+        done: &mpsc::Sender<Vec<Record>>,
+    ) -> Result<()> {
+        let Some(sent) = sent else { return Ok(()) };
+        let result = self.end_batch(&sent.batch, sent.first_number, output);
+        // If the reader has already finished, the batch is simply dropped here.
+        let _ = done.send(sent.batch);
+        result
+    }
+
     /// One batch through the error policy and the encoder; `outcomes` are its map and validate results.
+    /// A table output still has to end the batch ([`Run::end_batch`]).
     fn records(
         &mut self,
         batch: &[Record],
@@ -189,7 +243,6 @@ impl Run<'_> {
         output: &mut Output,
     ) -> Result<()> {
         let mut outcomes = outcomes.map(Vec::into_iter);
-        let first_number = self.report.counts.read + 1;
         for record in batch {
             if self.limit_reached() {
                 // `--limit`: the records after it are not read, as far as the run is concerned.
@@ -234,6 +287,17 @@ impl Run<'_> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Ends a table's batch whose first record is number `first_number`: the rows the database refused
+    /// are rejected, and a commit is made if one is due. Nothing to do for a file.
+    fn end_batch(
+        &mut self,
+        batch: &[Record],
+        first_number: u64,
+        output: &mut Output,
+    ) -> Result<()> {
         if let Output::Table(table) = output {
             // Rows the database refused were counted as written when they were handed over.
             for (number, error) in table.end_batch()? {
@@ -391,6 +455,14 @@ fn read_batches(
     if !batch.is_empty() {
         let _ = tx.send(Batch::Records(batch));
     }
+}
+
+/// A batch whose records were handed to a table, kept until the table has ended the batch: the rows it
+/// refuses are rejected with their records as read. Ending it (the database's last rows of the batch, a
+/// savepoint released) waits for the server, so the next batch is mapped first.
+struct Unsettled {
+    batch: Vec<Record>,
+    first_number: u64,
 }
 
 /// Messages from the decoding thread.
