@@ -1,10 +1,9 @@
 //! Drives a conversion's records: the decoder on a thread of its own hands batches through a bounded
 //! channel; map and validate run on a batch in parallel while the batch before it is encoded here (without
 //! a worker pool, a table's batch is ended only after the next one is mapped, so the database works
-//! meanwhile); the
-//! error policy decides what a bad record does; every record is counted, so that the report always
-//! balances: `read = written + rejected + filtered + skipped`. Between batches the run tells its observer
-//! how far it is and checks its cancellation token.
+//! meanwhile); the error policy decides what a bad record does; every record is counted, so that the
+//! report always balances: `read = written + rejected + filtered + skipped`. Between batches the run tells
+//! its observer how far it is and checks its cancellation token.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
