@@ -5,7 +5,7 @@
 //! report always balances: `read = written + rejected + filtered + skipped`. Between batches the run tells
 //! its observer how far it is and checks its cancellation token.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,8 +63,20 @@ impl Run<'_> {
         // this thread made malloc the decoder's largest cost).
         let (done_tx, done_rx) = mpsc::channel::<Vec<Record>>();
         let input_bytes = self.bytes_read.clone();
+        // Without a worker pool the reading thread shares the mapping of a file output: see `ReaderMapping`.
+        let shares = self.stages.pool.is_none() && matches!(output, Output::File(_));
+        let sharing = (shares && self.stages.maps()).then(|| ReaderMapping {
+            stages: Arc::clone(&self.stages),
+            waiting: Arc::new(AtomicUsize::new(0)),
+        });
+        let waiting = sharing.as_ref().map(|s| Arc::clone(&s.waiting));
         let reader = std::thread::spawn(move || {
-            read_batches(decoder, batch_size, &input_bytes, &tx, &done_rx)
+            let feed = Feed {
+                batches: &tx,
+                done: &done_rx,
+                sharing: sharing.as_ref(),
+            };
+            read_batches(decoder, batch_size, &input_bytes, &feed)
         });
         let mut outcome = Ok(());
         // The batch whose stages are running on the pool while this thread encodes the one before it.
@@ -83,14 +95,21 @@ impl Run<'_> {
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
+            if let (Some(waiting), Batch::Records(..)) = (&waiting, &message) {
+                waiting.fetch_sub(1, Ordering::Relaxed);
+            }
             outcome = match message {
-                Batch::Records(batch) if self.stages.pool.is_none() => {
-                    let outcomes = self.stages.maps().then(|| self.stages.process_here(&batch));
+                Batch::Records(batch, mapped_there) if self.stages.pool.is_none() => {
+                    let mapped_here = mapped_there.is_none();
+                    let outcomes = match mapped_there {
+                        Some(outcomes) => Some(outcomes),
+                        None => self.stages.maps().then(|| self.stages.process_here(&batch)),
+                    };
                     // The batch before is settled only now that this one is mapped: a database was
                     // still taking in its last rows meanwhile, instead of waiting for the mapping.
                     let earlier = self.settle(unsettled.take(), &mut output, &done_tx);
                     earlier.and_then(|()| {
-                        let sent = self.send_records(batch, outcomes, &mut output);
+                        let sent = self.send_records(batch, outcomes, mapped_here, &mut output);
                         match (sent, &output) {
                             (Ok(sent), Output::Table(_)) => {
                                 unsettled = Some(sent);
@@ -103,7 +122,7 @@ impl Run<'_> {
                         }
                     })
                 }
-                Batch::Records(batch) => {
+                Batch::Records(batch, _) => {
                     let next = self.stages.start(batch);
                     match pending.replace(next) {
                         Some(previous) => self.finish_batch(previous, &mut output, &done_tx),
@@ -195,7 +214,7 @@ impl Run<'_> {
         })?;
         let first_number = self.report.counts.read + 1;
         let result = self
-            .records(&pending.batch, Some(outcomes), output)
+            .records(&pending.batch, Some(outcomes), None, output)
             .and_then(|()| self.end_batch(&pending.batch, first_number, output));
         if let Ok(batch) = Arc::try_unwrap(pending.batch) {
             let _ = done.send(batch);
@@ -204,17 +223,22 @@ impl Run<'_> {
     }
 
     /// Sends a batch through the error policy to the encoder; it is settled later, by [`Run::settle`].
+    /// Records the reading thread mapped (`mapped_here` false) go back to it with their source batch.
     fn send_records(
         &mut self,
         batch: Vec<Record>,
         outcomes: Option<Vec<Outcome>>,
+        mapped_here: bool,
         output: &mut Output,
     ) -> Result<Unsettled> {
         let first_number = self.report.counts.read + 1;
-        self.records(&batch, outcomes, output)?;
+        let mut retired = Vec::new();
+        let retire = (!mapped_here).then_some(&mut retired);
+        self.records(&batch, outcomes, retire, output)?;
         Ok(Unsettled {
             batch,
             first_number,
+            retired,
         })
     }
 
@@ -226,19 +250,22 @@ impl Run<'_> {
         output: &mut Output,
         done: &mpsc::Sender<Vec<Record>>,
     ) -> Result<()> {
-        let Some(sent) = sent else { return Ok(()) };
+        let Some(mut sent) = sent else { return Ok(()) };
         let result = self.end_batch(&sent.batch, sent.first_number, output);
+        sent.batch.append(&mut sent.retired);
         // If the reader has already finished, the batch is simply dropped here.
         let _ = done.send(sent.batch);
         result
     }
 
     /// One batch through the error policy and the encoder; `outcomes` are its map and validate results.
-    /// A table output still has to end the batch ([`Run::end_batch`]).
+    /// A table output still has to end the batch ([`Run::end_batch`]). Mapped records go into `retire`
+    /// once written, when the thread that made them is to free them.
     fn records(
         &mut self,
         batch: &[Record],
         outcomes: Option<Vec<Outcome>>,
+        mut retire: Option<&mut Vec<Record>>,
         output: &mut Output,
     ) -> Result<()> {
         let mut outcomes = outcomes.map(Vec::into_iter);
@@ -259,13 +286,10 @@ impl Run<'_> {
                 self.report.counts.skipped += 1;
                 continue;
             }
-            let mapped;
+            let mut mapped = None;
             let to_write = match outcome {
                 Outcome::Pass => record,
-                Outcome::Mapped(record) => {
-                    mapped = record;
-                    &mapped
-                }
+                Outcome::Mapped(record) => mapped.insert(record),
                 Outcome::Filtered => {
                     self.report.counts.filtered += 1;
                     continue;
@@ -275,7 +299,11 @@ impl Run<'_> {
                     continue;
                 }
             };
-            match output.write(number, to_write) {
+            let written = output.write(number, to_write);
+            if let (Some(retire), Some(mapped)) = (retire.as_deref_mut(), mapped) {
+                retire.push(mapped);
+            }
+            match written {
                 Ok(()) => self.report.counts.written += 1,
                 Err(e) if e.is_record() => self.reject(number, Some(record), vec![e])?,
                 Err(e) => {
@@ -396,13 +424,49 @@ fn first_of(mut errors: Vec<Error>, number: u64) -> Error {
     )
 }
 
+/// Lets the reading thread map batches too, when the run has no worker pool (two cores: one decodes, one
+/// encodes) and writes a file. A finished batch is mapped by the reading thread when the encoding thread
+/// already has a batch waiting — it is the busier one — and is otherwise handed over as read, to be mapped
+/// there, so the share settles by itself where the two threads are equally busy. Records the reading
+/// thread mapped go back to it to be freed, with their source (one allocator arena per thread).
+/// Measured on a templated 1M-row CSV → NDJSON run: 3.09 s against 3.41 (means of four alternating runs).
+/// Not for a table: into SQLite it gained nothing and took 2 CPU-s and 16 MiB more (the table's batch is
+/// held until the next one is mapped, see `Unsettled`, so a table output already overlaps the two).
+struct ReaderMapping {
+    stages: Arc<Stages>,
+    /// Batches sent and not yet taken by the encoding thread.
+    waiting: Arc<AtomicUsize>,
+}
+
+/// Where the reading thread sends batches, takes finished ones back to free, and maps when it should.
+struct Feed<'a> {
+    batches: &'a mpsc::SyncSender<Batch>,
+    done: &'a mpsc::Receiver<Vec<Record>>,
+    sharing: Option<&'a ReaderMapping>,
+}
+
+impl Feed<'_> {
+    /// Sends a batch of records in order, mapped here if the encoding thread is behind; false when no one
+    /// is listening any more.
+    fn records(&self, batch: Vec<Record>) -> bool {
+        let mapped = self.sharing.and_then(|sharing| {
+            let behind = sharing.waiting.load(Ordering::Relaxed) > 0;
+            behind.then(|| sharing.stages.process_here(&batch))
+        });
+        if let Some(sharing) = self.sharing {
+            sharing.waiting.fetch_add(1, Ordering::Relaxed);
+        }
+        self.batches.send(Batch::Records(batch, mapped)).is_ok()
+    }
+}
+
 fn read_batches(
     mut decoder: Box<dyn Decoder>,
     batch_size: usize,
     input_bytes: &AtomicU64,
-    tx: &mpsc::SyncSender<Batch>,
-    done: &mpsc::Receiver<Vec<Record>>,
+    feed: &Feed<'_>,
 ) {
+    let (tx, done) = (feed.batches, feed.done);
     // Records of a batch the encoder has finished with. One is dropped just before each record is decoded, so
     // that the memory it frees is still in this thread's allocator cache when the new record's cells need it.
     // One for one only keeps pace, though: every moment with nothing to retire leaves the next batches
@@ -424,8 +488,7 @@ fn read_batches(
         match item {
             Ok(record) => batch.push(record),
             Err(e) => {
-                if !batch.is_empty() && tx.send(Batch::Records(std::mem::take(&mut batch))).is_err()
-                {
+                if !batch.is_empty() && !feed.records(std::mem::take(&mut batch)) {
                     return;
                 }
                 // A bad record does not end the stream: the decoder has already moved past it.
@@ -445,14 +508,14 @@ fn read_batches(
         if batch.len() >= batch_size || read - batch_start >= BATCH_INPUT_BYTES {
             let next = Vec::with_capacity(batch.len());
             let full = std::mem::replace(&mut batch, next);
-            if tx.send(Batch::Records(full)).is_err() {
+            if !feed.records(full) {
                 return;
             }
             batch_start = read;
         }
     }
     if !batch.is_empty() {
-        let _ = tx.send(Batch::Records(batch));
+        feed.records(batch);
     }
 }
 
@@ -462,12 +525,14 @@ fn read_batches(
 struct Unsettled {
     batch: Vec<Record>,
     first_number: u64,
+    /// Its records as mapped by the reading thread, to be freed there.
+    retired: Vec<Record>,
 }
 
 /// Messages from the decoding thread.
 enum Batch {
-    /// Records in input order.
-    Records(Vec<Record>),
+    /// Records in input order, and their map and validate outcomes when the reading thread made them.
+    Records(Vec<Record>, Option<Vec<Outcome>>),
     /// One record could not be decoded; the ones after it can.
     BadRecord(Error),
     /// The input cannot be read any further.
