@@ -42,12 +42,20 @@ fn write_legacy(dir: &Path, rows: usize) {
     .unwrap();
 }
 
+/// The same bytes and rejects whoever maps: two workers (`--jobs 2`), the writing thread (`--jobs 1`), and
+/// with a slow writer (brotli at level 9) the reading thread too, which maps a batch whenever the writer
+/// already has one waiting.
 #[test]
 fn output_order_is_the_same_with_one_or_two_workers() {
     let dir = tempfile::tempdir().unwrap();
     write_legacy(dir.path(), 20_000);
-    for jobs in ["1", "2"] {
-        let out = format!("out-{jobs}.ndjson");
+    for (name, jobs, compress) in [
+        ("1", "1", "none"),
+        ("2", "2", "none"),
+        ("1br", "1", "brotli:9"),
+    ] {
+        let out = format!("out-{name}.ndjson");
+        let rejects = format!("rejects-{name}.ndjson");
         let args = [
             "convert",
             "--in",
@@ -58,10 +66,14 @@ fn output_order_is_the_same_with_one_or_two_workers() {
             &out,
             "--on-error",
             "skip",
+            "--rejects",
+            &rejects,
             "--jobs",
             jobs,
             "--batch-size",
             "64",
+            "--compress",
+            compress,
         ];
         let run = ferry(dir.path(), &args);
         assert_eq!(
@@ -73,11 +85,39 @@ fn output_order_is_the_same_with_one_or_two_workers() {
     }
     let one = fs::read(dir.path().join("out-1.ndjson")).unwrap();
     let two = fs::read(dir.path().join("out-2.ndjson")).unwrap();
+    let mut shared = Vec::new();
+    std::io::Read::read_to_end(
+        &mut brotli::Decompressor::new(
+            fs::File::open(dir.path().join("out-1br.ndjson")).unwrap(),
+            4096,
+        ),
+        &mut shared,
+    )
+    .unwrap();
     assert!(one.len() > 1_000_000);
     assert!(
         one == two,
         "--jobs 1 and --jobs 2 must write the same bytes"
     );
+    assert!(
+        one == shared,
+        "mapping on the reading thread must not change a byte"
+    );
+    let rejects = |name: &str| fs::read(dir.path().join(format!("rejects-{name}.ndjson"))).unwrap();
+    let lines = String::from_utf8(rejects("1")).unwrap();
+    assert_eq!(lines.lines().count(), 207, "a bad date every 97th record");
+    for line in lines.lines() {
+        let reject: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            reject["data"]["legacy_title"]
+                .as_str()
+                .unwrap()
+                .starts_with("Title "),
+            "the record as read: {line}"
+        );
+    }
+    assert_eq!(rejects("1"), rejects("2"));
+    assert_eq!(rejects("1"), rejects("1br"));
     let ids: Vec<u64> = String::from_utf8(one)
         .unwrap()
         .lines()
