@@ -5,8 +5,29 @@
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use ferry::{format, FormatOptions, Input, Record};
+
+/// An application writing while ferry runs: `step(1)`, `step(2)`, … on a thread of its own, 3 ms apart,
+/// until `stop` is set. The thread returns how many steps ran.
+pub fn writer_thread(
+    stop: Arc<AtomicBool>,
+    mut step: impl FnMut(i64) + Send + 'static,
+) -> JoinHandle<u64> {
+    thread::spawn(move || {
+        let mut n: u64 = 0;
+        while !stop.load(Ordering::SeqCst) {
+            n += 1;
+            step(n as i64);
+            thread::sleep(Duration::from_millis(3));
+        }
+        n
+    })
+}
 
 /// The project root.
 pub fn root() -> PathBuf {

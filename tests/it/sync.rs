@@ -9,7 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::pg::{cluster, PASSWORD};
-use crate::support::{ferry_env, ok};
+use crate::support::{ferry_env, ok, writer_thread};
 
 const ENV: &[(&str, &str)] = &[("PGPASSWORD", PASSWORD)];
 
@@ -135,38 +135,30 @@ fn table<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value
 /// A writer that keeps inserting, updating (with a fresh `updated_at`, milliseconds: ties happen) and
 /// deleting users and tags until stopped.
 fn writer(db: &Path, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
-    let db = db.to_path_buf();
-    thread::spawn(move || {
-        let c = rusqlite::Connection::open(&db).unwrap();
-        c.busy_timeout(Duration::from_secs(30)).unwrap();
-        let mut n: u64 = 0;
-        while !stop.load(Ordering::SeqCst) {
-            n += 1;
-            let i = n as i64;
-            let now = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.busy_timeout(Duration::from_secs(30)).unwrap();
+    writer_thread(stop, move |i| {
+        let now = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
+        c.execute_batch(&format!(
+            "BEGIN IMMEDIATE;
+             INSERT INTO users (name, score, updated_at) VALUES ('new {i}', {i}, {now});
+             UPDATE users SET score = score + 1, updated_at = {now} WHERE id = {};
+             INSERT OR REPLACE INTO tags VALUES ('w{:03}', 'written {i}');
+             UPDATE tags SET label = 'changed {i}' WHERE code = 't{:03}';
+             COMMIT;",
+            (i * 37) % 300 + 1,
+            i % 50,
+            i % 40,
+        ))
+        .unwrap();
+        if i % 5 == 0 {
             c.execute_batch(&format!(
-                "BEGIN IMMEDIATE;
-                 INSERT INTO users (name, score, updated_at) VALUES ('new {i}', {i}, {now});
-                 UPDATE users SET score = score + 1, updated_at = {now} WHERE id = {};
-                 INSERT OR REPLACE INTO tags VALUES ('w{:03}', 'written {i}');
-                 UPDATE tags SET label = 'changed {i}' WHERE code = 't{:03}';
-                 COMMIT;",
-                (i * 37) % 300 + 1,
-                i % 50,
-                i % 40,
+                "DELETE FROM users WHERE id = {}; DELETE FROM tags WHERE code = 'w{:03}';",
+                (i * 13) % 300 + 1,
+                (i / 5) % 50
             ))
             .unwrap();
-            if n % 5 == 0 {
-                c.execute_batch(&format!(
-                    "DELETE FROM users WHERE id = {}; DELETE FROM tags WHERE code = 'w{:03}';",
-                    (i * 13) % 300 + 1,
-                    (i / 5) % 50
-                ))
-                .unwrap();
-            }
-            thread::sleep(Duration::from_millis(3));
         }
-        n
     })
 }
 
@@ -680,31 +672,23 @@ fn migrate_incremental_catches_a_finished_migration_up() {
 
 /// A PostgreSQL writer: inserts, updates (one changes its key), deletes, truncates nothing, until stopped.
 fn pg_writer(url: &str, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
-    let url = url.to_owned();
-    thread::spawn(move || {
-        let mut c = cluster().client(&url);
-        let mut n: u64 = 0;
-        while !stop.load(Ordering::SeqCst) {
-            n += 1;
-            let i = n as i64;
-            c.batch_execute(&format!(
-                "BEGIN;
-                 INSERT INTO users (id, name, score) VALUES ({}, 'new {i}', {i});
-                 UPDATE users SET score = score + 1 WHERE id = {};
-                 INSERT INTO tags VALUES ('w{i:05}', 'written') ON CONFLICT (code) DO UPDATE SET label = 'again';
-                 DELETE FROM users WHERE id = {};
-                 UPDATE users SET id = {} WHERE id = {};
-                 COMMIT;",
-                100_000 + i,
-                (i * 37) % 300 + 1,
-                (i * 13) % 300 + 1,
-                200_000 + i,
-                (i * 7) % 300 + 301,
-            ))
-            .unwrap();
-            thread::sleep(Duration::from_millis(3));
-        }
-        n
+    let mut c = cluster().client(url);
+    writer_thread(stop, move |i| {
+        c.batch_execute(&format!(
+            "BEGIN;
+             INSERT INTO users (id, name, score) VALUES ({}, 'new {i}', {i});
+             UPDATE users SET score = score + 1 WHERE id = {};
+             INSERT INTO tags VALUES ('w{i:05}', 'written') ON CONFLICT (code) DO UPDATE SET label = 'again';
+             DELETE FROM users WHERE id = {};
+             UPDATE users SET id = {} WHERE id = {};
+             COMMIT;",
+            100_000 + i,
+            (i * 37) % 300 + 1,
+            (i * 13) % 300 + 1,
+            200_000 + i,
+            (i * 7) % 300 + 301,
+        ))
+        .unwrap();
     })
 }
 

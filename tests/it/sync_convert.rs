@@ -12,7 +12,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::pg::{cluster, PASSWORD};
-use crate::support::{ferry_env, ok};
+use crate::support::{ferry_env, ok, writer_thread};
 
 const ENV: &[(&str, &str)] = &[("PGPASSWORD", PASSWORD)];
 
@@ -53,28 +53,20 @@ fn sqlite_source(dir: &Path, rows: i64) -> PathBuf {
 
 /// A writer that keeps inserting, updating (a fresh `updated_at`) and deleting users until stopped.
 fn sqlite_writer(db: &Path, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
-    let db = db.to_path_buf();
-    thread::spawn(move || {
-        let c = rusqlite::Connection::open(&db).unwrap();
-        c.busy_timeout(Duration::from_secs(30)).unwrap();
-        let mut n: u64 = 0;
-        while !stop.load(Ordering::SeqCst) {
-            n += 1;
-            let i = n as i64;
-            let now = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
-            c.execute_batch(&format!(
-                "BEGIN IMMEDIATE;
-                 INSERT INTO users (name, score, updated_at) VALUES ('new {i}', {i}, {now});
-                 UPDATE users SET score = score + 1, updated_at = {now} WHERE id = {};
-                 DELETE FROM users WHERE id = {};
-                 COMMIT;",
-                (i * 37) % 200 + 1,
-                (i * 13) % 200 + 1,
-            ))
-            .unwrap();
-            thread::sleep(Duration::from_millis(3));
-        }
-        n
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.busy_timeout(Duration::from_secs(30)).unwrap();
+    writer_thread(stop, move |i| {
+        let now = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
+        c.execute_batch(&format!(
+            "BEGIN IMMEDIATE;
+             INSERT INTO users (name, score, updated_at) VALUES ('new {i}', {i}, {now});
+             UPDATE users SET score = score + 1, updated_at = {now} WHERE id = {};
+             DELETE FROM users WHERE id = {};
+             COMMIT;",
+            (i * 37) % 200 + 1,
+            (i * 13) % 200 + 1,
+        ))
+        .unwrap();
     })
 }
 
@@ -496,27 +488,19 @@ fn pg_source(name: &str, rows: i64) -> String {
 }
 
 fn pg_writer(url: &str, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
-    let url = url.to_owned();
-    thread::spawn(move || {
-        let mut c = cluster().client(&url);
-        let mut n: u64 = 0;
-        while !stop.load(Ordering::SeqCst) {
-            n += 1;
-            let i = n as i64;
-            c.batch_execute(&format!(
-                "BEGIN;
-                 INSERT INTO users (id, name, score) VALUES ({}, 'new {i}', {i});
-                 UPDATE users SET score = score + 1, updated_at = clock_timestamp() WHERE id = {};
-                 DELETE FROM users WHERE id = {};
-                 COMMIT;",
-                100_000 + i,
-                (i * 37) % 300 + 1,
-                (i * 13) % 300 + 1,
-            ))
-            .unwrap();
-            thread::sleep(Duration::from_millis(3));
-        }
-        n
+    let mut c = cluster().client(url);
+    writer_thread(stop, move |i| {
+        c.batch_execute(&format!(
+            "BEGIN;
+             INSERT INTO users (id, name, score) VALUES ({}, 'new {i}', {i});
+             UPDATE users SET score = score + 1, updated_at = clock_timestamp() WHERE id = {};
+             DELETE FROM users WHERE id = {};
+             COMMIT;",
+            100_000 + i,
+            (i * 37) % 300 + 1,
+            (i * 13) % 300 + 1,
+        ))
+        .unwrap();
     })
 }
 
