@@ -581,6 +581,39 @@ impl Record {
         self.fields.push((key, value));
     }
 
+    /// Sets field `index` of a record a decoder is refilling (see [`crate::format::Decoder::reuse`]; the
+    /// fields before it are already set) to `text` under `key`. The text buffer there is overwritten when it
+    /// holds the same key and not much more room than `text` needs, so nothing is allocated or freed;
+    /// otherwise the field is replaced. Fields after the last one set are stale until `truncate` cuts them.
+    pub(crate) fn refill_text(&mut self, index: usize, key: &Key, text: &str) {
+        if let Some((held, Value::String(buffer))) = self.fields.get_mut(index) {
+            // A buffer is never grown (a grown one has spare room for good) and one with much more room
+            // than the text is not kept: memory stays in proportion to the text held.
+            let room = buffer.capacity();
+            if Arc::ptr_eq(held, key) && text.len() <= room && room <= 2 * text.len() + 16 {
+                buffer.clear();
+                buffer.push_str(text);
+                return;
+            }
+        }
+        self.refill(index, key, Value::String(text.to_owned()));
+    }
+
+    /// Sets field `index` of a record a decoder is refilling to `value` under `key` (see `refill_text`).
+    pub(crate) fn refill(&mut self, index: usize, key: &Key, value: Value) {
+        debug_assert!(index <= self.fields.len(), "fields before {index} are set");
+        match self.fields.get_mut(index) {
+            Some((held, slot)) if Arc::ptr_eq(held, key) => *slot = value,
+            Some(field) => *field = (Arc::clone(key), value),
+            None => self.fields.push((Arc::clone(key), value)),
+        }
+    }
+
+    /// Keeps the first `len` fields (the rest of a refilled record's stale fields go).
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.fields.truncate(len);
+    }
+
     /// The value of the field at `index` (in field order).
     pub fn value_at(&self, index: usize) -> Option<&Value> {
         self.fields.get(index).map(|(_, v)| v)

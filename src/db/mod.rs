@@ -236,6 +236,12 @@ pub trait TableSink: Send {
     /// error for this record only ([`Error::is_record`]); the sink may hold the row until the batch ends.
     fn write(&mut self, number: u64, record: &Record) -> Result<()>;
 
+    /// Says the batch's last row is written; [`TableSink::end_batch`] follows. A sink streaming to a server
+    /// starts ending the batch here, so that the server finishes it while the run maps the next records.
+    fn end_rows(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Sends the held rows. Rows the database refused come back with its message; the others are loaded.
     fn end_batch(&mut self) -> Result<Vec<(u64, Error)>>;
 
@@ -677,6 +683,14 @@ impl TableSink for Sampled {
                 Ok(())
             }
             None => self.inner.write(number, record),
+        }
+    }
+
+    fn end_rows(&mut self) -> Result<()> {
+        // Held records reach the sink only when the batch ends.
+        match self.held {
+            Some(_) => Ok(()),
+            None => self.inner.end_rows(),
         }
     }
 

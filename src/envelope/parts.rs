@@ -62,6 +62,15 @@ impl PartsDecoder {
     }
 }
 
+/// A record goes back to the decoder of the part being read.
+impl Decoder for PartsDecoder {
+    fn reuse(&mut self, record: Record) {
+        if let Some((decoder, _, _)) = &mut self.current {
+            decoder.reuse(record);
+        }
+    }
+}
+
 impl Iterator for PartsDecoder {
     type Item = Result<Record>;
 

@@ -69,6 +69,8 @@ struct CsvDecoder {
     /// `--null-marker`: a cell holding exactly it is null.
     null_marker: Option<String>,
     done: bool,
+    /// A record the run has finished with, refilled as the next one (see `Decoder::reuse`).
+    spare: Option<Record>,
 }
 
 /// The cells of the row just read, one after another, and where each ends.
@@ -136,6 +138,7 @@ impl CsvDecoder {
             json_cells: options.json_cells,
             null_marker: options.null_marker.clone(),
             done: false,
+            spare: None,
         };
         if options.header {
             decoder.header = decoder.read_header()?;
@@ -303,6 +306,7 @@ impl CsvDecoder {
             return Ok(None);
         }
         self.records += 1;
+        let spare = self.spare.take();
         if self.header.is_none() {
             let generated = (1..=self.row.len()).map(|i| Key::from(format!("column{i}")));
             self.header = Some(generated.collect());
@@ -334,7 +338,8 @@ impl CsvDecoder {
             let error = Error::record(Stage::Decode, pos(), message);
             return Err(error.with_raw(self.row.raw_text()));
         }
-        let mut record = Record::with_capacity(header.len().max(self.row.len()));
+        let cells = self.row.len();
+        let mut record = spare.unwrap_or_else(|| Record::with_capacity(header.len().max(cells)));
         record.set_line(self.row.line);
         // One UTF-8 check for the whole row is cheaper than one per cell, each cell then a slice of it. If
         // the row is not valid UTF-8, or a cell's ends are not character boundaries, the cell is checked on
@@ -362,20 +367,28 @@ impl CsvDecoder {
                 )
                 .with_raw(self.row.raw_text())
             })?;
-            let value = if self.null_marker.as_deref() == Some(text) {
-                Value::Null
-            } else {
-                cell_value(text, self.json_cells)
+            let plain = self.null_marker.as_deref() != Some(text)
+                && !(self.json_cells && (text.starts_with('[') || text.starts_with('{')));
+            let value = || match plain {
+                true => Value::String(text.to_owned()),
+                false if self.null_marker.as_deref() == Some(text) => Value::Null,
+                false => cell_value(text, self.json_cells),
             };
             match header.get(i) {
-                Some(key) => record.push_unchecked(key.clone(), value),
+                Some(key) if plain => record.refill_text(i, key, text),
+                Some(key) => record.refill(i, key, value()),
                 None => {
-                    record.insert(format!("column{}", i + 1), value);
+                    // Past the header (a ragged row): the stale fields of a refilled record go first.
+                    record.truncate(i.max(header.len()));
+                    record.insert(format!("column{}", i + 1), value());
                 }
             }
         }
-        for key in header.iter().skip(self.row.len()) {
-            record.push_unchecked(key.clone(), Value::Null);
+        if cells <= header.len() {
+            record.truncate(cells);
+            for key in &header[cells..] {
+                record.push_unchecked(key.clone(), Value::Null);
+            }
         }
         Ok(Some(record))
     }
@@ -664,6 +677,14 @@ pub(super) fn checked_names<'a>(
     Ok(keys)
 }
 
+/// The record is refilled cell by cell as the next one: no allocation for a cell whose text fits the
+/// buffer the same column's cell had.
+impl Decoder for CsvDecoder {
+    fn reuse(&mut self, record: Record) {
+        self.spare = Some(record);
+    }
+}
+
 impl Iterator for CsvDecoder {
     type Item = Result<Record>;
 
@@ -866,6 +887,63 @@ mod tests {
             .collect();
         // Rows: `1,"2\r\nz"` (line 5, good), `3` (line 7), `4` (line 9), `5,6` (line 10, good).
         assert_eq!(lines, [None, Some(7), Some(9), None]);
+    }
+
+    #[test]
+    fn a_record_handed_back_is_refilled_to_exactly_the_record_a_fresh_decoder_reads() {
+        // Long cells then short ones (a buffer with too much room is not kept), short and long ragged rows,
+        // the null marker, JSON cells, a bad row, and records of other shapes handed back.
+        let bytes: &[u8] = b"a,b,c\n\
+            xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx,2,3\n\
+            y,NULL,[1]\n\
+            1\n\
+            1,2,3,4,5\n\
+            \"q,\"\"\",,{\"k\":1}\n\
+            z,\xff,3\n\
+            a,bb,ccc\n";
+        let options = FormatOptions {
+            allow_ragged: true,
+            null_marker: Some("NULL".to_owned()),
+            json_cells: true,
+            ..FormatOptions::default()
+        };
+        let fresh = decode_with(bytes, &options);
+        let input = Input {
+            reader: Box::new(bytes),
+            name: "t.csv".to_owned(),
+            file: None,
+        };
+        let mut decoder = csv_decoder(input, &options).unwrap();
+        let mut foreign = Record::new();
+        foreign.insert("other", Value::String("x".repeat(100)));
+        let mut handed: Vec<Record> = vec![foreign];
+        let mut refilled = Vec::new();
+        while let Some(item) = {
+            if let Some(record) = handed.pop() {
+                decoder.reuse(record);
+            }
+            decoder.next()
+        } {
+            if let Ok(record) = &item {
+                handed.push(record.clone());
+            }
+            refilled.push(item);
+        }
+        assert_eq!(fresh.len(), 7);
+        assert_eq!(refilled.len(), fresh.len());
+        for (got, want) in refilled.iter().zip(&fresh) {
+            match (got, want) {
+                (Ok(got), Ok(want)) => {
+                    assert_eq!(got, want);
+                    assert_eq!(got.line(), want.line());
+                    let keys: Vec<&str> = got.keys().collect();
+                    assert_eq!(keys, want.keys().collect::<Vec<_>>());
+                }
+                (Err(got), Err(want)) => assert_eq!(got.to_string(), want.to_string()),
+                _ => panic!("refilled {got:?} where a fresh decoder read {want:?}"),
+            }
+        }
+        assert!(fresh[5].is_err(), "the row with invalid UTF-8 is refused");
     }
 
     fn decode_with(bytes: &[u8], options: &FormatOptions) -> Vec<Result<Record>> {

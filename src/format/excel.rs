@@ -243,6 +243,9 @@ impl SheetDecoder {
     }
 }
 
+/// Builds each record whole from the parse (no cell-by-cell refill): reused records are dropped.
+impl crate::format::Decoder for SheetDecoder {}
+
 impl Iterator for SheetDecoder {
     type Item = Result<Record>;
 

@@ -40,7 +40,7 @@ fn decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {
         Error::data(Stage::Decode, Position::file(name.clone()), message)
     })?;
     let records = read_tables(&text, &name, options)?;
-    Ok(Box::new(records.into_iter().map(Ok)))
+    Ok(Box::new(super::Decoded(records.into_iter().map(Ok))))
 }
 
 /// Collects the cells of every table: one record per body row, keyed by that table's header.

@@ -28,9 +28,30 @@ pub use yaml::parse_documents as parse_yaml_documents;
 
 /// Turns input bytes into records, in input order. Errors name the record and, where the format has them,
 /// line and column.
-pub trait Decoder: Iterator<Item = Result<Record>> + Send {}
+pub trait Decoder: Iterator<Item = Result<Record>> + Send {
+    /// Takes back a record the run has finished with. A decoder that builds records cell by cell refills
+    /// its memory for the next record instead of allocating anew (and freeing the old); the others drop it.
+    fn reuse(&mut self, record: Record) {
+        drop(record);
+    }
+}
 
-impl<T: Iterator<Item = Result<Record>> + Send> Decoder for T {}
+/// Any iterator of records, as a decoder that does not reuse records.
+pub(crate) struct Decoded<I>(pub I);
+
+impl<I: Iterator<Item = Result<Record>> + Send> Iterator for Decoded<I> {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Result<Record>> {
+        self.0.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl<I: Iterator<Item = Result<Record>> + Send> Decoder for Decoded<I> {}
 
 /// Turns records into output bytes. `finish()` closes what the encoder opened (the JSON array, the XML root)
 /// and then finishes the sink beneath; dropping an encoder without `finish()` leaves no final output.
@@ -429,7 +450,7 @@ pub fn names() -> Vec<&'static str> {
 
 /// Splits a decoder's work into a thread that does not block the caller: used by decoders whose parser
 /// pushes values (serde visitors) rather than letting us pull them.
-pub(crate) fn pushed_records<F>(produce: F) -> impl Iterator<Item = Result<Record>> + Send
+pub(crate) fn pushed_records<F>(produce: F) -> Decoded<impl Iterator<Item = Result<Record>> + Send>
 where
     F: FnOnce(&mut dyn FnMut(Result<Record>) -> bool) + Send + 'static,
 {
@@ -462,7 +483,7 @@ where
             let _ = tx.send(batch);
         }
     });
-    rx.into_iter().flatten()
+    Decoded(rx.into_iter().flatten())
 }
 
 /// An output buffer in front of a sink: encoders append bytes and the buffer goes to the sink in large writes.

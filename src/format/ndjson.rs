@@ -215,6 +215,9 @@ impl NdjsonDecoder {
     }
 }
 
+/// Builds each record whole from the parse (no cell-by-cell refill): reused records are dropped.
+impl crate::format::Decoder for NdjsonDecoder {}
+
 impl Iterator for NdjsonDecoder {
     type Item = Result<Record>;
 

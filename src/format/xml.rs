@@ -425,6 +425,9 @@ fn add_child(fields: &mut RecordBuilder, name: Key, value: Value) {
     }
 }
 
+/// Builds each record whole from the parse (no cell-by-cell refill): reused records are dropped.
+impl crate::format::Decoder for XmlDecoder {}
+
 impl Iterator for XmlDecoder {
     type Item = Result<Record>;
 

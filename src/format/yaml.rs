@@ -347,7 +347,7 @@ fn decoder(input: Input, options: &FormatOptions) -> Result<Box<dyn Decoder>> {
             .collect(),
         Err(e) => vec![Err(e.with_context(Some(&name), None))],
     };
-    Ok(Box::new(items.into_iter()))
+    Ok(Box::new(super::Decoded(items.into_iter())))
 }
 
 /// A document's records: each item of a sequence, a mapping as one record, nothing for an empty document.

@@ -558,7 +558,6 @@ fn rows_the_server_refuses_are_found_and_rejected_with_its_message() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let pg = cluster().fresh_database("bisect");
-    cluster().psql(&pg, "CREATE TABLE scores (id int PRIMARY KEY, score int NOT NULL CHECK (score >= 0), name text)");
     let input: String = (1..=1000)
         .map(|i| match i {
             17 | 500 | 999 => format!("{{\"id\":{i},\"score\":-{i},\"name\":\"bad\"}}\n"),
@@ -567,47 +566,60 @@ fn rows_the_server_refuses_are_found_and_rejected_with_its_message() {
         })
         .collect();
     fs::write(d.join("scores.ndjson"), input).unwrap();
-    let target = table_url(&pg, "scores");
-    let out = ferry(
-        d,
-        &[
-            "convert",
-            "--in",
-            "scores.ndjson",
-            "--to",
-            &target,
-            "--on-error",
-            "lenient",
-            "--report",
-            "r.json",
-        ],
-    );
-    let stderr = ok(&out);
-    let r = report(&d.join("r.json"));
-    assert_eq!(
-        (
-            r["read"].as_u64(),
-            r["written"].as_u64(),
-            r["rejected"].as_u64()
-        ),
-        (Some(1000), Some(996), Some(4))
-    );
-    assert!(stderr.contains("scores_score_check"), "{stderr}");
-    assert!(
-        stderr.contains("not-null") || stderr.contains("null value"),
-        "{stderr}"
-    );
-    let rejects = fs::read_to_string(d.join("scores.rejects.ndjson")).unwrap();
-    let numbers: Vec<u64> = rejects
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Json>(l).unwrap()["record"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(numbers, vec![17, 500, 640, 999]);
-    assert_eq!(cluster().psql(&pg, "SELECT count(*) FROM scores"), "996");
+    // One batch; then batches of 100, each COPY's end sent before the next batch is mapped and its answer
+    // (a refusal in the 1st, 5th, 7th and 10th batch) taken after.
+    for (table, batch_size) in [("scores", "4096"), ("scores_in_batches", "100")] {
+        cluster().psql(
+            &pg,
+            &format!("CREATE TABLE {table} (id int PRIMARY KEY, score int NOT NULL CHECK (score >= 0), name text)"),
+        );
+        let target = table_url(&pg, table);
+        let out = ferry(
+            d,
+            &[
+                "convert",
+                "--in",
+                "scores.ndjson",
+                "--to",
+                &target,
+                "--on-error",
+                "lenient",
+                "--batch-size",
+                batch_size,
+                "--report",
+                "r.json",
+            ],
+        );
+        let stderr = ok(&out);
+        let r = report(&d.join("r.json"));
+        assert_eq!(
+            (
+                r["read"].as_u64(),
+                r["written"].as_u64(),
+                r["rejected"].as_u64()
+            ),
+            (Some(1000), Some(996), Some(4)),
+            "{table}"
+        );
+        assert!(stderr.contains("_score_check"), "{stderr}");
+        assert!(
+            stderr.contains("not-null") || stderr.contains("null value"),
+            "{stderr}"
+        );
+        // Beside a table output, the rejects file is named after the table.
+        let rejects = fs::read_to_string(d.join(format!("{table}.rejects.ndjson"))).unwrap();
+        let numbers: Vec<u64> = rejects
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Json>(l).unwrap()["record"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(numbers, vec![17, 500, 640, 999], "{table}");
+        let count = format!("SELECT count(*), sum(id) FROM {table}");
+        assert_eq!(cluster().psql(&pg, &count), "996|498344", "{table}");
+    }
 }
 
 #[test]

@@ -129,6 +129,7 @@ pub(super) fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<B
         finished: false,
         lookup: FieldLookup::default(),
         copy_open: false,
+        ending: false,
         sent: 0,
     };
     Ok(Sampled::wrap(sink, limit))
@@ -241,6 +242,9 @@ struct PgSink {
     copy_open: bool,
     /// How many bytes of `rows` have been streamed into the open COPY.
     sent: usize,
+    /// The batch's COPY end is sent and its answer not yet taken (see `end_rows`): the connection's next
+    /// reply is that answer.
+    ending: bool,
 }
 
 /// What one successful load of some rows did.
@@ -489,9 +493,14 @@ impl PgSink {
     /// Ends the streamed COPY of the whole batch and moves staged rows; on a refusal caused by the data,
     /// rolls the batch back and finds the refused rows.
     fn end_streamed_batch(&mut self) -> Result<Vec<(u64, Error)>> {
-        self.stream()?;
-        self.copy_open = false;
-        let copied = self.wire.copy_end();
+        let copied = match std::mem::take(&mut self.ending) {
+            true => self.wire.copy_ended(),
+            false => {
+                self.stream()?;
+                self.copy_open = false;
+                self.wire.copy_end()
+            }
+        };
         let outcome = copied.and_then(|n| self.move_staged(n));
         self.settle(outcome, 0..self.row_ends.len())
     }
@@ -730,6 +739,18 @@ impl TableSink for PgSink {
         Ok(())
     }
 
+    fn end_rows(&mut self) -> Result<()> {
+        if self.row_ends.is_empty() || self.ending {
+            return Ok(());
+        }
+        self.stream()?;
+        self.copy_open = false;
+        // Were the connection gone, `end_batch` hears it when it takes the answer.
+        let _ = self.wire.copy_end_send();
+        self.ending = true;
+        Ok(())
+    }
+
     fn end_batch(&mut self) -> Result<Vec<(u64, Error)>> {
         let rows = self.row_ends.len();
         if rows == 0 {
@@ -803,6 +824,8 @@ impl Drop for PgSink {
             // The server would roll back when the connection closes; saying so is quicker and explicit.
             if self.copy_open {
                 let _ = self.wire.copy_end();
+            } else if self.ending {
+                let _ = self.wire.copy_ended();
             }
             let _ = self.wire.exec("ROLLBACK");
         }

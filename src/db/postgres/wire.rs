@@ -123,10 +123,21 @@ impl Wire {
         self.send(Job::CopyData(Bytes::copy_from_slice(data)))
     }
 
+    /// Ends the COPY and waits for the number of rows copied.
     pub(super) fn copy_end(&self) -> std::result::Result<u64, WireError> {
+        self.copy_end_send()?;
+        self.copy_ended()
+    }
+
+    /// Sends the COPY's trailer and end without waiting; [`Wire::copy_ended`] takes the server's answer.
+    pub(super) fn copy_end_send(&self) -> std::result::Result<(), WireError> {
         self.send(Job::CopyData(Bytes::from_static(&pgcopy::TRAILER)))
             .map_err(|_| WireError::Gone)?;
-        self.send(Job::CopyEnd).map_err(|_| WireError::Gone)?;
+        self.send(Job::CopyEnd).map_err(|_| WireError::Gone)
+    }
+
+    /// Waits for the number of rows the COPY ended by [`Wire::copy_end_send`] copied.
+    pub(super) fn copy_ended(&self) -> std::result::Result<u64, WireError> {
         self.reply()?
             .downcast::<u64>()
             .map(|b| *b)

@@ -163,6 +163,9 @@ impl ColumnKeys {
     }
 }
 
+/// Builds each record whole from the parse (no cell-by-cell refill): reused records are dropped.
+impl crate::format::Decoder for ParquetDecoder {}
+
 impl Iterator for ParquetDecoder {
     type Item = Result<Record>;
 
