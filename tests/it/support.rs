@@ -29,6 +29,21 @@ pub fn writer_thread(
     })
 }
 
+/// SQLite's time now to the millisecond, for the `updated_at` the writers set (ties happen).
+pub const SQLITE_NOW: &str = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
+
+/// An application writing to the SQLite file `db` while ferry runs: [`writer_thread`] running the SQL that
+/// `sql(i)` gives for step `i`, each step waiting up to 30 s for ferry's locks.
+pub fn sqlite_writer_thread(
+    db: &Path,
+    stop: Arc<AtomicBool>,
+    sql: impl Fn(i64) -> String + Send + 'static,
+) -> JoinHandle<u64> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.busy_timeout(Duration::from_secs(30)).unwrap();
+    writer_thread(stop, move |i| c.execute_batch(&sql(i)).unwrap())
+}
+
 /// The project root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::pg::{cluster, PASSWORD};
-use crate::support::{ferry_env, ok, writer_thread};
+use crate::support::{ferry_env, ok, sqlite_writer_thread, writer_thread, SQLITE_NOW};
 
 const ENV: &[(&str, &str)] = &[("PGPASSWORD", PASSWORD)];
 
@@ -135,11 +135,9 @@ fn table<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value
 /// A writer that keeps inserting, updating (with a fresh `updated_at`, milliseconds: ties happen) and
 /// deleting users and tags until stopped.
 fn writer(db: &Path, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
-    let c = rusqlite::Connection::open(db).unwrap();
-    c.busy_timeout(Duration::from_secs(30)).unwrap();
-    writer_thread(stop, move |i| {
-        let now = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
-        c.execute_batch(&format!(
+    sqlite_writer_thread(db, stop, |i| {
+        let now = SQLITE_NOW;
+        let mut sql = format!(
             "BEGIN IMMEDIATE;
              INSERT INTO users (name, score, updated_at) VALUES ('new {i}', {i}, {now});
              UPDATE users SET score = score + 1, updated_at = {now} WHERE id = {};
@@ -149,16 +147,16 @@ fn writer(db: &Path, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
             (i * 37) % 300 + 1,
             i % 50,
             i % 40,
-        ))
-        .unwrap();
+        );
         if i % 5 == 0 {
-            c.execute_batch(&format!(
+            // After the commit: deletes of their own.
+            sql += &format!(
                 "DELETE FROM users WHERE id = {}; DELETE FROM tags WHERE code = 'w{:03}';",
                 (i * 13) % 300 + 1,
                 (i / 5) % 50
-            ))
-            .unwrap();
+            );
         }
+        sql
     })
 }
 

@@ -12,7 +12,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::pg::{cluster, PASSWORD};
-use crate::support::{ferry_env, ok, writer_thread};
+use crate::support::{ferry_env, ok, sqlite_writer_thread, writer_thread, SQLITE_NOW};
 
 const ENV: &[(&str, &str)] = &[("PGPASSWORD", PASSWORD)];
 
@@ -53,11 +53,9 @@ fn sqlite_source(dir: &Path, rows: i64) -> PathBuf {
 
 /// A writer that keeps inserting, updating (a fresh `updated_at`) and deleting users until stopped.
 fn sqlite_writer(db: &Path, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
-    let c = rusqlite::Connection::open(db).unwrap();
-    c.busy_timeout(Duration::from_secs(30)).unwrap();
-    writer_thread(stop, move |i| {
-        let now = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
-        c.execute_batch(&format!(
+    sqlite_writer_thread(db, stop, |i| {
+        let now = SQLITE_NOW;
+        format!(
             "BEGIN IMMEDIATE;
              INSERT INTO users (name, score, updated_at) VALUES ('new {i}', {i}, {now});
              UPDATE users SET score = score + 1, updated_at = {now} WHERE id = {};
@@ -65,8 +63,7 @@ fn sqlite_writer(db: &Path, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
              COMMIT;",
             (i * 37) % 200 + 1,
             (i * 13) % 200 + 1,
-        ))
-        .unwrap();
+        )
     })
 }
 
