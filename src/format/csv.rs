@@ -907,29 +907,44 @@ mod tests {
             json_cells: true,
             ..FormatOptions::default()
         };
-        let fresh = decode_with(bytes, &options);
+        let mut foreign = Record::new();
+        foreign.insert("other", Value::String("x".repeat(100)));
+        assert_refilled_as_fresh(bytes, &options, 1, Some(foreign));
+        assert!(
+            decode_with(bytes, &options)[5].is_err(),
+            "the row with invalid UTF-8 is refused"
+        );
+    }
+
+    /// Decodes `bytes` twice — fresh, and handing each record back `back` records later (after `first`) —
+    /// and asserts the same records, lines, field order and errors.
+    fn assert_refilled_as_fresh(
+        bytes: &[u8],
+        options: &FormatOptions,
+        back: usize,
+        first: Option<Record>,
+    ) {
+        let fresh = decode_with(bytes, options);
         let input = Input {
-            reader: Box::new(bytes),
+            reader: Box::new(std::io::Cursor::new(bytes.to_vec())),
             name: "t.csv".to_owned(),
             file: None,
         };
-        let mut decoder = csv_decoder(input, &options).unwrap();
-        let mut foreign = Record::new();
-        foreign.insert("other", Value::String("x".repeat(100)));
-        let mut handed: Vec<Record> = vec![foreign];
+        let mut decoder = csv_decoder(input, options).unwrap();
+        let mut handed: std::collections::VecDeque<Record> = first.into_iter().collect();
         let mut refilled = Vec::new();
-        while let Some(item) = {
-            if let Some(record) = handed.pop() {
-                decoder.reuse(record);
+        loop {
+            if handed.len() >= back {
+                if let Some(record) = handed.pop_front() {
+                    decoder.reuse(record);
+                }
             }
-            decoder.next()
-        } {
+            let Some(item) = decoder.next() else { break };
             if let Ok(record) = &item {
-                handed.push(record.clone());
+                handed.push_back(record.clone());
             }
             refilled.push(item);
         }
-        assert_eq!(fresh.len(), 7);
         assert_eq!(refilled.len(), fresh.len());
         for (got, want) in refilled.iter().zip(&fresh) {
             match (got, want) {
@@ -943,7 +958,32 @@ mod tests {
                 _ => panic!("refilled {got:?} where a fresh decoder read {want:?}"),
             }
         }
-        assert!(fresh[5].is_err(), "the row with invalid UTF-8 is refused");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_rows_refilled_read_as_a_fresh_decoder_reads_them(
+            rows in proptest::collection::vec(
+                proptest::collection::vec("[a-z, \"N\\[{}\n]{0,12}|x{60,140}|NULL", 1..7),
+                1..40,
+            ),
+            json_cells in proptest::bool::ANY,
+            back in 1usize..4,
+        ) {
+            let mut writer = csv::WriterBuilder::new().flexible(true).from_writer(Vec::new());
+            writer.write_record(["a", "b", "c", "d"]).unwrap();
+            for row in &rows {
+                writer.write_record(row).unwrap();
+            }
+            let bytes = writer.into_inner().unwrap();
+            let options = FormatOptions {
+                allow_ragged: true,
+                null_marker: Some("NULL".to_owned()),
+                json_cells,
+                ..FormatOptions::default()
+            };
+            assert_refilled_as_fresh(&bytes, &options, back, None);
+        }
     }
 
     fn decode_with(bytes: &[u8], options: &FormatOptions) -> Vec<Result<Record>> {
