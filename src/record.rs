@@ -609,6 +609,11 @@ impl Record {
         }
     }
 
+    /// How many fields the record has room for without growing (a refilled record keeps its room).
+    pub(crate) fn field_room(&self) -> usize {
+        self.fields.capacity()
+    }
+
     /// Keeps the first `len` fields (the rest of a refilled record's stale fields go).
     pub(crate) fn truncate(&mut self, len: usize) {
         self.fields.truncate(len);

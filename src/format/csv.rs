@@ -339,7 +339,10 @@ impl CsvDecoder {
             return Err(error.with_raw(self.row.raw_text()));
         }
         let cells = self.row.len();
-        let mut record = spare.unwrap_or_else(|| Record::with_capacity(header.len().max(cells)));
+        let width = header.len().max(cells);
+        // Nor is a record with room for many more fields kept (a wide ragged row, a wide mapped record).
+        let spare = spare.filter(|r| r.field_room() <= 2 * width + 16);
+        let mut record = spare.unwrap_or_else(|| Record::with_capacity(width));
         record.set_line(self.row.line);
         // One UTF-8 check for the whole row is cheaper than one per cell, each cell then a slice of it. If
         // the row is not valid UTF-8, or a cell's ends are not character boundaries, the cell is checked on
@@ -913,6 +916,32 @@ mod tests {
         assert!(
             decode_with(bytes, &options)[5].is_err(),
             "the row with invalid UTF-8 is refused"
+        );
+    }
+
+    #[test]
+    fn a_record_with_room_for_a_wide_row_is_not_refilled_for_narrow_ones() {
+        let wide = vec!["x"; 1000].join(",");
+        let bytes = format!("a,b\n{wide}\n1,2\n");
+        let options = FormatOptions {
+            allow_ragged: true,
+            ..FormatOptions::default()
+        };
+        let input = Input {
+            reader: Box::new(std::io::Cursor::new(bytes.into_bytes())),
+            name: "t.csv".to_owned(),
+            file: None,
+        };
+        let mut decoder = csv_decoder(input, &options).unwrap();
+        let wide = decoder.next().unwrap().unwrap();
+        assert_eq!(wide.len(), 1000);
+        decoder.reuse(wide);
+        let narrow = decoder.next().unwrap().unwrap();
+        assert_eq!(narrow.len(), 2);
+        assert!(
+            narrow.field_room() < 100,
+            "room for {} fields",
+            narrow.field_room()
         );
     }
 
