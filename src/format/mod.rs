@@ -37,7 +37,14 @@ pub trait Decoder: Iterator<Item = Result<Record>> + Send {
 }
 
 /// Any iterator of records, as a decoder that does not reuse records.
-pub(crate) struct Decoded<I>(pub I);
+///
+/// ```
+/// use ferry::{Decoded, Decoder, Record};
+/// let records = vec![Record::new(), Record::new()];
+/// let decoder: Box<dyn Decoder> = Box::new(Decoded(records.into_iter().map(Ok)));
+/// assert_eq!(decoder.count(), 2);
+/// ```
+pub struct Decoded<I>(pub I);
 
 impl<I: Iterator<Item = Result<Record>> + Send> Iterator for Decoded<I> {
     type Item = Result<Record>;
