@@ -149,6 +149,13 @@ impl Server {
         self.child.as_ref().unwrap().id()
     }
 
+    /// Stops the server where it is (SIGSTOP): nothing it runs moves on until it is killed.
+    pub fn freeze(&self) {
+        // SAFETY: signalling a child process this test started.
+        let stopped = unsafe { libc::kill(self.pid() as i32, libc::SIGSTOP) };
+        assert_eq!(stopped, 0, "SIGSTOP the server");
+    }
+
     /// Kills the server with SIGKILL and waits for it.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().unwrap();

@@ -189,7 +189,7 @@ fn serve_kill_9_mid_import_leaves_the_tables_and_a_restart_marks_it_interrupted(
     assert_eq!(status, 200, "{op:#}");
 
     // Two large imports at once, SQLite and PostgreSQL; the server is killed while they run.
-    let into_sqlite = start_import(&f, large(1000, 200_000), "notes", json!({"batchSize": 500}));
+    let into_sqlite = start_import(&f, large(1000, 400_000), "notes", json!({"batchSize": 500}));
     let into_pg = start_import(
         &f,
         sessions(100, 200_000),
@@ -209,6 +209,15 @@ fn serve_kill_9_mid_import_leaves_the_tables_and_a_restart_marks_it_interrupted(
     assert_eq!(
         still["status"], "running",
         "the import must still run when it is killed: {still:#}"
+    );
+    // Frozen first, so that the imports cannot finish between the look above and the kill (on a loaded
+    // machine this thread may wait longer than an import takes); neither has committed a row.
+    f.server.freeze();
+    assert_eq!(sqlite_count(&db, "notes"), 100, "SQLite, mid-import");
+    assert_eq!(
+        pg::cluster().psql(&f.pg_url, "SELECT count(*) FROM sessions"),
+        "10",
+        "PostgreSQL, mid-import"
     );
     f.server.kill9();
     assert_eq!(
