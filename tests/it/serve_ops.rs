@@ -196,22 +196,13 @@ fn serve_kill_9_mid_import_leaves_the_tables_and_a_restart_marks_it_interrupted(
         "sessions",
         json!({"batchSize": 500}),
     );
-    for id in [&into_sqlite, &into_pg] {
+    // Each killed while rows flow: frozen (SIGSTOP) as soon as both have loaded some, so that neither can
+    // finish before the kill however long this thread waits on a loaded machine; neither has committed a row.
+    for id in [&into_pg, &into_sqlite] {
         f.server.poll(&f.mover, id, Duration::from_secs(60), |op| {
-            op["status"] == "running"
+            op["status"] == "running" && op["currentRecord"].as_u64().unwrap_or(0) > 0
         });
     }
-    std::thread::sleep(Duration::from_millis(300));
-    let still = f.server.get_json(
-        &f.mover,
-        &format!("/api/data-migration/operations/{into_sqlite}/progress"),
-    );
-    assert_eq!(
-        still["status"], "running",
-        "the import must still run when it is killed: {still:#}"
-    );
-    // Frozen first, so that the imports cannot finish between the look above and the kill (on a loaded
-    // machine this thread may wait longer than an import takes); neither has committed a row.
     f.server.freeze();
     assert_eq!(sqlite_count(&db, "notes"), 100, "SQLite, mid-import");
     assert_eq!(
