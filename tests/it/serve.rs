@@ -229,28 +229,18 @@ impl Server {
         data_type: &str,
         options: &Value,
     ) -> (u16, Value) {
-        self.try_upload(token, path, name, data, data_type, options)
-            .expect("POST multipart")
+        let form = upload_form(name, data, data_type, options);
+        self.send_form(token, path, form).expect("POST multipart")
     }
 
-    /// [`Server::upload`], the client's error returned: a server that refuses an upload may close the
+    /// POST `form` to `path`, the client's error returned: a server that refuses an upload may close the
     /// connection while the client is still sending the body.
-    pub fn try_upload(
+    pub fn send_form(
         &self,
         token: &str,
         path: &str,
-        name: &str,
-        data: Vec<u8>,
-        data_type: &str,
-        options: &Value,
+        form: multipart::Form,
     ) -> reqwest::Result<(u16, Value)> {
-        let form = multipart::Form::new()
-            .part(
-                "file",
-                multipart::Part::bytes(data).file_name(name.to_owned()),
-            )
-            .text("dataType", data_type.to_owned())
-            .text("options", options.to_string());
         let r = self
             .http
             .post(self.url(path))
@@ -319,6 +309,17 @@ pub fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
         !message.is_empty() && !message.contains('\n'),
         "one sentence: {message:?}"
     );
+}
+
+/// The multipart form of an upload: `file` named `name`, `dataType`, `options`.
+pub fn upload_form(name: &str, data: Vec<u8>, data_type: &str, options: &Value) -> multipart::Form {
+    multipart::Form::new()
+        .part(
+            "file",
+            multipart::Part::bytes(data).file_name(name.to_owned()),
+        )
+        .text("dataType", data_type.to_owned())
+        .text("options", options.to_string())
 }
 
 /// Asserts that an operation's counts balance and returns them.
@@ -1152,14 +1153,8 @@ fn serve_caps_uploads_at_once() {
         let start = Instant::now();
         let second = loop {
             std::thread::sleep(Duration::from_millis(100));
-            let sent = s.try_upload(
-                &f.mover,
-                "/api/data-migration/import",
-                "n.ndjson",
-                notes(100, 1, None),
-                "notes",
-                &json!({}),
-            );
+            let form = upload_form("n.ndjson", notes(100, 1, None), "notes", &json!({}));
+            let sent = s.send_form(&f.mover, "/api/data-migration/import", form);
             // Turned away before its body was all sent, the client may see the connection closed instead
             // of the answer: asked again.
             let Ok((status, body)) = sent else {
