@@ -370,11 +370,10 @@ impl CsvDecoder {
                 )
                 .with_raw(self.row.raw_text())
             })?;
-            let plain = self.null_marker.as_deref() != Some(text)
-                && !(self.json_cells && (text.starts_with('[') || text.starts_with('{')));
-            let value = || match plain {
-                true => Value::String(text.to_owned()),
-                false if self.null_marker.as_deref() == Some(text) => Value::Null,
+            let null = self.null_marker.as_deref() == Some(text);
+            let plain = !null && !may_be_json(text, self.json_cells);
+            let value = || match null {
+                true => Value::Null,
                 false => cell_value(text, self.json_cells),
             };
             match header.get(i) {
@@ -649,7 +648,7 @@ fn grown(len: usize, max_row: u64) -> usize {
 
 /// A cell's value: its text, or with `json_cells` the nested value its JSON array/object text stands for.
 pub(super) fn cell_value(text: &str, json_cells: bool) -> Value {
-    if json_cells && (text.starts_with('[') || text.starts_with('{')) {
+    if may_be_json(text, json_cells) {
         if let Ok(value @ (Value::Array(_) | Value::Object(_))) =
             super::json::parse_value(text.as_bytes())
         {
@@ -657,6 +656,11 @@ pub(super) fn cell_value(text: &str, json_cells: bool) -> Value {
         }
     }
     Value::String(text.to_owned())
+}
+
+/// True when, with `json_cells`, the cell's text may stand for a JSON array or object; otherwise it is text.
+fn may_be_json(text: &str, json_cells: bool) -> bool {
+    json_cells && (text.starts_with('[') || text.starts_with('{'))
 }
 
 /// Turns header names into keys, refusing duplicates (a duplicate would silently overwrite a cell).
@@ -927,12 +931,7 @@ mod tests {
             allow_ragged: true,
             ..FormatOptions::default()
         };
-        let input = Input {
-            reader: Box::new(std::io::Cursor::new(bytes.into_bytes())),
-            name: "t.csv".to_owned(),
-            file: None,
-        };
-        let mut decoder = csv_decoder(input, &options).unwrap();
+        let mut decoder = decoder_of(bytes.as_bytes(), &options);
         let wide = decoder.next().unwrap().unwrap();
         assert_eq!(wide.len(), 1000);
         decoder.reuse(wide);
@@ -954,12 +953,7 @@ mod tests {
         first: Option<Record>,
     ) {
         let fresh = decode_with(bytes, options);
-        let input = Input {
-            reader: Box::new(std::io::Cursor::new(bytes.to_vec())),
-            name: "t.csv".to_owned(),
-            file: None,
-        };
-        let mut decoder = csv_decoder(input, options).unwrap();
+        let mut decoder = decoder_of(bytes, options);
         let mut handed: std::collections::VecDeque<Record> = first.into_iter().collect();
         let mut refilled = Vec::new();
         loop {
@@ -1016,12 +1010,17 @@ mod tests {
     }
 
     fn decode_with(bytes: &[u8], options: &FormatOptions) -> Vec<Result<Record>> {
+        decoder_of(bytes, options).collect()
+    }
+
+    /// A CSV decoder of `bytes` named `t.csv`.
+    fn decoder_of(bytes: &[u8], options: &FormatOptions) -> Box<dyn Decoder> {
         let input = Input {
             reader: Box::new(std::io::Cursor::new(bytes.to_vec())),
             name: "t.csv".to_owned(),
             file: None,
         };
-        csv_decoder(input, options).unwrap().collect()
+        csv_decoder(input, options).unwrap()
     }
 
     /// (line, column, field, message) of an error.
