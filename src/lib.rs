@@ -59,7 +59,9 @@ pub mod verify;
 pub use endpoint::{format_from_path, Endpoint};
 pub use env::Environment;
 pub use error::{sqlstate, DbCause, Error, ErrorKind, Position, Result, Stage};
-pub use format::{Decoded, Decoder, Encoder, Fidelity, Format, FormatOptions, Input, FORMATS};
+pub use format::{
+    Decoded, Decoder, Encoder, Fidelity, Format, FormatOptions, Input, TextRows, FORMATS,
+};
 pub use job::{ConvertJob, ErrorPolicy, Job, JobReport, DEFAULT_BATCH_SIZE};
 pub use observe::{CancelToken, Event, Failed, Observer, RunContext, RunResult, Status};
 pub use paths::{Access, RunPaths};

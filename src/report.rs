@@ -107,6 +107,11 @@ pub struct Report {
     /// Database loads with `--commit-every`: the last record committed (a rerun resumes after it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_committed_record: Option<u64>,
+    /// Database loads with no template, schema or shaping step into a table whose loaded columns are all
+    /// text: the rows handed to the table straight from the input's text, no record made in between (see
+    /// the README's "Progress and parallelism"); the other rows went as records.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rows_from_text: u64,
     /// Bytes read from the input.
     pub bytes_read: u64,
     /// Bytes written to the output (for a dry run: the bytes that would have been written).
@@ -264,4 +269,8 @@ impl Report {
         crate::sink::ByteSink::finish(sink)?;
         Ok(())
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -236,6 +236,22 @@ pub trait TableSink: Send {
     /// error for this record only ([`Error::is_record`]); the sink may hold the row until the batch ends.
     fn write(&mut self, number: u64, record: &Record) -> Result<()>;
 
+    /// Once the columns are fixed, and only when every loaded column takes a text value as it is: the
+    /// loaded fields, in column order. Rows of such text may then come already encoded, by
+    /// `pgcopy::put_text_row`, through [`TableSink::write_encoded`] instead of as records.
+    fn text_columns(&self) -> Option<Vec<String>> {
+        None
+    }
+
+    /// Takes one row encoded as [`TableSink::text_columns`] says, like [`TableSink::write`] takes a record.
+    fn write_encoded(&mut self, _number: u64, _row: &[u8]) -> Result<()> {
+        Err(Error::data(
+            Stage::Sink,
+            Position::default(),
+            "this table does not take encoded rows (internal error)",
+        ))
+    }
+
     /// Says the batch's last row is written; [`TableSink::end_batch`] follows. A sink streaming to a server
     /// starts ending the batch here, so that the server finishes it while the run maps the next records.
     fn end_rows(&mut self) -> Result<()> {
@@ -684,6 +700,17 @@ impl TableSink for Sampled {
             }
             None => self.inner.write(number, record),
         }
+    }
+
+    fn text_columns(&self) -> Option<Vec<String>> {
+        match self.held {
+            Some(_) => None,
+            None => self.inner.text_columns(),
+        }
+    }
+
+    fn write_encoded(&mut self, number: u64, row: &[u8]) -> Result<()> {
+        self.inner.write_encoded(number, row)
     }
 
     fn end_rows(&mut self) -> Result<()> {

@@ -48,6 +48,58 @@ pub(crate) fn put_field(
     Ok(())
 }
 
+/// Appends a tuple of text fields cut from a row of cells (`text`, cell `i` ending at `ends[i]`): field `j`
+/// is cell `columns[j]`, or NULL for `None`. False, and nothing appended, if a cell named is not in the row
+/// or is larger than a field can be.
+pub(crate) fn put_text_row(
+    out: &mut BytesMut,
+    text: &str,
+    ends: &[usize],
+    columns: &[Option<usize>],
+) -> bool {
+    let start = out.len();
+    let Ok(count) = i16::try_from(columns.len()) else {
+        return false;
+    };
+    put_tuple_start(out, count);
+    for column in columns {
+        let Some(i) = *column else {
+            put_null(out);
+            continue;
+        };
+        let from = if i == 0 { Some(&0) } else { ends.get(i - 1) };
+        let cell = from.zip(ends.get(i)).and_then(|(&a, &b)| text.get(a..b));
+        let Some((cell, length)) = cell.and_then(|c| Some((c, i32::try_from(c.len()).ok()?)))
+        else {
+            out.truncate(start);
+            return false;
+        };
+        out.put_i32(length);
+        out.put_slice(cell.as_bytes());
+    }
+    true
+}
+
+/// The fields of one tuple as this codec writes them (`None` for NULL); `None` when the bytes are not
+/// one whole tuple.
+pub(crate) fn tuple_fields(tuple: &[u8]) -> Option<Vec<Option<&[u8]>>> {
+    let (count, mut rest) = tuple.split_first_chunk::<2>()?;
+    let count = usize::try_from(i16::from_be_bytes(*count)).ok()?;
+    let mut fields = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (length, after) = rest.split_first_chunk::<4>()?;
+        rest = after;
+        let Ok(length) = usize::try_from(i32::from_be_bytes(*length)) else {
+            fields.push(None);
+            continue;
+        };
+        let (field, after) = (rest.get(..length)?, rest.get(length..)?);
+        fields.push(Some(field));
+        rest = after;
+    }
+    rest.is_empty().then_some(fields)
+}
+
 /// The value of an integer column `bytes` wide (2, 4 or 8; already checked to fit).
 #[inline]
 pub(crate) fn put_int(out: &mut BytesMut, n: i64, bytes: u8) {
@@ -343,5 +395,36 @@ mod tests {
             TupleReader::new(&b"NOTCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0\0"[..]),
             Err(ReadError::Broken(_))
         ));
+    }
+
+    #[test]
+    fn a_text_row_is_a_tuple_of_its_cells_in_column_order() {
+        // Cells "a", "", "héllo" one after another; the table's columns take cell 2, nothing, cell 0, cell 1.
+        let (text, ends) = ("ahéllo", [1, 1, 7]);
+        let mut out = BytesMut::new();
+        assert!(put_text_row(
+            &mut out,
+            text,
+            &ends,
+            &[Some(2), None, Some(0), Some(1)]
+        ));
+        let mut expected = BytesMut::new();
+        put_tuple_start(&mut expected, 4);
+        for field in [Some("héllo"), None, Some("a"), Some("")] {
+            put_field(&mut expected, field.is_none(), |o| {
+                o.put_slice(field.unwrap_or_default().as_bytes());
+                Ok(())
+            })
+            .unwrap();
+        }
+        assert_eq!(out, expected);
+        let fields = tuple_fields(&out).unwrap();
+        let shown: Vec<Option<&[u8]>> = vec![Some("héllo".as_bytes()), None, Some(b"a"), Some(b"")];
+        assert_eq!(fields, shown);
+        // A cell the row does not have leaves nothing behind; a cut tuple is not read as one.
+        assert!(!put_text_row(&mut out, text, &ends, &[Some(3)]));
+        assert_eq!(out, expected);
+        assert_eq!(tuple_fields(&out[..out.len() - 1]), None);
+        assert_eq!(tuple_fields(&[out.as_ref(), b"x"].concat()), None);
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::io::BufRead;
 
-use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input};
+use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, TextRows};
 use crate::error::{Error, Position, Result, Stage};
 use crate::infer::HeaderSample;
 use crate::record::{Key, Record, Value};
@@ -71,6 +71,8 @@ struct CsvDecoder {
     done: bool,
     /// A record the run has finished with, refilled as the next one (see `Decoder::reuse`).
     spare: Option<Record>,
+    /// Whether the keys rows of text are asked for are the header's (see `Decoder::next_or_text_row`).
+    header_is_keys: Option<bool>,
 }
 
 /// The cells of the row just read, one after another, and where each ends.
@@ -139,6 +141,7 @@ impl CsvDecoder {
             null_marker: options.null_marker.clone(),
             done: false,
             spare: None,
+            header_is_keys: None,
         };
         if options.header {
             decoder.header = decoder.read_header()?;
@@ -305,6 +308,52 @@ impl CsvDecoder {
         if !self.read_row()? {
             return Ok(None);
         }
+        self.record_of_row().map(Some)
+    }
+
+    /// The row just read, as the text of the header's fields when it can go to a table as is: as many
+    /// cells as the header has, valid UTF-8 ending on character boundaries, well quoted, none of them null
+    /// (the `--null-marker`) or JSON (`--json-cells`). A record would hold each as the same string.
+    fn plain_row(&self) -> Option<&str> {
+        let header = self.header.as_deref()?;
+        if self.row.too_wide || self.row.len() != header.len() || self.quote_problem().is_some() {
+            return None;
+        }
+        let text = std::str::from_utf8(self.row.as_slice()).ok()?;
+        let mut start = 0;
+        for &end in &self.row.ends {
+            let cell = text.get(start..end)?;
+            if self.null_marker.as_deref() == Some(cell) || may_be_json(cell, self.json_cells) {
+                return None;
+            }
+            start = end;
+        }
+        Some(text)
+    }
+
+    /// Reads the next row into `rows` when it is plain (see `plain_row`), else as a record.
+    fn next_record_or_row(
+        &mut self,
+        keys: &[Key],
+        rows: &mut dyn TextRows,
+    ) -> Result<Option<Option<Record>>> {
+        if !self.read_row()? {
+            return Ok(None);
+        }
+        // The keys are checked against the header once: they are the first records' fields.
+        let header_fits = *self
+            .header_is_keys
+            .get_or_insert_with(|| self.header.as_deref() == Some(keys));
+        let plain = self.plain_row().filter(|_| header_fits);
+        if plain.is_some_and(|text| rows.row(self.row.line, text, &self.row.ends)) {
+            self.records += 1;
+            return Ok(Some(None));
+        }
+        self.record_of_row().map(|record| Some(Some(record)))
+    }
+
+    /// The row just read as the next record.
+    fn record_of_row(&mut self) -> Result<Record> {
         self.records += 1;
         let spare = self.spare.take();
         if self.header.is_none() {
@@ -392,7 +441,7 @@ impl CsvDecoder {
                 record.push_unchecked(key.clone(), Value::Null);
             }
         }
-        Ok(Some(record))
+        Ok(record)
     }
 }
 
@@ -690,6 +739,19 @@ impl Decoder for CsvDecoder {
     fn reuse(&mut self, record: Record) {
         self.spare = Some(record);
     }
+
+    fn next_or_text_row(
+        &mut self,
+        keys: &[Key],
+        rows: &mut dyn TextRows,
+    ) -> Option<Result<Option<Record>>> {
+        if self.done {
+            return None;
+        }
+        let item = self.next_record_or_row(keys, rows).transpose();
+        self.note_end(&item);
+        item
+    }
 }
 
 impl Iterator for CsvDecoder {
@@ -700,14 +762,20 @@ impl Iterator for CsvDecoder {
             return None;
         }
         let item = self.next_record().transpose();
-        // An I/O error ends the stream. Row-level errors (ragged rows, bad UTF-8) leave the reader in place,
-        // so the stream goes on for lenient runs.
-        match &item {
+        self.note_end(&item);
+        item
+    }
+}
+
+impl CsvDecoder {
+    /// An I/O error ends the stream. Row-level errors (ragged rows, bad UTF-8) leave the reader in place,
+    /// so the stream goes on for lenient runs.
+    fn note_end<T>(&mut self, item: &Option<Result<T>>) {
+        match item {
             None => self.done = true,
             Some(Err(e)) if !e.is_record() => self.done = true,
             _ => {}
         }
-        item
     }
 }
 
@@ -1021,6 +1089,61 @@ mod tests {
             file: None,
         };
         csv_decoder(input, options).unwrap()
+    }
+
+    /// Rows handed over as text: (line, cells).
+    #[derive(Default)]
+    struct Taken(Vec<(u64, Vec<String>)>);
+
+    impl TextRows for Taken {
+        fn row(&mut self, line: u64, text: &str, ends: &[usize]) -> bool {
+            let starts = std::iter::once(0).chain(ends.iter().copied());
+            let cells = starts.zip(ends).map(|(a, &b)| text[a..b].to_owned());
+            self.0.push((line, cells.collect()));
+            true
+        }
+    }
+
+    #[test]
+    fn plain_rows_go_as_text_and_the_others_as_the_records_next_makes() {
+        // Row 6 ends in a Latin-1 é: not UTF-8.
+        let bytes = b"a,b\n1,x\n2,NULL\n3,\"[1]\"\n4\n5,\"two\nlines\"\n6,caf\xe9\n7,\xc3\xa9\n";
+        let options = FormatOptions {
+            json_cells: true,
+            null_marker: Some("NULL".into()),
+            ..FormatOptions::default()
+        };
+        let records: Vec<_> = decoder_of(bytes, &options).collect();
+        let mut decoder = decoder_of(bytes, &options);
+        let keys: Vec<Key> = ["a", "b"].map(Key::from).to_vec();
+        let mut taken = Taken::default();
+        let mut items = Vec::new();
+        while let Some(item) = decoder.next_or_text_row(&keys, &mut taken) {
+            items.push(item);
+        }
+        // The first row makes the header known, so it goes as text as well.
+        let lines: Vec<u64> = taken.0.iter().map(|(line, _)| *line).collect();
+        assert_eq!(lines, [2, 6, 9]);
+        assert_eq!(taken.0[1].1, ["5", "two\nlines"]);
+        assert_eq!(taken.0[2].1, ["7", "é"]);
+        // Every other row is what `next` makes of it, in its place.
+        assert_eq!(items.len(), records.len());
+        for (item, record) in items.iter().zip(&records) {
+            match (item, record) {
+                (Ok(None), Ok(r)) => assert!(r.values().all(|v| matches!(v, Value::String(_)))),
+                (Ok(Some(a)), Ok(b)) => assert_eq!(a, b),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                _ => panic!("{item:?} against {record:?}"),
+            }
+        }
+        let records_as_text = items.iter().filter(|i| matches!(i, Ok(Some(_)))).count();
+        assert_eq!(records_as_text, 2, "the null marker and the JSON cell");
+        // Keys that are not the header's: every row is a record.
+        let mut decoder = decoder_of(bytes, &options);
+        let other: Vec<Key> = ["a", "c"].map(Key::from).to_vec();
+        let mut none = Taken::default();
+        while decoder.next_or_text_row(&other, &mut none).is_some() {}
+        assert!(none.0.is_empty());
     }
 
     /// (line, column, field, message) of an error.

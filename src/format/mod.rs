@@ -8,7 +8,7 @@ use std::io::BufRead;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::record::Record;
+use crate::record::{Key, Record};
 use crate::sink::ByteSink;
 
 mod csv;
@@ -34,6 +34,28 @@ pub trait Decoder: Iterator<Item = Result<Record>> + Send {
     fn reuse(&mut self, record: Record) {
         drop(record);
     }
+
+    /// Like [`Iterator::next`], but a row holding exactly the fields `keys` names, in that order, each as
+    /// plain text (which a record would hold, unchanged, as [`crate::Value::String`]) may go to `rows`
+    /// instead of becoming a record: then `Ok(None)`. Every other row comes back as its record, or its
+    /// error, as from `next`. A decoder that does not know its rows' text returns records only.
+    fn next_or_text_row(
+        &mut self,
+        keys: &[Key],
+        rows: &mut dyn TextRows,
+    ) -> Option<Result<Option<Record>>> {
+        let _ = (keys, rows);
+        self.next().map(|item| item.map(Some))
+    }
+}
+
+/// Where a decoder hands rows of plain text that skip the record stage (see
+/// [`Decoder::next_or_text_row`]): a table sink whose columns take text as it is encodes them directly.
+pub trait TextRows {
+    /// One row: its fields' texts one after another in `text`, field `i` ending at `ends[i]`; `line` is
+    /// where the row starts in the input. False when the row is not taken: the decoder then makes it a
+    /// record.
+    fn row(&mut self, line: u64, text: &str, ends: &[usize]) -> bool;
 }
 
 /// Any iterator of records, as a decoder that does not reuse records.

@@ -13,6 +13,7 @@ mod build;
 mod drive;
 mod open;
 mod stages;
+mod text_rows;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -18,7 +18,7 @@ use crate::envelope::split::{
     ChecksummedFile, EncryptionInfo, ManifestHead, PartNames, SplitEncoder,
 };
 use crate::envelope::{Compression, KeyMaterial};
-use crate::error::{Error, Result, Stage};
+use crate::error::{Error, Position, Result, Stage};
 use crate::format::{Decoder, Encoder, Format, Input};
 use crate::record::Record;
 use crate::sink::{AtomicFile, ByteSink, Discard, WriterSink};
@@ -335,6 +335,18 @@ impl Output {
         match self {
             Output::File(encoder) => encoder.write_record(record),
             Output::Table(table) => table.write(number, record),
+        }
+    }
+
+    /// Writes a row encoded for the table (see `text_rows`).
+    pub(super) fn write_encoded(&mut self, number: u64, row: &[u8]) -> Result<()> {
+        match self {
+            Output::Table(table) => table.write_encoded(number, row),
+            Output::File(_) => Err(Error::data(
+                Stage::Encode,
+                Position::default(),
+                "an encoded row for a file (internal error)",
+            )),
         }
     }
 }

@@ -622,6 +622,121 @@ fn rows_the_server_refuses_are_found_and_rejected_with_its_message() {
     }
 }
 
+/// A raw CSV for a table of text columns: plain rows, and rows that are not plain (a JSON cell, the null
+/// marker, a ragged row, invalid UTF-8) or that the server refuses (a NUL byte, a CHECK), spread over the
+/// first batches (records) and the later ones (encoded straight from the text).
+fn text_table_csv() -> Vec<u8> {
+    let mut csv = b"id,name,note\n".to_vec();
+    for i in 1..=400u32 {
+        let row: Vec<u8> = match i % 97 {
+            5 => format!("{i},\"{{\"\"a\"\": [1, 2]}}\",json cell\n").into_bytes(),
+            11 => format!("{i},NULL,null marker\n").into_bytes(),
+            23 => format!("{i},short row\n").into_bytes(),
+            31 => [format!("{i},caf").as_bytes(), b"\xe9", b",latin1\n"].concat(),
+            42 => format!("{i},nul\0byte,server refuses\n").into_bytes(),
+            60 => format!("{i},bad,check refuses\n").into_bytes(),
+            70 => format!("{i},\"two\nlines, \"\"quoted\"\"\",\n").into_bytes(),
+            _ => format!("{i},name {i} é,note {}\n", "x".repeat(i as usize % 13)).into_bytes(),
+        };
+        csv.extend(row);
+    }
+    csv
+}
+
+#[test]
+fn a_raw_csv_load_into_text_columns_skips_records_and_keeps_every_row_as_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pg = cluster().fresh_database("textrows");
+    fs::write(d.join("rows.csv"), text_table_csv()).unwrap();
+    // A `--where` that keeps every record makes a shaping step, which keeps every row a record: the
+    // same load the long way.
+    let mut loads = Vec::new();
+    for (shaped, limit) in [
+        (false, None),
+        (true, None),
+        (false, Some("200")),
+        (true, Some("200")),
+    ] {
+        let table = format!("rows_{shaped}_{}", limit.unwrap_or("all"));
+        let create = format!(
+            "CREATE TABLE {table} (id text PRIMARY KEY, name text CHECK (name <> 'bad'), note text)"
+        );
+        cluster().psql(&pg, &create);
+        let target = table_url(&pg, &table);
+        let mut args = vec![
+            "convert",
+            "--in",
+            "rows.csv",
+            "--to",
+            &target,
+            "--json-cells",
+            "--null-marker",
+            "NULL",
+            "--on-error",
+            "skip",
+            "--batch-size",
+            "20",
+            "--report",
+            "r.json",
+        ];
+        args.extend(limit.iter().flat_map(|l| ["--limit", l]));
+        if shaped {
+            args.extend(["--where", "true"]);
+        }
+        ok(&ferry(d, &args));
+        let r = report(&d.join("r.json"));
+        let counts = ["read", "written", "rejected", "filtered", "skipped"].map(|k| r[k].as_u64());
+        let [read, written, rejected, filtered, skipped] = counts.map(Option::unwrap);
+        assert_eq!(read, written + rejected + filtered + skipped, "{table}");
+        let from_text = r["rows_from_text"].as_u64().unwrap_or(0);
+        let content = format!(
+            "SELECT string_agg(concat_ws('|', id, coalesce(name, '<null>'), note), E'\\n' \
+             ORDER BY id::int) FROM {table}"
+        );
+        let rows = cluster().psql(&pg, &content);
+        let rejects = ndjson(&d.join(format!("{table}.rejects.ndjson")));
+        let rejected_rows: Vec<(Json, Json, Json)> = rejects
+            .iter()
+            .map(|j| (j["record"].clone(), j["line"].clone(), j["data"].clone()))
+            .collect();
+        loads.push((limit, counts, from_text, rows, rejected_rows));
+    }
+    for pair in loads.chunks(2) {
+        let [(limit, counts, from_text, rows, rejected), (_, counts_2, from_text_2, rows_2, rejected_2)] =
+            pair
+        else {
+            unreachable!()
+        };
+        // Past the first two batches of 20, every plain row went straight from its text into the table.
+        assert!(*from_text > 150, "{from_text} rows from text ({limit:?})");
+        assert_eq!(*from_text_2, 0);
+        assert_eq!(
+            (counts, rows, rejected),
+            (counts_2, rows_2, rejected_2),
+            "{limit:?}"
+        );
+    }
+    // What the loads did, row by row: the refusals named with their records and lines, the odd cells as read.
+    let (_, counts, _, rows, rejected) = &loads[0];
+    assert_eq!(counts[..3], [Some(400), Some(384), Some(16)]);
+    assert!(rows.contains("5|{\"a\":[1,2]}|json cell"), "{rows}");
+    assert!(rows.contains("11|<null>|null marker"));
+    assert!(rows.contains("70|two\nlines, \"quoted\"|\n"));
+    assert!(rows.contains("398|name 398 é|note xxxxxxxx"));
+    let refused: Vec<u64> = rejected.iter().map(|(n, ..)| n.as_u64().unwrap()).collect();
+    let every_97th = |k: u64| [23, 31, 42, 60].map(|i| 97 * k + i);
+    assert_eq!(refused, (0..4).flat_map(every_97th).collect::<Vec<_>>());
+    let nul = rejected.iter().find(|(n, ..)| n == 139).unwrap();
+    assert_eq!(
+        nul.1, 141,
+        "line of record 139, after the two-line cell of record 70"
+    );
+    assert_eq!(nul.2["name"], "nul\0byte");
+    assert_eq!(nul.2["note"], "server refuses");
+    assert_eq!(loads[2].1[1], Some(200), "--limit 200 writes 200 rows");
+}
+
 #[test]
 fn a_dry_run_reports_what_a_real_run_does_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -465,6 +465,15 @@ impl PgSink {
         Ok(())
     }
 
+    /// Notes that the row just encoded is record `number`, and streams the rows when enough are waiting.
+    fn wrote(&mut self, number: u64) -> Result<()> {
+        self.numbers.push(number);
+        if self.rows.len() - self.sent >= STREAM_CHUNK {
+            self.stream()?;
+        }
+        Ok(())
+    }
+
     /// Streams the rows encoded since the last call into this batch's COPY, opening it (under a savepoint)
     /// first if needed. The server parses them while the next rows are encoded.
     fn stream(&mut self) -> Result<()> {
@@ -732,11 +741,31 @@ impl TableSink for PgSink {
             self.prepare_columns(std::slice::from_ref(record))?;
         }
         self.encode(record)?;
-        self.numbers.push(number);
-        if self.rows.len() - self.sent >= STREAM_CHUNK {
-            self.stream()?;
+        self.wrote(number)
+    }
+
+    /// A text column takes a string as it is (see `coerce`), and its binary COPY form is the string's bytes.
+    fn text_columns(&self) -> Option<Vec<String>> {
+        let loaded = self.loaded.as_ref()?;
+        let all_text = loaded
+            .columns
+            .iter()
+            .all(|(c, _)| c.kind == ColumnKind::Text);
+        all_text.then(|| loaded.columns.iter().map(|(_, f)| f.clone()).collect())
+    }
+
+    fn write_encoded(&mut self, number: u64, row: &[u8]) -> Result<()> {
+        // Only asked for after `text_columns`, so the columns are fixed.
+        if self.loaded.is_none() {
+            return Err(Error::data(
+                Stage::Sink,
+                Position::default(),
+                "an encoded row before the columns are fixed (internal error)",
+            ));
         }
-        Ok(())
+        self.rows.extend_from_slice(row);
+        self.row_ends.push(self.rows.len());
+        self.wrote(number)
     }
 
     fn end_rows(&mut self) -> Result<()> {
