@@ -236,11 +236,17 @@ pub trait TableSink: Send {
     /// error for this record only ([`Error::is_record`]); the sink may hold the row until the batch ends.
     fn write(&mut self, number: u64, record: &Record) -> Result<()>;
 
-    /// Once the columns are fixed, and only when every loaded column takes a text value as it is: the
-    /// loaded fields, in column order. Rows of such text may then come already encoded, by
-    /// `pgcopy::put_text_row`, through [`TableSink::write_encoded`] instead of as records.
-    fn text_columns(&self) -> Option<Vec<String>> {
-        None
+    /// True when the sink can take rows already encoded ([`TableSink::write_encoded`]) once its columns are
+    /// fixed and all take text.
+    fn takes_encoded(&self) -> bool {
+        false
+    }
+
+    /// Whether every loaded column takes a text value as it is; if so, the loaded fields in column order.
+    /// Rows of such text may then come already encoded, by `pgcopy::put_text_row`, through
+    /// [`TableSink::write_encoded`] instead of as records.
+    fn text_columns(&self) -> TextColumns {
+        TextColumns::No
     }
 
     /// Takes one row encoded as [`TableSink::text_columns`] says, like [`TableSink::write`] takes a record.
@@ -270,6 +276,17 @@ pub trait TableSink: Send {
 
     /// Commits (or, for a dry run, rolls back) and says what happened.
     fn finish(self: Box<Self>) -> Result<Tally>;
+}
+
+/// Whether a table's loaded columns all take text as it is (see [`TableSink::text_columns`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TextColumns {
+    /// The columns are not fixed yet (no record has been loaded).
+    NotYet,
+    /// Not all of them take text as it is.
+    No,
+    /// They all do: the loaded fields, in column order.
+    Fields(Vec<String>),
 }
 
 /// Quotes an SQL identifier (PostgreSQL and SQLite spell it alike): `a"b` → `"a""b"`.
@@ -702,9 +719,13 @@ impl TableSink for Sampled {
         }
     }
 
-    fn text_columns(&self) -> Option<Vec<String>> {
+    fn takes_encoded(&self) -> bool {
+        self.inner.takes_encoded()
+    }
+
+    fn text_columns(&self) -> TextColumns {
         match self.held {
-            Some(_) => None,
+            Some(_) => TextColumns::NotYet,
             None => self.inner.text_columns(),
         }
     }

@@ -16,6 +16,7 @@ use bytes::BytesMut;
 use super::open::Output;
 use super::stages::{Outcome, Pending, Stages};
 use super::text_rows::{EncodedBatch, Item, SharedTextPlan, TextPlan};
+use crate::db::TextColumns;
 use crate::error::{Error, Position, Result, Stage};
 use crate::format::Decoder;
 use crate::job::ErrorPolicy;
@@ -41,8 +42,9 @@ const CHUNK_INPUT_BYTES: u64 = BATCH_INPUT_BYTES / 4;
 /// Rows encoded on the reading thread (see `text_rows`) go to a table in batches this many times as large,
 /// in rows and in input bytes: they hold no records, and the server spends less on savepoints and COPY
 /// starts. Raw 1M-row CSV → PostgreSQL, three alternating runs: 1.71 s / 49 MiB at twice the size, 1.65 s
-/// / 56 MiB at three times, 1.64 s / 63 MiB at four, against 2.10 s / 44 MiB at one.
-const ENCODED_BATCH_FACTOR: usize = 2;
+/// / 56 MiB at three times, 1.64 s / 63 MiB at four, against 2.10 s / 44 MiB at one; then four more: 1.80 s
+/// at twice, 1.71 s at three times (psql `\copy` 2.05 s), 58 MiB flat to 10M rows.
+const ENCODED_BATCH_FACTOR: usize = 3;
 /// How often a run waiting for input looks at its cancellation token (a slow pipe, a FIFO).
 const CANCEL_POLL: Duration = Duration::from_millis(100);
 
@@ -76,8 +78,8 @@ impl Run<'_> {
     ) -> Result<()> {
         // Records as read into a table: plain rows may skip the record stage (see `text_rows`).
         let as_read = self.stages.pool.is_none() && !self.stages.maps();
-        let text_plan = (as_read && matches!(output, Output::Table(_)))
-            .then(|| SharedTextPlan::new(OnceLock::new()));
+        let takes_encoded = matches!(&output, Output::Table(table) if table.takes_encoded());
+        let text_plan = (as_read && takes_encoded).then(|| SharedTextPlan::new(OnceLock::new()));
         // Such a load waits on the server, and its encoded batches are large: one in flight is enough.
         let in_flight = match text_plan {
             Some(_) => 1,
@@ -338,7 +340,14 @@ impl Run<'_> {
                 self.report.counts.skipped += 1;
                 continue;
             }
-            match output.write_encoded(number, &batch.bytes[start..end]) {
+            let Some(row) = batch.bytes.get(start..end) else {
+                return Err(Error::data(
+                    Stage::Sink,
+                    Position::default().with_record(number),
+                    "an encoded row outside its batch (internal error)",
+                ));
+            };
+            match output.write_encoded(number, row) {
                 Ok(()) => {
                     self.report.counts.written += 1;
                     self.report.rows_from_text += 1;
@@ -644,15 +653,16 @@ impl Returned {
         }
     }
 
-    /// An empty buffer for an encoded batch.
+    /// An empty buffer for an encoded batch of about `capacity` bytes. One that grew to hold much more
+    /// (a batch of very large rows) is not kept, so that memory stays in proportion to the batches.
     fn buffer(&mut self, capacity: usize) -> BytesMut {
-        match self.buffers.pop() {
-            Some(mut buffer) => {
+        while let Some(mut buffer) = self.buffers.pop() {
+            if buffer.capacity() <= 2 * capacity {
                 buffer.clear();
-                buffer
+                return buffer;
             }
-            None => BytesMut::with_capacity(capacity),
         }
+        BytesMut::with_capacity(capacity)
     }
 }
 
@@ -786,7 +796,8 @@ impl Planning {
         Some(first.iter().map(|(key, _)| key.clone()).collect())
     }
 
-    /// After a batch of records is taken: the plan is made once the batch before it is settled.
+    /// After a batch of records is taken: the plan is made once the batch before it is settled and the
+    /// table's columns are fixed (a resumed run may skip many batches before it loads a record).
     fn after_batch(&mut self, keys: Option<Vec<Key>>, output: &Output) {
         if self.slot.get().is_some() {
             return;
@@ -796,11 +807,16 @@ impl Planning {
         if self.batches < 2 {
             return;
         }
-        let plan = match (output, self.keys.take()) {
-            (Output::Table(table), Some(keys)) => table
-                .text_columns()
-                .and_then(|fields| TextPlan::new(keys, &fields))
-                .map(Arc::new),
+        let columns = match output {
+            Output::Table(table) => table.text_columns(),
+            Output::File(_) => TextColumns::No,
+        };
+        let plan = match (columns, self.keys.take()) {
+            (TextColumns::NotYet, keys) => {
+                self.keys = keys;
+                return;
+            }
+            (TextColumns::Fields(fields), Some(keys)) => TextPlan::new(keys, &fields).map(Arc::new),
             _ => None,
         };
         let _ = self.slot.set(plan);
@@ -854,4 +870,25 @@ enum Batch {
     BadRecord(Error),
     /// The input cannot be read any further.
     Fatal(Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_that_grew_far_past_a_batch_is_not_kept() {
+        let mut returned = Returned::default();
+        let mut grown = BytesMut::with_capacity(64 << 20);
+        grown.extend_from_slice(b"rows of a batch of very large rows");
+        let mut usual = BytesMut::with_capacity(1 << 20);
+        usual.extend_from_slice(b"rows");
+        returned.buffers = vec![usual, grown];
+        let buffer = returned.buffer(1 << 20);
+        assert!(buffer.is_empty());
+        assert!(buffer.capacity() < 2 << 20, "{}", buffer.capacity());
+        assert!(returned.buffers.is_empty());
+        // With none kept, a new one of the size asked for.
+        assert!(returned.buffer(1 << 20).capacity() >= 1 << 20);
+    }
 }

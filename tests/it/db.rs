@@ -652,13 +652,11 @@ fn a_raw_csv_load_into_text_columns_skips_records_and_keeps_every_row_as_read() 
     // A `--where` that keeps every record makes a shaping step, which keeps every row a record: the
     // same load the long way.
     let mut loads = Vec::new();
-    for (shaped, limit) in [
-        (false, None),
-        (true, None),
-        (false, Some("200")),
-        (true, Some("200")),
-    ] {
-        let table = format!("rows_{shaped}_{}", limit.unwrap_or("all"));
+    // The whole file; the first 200 rows written (`--limit`); all but the first 130 rows (`--resume`:
+    // skipped, so the table's columns are fixed only in the seventh batch).
+    let runs = [None, Some(["--limit", "200"]), Some(["--resume", "130"])];
+    for (shaped, limit) in runs.iter().flat_map(|run| [(false, run), (true, run)]) {
+        let table = format!("rows_{shaped}_{}", limit.map_or("all", |l| &l[0][2..]));
         let create = format!(
             "CREATE TABLE {table} (id text PRIMARY KEY, name text CHECK (name <> 'bad'), note text)"
         );
@@ -680,7 +678,7 @@ fn a_raw_csv_load_into_text_columns_skips_records_and_keeps_every_row_as_read() 
             "--report",
             "r.json",
         ];
-        args.extend(limit.iter().flat_map(|l| ["--limit", l]));
+        args.extend(limit.iter().flatten());
         if shaped {
             args.extend(["--where", "true"]);
         }
@@ -710,6 +708,7 @@ fn a_raw_csv_load_into_text_columns_skips_records_and_keeps_every_row_as_read() 
         };
         // Past the first two batches of 20, every plain row went straight from its text into the table.
         assert!(*from_text > 150, "{from_text} rows from text ({limit:?})");
+        assert!(*from_text > 200 || limit.is_some());
         assert_eq!(*from_text_2, 0);
         assert_eq!(
             (counts, rows, rejected),
@@ -735,6 +734,12 @@ fn a_raw_csv_load_into_text_columns_skips_records_and_keeps_every_row_as_read() 
     assert_eq!(nul.2["name"], "nul\0byte");
     assert_eq!(nul.2["note"], "server refuses");
     assert_eq!(loads[2].1[1], Some(200), "--limit 200 writes 200 rows");
+    // Rows that do not decode are rejected whatever `--resume` says (rows 23, 31, 120 and 128).
+    assert_eq!(
+        loads[4].1[4],
+        Some(126),
+        "--resume 130 skips the rows it loaded"
+    );
 }
 
 #[test]

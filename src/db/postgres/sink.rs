@@ -20,7 +20,7 @@ use crate::db::pgcopy::{self, numeric_to_binary};
 use crate::db::{
     check_field_names, check_key_enforced, check_sink_names, coerce, loaded_columns,
     new_columns_shown, new_table_columns, quote_ident, sample_fields, Cell, Column, ColumnKind,
-    DbEndpoint, FieldLookup, OnConflict, Sampled, SinkOptions, TableSink, Tally,
+    DbEndpoint, FieldLookup, OnConflict, Sampled, SinkOptions, TableSink, Tally, TextColumns,
 };
 use crate::error::{Error, Position, Result, Stage};
 use crate::record::Record;
@@ -744,14 +744,23 @@ impl TableSink for PgSink {
         self.wrote(number)
     }
 
+    fn takes_encoded(&self) -> bool {
+        true
+    }
+
     /// A text column takes a string as it is (see `coerce`), and its binary COPY form is the string's bytes.
-    fn text_columns(&self) -> Option<Vec<String>> {
-        let loaded = self.loaded.as_ref()?;
-        let all_text = loaded
+    fn text_columns(&self) -> TextColumns {
+        let Some(loaded) = &self.loaded else {
+            return TextColumns::NotYet;
+        };
+        match loaded
             .columns
             .iter()
-            .all(|(c, _)| c.kind == ColumnKind::Text);
-        all_text.then(|| loaded.columns.iter().map(|(_, f)| f.clone()).collect())
+            .all(|(c, _)| c.kind == ColumnKind::Text)
+        {
+            true => TextColumns::Fields(loaded.columns.iter().map(|(_, f)| f.clone()).collect()),
+            false => TextColumns::No,
+        }
     }
 
     fn write_encoded(&mut self, number: u64, row: &[u8]) -> Result<()> {
