@@ -171,6 +171,11 @@ impl Run<'_> {
                 Batch::Fatal(error) => Err(error),
             }
             .and_then(|()| self.ctx.cancel.check());
+            if outcome.is_ok() && self.limit_reached() {
+                // The table may still refuse rows of the batch just sent: settled, they no longer count as
+                // written, and the run goes on while fewer than `--limit` are.
+                outcome = self.settle(unsettled.take(), &mut output, &done_tx);
+            }
             if outcome.is_err() || self.limit_reached() {
                 break;
             }
@@ -323,8 +328,11 @@ impl Run<'_> {
 
     /// One encoded batch through the error policy to the table, counted as `records` counts.
     fn encoded_rows(&mut self, batch: &EncodedBatch, output: &mut Output) -> Result<()> {
+        let first_number = self.report.counts.read + 1;
         for (index, item) in batch.items.iter().enumerate() {
-            if self.limit_reached() {
+            if self.limit_reached()
+                && self.limit_holds(|i| batch.record(i), first_number, output)?
+            {
                 break;
             }
             self.report.counts.read += 1;
@@ -394,8 +402,10 @@ impl Run<'_> {
         output: &mut Output,
     ) -> Result<()> {
         let mut outcomes = outcomes.map(Vec::into_iter);
+        let first_number = self.report.counts.read + 1;
         for record in batch {
-            if self.limit_reached() {
+            let record_at = |i| batch.get(i).map(Cow::Borrowed);
+            if self.limit_reached() && self.limit_holds(record_at, first_number, output)? {
                 // `--limit`: the records after it are not read, as far as the run is concerned.
                 break;
             }
@@ -474,6 +484,19 @@ impl Run<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Whether `--limit` still holds once a table has ended the rows of this batch (first record
+    /// `first_number`) handed over so far: rows it refuses no longer count as written, and the batch's next
+    /// records then go on to take their place.
+    fn limit_holds<'b>(
+        &mut self,
+        record_at: impl Fn(usize) -> Option<Cow<'b, Record>>,
+        first_number: u64,
+        output: &mut Output,
+    ) -> Result<bool> {
+        self.end_batch(record_at, first_number, output)?;
+        Ok(self.limit_reached())
     }
 
     /// True once `--limit` records are written.

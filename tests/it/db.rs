@@ -620,6 +620,32 @@ fn rows_the_server_refuses_are_found_and_rejected_with_its_message() {
         let count = format!("SELECT count(*), sum(id) FROM {table}");
         assert_eq!(cluster().psql(&pg, &count), "996|498344", "{table}");
     }
+    // `--limit 500` reached in the batch of records 401–500, whose record 500 the server refuses: settled,
+    // it does not count, and record 501 takes its place.
+    let create = "CREATE TABLE scores_limited (id int PRIMARY KEY, score int NOT NULL CHECK (score >= 0), name text)";
+    cluster().psql(&pg, create);
+    let target = table_url(&pg, "scores_limited");
+    let args = [
+        "convert",
+        "--in",
+        "scores.ndjson",
+        "--to",
+        &target,
+        "--on-error",
+        "skip",
+        "--batch-size",
+        "100",
+        "--limit",
+        "500",
+        "--report",
+        "r.json",
+    ];
+    ok(&ferry(d, &args));
+    let r = report(&d.join("r.json"));
+    let counts = ["read", "written", "rejected"].map(|k| r[k].as_u64());
+    assert_eq!(counts, [Some(502), Some(500), Some(2)]);
+    let count = "SELECT count(*), max(id) FROM scores_limited";
+    assert_eq!(cluster().psql(&pg, count), "500|502");
 }
 
 /// A raw CSV for a table of text columns: plain rows, and rows that are not plain (a JSON cell, the null
@@ -652,9 +678,9 @@ fn a_raw_csv_load_into_text_columns_skips_records_and_keeps_every_row_as_read() 
     // A `--where` that keeps every record makes a shaping step, which keeps every row a record: the
     // same load the long way.
     let mut loads = Vec::new();
-    // The whole file; the first 200 rows written (`--limit`); all but the first 130 rows (`--resume`:
+    // The whole file; the first 250 rows written (`--limit`); all but the first 130 rows (`--resume`:
     // skipped, so the table's columns are fixed only in the seventh batch).
-    let runs = [None, Some(["--limit", "200"]), Some(["--resume", "130"])];
+    let runs = [None, Some(["--limit", "250"]), Some(["--resume", "130"])];
     for (shaped, limit) in runs.iter().flat_map(|run| [(false, run), (true, run)]) {
         let table = format!("rows_{shaped}_{}", limit.map_or("all", |l| &l[0][2..]));
         let create = format!(
@@ -733,7 +759,8 @@ fn a_raw_csv_load_into_text_columns_skips_records_and_keeps_every_row_as_read() 
     );
     assert_eq!(nul.2["name"], "nul\0byte");
     assert_eq!(nul.2["note"], "server refuses");
-    assert_eq!(loads[2].1[1], Some(200), "--limit 200 writes 200 rows");
+    // Rows the server refuses in the batch where the limit is reached (236 and 254) do not count.
+    assert_eq!(loads[2].1[1], Some(250), "--limit 250 writes 250 rows");
     // Rows that do not decode are rejected whatever `--resume` says (rows 23, 31, 120 and 128).
     assert_eq!(
         loads[4].1[4],
