@@ -792,22 +792,17 @@ fn read_encoded(
     }
 }
 
-/// The encoding thread's side of a [`TextPlan`]: it is made once the table's columns are fixed, which is
-/// when the first batch is settled (a table takes its columns from the first records), for the fields of
-/// the first record.
+/// The encoding thread's side of a [`TextPlan`]: it is made once the table's columns are fixed — when
+/// the first batch is settled (a table takes its columns from the first records), or later if no record
+/// was loaded by then — for the fields of the first record.
 struct Planning {
     slot: SharedTextPlan,
     keys: Option<Vec<Key>>,
-    batches: usize,
 }
 
 impl Planning {
     fn new(slot: SharedTextPlan) -> Planning {
-        Planning {
-            slot,
-            keys: None,
-            batches: 0,
-        }
+        Planning { slot, keys: None }
     }
 
     /// The fields of a batch's first record, while the plan still needs them.
@@ -819,17 +814,13 @@ impl Planning {
         Some(first.iter().map(|(key, _)| key.clone()).collect())
     }
 
-    /// After a batch of records is taken: the plan is made once the batch before it is settled and the
-    /// table's columns are fixed (a resumed run may skip many batches before it loads a record).
+    /// After a batch of records is taken: the plan is made if the table's columns are fixed (a resumed run
+    /// may skip many batches before it loads a record).
     fn after_batch(&mut self, keys: Option<Vec<Key>>, output: &Output) {
         if self.slot.get().is_some() {
             return;
         }
         self.keys = self.keys.take().or(keys);
-        self.batches += 1;
-        if self.batches < 2 {
-            return;
-        }
         let columns = match output {
             Output::Table(table) => table.text_columns(),
             Output::File(_) => TextColumns::No,
