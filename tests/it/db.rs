@@ -762,6 +762,145 @@ fn a_raw_csv_load_into_text_columns_skips_records_and_keeps_every_row_as_read() 
     );
 }
 
+/// A keyed load into a table it creates, from `file` (or, with `stdin`, from standard input), lenient
+/// unless `strict`; its output, its report (`r-TABLE.json`) and its rejects file.
+fn keyed_load(d: &Path, pg: &str, table: &str, file: &str, stdin: bool, strict: bool) -> Output {
+    let target = table_url(pg, table);
+    let report = format!("r-{table}.json");
+    let rejects = format!("{table}.rej");
+    let mut args = vec!["convert", "--in", if stdin { "-" } else { file }];
+    args.extend(["--from-format", "csv", "--to", &target, "--key", "id"]);
+    args.extend(["--null-marker", "NULL", "--batch-size", "100"]);
+    args.extend(["--report", &report, "--rejects", &rejects]);
+    if !strict {
+        args.extend(["--on-error", "lenient"]);
+    }
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command.args(&args).current_dir(d);
+    if stdin {
+        command.stdin(fs::File::open(d.join(file)).unwrap());
+    }
+    command.output().unwrap()
+}
+
+/// Each rejected record's number, line and reasons, with the table's and the input's names taken out.
+fn rejects_of(d: &Path, table: &str) -> Vec<(u64, u64, String)> {
+    let text = fs::read_to_string(d.join(format!("{table}.rej"))).unwrap();
+    text.lines()
+        .map(|l| {
+            let r: Json = serde_json::from_str(l).unwrap();
+            let reasons = r["reasons"].to_string().replace(table, "TABLE");
+            let reasons = reasons
+                .replace(" in broken.csv ", " in INPUT ")
+                .replace(" in - ", " in INPUT ");
+            (
+                r["record"].as_u64().unwrap(),
+                r["line"].as_u64().unwrap(),
+                reasons,
+            )
+        })
+        .collect()
+}
+
+/// A table ferry creates with a key gets its primary key built once over the loaded rows when the input is
+/// a file it can read again. Rows that break the key (duplicates, a null) make it load the file again with
+/// the key in place: what lands, what is rejected and why are exactly what a load with the key in place
+/// from the start (standard input) gives, in the lenient and the strict mode.
+#[test]
+fn a_new_tables_key_is_built_after_the_load_and_rows_that_break_it_are_refused_as_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pg = cluster().fresh_database("key_after_load");
+    let rows = |broken: bool| -> String {
+        let mut csv = String::from("id,name\n");
+        for i in 1..=600u32 {
+            let id = match (broken, i) {
+                (true, 150 | 420) => "7".to_owned(),
+                (true, 555) => "300".to_owned(),
+                (true, 333) => "NULL".to_owned(),
+                _ => i.to_string(),
+            };
+            csv.push_str(&format!("{id},name {i}\n"));
+        }
+        csv
+    };
+    fs::write(d.join("clean.csv"), rows(false)).unwrap();
+    fs::write(d.join("broken.csv"), rows(true)).unwrap();
+    let contents = |table: &str| {
+        cluster().psql(
+            &pg,
+            &format!("SELECT count(*), sum(id), md5(string_agg(id || name, ',' ORDER BY id)) FROM {table}"),
+        )
+    };
+
+    ok(&keyed_load(d, &pg, "clean", "clean.csv", false, false));
+    let r = report(&d.join("r-clean.json"));
+    assert_eq!(r["primary_key_built"], "after load", "{r}");
+    assert_eq!(r["written"], 600);
+    let key = "SELECT conname || ' ' || contype::text || ' ' || a.attnotnull FROM pg_constraint c \
+               JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1] \
+               WHERE c.conrelid = 'clean'::regclass";
+    assert_eq!(cluster().psql(&pg, key), "clean_pkey p true");
+
+    let from_file = keyed_load(d, &pg, "from_file", "broken.csv", false, false);
+    let stderr = ok(&from_file);
+    assert!(
+        stderr.contains("table created (loaded twice: rows broke the primary key"),
+        "{stderr}"
+    );
+    ok(&keyed_load(d, &pg, "from_stdin", "broken.csv", true, false));
+    let (file_report, stdin_report) = (
+        report(&d.join("r-from_file.json")),
+        report(&d.join("r-from_stdin.json")),
+    );
+    assert_eq!(file_report["primary_key_built"], "reloaded");
+    assert!(
+        stdin_report.get("primary_key_built").is_none(),
+        "{stdin_report}"
+    );
+    for count in ["read", "written", "rejected", "inserted"] {
+        assert_eq!(file_report[count], stdin_report[count], "{count}");
+    }
+    assert_eq!([&file_report["read"], &file_report["rejected"]], [600, 4]);
+    let rejected = rejects_of(d, "from_file");
+    let numbers: Vec<u64> = rejected.iter().map(|r| r.0).collect();
+    assert_eq!(numbers, [150, 333, 420, 555]);
+    assert_eq!(rejected, rejects_of(d, "from_stdin"));
+    assert_eq!(contents("from_file"), contents("from_stdin"));
+    assert_eq!(
+        cluster().psql(&pg, &key.replace("'clean'", "'from_file'")),
+        "from_file_pkey p true"
+    );
+
+    // Strict: the first duplicate stops the run, named as before, and the table it created is gone.
+    let strict = [("strict_file", false), ("strict_stdin", true)].map(|(table, stdin)| {
+        let out = keyed_load(d, &pg, table, "broken.csv", stdin, true);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let exists = format!("SELECT to_regclass('{table}') IS NULL");
+        assert_eq!(cluster().psql(&pg, &exists), "t", "{table}");
+        let stderr = String::from_utf8_lossy(&out.stderr).replace(table, "TABLE");
+        let stderr = stderr
+            .replace(" in broken.csv ", " in INPUT ")
+            .replace(" in - ", " in INPUT ");
+        stderr
+            .lines()
+            .find(|l| l.contains("error"))
+            .unwrap_or_default()
+            .to_owned()
+    });
+    assert!(
+        strict[0].contains("at record 150, line 151"),
+        "{}",
+        strict[0]
+    );
+    assert_eq!(strict[0], strict[1]);
+}
+
 #[test]
 fn a_dry_run_reports_what_a_real_run_does_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
