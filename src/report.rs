@@ -104,11 +104,6 @@ pub struct Report {
     /// type and where the type came from (`declared`, `types`, `inferred`, `default`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<crate::db::NewColumn>,
-    /// Database loads into a table ferry created with a primary key: `after load` when the key was built
-    /// once over the loaded rows, `reloaded` when building it found rows that break it (a duplicate or
-    /// missing key) and the input was loaded again with the key in place, those rows refused one by one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub primary_key_built: Option<String>,
     /// Database loads with `--commit-every`: the last record committed (a rerun resumes after it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_committed_record: Option<u64>,
@@ -228,13 +223,10 @@ impl Report {
         );
         if let (Some(inserted), Some(updated)) = (self.inserted, self.updated) {
             let table = self.table.as_deref().unwrap_or_default();
-            let created = match (self.created_table, self.primary_key_built.as_deref()) {
-                (false, _) => "",
-                (true, Some("after load")) => ", table created (primary key built after the load)",
-                (true, Some(_)) => {
-                    ", table created (loaded twice: rows broke the primary key built after the load, so it was put in place first)"
-                }
-                (true, None) => ", table created",
+            let created = if self.created_table {
+                ", table created"
+            } else {
+                ""
             };
             let undone = if self.dry_run {
                 "; rolled back (dry run)"

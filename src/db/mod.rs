@@ -165,12 +165,6 @@ pub struct SinkOptions {
     /// `ferry convert --incremental`: the new mark, written into `_ferry_state` in the load's transaction
     /// just before it commits ([`crate::sync::mark`]).
     pub mark: Option<crate::sync::mark::PendingMark>,
-    /// A new table's primary key is built once over the loaded rows, just before the commit, instead of
-    /// kept up row by row (for keys that do not arrive in order, most of the server's work). Only for a
-    /// run that can load its input again: if the rows break the key (a duplicate, a missing value), the
-    /// load is rolled back, this flag is set, and the run loads the input again with the key in place, so
-    /// those rows are refused one by one as before. PostgreSQL only.
-    pub key_after_load: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for SinkOptions {
@@ -189,7 +183,6 @@ impl Default for SinkOptions {
             sample_records: crate::infer::DEFAULT_SAMPLE_RECORDS,
             ledger: None,
             mark: None,
-            key_after_load: None,
         }
     }
 }
@@ -215,8 +208,6 @@ pub struct Tally {
     pub created_table: bool,
     /// The columns of a table ferry created (for a dry run: would have), with their types.
     pub columns: Vec<NewColumn>,
-    /// The new table's primary key was built over the loaded rows (see [`SinkOptions::key_after_load`]).
-    pub key_after_load: bool,
 }
 
 /// A column of a table ferry created, as the report shows it.

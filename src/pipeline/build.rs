@@ -504,6 +504,5 @@ fn sink_options(
         sample_records: job.sample_records,
         ledger: None,
         mark: None,
-        key_after_load: None,
     })
 }

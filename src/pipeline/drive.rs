@@ -525,9 +525,6 @@ impl Run<'_> {
                 self.report.updated = Some(tally.updated);
                 self.report.created_table = tally.created_table;
                 self.report.columns = tally.columns;
-                if tally.key_after_load {
-                    self.report.primary_key_built = Some("after load".to_owned());
-                }
             }
         }
         Ok(())

@@ -15,7 +15,7 @@ mod open;
 mod stages;
 mod text_rows;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -99,41 +99,17 @@ impl BuiltConvert {
             output: report.output.clone(),
             total_bytes,
         });
-        let key_after_load = self
-            .may_build_key_after_load(&streams)
-            .then(|| Arc::new(AtomicBool::new(false)));
-        let mut result = self.execute(
-            streams,
-            ctx,
-            &mut report,
-            (bytes_read.clone(), total_bytes, started),
-            key_after_load.clone(),
-        );
-        let key_refused = key_after_load.is_some_and(|refused| refused.load(Ordering::SeqCst));
-        if result.is_err() && key_refused && ctx.cancel.check().is_ok() {
-            // The loaded rows broke the new table's key and the load was rolled back: load them again with
-            // the key in place, so that the rows that break it are refused one by one, as they always were.
-            ctx.emit(Event::Notice {
-                message: format!(
-                    "ferry: rows of {} break the new table's primary key: loading it again with the key in place, so that they are refused one by one",
-                    report.input
-                ),
-            });
-            report = self.report();
-            report.primary_key_built = Some("reloaded".to_owned());
-            bytes_read.store(0, Ordering::Relaxed);
-            result = self.execute(
-                Streams::new(),
+        let result = self
+            .execute(
+                streams,
                 ctx,
                 &mut report,
                 (bytes_read.clone(), total_bytes, started),
-                None,
-            );
-        }
-        let result = result.and_then(|()| match &self.incremental {
-            Some(w) => w.after_load(&mut report.incremental, report.dry_run, ctx),
-            None => Ok(()),
-        });
+            )
+            .and_then(|()| match &self.incremental {
+                Some(w) => w.after_load(&mut report.incremental, report.dry_run, ctx),
+                None => Ok(()),
+            });
         report.bytes_read = bytes_read.load(Ordering::Relaxed);
         report.seconds = started.elapsed().as_secs_f64();
         report.records_per_second = if report.seconds > 0.0 {
@@ -178,31 +154,6 @@ impl BuiltConvert {
         )
     }
 
-    /// True when a new table's primary key may be built after the load ([`SinkOptions::key_after_load`]):
-    /// the whole load is one transaction that changes nothing else, and the input is a file that can be
-    /// read again should the rows break the key.
-    ///
-    /// [`SinkOptions::key_after_load`]: crate::db::SinkOptions::key_after_load
-    fn may_build_key_after_load(&self, streams: &Streams) -> bool {
-        let Some(table) = &self.table else {
-            return false;
-        };
-        let regular_file = match &self.source {
-            Endpoint::File(path) => std::fs::metadata(path).is_ok_and(|m| m.is_file()),
-            Endpoint::Stdio | Endpoint::Database(_) => false,
-        };
-        regular_file
-            && streams.input.is_none()
-            && !table.key.is_empty()
-            && table.on_conflict == crate::db::OnConflict::Error
-            && table.commit_every.is_none()
-            && table.ledger.is_none()
-            && table.mark.is_none()
-            && self.incremental.is_none()
-            && self.job.resume_after.is_none()
-            && !self.job.validate_only
-    }
-
     /// Opens both ends and moves the records.
     fn execute(
         &self,
@@ -210,12 +161,11 @@ impl BuiltConvert {
         ctx: &RunContext,
         report: &mut Report,
         (bytes_read, total_bytes, started): (Arc<AtomicU64>, Option<u64>, Instant),
-        key_after_load: Option<Arc<AtomicBool>>,
     ) -> Result<()> {
         streams.check(self)?;
         let Streams { input, output } = streams;
         let decoder = open::open_decoder(self, input, bytes_read.clone())?;
-        let output = open::open_output(self, output, key_after_load)?;
+        let output = open::open_output(self, output)?;
         let mut run = drive::Run {
             stages: Arc::clone(&self.stages),
             policy: self.job.on_error,

@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::build::BuiltConvert;
@@ -206,15 +206,10 @@ impl InputEnvelope {
 pub(super) fn open_output(
     plan: &BuiltConvert,
     stream: Option<Box<dyn Write + Send>>,
-    key_after_load: Option<Arc<AtomicBool>>,
 ) -> Result<Output> {
     let job = &plan.job;
     if let (Endpoint::Database(db), Some(options)) = (&plan.target, &plan.table) {
-        let options = crate::db::SinkOptions {
-            key_after_load,
-            ..options.clone()
-        };
-        return Ok(Output::Table((db.database.open_sink)(db, options)?));
+        return Ok(Output::Table((db.database.open_sink)(db, options.clone())?));
     }
     let format = match plan.output_format {
         Some(format) => format,

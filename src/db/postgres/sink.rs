@@ -349,8 +349,9 @@ impl PgSink {
             .iter()
             .map(|c| format!("{} {}", quote_ident(&c.name), create_type(c.kind)))
             .collect();
-        if !self.key.is_empty() && self.options.key_after_load.is_none() {
-            defs.push(self.primary_key());
+        if !self.key.is_empty() {
+            let key: Vec<String> = self.key.iter().map(|k| quote_ident(k)).collect();
+            defs.push(format!("PRIMARY KEY ({})", key.join(", ")));
         }
         let sql = format!("CREATE TABLE {} ({})", self.table, defs.join(", "));
         self.wire.exec(&sql).map_err(|e| {
@@ -374,30 +375,7 @@ impl PgSink {
             self.fatal("cannot create the table", &e)
         })?;
         self.tally.created_table = true;
-        self.tally.key_after_load = !self.key.is_empty() && self.options.key_after_load.is_some();
         Ok(())
-    }
-
-    /// The new table's primary key clause.
-    fn primary_key(&self) -> String {
-        let key: Vec<String> = self.key.iter().map(|k| quote_ident(k)).collect();
-        format!("PRIMARY KEY ({})", key.join(", "))
-    }
-
-    /// Builds the primary key of a table created without it (see [`SinkOptions::key_after_load`]). Rows
-    /// that break it fail the load and raise the flag, so that the run loads them again with the key in
-    /// place.
-    fn build_key_after_load(&mut self) -> Result<()> {
-        if !self.tally.key_after_load {
-            return Ok(());
-        }
-        let sql = format!("ALTER TABLE {} ADD {}", self.table, self.primary_key());
-        self.wire.exec(&sql).map_err(|e| {
-            if let (WireError::Db(_), Some(flag)) = (&e, &self.options.key_after_load) {
-                flag.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-            self.fatal("cannot build the primary key over the loaded rows", &e)
-        })
     }
 
     fn fix_statements(&mut self, columns: Vec<(Column, String)>, types: Vec<Type>) -> Result<()> {
@@ -853,7 +831,6 @@ impl TableSink for PgSink {
         if self.loaded.is_none() && self.existing.is_none() && !self.options.declared.is_empty() {
             self.prepare_columns(&[])?;
         }
-        self.build_key_after_load()?;
         let end = if self.options.dry_run {
             "ROLLBACK"
         } else {
