@@ -20,9 +20,15 @@ const PER_INPUT: Duration = Duration::from_secs(20);
 const MUTATIONS: usize = 2000;
 
 /// Runs `target` on `data` in a thread of its own; the panic message, or a hang, as an error.
+///
+/// The thread is joined, never detached: glibc's `pthread_detach` reads the thread's descriptor, at the top
+/// of its stack, after marking it detached, and a thread ending just then frees that stack — unmapped, not
+/// cached, a 64 MiB stack being larger than glibc's stack cache — so the read can fault. That killed the whole test
+/// binary with SIGSEGV once on CI (`pthread_detach+28` in the kernel's log, in this test's thread). A thread
+/// that hangs is neither joined nor detached: its handle is forgotten, and the test fails.
 fn guarded(target: &'static str, data: Vec<u8>) -> Result<(), String> {
     let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .stack_size(64 << 20)
         .spawn(move || {
             let outcome = std::panic::catch_unwind(|| ferry::fuzz::run(target, &data));
@@ -34,7 +40,14 @@ fn guarded(target: &'static str, data: Vec<u8>) -> Result<(), String> {
             }));
         })
         .expect("spawn");
-    match rx.recv_timeout(PER_INPUT) {
+    let outcome = rx.recv_timeout(PER_INPUT);
+    match outcome {
+        Ok(_) => {
+            let _ = thread.join();
+        }
+        Err(_) => std::mem::forget(thread),
+    }
+    match outcome {
         Ok(Ok(true)) => Ok(()),
         Ok(Ok(false)) => Err(format!("no fuzz target {target}")),
         Ok(Err(message)) => Err(format!("panicked: {message}")),
