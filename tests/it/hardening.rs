@@ -41,11 +41,10 @@ fn guarded(target: &'static str, data: Vec<u8>) -> Result<(), String> {
         })
         .expect("spawn");
     let outcome = rx.recv_timeout(PER_INPUT);
-    match outcome {
-        Ok(_) => {
-            let _ = thread.join();
-        }
-        Err(_) => std::mem::forget(thread),
+    if outcome.is_ok() {
+        let _ = thread.join();
+    } else {
+        std::mem::forget(thread);
     }
     match outcome {
         Ok(Ok(true)) => Ok(()),
