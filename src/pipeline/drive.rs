@@ -39,6 +39,13 @@ const BATCH_INPUT_BYTES: u64 = 1 << 20;
 /// round trips): 13 % slower into PostgreSQL (means of three alternating runs; the end of a table batch's
 /// COPY then waits on a shorter mapping), the same time into SQLite with 13 MiB less; not kept.
 const CHUNK_INPUT_BYTES: u64 = BATCH_INPUT_BYTES / 4;
+/// A batch into a file also ends after this many records (fewer with `--batch-size`). The input is read
+/// 256 KiB at a time, so the bytes above end a batch only at a read: ~1,200 records of the generated legacy
+/// CSV, too many, it seems, for their records (source and mapped) to stay in a core's 1 MiB second-level
+/// cache from decoding to encoding. Templated 1M-row CSV → NDJSON, three alternating runs: 1.93–1.96 s at
+/// 1,024 records against 2.09–2.13 s as before and 2.11–2.18 s at 1,500 (another round: 256 records
+/// 1.93–1.96 s, 512 1.86–1.93, 1,024 1.89–1.90; tables keep theirs: see BENCHMARKS.md, "Eighth pass").
+const CHUNK_RECORDS: usize = 1024;
 /// Rows encoded on the reading thread (see `text_rows`) go to a table in batches this many times as large,
 /// in rows and in input bytes: they hold no records, and the server spends less on savepoints and COPY
 /// starts. Raw 1M-row CSV → PostgreSQL, three alternating runs: 1.71 s / 49 MiB at twice the size, 1.65 s
@@ -99,9 +106,9 @@ impl Run<'_> {
         });
         let waiting = sharing.as_ref().map(|s| Arc::clone(&s.waiting));
         // Batches into a file are small (see `CHUNK_INPUT_BYTES`); into a table they are the table's.
-        let batch_bytes = match output {
-            Output::File(_) => CHUNK_INPUT_BYTES,
-            Output::Table(_) => BATCH_INPUT_BYTES,
+        let (batch_size, batch_bytes) = match output {
+            Output::File(_) => (batch_size.min(CHUNK_RECORDS), CHUNK_INPUT_BYTES),
+            Output::Table(_) => (batch_size, BATCH_INPUT_BYTES),
         };
         let mut planning = text_plan.clone().map(Planning::new);
         let reader = std::thread::spawn(move || {
