@@ -106,8 +106,8 @@ pub struct ConvertJob {
     pub read_options: FormatOptions,
     /// How to write the output.
     pub write_options: FormatOptions,
-    /// Records per batch, at most (a batch also ends after about 1 MiB of input; into a file, after 1,024
-    /// records or about 256 KiB).
+    /// Records per batch, at most (a batch also ends after about 1 MiB of input; into a file, after about
+    /// 256 KiB, and with one worker 1,024 records).
     pub batch_size: usize,
     /// The template (name or path) that maps records.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -82,13 +82,14 @@ impl SchemaValidator {
 
     /// This validator with the top-level properties whose value is the same for every record (`constants`,
     /// from the compiled template: `now()`, a default with no source) checked once, here, instead of on every
-    /// record. A property whose constant satisfies its subschema gets `true` in its place (still declared,
+    /// record. A property whose constant satisfies its subschema gets `{}` in its place (still declared,
     /// so `additionalProperties` and `unevaluatedProperties` decide as before); one that does not keeps its
     /// subschema, so every record is rejected with the same message as before. Schemas with references are
-    /// left whole: a `$ref` may point into a replaced subschema.
+    /// left whole (a `$ref` may point into a replaced subschema), and so are those whose subschemas would
+    /// not be read alone as they are inside the schema (see `subschemas_read_alike`).
     pub fn with_constants(self, constants: &[(Key, Value)]) -> Result<SchemaValidator> {
         let mut reduced = self.schema.clone();
-        if has_references(&reduced) {
+        if has_references(&reduced) || !subschemas_read_alike(&reduced) {
             return Ok(self);
         }
         let Some(properties) = reduced.get_mut("properties").and_then(Json::as_object_mut) else {
@@ -107,7 +108,8 @@ impl SchemaValidator {
                 continue;
             };
             if check.is_valid(RecordNode::Value(value)) {
-                *subschema = Json::Bool(true);
+                // `{}` rather than `true`: draft 4 has no boolean schemas.
+                *subschema = Json::Object(Map::new());
                 replaced.push(name.to_string());
             }
         }
@@ -310,12 +312,13 @@ fn field_kinds(field: &crate::template::FieldGuarantee<'_>) -> Kinds {
 
 /// A schema that says no more of a record than which members it must have, which it may have, and what each
 /// member's value must be — only `type` (allowing objects), `required`, `properties`,
-/// `additionalProperties: false` and annotations at its top, and no references anywhere — taken apart into
-/// one validator per property. A record is valid exactly when its required members are there, it has no
-/// other members than `properties` names (with `additionalProperties: false`) and each member is valid
-/// against its property's subschema; checked that way it skips the walk over the record's sorted members
-/// and every property whose subschema is `true` or `{}` (those `with_constants` and `with_guarantees`
-/// left). Templated 1M-row CSV → NDJSON: see BENCHMARKS.md, "Eighth pass".
+/// `additionalProperties: false` and annotations at its top, no references anywhere, and subschemas that
+/// are read alone as inside it (`subschemas_read_alike`) — taken apart into one validator per property. A
+/// record is valid exactly when its required members are there, it has no other members than `properties`
+/// names (with `additionalProperties: false`) and each member is valid against its property's subschema;
+/// checked that way it skips the walk over the record's sorted members and every property whose subschema
+/// is `true` or `{}` (those `with_constants` and `with_guarantees` left). Templated 1M-row CSV → NDJSON:
+/// see BENCHMARKS.md, "Eighth pass".
 struct PropertyChecks {
     required: Vec<Box<str>>,
     /// With `additionalProperties: false`: the names `properties` declares.
@@ -329,8 +332,6 @@ const SEPARABLE_KEYWORDS: &[&str] = &[
     "$schema",
     "$id",
     "$comment",
-    "$defs",
-    "definitions",
     "title",
     "description",
     "examples",
@@ -352,7 +353,7 @@ impl PropertyChecks {
         let separable = object
             .keys()
             .all(|k| SEPARABLE_KEYWORDS.contains(&k.as_str()));
-        if !separable || has_references(schema) {
+        if !separable || has_references(schema) || !subschemas_read_alike(schema) {
             return None;
         }
         let allows_object = match object.get("type") {
@@ -513,6 +514,29 @@ fn has_keyword(schema: &Json, keywords: &[&str]) -> bool {
 /// True when `schema` has a reference anywhere (`$ref`, `$dynamicRef`, `$recursiveRef`).
 fn has_references(schema: &Json) -> bool {
     has_keyword(schema, &["$ref", "$dynamicRef", "$recursiveRef"])
+}
+
+/// True when each of `schema`'s subschemas, compiled on its own with the root's draft (`draft_of`), is read
+/// as it is inside `schema`: the root names a standard draft or none (a custom meta-schema brings
+/// vocabularies of its own), and nothing below the root names one or declares vocabularies (the validator
+/// switches drafts at any `$schema`, `$id` or not: `format` assertion, which keywords exist and what an
+/// integer is all follow it).
+fn subschemas_read_alike(schema: &Json) -> bool {
+    let Some(object) = schema.as_object() else {
+        return false;
+    };
+    let standard_draft = match object.get("$schema") {
+        None => true,
+        Some(Json::String(uri)) => {
+            jsonschema::Draft::from_schema_uri(uri) != jsonschema::Draft::Unknown
+        }
+        Some(_) => false,
+    };
+    let below = object.iter().filter(|(key, _)| *key != "$schema");
+    standard_draft
+        && !below
+            .into_iter()
+            .any(|(_, v)| has_keyword(v, &["$schema", "$vocabulary"]))
 }
 
 /// One violation as a per-record error: the field is the instance's JSON pointer, the message names the rule.
@@ -1973,10 +1997,63 @@ mod tests {
             serde_json::json!({"minProperties": 1}),
             serde_json::json!({"unevaluatedProperties": false, "properties": {"id": {}}}),
             serde_json::json!(true),
+            // A subschema naming its own draft is read under that draft inside the schema (here `format`
+            // asserted, a later draft's keyword, draft 4's integers), alone under the root's.
+            serde_json::json!({"type": "object", "properties": {"email": {
+                "$schema": "http://json-schema.org/draft-07/schema#", "format": "email"}}}),
+            serde_json::json!({"$schema": "https://json-schema.org/draft/2020-12/schema",
+                "properties": {"email": {"$id": "https://example.com/email",
+                "$schema": "http://json-schema.org/draft-07/schema#", "format": "email"}}}),
+            serde_json::json!({"$schema": "http://json-schema.org/draft-07/schema#",
+                "properties": {"p": {"$schema": "https://json-schema.org/draft/2020-12/schema",
+                "dependentRequired": {"a": ["b"]}}}}),
+            serde_json::json!({"properties": {"n": {
+                "$schema": "http://json-schema.org/draft-04/schema#", "type": "integer"}}}),
+            // A custom meta-schema brings its own vocabularies (here format assertion).
+            serde_json::json!({"$schema": "https://example.com/meta",
+                "$defs": {"meta": {"$id": "https://example.com/meta",
+                    "$schema": "https://json-schema.org/draft/2020-12/schema",
+                    "$vocabulary": {
+                        "https://json-schema.org/draft/2020-12/vocab/core": true,
+                        "https://json-schema.org/draft/2020-12/vocab/applicator": true,
+                        "https://json-schema.org/draft/2020-12/vocab/validation": true,
+                        "https://json-schema.org/draft/2020-12/vocab/format-assertion": true}}},
+                "properties": {"email": {"format": "email"}}}),
         ];
         for schema in &whole_only {
             let v = SchemaValidator::compile("t", schema).unwrap();
             assert!(v.by_property.is_none(), "{schema}");
         }
+    }
+
+    #[test]
+    fn a_constant_under_a_subschema_of_another_draft_or_in_draft_4_is_checked_as_the_schema_says() {
+        let email =
+            |v: &str| -> Vec<(Key, Value)> { vec![("email".into(), Value::String(v.into()))] };
+        let mut r = Record::new();
+        r.insert("email", Value::String("not an email".into()));
+        // Draft 7 asserts `format` in the subschema, the 2020-12 root would not: left whole.
+        let nested = serde_json::json!({"properties": {"email": {
+            "$schema": "http://json-schema.org/draft-07/schema#", "format": "email"}}});
+        let full = SchemaValidator::compile("t", &nested).unwrap();
+        let once = SchemaValidator::compile("t", &nested)
+            .unwrap()
+            .with_constants(&email("not an email"))
+            .unwrap();
+        assert!(once.checked_once().is_empty());
+        assert_eq!(messages(&once, &r), messages(&full, &r));
+        assert_eq!(messages(&full, &r).len(), 1, "{:?}", messages(&full, &r));
+        // Draft 4 has no boolean schemas: a constant checked once leaves `{}`.
+        let draft4 = serde_json::json!({"$schema": "http://json-schema.org/draft-04/schema#",
+            "additionalProperties": false, "properties": {"email": {"type": "string"}}});
+        let full = SchemaValidator::compile("t", &draft4).unwrap();
+        let once = SchemaValidator::compile("t", &draft4)
+            .unwrap()
+            .with_constants(&email("a@b.c"))
+            .unwrap();
+        assert_eq!(once.checked_once(), ["email"]);
+        r.insert("extra", Value::Int(1));
+        assert_eq!(messages(&once, &r), messages(&full, &r));
+        assert_eq!(messages(&full, &r).len(), 1, "{:?}", messages(&full, &r));
     }
 }

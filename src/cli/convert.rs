@@ -425,8 +425,8 @@ pub struct ConvertArgs {
     fail_on_rejects: bool,
 
     /// Records per batch, at most. Into a database a batch (one savepoint, one round trip) also ends
-    /// after about 1 MiB of input; into a file, where a batch only passes between threads, after 1,024
-    /// records or about 256 KiB.
+    /// after about 1 MiB of input; into a file, where a batch only passes between threads, after about
+    /// 256 KiB (and, with one worker, 1,024 records).
     #[arg(long, value_name = "N", env = "FERRY_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE)]
     batch_size: usize,
 

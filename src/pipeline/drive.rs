@@ -105,9 +105,13 @@ impl Run<'_> {
             waiting: Arc::new(AtomicUsize::new(0)),
         });
         let waiting = sharing.as_ref().map(|s| Arc::clone(&s.waiting));
-        // Batches into a file are small (see `CHUNK_INPUT_BYTES`); into a table they are the table's.
+        // Batches into a file are small (see `CHUNK_INPUT_BYTES`; `CHUNK_RECORDS` was measured without a
+        // worker pool, which spreads each batch over its workers); into a table they are the table's.
         let (batch_size, batch_bytes) = match output {
-            Output::File(_) => (batch_size.min(CHUNK_RECORDS), CHUNK_INPUT_BYTES),
+            Output::File(_) if self.stages.pool.is_none() => {
+                (batch_size.min(CHUNK_RECORDS), CHUNK_INPUT_BYTES)
+            }
+            Output::File(_) => (batch_size, CHUNK_INPUT_BYTES),
             Output::Table(_) => (batch_size, BATCH_INPUT_BYTES),
         };
         let mut planning = text_plan.clone().map(Planning::new);

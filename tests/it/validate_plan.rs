@@ -224,3 +224,37 @@ fn checking_once_what_the_template_proves_rejects_the_same_records_with_the_same
         "validated {validated}, rejected {rejected}"
     );
 }
+
+/// A draft-4 schema (no boolean subschemas) with a template constant (`now()`): the constant is checked once
+/// and the run validates every other field as the schema says. It used to fail before reading a record
+/// ("true is not of type object": the constant's subschema was replaced by `true`).
+#[test]
+fn a_draft_4_schema_with_a_template_constant_validates_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = "name: d4\nversion: 1.0.0\nschema: s.json\nfields:\n  \
+        - {name: id, from: id, type: string}\n  - {name: at, type: datetime, compute: now()}\n";
+    std::fs::write(dir.path().join("t.yaml"), template).unwrap();
+    let schema = r#"{"$schema": "http://json-schema.org/draft-04/schema#", "type": "object",
+        "properties": {"id": {"type": "string", "maxLength": 2}, "at": {"type": "string"}}}"#;
+    std::fs::write(dir.path().join("s.json"), schema).unwrap();
+    std::fs::write(dir.path().join("in.csv"), "id\n1\nlong\n22\n").unwrap();
+    let args = "convert --in in.csv --template ./t.yaml --to out.ndjson --on-error skip --rejects r.ndjson -q";
+    let run = support::ferry(dir.path(), &args.split(' ').collect::<Vec<_>>());
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let out = std::fs::read_to_string(dir.path().join("out.ndjson")).unwrap();
+    assert_eq!(
+        out,
+        "{\"id\":\"1\",\"at\":\"2024-06-01T12:00:00Z\"}\n{\"id\":\"22\",\"at\":\"2024-06-01T12:00:00Z\"}\n"
+    );
+    let rejects = std::fs::read_to_string(dir.path().join("r.ndjson")).unwrap();
+    assert_eq!(rejects.lines().count(), 1, "{rejects}");
+    assert!(
+        rejects.contains("\"record\":2") && rejects.contains("maxLength"),
+        "{rejects}"
+    );
+}
