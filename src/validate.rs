@@ -356,12 +356,16 @@ impl PropertyChecks {
         if !separable || has_references(schema) || !subschemas_read_alike(schema) {
             return None;
         }
+        // A record is always an object: a `type` that allows none fails every record, whole.
         let allows_object = match object.get("type") {
             None => true,
             Some(Json::String(t)) => t == "object",
             Some(Json::Array(types)) => types.iter().any(|t| t == "object"),
             Some(_) => false,
         };
+        if !allows_object {
+            return None;
+        }
         let required = match object.get("required") {
             None => Vec::new(),
             Some(names) => names
@@ -399,7 +403,7 @@ impl PropertyChecks {
                 .ok()?;
             checks.push((Box::from(name.as_str()), validator));
         }
-        allows_object.then_some(PropertyChecks {
+        Some(PropertyChecks {
             required,
             only,
             checks,
@@ -532,11 +536,11 @@ fn subschemas_read_alike(schema: &Json) -> bool {
         }
         Some(_) => false,
     };
-    let below = object.iter().filter(|(key, _)| *key != "$schema");
-    standard_draft
-        && !below
-            .into_iter()
-            .any(|(_, v)| has_keyword(v, &["$schema", "$vocabulary"]))
+    let named_below = object
+        .iter()
+        .filter(|(key, _)| *key != "$schema")
+        .any(|(_, v)| has_keyword(v, &["$schema", "$vocabulary"]));
+    standard_draft && !named_below
 }
 
 /// One violation as a per-record error: the field is the instance's JSON pointer, the message names the rule.
