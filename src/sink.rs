@@ -257,7 +257,7 @@ impl AtomicFile {
         // Bytes still in the buffer are not in the file yet.
         let in_file = self.written - temp.buffer().len() as u64;
         if in_file - self.writeback_from >= WRITEBACK_BYTES {
-            start_writeback(temp.get_ref().as_file(), self.writeback_from, in_file);
+            request_writeback(temp.get_ref().as_file(), self.writeback_from, in_file);
             self.writeback_from = in_file;
         }
     }
@@ -266,7 +266,7 @@ impl AtomicFile {
 /// Asks the kernel to start writing bytes `from..to` of `file` to disk, without waiting for it. Only a
 /// hint: the sync at the end makes the file durable and reports any error.
 #[cfg(target_os = "linux")]
-fn start_writeback(file: &fs::File, from: u64, to: u64) {
+fn request_writeback(file: &fs::File, from: u64, to: u64) {
     use std::os::fd::AsRawFd as _;
     let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(to - from)) else {
         return;
@@ -278,7 +278,7 @@ fn start_writeback(file: &fs::File, from: u64, to: u64) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &fs::File, _from: u64, _to: u64) {}
+fn request_writeback(_file: &fs::File, _from: u64, _to: u64) {}
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

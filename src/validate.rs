@@ -53,9 +53,7 @@ impl std::fmt::Debug for SchemaValidator {
 impl SchemaValidator {
     /// Compiles `schema` (its draft from `$schema`, 2020-12 when absent). `name` is used in messages.
     pub fn compile(name: &str, schema: &Json) -> Result<SchemaValidator> {
-        let validator = jsonschema::options_for::<RecordJson>()
-            .with_draft(draft_of(schema))
-            .build(schema)
+        let validator = validator_of(schema, draft_of(schema))
             .map_err(|e| Error::config(format!("schema {name} is not a valid JSON Schema: {e}")))?;
         Ok(SchemaValidator {
             name: name.to_owned(),
@@ -101,10 +99,7 @@ impl SchemaValidator {
             let Some(subschema) = properties.get_mut(&**name) else {
                 continue;
             };
-            let Ok(check) = jsonschema::options_for::<RecordJson>()
-                .with_draft(draft)
-                .build(subschema)
-            else {
+            let Ok(check) = validator_of(subschema, draft) else {
                 continue;
             };
             if check.is_valid(RecordNode::Value(value)) {
@@ -151,15 +146,12 @@ impl SchemaValidator {
     /// This validator checking `reduced` (this one's schema less what was proven) on every record, and
     /// the schema as written for the messages of those it rejects.
     fn reduced_to(self, reduced: Json) -> Result<SchemaValidator> {
-        let validator = jsonschema::options_for::<RecordJson>()
-            .with_draft(draft_of(&reduced))
-            .build(&reduced)
-            .map_err(|e| {
-                Error::config(format!(
-                    "schema {} is not a valid JSON Schema: {e}",
-                    self.name
-                ))
-            })?;
+        let validator = validator_of(&reduced, draft_of(&reduced)).map_err(|e| {
+            Error::config(format!(
+                "schema {} is not a valid JSON Schema: {e}",
+                self.name
+            ))
+        })?;
         Ok(SchemaValidator {
             validator,
             by_property: PropertyChecks::of(&reduced),
@@ -397,10 +389,7 @@ impl PropertyChecks {
             if always_valid {
                 continue;
             }
-            let validator = jsonschema::options_for::<RecordJson>()
-                .with_draft(draft)
-                .build(subschema)
-                .ok()?;
+            let validator = validator_of(subschema, draft).ok()?;
             checks.push((Box::from(name.as_str()), validator));
         }
         Some(PropertyChecks {
@@ -557,6 +546,17 @@ fn violation_error(violation: &jsonschema::ValidationError<'_>) -> Error {
         Position::default().with_field(field),
         message,
     )
+}
+
+/// `schema` compiled under `draft` to validate records in place: the one way every validator here is built.
+fn validator_of(
+    schema: &Json,
+    draft: jsonschema::Draft,
+) -> std::result::Result<jsonschema::Validator<RecordJson>, String> {
+    jsonschema::options_for::<RecordJson>()
+        .with_draft(draft)
+        .build(schema)
+        .map_err(|e| e.to_string())
 }
 
 fn draft_of(schema: &Json) -> jsonschema::Draft {
