@@ -180,6 +180,23 @@ impl fmt::Display for Timestamp {
     }
 }
 
+impl Timestamp {
+    /// Appends the text `Display` writes.
+    fn append_text(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        let mut buf = [0u8; 29];
+        match (timestamp_text(self.datetime, &mut buf), self.offset) {
+            (Some(text), Some(o)) if o.local_minus_utc() == 0 => {
+                out.extend_from_slice(text.as_bytes());
+                out.push(b'Z');
+            }
+            (Some(text), None) => out.extend_from_slice(text.as_bytes()),
+            // Writing to a vector cannot fail.
+            _ => drop(write!(out, "{self}")),
+        }
+    }
+}
+
 /// `YYYY-MM-DDTHH:MM:SS` and the fraction (none, 3, 6 or 9 digits, the fewest that keep it exact) in
 /// `buf`; `None` for years outside 0..=9999 and leap seconds.
 fn timestamp_text(t: NaiveDateTime, buf: &mut [u8; 29]) -> Option<&str> {
@@ -349,6 +366,12 @@ pub fn write_json(out: &mut Vec<u8>, value: &Value) {
             out.push(b']');
         }
         Value::Object(record) => write_json_record(out, record),
+        // Its text is ASCII with nothing to escape: written in place, with no string in between.
+        Value::Timestamp(t) => {
+            out.push(b'"');
+            t.append_text(out);
+            out.push(b'"');
+        }
         other => write_json_str(out, &other.to_text()),
     }
 }
@@ -1010,8 +1033,12 @@ mod tests {
                     (utc, "Z".into()),
                     (plus, "+05:30".into()),
                 ] {
-                    let text = Timestamp { datetime, offset }.to_string();
+                    let timestamp = Timestamp { datetime, offset };
+                    let text = timestamp.to_string();
                     assert_eq!(text, format!("{naive}{suffix}"));
+                    let mut json = Vec::new();
+                    write_json(&mut json, &Value::Timestamp(timestamp));
+                    assert_eq!(json, format!("\"{text}\"").into_bytes());
                 }
             }
         }
@@ -1031,6 +1058,12 @@ mod tests {
             }
             .to_string();
             assert_eq!(text, datetime.format("%Y-%m-%dT%H:%M:%S%.f").to_string());
+            for offset in [None, FixedOffset::east_opt(0), FixedOffset::east_opt(-3600)] {
+                let timestamp = Timestamp { datetime, offset };
+                let mut json = Vec::new();
+                write_json(&mut json, &Value::Timestamp(timestamp));
+                assert_eq!(json, format!("\"{timestamp}\"").into_bytes());
+            }
         }
     }
 

@@ -98,6 +98,28 @@ pub trait Encoder: Send {
     fn left_out(&self) -> u64 {
         0
     }
+
+    /// An encoder of single records for another thread, making exactly the bytes `write_record` would write,
+    /// when this encoder's records are written independently of one another and never refused (NDJSON
+    /// lines); its bytes come back through `write_encoded`, in order.
+    fn record_bytes(&self) -> Option<Box<dyn RecordBytes>> {
+        None
+    }
+
+    /// Writes the bytes `record_bytes`' encoder made of one record, as `write_record` would have.
+    fn write_encoded(&mut self, _bytes: &[u8]) -> Result<()> {
+        Err(Error::data(
+            crate::error::Stage::Encode,
+            crate::error::Position::default(),
+            "encoded bytes for an encoder that does not take them (internal error)",
+        ))
+    }
+}
+
+/// Encodes records on another thread than their encoder's (see `Encoder::record_bytes`).
+pub trait RecordBytes: Send {
+    /// Appends the bytes of `record` to `out`.
+    fn encode(&mut self, record: &Record, out: &mut Vec<u8>);
 }
 
 /// An input stream with the name errors should use for it.

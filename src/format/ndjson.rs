@@ -7,7 +7,7 @@ use serde::de;
 
 use super::json::{into_record, json_error, ExponentScan};
 use super::limit::too_large;
-use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf};
+use super::{Decoder, Encoder, Fidelity, Format, FormatOptions, Input, OutBuf, RecordBytes};
 use crate::error::{Error, Position, Result, Stage};
 use crate::record::exponents;
 use crate::record::{
@@ -237,20 +237,26 @@ impl Iterator for NdjsonDecoder {
 fn encoder(sink: Box<dyn ByteSink>, _options: &FormatOptions) -> Result<Box<dyn Encoder>> {
     Ok(Box::new(NdjsonEncoder {
         out: OutBuf::new(sink),
-        keys: Vec::new(),
-        key_json: Vec::new(),
+        lines: Lines::default(),
     }))
 }
 
 struct NdjsonEncoder {
     out: OutBuf,
+    lines: Lines,
+}
+
+/// Writes records as NDJSON lines: the one place a line is made, for the encoder and for another thread
+/// encoding records ahead of it (`Encoder::record_bytes`).
+#[derive(Default)]
+struct Lines {
     /// The field names of the last record whose shape was new...
     keys: Vec<Key>,
     /// ...and each one written as JSON once: `{"name":` for the first, `,"name":` for the others.
     key_json: Vec<Vec<u8>>,
 }
 
-impl NdjsonEncoder {
+impl Lines {
     /// True if `record` has the cached field names, in order. Decoders with a header (CSV) share one
     /// `Key` per column between all records, so pointer equality usually answers without reading the names
     /// (or touching the reference counts, which the decoding thread is busy updating).
@@ -278,21 +284,35 @@ impl NdjsonEncoder {
     }
 }
 
-impl Encoder for NdjsonEncoder {
-    fn write_record(&mut self, record: &Record) -> Result<()> {
+impl RecordBytes for Lines {
+    fn encode(&mut self, record: &Record, buf: &mut Vec<u8>) {
         if !self.same_shape(record) {
             self.cache_shape(record);
         }
-        let buf = &mut self.out.buf;
         if record.is_empty() {
             buf.extend_from_slice(b"{}\n");
-        } else {
-            for (key_json, value) in self.key_json.iter().zip(record.values()) {
-                buf.extend_from_slice(key_json);
-                write_json(buf, value);
-            }
-            buf.extend_from_slice(b"}\n");
+            return;
         }
+        for (key_json, value) in self.key_json.iter().zip(record.values()) {
+            buf.extend_from_slice(key_json);
+            write_json(buf, value);
+        }
+        buf.extend_from_slice(b"}\n");
+    }
+}
+
+impl Encoder for NdjsonEncoder {
+    fn write_record(&mut self, record: &Record) -> Result<()> {
+        self.lines.encode(record, &mut self.out.buf);
+        self.out.maybe_flush()
+    }
+
+    fn record_bytes(&self) -> Option<Box<dyn RecordBytes>> {
+        Some(Box::new(Lines::default()))
+    }
+
+    fn write_encoded(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out.buf.extend_from_slice(bytes);
         self.out.maybe_flush()
     }
 

@@ -6,6 +6,7 @@
 //! its observer how far it is and checks its cancellation token.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, OnceLock};
@@ -14,11 +15,11 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::open::Output;
-use super::stages::{Outcome, Pending, Stages};
+use super::stages::{Outcome, Pending, Stages, ThreadStages};
 use super::text_rows::{EncodedBatch, Item, SharedTextPlan, TextPlan};
 use crate::db::TextColumns;
 use crate::error::{Error, Position, Result, Stage};
-use crate::format::Decoder;
+use crate::format::{Decoder, RecordBytes};
 use crate::job::ErrorPolicy;
 use crate::observe::{Event, Progress, RunContext};
 use crate::record::{Key, Record};
@@ -52,6 +53,12 @@ const CHUNK_RECORDS: usize = 1024;
 /// / 56 MiB at three times, 1.64 s / 63 MiB at four, against 2.10 s / 44 MiB at one; then four more: 1.80 s
 /// at twice, 1.71 s at three times (psql `\copy` 2.05 s), 58 MiB flat to 10M rows.
 const ENCODED_BATCH_FACTOR: usize = 3;
+/// A buffer of records encoded on the reading thread is kept for the next batch up to this size (a batch
+/// into a file is about 256 KiB of input).
+const ENCODED_KEPT_BYTES: usize = 4 << 20;
+/// The reading thread maps and encodes records this many at a time, and goes on only while the encoding
+/// thread is still behind (see `ReaderMapping::map`).
+const READER_PIECE: usize = 64;
 /// How often a run waiting for input looks at its cancellation token (a slow pipe, a FIFO).
 const CANCEL_POLL: Duration = Duration::from_millis(100);
 
@@ -98,13 +105,6 @@ impl Run<'_> {
         // this thread made malloc the decoder's largest cost).
         let (done_tx, done_rx) = mpsc::channel::<Finished>();
         let input_bytes = self.bytes_read.clone();
-        // Without a worker pool the reading thread shares the mapping of a file output: see `ReaderMapping`.
-        let shares = self.stages.pool.is_none() && matches!(output, Output::File(_));
-        let sharing = (shares && self.stages.maps()).then(|| ReaderMapping {
-            stages: Arc::clone(&self.stages),
-            waiting: Arc::new(AtomicUsize::new(0)),
-        });
-        let waiting = sharing.as_ref().map(|s| Arc::clone(&s.waiting));
         // Batches into a file are small (see `CHUNK_INPUT_BYTES`; `CHUNK_RECORDS` was measured without a
         // worker pool, which spreads each batch over its workers); into a table they are the table's.
         let (batch_size, batch_bytes) = match output {
@@ -114,17 +114,30 @@ impl Run<'_> {
             Output::File(_) => (batch_size, CHUNK_INPUT_BYTES),
             Output::Table(_) => (batch_size, BATCH_INPUT_BYTES),
         };
+        // Without a worker pool the reading thread shares the mapping of a file output: see `ReaderMapping`.
+        let shares = self.stages.pool.is_none() && matches!(output, Output::File(_));
+        let sharing = (shares && self.stages.maps()).then(|| ReaderMapping {
+            stages: Arc::clone(&self.stages),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            backlog: (batch_size / 2).max(1),
+            encoder: output.record_bytes().map(RefCell::new),
+        });
+        let waiting = sharing.as_ref().map(|s| Arc::clone(&s.waiting));
         let mut planning = text_plan.clone().map(Planning::new);
         let reader = std::thread::spawn(move || {
             let feed = Feed {
                 batches: &tx,
                 done: &done_rx,
                 sharing: sharing.as_ref(),
+                stages: sharing.as_ref().map(|s| s.stages.for_thread()),
                 text_plan: text_plan.as_ref(),
             };
             read_batches(decoder, batch_size, batch_bytes, &input_bytes, &feed)
         });
         let mut outcome = Ok(());
+        // This thread's stages, when it maps (there is no pool).
+        let stages = Arc::clone(&self.stages);
+        let here = stages.for_thread();
         // The batch whose stages are running on the pool while this thread encodes the one before it.
         let mut pending: Option<Pending> = None;
         // Without a pool: a table's batch sent and not yet settled (see `Unsettled`).
@@ -141,13 +154,12 @@ impl Run<'_> {
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            if let (Some(waiting), Batch::Records(..)) = (&waiting, &message) {
-                waiting.fetch_sub(1, Ordering::Relaxed);
-            }
+            let work = message.work();
             outcome = match message {
                 Batch::Records(batch, mapped_there) if self.stages.pool.is_none() => {
                     let keys = planning.as_mut().and_then(|p| p.keys_of(&batch));
-                    self.take_batch(batch, mapped_there, &mut unsettled, &mut output, &done_tx)
+                    let taken = (batch, mapped_there);
+                    self.take_batch(taken, &here, &mut unsettled, &mut output, &done_tx)
                         .map(|()| {
                             if let Some(planning) = &mut planning {
                                 planning.after_batch(keys, &output);
@@ -182,6 +194,9 @@ impl Run<'_> {
                 Batch::Fatal(error) => Err(error),
             }
             .and_then(|()| self.ctx.cancel.check());
+            if let (Some(waiting), 1..) = (&waiting, work) {
+                waiting.fetch_sub(work, Ordering::Relaxed);
+            }
             if outcome.is_ok() && self.limit_reached() {
                 // The table may still refuse rows of the batch just sent: settled, they no longer count as
                 // written, and the run goes on while fewer than `--limit` are.
@@ -254,7 +269,12 @@ impl Run<'_> {
         })?;
         let first_number = self.report.counts.read + 1;
         let result = self
-            .records(&pending.batch, Some(outcomes), None, output)
+            .records(
+                &pending.batch,
+                &mut Outcomes::Ready(outcomes.into_iter(), Vec::new()),
+                None,
+                output,
+            )
             .and_then(|()| {
                 let record_at = |i| pending.batch.get(i).map(Cow::Borrowed);
                 self.end_batch(record_at, first_number, output)
@@ -263,6 +283,7 @@ impl Run<'_> {
             let _ = done.send(Finished {
                 records: batch,
                 buffer: None,
+                encoded: None,
             });
         }
         result
@@ -274,16 +295,23 @@ impl Run<'_> {
     /// meanwhile (the end of its COPY already sent), instead of waiting for the mapping.
     fn take_batch(
         &mut self,
-        batch: Vec<Record>,
-        mapped_there: Option<Vec<Outcome>>,
+        (batch, mapped_there): (Vec<Record>, Option<MappedThere>),
+        here: &ThreadStages<'_>,
         unsettled: &mut Option<Unsettled>,
         output: &mut Output,
         done: &mpsc::Sender<Finished>,
     ) -> Result<()> {
         let mapped_here = mapped_there.is_none();
+        let maps = self.stages.maps();
         let outcomes = match mapped_there {
-            Some(outcomes) => Some(outcomes),
-            None => self.stages.maps().then(|| self.stages.process_here(&batch)),
+            Some(there) => {
+                let encoded = there.encoded.unwrap_or_default();
+                Outcomes::Ready(there.outcomes.into_iter(), encoded)
+            }
+            // Into a file, each record is mapped just before it is encoded, while it is in the cache.
+            None if maps && matches!(output, Output::File(_)) => Outcomes::OneByOne(here),
+            None if maps => Outcomes::Ready(here.batch(&batch).into_iter(), Vec::new()),
+            None => Outcomes::AsRead,
         };
         self.settle(unsettled.take(), output, done)?;
         let sent = self.send_records(batch, outcomes, mapped_here, output)?;
@@ -299,18 +327,19 @@ impl Run<'_> {
     fn send_records(
         &mut self,
         batch: Vec<Record>,
-        outcomes: Option<Vec<Outcome>>,
+        mut outcomes: Outcomes<'_>,
         mapped_here: bool,
         output: &mut Output,
     ) -> Result<Unsettled> {
         let first_number = self.report.counts.read + 1;
         let mut retired = Vec::new();
         let retire = (!mapped_here).then_some(&mut retired);
-        self.records(&batch, outcomes, retire, output)?;
+        self.records(&batch, &mut outcomes, retire, output)?;
         Ok(Unsettled {
             rows: Rows::Records(batch),
             first_number,
             retired,
+            encoded: outcomes.into_encoded(),
         })
     }
 
@@ -330,6 +359,7 @@ impl Run<'_> {
             rows: Rows::Encoded(batch),
             first_number,
             retired: Vec::new(),
+            encoded: None,
         });
         match output {
             Output::Table(table) => table.end_rows(),
@@ -350,7 +380,7 @@ impl Run<'_> {
             let number = self.report.counts.read;
             let (start, end, line) = match item {
                 Item::Record(record) => {
-                    self.write_one(number, record, Outcome::Pass, None, output)?;
+                    self.write_one(number, record, Outcome::Pass, &[], None, output)?;
                     continue;
                 }
                 Item::Row { start, end, line } => (*start, *end, *line),
@@ -398,7 +428,11 @@ impl Run<'_> {
         let (mut records, buffer) = sent.rows.into_parts();
         records.append(&mut sent.retired);
         // If the reader has already finished, the batch is simply dropped here.
-        let _ = done.send(Finished { records, buffer });
+        let _ = done.send(Finished {
+            records,
+            buffer,
+            encoded: sent.encoded,
+        });
         result
     }
 
@@ -408,11 +442,10 @@ impl Run<'_> {
     fn records(
         &mut self,
         batch: &[Record],
-        outcomes: Option<Vec<Outcome>>,
+        outcomes: &mut Outcomes<'_>,
         mut retire: Option<&mut Vec<Record>>,
         output: &mut Output,
     ) -> Result<()> {
-        let mut outcomes = outcomes.map(Vec::into_iter);
         let first_number = self.report.counts.read + 1;
         for record in batch {
             let record_at = |i| batch.get(i).map(Cow::Borrowed);
@@ -422,23 +455,28 @@ impl Run<'_> {
             }
             self.report.counts.read += 1;
             let number = self.report.counts.read;
-            // Taken for every record, so that outcomes stay paired with their records.
-            let outcome = outcomes
-                .as_mut()
-                .and_then(Iterator::next)
-                .unwrap_or(Outcome::Pass);
-            self.write_one(number, record, outcome, retire.as_deref_mut(), output)?;
+            let outcome = outcomes.of(record);
+            let encoded = outcomes.encoded();
+            self.write_one(
+                number,
+                record,
+                outcome,
+                encoded,
+                retire.as_deref_mut(),
+                output,
+            )?;
         }
         Ok(())
     }
 
     /// Record `number` through the error policy and, unless its outcome or a resumed run leaves it out,
-    /// to the encoder.
+    /// to the encoder; `encoded` holds the bytes of an outcome encoded already.
     fn write_one(
         &mut self,
         number: u64,
         record: &Record,
         outcome: Outcome,
+        encoded: &[u8],
         retire: Option<&mut Vec<Record>>,
         output: &mut Output,
     ) -> Result<()> {
@@ -448,16 +486,23 @@ impl Run<'_> {
             return Ok(());
         }
         let mut mapped = None;
-        let to_write = match outcome {
-            Outcome::Pass => record,
-            Outcome::Mapped(record) => mapped.insert(record),
+        let written = match outcome {
+            Outcome::Pass => output.write(number, record),
+            Outcome::Mapped(record) => output.write(number, mapped.insert(record)),
+            Outcome::Encoded(range) => match encoded.get(range) {
+                Some(bytes) => output.write_encoded_record(bytes),
+                None => Err(Error::data(
+                    Stage::Encode,
+                    Position::default().with_record(number),
+                    "an encoded record outside its batch (internal error)",
+                )),
+            },
             Outcome::Filtered => {
                 self.report.counts.filtered += 1;
                 return Ok(());
             }
             Outcome::Rejected(errors) => return self.reject(number, Some(record), errors),
         };
-        let written = output.write(number, to_write);
         if let (Some(retire), Some(mapped)) = (retire, mapped) {
             retire.push(mapped);
         }
@@ -595,18 +640,117 @@ fn first_of(mut errors: Vec<Error>, number: u64) -> Error {
     )
 }
 
+/// The map and validate outcomes of a batch's records, in order.
+enum Outcomes<'a> {
+    /// No stages: every record is written as read.
+    AsRead,
+    /// Decided for the whole batch already, with the bytes of the records encoded already.
+    Ready(std::vec::IntoIter<Outcome>, Vec<u8>),
+    /// Decided for each record as it is taken.
+    OneByOne(&'a ThreadStages<'a>),
+}
+
+impl Outcomes<'_> {
+    /// The next record's outcome. Taken for every record, so that outcomes stay paired with their records.
+    fn of(&mut self, record: &Record) -> Outcome {
+        match self {
+            Outcomes::AsRead => Outcome::Pass,
+            Outcomes::Ready(outcomes, _) => outcomes.next().unwrap_or(Outcome::Pass),
+            Outcomes::OneByOne(stages) => stages.outcome(record),
+        }
+    }
+
+    /// The bytes of the records encoded already.
+    fn encoded(&self) -> &[u8] {
+        match self {
+            Outcomes::Ready(_, encoded) => encoded,
+            _ => &[],
+        }
+    }
+
+    /// Their buffer, to be reused.
+    fn into_encoded(self) -> Option<Vec<u8>> {
+        match self {
+            Outcomes::Ready(_, encoded) if encoded.capacity() > 0 => Some(encoded),
+            _ => None,
+        }
+    }
+}
+
 /// Lets the reading thread map batches too, when the run has no worker pool (two cores: one decodes, one
-/// encodes) and writes a file. A finished batch is mapped by the reading thread when the encoding thread
-/// already has a batch waiting — it is the busier one — and is otherwise handed over as read, to be mapped
-/// there, so the share settles by itself where the two threads are equally busy. Records the reading
-/// thread mapped go back to it to be freed, with their source (one allocator arena per thread).
-/// Measured on a templated 1M-row CSV → NDJSON run: 3.09 s against 3.41 (means of four alternating runs).
+/// encodes) and writes a file. It maps while the encoding thread has at least half a batch of records to
+/// map ahead of it (`waiting`: sent, and not yet written), and otherwise hands a batch over as read, so the
+/// share settles by itself where the two threads are equally busy. Where the output's records are
+/// independent of one another (NDJSON) it encodes them too (`RecordBytes`), each right after its stages,
+/// a piece of the batch at a time while the encoding thread is still behind, and sends the rest as read:
+/// a batch it encoded costs the encoding thread only a copy of its bytes, no mapped record crosses from
+/// one core to the other, and each is freed at once by the thread that made it. Records it mapped and did
+/// not encode go back to it to be freed, with their source (one allocator arena per thread). Templated 1M-row
+/// CSV → NDJSON: 3.09 s against 3.41 mapping batches here (means of four alternating runs); with the
+/// encoding and the backlog in records, 1.58–1.67 s against 1.91–1.96 (see BENCHMARKS.md, "Ninth pass").
 /// Not for a table: into SQLite it gained nothing and took 2 CPU-s and 16 MiB more (the table's batch is
 /// held until the next one is mapped, see `Unsettled`, so a table output already overlaps the two).
 struct ReaderMapping {
     stages: Arc<Stages>,
-    /// Batches sent and not yet taken by the encoding thread.
+    /// Records sent that the encoding thread has to map (or encode), until it has written them.
     waiting: Arc<AtomicUsize>,
+    /// The reading thread maps while `waiting` is at least this: half a batch, enough to keep the encoding
+    /// thread busy while the next batch is decoded.
+    backlog: usize,
+    /// Encodes the records mapped here, when the output's records are independent of one another (NDJSON):
+    /// each is encoded right after its stages, while it is in the cache, and freed at once; the encoding
+    /// thread only copies the bytes.
+    encoder: Option<RefCell<Box<dyn RecordBytes>>>,
+}
+
+impl ReaderMapping {
+    /// True while the encoding thread has at least `backlog` records to map ahead of it.
+    fn behind(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) >= self.backlog
+    }
+
+    /// Maps (and, when the output allows, encodes) a batch on the reading thread. Records encoded here
+    /// leave the encoding thread next to nothing to do, so they are taken a piece at a time, only while it
+    /// is still behind: how many were is the count returned, the rest are to be handed over as read.
+    fn map(
+        &self,
+        stages: &ThreadStages<'_>,
+        batch: &[Record],
+        returned: &mut Returned,
+    ) -> (MappedThere, usize) {
+        let Some(encoder) = &self.encoder else {
+            let outcomes = stages.batch(batch);
+            let mapped = MappedThere {
+                outcomes,
+                encoded: None,
+            };
+            return (mapped, batch.len());
+        };
+        let mut encoder = encoder.borrow_mut();
+        let mut encoded = returned.encoded.pop().unwrap_or_default();
+        encoded.clear();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for piece in batch.chunks(READER_PIECE) {
+            let encode = |record| stages.encoded(record, encoder.as_mut(), &mut encoded);
+            outcomes.extend(piece.iter().map(encode));
+            if !self.behind() {
+                break;
+            }
+        }
+        let taken = outcomes.len();
+        let mapped = MappedThere {
+            outcomes,
+            encoded: Some(encoded),
+        };
+        (mapped, taken)
+    }
+}
+
+/// A batch's outcomes as the reading thread decided them, with the bytes of its records it encoded.
+struct MappedThere {
+    outcomes: Vec<Outcome>,
+    /// None when the records are mapped but not encoded.
+    encoded: Option<Vec<u8>>,
 }
 
 /// Where the reading thread sends batches, takes finished ones back to free, and maps when it should.
@@ -614,6 +758,8 @@ struct Feed<'a> {
     batches: &'a mpsc::SyncSender<Batch>,
     done: &'a mpsc::Receiver<Finished>,
     sharing: Option<&'a ReaderMapping>,
+    /// This thread's stages, when it shares the mapping.
+    stages: Option<ThreadStages<'a>>,
     /// Into a table with no map stage: once the plan is made, rows are encoded here (see `text_rows`).
     text_plan: Option<&'a SharedTextPlan>,
 }
@@ -621,15 +767,28 @@ struct Feed<'a> {
 impl Feed<'_> {
     /// Sends a batch of records in order, mapped here if the encoding thread is behind; false when no one
     /// is listening any more.
-    fn records(&self, batch: Vec<Record>) -> bool {
-        let mapped = self.sharing.and_then(|sharing| {
-            let behind = sharing.waiting.load(Ordering::Relaxed) > 0;
-            behind.then(|| sharing.stages.process_here(&batch))
-        });
-        if let Some(sharing) = self.sharing {
-            sharing.waiting.fetch_add(1, Ordering::Relaxed);
+    fn records(&self, mut batch: Vec<Record>, returned: &mut Returned) -> bool {
+        let (Some(sharing), Some(stages)) = (self.sharing.filter(|s| s.behind()), &self.stages)
+        else {
+            return self.send(Batch::Records(batch, None));
+        };
+        let (mapped, taken) = sharing.map(stages, &batch, returned);
+        let rest = (taken < batch.len()).then(|| batch.split_off(taken));
+        if !self.send(Batch::Records(batch, Some(mapped))) {
+            return false;
         }
-        self.batches.send(Batch::Records(batch, mapped)).is_ok()
+        match rest {
+            Some(rest) => self.send(Batch::Records(rest, None)),
+            None => true,
+        }
+    }
+
+    /// Sends a batch, counted while it leaves the encoding thread work to do.
+    fn send(&self, message: Batch) -> bool {
+        if let Some(sharing) = self.sharing {
+            sharing.waiting.fetch_add(message.work(), Ordering::Relaxed);
+        }
+        self.batches.send(message).is_ok()
     }
 
     /// The plan for encoding rows here, once the encoding thread has made one.
@@ -654,6 +813,8 @@ struct Finished {
     records: Vec<Record>,
     /// The buffer of an encoded batch, to encode another batch into.
     buffer: Option<BytesMut>,
+    /// The buffer of the records the reading thread encoded (see `ReaderMapping`), to be reused.
+    encoded: Option<Vec<u8>>,
 }
 
 /// What the reading thread has taken back from the encoding thread.
@@ -670,6 +831,8 @@ struct Returned {
     /// Buffers of encoded batches: a new batch is encoded into one of them, so that no more are ever made
     /// than are in flight at once (making one per batch grew the peak RSS by 15 MiB per MiB of batch).
     buffers: Vec<BytesMut>,
+    /// Buffers of records the reading thread encoded (see `ReaderMapping`), to be reused.
+    encoded: Vec<Vec<u8>>,
 }
 
 impl Returned {
@@ -684,6 +847,11 @@ impl Returned {
                 first = false;
             }
             self.buffers.extend(finished.buffer);
+            // A buffer that grew past a few batches' bytes (very large records) is not kept.
+            let kept = finished
+                .encoded
+                .filter(|e| e.capacity() <= ENCODED_KEPT_BYTES);
+            self.encoded.extend(kept);
         }
     }
 
@@ -722,7 +890,7 @@ fn read_batches(
         match item {
             Ok(record) => batch.push(record),
             Err(e) => {
-                if !batch.is_empty() && !feed.records(std::mem::take(&mut batch)) {
+                if !batch.is_empty() && !feed.records(std::mem::take(&mut batch), &mut returned) {
                     return;
                 }
                 // A bad record does not end the stream: the decoder has already moved past it.
@@ -736,14 +904,14 @@ fn read_batches(
         if batch.len() >= batch_size || read - batch_start >= batch_bytes {
             let next = Vec::with_capacity(batch.len());
             let full = std::mem::replace(&mut batch, next);
-            if !feed.records(full) {
+            if !feed.records(full, &mut returned) {
                 return;
             }
             batch_start = read;
         }
     }
     if !batch.is_empty() {
-        feed.records(batch);
+        feed.records(batch, &mut returned);
     }
 }
 
@@ -856,6 +1024,8 @@ struct Unsettled {
     first_number: u64,
     /// Its records as mapped by the reading thread, to be freed there.
     retired: Vec<Record>,
+    /// The buffer of its records the reading thread encoded, to be reused there.
+    encoded: Option<Vec<u8>>,
 }
 
 /// The rows of a batch sent to a table.
@@ -888,13 +1058,24 @@ impl Rows {
 /// Messages from the decoding thread.
 enum Batch {
     /// Records in input order, and their map and validate outcomes when the reading thread made them.
-    Records(Vec<Record>, Option<Vec<Outcome>>),
+    Records(Vec<Record>, Option<MappedThere>),
     /// Rows in input order, plain ones encoded for the table (see `text_rows`).
     Encoded(EncodedBatch),
     /// One record could not be decoded; the ones after it can.
     BadRecord(Error),
     /// The input cannot be read any further.
     Fatal(Error),
+}
+
+impl Batch {
+    /// The records the batch leaves the encoding thread to map or encode, beyond writing bytes.
+    fn work(&self) -> usize {
+        match self {
+            Batch::Records(records, None) => records.len(),
+            Batch::Records(records, Some(there)) if there.encoded.is_none() => records.len(),
+            _ => 0,
+        }
+    }
 }
 
 #[cfg(test)]

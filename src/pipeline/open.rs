@@ -338,6 +338,26 @@ impl Output {
         }
     }
 
+    /// Writes the bytes of one record encoded ahead by the encoder's `record_bytes`.
+    pub(super) fn write_encoded_record(&mut self, bytes: &[u8]) -> Result<()> {
+        match self {
+            Output::File(encoder) => encoder.write_encoded(bytes),
+            Output::Table(_) => Err(Error::data(
+                Stage::Encode,
+                Position::default(),
+                "an encoded record for a table (internal error)",
+            )),
+        }
+    }
+
+    /// The output's encoder of single records for another thread, if it has one (see `Encoder::record_bytes`).
+    pub(super) fn record_bytes(&self) -> Option<Box<dyn crate::format::RecordBytes>> {
+        match self {
+            Output::File(encoder) => encoder.record_bytes(),
+            Output::Table(_) => None,
+        }
+    }
+
     /// Writes a row encoded for the table (see `text_rows`).
     pub(super) fn write_encoded(&mut self, number: u64, row: &[u8]) -> Result<()> {
         match self {

@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use crate::env::Environment;
 use crate::error::{Error, Position, Result, Stage};
+use crate::format::RecordBytes;
 use crate::job::ConvertJob;
 use crate::record::Record;
 use crate::shape::{parse_select, Shape};
@@ -33,6 +34,8 @@ pub(super) enum Outcome {
     Pass,
     /// Write this mapped record.
     Mapped(Record),
+    /// Write these bytes of the batch's encoded records (see [`ThreadStages::encoded`]).
+    Encoded(std::ops::Range<usize>),
     /// The template's filter left it out.
     Filtered,
     /// It is bad, for these reasons.
@@ -142,13 +145,12 @@ impl Stages {
         }
     }
 
-    /// Maps and validates a batch on this thread.
-    pub fn process_here(&self, batch: &[Record]) -> Vec<Outcome> {
-        let evaluators = self.evaluators();
-        batch
-            .iter()
-            .map(|record| self.process_one(&evaluators, record))
-            .collect()
+    /// The stages for one thread to apply, kept by it for the run.
+    pub fn for_thread(&self) -> ThreadStages<'_> {
+        ThreadStages {
+            stages: self,
+            evaluators: self.evaluators(),
+        }
     }
 
     /// Maps and validates a batch in parallel; the outcomes are in the batch's order.
@@ -236,6 +238,45 @@ fn run_time(env: &Environment) -> Result<chrono::DateTime<chrono::FixedOffset>> 
                 ))
             }),
         None => Ok(chrono::Utc::now().fixed_offset().trunc_subsecs(3)),
+    }
+}
+
+/// The map and validate stages as one thread applies them: with its own expression evaluators, and its
+/// own copies of the template's names (see `CompiledTemplate::evaluator`), kept for the run.
+pub(super) struct ThreadStages<'a> {
+    stages: &'a Stages,
+    evaluators: Evaluators,
+}
+
+impl ThreadStages<'_> {
+    /// Maps and validates a batch.
+    pub fn batch(&self, batch: &[Record]) -> Vec<Outcome> {
+        batch.iter().map(|record| self.outcome(record)).collect()
+    }
+
+    /// What the stages decide about `record`.
+    pub fn outcome(&self, record: &Record) -> Outcome {
+        self.stages.process_one(&self.evaluators, record)
+    }
+
+    /// The same, a record to write encoded right after its stages, while it is in the cache, its bytes
+    /// appended to `out` (and a mapped record freed at once, by the thread that made it).
+    pub fn encoded(
+        &self,
+        record: &Record,
+        encoder: &mut dyn RecordBytes,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        let mut encode = |record: &Record| {
+            let start = out.len();
+            encoder.encode(record, out);
+            Outcome::Encoded(start..out.len())
+        };
+        match self.outcome(record) {
+            Outcome::Pass => encode(record),
+            Outcome::Mapped(mapped) => encode(&mapped),
+            other => other,
+        }
     }
 }
 

@@ -310,6 +310,8 @@ impl<'a> Scope<'a> {
 /// Evaluates expressions; one per worker thread, reused across records.
 pub struct Evaluator {
     root: Context<'static, 'static>,
+    /// The template's output names, this thread's own copies (see `CompiledTemplate::evaluator`).
+    pub(super) names: Vec<Key>,
 }
 
 impl Evaluator {
@@ -319,7 +321,10 @@ impl Evaluator {
         // Registration only fails for a name the environment declares, and `now` is not one.
         let _ = root.add_function("now", move || now);
         functions::register(&mut root);
-        Evaluator { root }
+        Evaluator {
+            root,
+            names: Vec::new(),
+        }
     }
 
     /// Evaluates `expr` against one record.

@@ -682,7 +682,11 @@ pub enum Mapped {
 impl CompiledTemplate {
     /// An evaluator for this template's expressions, with `now()` fixed at `now`.
     pub fn evaluator(&self, now: chrono::DateTime<chrono::FixedOffset>) -> Evaluator {
-        Evaluator::new(self.env.clone(), now)
+        let mut evaluator = Evaluator::new(self.env.clone(), now);
+        // Every mapped record counts a reference to each output name: with names of its own, a thread
+        // does not stall on the counts another thread mapping at the same time is changing.
+        evaluator.names = self.fields.iter().map(|f| Key::from(&*f.name)).collect();
+        evaluator
     }
 
     /// The fields whose value is the same for every record of a run, with that value: those whose `compute`
@@ -754,9 +758,12 @@ impl CompiledTemplate {
     ) -> std::result::Result<Mapped, Vec<Error>> {
         let mut out = Record::with_capacity(self.fields.len());
         let mut errors = Vec::new();
-        for field in &self.fields {
+        for (index, field) in self.fields.iter().enumerate() {
             match self.map_field(evaluator, field, source, &out) {
-                Ok(Some(value)) => out.push_unchecked(field.name.clone(), value),
+                Ok(Some(value)) => {
+                    let name = evaluator.names.get(index).unwrap_or(&field.name);
+                    out.push_unchecked(name.clone(), value)
+                }
                 Ok(None) => {}
                 Err(message) => errors.push(Error::record(
                     Stage::Map,
