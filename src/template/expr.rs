@@ -312,6 +312,8 @@ pub struct Evaluator {
     root: Context<'static, 'static>,
     /// The template's output names, this thread's own copies (see `CompiledTemplate::evaluator`).
     pub(super) names: Vec<Key>,
+    /// Where the template's fields are in this thread's source records.
+    pub(super) layout: std::cell::RefCell<super::SourceLayout>,
 }
 
 impl Evaluator {
@@ -324,6 +326,7 @@ impl Evaluator {
         Evaluator {
             root,
             names: Vec::new(),
+            layout: Default::default(),
         }
     }
 
