@@ -101,13 +101,13 @@ pub trait Encoder: Send {
 
     /// An encoder of single records for another thread, making exactly the bytes `write_record` would write,
     /// when this encoder's records are written independently of one another and never refused (NDJSON
-    /// lines); its bytes come back through `write_encoded`, in order.
+    /// lines); its bytes come back through `write_record_bytes`, in order.
     fn record_bytes(&self) -> Option<Box<dyn RecordBytes>> {
         None
     }
 
     /// Writes the bytes `record_bytes`' encoder made of one record, as `write_record` would have.
-    fn write_encoded(&mut self, _bytes: &[u8]) -> Result<()> {
+    fn write_record_bytes(&mut self, _bytes: &[u8]) -> Result<()> {
         Err(Error::data(
             crate::error::Stage::Encode,
             crate::error::Position::default(),

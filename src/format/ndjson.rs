@@ -311,7 +311,7 @@ impl Encoder for NdjsonEncoder {
         Some(Box::new(Lines::default()))
     }
 
-    fn write_encoded(&mut self, bytes: &[u8]) -> Result<()> {
+    fn write_record_bytes(&mut self, bytes: &[u8]) -> Result<()> {
         self.out.buf.extend_from_slice(bytes);
         self.out.maybe_flush()
     }

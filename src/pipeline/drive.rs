@@ -216,8 +216,13 @@ impl Run<'_> {
             outcome = self.settle(unsettled.take(), &mut output, &done_tx);
         }
         drop(rx); // stops the reader thread if we left early
-        if outcome.is_ok() && !self.limit_reached() {
-            let _ = reader.join();
+                  // A reading thread that panicked ended the input early: the run must fail, not finish a short output.
+        if outcome.is_ok() && !self.limit_reached() && reader.join().is_err() {
+            outcome = Err(Error::data(
+                Stage::Source,
+                Position::default(),
+                "the reading thread stopped unexpectedly (internal error)",
+            ));
         }
         // A reader blocked on input that never comes (a FIFO, a stalled pipe) is not waited for after a
         // failure or a cancellation: it ends when its read returns and it finds no one listening.
@@ -490,7 +495,7 @@ impl Run<'_> {
             Outcome::Pass => output.write(number, record),
             Outcome::Mapped(record) => output.write(number, mapped.insert(record)),
             Outcome::Encoded(range) => match encoded.get(range) {
-                Some(bytes) => output.write_encoded_record(bytes),
+                Some(bytes) => output.write_record_bytes(bytes),
                 None => Err(Error::data(
                     Stage::Encode,
                     Position::default().with_record(number),
@@ -694,8 +699,8 @@ struct ReaderMapping {
     stages: Arc<Stages>,
     /// Records sent that the encoding thread has to map (or encode), until it has written them.
     waiting: Arc<AtomicUsize>,
-    /// The reading thread maps while `waiting` is at least this: half a batch, enough to keep the encoding
-    /// thread busy while the next batch is decoded.
+    /// The reading thread maps while `waiting` is at least this, half a batch (or half the batch just read,
+    /// if fewer): enough to keep the encoding thread busy while the next batch is decoded.
     backlog: usize,
     /// Encodes the records mapped here, when the output's records are independent of one another (NDJSON):
     /// each is encoded right after its stages, while it is in the cache, and freed at once; the encoding
@@ -704,45 +709,44 @@ struct ReaderMapping {
 }
 
 impl ReaderMapping {
-    /// True while the encoding thread has at least `backlog` records to map ahead of it.
-    fn behind(&self) -> bool {
-        self.waiting.load(Ordering::Relaxed) >= self.backlog
+    /// True while the encoding thread has at least half a batch of records to map ahead of it, `batch`
+    /// the one just read: batches of wide records end at their input size, with fewer records than
+    /// `backlog` counts on, and no more than a few batches are ever waiting.
+    fn behind(&self, batch: usize) -> bool {
+        let half = (batch / 2).clamp(1, self.backlog);
+        self.waiting.load(Ordering::Relaxed) >= half
     }
 
     /// Maps (and, when the output allows, encodes) a batch on the reading thread. Records encoded here
     /// leave the encoding thread next to nothing to do, so they are taken a piece at a time, only while it
-    /// is still behind: how many were is the count returned, the rest are to be handed over as read.
+    /// is still behind: the rest, past the outcomes returned, are to be handed over as read.
     fn map(
         &self,
         stages: &ThreadStages<'_>,
         batch: &[Record],
         returned: &mut Returned,
-    ) -> (MappedThere, usize) {
+    ) -> MappedThere {
         let Some(encoder) = &self.encoder else {
-            let outcomes = stages.batch(batch);
-            let mapped = MappedThere {
-                outcomes,
+            return MappedThere {
+                outcomes: stages.batch(batch),
                 encoded: None,
             };
-            return (mapped, batch.len());
         };
         let mut encoder = encoder.borrow_mut();
         let mut encoded = returned.encoded.pop().unwrap_or_default();
         encoded.clear();
         let mut outcomes = Vec::with_capacity(batch.len());
         for piece in batch.chunks(READER_PIECE) {
-            let encode = |record| stages.encoded(record, encoder.as_mut(), &mut encoded);
+            let encode = |record| stages.outcome_encoded(record, encoder.as_mut(), &mut encoded);
             outcomes.extend(piece.iter().map(encode));
-            if !self.behind() {
+            if !self.behind(batch.len()) {
                 break;
             }
         }
-        let taken = outcomes.len();
-        let mapped = MappedThere {
+        MappedThere {
             outcomes,
             encoded: Some(encoded),
-        };
-        (mapped, taken)
+        }
     }
 }
 
@@ -768,11 +772,12 @@ impl Feed<'_> {
     /// Sends a batch of records in order, mapped here if the encoding thread is behind; false when no one
     /// is listening any more.
     fn records(&self, mut batch: Vec<Record>, returned: &mut Returned) -> bool {
-        let (Some(sharing), Some(stages)) = (self.sharing.filter(|s| s.behind()), &self.stages)
-        else {
+        let behind = |s: &&ReaderMapping| s.behind(batch.len());
+        let (Some(sharing), Some(stages)) = (self.sharing.filter(behind), &self.stages) else {
             return self.send(Batch::Records(batch, None));
         };
-        let (mapped, taken) = sharing.map(stages, &batch, returned);
+        let mapped = sharing.map(stages, &batch, returned);
+        let taken = mapped.outcomes.len();
         let rest = (taken < batch.len()).then(|| batch.split_off(taken));
         if !self.send(Batch::Records(batch, Some(mapped))) {
             return false;

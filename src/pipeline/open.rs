@@ -339,9 +339,9 @@ impl Output {
     }
 
     /// Writes the bytes of one record encoded ahead by the encoder's `record_bytes`.
-    pub(super) fn write_encoded_record(&mut self, bytes: &[u8]) -> Result<()> {
+    pub(super) fn write_record_bytes(&mut self, bytes: &[u8]) -> Result<()> {
         match self {
-            Output::File(encoder) => encoder.write_encoded(bytes),
+            Output::File(encoder) => encoder.write_record_bytes(bytes),
             Output::Table(_) => Err(Error::data(
                 Stage::Encode,
                 Position::default(),

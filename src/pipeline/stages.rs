@@ -34,7 +34,7 @@ pub(super) enum Outcome {
     Pass,
     /// Write this mapped record.
     Mapped(Record),
-    /// Write these bytes of the batch's encoded records (see [`ThreadStages::encoded`]).
+    /// Write these bytes of the batch's encoded records (see [`ThreadStages::outcome_encoded`]).
     Encoded(std::ops::Range<usize>),
     /// The template's filter left it out.
     Filtered,
@@ -261,7 +261,7 @@ impl ThreadStages<'_> {
 
     /// The same, a record to write encoded right after its stages, while it is in the cache, its bytes
     /// appended to `out` (and a mapped record freed at once, by the thread that made it).
-    pub fn encoded(
+    pub fn outcome_encoded(
         &self,
         record: &Record,
         encoder: &mut dyn RecordBytes,

@@ -310,23 +310,23 @@ impl<'a> Scope<'a> {
 /// Evaluates expressions; one per worker thread, reused across records.
 pub struct Evaluator {
     root: Context<'static, 'static>,
+    /// The environment it was made with: a template's names below are its template's only.
+    pub(super) env: Arc<Env>,
     /// The template's output names, this thread's own copies (see `CompiledTemplate::evaluator`).
     pub(super) names: Vec<Key>,
-    /// Where the template's fields are in this thread's source records.
-    pub(super) layout: std::cell::RefCell<super::SourceLayout>,
 }
 
 impl Evaluator {
     /// An evaluator whose `now()` is `now`.
     pub fn new(env: Arc<Env>, now: DateTime<FixedOffset>) -> Evaluator {
-        let mut root = Context::with_env(env);
+        let mut root = Context::with_env(Arc::clone(&env));
         // Registration only fails for a name the environment declares, and `now` is not one.
         let _ = root.add_function("now", move || now);
         functions::register(&mut root);
         Evaluator {
             root,
+            env,
             names: Vec::new(),
-            layout: Default::default(),
         }
     }
 

@@ -646,39 +646,6 @@ pub struct CompiledTemplate {
     env: Arc<cel::Env>,
 }
 
-/// Where each template field's `from` names are in a source record, kept by the thread mapping records
-/// for as long as they have the same fields: decoders with a header share one key per column between
-/// records, so comparing the keys' pointers replaces a search by name for every field of every record.
-#[derive(Default)]
-pub(crate) struct SourceLayout {
-    /// The fields of the last source record whose shape was new.
-    keys: Vec<Key>,
-    /// For each template field, the index in such a record of each of its `from` names the record has
-    /// (the first field of that name, as `Record::get` finds it), in `from`'s order.
-    positions: Vec<Vec<usize>>,
-}
-
-impl SourceLayout {
-    /// The positions of `fields`' source values in `source`, found again if its fields are new.
-    fn of(&mut self, source: &Record, fields: &[CompiledField]) -> &[Vec<usize>] {
-        let same = self.positions.len() == fields.len()
-            && source.len() == self.keys.len()
-            && source
-                .iter()
-                .zip(&self.keys)
-                .all(|((key, _), known)| Arc::ptr_eq(key, known) || key == known);
-        if !same {
-            self.keys = source.iter().map(|(key, _)| key.clone()).collect();
-            let first = |name: &String| source.iter().position(|(key, _)| **key == **name);
-            self.positions = fields
-                .iter()
-                .map(|f| f.from.iter().filter_map(first).collect())
-                .collect();
-        }
-        &self.positions
-    }
-}
-
 /// What a compiled template guarantees about every record it maps ([`CompiledTemplate::guarantees`]).
 #[derive(Debug)]
 pub struct Guarantees<'a> {
@@ -734,12 +701,10 @@ impl CompiledTemplate {
                 Some(expr) => expr.variables().next().is_none(),
                 None => f.from.is_empty(),
             })
-            .filter_map(
-                |f| match self.map_field(evaluator, f, None, &nothing, &nothing) {
-                    Ok(Some(value)) => Some((f.name.clone(), value)),
-                    Ok(None) | Err(_) => None,
-                },
-            )
+            .filter_map(|f| match self.map_field(evaluator, f, &nothing, &nothing) {
+                Ok(Some(value)) => Some((f.name.clone(), value)),
+                Ok(None) | Err(_) => None,
+            })
             .collect()
     }
 
@@ -793,17 +758,13 @@ impl CompiledTemplate {
     ) -> std::result::Result<Mapped, Vec<Error>> {
         let mut out = Record::with_capacity(self.fields.len());
         let mut errors = Vec::new();
-        let mut layout = evaluator.layout.borrow_mut();
-        let positions = layout.of(source, &self.fields);
+        // An evaluator keeps the names of the template that made it, and only that one's.
+        let own = Arc::ptr_eq(&evaluator.env, &self.env);
+        let names = if own { &evaluator.names[..] } else { &[] };
         for (index, field) in self.fields.iter().enumerate() {
-            // The field's first source value that is not null, for a field that reads the source.
-            let found = positions.get(index).and_then(|at| {
-                at.iter()
-                    .find_map(|&i| source.value_at(i).filter(|v| **v != Value::Null))
-            });
-            match self.map_field(evaluator, field, found, source, &out) {
+            match self.map_field(evaluator, field, source, &out) {
                 Ok(Some(value)) => {
-                    let name = evaluator.names.get(index).unwrap_or(&field.name);
+                    let name = names.get(index).unwrap_or(&field.name);
                     out.push_unchecked(name.clone(), value)
                 }
                 Ok(None) => {}
@@ -851,12 +812,10 @@ impl CompiledTemplate {
         }
     }
 
-    /// Maps one field; `found` is its source value (see `map`), for a field that is not computed.
     fn map_field(
         &self,
         evaluator: &Evaluator,
         field: &CompiledField,
-        found: Option<&Value>,
         source: &Record,
         mapped: &Record,
     ) -> std::result::Result<Option<Value>, String> {
@@ -871,6 +830,10 @@ impl CompiledTemplate {
                 },
             )?,
             None => {
+                let found = field
+                    .from
+                    .iter()
+                    .find_map(|name| source.get(name).filter(|v| **v != Value::Null));
                 // A first transform that only reads the value (split, parse_date) saves copying it.
                 let borrowed = found
                     .zip(field.transforms.first())
@@ -933,7 +896,7 @@ mod tests {
     }
 
     #[test]
-    fn one_thread_maps_records_of_changing_shapes_as_fresh_ones_would() {
+    fn one_evaluator_maps_records_of_changing_shapes_as_fresh_ones_would() {
         let text =
             "name: t\nversion: 1.0.0\nfields:\n  - name: id\n    from: [legacy_id, old_id, id]\n  \
                     - name: title\n    from: [legacy_title, title]\n    default: none\n";
@@ -963,6 +926,11 @@ mod tests {
             record(&[(&legacy_id, Some("8")), (&title, Some("f"))]),
         ];
         let ids = ["1", "2", "3", "4", "5", "6", "", "8"];
+        let show = |m: &std::result::Result<Mapped, Vec<Error>>| match m {
+            Ok(Mapped::Keep(r)) => format!("{:?}", r.iter().collect::<Vec<_>>()),
+            Ok(Mapped::Filtered) => "filtered".to_owned(),
+            Err(e) => format!("{e:?}"),
+        };
         let shared = template.evaluator(now);
         for (source, id) in records.iter().zip(ids) {
             let Ok(Mapped::Keep(mapped)) = template.map(&shared, source) else {
@@ -973,15 +941,24 @@ mod tests {
                 mapped.get("id").filter(|v| **v != Value::Null),
                 want.as_ref()
             );
-            let fresh = template.evaluator(now);
-            let expected = template.map(&fresh, source);
-            let got = template.map(&shared, source);
-            let show = |m: &std::result::Result<Mapped, Vec<Error>>| match m {
-                Ok(Mapped::Keep(r)) => format!("{:?}", r.iter().collect::<Vec<_>>()),
-                Ok(Mapped::Filtered) => "filtered".to_owned(),
-                Err(e) => format!("{e:?}"),
-            };
-            assert_eq!(show(&got), show(&expected), "{source:?}");
+            let expected = template.map(&template.evaluator(now), source);
+            assert_eq!(
+                show(&Ok(Mapped::Keep(mapped))),
+                show(&expected),
+                "{source:?}"
+            );
+        }
+        // An evaluator of another template with as many fields keeps its names to itself.
+        let other = text
+            .replace("name: id", "name: key")
+            .replace("legacy_title", "old_id");
+        let other = Template::parse(&other, TemplateSource::Builtin("o"))
+            .unwrap()
+            .compile()
+            .unwrap();
+        for source in &records {
+            let expected = show(&other.map(&other.evaluator(now), source));
+            assert_eq!(show(&other.map(&shared, source)), expected, "{source:?}");
         }
     }
 }
