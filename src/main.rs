@@ -4,6 +4,14 @@
 
 use std::process::ExitCode;
 
+/// jemalloc, not the system allocator: when both of a run's threads map records (see `ReaderMapping` in
+/// `src/pipeline/drive.rs`), glibc's per-thread caches pass chunks between the threads' arenas and the two
+/// wait on each other's locks (templated 1M-row CSV → SQLite took twice the CPU). The library leaves the
+/// choice of allocator to the program that links it.
+#[cfg(all(unix, not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     match ferry::cli::run(std::env::args_os()) {
         Ok(()) => ExitCode::SUCCESS,

@@ -607,6 +607,11 @@ impl TableSink for SqliteSink {
         Ok(())
     }
 
+    /// Rows are inserted one by one on the writing thread, and a batch's end is only a commit check.
+    fn maps_beside(&self) -> bool {
+        true
+    }
+
     fn end_batch(&mut self) -> Result<Vec<(u64, Error)>> {
         Ok(Vec::new())
     }

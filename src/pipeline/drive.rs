@@ -107,16 +107,23 @@ impl Run<'_> {
         let input_bytes = self.bytes_read.clone();
         // Batches into a file are small (see `CHUNK_INPUT_BYTES`; `CHUNK_RECORDS` was measured without a
         // worker pool, which spreads each batch over its workers); into a table they are the table's.
+        // Without a worker pool the reading thread shares the mapping into a file, or into a table that
+        // asks for it (SQLite): see `ReaderMapping`. Such a table takes batches as small as a file's.
+        let shares = self.stages.pool.is_none()
+            && self.stages.maps()
+            && match &output {
+                Output::File(_) => true,
+                Output::Table(table) => table.maps_beside(),
+            };
         let (batch_size, batch_bytes) = match output {
             Output::File(_) if self.stages.pool.is_none() => {
                 (batch_size.min(CHUNK_RECORDS), CHUNK_INPUT_BYTES)
             }
             Output::File(_) => (batch_size, CHUNK_INPUT_BYTES),
+            Output::Table(_) if shares => (batch_size.min(CHUNK_RECORDS), CHUNK_INPUT_BYTES),
             Output::Table(_) => (batch_size, BATCH_INPUT_BYTES),
         };
-        // Without a worker pool the reading thread shares the mapping of a file output: see `ReaderMapping`.
-        let shares = self.stages.pool.is_none() && matches!(output, Output::File(_));
-        let sharing = (shares && self.stages.maps()).then(|| ReaderMapping {
+        let sharing = shares.then(|| ReaderMapping {
             stages: Arc::clone(&self.stages),
             waiting: Arc::new(AtomicUsize::new(0)),
             backlog: (batch_size / 2).max(1),
@@ -693,8 +700,14 @@ impl Outcomes<'_> {
 /// not encode go back to it to be freed, with their source (one allocator arena per thread). Templated 1M-row
 /// CSV → NDJSON: 3.09 s against 3.41 mapping batches here (means of four alternating runs); with the
 /// encoding and the backlog in records, 1.58–1.67 s against 1.91–1.96 (see BENCHMARKS.md, "Ninth pass").
-/// Not for a table: into SQLite it gained nothing and took 2 CPU-s and 16 MiB more (the table's batch is
-/// held until the next one is mapped, see `Unsettled`, so a table output already overlaps the two).
+/// Into SQLite (`TableSink::maps_beside`) the reading thread maps too, in batches of `CHUNK_RECORDS` so that
+/// the records held with an unsettled batch stay few: templated 1M-row CSV → SQLite 7.6–8.4 s against
+/// 10.9–11.2 in alternating runs on a slow machine, peak RSS 40 MiB against 52. That needs an allocator
+/// that frees memory in the arena of the thread that made it: with glibc's (its per-thread cache takes
+/// the other thread's chunks, and then returns them under that thread's arena lock) the two threads waited
+/// on each other's locks and the run took twice the CPU, so the binary uses jemalloc (`src/main.rs`).
+/// Not into PostgreSQL: there the server's work decides the time (no change), and the records held until
+/// the server answers for the batch took the peak RSS from 55 to 75 MiB.
 struct ReaderMapping {
     stages: Arc<Stages>,
     /// Records sent that the encoding thread has to map (or encode), until it has written them.
