@@ -701,8 +701,8 @@ impl Outcomes<'_> {
 /// CSV → NDJSON: 3.09 s against 3.41 mapping batches here (means of four alternating runs); with the
 /// encoding and the backlog in records, 1.58–1.67 s against 1.91–1.96 (see BENCHMARKS.md, "Ninth pass").
 /// Into SQLite (`TableSink::maps_beside`) the reading thread maps too, in batches of `CHUNK_RECORDS` so that
-/// the records held with an unsettled batch stay few: templated 1M-row CSV → SQLite 7.6–8.4 s against
-/// 10.9–11.2 in alternating runs on a slow machine, peak RSS 40 MiB against 52. That needs an allocator
+/// the records held with an unsettled batch stay few: templated 1M-row CSV → SQLite 4.80 s against 6.85
+/// (`scripts/bench-15`, same run), peak RSS 36 MiB against 52. That needs an allocator
 /// that frees memory in the arena of the thread that made it: with glibc's (its per-thread cache takes
 /// the other thread's chunks, and then returns them under that thread's arena lock) the two threads waited
 /// on each other's locks and the run took twice the CPU, so the binary uses jemalloc (`src/main.rs`).
