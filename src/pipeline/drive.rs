@@ -105,16 +105,17 @@ impl Run<'_> {
         // this thread made malloc the decoder's largest cost).
         let (done_tx, done_rx) = mpsc::channel::<Finished>();
         let input_bytes = self.bytes_read.clone();
-        // Batches into a file are small (see `CHUNK_INPUT_BYTES`; `CHUNK_RECORDS` was measured without a
-        // worker pool, which spreads each batch over its workers); into a table they are the table's.
         // Without a worker pool the reading thread shares the mapping into a file, or into a table that
-        // asks for it (SQLite): see `ReaderMapping`. Such a table takes batches as small as a file's.
+        // asks for it (SQLite): see `ReaderMapping`.
         let shares = self.stages.pool.is_none()
             && self.stages.maps()
             && match &output {
                 Output::File(_) => true,
                 Output::Table(table) => table.maps_beside(),
             };
+        // Batches into a file are small (see `CHUNK_INPUT_BYTES`; `CHUNK_RECORDS` was measured without a
+        // worker pool, which spreads each batch over its workers), and so are those into a table whose
+        // mapping is shared; into another table they are the table's.
         let (batch_size, batch_bytes) = match output {
             Output::File(_) if self.stages.pool.is_none() => {
                 (batch_size.min(CHUNK_RECORDS), CHUNK_INPUT_BYTES)
@@ -690,7 +691,7 @@ impl Outcomes<'_> {
 }
 
 /// Lets the reading thread map batches too, when the run has no worker pool (two cores: one decodes, one
-/// encodes) and writes a file. It maps while the encoding thread has at least half a batch of records to
+/// encodes) and writes a file or a table that asks for it (SQLite, below). It maps while the encoding thread has at least half a batch of records to
 /// map ahead of it (`waiting`: sent, and not yet written), and otherwise hands a batch over as read, so the
 /// share settles by itself where the two threads are equally busy. Where the output's records are
 /// independent of one another (NDJSON) it encodes them too (`RecordBytes`), each right after its stages,
@@ -702,10 +703,10 @@ impl Outcomes<'_> {
 /// encoding and the backlog in records, 1.58–1.67 s against 1.91–1.96 (see BENCHMARKS.md, "Ninth pass").
 /// Into SQLite (`TableSink::maps_beside`) the reading thread maps too, in batches of `CHUNK_RECORDS` so that
 /// the records held with an unsettled batch stay few: templated 1M-row CSV → SQLite 4.80 s against 6.85
-/// (`scripts/bench-15`, same run), peak RSS 36 MiB against 52. That needs an allocator
-/// that frees memory in the arena of the thread that made it: with glibc's (its per-thread cache takes
-/// the other thread's chunks, and then returns them under that thread's arena lock) the two threads waited
-/// on each other's locks and the run took twice the CPU, so the binary uses jemalloc (`src/main.rs`).
+/// (`scripts/bench-15`, same run), peak RSS 36 MiB against 52. That needs an allocator that frees memory
+/// in the arena of the thread that made it: with glibc's (its per-thread cache takes the other thread's
+/// chunks, and then returns them under that thread's arena lock) the two threads waited on each other's
+/// locks and the run took twice the CPU, so the binary uses jemalloc (`src/main.rs`).
 /// Not into PostgreSQL: there the server's work decides the time (no change), and the records held until
 /// the server answers for the batch took the peak RSS from 55 to 75 MiB.
 struct ReaderMapping {

@@ -193,20 +193,21 @@ fn sqlite_rows_are_the_same_whoever_maps() {
     let one = rows("one.db");
     assert_eq!(one, rows("two.db"), "the same rows in the same order");
     let lines = fs::read_to_string(dir.path().join("out.ndjson")).unwrap();
-    assert_eq!(one.len(), lines.lines().count());
     // A bad date every 97th record is rejected before the filter sees it; the other drafts are left out.
     let drafts = (0..20_000).filter(|i| i % 89 == 0 && i % 97 != 0).count();
     assert_eq!(one.len(), 20_000 - 207 - drafts);
-    let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    let from_file: Vec<String> = lines
+        .lines()
+        .map(|line| {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            let text = |name: &str| record[name].as_str().unwrap().to_owned();
+            let (id, title, kind) = (text("id"), text("title"), text("type"));
+            format!("{id}|{title}|{kind}|{}", record["tags"])
+        })
+        .collect();
     assert_eq!(
-        one[0],
-        format!(
-            "{}|{}|{}|{}",
-            first["id"].as_str().unwrap(),
-            first["title"].as_str().unwrap(),
-            first["type"].as_str().unwrap(),
-            first["tags"]
-        )
+        one, from_file,
+        "the table holds the file's records, in order"
     );
     let rejects = |name: &str| fs::read(dir.path().join(name)).unwrap();
     assert_eq!(rejects("rejects-1.ndjson"), rejects("rejects-2.ndjson"));
