@@ -185,15 +185,38 @@ impl Timestamp {
     fn append_text(&self, out: &mut Vec<u8>) {
         use std::io::Write as _;
         let mut buf = [0u8; 29];
-        match (timestamp_text(self.datetime, &mut buf), self.offset) {
-            (Some(text), Some(o)) if o.local_minus_utc() == 0 => {
+        match self.plain_text(&mut buf) {
+            Some((text, suffix)) => {
                 out.extend_from_slice(text.as_bytes());
-                out.push(b'Z');
+                out.extend_from_slice(suffix.as_bytes());
             }
-            (Some(text), None) => out.extend_from_slice(text.as_bytes()),
             // Writing to a vector cannot fail.
-            _ => drop(write!(out, "{self}")),
+            None => drop(write!(out, "{self}")),
         }
+    }
+
+    /// [`Timestamp::append_text`] for a string (the validator's text of a timestamp, a database cell).
+    pub(crate) fn push_text(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let mut buf = [0u8; 29];
+        match self.plain_text(&mut buf) {
+            Some((text, suffix)) => {
+                out.push_str(text);
+                out.push_str(suffix);
+            }
+            None => drop(write!(out, "{self}")),
+        }
+    }
+
+    /// The text `Display` writes, as digits in `buf` and a suffix (`Z` or none), when it is that simple: a
+    /// year in 0..=9999, no leap second, UTC or no offset.
+    fn plain_text<'b>(&self, buf: &'b mut [u8; 29]) -> Option<(&'b str, &'static str)> {
+        let suffix = match self.offset {
+            Some(o) if o.local_minus_utc() == 0 => "Z",
+            Some(_) => return None,
+            None => "",
+        };
+        Some((timestamp_text(self.datetime, buf)?, suffix))
     }
 }
 
@@ -318,9 +341,7 @@ impl Value {
                     let _ = write!(out, "{}", d.format("%Y-%m-%d"));
                 }
             }
-            Value::Timestamp(t) => {
-                let _ = write!(out, "{t}");
-            }
+            Value::Timestamp(t) => t.push_text(out),
             Value::Array(_) | Value::Object(_) => {
                 let mut buf = Vec::new();
                 write_json(&mut buf, self);

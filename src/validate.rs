@@ -186,9 +186,27 @@ impl SchemaValidator {
     /// The record is read in place: the schema sees exactly the JSON [`record_to_json`] would build, without
     /// it being built.
     pub fn validate(&self, record: &Record) -> std::result::Result<(), Vec<Error>> {
+        self.check(record, None)
+    }
+
+    /// [`SchemaValidator::validate`], finding text values in `passed` that checked valid before (one
+    /// thread's memory, for this validator only) instead of checking them again: same answers, same errors.
+    pub fn validate_remembering(
+        &self,
+        record: &Record,
+        passed: &mut PassedTexts,
+    ) -> std::result::Result<(), Vec<Error>> {
+        self.check(record, Some(passed))
+    }
+
+    fn check(
+        &self,
+        record: &Record,
+        passed: Option<&mut PassedTexts>,
+    ) -> std::result::Result<(), Vec<Error>> {
         // Most records are valid, and `is_valid` stops at the first violation without building errors.
         let valid = match &self.by_property {
-            Some(checks) => checks.is_valid(record),
+            Some(checks) => checks.is_valid(record, passed),
             None => self.validator.is_valid(RecordNode::Root(record)),
         };
         if valid {
@@ -399,8 +417,9 @@ impl PropertyChecks {
         })
     }
 
-    /// Whether the schema these checks were taken from accepts `record`.
-    fn is_valid(&self, record: &Record) -> bool {
+    /// Whether the schema these checks were taken from accepts `record`; `passed` remembers text values
+    /// that were valid.
+    fn is_valid(&self, record: &Record, mut passed: Option<&mut PassedTexts>) -> bool {
         let has_required = self.required.iter().all(|name| record.contains_key(name));
         let no_others = self.only.as_ref().is_none_or(|declared| {
             record
@@ -409,11 +428,75 @@ impl PropertyChecks {
         });
         has_required
             && no_others
-            && self.checks.iter().all(|(name, check)| {
-                record
-                    .get(name)
-                    .is_none_or(|value| check.is_valid(RecordNode::Value(value)))
+            && self.checks.iter().enumerate().all(|(i, (name, check))| {
+                record.get(name).is_none_or(|value| {
+                    let is_valid = || check.is_valid(RecordNode::Value(value));
+                    match (value, passed.as_deref_mut()) {
+                        (Value::String(text), Some(passed)) => passed.check(i, text, is_valid),
+                        _ => is_valid(),
+                    }
+                })
             })
+    }
+}
+
+/// Text values one thread's property checks found valid, remembered so that the same text is found
+/// instead of checked again. A property check's answer depends on the value alone (no references, no
+/// other member), and a column such as a category repeats a few texts in every record: templated
+/// 1M-row CSV → NDJSON, its `pattern` and length checks were ~5 % of the run (BENCHMARKS.md, "Eleventh
+/// pass"). Per thread, so without locks; for one validator's checks only.
+#[derive(Debug, Default)]
+pub struct PassedTexts {
+    by_check: Vec<Passed>,
+}
+
+/// What one property check remembers.
+#[derive(Debug, Default)]
+struct Passed {
+    texts: Vec<Box<str>>,
+    asked: u32,
+    found: u32,
+    given_up: bool,
+}
+
+impl PassedTexts {
+    /// The most texts remembered per property.
+    const MOST: usize = 32;
+    /// Longer texts are checked every time: they seldom repeat, and comparing them costs.
+    const LONGEST: usize = 64;
+    /// After this many texts looked for, a property where fewer than half were found is checked every
+    /// time (its values do not repeat: `id`, `title`).
+    const TRIAL: u32 = 1024;
+
+    /// `is_valid()` for text `text` of check `index`, or true when `text` passed it before.
+    fn check(&mut self, index: usize, text: &str, is_valid: impl FnOnce() -> bool) -> bool {
+        if text.len() > Self::LONGEST {
+            return is_valid();
+        }
+        if self.by_check.len() <= index {
+            self.by_check.resize_with(index + 1, Passed::default);
+        }
+        let passed = &mut self.by_check[index];
+        if passed.given_up {
+            return is_valid();
+        }
+        passed.asked += 1;
+        if passed.texts.iter().any(|t| **t == *text) {
+            passed.found += 1;
+            return true;
+        }
+        if passed.asked >= Self::TRIAL && passed.found < passed.asked / 2 {
+            *passed = Passed {
+                given_up: true,
+                ..Passed::default()
+            };
+            return is_valid();
+        }
+        let valid = is_valid();
+        if valid && passed.texts.len() < Self::MOST {
+            passed.texts.push(text.into());
+        }
+        valid
     }
 }
 
@@ -1984,8 +2067,18 @@ mod tests {
             let mut accepted = 0;
             for r in &records {
                 let whole = v.validator.is_valid(RecordNode::Root(r));
-                assert_eq!(checks.is_valid(r), whole, "{schema} {r:?}");
+                assert_eq!(checks.is_valid(r, None), whole, "{schema} {r:?}");
                 accepted += usize::from(whole);
+            }
+            // Remembering what passed changes no answer, the second time through either.
+            let mut passed = PassedTexts::default();
+            for r in records.iter().chain(&records) {
+                let whole = v.validator.is_valid(RecordNode::Root(r));
+                assert_eq!(
+                    checks.is_valid(r, Some(&mut passed)),
+                    whole,
+                    "{schema} {r:?}"
+                );
             }
             assert!(
                 accepted > 0 && accepted < records.len(),

@@ -267,8 +267,13 @@ impl rusqlite::ToSql for Cell<'_> {
             }
             Cell::Json(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
             Cell::Bytes(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
-            Cell::Date(d) => ToSqlOutput::Owned(Owned::Text(d.format("%Y-%m-%d").to_string())),
-            Cell::Timestamp(t) => ToSqlOutput::Owned(Owned::Text(t.to_string())),
+            Cell::Date(d) => ToSqlOutput::Owned(Owned::Text(Value::Date(*d).to_text())),
+            Cell::Timestamp(t) => {
+                // Sized once: a timestamp's text is at most 35 bytes.
+                let mut text = String::with_capacity(40);
+                t.push_text(&mut text);
+                ToSqlOutput::Owned(Owned::Text(text))
+            }
             Cell::TextArray(items) => {
                 let values = items
                     .iter()

@@ -3,6 +3,7 @@
 //! while the previous batch is encoded. A record's outcome — pass, mapped, filtered, rejected — goes back
 //! to the driver in the batch's order.
 
+use std::cell::RefCell;
 use std::sync::{mpsc, Arc};
 
 use chrono::SubsecRound as _;
@@ -15,7 +16,7 @@ use crate::job::ConvertJob;
 use crate::record::Record;
 use crate::shape::{parse_select, Shape};
 use crate::template::{CompiledTemplate, Evaluator, Mapped, TemplateSearch};
-use crate::validate::SchemaValidator;
+use crate::validate::{PassedTexts, SchemaValidator};
 
 /// The map and validate stages of a run, compiled once.
 pub(super) struct Stages {
@@ -142,6 +143,7 @@ impl Stages {
         Evaluators {
             template: self.template.as_ref().map(|t| t.evaluator(self.now)),
             filter: self.shape.as_ref().and_then(|s| s.evaluator(self.now)),
+            passed: RefCell::default(),
         }
     }
 
@@ -199,7 +201,10 @@ impl Stages {
         };
         let mapped = mapped.or(converted);
         if let Some(schema) = &self.schema {
-            if let Err(errors) = schema.validate(mapped.as_ref().unwrap_or(record)) {
+            let mut passed = evaluators.passed.borrow_mut();
+            if let Err(errors) =
+                schema.validate_remembering(mapped.as_ref().unwrap_or(record), &mut passed)
+            {
                 return Outcome::Rejected(errors);
             }
         }
@@ -280,10 +285,11 @@ impl ThreadStages<'_> {
     }
 }
 
-/// One worker's expression evaluators.
+/// One worker's expression evaluators, and the texts its schema checks found valid.
 struct Evaluators {
     template: Option<Evaluator>,
     filter: Option<Evaluator>,
+    passed: RefCell<PassedTexts>,
 }
 
 /// A batch on its way through the map and validate stages.

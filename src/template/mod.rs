@@ -833,7 +833,7 @@ impl CompiledTemplate {
                 let found = field
                     .from
                     .iter()
-                    .find_map(|name| source.get(name).filter(|v| **v != Value::Null));
+                    .find_map(|name| source.get(name).filter(|v| !matches!(v, Value::Null)));
                 // A first transform that only reads the value (split, parse_date) saves copying it.
                 let borrowed = found
                     .zip(field.transforms.first())
@@ -859,12 +859,12 @@ impl CompiledTemplate {
         if let Some(ty) = field.field_type {
             value = ty.coerce(value)?;
         }
-        if value == Value::Null {
+        if matches!(value, Value::Null) {
             if let Some(default) = &field.default {
                 value = default.clone();
             }
         }
-        if value == Value::Null && field.required {
+        if matches!(value, Value::Null) && field.required {
             let looked = if field.compute.is_some() {
                 "its expression returned null".to_owned()
             } else {
@@ -938,7 +938,7 @@ mod tests {
             };
             let want = (!id.is_empty()).then(|| Value::String(id.to_owned()));
             assert_eq!(
-                mapped.get("id").filter(|v| **v != Value::Null),
+                mapped.get("id").filter(|v| !matches!(v, Value::Null)),
                 want.as_ref()
             );
             let expected = template.map(&template.evaluator(now), source);
