@@ -421,7 +421,9 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
-        // Fast path: skip eight bytes at a time while none of them needs escaping.
+        // Fast path: skip eight bytes at a time while none of them needs escaping. (Sixteen at a time,
+        // as a fold the compiler turns into vector compares, took more instructions: most strings here
+        // are short, and text with quotes leaves the fast path often.)
         while i + 8 <= bytes.len() {
             let mut word = [0u8; 8];
             word.copy_from_slice(&bytes[i..i + 8]);
@@ -1184,10 +1186,10 @@ mod tests {
             ]
             .map(String::from),
         );
-        // Every escape at every offset of the eight-byte fast path.
-        for i in 0..17 {
-            for special in ["\"", "\\", "\n", "\u{0}", "\u{1f}", "é"] {
-                texts.push(format!("{}{special}{}", "x".repeat(i), "y".repeat(16 - i)));
+        // Every escape at every offset of the eight-byte fast path, several words in.
+        for i in 0..41 {
+            for special in ["\"", "\\", "\n", "\u{0}", "\u{1f}", "é", "\u{7f}"] {
+                texts.push(format!("{}{special}{}", "x".repeat(i), "y".repeat(40 - i)));
             }
         }
         for text in texts {
