@@ -1860,10 +1860,10 @@ mod tests {
     #[test]
     fn passed_texts_are_remembered_only_when_valid_short_and_repeated() {
         let mut passed = PassedTexts::default();
-        let mut asked = 0;
-        let mut check = |passed: &mut PassedTexts, text: &str, answer: bool| {
+        let asked = std::cell::Cell::new(0);
+        let check = |passed: &mut PassedTexts, text: &str, answer: bool| {
             passed.check(0, text, || {
-                asked += 1;
+                asked.set(asked.get() + 1);
                 answer
             })
         };
@@ -1883,8 +1883,7 @@ mod tests {
             !check(&mut passed, &long, false),
             "a long text is not remembered"
         );
-        drop(check);
-        assert_eq!(asked, 5);
+        assert_eq!(asked.get(), 5);
         // Texts that never repeat: after the trial, every one is checked and none is kept.
         let mut unique = PassedTexts::default();
         for n in 0..2 * PassedTexts::TRIAL {
