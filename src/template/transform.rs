@@ -522,7 +522,7 @@ fn split(value: &Value, separators: &Separators, trim: bool, drop_empty: bool) -
         let p = if trim { p.trim() } else { p };
         (!(drop_empty && p.is_empty())).then(|| Value::String(p.to_owned()))
     };
-    let parts: Vec<&str> = match separators {
+    match separators {
         Separators::Bytes(bytes) => {
             // An ASCII byte is never part of a longer UTF-8 sequence: each cut is at a character's start.
             // (`iter().any`, not `contains`: for bytes that is a `memchr` call per byte.)
@@ -537,15 +537,13 @@ fn split(value: &Value, separators: &Separators, trim: bool, drop_empty: bool) -
                 start = end + 1;
                 piece
             });
-            return Value::Array(pieces.filter_map(finish).collect());
+            Value::Array(pieces.filter_map(finish).collect())
         }
-        Separators::Chars(chars) => {
-            return Value::Array(
-                text.split(|c| chars.contains(&c))
-                    .filter_map(finish)
-                    .collect(),
-            );
-        }
+        Separators::Chars(chars) => Value::Array(
+            text.split(|c| chars.contains(&c))
+                .filter_map(finish)
+                .collect(),
+        ),
         Separators::Strings(strings) => {
             let mut parts = vec![text.as_str()];
             for sep in strings {
@@ -554,10 +552,9 @@ fn split(value: &Value, separators: &Separators, trim: bool, drop_empty: bool) -
                     .flat_map(|p| p.split(sep.as_str()))
                     .collect();
             }
-            parts
+            Value::Array(parts.into_iter().filter_map(finish).collect())
         }
-    };
-    Value::Array(parts.into_iter().filter_map(finish).collect())
+    }
 }
 
 /// Where `split` cuts, worked out once when the template is loaded. Single-character separators (the
