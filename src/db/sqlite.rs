@@ -21,7 +21,7 @@
 use std::path::{Path, PathBuf};
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, Statement};
 
 use super::conflict::ConflictColumn;
 use super::sqlite_type::SqliteType;
@@ -309,7 +309,7 @@ fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<Box<dyn Tabl
     .map_err(|e| sql_error(Stage::Sink, &name, "cannot open", e))?;
     // From here on the sink exists, so any failure drops it: rolled back, and a file it created removed.
     let mut sink = SqliteSink {
-        conn: Some(conn),
+        conn: Some(Link::Open(conn)),
         name,
         path,
         created_file: !exists && !options.dry_run,
@@ -446,8 +446,58 @@ struct Statements {
     update: Option<String>,
 }
 
+/// The sink's connection: open, then (once the loaded columns are known) with the load's statements
+/// prepared on it.
+enum Link {
+    Open(Connection),
+    Loading(Loading),
+}
+
+self_cell::self_cell!(
+    /// A connection with the load's statements prepared on it, kept from the first row to the last. Taken
+    /// from rusqlite's statement cache for each row instead, a statement cost two hashes of its SQL and a
+    /// clearing of its bindings, which freed SQLite's copy of every bound text only for the next row to
+    /// allocate it again: ~5 % of a templated load's instructions (BENCHMARKS.md, "Twelfth pass").
+    struct Loading {
+        owner: Connection,
+        #[not_covariant]
+        dependent: Prepared,
+    }
+);
+
+// SAFETY: the connection and the statements prepared on it only ever move between threads together,
+// inside this cell, which nothing outside borrows; `Loading` is not `Sync` (a `Connection` is not), so they
+// are never used from two threads at once, which is all SQLite's multi-thread mode (rusqlite opens
+// connections with `SQLITE_OPEN_NO_MUTEX`) asks. rusqlite's own statement cache, prepared statements kept
+// inside the connection, is `Send` on the same grounds.
+unsafe impl Send for Loading {}
+
+/// The statements of [`Statements`], prepared.
+struct Prepared<'c> {
+    insert: Statement<'c>,
+    /// None when there is no update to run, or it is empty (the row is kept as it is).
+    update: Option<Statement<'c>>,
+}
+
+impl Link {
+    fn connection(&self) -> &Connection {
+        match self {
+            Link::Open(conn) => conn,
+            Link::Loading(loading) => loading.borrow_owner(),
+        }
+    }
+
+    /// The connection, its statements finalized.
+    fn into_connection(self) -> Connection {
+        match self {
+            Link::Open(conn) => conn,
+            Link::Loading(loading) => loading.into_owner(),
+        }
+    }
+}
+
 struct SqliteSink {
-    conn: Option<Connection>,
+    conn: Option<Link>,
     name: String,
     path: PathBuf,
     /// A file this run created and has not committed to: removed if the run fails.
@@ -467,7 +517,38 @@ struct SqliteSink {
 impl SqliteSink {
     fn conn(&self) -> &Connection {
         // Only `Drop` takes the connection.
-        self.conn.as_ref().expect("connection is open until drop")
+        self.conn
+            .as_ref()
+            .map(Link::connection)
+            .expect("connection is open until drop")
+    }
+
+    /// Prepares the load's statements, kept until the load ends.
+    fn prepare_statements(&mut self, statements: &Statements) -> Result<()> {
+        let conn = self.conn.take().map(Link::into_connection);
+        let conn = conn.expect("connection is open until drop");
+        let update = statements.update.as_deref().filter(|u| !u.is_empty());
+        let prepared = Loading::try_new_or_recover(conn, |c| {
+            Ok::<_, rusqlite::Error>(Prepared {
+                insert: c.prepare(&statements.insert)?,
+                update: update.map(|u| c.prepare(u)).transpose()?,
+            })
+        });
+        match prepared {
+            Ok(loading) => {
+                self.conn = Some(Link::Loading(loading));
+                Ok(())
+            }
+            Err((conn, e)) => {
+                self.conn = Some(Link::Open(conn));
+                Err(self.fatal("cannot prepare the insert", e))
+            }
+        }
+    }
+
+    /// Finalizes the load's statements (before the commit and the switch to WAL).
+    fn release_statements(&mut self) {
+        self.conn = self.conn.take().map(|l| Link::Open(l.into_connection()));
     }
 
     /// Creates the table if needed and prepares the statements, from a sample of the first records.
@@ -498,9 +579,7 @@ impl SqliteSink {
             }
         };
         let statements = self.statements(&columns);
-        self.conn()
-            .prepare_cached(&statements.insert)
-            .map_err(|e| self.fatal("cannot prepare the insert", e))?;
+        self.prepare_statements(&statements)?;
         self.loaded = Some((columns, statements));
         Ok(())
     }
@@ -550,30 +629,40 @@ impl SqliteSink {
         sql_error(Stage::Sink, &self.name, what, e)
     }
 
-    /// Runs one statement for a record: constraint failures are the record's error, anything else is fatal.
-    fn run(&self, sql: &str, cells: &[Cell<'_>]) -> Result<usize> {
-        let mut statement = self
-            .conn()
-            .prepare_cached(sql)
-            .map_err(|e| self.fatal("cannot prepare", e))?;
-        statement
-            .execute(rusqlite::params_from_iter(cells.iter()))
-            .map_err(|e| match e.sqlite_error_code() {
-                Some(rusqlite::ErrorCode::ConstraintViolation)
-                | Some(rusqlite::ErrorCode::TypeMismatch) => {
-                    let cause = cause(&e);
-                    let error = Error::record(
-                        Stage::Sink,
-                        Position::default(),
-                        format!("table {:?} refused the row: {e}", self.options.table),
-                    );
-                    match cause {
-                        Some(cause) => error.with_db_cause(cause),
-                        None => error,
-                    }
+    /// Runs the insert (or the update) for a record: constraint failures are the record's error, anything
+    /// else is fatal.
+    fn run(&mut self, update: bool, cells: &[Cell<'_>]) -> Result<usize> {
+        let Some(Link::Loading(loading)) = &mut self.conn else {
+            return Err(Error::data(
+                Stage::Sink,
+                Position::default(),
+                "no statement prepared (internal error)",
+            ));
+        };
+        let params = rusqlite::params_from_iter(cells.iter());
+        let result = loading.with_dependent_mut(|_, prepared| match update {
+            false => prepared.insert.execute(params),
+            true => match &mut prepared.update {
+                Some(statement) => statement.execute(params),
+                None => Ok(0),
+            },
+        });
+        result.map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::ConstraintViolation)
+            | Some(rusqlite::ErrorCode::TypeMismatch) => {
+                let cause = cause(&e);
+                let error = Error::record(
+                    Stage::Sink,
+                    Position::default(),
+                    format!("table {:?} refused the row: {e}", self.options.table),
+                );
+                match cause {
+                    Some(cause) => error.with_db_cause(cause),
+                    None => error,
                 }
-                _ => self.fatal("cannot write the row", e),
-            })
+            }
+            _ => self.fatal("cannot write the row", e),
+        })
     }
 }
 
@@ -596,15 +685,15 @@ impl TableSink for SqliteSink {
                 "no columns to load (internal error)",
             ));
         };
+        let updates = statements.update.is_some();
         let cells = self.lookup.cells(&self.options.table, columns, record)?;
-        let changed = self.run(&statements.insert, &cells)?;
+        let changed = self.run(false, &cells)?;
         self.since_commit += 1;
-        match (changed, &statements.update) {
-            (0, None) => self.tally.skipped += 1,
-            (0, Some(update)) => {
-                if !update.is_empty() {
-                    self.run(update, &cells)?;
-                }
+        match (changed, updates) {
+            (0, false) => self.tally.skipped += 1,
+            (0, true) => {
+                // An empty update (the row kept as it is) has no statement and runs nothing.
+                self.run(true, &cells)?;
                 self.tally.updated += 1;
             }
             _ => self.tally.inserted += 1,
@@ -644,6 +733,7 @@ impl TableSink for SqliteSink {
         if self.loaded.is_none() && !self.options.declared.is_empty() {
             self.prepare_columns(&[])?;
         }
+        self.release_statements();
         let end = if self.options.dry_run {
             "ROLLBACK"
         } else {
@@ -679,7 +769,9 @@ impl TableSink for SqliteSink {
 
 impl Drop for SqliteSink {
     fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else { return };
+        let Some(conn) = self.conn.take().map(Link::into_connection) else {
+            return;
+        };
         if self.finished {
             return;
         }
