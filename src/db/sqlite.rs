@@ -457,7 +457,7 @@ self_cell::self_cell!(
     /// A connection with the load's statements prepared on it, kept from the first row to the last. Taken
     /// from rusqlite's statement cache for each row instead, a statement cost two hashes of its SQL and a
     /// clearing of its bindings, which freed SQLite's copy of every bound text only for the next row to
-    /// allocate it again: ~5 % of a templated load's instructions (BENCHMARKS.md, "Twelfth pass").
+    /// allocate it again: 4 % of a templated load's instructions (BENCHMARKS.md, "Twelfth pass").
     struct Loading {
         owner: Connection,
         #[not_covariant]
@@ -541,7 +541,7 @@ impl SqliteSink {
             }
             Err((conn, e)) => {
                 self.conn = Some(Link::Open(conn));
-                Err(self.fatal("cannot prepare the insert", e))
+                Err(self.fatal("cannot prepare the load's statements", e))
             }
         }
     }
