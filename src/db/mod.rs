@@ -11,6 +11,7 @@ pub mod inventory;
 pub(crate) mod pgcopy;
 pub mod postgres;
 pub mod sqlite;
+mod sqlite_load;
 pub mod sqlite_type;
 
 use std::time::Duration;

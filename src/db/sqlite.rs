@@ -1,5 +1,6 @@
 //! SQLite as a source stage (rows of a table or query, typed by storage class and declared type) and a sink
-//! stage (prepared statements in one transaction, upserts for `--on-conflict`).
+//! stage (statements prepared once, run per row with its cells bound in place — see `sqlite_load` — in one
+//! transaction, upserts for `--on-conflict`).
 //!
 //! A database file the run creates is loaded with 16 KiB pages under a rollback journal, which for a new
 //! file holds next to nothing (pages past the file's size at the start of the transaction are never
@@ -21,9 +22,10 @@
 use std::path::{Path, PathBuf};
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OpenFlags, Statement};
+use rusqlite::{Connection, OpenFlags};
 
 use super::conflict::ConflictColumn;
+use super::sqlite_load::LoadStatement;
 use super::sqlite_type::SqliteType;
 use super::{
     check_field_names, check_key_enforced, check_sink_names, loaded_columns, new_columns_shown,
@@ -465,18 +467,18 @@ self_cell::self_cell!(
     }
 );
 
-// SAFETY: the connection and the statements prepared on it only ever move between threads together,
-// inside this cell, which nothing outside borrows; `Loading` is not `Sync` (a `Connection` is not), so they
-// are never used from two threads at once, which is all SQLite's multi-thread mode (rusqlite opens
-// connections with `SQLITE_OPEN_NO_MUTEX`) asks. rusqlite's own statement cache, prepared statements kept
-// inside the connection, is `Send` on the same grounds.
+// SAFETY: the connection and the statements prepared on it (SQLite's own handles, see `sqlite_load`) only
+// ever move between threads together, inside this cell, which nothing outside borrows; `Loading` is not
+// `Sync` (a `Connection` is not), so they are never used from two threads at once, which is all SQLite's
+// multi-thread mode (rusqlite opens connections with `SQLITE_OPEN_NO_MUTEX`) asks. rusqlite's own
+// statement cache, prepared statements kept inside the connection, is `Send` on the same grounds.
 unsafe impl Send for Loading {}
 
 /// The statements of [`Statements`], prepared.
 struct Prepared<'c> {
-    insert: Statement<'c>,
+    insert: LoadStatement<'c>,
     /// None when there is no update to run, or it is empty (the row is kept as it is).
-    update: Option<Statement<'c>>,
+    update: Option<LoadStatement<'c>>,
 }
 
 impl Link {
@@ -530,8 +532,8 @@ impl SqliteSink {
         let update = statements.update.as_deref().filter(|u| !u.is_empty());
         let prepared = Loading::try_new_or_recover(conn, |c| {
             Ok::<_, rusqlite::Error>(Prepared {
-                insert: c.prepare(&statements.insert)?,
-                update: update.map(|u| c.prepare(u)).transpose()?,
+                insert: LoadStatement::prepare(c, &statements.insert)?,
+                update: update.map(|u| LoadStatement::prepare(c, u)).transpose()?,
             })
         });
         match prepared {
@@ -639,11 +641,10 @@ impl SqliteSink {
                 "no statement prepared (internal error)",
             ));
         };
-        let params = rusqlite::params_from_iter(cells.iter());
         let result = loading.with_dependent_mut(|_, prepared| match update {
-            false => prepared.insert.execute(params),
+            false => prepared.insert.execute(cells),
             true => match &mut prepared.update {
-                Some(statement) => statement.execute(params),
+                Some(statement) => statement.execute(cells),
                 None => Ok(0),
             },
         });
