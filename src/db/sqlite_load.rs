@@ -269,6 +269,63 @@ mod tests {
         ));
     }
 
+    /// Any cell, as `Cell` holds it and `ToSql` turns it into SQLite's values.
+    fn any_cell() -> impl proptest::strategy::Strategy<Value = Cell<'static>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(Cell::Null),
+            any::<bool>().prop_map(Cell::Bool),
+            any::<i64>().prop_map(Cell::Int),
+            any::<f64>().prop_map(Cell::Float),
+            "[a-zé\u{0}😀 ]{0,40}".prop_map(|t| Cell::Text(Cow::Owned(t))),
+            "-?[0-9]{1,30}(\\.[0-9]{0,10})?".prop_map(|t| Cell::Decimal(Cow::Owned(t))),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(|b| Cell::Bytes(Cow::Owned(b))),
+            (-100_000i64..100_000, 0u32..86_400).prop_map(|(day, second)| {
+                let date = chrono::NaiveDate::from_num_days_from_ce_opt(730_000 + day as i32)
+                    .unwrap_or_default();
+                let time = chrono::NaiveTime::from_num_seconds_from_midnight_opt(second, 0)
+                    .unwrap_or_default();
+                Cell::Timestamp(Timestamp {
+                    datetime: date.and_time(time),
+                    offset: None,
+                })
+            }),
+            "\\{\"a\":[0-9]{1,5}\\}".prop_map(Cell::Json),
+            proptest::collection::vec(proptest::option::of("[a-z]{0,5}"), 0..4)
+                .prop_map(Cell::TextArray),
+            any::<[u8; 16]>().prop_map(Cell::Uuid),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rows_bound_in_place_are_the_rows_rusqlite_binds(
+            rows in proptest::collection::vec(proptest::collection::vec(any_cell(), 3), 1..20),
+        ) {
+            let conn = Connection::open_in_memory().expect("in-memory database");
+            conn.execute_batch("CREATE TABLE a (x, y TIMESTAMP, z JSON); CREATE TABLE b (x, y TIMESTAMP, z JSON)")
+                .expect("tables");
+            let mut in_place =
+                LoadStatement::prepare(&conn, "INSERT INTO a VALUES (?1, ?2, ?3)").expect("prepared");
+            let mut copied = conn.prepare("INSERT INTO b VALUES (?1, ?2, ?3)").expect("prepared");
+            for row in &rows {
+                // Each row's cells are cloned and dropped after its insert, as a load's are.
+                let cells = row.clone();
+                proptest::prop_assert_eq!(in_place.execute(&cells).expect("in place"), 1);
+                drop(cells);
+                copied.execute(rusqlite::params_from_iter(row.iter())).expect("copied");
+            }
+            drop(in_place);
+            let read = |table: &str| -> Vec<String> {
+                let sql = format!("SELECT quote(x) || ' ' || quote(y) || ' ' || quote(z) FROM {table} ORDER BY rowid");
+                let mut select = conn.prepare(&sql).expect("select");
+                let rows = select.query_map([], |r| r.get(0)).expect("rows");
+                rows.collect::<rusqlite::Result<_>>().expect("text")
+            };
+            proptest::prop_assert_eq!(read("a"), read("b"));
+        }
+    }
+
     #[test]
     fn bad_sql_is_an_error_not_a_statement() {
         let conn = table();
