@@ -12,7 +12,8 @@
 //!
 //! SQLite has no exact decimal or timestamp type. Columns ferry creates for them are declared
 //! `DECIMAL_TEXT` (TEXT affinity, so `12345678901234567890.10` is kept digit for digit rather than rounded
-//! to a double by NUMERIC affinity) and `TIMESTAMP` (ISO 8601 text with its offset); on read, text in
+//! to a double by NUMERIC affinity), JSON columns `JSON TEXT` (TEXT affinity too, so a JSON number keeps its
+//! digits) and `TIMESTAMP` (ISO 8601 text with its offset); on read, text in
 //! columns declared DATE, DATETIME/TIMESTAMP, JSON or DECIMAL/NUMERIC comes back as that type. What each
 //! declared type means is the [one table](super::sqlite_type) the migration uses too.
 //!

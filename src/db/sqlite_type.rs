@@ -9,7 +9,7 @@
 //! | declared type                                   | class         | ferry writes it as        |
 //! |-------------------------------------------------|---------------|---------------------------|
 //! | no type                                         | untyped       | (no type)                 |
-//! | `JSON`, `JSONB`                                 | JSON          | `JSON`                    |
+//! | `JSON`, `JSONB`, `JSON TEXT`                    | JSON          | `JSON TEXT`               |
 //! | `BOOL`, `BOOLEAN`                               | boolean       | `BOOLEAN`                 |
 //! | name containing `INT`                           | integer       | `INTEGER`                 |
 //! | `YEAR`                                          | year (MySQL)  | –                         |
@@ -28,6 +28,14 @@
 //! `12345678901234567890.10` digit for digit, where NUMERIC affinity would turn it into a double of 15
 //! digits (the price: SQLite compares such values as text). A column declared `BLOB` holds bytes (base64
 //! text loaded into it is decoded), as PostgreSQL's `bytea` does.
+//!
+//! JSON columns are written `JSON TEXT` for the same reason: a bare `JSON` has NUMERIC affinity, so a JSON
+//! number such as `12345678901234567890.1` was stored as a double of 15 digits (and read back so, which
+//! DuckDB's SQLite reader refuses in a text column), and every JSON text was first tried as a number (0.6 %
+//! of a templated load's instructions). `JSON TEXT` is TEXT affinity by SQLite's rules while its first word
+//! still says JSON to readers that go by it (Python's `PARSE_DECLTYPES` converters). Tables declared `JSON`
+//! read as before. (`TIMESTAMP` keeps NUMERIC affinity: ferry's timestamp text never reads as a number, and
+//! DuckDB and others know the name.)
 
 /// The significant digits a double (SQLite's REAL) keeps exactly through text and back.
 const DOUBLE_DIGITS: u32 = 15;
@@ -91,7 +99,7 @@ impl SqliteType {
         };
         match base.as_str() {
             "" => SqliteType::Untyped,
-            "JSON" | "JSONB" => SqliteType::Json,
+            "JSON" | "JSONB" | "JSON TEXT" => SqliteType::Json,
             "BOOL" | "BOOLEAN" => SqliteType::Boolean,
             _ if has("INT") => SqliteType::Integer,
             "YEAR" => SqliteType::Year,
@@ -122,7 +130,7 @@ impl SqliteType {
             SqliteType::Date => "DATE".into(),
             SqliteType::Timestamp { zoned: true } => "TIMESTAMP".into(),
             SqliteType::Timestamp { zoned: false } => "DATETIME".into(),
-            SqliteType::Json => "JSON".into(),
+            SqliteType::Json => "JSON TEXT".into(),
             SqliteType::Decimal { precision: None } => "DECIMAL_TEXT".into(),
             SqliteType::Decimal {
                 precision: Some((p, scale)),
@@ -282,5 +290,23 @@ mod tests {
             (value.as_str(), class.as_str()),
             ("12345678901234567890.1234567890", "text")
         );
+    }
+
+    #[test]
+    fn json_columns_keep_every_digit_of_a_json_number() {
+        // The reason for JSON TEXT: a bare JSON column's NUMERIC affinity turns a JSON number into a double.
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let declared = SqliteType::Json.declared().unwrap();
+        conn.execute_batch(&format!("CREATE TABLE t (a {declared}, b JSON)"))
+            .unwrap();
+        let number = "12345678901234567890.1";
+        conn.execute("INSERT INTO t VALUES (?1, ?1)", [number])
+            .unwrap();
+        let row: (String, String, String) = conn
+            .query_row("SELECT a, typeof(a), typeof(b) FROM t", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(row, (number.to_owned(), "text".into(), "real".into()));
     }
 }

@@ -224,7 +224,7 @@ mod tests {
         assert_eq!(sqlite_type(&pg_type("numeric(4,2)")), "NUMERIC(4,2)");
         assert_eq!(sqlite_type(&pg_type("numeric(20,2)")), "DECIMAL_TEXT(20,2)");
         assert_eq!(sqlite_type(&pg_type("numeric")), "DECIMAL_TEXT");
-        assert_eq!(sqlite_type(&PgType::Jsonb), "JSON");
+        assert_eq!(sqlite_type(&PgType::Jsonb), "JSON TEXT");
         assert_eq!(sqlite_type(&pg_type("interval")), "TEXT");
     }
 

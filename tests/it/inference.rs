@@ -88,7 +88,7 @@ fn a_csv_loaded_into_new_tables_gets_inferred_column_types() {
     assert_eq!(
         sqlite_columns(&d.join("shop.db"), "orders"),
         "id INTEGER, zip TEXT, total DECIMAL_TEXT, paid BOOLEAN, ordered DATE, shipped_at TIMESTAMP, \
-         tags JSON, note TEXT"
+         tags JSON TEXT, note TEXT"
     );
     ok(&ferry(
         d,
@@ -211,6 +211,38 @@ fn records_with_differing_fields_get_the_union_as_columns() {
         fs::read_to_string(d.join("u.csv")).unwrap(),
         "id,name,empty_s,extra\n1,a,,\n2,b,,\n3,,,true\n"
     );
+}
+
+#[test]
+fn a_json_column_keeps_every_digit_of_a_json_number_in_sqlite() {
+    // A field holding objects and a bare number becomes a JSON column. Declared a bare `JSON`, its NUMERIC
+    // affinity stored the number as a 15-digit double, and it came back as 1.2345678901234567e19.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = "{\"id\":1,\"j\":{\"a\":1}}\n{\"id\":2,\"j\":12345678901234567890.1}\n{\"id\":3,\"j\":[1,\"2\"]}\n";
+    fs::write(d.join("in.ndjson"), input).unwrap();
+    ok(&ferry(
+        d,
+        &["convert", "in.ndjson", "sqlite://j.db?table=t"],
+    ));
+    assert_eq!(
+        sqlite_columns(&d.join("j.db"), "t"),
+        "id INTEGER, j JSON TEXT"
+    );
+    let conn = rusqlite::Connection::open(d.join("j.db")).unwrap();
+    let stored: String = conn
+        .query_row(
+            "SELECT typeof(j) || ' ' || j FROM t WHERE id = 2",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, "text 12345678901234567890.1");
+    ok(&ferry(
+        d,
+        &["convert", "sqlite://j.db?table=t", "back.ndjson"],
+    ));
+    assert_eq!(fs::read_to_string(d.join("back.ndjson")).unwrap(), input);
 }
 
 #[test]
