@@ -1,6 +1,6 @@
 //! The SQLite sink stage's per-row statements: prepared once for a load, then run for each row with the
 //! row's cells bound where they lie — SQLite reads each text in place during the step instead of copying
-//! it first (rusqlite binds every text as `SQLITE_TRANSIENT`, a copy and a free per cell: 5 % of a templated
+//! it first (rusqlite binds every text as `SQLITE_TRANSIENT`, a copy and a free per cell: 4 % of a templated
 //! load's instructions; BENCHMARKS.md, "Thirteenth pass").
 
 use std::ffi::{c_int, c_void, CStr};
@@ -33,7 +33,9 @@ impl<'c> LoadStatement<'c> {
         let db = NonNull::new(unsafe { conn.handle() }).ok_or(rusqlite::Error::InvalidQuery)?;
         let length = c_int::try_from(sql.len()).map_err(|_| rusqlite::Error::InvalidQuery)?;
         let mut stmt = ptr::null_mut();
-        // SAFETY: `sql` outlives the call and `length` is its length in bytes; `stmt` is written by SQLite.
+        let mut tail = ptr::null();
+        // SAFETY: `sql` outlives the call and `length` is its length in bytes; `stmt` and `tail` (a pointer
+        // into `sql`) are written by SQLite.
         let rc = unsafe {
             ffi::sqlite3_prepare_v3(
                 db.as_ptr(),
@@ -41,7 +43,7 @@ impl<'c> LoadStatement<'c> {
                 length,
                 ffi::SQLITE_PREPARE_PERSISTENT,
                 &mut stmt,
-                ptr::null_mut(),
+                &mut tail,
             )
         };
         if rc != ffi::SQLITE_OK {
@@ -52,13 +54,22 @@ impl<'c> LoadStatement<'c> {
         // SAFETY: `stmt` is the statement just prepared.
         let count = unsafe { ffi::sqlite3_bind_parameter_count(stmt.as_ptr()) };
         let parameters = usize::try_from(count).unwrap_or(0);
-        Ok(LoadStatement {
+        let statement = LoadStatement {
             stmt,
             db,
             parameters,
             made: vec![Owned::Null; parameters],
             connection: PhantomData,
-        })
+        };
+        // SQLite prepares the first statement only: anything after it would be left out unseen.
+        let rest = (tail as usize)
+            .checked_sub(sql.as_ptr() as usize)
+            .and_then(|end| sql.get(end..))
+            .unwrap_or("");
+        if !rest.trim().is_empty() {
+            return Err(rusqlite::Error::MultipleStatement);
+        }
+        Ok(statement)
     }
 
     /// Runs the statement with `cells` as its parameters, in order; the number of rows it changed.
@@ -69,18 +80,12 @@ impl<'c> LoadStatement<'c> {
                 self.parameters,
             ));
         }
-        let bound = cells
+        let _rearm = Rearm(self.stmt);
+        cells
             .iter()
             .enumerate()
-            .try_for_each(|(i, cell)| self.bind(i, cell));
-        let result = bound.and_then(|()| self.step());
-        // SAFETY: `stmt` is live. Reset for the next row, and the bindings cleared, so that SQLite keeps no
-        // pointer into `cells` once this returns.
-        unsafe {
-            ffi::sqlite3_reset(self.stmt.as_ptr());
-            ffi::sqlite3_clear_bindings(self.stmt.as_ptr());
-        }
-        result
+            .try_for_each(|(i, cell)| self.bind(i, cell))?;
+        self.step()
     }
 
     fn step(&mut self) -> rusqlite::Result<usize> {
@@ -147,6 +152,20 @@ impl<'c> LoadStatement<'c> {
         match rc {
             ffi::SQLITE_OK => Ok(()),
             rc => Err(error(self.db, rc)),
+        }
+    }
+}
+
+/// Resets a statement for its next row and clears its bindings when dropped, whatever happened in the row
+/// (an error, a panic), so that SQLite keeps no pointer into a row's cells once `execute` returns.
+struct Rearm(NonNull<ffi::sqlite3_stmt>);
+
+impl Drop for Rearm {
+    fn drop(&mut self) {
+        // SAFETY: the statement outlives this guard, which `execute` holds on its own stack frame.
+        unsafe {
+            ffi::sqlite3_reset(self.0.as_ptr());
+            ffi::sqlite3_clear_bindings(self.0.as_ptr());
         }
     }
 }
@@ -337,5 +356,10 @@ mod tests {
             .err()
             .expect("nothing to run");
         assert!(matches!(e, rusqlite::Error::InvalidQuery));
+        let e = LoadStatement::prepare(&conn, "INSERT INTO t (id) VALUES (?1); DROP TABLE t")
+            .err()
+            .expect("two statements");
+        assert!(matches!(e, rusqlite::Error::MultipleStatement));
+        assert!(LoadStatement::prepare(&conn, "INSERT INTO t (id) VALUES (?1);  ").is_ok());
     }
 }

@@ -230,11 +230,17 @@ impl CastRules {
     }
 
     fn for_type(&self, declared: &str) -> Option<&String> {
+        // `JSON TEXT` is ferry's own spelling of JSON (see `sqlite_type`): a rule for `JSON` is meant for it.
         let norm = |s: &str| {
-            s.split_whitespace()
+            let spelled = s
+                .split_whitespace()
                 .collect::<Vec<_>>()
                 .join(" ")
-                .to_ascii_uppercase()
+                .to_ascii_uppercase();
+            match spelled.as_str() {
+                "JSON TEXT" => "JSON".to_owned(),
+                _ => spelled,
+            }
         };
         let d = norm(declared);
         self.types
@@ -585,6 +591,16 @@ mod tests {
             translate("VARCHAR(45)", ctx("d"), None, &rules).unwrap().pg,
             PgType::Varchar(45)
         );
+        // A rule for JSON is meant for ferry's own spelling of it too.
+        let json = CastRules::from_yaml("types:\n  json: text\n").unwrap();
+        for declared in ["JSON", "json  text"] {
+            assert_eq!(
+                translate(declared, ctx("d"), None, &json).unwrap().pg,
+                PgType::Text,
+                "{declared}"
+            );
+        }
+        assert_eq!(ty("JSON TEXT"), "jsonb");
         assert!(
             CastRules::from_yaml("types:\n  X: \"text; drop table t\"\n")
                 .unwrap_err()
