@@ -1,7 +1,7 @@
 //! The SQLite sink stage's per-row statements: prepared once for a load, then run for each row with the
 //! row's cells bound where they lie — SQLite reads each text in place during the step instead of copying
-//! it first (rusqlite binds every text as `SQLITE_TRANSIENT`, a copy and a free per cell: about 4 % of a templated
-//! load's instructions; BENCHMARKS.md, "Thirteenth pass").
+//! it first (rusqlite binds every text as `SQLITE_TRANSIENT`, a copy and a free per cell: about 4 % of a
+//! templated load's instructions; BENCHMARKS.md, "Thirteenth pass").
 
 use std::ffi::{c_int, c_void, CStr};
 use std::marker::PhantomData;
