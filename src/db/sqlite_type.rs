@@ -31,11 +31,11 @@
 //!
 //! JSON columns are written `JSON TEXT` for the same reason: a bare `JSON` has NUMERIC affinity, so a JSON
 //! number such as `12345678901234567890.1` was stored as a double of 15 digits (and read back so, which
-//! DuckDB's SQLite reader refuses in a text column), and every JSON text was first tried as a number (0.6 %
-//! of a templated load's instructions). `JSON TEXT` is TEXT affinity by SQLite's rules while its first word
-//! still says JSON to readers that go by it (Python's `PARSE_DECLTYPES` converters). Tables declared `JSON`
-//! read as before. (`TIMESTAMP` keeps NUMERIC affinity: ferry's timestamp text never reads as a number, and
-//! DuckDB and others know the name.)
+//! DuckDB's SQLite reader refuses in a text column), and every JSON text was first tried as a number (about
+//! 0.5 % of a templated load's instructions). `JSON TEXT` is TEXT affinity by SQLite's rules while its first
+//! word still says JSON to readers that go by it (Python's `PARSE_DECLTYPES` converters). Tables declared
+//! `JSON` read as before. (`TIMESTAMP` keeps NUMERIC affinity: ferry's timestamp text never reads as a
+//! number, and DuckDB and others know the name.)
 
 /// The significant digits a double (SQLite's REAL) keeps exactly through text and back.
 const DOUBLE_DIGITS: u32 = 15;
