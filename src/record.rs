@@ -208,6 +208,29 @@ impl Timestamp {
         }
     }
 
+    /// Which of eight layouts the text `Display` writes has, when it is a plain one (see `plain_text`): the
+    /// fraction's width (none, 3, 6 or 9 digits) and the suffix (`Z` or none). Two timestamps of one layout
+    /// have texts of one length that differ only in which ASCII digit stands where; `None` for the others.
+    pub(crate) fn text_layout(&self) -> Option<u8> {
+        use chrono::{Datelike as _, Timelike as _};
+        let suffix = match self.offset {
+            Some(o) if o.local_minus_utc() == 0 => 1,
+            Some(_) => return None,
+            None => 0,
+        };
+        let nanos = self.datetime.nanosecond();
+        if !(0..=9999).contains(&self.datetime.year()) || nanos >= 1_000_000_000 {
+            return None;
+        }
+        let fraction = match nanos {
+            0 => 0,
+            n if n % 1_000_000 == 0 => 1,
+            n if n % 1_000 == 0 => 2,
+            _ => 3,
+        };
+        Some(fraction << 1 | suffix)
+    }
+
     /// The text `Display` writes, as digits in `buf` and a suffix (`Z` or none), when it is that simple: a
     /// year in 0..=9999, no leap second, UTC or no offset.
     fn plain_text<'b>(&self, buf: &'b mut [u8; 29]) -> Option<(&'b str, &'static str)> {

@@ -333,8 +333,9 @@ struct PropertyChecks {
     required: Vec<Box<str>>,
     /// With `additionalProperties: false`: the names `properties` declares.
     only: Option<Vec<Box<str>>>,
-    /// The properties whose subschema can fail, with a validator of it alone.
-    checks: Vec<(Box<str>, jsonschema::Validator<RecordJson>)>,
+    /// The properties whose subschema can fail, with a validator of it alone and whether it answers a
+    /// timestamp by the layout of its text alone ([`answers_by_layout`]).
+    checks: Vec<(Box<str>, jsonschema::Validator<RecordJson>, bool)>,
 }
 
 /// Top-level keywords [`PropertyChecks`] takes apart or that do not validate anything.
@@ -408,7 +409,8 @@ impl PropertyChecks {
                 continue;
             }
             let validator = validator_of(subschema, draft).ok()?;
-            checks.push((Box::from(name.as_str()), validator));
+            let by_layout = answers_by_layout(subschema);
+            checks.push((Box::from(name.as_str()), validator, by_layout));
         }
         Some(PropertyChecks {
             required,
@@ -428,15 +430,100 @@ impl PropertyChecks {
         });
         has_required
             && no_others
-            && self.checks.iter().enumerate().all(|(i, (name, check))| {
-                record.get(name).is_none_or(|value| {
-                    let is_valid = || check.is_valid(RecordNode::Value(value));
-                    match (value, passed.as_deref_mut()) {
-                        (Value::String(text), Some(passed)) => passed.check(i, text, is_valid),
-                        _ => is_valid(),
-                    }
+            && self
+                .checks
+                .iter()
+                .enumerate()
+                .all(|(i, (name, check, by_layout))| {
+                    record.get(name).is_none_or(|value| {
+                        let is_valid = || check.is_valid(RecordNode::Value(value));
+                        match (value, passed.as_deref_mut()) {
+                            (Value::String(text), Some(passed)) => passed.check(i, text, is_valid),
+                            (Value::Timestamp(t), Some(passed)) if *by_layout => {
+                                match t.text_layout() {
+                                    Some(layout) => passed.check_layout(i, layout, is_valid),
+                                    None => is_valid(),
+                                }
+                            }
+                            _ => is_valid(),
+                        }
+                    })
                 })
+    }
+}
+
+/// Keywords whose answer for a string depends on its length alone, or on nothing (annotations).
+const LENGTH_KEYWORDS: &[&str] = &[
+    "type",
+    "minLength",
+    "maxLength",
+    "$comment",
+    "title",
+    "description",
+    "examples",
+    "default",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+];
+
+/// Whether `subschema` gives every timestamp of one text layout ([`Timestamp::text_layout`]) the same
+/// answer: such texts differ only in which ASCII digit stands where, so keywords that read a string's
+/// length and a `pattern` that treats every ASCII digit alike cannot tell them apart. A timestamp is
+/// always a JSON string, so `type` answers the same for all of them too.
+///
+/// [`Timestamp::text_layout`]: crate::record::Timestamp::text_layout
+fn answers_by_layout(subschema: &Json) -> bool {
+    subschema.as_object().is_some_and(|keywords| {
+        keywords
+            .iter()
+            .all(|(keyword, value)| match keyword.as_str() {
+                "pattern" => value.as_str().is_some_and(digit_blind),
+                other => LENGTH_KEYWORDS.contains(&other),
             })
+    })
+}
+
+/// Whether `pattern` matches a text exactly when it matches the text with any of its ASCII digits changed
+/// to others: it holds no digit as a literal and no class with some digits but not all. A pattern the
+/// `regex` syntax does not read (a backreference, which can tell `11` from `12`, or ECMA-only syntax) is
+/// not taken to be blind.
+fn digit_blind(pattern: &str) -> bool {
+    regex_syntax::Parser::new()
+        .parse(pattern)
+        .is_ok_and(|hir| hir_digit_blind(&hir))
+}
+
+fn hir_digit_blind(hir: &regex_syntax::hir::Hir) -> bool {
+    use regex_syntax::hir::{Class, HirKind};
+    let all_or_none = |digits: usize| digits == 0 || digits == 10;
+    match hir.kind() {
+        // Word boundaries and anchors: every digit is a word character, and none is a line end.
+        HirKind::Empty | HirKind::Look(_) => true,
+        HirKind::Literal(literal) => !literal.0.iter().any(u8::is_ascii_digit),
+        HirKind::Class(Class::Unicode(class)) => all_or_none(
+            ('0'..='9')
+                .filter(|d| {
+                    class
+                        .ranges()
+                        .iter()
+                        .any(|r| r.start() <= *d && *d <= r.end())
+                })
+                .count(),
+        ),
+        HirKind::Class(Class::Bytes(class)) => all_or_none(
+            (b'0'..=b'9')
+                .filter(|d| {
+                    class
+                        .ranges()
+                        .iter()
+                        .any(|r| r.start() <= *d && *d <= r.end())
+                })
+                .count(),
+        ),
+        HirKind::Repetition(repetition) => hir_digit_blind(&repetition.sub),
+        HirKind::Capture(capture) => hir_digit_blind(&capture.sub),
+        HirKind::Concat(parts) | HirKind::Alternation(parts) => parts.iter().all(hir_digit_blind),
     }
 }
 
@@ -456,6 +543,8 @@ pub struct PassedTexts {
 #[derive(Debug, Default)]
 struct Passed {
     texts: Vec<Box<str>>,
+    /// The timestamp text layouts that passed, one bit each.
+    layouts: u8,
     asked: u32,
     found: u32,
     given_up: bool,
@@ -469,6 +558,24 @@ impl PassedTexts {
     /// After this many texts looked for, a property where fewer than half were found is checked every
     /// time (its values do not repeat: `id`, `title`).
     const TRIAL: u32 = 1024;
+
+    /// `is_valid()` for a timestamp of text layout `layout` for check `index`, which answers by layout alone,
+    /// or true when a timestamp of that layout passed it before.
+    fn check_layout(&mut self, index: usize, layout: u8, is_valid: impl FnOnce() -> bool) -> bool {
+        if self.by_check.len() <= index {
+            self.by_check.resize_with(index + 1, Passed::default);
+        }
+        let bit = 1u8 << (layout & 7);
+        let passed = &mut self.by_check[index];
+        if passed.layouts & bit != 0 {
+            return true;
+        }
+        let valid = is_valid();
+        if valid {
+            passed.layouts |= bit;
+        }
+        valid
+    }
 
     /// `is_valid()` for text `text` of check `index`, or true when `text` passed it before.
     fn check(&mut self, index: usize, text: &str, is_valid: impl FnOnce() -> bool) -> bool {
@@ -2032,6 +2139,108 @@ mod tests {
                 "round {round}: {} records: validate {direct:?}, record_to_json + serde_json validator {via_json:?}",
                 records.len()
             );
+        }
+    }
+
+    #[test]
+    fn patterns_that_treat_every_digit_alike_are_found() {
+        for blind in [
+            r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}",
+            r"^\d{4}-\d{2}-\d{2}T",
+            "^[^A-Z]*$",
+            r"^\w+(\.\d+)?Z?$",
+            "[0-9]{2}:",
+            "^.*$",
+            r"\bT\b",
+            "",
+        ] {
+            assert!(digit_blind(blind), "{blind}");
+        }
+        for telling in [
+            "^2024-",
+            "[0-5]{2}",
+            r"(\d)\1",
+            r"\x30",
+            r"\u0039",
+            "[^7]",
+            "T0",
+            "(?i)[a-f0-3]",
+            "(unclosed",
+        ] {
+            assert!(!digit_blind(telling), "{telling}");
+        }
+        let by_layout = |s: Json| answers_by_layout(&s);
+        assert!(by_layout(
+            serde_json::json!({"type": "string", "pattern": "^\\d{4}-", "maxLength": 40})
+        ));
+        assert!(!by_layout(
+            serde_json::json!({"type": "string", "format": "date-time"})
+        ));
+        assert!(!by_layout(
+            serde_json::json!({"enum": ["2024-05-01T10:00:00Z"]})
+        ));
+        assert!(!by_layout(serde_json::json!({"pattern": "^2024"})));
+    }
+
+    /// A timestamp from its parts; `offset` in minutes, `None` for a local time.
+    fn timestamp(days: i32, seconds: u32, nanos: u32, offset: Option<i32>) -> Timestamp {
+        let date = chrono::NaiveDate::from_num_days_from_ce_opt(days).unwrap_or_default();
+        let time = chrono::NaiveTime::from_num_seconds_from_midnight_opt(seconds, nanos)
+            .unwrap_or_default();
+        Timestamp {
+            datetime: date.and_time(time),
+            offset: offset.and_then(|m| chrono::FixedOffset::east_opt(m * 60)),
+        }
+    }
+
+    fn any_timestamp() -> impl proptest::strategy::Strategy<Value = Timestamp> {
+        use proptest::prelude::*;
+        (
+            prop_oneof![1i32..3_652_059, -1000i32..1, 3_652_059i32..3_700_000],
+            0u32..86_400,
+            prop_oneof![
+                Just(0u32),
+                (0u32..1000).prop_map(|m| m * 1_000_000),
+                (0u32..1_000_000).prop_map(|u| u * 1000),
+                0u32..2_000_000_000
+            ],
+            prop_oneof![Just(None), Just(Some(0)), (-900i32..900).prop_map(Some)],
+        )
+            .prop_map(|(days, seconds, nanos, offset)| timestamp(days, seconds, nanos, offset))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn timestamps_of_one_layout_differ_only_in_their_digits(a in any_timestamp(), b in any_timestamp()) {
+            let masked = |t: &Timestamp| t.to_string().replace(|c: char| c.is_ascii_digit(), "0");
+            if let (Some(la), Some(lb)) = (a.text_layout(), b.text_layout()) {
+                proptest::prop_assert_eq!(la == lb, masked(&a) == masked(&b), "{} {}", a, b);
+            }
+        }
+
+        #[test]
+        fn remembering_layouts_changes_no_answer(
+            stamps in proptest::collection::vec(any_timestamp(), 1..40),
+            pattern in proptest::sample::select(vec![
+                r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}",
+                r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$",
+                r"\.\d{3}Z$",
+                r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}$",
+                "^20",
+                "[05]Z$",
+            ]),
+            max in 19u64..31,
+        ) {
+            let schema = serde_json::json!({"type": "object", "properties": {
+                "at": {"type": "string", "pattern": pattern, "maxLength": max}}});
+            let v = SchemaValidator::compile("t", &schema).unwrap();
+            let mut passed = PassedTexts::default();
+            for t in stamps.iter().chain(&stamps) {
+                let mut r = Record::new();
+                r.insert("at", Value::Timestamp(*t));
+                let whole = v.validator.is_valid(RecordNode::Root(&r));
+                proptest::prop_assert_eq!(v.validate_remembering(&r, &mut passed).is_ok(), whole, "{} {}", pattern, t);
+            }
         }
     }
 
