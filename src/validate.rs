@@ -485,13 +485,16 @@ fn answers_by_layout(subschema: &Json) -> bool {
 }
 
 /// Whether `pattern` matches a text exactly when it matches the text with any of its ASCII digits changed
-/// to others: it holds no digit as a literal and no class with some digits but not all. A pattern the
-/// `regex` syntax does not read (a backreference, which can tell `11` from `12`, or ECMA-only syntax) is
-/// not taken to be blind.
+/// to others: read as jsonschema compiles it (its ECMA-262 translation, in which `[1-9&&x]` is a class of
+/// digits and `&`, not an empty intersection), it holds no digit as a literal and no class with some digits
+/// but not all. A pattern the `regex` syntax does not read (a backreference, which can tell `11` from
+/// `12`, or a lookaround) is not taken to be blind.
 fn digit_blind(pattern: &str) -> bool {
-    regex_syntax::Parser::new()
-        .parse(pattern)
-        .is_ok_and(|hir| hir_digit_blind(&hir))
+    jsonschema_regex::to_rust_regex(pattern).is_ok_and(|translated| {
+        regex_syntax::Parser::new()
+            .parse(&translated)
+            .is_ok_and(|hir| hir_digit_blind(&hir))
+    })
 }
 
 fn hir_digit_blind(hir: &regex_syntax::hir::Hir) -> bool {
@@ -2166,6 +2169,10 @@ mod tests {
             "T0",
             "(?i)[a-f0-3]",
             "(unclosed",
+            // ECMA-262 has no class set operations: these classes hold 1-9 and more, not nothing or 0-9.
+            "^[1-9&&x]",
+            "^[1-9~~1-9]",
+            "^[[1-9]0]?",
         ] {
             assert!(!digit_blind(telling), "{telling}");
         }
@@ -2228,6 +2235,8 @@ mod tests {
                 r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}$",
                 "^20",
                 "[05]Z$",
+                "^[1-9&&x]",
+                "^[[1-9]0]?-",
             ]),
             max in 19u64..31,
         ) {
