@@ -338,10 +338,8 @@ struct PropertyChecks {
     checks: Vec<(Box<str>, jsonschema::Validator<RecordJson>, bool)>,
 }
 
-/// Top-level keywords [`PropertyChecks`] takes apart or that do not validate anything.
-const SEPARABLE_KEYWORDS: &[&str] = &[
-    "$schema",
-    "$id",
+/// Keywords that validate nothing (annotations).
+const ANNOTATIONS: &[&str] = &[
     "$comment",
     "title",
     "description",
@@ -350,6 +348,12 @@ const SEPARABLE_KEYWORDS: &[&str] = &[
     "deprecated",
     "readOnly",
     "writeOnly",
+];
+
+/// Top-level keywords [`PropertyChecks`] takes apart, besides [`ANNOTATIONS`].
+const SEPARABLE_KEYWORDS: &[&str] = &[
+    "$schema",
+    "$id",
     "type",
     "required",
     "properties",
@@ -363,7 +367,7 @@ impl PropertyChecks {
         let object = schema.as_object()?;
         let separable = object
             .keys()
-            .all(|k| SEPARABLE_KEYWORDS.contains(&k.as_str()));
+            .all(|k| SEPARABLE_KEYWORDS.contains(&k.as_str()) || ANNOTATIONS.contains(&k.as_str()));
         if !separable || has_references(schema) || !subschemas_read_alike(schema) {
             return None;
         }
@@ -452,20 +456,8 @@ impl PropertyChecks {
     }
 }
 
-/// Keywords whose answer for a string depends on its length alone, or on nothing (annotations).
-const LENGTH_KEYWORDS: &[&str] = &[
-    "type",
-    "minLength",
-    "maxLength",
-    "$comment",
-    "title",
-    "description",
-    "examples",
-    "default",
-    "deprecated",
-    "readOnly",
-    "writeOnly",
-];
+/// Keywords whose answer for a string depends on its length alone (besides [`ANNOTATIONS`]).
+const LENGTH_KEYWORDS: &[&str] = &["type", "minLength", "maxLength"];
 
 /// Whether `subschema` gives every timestamp of one text layout ([`Timestamp::text_layout`]) the same
 /// answer: such texts differ only in which ASCII digit stands where, so keywords that read a string's
@@ -479,7 +471,7 @@ fn answers_by_layout(subschema: &Json) -> bool {
             .iter()
             .all(|(keyword, value)| match keyword.as_str() {
                 "pattern" => value.as_str().is_some_and(digit_blind),
-                other => LENGTH_KEYWORDS.contains(&other),
+                other => LENGTH_KEYWORDS.contains(&other) || ANNOTATIONS.contains(&other),
             })
     })
 }
