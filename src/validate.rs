@@ -491,35 +491,42 @@ fn digit_blind(pattern: &str) -> bool {
 
 fn hir_digit_blind(hir: &regex_syntax::hir::Hir) -> bool {
     use regex_syntax::hir::{Class, HirKind};
-    let all_or_none = |digits: usize| digits == 0 || digits == 10;
     match hir.kind() {
         // Word boundaries and anchors: every digit is a word character, and none is a line end.
         HirKind::Empty | HirKind::Look(_) => true,
         HirKind::Literal(literal) => !literal.0.iter().any(u8::is_ascii_digit),
-        HirKind::Class(Class::Unicode(class)) => all_or_none(
-            ('0'..='9')
-                .filter(|d| {
-                    class
-                        .ranges()
-                        .iter()
-                        .any(|r| r.start() <= *d && *d <= r.end())
-                })
-                .count(),
+        HirKind::Class(Class::Unicode(class)) => all_digits_or_none(
+            class
+                .ranges()
+                .iter()
+                .map(|r| (u32::from(r.start()), u32::from(r.end()))),
         ),
-        HirKind::Class(Class::Bytes(class)) => all_or_none(
-            (b'0'..=b'9')
-                .filter(|d| {
-                    class
-                        .ranges()
-                        .iter()
-                        .any(|r| r.start() <= *d && *d <= r.end())
-                })
-                .count(),
+        HirKind::Class(Class::Bytes(class)) => all_digits_or_none(
+            class
+                .ranges()
+                .iter()
+                .map(|r| (u32::from(r.start()), u32::from(r.end()))),
         ),
         HirKind::Repetition(repetition) => hir_digit_blind(&repetition.sub),
         HirKind::Capture(capture) => hir_digit_blind(&capture.sub),
         HirKind::Concat(parts) | HirKind::Alternation(parts) => parts.iter().all(hir_digit_blind),
     }
+}
+
+/// Whether a class of these code point ranges holds all ten ASCII digits or none of them.
+fn all_digits_or_none(ranges: impl Iterator<Item = (u32, u32)>) -> bool {
+    let digits = u32::from(b'0')..=u32::from(b'9');
+    let held: usize = ranges
+        .map(|(start, end)| {
+            let (low, high) = (start.max(*digits.start()), end.min(*digits.end()));
+            if low <= high {
+                (high - low + 1) as usize
+            } else {
+                0
+            }
+        })
+        .sum();
+    held == 0 || held == 10
 }
 
 /// Text values one thread's property checks found valid, remembered so that the same text is found
