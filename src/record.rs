@@ -213,11 +213,7 @@ impl Timestamp {
     /// have texts of one length that differ only in which ASCII digit stands where; `None` for the others.
     pub(crate) fn text_layout(&self) -> Option<u8> {
         use chrono::{Datelike as _, Timelike as _};
-        let suffix = match self.offset {
-            Some(o) if o.local_minus_utc() == 0 => 1,
-            Some(_) => return None,
-            None => 0,
-        };
+        let suffix = u8::from(!self.plain_suffix()?.is_empty());
         let nanos = self.datetime.nanosecond();
         if !(0..=9999).contains(&self.datetime.year()) || nanos >= 1_000_000_000 {
             return None;
@@ -234,12 +230,17 @@ impl Timestamp {
     /// The text `Display` writes, as digits in `buf` and a suffix (`Z` or none), when it is that simple: a
     /// year in 0..=9999, no leap second, UTC or no offset.
     fn plain_text<'b>(&self, buf: &'b mut [u8; 29]) -> Option<(&'b str, &'static str)> {
-        let suffix = match self.offset {
-            Some(o) if o.local_minus_utc() == 0 => "Z",
-            Some(_) => return None,
-            None => "",
-        };
+        let suffix = self.plain_suffix()?;
         Some((timestamp_text(self.datetime, buf)?, suffix))
+    }
+
+    /// The suffix of a plain text: `Z` for UTC, none without an offset; `None` for another offset.
+    fn plain_suffix(&self) -> Option<&'static str> {
+        match self.offset {
+            Some(o) if o.local_minus_utc() == 0 => Some("Z"),
+            Some(_) => None,
+            None => Some(""),
+        }
     }
 }
 

@@ -561,14 +561,19 @@ impl PassedTexts {
     /// time (its values do not repeat: `id`, `title`).
     const TRIAL: u32 = 1024;
 
-    /// `is_valid()` for a timestamp of text layout `layout` for check `index`, which answers by layout alone,
-    /// or true when a timestamp of that layout passed it before.
-    fn check_layout(&mut self, index: usize, layout: u8, is_valid: impl FnOnce() -> bool) -> bool {
+    /// What check `index` remembers.
+    fn of_check(&mut self, index: usize) -> &mut Passed {
         if self.by_check.len() <= index {
             self.by_check.resize_with(index + 1, Passed::default);
         }
+        &mut self.by_check[index]
+    }
+
+    /// `is_valid()` for a timestamp of text layout `layout` for check `index`, which answers by layout alone,
+    /// or true when a timestamp of that layout passed it before.
+    fn check_layout(&mut self, index: usize, layout: u8, is_valid: impl FnOnce() -> bool) -> bool {
         let bit = 1u8 << (layout & 7);
-        let passed = &mut self.by_check[index];
+        let passed = self.of_check(index);
         if passed.layouts & bit != 0 {
             return true;
         }
@@ -584,10 +589,7 @@ impl PassedTexts {
         if text.len() > Self::LONGEST {
             return is_valid();
         }
-        if self.by_check.len() <= index {
-            self.by_check.resize_with(index + 1, Passed::default);
-        }
-        let passed = &mut self.by_check[index];
+        let passed = self.of_check(index);
         if passed.given_up {
             return is_valid();
         }
