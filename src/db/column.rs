@@ -158,6 +158,16 @@ pub enum Cell<'a> {
 
 /// Coerces `value` to `column`; the error is the reason, without the record position (the caller adds it).
 pub fn coerce<'a>(value: &'a Value, column: &Column) -> Result<Cell<'a>, String> {
+    coerce_into(value, column, &mut Vec::new())
+}
+
+/// [`coerce`], the text of a JSON column written into one of `spare`'s buffers (texts of earlier rows'
+/// cells, handed back when the row was written) rather than a new one.
+pub(crate) fn coerce_into<'a>(
+    value: &'a Value,
+    column: &Column,
+    spare: &mut Vec<String>,
+) -> Result<Cell<'a>, String> {
     if matches!(value, Value::Null) {
         return Ok(Cell::Null);
     }
@@ -180,7 +190,7 @@ pub fn coerce<'a>(value: &'a Value, column: &Column) -> Result<Cell<'a>, String>
         ColumnKind::Boolean => boolean(value).map(Cell::Bool),
         ColumnKind::Date => date(value).map(Cell::Date),
         ColumnKind::Timestamp { .. } => timestamp(value).map(Cell::Timestamp),
-        ColumnKind::Json { .. } => Some(Cell::Json(json(value))),
+        ColumnKind::Json { .. } => Some(Cell::Json(json(value, spare.pop()))),
         ColumnKind::Bytes => bytes(value).map(Cell::Bytes),
         ColumnKind::TextArray => text_array(value).map(Cell::TextArray),
         ColumnKind::Uuid => uuid(value).map(Cell::Uuid),
@@ -236,7 +246,7 @@ fn any_cell(value: &Value) -> Option<Cell<'_>> {
         Value::Int(n) => Cell::Int(*n),
         Value::Float(f) => Cell::Float(*f),
         Value::Bytes(b) => Cell::Bytes(Cow::Borrowed(b)),
-        Value::Array(_) | Value::Object(_) => Cell::Json(json(value)),
+        Value::Array(_) | Value::Object(_) => Cell::Json(json(value, None)),
         other => text_cell(other),
     })
 }
@@ -244,7 +254,7 @@ fn any_cell(value: &Value) -> Option<Cell<'_>> {
 fn text_cell(value: &Value) -> Cell<'_> {
     match value {
         Value::String(s) => Cell::Text(Cow::Borrowed(s)),
-        Value::Array(_) | Value::Object(_) => Cell::Text(Cow::Owned(json(value))),
+        Value::Array(_) | Value::Object(_) => Cell::Text(Cow::Owned(json(value, None))),
         other => Cell::Text(Cow::Owned(other.to_text())),
     }
 }
@@ -342,18 +352,30 @@ fn timestamp(value: &Value) -> Option<Timestamp> {
     }
 }
 
-/// JSON text for a value. Text that already holds a JSON array or object (a CSV cell, say) is taken as that
-/// JSON rather than as a JSON string, so `{"a":1}` in a CSV becomes an object in a json column.
-fn json(value: &Value) -> String {
-    if let Value::String(s) = value {
-        let t = s.trim_start();
-        if (t.starts_with('{') || t.starts_with('['))
-            && serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok()
-        {
-            return s.clone();
-        }
+/// JSON text for a value, written over `buffer`'s text when there is one. Text that already holds a JSON
+/// array or object (a CSV cell, say) is taken as that JSON rather than as a JSON string, so `{"a":1}` in a
+/// CSV becomes an object in a json column.
+fn json(value: &Value, buffer: Option<String>) -> String {
+    let Some(buffer) = buffer else {
+        return match value {
+            Value::String(s) if holds_json(s) => s.clone(),
+            _ => json_text(value),
+        };
+    };
+    let mut out = buffer.into_bytes();
+    out.clear();
+    match value {
+        Value::String(s) if holds_json(s) => out.extend_from_slice(s.as_bytes()),
+        _ => write_json(&mut out, value),
     }
-    json_text(value)
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Whether text is a JSON array or object.
+fn holds_json(text: &str) -> bool {
+    let t = text.trim_start();
+    (t.starts_with('{') || t.starts_with('['))
+        && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
 }
 
 /// A value as JSON text.

@@ -554,18 +554,31 @@ pub(crate) fn loaded_columns(
 
 /// Finds each loaded column's value in a record. Records of one input usually share their field names (the
 /// same keys, in the same order, often the very same `Arc`s), so the positions worked out for one record are
-/// kept and reused while the next record has the same shape: no name is compared twice.
+/// kept and reused while the next record has the same shape: no name is compared twice. It also keeps what
+/// a written row's cells were made in (JSON texts, the list of cells) for the next rows.
 #[derive(Default)]
 pub(crate) struct FieldLookup {
     /// The field names of the record the positions were worked out for.
     shape: Vec<crate::record::Key>,
+    /// The same names as other `Arc`s, once a record with them is seen: the two threads that map records
+    /// each name them with their own (see `pipeline::drive`), so records alternate between two sets.
+    twin: Vec<crate::record::Key>,
     /// For each loaded column, the position of its field in such a record.
     positions: Vec<Option<usize>>,
+    /// The JSON texts of rows already written, to be written over by the next rows' JSON cells.
+    spare_json: Vec<String>,
+    /// The last written row's list of cells, emptied, with its room.
+    spare_cells: Vec<Cell<'static>>,
 }
+
+/// How many JSON texts, and how long ones, are kept for the next rows: one per JSON column of a row, and no
+/// large document's buffer held for good.
+const SPARE_JSON_TEXTS: usize = 64;
+const SPARE_JSON_BYTES: usize = 64 << 10;
 
 impl FieldLookup {
     /// Coerces a record to the loaded columns; a field with no column, or a value that does not fit, is an
-    /// error for this record.
+    /// error for this record. Hand the cells back with [`FieldLookup::recycle`] once the row is written.
     pub(crate) fn cells<'a>(
         &mut self,
         table: &str,
@@ -573,19 +586,48 @@ impl FieldLookup {
         record: &'a Record,
     ) -> Result<Vec<Cell<'a>>> {
         self.check(table, columns, record)?;
-        columns
-            .iter()
-            .enumerate()
-            .map(|(i, (column, _))| {
-                coerce(self.value(record, i), column).map_err(|message| {
-                    Error::record(
-                        Stage::Sink,
-                        Position::default().with_field(column.name.clone()),
-                        message,
-                    )
-                })
-            })
-            .collect()
+        let mut cells: Vec<Cell<'a>> = std::mem::take(&mut self.spare_cells);
+        for (i, (column, _)) in columns.iter().enumerate() {
+            let cell = self.cell(record, i, column).map_err(|message| {
+                Error::record(
+                    Stage::Sink,
+                    Position::default().with_field(column.name.clone()),
+                    message,
+                )
+            })?;
+            cells.push(cell);
+        }
+        Ok(cells)
+    }
+
+    /// The value of loaded column `index` (after [`FieldLookup::check`]) coerced to `column`; the error is
+    /// the reason. Hand the cell back with [`FieldLookup::give_back`] once it is written.
+    pub(crate) fn cell<'a>(
+        &mut self,
+        record: &'a Record,
+        index: usize,
+        column: &Column,
+    ) -> std::result::Result<Cell<'a>, String> {
+        column::coerce_into(self.value(record, index), column, &mut self.spare_json)
+    }
+
+    /// Keeps a written cell's JSON text for a later row's.
+    pub(crate) fn give_back(&mut self, cell: Cell<'_>) {
+        if let Cell::Json(text) = cell {
+            if self.spare_json.len() < SPARE_JSON_TEXTS && text.capacity() <= SPARE_JSON_BYTES {
+                self.spare_json.push(text);
+            }
+        }
+    }
+
+    /// Keeps a written row's JSON texts and its list's room for the next rows.
+    pub(crate) fn recycle(&mut self, mut cells: Vec<Cell<'_>>) {
+        for cell in cells.drain(..) {
+            self.give_back(cell);
+        }
+        // An empty list holds no borrowed text, so it can outlive the record: collected in place (the
+        // standard library reuses the allocation for elements of one size), its room kept.
+        self.spare_cells = cells.into_iter().map(|_| Cell::Null).collect();
     }
 
     /// Makes sure the positions fit `record` (working them out again if its shape is new); a field with
@@ -612,12 +654,26 @@ impl FieldLookup {
             .unwrap_or(&Value::Null)
     }
 
-    fn same_shape(&self, record: &Record) -> bool {
-        record.len() == self.shape.len()
+    fn same_shape(&mut self, record: &Record) -> bool {
+        let same_keys = |known: &[crate::record::Key]| {
+            record.len() == known.len()
+                && record
+                    .iter()
+                    .zip(known)
+                    .all(|((key, _), known)| std::sync::Arc::ptr_eq(key, known))
+        };
+        if same_keys(&self.shape) || same_keys(&self.twin) {
+            return true;
+        }
+        let same_names = record.len() == self.shape.len()
             && record
                 .iter()
                 .zip(&self.shape)
-                .all(|((key, _), known)| std::sync::Arc::ptr_eq(key, known) || **key == **known)
+                .all(|((key, _), known)| **key == **known);
+        if same_names {
+            self.twin = record.iter().map(|(k, _)| k.clone()).collect();
+        }
+        same_names
     }
 
     fn learn(&mut self, table: &str, columns: &[(Column, String)], record: &Record) -> Result<()> {
@@ -640,6 +696,8 @@ impl FieldLookup {
             .map(|(_, field)| record.keys().position(|k| k == field))
             .collect();
         self.shape = record.iter().map(|(k, _)| k.clone()).collect();
+        // The twin named the last shape's fields.
+        self.twin.clear();
         Ok(())
     }
 }
@@ -792,6 +850,91 @@ impl TableSink for Sampled {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Key;
+    use std::sync::Arc;
+
+    fn lookup_columns() -> Vec<(Column, String)> {
+        let column = |name: &str, kind| Column {
+            name: name.to_owned(),
+            type_name: String::new(),
+            kind,
+            has_default: false,
+            inferred: false,
+        };
+        vec![
+            (column("a", ColumnKind::Text), "a".to_owned()),
+            (
+                column("j", ColumnKind::Json { binary: false }),
+                "j".to_owned(),
+            ),
+        ]
+    }
+
+    fn named(keys: &[Key], values: [Value; 2]) -> Record {
+        let mut record = Record::new();
+        for (key, value) in keys.iter().zip(values) {
+            record.push_unchecked(Arc::clone(key), value);
+        }
+        record
+    }
+
+    #[test]
+    fn a_lookup_finds_the_columns_of_records_named_by_either_thread_and_after_a_change_of_shape() {
+        let columns = lookup_columns();
+        let mut lookup = FieldLookup::default();
+        let keys = |names: [&str; 2]| names.map(Key::from);
+        // Two sets of the same names (each mapping thread has its own), then the fields in another order.
+        let (first, second, swapped) = (keys(["a", "j"]), keys(["a", "j"]), keys(["j", "a"]));
+        let text = |s: &str| Value::String(s.to_owned());
+        let array = || Value::Array(vec![Value::Int(1)]);
+        for (keys, values, expected) in [
+            (&first, [text("x"), array()], ["x", "[1]"]),
+            (&second, [text("y"), array()], ["y", "[1]"]),
+            (&first, [text("z"), array()], ["z", "[1]"]),
+            (&swapped, [array(), text("w")], ["w", "[1]"]),
+            (&second, [text("v"), array()], ["v", "[1]"]),
+            (&swapped, [array(), text("u")], ["u", "[1]"]),
+        ] {
+            let record = named(keys, values);
+            let cells = lookup.cells("t", &columns, &record).unwrap();
+            assert_eq!(
+                cells,
+                vec![
+                    Cell::Text(expected[0].into()),
+                    Cell::Json(expected[1].to_owned())
+                ]
+            );
+            lookup.recycle(cells);
+        }
+    }
+
+    #[test]
+    fn the_json_text_of_a_written_row_is_written_over_by_the_next_rows() {
+        let columns = lookup_columns();
+        let mut lookup = FieldLookup::default();
+        let keys = ["a", "j"].map(Key::from);
+        let long = Value::Array((0..40).map(Value::Int).collect());
+        let record = named(&keys, [Value::Null, long]);
+        let cells = lookup.cells("t", &columns, &record).unwrap();
+        let Cell::Json(text) = &cells[1] else {
+            panic!("{cells:?}")
+        };
+        let buffer = text.as_ptr();
+        lookup.recycle(cells);
+        let mut object = Record::new();
+        object.push_unchecked(Key::from("b"), Value::String("x".into()));
+        let record = named(&keys, [Value::Null, Value::Object(object)]);
+        let cells = lookup.cells("t", &columns, &record).unwrap();
+        assert_eq!(cells[1], Cell::Json(r#"{"b":"x"}"#.to_owned()));
+        let Cell::Json(text) = &cells[1] else {
+            panic!("{cells:?}")
+        };
+        assert_eq!(
+            text.as_ptr(),
+            buffer,
+            "the earlier row's text buffer is reused"
+        );
+    }
 
     #[test]
     fn conflict_modes_and_connect_options_read_and_write_as_job_data() {

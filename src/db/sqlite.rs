@@ -700,6 +700,7 @@ impl TableSink for SqliteSink {
             }
             _ => self.tally.inserted += 1,
         }
+        self.lookup.recycle(cells);
         Ok(())
     }
 

@@ -19,9 +19,11 @@ pub(super) struct LoadStatement<'c> {
     stmt: NonNull<ffi::sqlite3_stmt>,
     db: NonNull<ffi::sqlite3>,
     parameters: usize,
-    /// The text made for a row's cells that have none of their own (dates, timestamps, UUIDs, lists), one
-    /// per parameter, kept until the step has read it.
+    /// The value made for a row's cells that have no text of their own (dates, UUIDs, lists), one per
+    /// parameter, kept until the step has read it.
     made: Vec<Owned>,
+    /// The text of a row's timestamps, one buffer per parameter, rewritten for each row.
+    timestamp_texts: Vec<String>,
     connection: PhantomData<&'c Connection>,
 }
 
@@ -59,6 +61,7 @@ impl<'c> LoadStatement<'c> {
             db,
             parameters,
             made: vec![Owned::Null; parameters],
+            timestamp_texts: vec![String::new(); parameters],
             connection: PhantomData,
         };
         // SQLite prepares the first statement only: anything after it would be left out unseen.
@@ -100,27 +103,36 @@ impl<'c> LoadStatement<'c> {
     }
 
     /// Binds parameter `index` (from 0) to `cell`: its own text or bytes in place (SQLite reads them
-    /// during the step), or a value made for it and kept in `made` until then.
+    /// during the step), or a value made for it and kept in `made` or `timestamp_texts` until then.
     fn bind(&mut self, index: usize, cell: &Cell<'_>) -> rusqlite::Result<()> {
-        let value = match cell.to_sql()? {
-            ToSqlOutput::Borrowed(value) => value,
-            ToSqlOutput::Owned(value) => {
-                self.made[index] = value;
-                ValueRef::from(&self.made[index])
+        let value = match cell {
+            // A timestamp's text is written over the one made for the last row: no allocation per row.
+            Cell::Timestamp(at) => {
+                let text = &mut self.timestamp_texts[index];
+                text.clear();
+                at.push_text(text);
+                ValueRef::Text(text.as_bytes())
             }
-            _ => {
-                return Err(error_with(
-                    ffi::SQLITE_MISUSE,
-                    "a value SQLite cannot take as a parameter",
-                ))
-            }
+            _ => match cell.to_sql()? {
+                ToSqlOutput::Borrowed(value) => value,
+                ToSqlOutput::Owned(value) => {
+                    self.made[index] = value;
+                    ValueRef::from(&self.made[index])
+                }
+                _ => {
+                    return Err(error_with(
+                        ffi::SQLITE_MISUSE,
+                        "a value SQLite cannot take as a parameter",
+                    ))
+                }
+            },
         };
         let stmt = self.stmt.as_ptr();
         // Parameters are numbered from 1; `index` is below `parameters`, a c_int.
         let number = index as c_int + 1;
         // SAFETY: `stmt` is live and `number` one of its parameters. Text and bytes are bound
-        // `SQLITE_STATIC`: they belong to `cell` or to `made`, both untouched until `execute` has stepped
-        // and cleared the bindings.
+        // `SQLITE_STATIC`: they belong to `cell`, `made` or `timestamp_texts`, all untouched until `execute`
+        // has stepped and cleared the bindings (each parameter is bound once a row).
         let rc = unsafe {
             match value {
                 ValueRef::Null => ffi::sqlite3_bind_null(stmt, number),

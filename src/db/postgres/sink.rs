@@ -18,9 +18,9 @@ use super::{cause, connect, message, pg_error};
 use crate::db::conflict::{pg_upsert, ConflictColumn};
 use crate::db::pgcopy::{self, numeric_to_binary};
 use crate::db::{
-    check_field_names, check_key_enforced, check_sink_names, coerce, loaded_columns,
-    new_columns_shown, new_table_columns, quote_ident, sample_fields, Cell, Column, ColumnKind,
-    DbEndpoint, FieldLookup, OnConflict, Sampled, SinkOptions, TableSink, Tally, TextColumns,
+    check_field_names, check_key_enforced, check_sink_names, loaded_columns, new_columns_shown,
+    new_table_columns, quote_ident, sample_fields, Cell, Column, ColumnKind, DbEndpoint,
+    FieldLookup, OnConflict, Sampled, SinkOptions, TableSink, Tally, TextColumns,
 };
 use crate::error::{Error, Position, Result, Stage};
 use crate::record::Record;
@@ -439,10 +439,14 @@ impl PgSink {
         let start = self.rows.len();
         pgcopy::put_tuple_start(&mut self.rows, loaded.columns.len() as i16);
         for (i, ((column, _), ty)) in loaded.columns.iter().zip(&loaded.types).enumerate() {
-            let encoded = coerce(self.lookup.value(record, i), column)
+            let encoded = self
+                .lookup
+                .cell(record, i, column)
                 .map_err(|message| (message, false))
                 .and_then(|cell| {
-                    encode_cell(&cell, column.kind, ty, &mut self.rows).map_err(|m| (m, true))
+                    let encoded = encode_cell(&cell, column.kind, ty, &mut self.rows);
+                    self.lookup.give_back(cell);
+                    encoded.map_err(|m| (m, true))
                 });
             if let Err((message, from_encoder)) = encoded {
                 self.rows.truncate(start);
