@@ -660,13 +660,17 @@ impl Record {
             // A buffer is never grown (a grown one has spare room for good) and one with much more room
             // than the text is not kept: memory stays in proportion to the text held.
             let room = buffer.capacity();
-            if Arc::ptr_eq(held, key) && text.len() <= room && room <= 2 * text.len() + 16 {
+            if Arc::ptr_eq(held, key) && text.len() <= room && room <= 4 * text.len() + 64 {
                 buffer.clear();
                 buffer.push_str(text);
                 return;
             }
         }
-        self.refill(index, key, Value::String(text.to_owned()));
+        // A new buffer gets half as much room again, so that the next rows' texts, which vary in length
+        // around this one, fit it: sized exactly, half of a free-text column's refills allocated anew.
+        let mut buffer = String::with_capacity((text.len() + text.len() / 2).max(16));
+        buffer.push_str(text);
+        self.refill(index, key, Value::String(buffer));
     }
 
     /// Sets field `index` of a record a decoder is refilling to `value` under `key` (see `refill_text`).
@@ -1042,6 +1046,34 @@ mod tests {
 
     fn json(text: &str) -> Value {
         serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn a_refilled_text_keeps_its_buffer_for_texts_of_about_its_length_and_no_more_room_than_it_needs(
+    ) {
+        let key = Key::from("body");
+        let buffer = |record: &Record| match record.value_at(0) {
+            Some(Value::String(s)) => (s.as_ptr(), s.capacity()),
+            other => panic!("{other:?}"),
+        };
+        let mut record = Record::new();
+        record.refill_text(0, &key, &"x".repeat(100));
+        let (first, room) = buffer(&record);
+        assert!(room >= 150, "room for longer texts: {room}");
+        // Longer and shorter texts in the room are written into the same buffer.
+        for len in [140, 60, 100, 30] {
+            record.refill_text(0, &key, &"y".repeat(len));
+            assert_eq!(buffer(&record).0, first, "{len} bytes");
+            assert_eq!(record.value_at(0), Some(&Value::String("y".repeat(len))));
+        }
+        // A text much shorter than the room gets a buffer of its own size: memory follows the text held.
+        record.refill_text(0, &key, "short");
+        assert!(buffer(&record).1 < 64, "{}", buffer(&record).1);
+        assert_eq!(record.value_at(0), Some(&Value::String("short".into())));
+        // As does a text longer than the room.
+        record.refill_text(0, &key, &"z".repeat(1000));
+        assert_eq!(record.value_at(0), Some(&Value::String("z".repeat(1000))));
+        assert!(buffer(&record).1 <= 1500);
     }
 
     #[test]
