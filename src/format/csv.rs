@@ -319,7 +319,7 @@ impl CsvDecoder {
         if self.row.too_wide || self.row.len() != header.len() || self.quote_problem().is_some() {
             return None;
         }
-        let text = std::str::from_utf8(self.row.as_slice()).ok()?;
+        let text = simdutf8::basic::from_utf8(self.row.as_slice()).ok()?;
         let mut start = 0;
         for &end in &self.row.ends {
             let cell = text.get(start..end)?;
@@ -396,7 +396,7 @@ impl CsvDecoder {
         // One UTF-8 check for the whole row is cheaper than one per cell, each cell then a slice of it. If
         // the row is not valid UTF-8, or a cell's ends are not character boundaries, the cell is checked on
         // its own, so that the error names it.
-        let row_text = std::str::from_utf8(self.row.as_slice()).unwrap_or_default();
+        let row_text = simdutf8::basic::from_utf8(self.row.as_slice()).unwrap_or_default();
         let mut end = 0;
         for (i, cell) in self.row.cells().enumerate() {
             let start = end;
