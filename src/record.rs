@@ -666,9 +666,11 @@ impl Record {
                 return;
             }
         }
-        // A new buffer gets half as much room again, so that the next rows' texts, which vary in length
-        // around this one, fit it: sized exactly, half of a free-text column's refills allocated anew.
-        let mut buffer = String::with_capacity((text.len() + text.len() / 2).max(16));
+        // A new buffer gets half as much room again (up to 4 KiB more), so that the next rows' texts, which
+        // vary in length around this one, fit it: sized exactly, half of a free-text column's refills
+        // allocated anew.
+        let room = text.len() + (text.len() / 2).min(4096);
+        let mut buffer = String::with_capacity(room.max(16));
         buffer.push_str(text);
         self.refill(index, key, Value::String(buffer));
     }

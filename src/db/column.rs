@@ -182,7 +182,7 @@ pub(crate) fn coerce_into<'a>(
         }
     }
     let cell = match column.kind {
-        ColumnKind::Any => any_cell(value),
+        ColumnKind::Any => any_cell(value, spare),
         ColumnKind::Text => Some(text_cell(value)),
         ColumnKind::Integer { bits } => integer(value).and_then(|n| fits(n, bits)).map(Cell::Int),
         ColumnKind::Float { .. } => float(value).map(Cell::Float),
@@ -240,13 +240,13 @@ fn expected(kind: ColumnKind) -> &'static str {
     }
 }
 
-fn any_cell(value: &Value) -> Option<Cell<'_>> {
+fn any_cell<'a>(value: &'a Value, spare: &mut Vec<String>) -> Option<Cell<'a>> {
     Some(match value {
         Value::Bool(b) => Cell::Bool(*b),
         Value::Int(n) => Cell::Int(*n),
         Value::Float(f) => Cell::Float(*f),
         Value::Bytes(b) => Cell::Bytes(Cow::Borrowed(b)),
-        Value::Array(_) | Value::Object(_) => Cell::Json(json(value, None)),
+        Value::Array(_) | Value::Object(_) => Cell::Json(json(value, spare.pop())),
         other => text_cell(other),
     })
 }

@@ -670,7 +670,9 @@ impl FieldLookup {
                 .iter()
                 .zip(&self.shape)
                 .all(|((key, _), known)| **key == **known);
-        if same_names {
+        // Only the first other set is kept: a decoder that names each record anew (XML, YAML) would
+        // otherwise have it copied for every row.
+        if same_names && self.twin.is_empty() {
             self.twin = record.iter().map(|(k, _)| k.clone()).collect();
         }
         same_names
