@@ -1057,7 +1057,7 @@ mod tests {
         let mut record = Record::new();
         record.refill_text(0, &key, &"x".repeat(100));
         let (first, _) = buffer(&record);
-        // Texts from a quarter of the room up to all of it are written into the same buffer.
+        // Texts from about a quarter of the room up to all of it are written into the same buffer.
         for len in [60, 100, 30, 99] {
             record.refill_text(0, &key, &"y".repeat(len));
             assert_eq!(buffer(&record).0, first, "{len} bytes");

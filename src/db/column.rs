@@ -356,13 +356,8 @@ fn timestamp(value: &Value) -> Option<Timestamp> {
 /// array or object (a CSV cell, say) is taken as that JSON rather than as a JSON string, so `{"a":1}` in a
 /// CSV becomes an object in a json column.
 fn json(value: &Value, buffer: Option<String>) -> String {
-    let Some(buffer) = buffer else {
-        return match value {
-            Value::String(s) if holds_json(s) => s.clone(),
-            _ => json_text(value),
-        };
-    };
-    let mut out = buffer.into_bytes();
+    // A new buffer is sized as `json_text` sizes one.
+    let mut out = buffer.map_or_else(|| Vec::with_capacity(128), String::into_bytes);
     out.clear();
     match value {
         Value::String(s) if holds_json(s) => out.extend_from_slice(s.as_bytes()),
