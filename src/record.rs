@@ -13,6 +13,36 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Whether a text buffer of `room` bytes is written over with a text of `len` bytes rather than replaced.
+/// A buffer is never grown (a grown one has spare room for good) and one with much more room than the text
+/// is not kept: memory stays in proportion to the text held. The bound is loose enough for the texts of a
+/// free-text column, which vary in length from row to row (at twice the length, half of such refills
+/// allocated anew).
+pub(crate) fn keeps_buffer(room: usize, len: usize) -> bool {
+    len <= room && room <= 4 * len + 64
+}
+
+/// A copy of `text` in a buffer with the room the allocator gives its size anyway (jemalloc's size classes:
+/// 8, multiples of 16 up to 128, then four classes per doubling), so that the next text written over it
+/// may be a little longer at no cost in memory: an exact copy's room is its length, and a refilled cell
+/// whose text is a byte longer than the last one's needed a new buffer.
+pub(crate) fn text_with_room(text: &str) -> String {
+    let len = text.len();
+    let room = match len {
+        0 => 0,
+        1..=8 => 8,
+        9..=128 => len.next_multiple_of(16),
+        _ => {
+            // Four classes between 2^k and 2^(k+1): spaced 2^(k-2).
+            let spacing = 1usize << (usize::BITS - (len - 1).leading_zeros() - 3);
+            len.next_multiple_of(spacing)
+        }
+    };
+    let mut buffer = String::with_capacity(room);
+    buffer.push_str(text);
+    buffer
+}
+
 /// A field name. Shared, because every record of a CSV file carries the same names.
 pub type Key = Arc<str>;
 
@@ -324,6 +354,24 @@ impl Value {
             Value::Timestamp(_) => "datetime",
             Value::Array(_) => "array",
             Value::Object(_) => "object",
+        }
+    }
+
+    /// Whether two values are the same to the bit, so that their texts are too: `==` takes `0.0` and
+    /// `-0.0` for equal (and NaN for unequal to itself), which a copy made in place of the other must not.
+    pub(crate) fn identical(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Float(a), Value::Float(b)) => a.to_bits() == b.to_bits(),
+            (Value::Array(a), Value::Array(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.identical(b))
+            }
+            (Value::Object(a), Value::Object(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b.iter())
+                        .all(|((ka, a), (kb, b))| ka == kb && a.identical(b))
+            }
+            (a, b) => a == b,
         }
     }
 
@@ -657,18 +705,13 @@ impl Record {
     /// otherwise the field is replaced. Fields after the last one set are stale until `truncate` cuts them.
     pub(crate) fn refill_text(&mut self, index: usize, key: &Key, text: &str) {
         if let Some((held, Value::String(buffer))) = self.fields.get_mut(index) {
-            // A buffer is never grown (a grown one has spare room for good) and one with much more room
-            // than the text is not kept: memory stays in proportion to the text held. The bound is loose
-            // enough for the texts of a free-text column, which vary in length from row to row (at twice
-            // the length, half of such refills allocated anew).
-            let room = buffer.capacity();
-            if Arc::ptr_eq(held, key) && text.len() <= room && room <= 4 * text.len() + 64 {
+            if Arc::ptr_eq(held, key) && keeps_buffer(buffer.capacity(), text.len()) {
                 buffer.clear();
                 buffer.push_str(text);
                 return;
             }
         }
-        self.refill(index, key, Value::String(text.to_owned()));
+        self.refill(index, key, Value::String(text_with_room(text)));
     }
 
     /// Sets field `index` of a record a decoder is refilling to `value` under `key` (see `refill_text`).
@@ -1070,6 +1113,59 @@ mod tests {
         record.refill_text(0, &key, "short");
         assert!(buffer(&record).1 < 64, "{}", buffer(&record).1);
         assert_eq!(record.value_at(0), Some(&Value::String("short".into())));
+    }
+
+    #[test]
+    fn identical_values_are_equal_to_the_bit() {
+        let object = |v: Value| Value::Object([(Key::from("a"), v)].into_iter().collect());
+        let same = [
+            Value::Float(f64::NAN),
+            Value::Float(0.5),
+            Value::String("x".into()),
+            Value::Array(vec![Value::Int(1), Value::Float(-0.0)]),
+            object(Value::Float(-0.0)),
+        ];
+        for value in &same {
+            assert!(value.identical(&value.clone()), "{value:?}");
+        }
+        let differ = [
+            (Value::Float(0.0), Value::Float(-0.0)),
+            (Value::Int(1), Value::Float(1.0)),
+            (
+                Value::Array(vec![Value::Float(0.0)]),
+                Value::Array(vec![Value::Float(-0.0)]),
+            ),
+            (object(Value::Float(0.0)), object(Value::Float(-0.0))),
+            (object(Value::Int(1)), Value::Object(Record::new())),
+        ];
+        for (a, b) in &differ {
+            assert!(!a.identical(b), "{a:?} {b:?}");
+        }
+    }
+
+    #[test]
+    fn a_new_text_buffer_has_the_room_of_its_allocation_size_class() {
+        let cases = [
+            (0, 0),
+            (1, 8),
+            (8, 8),
+            (9, 16),
+            (16, 16),
+            (17, 32),
+            (128, 128),
+            (129, 160),
+            (200, 224),
+            (256, 256),
+            (257, 320),
+            (1000, 1024),
+            (1025, 1280),
+        ];
+        for (len, room) in cases {
+            let text = "é".repeat(len / 2) + &"x".repeat(len % 2);
+            let copy = text_with_room(&text);
+            assert_eq!(copy, text);
+            assert_eq!(copy.capacity(), room, "{len} bytes");
+        }
     }
 
     #[test]

@@ -355,7 +355,7 @@ fn timestamp(value: &Value) -> Option<Timestamp> {
 /// JSON text for a value, written over `buffer`'s text when there is one. Text that already holds a JSON
 /// array or object (a CSV cell, say) is taken as that JSON rather than as a JSON string, so `{"a":1}` in a
 /// CSV becomes an object in a json column.
-fn json(value: &Value, buffer: Option<String>) -> String {
+pub(crate) fn json(value: &Value, buffer: Option<String>) -> String {
     // A new buffer is sized as `json_text` sizes one.
     let mut out = buffer.map_or_else(|| Vec::with_capacity(128), String::into_bytes);
     out.clear();
