@@ -333,12 +333,16 @@ struct PropertyChecks {
     required: Vec<Box<str>>,
     /// With `additionalProperties: false`: the names `properties` declares.
     only: Option<Vec<Box<str>>>,
-    /// The properties whose subschema can fail, with a validator of it alone and whether it answers a
-    /// timestamp by the layout of its text alone ([`answers_by_layout`]).
-    checks: Vec<(Box<str>, jsonschema::Validator<RecordJson>, bool)>,
-    /// For each of `checks`, the same subschema checked without the validator where it is only lengths of
-    /// text (see [`TextLengths`]).
-    lengths: Vec<Option<TextLengths>>,
+    /// The properties whose subschema can fail, with a validator of it alone and how else it is checked.
+    checks: Vec<(Box<str>, jsonschema::Validator<RecordJson>, Shortcuts)>,
+}
+
+/// What answers a property's subschema without its validator, for some values.
+struct Shortcuts {
+    /// It answers a timestamp by the layout of its text alone ([`answers_by_layout`]).
+    by_layout: bool,
+    /// It only bounds the length of a text or of a list's texts.
+    lengths: Option<TextLengths>,
 }
 
 /// A subschema that only bounds the length of a text (`minLength`, `maxLength`, perhaps `type: "string"`),
@@ -473,7 +477,7 @@ impl PropertyChecks {
             Some(_) => return None,
         };
         let draft = draft_of(schema);
-        let (mut checks, mut lengths) = (Vec::new(), Vec::new());
+        let mut checks = Vec::new();
         for (name, subschema) in properties {
             let always_valid = match subschema {
                 Json::Bool(b) => *b,
@@ -484,15 +488,16 @@ impl PropertyChecks {
                 continue;
             }
             let validator = validator_of(subschema, draft).ok()?;
-            let by_layout = answers_by_layout(subschema);
-            checks.push((Box::from(name.as_str()), validator, by_layout));
-            lengths.push(TextLengths::of(subschema));
+            let shortcuts = Shortcuts {
+                by_layout: answers_by_layout(subschema),
+                lengths: TextLengths::of(subschema),
+            };
+            checks.push((Box::from(name.as_str()), validator, shortcuts));
         }
         Some(PropertyChecks {
             required,
             only,
             checks,
-            lengths,
         })
     }
 
@@ -511,16 +516,16 @@ impl PropertyChecks {
                 .checks
                 .iter()
                 .enumerate()
-                .all(|(i, (name, check, by_layout))| {
+                .all(|(i, (name, check, shortcuts))| {
                     record.get(name).is_none_or(|value| {
-                        let lengths = self.lengths.get(i).and_then(Option::as_ref);
+                        let lengths = shortcuts.lengths.as_ref();
                         if let Some(valid) = lengths.and_then(|l| l.check(value)) {
                             return valid;
                         }
                         let is_valid = || check.is_valid(RecordNode::Value(value));
                         match (value, passed.as_deref_mut()) {
                             (Value::String(text), Some(passed)) => passed.check(i, text, is_valid),
-                            (Value::Timestamp(t), Some(passed)) if *by_layout => {
+                            (Value::Timestamp(t), Some(passed)) if shortcuts.by_layout => {
                                 match t.text_layout() {
                                     Some(layout) => passed.check_layout(i, layout, is_valid),
                                     None => is_valid(),
