@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// is not kept: memory stays in proportion to the text held. The bound is loose enough for the texts of a
 /// free-text column, which vary in length from row to row (at twice the length, half of such refills
 /// allocated anew).
-pub(crate) fn keeps_buffer(room: usize, len: usize) -> bool {
+fn keeps_buffer(room: usize, len: usize) -> bool {
     len <= room && room <= 4 * len + 64
 }
 
@@ -26,7 +26,7 @@ pub(crate) fn keeps_buffer(room: usize, len: usize) -> bool {
 /// 8, multiples of 16 up to 128, then four classes per doubling), so that the next text written over it
 /// may be a little longer at no cost in memory: an exact copy's room is its length, and a refilled cell
 /// whose text is a byte longer than the last one's needed a new buffer.
-pub(crate) fn text_with_room(text: &str) -> String {
+fn text_with_room(text: &str) -> String {
     let len = text.len();
     let room = match len {
         0 => 0,
