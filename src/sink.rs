@@ -216,8 +216,7 @@ pub struct AtomicFile {
     temp: Option<io::BufWriter<tempfile::NamedTempFile>>,
     registration: Option<Registration>,
     written: u64,
-    /// Where the file's bytes not yet handed to writeback start (see [`WRITEBACK_BYTES`]).
-    writeback_from: u64,
+    writeback: Writeback,
 }
 
 impl AtomicFile {
@@ -243,7 +242,7 @@ impl AtomicFile {
             temp: Some(io::BufWriter::with_capacity(256 * 1024, temp)),
             registration: Some(registration),
             written: 0,
-            writeback_from: 0,
+            writeback: Writeback::default(),
         })
     }
 
@@ -256,9 +255,25 @@ impl AtomicFile {
         let Some(temp) = &self.temp else { return };
         // Bytes still in the buffer are not in the file yet.
         let in_file = self.written - temp.buffer().len() as u64;
-        if in_file - self.writeback_from >= WRITEBACK_BYTES {
-            request_writeback(temp.get_ref().as_file(), self.writeback_from, in_file);
-            self.writeback_from = in_file;
+        self.writeback.follow(temp.get_ref().as_file(), in_file);
+    }
+}
+
+/// Starts a growing file's writeback to disk in steps of [`WRITEBACK_BYTES`], so that the disk writes while
+/// the run goes on and the sync that makes the file durable at its end finds little left to write.
+#[derive(Debug, Default)]
+pub(crate) struct Writeback {
+    /// Where the file's bytes not yet handed to writeback start.
+    from: u64,
+}
+
+impl Writeback {
+    /// The file is `len` bytes long now: its bytes since the last request are handed to writeback once
+    /// there are enough of them.
+    pub(crate) fn follow(&mut self, file: &fs::File, len: u64) {
+        if len.saturating_sub(self.from) >= WRITEBACK_BYTES {
+            request_writeback(file, self.from, len);
+            self.from = len;
         }
     }
 }
@@ -657,7 +672,7 @@ mod tests {
         while expected.len() < 4 * WRITEBACK_BYTES as usize {
             sink.write_all(&piece).unwrap();
             expected.extend_from_slice(&piece);
-            started.push(sink.writeback_from);
+            started.push(sink.writeback.from);
         }
         // Started in steps of at least WRITEBACK_BYTES, never past what left the buffer for the file.
         let steps: Vec<u64> = started
@@ -668,7 +683,7 @@ mod tests {
         assert_eq!(steps.len(), 3, "{steps:?}"); // the fourth is still partly in the buffer
         assert!(steps.iter().all(|s| *s >= WRITEBACK_BYTES), "{steps:?}");
         let buffered = sink.temp.as_ref().unwrap().buffer().len() as u64;
-        assert!(sink.writeback_from <= sink.written - buffered);
+        assert!(sink.writeback.from <= sink.written - buffered);
         sink.finish().unwrap();
         assert_eq!(fs::read(&target).unwrap(), expected);
     }

@@ -37,6 +37,7 @@ use crate::env::Environment;
 use crate::error::{sqlstate, DbCause, Error, Position, Result, Stage};
 use crate::format::Decoder;
 use crate::record::{Decimal, Record, Timestamp, Value};
+use crate::sink::Writeback;
 
 /// The SQLite database kind.
 pub static DATABASE: Database = Database {
@@ -310,6 +311,12 @@ fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<Box<dyn Tabl
         Connection::open(&path)
     }
     .map_err(|e| sql_error(Stage::Sink, &name, "cannot open", e))?;
+    // SQLite has created the file by now; without a descriptor the load simply goes without writeback.
+    let in_file = exists || !options.dry_run;
+    let writeback = in_file
+        .then(|| std::fs::File::open(&path).ok())
+        .flatten()
+        .map(|file| (file, Writeback::default()));
     // From here on the sink exists, so any failure drops it: rolled back, and a file it created removed.
     let mut sink = SqliteSink {
         conn: Some(Link::Open(conn)),
@@ -325,6 +332,7 @@ fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<Box<dyn Tabl
         since_commit: 0,
         finished: false,
         lookup: FieldLookup::default(),
+        writeback,
     };
     sink.start()?;
     let limit = sink.options.sample_records;
@@ -515,6 +523,10 @@ struct SqliteSink {
     since_commit: u64,
     finished: bool,
     lookup: FieldLookup,
+    /// The database file, read-only, to start its writeback as the load grows it. Closed only after the
+    /// connection (`Drop` closes that first): closing any descriptor of a file drops the POSIX locks the
+    /// process holds on it, SQLite's included.
+    writeback: Option<(std::fs::File, Writeback)>,
 }
 
 impl SqliteSink {
@@ -628,6 +640,18 @@ impl SqliteSink {
         Statements { insert, update }
     }
 
+    /// Hands the pages SQLite has written into the file since the last time to the disk, once there are
+    /// enough of them: they reach the file as its page cache spills them, and without this the commit's
+    /// sync wrote them all at the end (0.11 s of a 1.4 s million-row load into a new file).
+    fn start_writeback(&mut self) {
+        let Some((file, writeback)) = &mut self.writeback else {
+            return;
+        };
+        if let Ok(meta) = file.metadata() {
+            writeback.follow(file, meta.len());
+        }
+    }
+
     fn fatal(&self, what: &str, e: rusqlite::Error) -> Error {
         sql_error(Stage::Sink, &self.name, what, e)
     }
@@ -714,6 +738,7 @@ impl TableSink for SqliteSink {
     }
 
     fn checkpoint(&mut self, through: u64) -> Result<Option<u64>> {
+        self.start_writeback();
         if self.options.commit_due(self.since_commit) {
             self.conn()
                 .execute_batch("COMMIT; BEGIN IMMEDIATE")
