@@ -20,6 +20,7 @@
 //! A refused row keeps SQLite's account of why: its constraint errors carry the SQLSTATE PostgreSQL gives
 //! for the same violation, and the table and column SQLite names.
 
+use std::os::fd::{FromRawFd as _, RawFd};
 use std::path::{Path, PathBuf};
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -311,12 +312,12 @@ fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<Box<dyn Tabl
         Connection::open(&path)
     }
     .map_err(|e| sql_error(Stage::Sink, &name, "cannot open", e))?;
-    // SQLite has created the file by now; without a descriptor the load simply goes without writeback.
+    // Without SQLite's descriptor of the file the load simply goes without writeback.
     let in_file = exists || !options.dry_run;
     let writeback = in_file
-        .then(|| std::fs::File::open(&path).ok())
+        .then(|| database_descriptor(&conn, &path))
         .flatten()
-        .map(|file| (file, Writeback::default()));
+        .map(|fd| (fd, Writeback::default()));
     // From here on the sink exists, so any failure drops it: rolled back, and a file it created removed.
     let mut sink = SqliteSink {
         conn: Some(Link::Open(conn)),
@@ -337,6 +338,65 @@ fn open_sink(endpoint: &DbEndpoint, options: SinkOptions) -> Result<Box<dyn Tabl
     sink.start()?;
     let limit = sink.options.sample_records;
     Ok(Sampled::wrap(sink, limit))
+}
+
+/// SQLite's own descriptor of the connection's main database file at `path`, for writeback hints. A
+/// descriptor of ferry's would do as well, but closing it would drop every POSIX lock this process holds on
+/// the file — those of SQLite's connections to it too, the sink's own or, in `ferry serve`, another job's.
+/// SQLite hands out its file object (`SQLITE_FCNTL_FILE_POINTER`); under the unix VFSes that is a `unixFile`,
+/// whose fourth member is its descriptor (`h`). The descriptor is taken only if it is the file at `path`
+/// (same device and inode), so a layout other than the bundled SQLite's means no writeback, nothing worse.
+#[cfg(target_os = "linux")]
+fn database_descriptor(conn: &Connection, path: &Path) -> Option<RawFd> {
+    use std::os::unix::fs::MetadataExt as _;
+    /// The members of SQLite's `unixFile` up to its descriptor.
+    #[repr(C)]
+    struct UnixFileHead {
+        methods: *const std::ffi::c_void,
+        vfs: *const rusqlite::ffi::sqlite3_vfs,
+        inode: *const std::ffi::c_void,
+        fd: std::ffi::c_int,
+    }
+    let control = |op, out: *mut std::ffi::c_void| {
+        // SAFETY: the connection is open; both file controls write one pointer to `out`.
+        unsafe { rusqlite::ffi::sqlite3_file_control(conn.handle(), c"main".as_ptr(), op, out) }
+    };
+    let mut vfs: *mut rusqlite::ffi::sqlite3_vfs = std::ptr::null_mut();
+    let mut file: *mut rusqlite::ffi::sqlite3_file = std::ptr::null_mut();
+    let ok = rusqlite::ffi::SQLITE_OK;
+    if control(
+        rusqlite::ffi::SQLITE_FCNTL_VFS_POINTER,
+        (&raw mut vfs).cast(),
+    ) != ok
+        || control(
+            rusqlite::ffi::SQLITE_FCNTL_FILE_POINTER,
+            (&raw mut file).cast(),
+        ) != ok
+        || vfs.is_null()
+        || file.is_null()
+    {
+        return None;
+    }
+    // SAFETY: `vfs` is the connection's VFS, registered for the life of the process, its name a C string.
+    let name = unsafe { std::ffi::CStr::from_ptr((*vfs).zName) };
+    if !name.to_bytes().starts_with(b"unix") {
+        return None;
+    }
+    // SAFETY: the unix VFSes' files are `unixFile`s, which begin with these members; the file is the open
+    // connection's.
+    let fd = unsafe { (*file.cast::<UnixFileHead>()).fd };
+    // SAFETY: `fstat` writes only into `stat`.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    let expected = std::fs::metadata(path).ok()?;
+    let same = unsafe { libc::fstat(fd, &mut stat) } == 0
+        && stat.st_dev == expected.dev()
+        && stat.st_ino == expected.ino();
+    same.then_some(fd)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn database_descriptor(_conn: &Connection, _path: &Path) -> Option<RawFd> {
+    None
 }
 
 impl SqliteSink {
@@ -523,10 +583,9 @@ struct SqliteSink {
     since_commit: u64,
     finished: bool,
     lookup: FieldLookup,
-    /// The database file, read-only, to start its writeback as the load grows it. Closed only after the
-    /// connection (`Drop` closes that first): closing any descriptor of a file drops the POSIX locks the
-    /// process holds on it, SQLite's included.
-    writeback: Option<(std::fs::File, Writeback)>,
+    /// SQLite's own descriptor of the database file (see `database_descriptor`), to start the file's
+    /// writeback as the load grows it.
+    writeback: Option<(RawFd, Writeback)>,
 }
 
 impl SqliteSink {
@@ -644,11 +703,14 @@ impl SqliteSink {
     /// enough of them: they reach the file as its page cache spills them, and without this the commit's
     /// sync wrote them all at the end (0.11 s of a 1.4 s million-row load into a new file).
     fn start_writeback(&mut self) {
-        let Some((file, writeback)) = &mut self.writeback else {
+        let Some((fd, writeback)) = &mut self.writeback else {
             return;
         };
+        // SAFETY: the descriptor is SQLite's, open while the connection is, which it is until `Drop`; the
+        // `File` made of it is never dropped, so never closes it.
+        let file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(*fd) });
         if let Ok(meta) = file.metadata() {
-            writeback.follow(file, meta.len());
+            writeback.follow(&file, meta.len());
         }
     }
 
@@ -813,5 +875,34 @@ impl Drop for SqliteSink {
                 let _ = std::fs::remove_file(p);
             }
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_descriptor_for_writeback_is_sqlites_own_and_of_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("load.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1)")
+            .unwrap();
+        let fd = database_descriptor(&conn, &path).expect("the file's descriptor");
+        let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+        assert_eq!(link, path.canonicalize().unwrap());
+        // Another file at the path is not the one SQLite holds.
+        let other = dir.path().join("other.db");
+        std::fs::write(&other, b"").unwrap();
+        assert_eq!(database_descriptor(&conn, &other), None);
+        assert_eq!(
+            database_descriptor(&Connection::open_in_memory().unwrap(), &path),
+            None
+        );
+        // The connection closes it: it was never ferry's to close.
+        drop(conn);
+        assert!(std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .map_or(true, |l| l != path.canonicalize().unwrap()));
     }
 }
