@@ -385,9 +385,9 @@ fn database_descriptor(conn: &Connection, path: &Path) -> Option<RawFd> {
     // SAFETY: the unix VFSes' files are `unixFile`s, which begin with these members; the file is the open
     // connection's.
     let fd = unsafe { (*file.cast::<UnixFileHead>()).fd };
-    // SAFETY: `fstat` writes only into `stat`.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
     let expected = std::fs::metadata(path).ok()?;
+    // SAFETY: `stat` is plain data, for which all zeros is a value; `fstat` writes only into it.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
     let same = unsafe { libc::fstat(fd, &mut stat) } == 0
         && stat.st_dev == expected.dev()
         && stat.st_ino == expected.ino();
