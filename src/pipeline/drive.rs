@@ -745,33 +745,29 @@ impl ReaderMapping {
         batch: &[Record],
         returned: &mut Returned,
     ) -> MappedThere {
+        let mut encoder = self.encoder.as_ref().map(RefCell::borrow_mut);
+        let mut encoded = encoder.as_ref().map(|_| {
+            let mut bytes = returned.encoded.pop().unwrap_or_default();
+            bytes.clear();
+            bytes
+        });
         let mut outcomes = Vec::with_capacity(batch.len());
-        let Some(encoder) = &self.encoder else {
-            for piece in batch.chunks(READER_PIECE) {
-                outcomes.extend(piece.iter().map(|record| stages.outcome(record)));
-                if !self.behind(batch.len()) {
-                    break;
-                }
-            }
-            return MappedThere {
-                outcomes,
-                encoded: None,
-            };
-        };
-        let mut encoder = encoder.borrow_mut();
-        let mut encoded = returned.encoded.pop().unwrap_or_default();
-        encoded.clear();
         for piece in batch.chunks(READER_PIECE) {
-            let encode = |record| stages.outcome_encoded(record, encoder.as_mut(), &mut encoded);
-            outcomes.extend(piece.iter().map(encode));
+            outcomes.extend(
+                piece
+                    .iter()
+                    .map(|record| match (&mut encoder, &mut encoded) {
+                        (Some(encoder), Some(out)) => {
+                            stages.outcome_encoded(record, encoder.as_mut(), out)
+                        }
+                        _ => stages.outcome(record),
+                    }),
+            );
             if !self.behind(batch.len()) {
                 break;
             }
         }
-        MappedThere {
-            outcomes,
-            encoded: Some(encoded),
-        }
+        MappedThere { outcomes, encoded }
     }
 }
 
